@@ -1,0 +1,270 @@
+//! The configuration of a GRU: everything of PyTorch's `nn.GRU` that bears on the math.
+
+use crate::error::{check_shape, GruError, Result};
+
+/// The hyper-parameters of a GRU, named as in PyTorch's `nn.GRU`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GruConfig {
+    /// `I`: features of the input.
+    pub input_size: usize,
+    /// `H`: features of the hidden state.
+    pub hidden_size: usize,
+    /// `L`: stacked layers.
+    pub num_layers: usize,
+    /// Two directions per layer when true (`D = 2`).
+    pub bidirectional: bool,
+    /// Input and output are `(B, T, *)` instead of `(T, B, *)`.
+    pub batch_first: bool,
+    /// The four bias vectors exist when true.
+    pub bias: bool,
+    /// Dropout probability on the outputs of every layer but the last, in training mode.
+    pub dropout: f32,
+}
+
+/// Which of the four parameter tensors of a layer-direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    WeightIh,
+    WeightHh,
+    BiasIh,
+    BiasHh,
+}
+
+impl ParamKind {
+    /// The four kinds in PyTorch's `state_dict` order.
+    pub const ALL: [ParamKind; 4] = [
+        ParamKind::WeightIh,
+        ParamKind::WeightHh,
+        ParamKind::BiasIh,
+        ParamKind::BiasHh,
+    ];
+
+    fn stem(self) -> &'static str {
+        match self {
+            ParamKind::WeightIh => "weight_ih",
+            ParamKind::WeightHh => "weight_hh",
+            ParamKind::BiasIh => "bias_ih",
+            ParamKind::BiasHh => "bias_hh",
+        }
+    }
+
+    /// Whether this kind is a bias vector.
+    pub fn is_bias(self) -> bool {
+        matches!(self, ParamKind::BiasIh | ParamKind::BiasHh)
+    }
+}
+
+/// One named parameter: where it lives and what shape it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// PyTorch's `state_dict` name, such as `weight_hh_l1_reverse`.
+    pub name: String,
+    /// Layer index.
+    pub layer: usize,
+    /// Direction: 0 forward, 1 reverse.
+    pub direction: usize,
+    pub kind: ParamKind,
+    pub shape: Vec<usize>,
+}
+
+impl GruConfig {
+    /// A one-layer, unidirectional, sequence-first GRU with biases, as `nn.GRU(input_size, hidden_size)`.
+    pub fn new(input_size: usize, hidden_size: usize) -> Self {
+        GruConfig {
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bidirectional: false,
+            batch_first: false,
+            bias: true,
+            dropout: 0.0,
+        }
+    }
+
+    pub fn layers(mut self, num_layers: usize) -> Self {
+        self.num_layers = num_layers;
+        self
+    }
+
+    pub fn bidirectional(mut self, yes: bool) -> Self {
+        self.bidirectional = yes;
+        self
+    }
+
+    pub fn batch_first(mut self, yes: bool) -> Self {
+        self.batch_first = yes;
+        self
+    }
+
+    pub fn bias(mut self, yes: bool) -> Self {
+        self.bias = yes;
+        self
+    }
+
+    pub fn dropout(mut self, p: f32) -> Self {
+        self.dropout = p;
+        self
+    }
+
+    /// `D`: 2 when bidirectional, else 1.
+    pub fn num_directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Input features of layer `l`: `I` for the first, `D*H` for the others.
+    pub fn layer_input_size(&self, layer: usize) -> usize {
+        if layer == 0 {
+            self.input_size
+        } else {
+            self.num_directions() * self.hidden_size
+        }
+    }
+
+    /// Checks that the configuration describes a GRU: no size is zero, dropout is in [0, 1).
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("input_size", self.input_size),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+        ] {
+            if v == 0 {
+                return Err(GruError::InvalidConfig(format!(
+                    "{name} is 0; it must be at least 1"
+                )));
+            }
+        }
+        // 3H rows must index into u32 arrays on the GPU; keep every count far from overflow.
+        let limit = 1usize << 24;
+        for (name, v) in [
+            ("input_size", self.input_size),
+            ("hidden_size", self.hidden_size),
+        ] {
+            if v > limit {
+                return Err(GruError::InvalidConfig(format!(
+                    "{name} is {v}; at most {limit} is supported"
+                )));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(GruError::InvalidConfig(format!(
+                "dropout is {}; it must be in [0, 1)",
+                self.dropout
+            )));
+        }
+        Ok(())
+    }
+
+    /// PyTorch's `state_dict` name of one parameter.
+    pub fn param_name(kind: ParamKind, layer: usize, direction: usize) -> String {
+        let suffix = if direction == 1 { "_reverse" } else { "" };
+        format!("{}_l{}{}", kind.stem(), layer, suffix)
+    }
+
+    /// The shape of one parameter.
+    pub fn param_shape(&self, kind: ParamKind, layer: usize) -> Vec<usize> {
+        let h3 = 3 * self.hidden_size;
+        match kind {
+            ParamKind::WeightIh => vec![h3, self.layer_input_size(layer)],
+            ParamKind::WeightHh => vec![h3, self.hidden_size],
+            ParamKind::BiasIh | ParamKind::BiasHh => vec![h3],
+        }
+    }
+
+    /// Every parameter, in PyTorch's `state_dict` order (layer, then direction,
+    /// then `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`).
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let mut out = Vec::new();
+        for layer in 0..self.num_layers {
+            for direction in 0..self.num_directions() {
+                for kind in ParamKind::ALL {
+                    if kind.is_bias() && !self.bias {
+                        continue;
+                    }
+                    out.push(ParamSpec {
+                        name: Self::param_name(kind, layer, direction),
+                        layer,
+                        direction,
+                        kind,
+                        shape: self.param_shape(kind, layer),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The shape of the input for a sequence of `t` steps and a batch of `b`.
+    pub fn input_shape(&self, t: usize, b: usize) -> [usize; 3] {
+        if self.batch_first {
+            [b, t, self.input_size]
+        } else {
+            [t, b, self.input_size]
+        }
+    }
+
+    /// The shape of the output for a sequence of `t` steps and a batch of `b`.
+    pub fn output_shape(&self, t: usize, b: usize) -> [usize; 3] {
+        let c = self.num_directions() * self.hidden_size;
+        if self.batch_first {
+            [b, t, c]
+        } else {
+            [t, b, c]
+        }
+    }
+
+    /// The shape of `h0` and `h_n`: `(L*D, B, H)`.
+    pub fn state_shape(&self, b: usize) -> [usize; 3] {
+        [self.num_layers * self.num_directions(), b, self.hidden_size]
+    }
+
+    /// Reads `(T, B)` from the shape of an input, checking its feature size
+    /// and that no size is zero.
+    pub fn check_input(&self, name: &str, shape: &[usize]) -> Result<(usize, usize)> {
+        let dims: [&'static str; 3] = if self.batch_first {
+            ["B", "T", "I"]
+        } else {
+            ["T", "B", "I"]
+        };
+        if shape.len() != 3 {
+            return Err(GruError::Rank {
+                name: name.to_string(),
+                expected: format!(
+                    "{} with I = {}",
+                    if self.batch_first {
+                        "(B, T, I)"
+                    } else {
+                        "(T, B, I)"
+                    },
+                    self.input_size
+                ),
+                actual: shape.into(),
+            });
+        }
+        let (t, b) = if self.batch_first {
+            (shape[1], shape[0])
+        } else {
+            (shape[0], shape[1])
+        };
+        check_shape(name, &self.input_shape(t, b), shape, &dims)?;
+        Ok((t, b))
+    }
+
+    /// Checks an array that must have the output's shape for `(t, b)`.
+    pub fn check_output_like(&self, name: &str, shape: &[usize], t: usize, b: usize) -> Result<()> {
+        let dims: [&'static str; 3] = if self.batch_first {
+            ["B", "T", "D*H"]
+        } else {
+            ["T", "B", "D*H"]
+        };
+        check_shape(name, &self.output_shape(t, b), shape, &dims)
+    }
+
+    /// Checks an array that must have the shape of `h0` / `h_n` for a batch of `b`.
+    pub fn check_state(&self, name: &str, shape: &[usize], b: usize) -> Result<()> {
+        check_shape(name, &self.state_shape(b), shape, &["L*D", "B", "H"])
+    }
+}

@@ -1,0 +1,200 @@
+//! The one error type of the crate.
+//!
+//! Every failure that user data can cause comes back as a [`GruError`]; the
+//! crate never panics on user input. Variants that concern a tensor name it,
+//! and say what was expected and what came.
+
+use std::fmt;
+
+/// A shape, printed the way PyTorch prints one: `(3, 4, 5)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Shape(pub Vec<usize>);
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "(")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        if self.0.len() == 1 {
+            write!(f, ",")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl From<&[usize]> for Shape {
+    fn from(s: &[usize]) -> Self {
+        Shape(s.to_vec())
+    }
+}
+
+impl<const N: usize> From<[usize; N]> for Shape {
+    fn from(s: [usize; N]) -> Self {
+        Shape(s.to_vec())
+    }
+}
+
+impl From<Vec<usize>> for Shape {
+    fn from(s: Vec<usize>) -> Self {
+        Shape(s)
+    }
+}
+
+/// Everything that can go wrong in gru-wgpu.
+#[derive(Debug, thiserror::Error)]
+pub enum GruError {
+    /// A configuration that no GRU can have (a size of zero, a dropout outside [0, 1), ...).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// A size of zero in the data (T, B, I or H).
+    #[error("`{name}` has a size of zero in dimension {dim} (shape {shape}); every size must be at least 1")]
+    ZeroSize {
+        name: String,
+        dim: &'static str,
+        shape: Shape,
+    },
+
+    /// An array or tensor whose shape does not match the configuration.
+    #[error("`{name}`: expected shape {expected}, got {actual}")]
+    ShapeMismatch {
+        name: String,
+        expected: Shape,
+        actual: Shape,
+    },
+
+    /// An array with the wrong number of dimensions.
+    #[error("`{name}`: expected shape {expected}, got {actual}")]
+    Rank {
+        name: String,
+        expected: String,
+        actual: Shape,
+    },
+
+    /// A raw slice or device buffer of the wrong length.
+    #[error("`{name}`: expected {expected} {unit}, got {actual}")]
+    LengthMismatch {
+        name: String,
+        expected: u64,
+        actual: u64,
+        unit: &'static str,
+    },
+
+    /// A tensor the configuration needs is not in the file.
+    #[error("missing tensor `{name}` (expected shape {expected})")]
+    MissingTensor { name: String, expected: Shape },
+
+    /// A tensor in the file that the configuration has no place for.
+    #[error(
+        "unexpected tensor `{name}` with shape {shape}: the configuration has no such parameter"
+    )]
+    UnexpectedTensor { name: String, shape: Shape },
+
+    /// A tensor of a dtype that cannot be read as floating point.
+    #[error("tensor `{name}`: expected dtype {expected}, got {actual}")]
+    DType {
+        name: String,
+        expected: &'static str,
+        actual: String,
+    },
+
+    /// A file that is not valid safetensors, or truncated.
+    #[error("{path}: not a valid safetensors file: {message}")]
+    SafeTensors { path: String, message: String },
+
+    /// A reference file whose metadata is missing or malformed.
+    #[error("{path}: {message}")]
+    Format { path: String, message: String },
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Backward called with no forward step left on the tape, or a tape used wrongly.
+    #[error("tape: {0}")]
+    Tape(String),
+
+    /// No GPU adapter could be found or matched.
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+
+    /// The adapter refused the device request.
+    #[error("could not open the GPU device: {0}")]
+    RequestDevice(String),
+
+    /// Work that exceeds a limit of the device and cannot be split to fit.
+    #[error("{what} needs {requested} but the device allows at most {limit} ({limit_name})")]
+    LimitExceeded {
+        what: String,
+        requested: u64,
+        limit: u64,
+        limit_name: &'static str,
+    },
+
+    /// The device ran out of memory.
+    #[error("the GPU ran out of memory: {0}")]
+    OutOfMemory(String),
+
+    /// The device was lost; the context cannot be used any more.
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
+
+    /// Any other error the GPU reported (a validation or internal error).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+}
+
+/// The crate's result type.
+pub type Result<T, E = GruError> = std::result::Result<T, E>;
+
+impl GruError {
+    /// A shape mismatch for `name`.
+    pub fn shape(
+        name: impl Into<String>,
+        expected: impl Into<Shape>,
+        actual: impl Into<Shape>,
+    ) -> Self {
+        GruError::ShapeMismatch {
+            name: name.into(),
+            expected: expected.into(),
+            actual: actual.into(),
+        }
+    }
+}
+
+/// Checks that `actual` equals `expected` and that no size in it is zero.
+///
+/// `dims` names the dimensions (for instance `["T", "B", "I"]`) for the
+/// zero-size message.
+pub fn check_shape(
+    name: &str,
+    expected: &[usize],
+    actual: &[usize],
+    dims: &[&'static str],
+) -> Result<()> {
+    if let Some(i) = actual.iter().position(|&d| d == 0) {
+        return Err(GruError::ZeroSize {
+            name: name.to_string(),
+            dim: dims.get(i).copied().unwrap_or("?"),
+            shape: Shape(actual.to_vec()),
+        });
+    }
+    if expected != actual {
+        return Err(GruError::shape(name, expected.to_vec(), actual.to_vec()));
+    }
+    Ok(())
+}

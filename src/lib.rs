@@ -1,0 +1,25 @@
+//! # gru-wgpu
+//!
+//! PyTorch's `nn.GRU` and `nn.GRUCell`, forward and backward (backpropagation
+//! through time), as WGSL compute shaders on wgpu, checked against a plain CPU
+//! reference on ndarray.
+//!
+//! ```text
+//! r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+//! z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+//! n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+//! h' = (1 - z) * n + z * h
+//! ```
+
+pub mod config;
+pub mod cpu;
+pub mod dropout;
+pub mod error;
+pub mod params;
+pub mod real;
+pub mod reference;
+
+pub use config::{GruConfig, ParamKind, ParamSpec};
+pub use error::{GruError, Result, Shape};
+pub use params::{DirParams, GruParams};
+pub use real::Real;

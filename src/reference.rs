@@ -1,0 +1,256 @@
+//! Reference cases: PyTorch-computed forward and backward of one `nn.GRU`
+//! configuration, stored as safetensors (format `gru-golden-v1`, described in
+//! `tests/data/golden/README.md`), and the comparison of a result against one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ndarray::{Array3, ArrayD, Ix3};
+
+use crate::config::GruConfig;
+use crate::error::{GruError, Result};
+use crate::params::{GruParams, SafeFile};
+use crate::real::{max_abs_error, rel_error, Real};
+
+/// One PyTorch reference case: inputs in float32, results in float64.
+#[derive(Clone, Debug)]
+pub struct ReferenceCase {
+    /// Where it came from (the file's path).
+    pub origin: String,
+    pub config: GruConfig,
+    pub seq_len: usize,
+    pub batch: usize,
+    /// `(T, B, I)` or `(B, T, I)` where `batch_first`.
+    pub x: Array3<f32>,
+    /// `(L*D, B, H)`, where the case has one.
+    pub h0: Option<Array3<f32>>,
+    pub params: GruParams<f32>,
+    /// Upstream gradient of `output`.
+    pub grad_output: Array3<f32>,
+    /// Upstream gradient of `h_n`.
+    pub grad_h_n: Array3<f32>,
+    /// What PyTorch computed, in float64.
+    pub expected: RunResult,
+}
+
+/// Everything a forward and backward produce, in float64 for comparison.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub output: Array3<f64>,
+    pub h_n: Array3<f64>,
+    pub grad_x: Array3<f64>,
+    /// Absent in a reference case without `h0`.
+    pub grad_h0: Option<Array3<f64>>,
+    pub grad_params: GruParams<f64>,
+}
+
+/// The comparison of one tensor against its reference.
+#[derive(Clone, Debug)]
+pub struct TensorCheck {
+    pub name: String,
+    pub max_abs: f64,
+    /// `||ours - ref|| / ||ref||`.
+    pub rel: f64,
+    pub bound: f64,
+}
+
+impl TensorCheck {
+    /// Within its bound (a NaN error is never within).
+    pub fn ok(&self) -> bool {
+        self.rel <= self.bound
+    }
+}
+
+fn meta<'a>(file: &'a SafeFile<'_>, key: &str) -> Result<&'a str> {
+    file.metadata()
+        .get(key)
+        .map(String::as_str)
+        .ok_or_else(|| GruError::Format {
+            path: file.origin().to_string(),
+            message: format!("metadata `{key}` is missing"),
+        })
+}
+
+fn meta_usize(file: &SafeFile<'_>, key: &str) -> Result<usize> {
+    let v = meta(file, key)?;
+    v.trim().parse().map_err(|_| GruError::Format {
+        path: file.origin().to_string(),
+        message: format!("metadata `{key}` is `{v}`, not a non-negative integer"),
+    })
+}
+
+fn meta_bool(file: &SafeFile<'_>, key: &str) -> Result<bool> {
+    match meta(file, key)?.trim() {
+        "true" | "True" | "1" => Ok(true),
+        "false" | "False" | "0" => Ok(false),
+        v => Err(GruError::Format {
+            path: file.origin().to_string(),
+            message: format!("metadata `{key}` is `{v}`, not true or false"),
+        }),
+    }
+}
+
+fn into3<F: Real>(a: ArrayD<F>) -> Array3<F> {
+    a.into_dimensionality::<Ix3>()
+        .expect("shape checked to have 3 dimensions")
+}
+
+impl ReferenceCase {
+    /// Reads a reference file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Reads a reference case from bytes; `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
+        let file = SafeFile::parse(bytes, origin)?;
+        let format = meta(&file, "format")?;
+        if format != "gru-golden-v1" {
+            return Err(GruError::Format {
+                path: origin.to_string(),
+                message: format!("metadata `format` is `{format}`, expected `gru-golden-v1`"),
+            });
+        }
+        let config = GruConfig {
+            input_size: meta_usize(&file, "input_size")?,
+            hidden_size: meta_usize(&file, "hidden_size")?,
+            num_layers: meta_usize(&file, "num_layers")?,
+            bidirectional: meta_bool(&file, "bidirectional")?,
+            batch_first: meta_bool(&file, "batch_first")?,
+            bias: meta_bool(&file, "bias")?,
+            dropout: 0.0,
+        };
+        config.validate().map_err(|e| GruError::Format {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let seq_len = meta_usize(&file, "seq_len")?;
+        let batch = meta_usize(&file, "batch")?;
+        if seq_len == 0 || batch == 0 {
+            return Err(GruError::Format {
+                path: origin.to_string(),
+                message: format!("seq_len {seq_len} and batch {batch} must both be at least 1"),
+            });
+        }
+        let has_h0 = meta_bool(&file, "has_h0")?;
+        let xs = config.input_shape(seq_len, batch);
+        let os = config.output_shape(seq_len, batch);
+        let ss = config.state_shape(batch);
+        let x = into3(file.tensor_shaped::<f32>("x", &xs)?);
+        let h0 = if has_h0 {
+            Some(into3(file.tensor_shaped::<f32>("h0", &ss)?))
+        } else {
+            None
+        };
+        let mut p32 = BTreeMap::new();
+        let mut g64 = BTreeMap::new();
+        for spec in config.param_specs() {
+            p32.insert(
+                spec.name.clone(),
+                file.tensor_shaped::<f32>(&spec.name, &spec.shape)?,
+            );
+            let gname = format!("grad.{}", spec.name);
+            g64.insert(
+                spec.name.clone(),
+                file.tensor_shaped::<f64>(&gname, &spec.shape)?,
+            );
+        }
+        let params = GruParams::from_named(&config, &p32)?;
+        let grad_params = GruParams::from_named(&config, &g64)?;
+        let expected = RunResult {
+            output: into3(file.tensor_shaped::<f64>("output", &os)?),
+            h_n: into3(file.tensor_shaped::<f64>("h_n", &ss)?),
+            grad_x: into3(file.tensor_shaped::<f64>("grad.x", &xs)?),
+            grad_h0: if has_h0 {
+                Some(into3(file.tensor_shaped::<f64>("grad.h0", &ss)?))
+            } else {
+                None
+            },
+            grad_params,
+        };
+        Ok(ReferenceCase {
+            origin: origin.to_string(),
+            config,
+            seq_len,
+            batch,
+            x,
+            h0,
+            params,
+            grad_output: into3(file.tensor_shaped::<f32>("grad_output", &os)?),
+            grad_h_n: into3(file.tensor_shaped::<f32>("grad_h_n", &ss)?),
+            expected,
+        })
+    }
+
+    /// Compares `ours` against the reference, tensor by tensor, each against `bound`.
+    /// `grad.h0` is compared only where the case has an `h0`.
+    pub fn compare(&self, ours: &RunResult, bound: f64) -> Vec<TensorCheck> {
+        let mut out = Vec::new();
+        let mut push =
+            |name: String, a: &mut dyn Iterator<Item = f64>, b: &mut dyn Iterator<Item = &f64>| {
+                let a: Vec<f64> = a.collect();
+                let b: Vec<&f64> = b.collect();
+                out.push(TensorCheck {
+                    name,
+                    max_abs: max_abs_error(a.iter().copied(), b.iter().copied()),
+                    rel: rel_error(a.iter().copied(), b.iter().copied()),
+                    bound,
+                });
+            };
+        let e = &self.expected;
+        push(
+            "output".into(),
+            &mut ours.output.iter().copied(),
+            &mut e.output.iter(),
+        );
+        push(
+            "h_n".into(),
+            &mut ours.h_n.iter().copied(),
+            &mut e.h_n.iter(),
+        );
+        push(
+            "grad.x".into(),
+            &mut ours.grad_x.iter().copied(),
+            &mut e.grad_x.iter(),
+        );
+        if let (Some(r), Some(o)) = (&e.grad_h0, &ours.grad_h0) {
+            push("grad.h0".into(), &mut o.iter().copied(), &mut r.iter());
+        }
+        for ((spec, r), (_, o)) in e
+            .grad_params
+            .named()
+            .into_iter()
+            .zip(ours.grad_params.named())
+        {
+            push(
+                format!("grad.{}", spec.name),
+                &mut o.iter().copied(),
+                &mut r.iter(),
+            );
+        }
+        out
+    }
+
+    /// Runs the CPU reference in `F` on this case: forward, then backward with
+    /// the case's upstream gradients.
+    pub fn run_cpu<F: Real>(&self) -> Result<RunResult> {
+        let c = |a: &Array3<f32>| a.mapv(|v| F::of(v as f64));
+        let mut gru = crate::cpu::Gru::new(self.params.cast::<F>());
+        let h0 = self.h0.as_ref().map(c);
+        let (output, h_n) = gru.forward(c(&self.x).view(), h0.as_ref().map(|h| h.view()))?;
+        let g = gru.backward(c(&self.grad_output).view(), Some(c(&self.grad_h_n).view()))?;
+        let to64 = |a: &Array3<F>| a.mapv(|v| v.f64());
+        Ok(RunResult {
+            output: to64(&output),
+            h_n: to64(&h_n),
+            grad_x: to64(&g.x),
+            grad_h0: Some(to64(&g.h0)),
+            grad_params: g.params.cast::<f64>(),
+        })
+    }
+}

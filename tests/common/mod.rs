@@ -1,0 +1,39 @@
+//! Helpers shared by the test suites.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use ndarray::{Array, Dimension, ShapeBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The PyTorch reference cases, copied byte for byte from `shared/golden`.
+pub fn golden_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        8,
+        "expected the 8 PyTorch reference cases in {}",
+        dir.display()
+    );
+    files
+}
+
+/// An array of the given shape with elements drawn from U(-scale, scale).
+pub fn random<D: Dimension, Sh: ShapeBuilder<Dim = D>>(
+    shape: Sh,
+    scale: f64,
+    rng: &mut ChaCha8Rng,
+) -> Array<f64, D> {
+    Array::from_shape_simple_fn(shape, || rng.random_range(-scale..scale))
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
