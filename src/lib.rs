@@ -15,6 +15,7 @@ pub mod config;
 pub mod cpu;
 pub mod dropout;
 pub mod error;
+pub mod gpu;
 pub mod params;
 pub mod real;
 pub mod reference;

@@ -234,10 +234,12 @@ fn apply_dropout<F: Real>(a: &mut Array3<F>, seed: u32, layer: u32, p: f32) {
     let th = dropout::threshold(p);
     let scale = F::of(1.0 / (1.0 - p as f64));
     for (i, v) in a.iter_mut().enumerate() {
-        *v = if dropout::keep(seed, layer, i as u32, th) {
-            *v * scale
+        // x * 0 for a dropped element, so that a NaN stays NaN, as in PyTorch.
+        let m = if dropout::keep(seed, layer, i as u32, th) {
+            scale
         } else {
             F::zero()
         };
+        *v = *v * m;
     }
 }

@@ -37,3 +37,34 @@ pub fn random<D: Dimension, Sh: ShapeBuilder<Dim = D>>(
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
+
+use gru_wgpu::gpu::{ContextOptions, GpuContext};
+use std::sync::OnceLock;
+
+/// The shared GPU context of a test binary (buffers poisoned with NaN), or
+/// `None` without an adapter. With `GRU_WGPU_REQUIRE_GPU=1` a missing adapter
+/// fails the test instead.
+pub fn gpu() -> Option<GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        match GpuContext::with_options(ContextOptions {
+            poison_buffers: true,
+            ..Default::default()
+        }) {
+            Ok(ctx) => {
+                eprintln!("GPU tests on {}", ctx.adapter());
+                Some(ctx)
+            }
+            Err(e) => {
+                if std::env::var("GRU_WGPU_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                    panic!("GRU_WGPU_REQUIRE_GPU=1 but no GPU adapter: {e}");
+                }
+                eprintln!(
+                    "skipping GPU tests: {e} (set GRU_WGPU_REQUIRE_GPU=1 to make this a failure)"
+                );
+                None
+            }
+        }
+    })
+    .clone()
+}

@@ -1,0 +1,45 @@
+// common.wgsl: functions shared by every kernel; the host prepends this file
+// to each shader before compiling it.
+//
+// Numerically stable activations: no input, however large, gives NaN or Inf
+// (NaN in, NaN out, as in PyTorch).
+//
+//   sigmoid(x) = 1 / (1 + e^-x)            for x >= 0
+//              = e^x / (1 + e^x)           for x <  0   (e^x underflows to 0, never overflows)
+//   tanh(x)    = x * P(x^2)                for |x| < 0.55 (Taylor series to x^17; error < 5e-9)
+//              = sign(x) (1 - e) / (1 + e) with e = e^(-2|x|) in (0, 1]  otherwise
+
+fn sigmoid_stable(x: f32) -> f32 {
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp(-x));
+    }
+    let e = exp(x);
+    return e / (1.0 + e);
+}
+
+fn tanh_stable(x: f32) -> f32 {
+    let a = abs(x);
+    if (a < 0.55) {
+        let x2 = x * x;
+        var p = 5.90027440945585947e-04;
+        p = fma(p, x2, -1.45583438705131833e-03);
+        p = fma(p, x2, 3.59212803657248114e-03);
+        p = fma(p, x2, -8.86323552990219733e-03);
+        p = fma(p, x2, 2.18694885361552030e-02);
+        p = fma(p, x2, -5.39682539682539708e-02);
+        p = fma(p, x2, 1.33333333333333331e-01);
+        p = fma(p, x2, -3.33333333333333315e-01);
+        p = fma(p, x2, 1.0);
+        return x * p;
+    }
+    let e = exp(-2.0 * a);
+    let t = (1.0 - e) / (1.0 + e);
+    return select(-t, t, x >= 0.0);
+}
+
+// PCG's RXS-M-XS hash: the dropout mask (src/dropout.rs holds the same function).
+fn pcg_hash(x: u32) -> u32 {
+    let state = x * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}

@@ -1,0 +1,125 @@
+// gru_backward.wgsl: the fused backward step of a GRU layer, both directions.
+//
+// Backpropagation through time pops the tape from the last step to the
+// first. With dh_s = dL/dh' of step s (the state written by step s), and the
+// tape (r, z, n, gh_n, h = h_prev) of step s:
+//
+//   carry_s = grad_h_n                                       for s = T-1
+//           = z_{s+1} dh_{s+1} + dG_h,{s+1} · W_hh             otherwise
+//   dh_s    = carry_s + dOut[t]                  (the output at t also read h_s)
+//   dn   = dh_s (1 - z)            da_n = dn (1 - n²)      (tanh')
+//   dz   = dh_s (h - n)            da_z = dz z (1 - z)     (sigmoid')
+//   dr   = da_n gh_n               da_r = dr r (1 - r)
+//   dG_i = [da_r, da_z, da_n]                   the gradient of gi = x W_ihᵀ + b_ih
+//   dG_h = [da_r, da_z, da_n r]                 the gradient of gh = h W_hhᵀ + b_hh
+//
+// and the step s = -1 computes only carry_{-1} = dL/dh0. The weight and bias
+// gradients are summed over all steps afterwards, by gemm.wgsl and reduce.wgsl.
+//
+// Buffers (f32, row-major):
+//   d_out  (T, B, D·H)       read   dL/d(layer output), time order
+//   gates  (D, T, B, 4, H)   read   the forward's tape: r, z, n, gh_n
+//   hs     (D, T+1, B, H)    read   slot s holds the state before step s
+//   w_hh   (D, 3H, H)        read
+//   dgh    (D, T, B, 3H)     rw     dG_h of every step, processing order
+//   dgi    (T·B, D·3H)       rw     dG_i of every step, time order (as gi)
+//   dh     (D, 2, B, H)      rw     dh_s in slot (s+2) mod 2; the host puts
+//                                   grad_h_n in slot T mod 2 before step T-1,
+//                                   and reads dL/dh0 from slot 1 after step -1
+//
+// One thread computes hidden unit j of up to four batch rows of one
+// direction: the dot products of dG_h,{s+1}[b, :] with column j of W_hh, then
+// the gate gradients of unit j. The dispatch is (ceil(H/64), ceil(B/4), D).
+
+struct Params {
+    t_len: u32, batch: u32, hidden: u32, dirs: u32,
+    s: i32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> d_out: array<f32>;
+@group(0) @binding(2) var<storage, read> gates: array<f32>;
+@group(0) @binding(3) var<storage, read> hs: array<f32>;
+@group(0) @binding(4) var<storage, read> w_hh: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dgh: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dgi: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dh: array<f32>;
+
+@compute @workgroup_size(64, 1, 1)
+fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let j = gid.x;
+    let d = gid.z;
+    let b0 = gid.y * 4u;
+    if (j >= H || b0 >= B) {
+        return;
+    }
+    let s = P.s;
+    let h3 = 3u * H;
+    let slot_this = u32(s + 2) % 2u;
+    let slot_next = u32(s + 3) % 2u;
+    let dh_this = (d * 2u + slot_this) * B * H;
+    let dh_next = (d * 2u + slot_next) * B * H;
+    let bl = B - 1u;
+
+    var carry = vec4<f32>(0.0);
+    if (s == i32(T) - 1) {
+        // The host put grad_h_n in slot T mod 2 = slot_next.
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            carry[i] = dh[dh_next + min(b0 + i, bl) * H + j];
+        }
+    } else {
+        let sn = u32(s + 1);
+        let gbase = (d * T + sn) * B * h3;
+        let o0 = gbase + min(b0, bl) * h3;
+        let o1 = gbase + min(b0 + 1u, bl) * h3;
+        let o2 = gbase + min(b0 + 2u, bl) * h3;
+        let o3 = gbase + min(b0 + 3u, bl) * h3;
+        let wb = d * h3 * H + j;
+        for (var k = 0u; k < h3; k = k + 1u) {
+            let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
+            carry = fma(gv, vec4<f32>(w_hh[wb + k * H]), carry);
+        }
+        // The direct path of h_s into h_{s+1} = (1 - z) n + z h_s.
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let b = min(b0 + i, bl);
+            let z = gates[((d * T + sn) * B + b) * 4u * H + H + j];
+            carry[i] = carry[i] + z * dh[dh_next + b * H + j];
+        }
+    }
+
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let b = b0 + i;
+        if (b >= B) {
+            break;
+        }
+        if (s < 0) {
+            // dL/dh0.
+            dh[dh_this + b * H + j] = carry[i];
+            continue;
+        }
+        let su = u32(s);
+        let t = select(T - 1u - su, su, d == 0u);
+        let dhs = carry[i] + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
+        let tp = ((d * T + su) * B + b) * 4u * H + j;
+        let r = gates[tp];
+        let z = gates[tp + H];
+        let n = gates[tp + 2u * H];
+        let ghn = gates[tp + 3u * H];
+        let hp = hs[((d * (T + 1u) + su) * B + b) * H + j];
+        let da_n = dhs * (1.0 - z) * (1.0 - n * n);
+        let da_z = dhs * (hp - n) * z * (1.0 - z);
+        let da_r = da_n * ghn * r * (1.0 - r);
+        let gh = ((d * T + su) * B + b) * h3 + j;
+        dgh[gh] = da_r;
+        dgh[gh + H] = da_z;
+        dgh[gh + 2u * H] = da_n * r;
+        let gi = (t * B + b) * (P.dirs * h3) + d * h3 + j;
+        dgi[gi] = da_r;
+        dgi[gi + H] = da_z;
+        dgi[gi + 2u * H] = da_n;
+        dh[dh_this + b * H + j] = dhs;
+    }
+}

@@ -1,0 +1,103 @@
+// gru_forward.wgsl: the fused forward step of a GRU layer, both directions.
+//
+// For time step s of the processing order (t = s forwards, t = T-1-s for the
+// reverse direction d = 1), with gi = X·W_ihᵀ + b_ih precomputed for all steps
+// by gemm.wgsl, and h = h_{s} the state before the step:
+//
+//   gh = h · W_hhᵀ + b_hh                          (the recurrent product, here)
+//   r  = sigmoid(gi_r + gh_r)
+//   z  = sigmoid(gi_z + gh_z)
+//   n  = tanh(gi_n + r * gh_n)
+//   h' = (1 - z) * n + z * h
+//
+// Buffers (f32, row-major):
+//   gi     (T·B, D·3H)       read   row t·B + b, column d·3H + gate·H + j
+//   w_hhT  (D, H, 3H)        read   W_hh transposed, so that threads of
+//                                   neighbouring units j read neighbouring words
+//   b_hh   (D·3H)            read   (ignored without bias)
+//   hs     (D, T+1, B, H)    rw     slot 0 holds h0, slot s+1 the state after step s
+//   out    (T, B, D·H)       rw     the layer's output, h' at [t, b, d·H + j]
+//   gates  (D, T, B, 4, H)   rw     the tape: r, z, n and gh_n of every step
+//
+// One thread computes hidden unit j of up to four batch rows b0..b0+3 of one
+// direction: the three dot products of h[b, :] with columns j, H+j and 2H+j
+// of W_hhᵀ, then the gate math. The dispatch is (ceil(H/64), ceil(B/4), D).
+
+struct Params {
+    t_len: u32, batch: u32, hidden: u32, dirs: u32,
+    s: u32, has_bias: u32, _p0: u32, _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> gi: array<f32>;
+@group(0) @binding(2) var<storage, read> w_hhT: array<f32>;
+@group(0) @binding(3) var<storage, read> b_hh: array<f32>;
+@group(0) @binding(4) var<storage, read_write> hs: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> gates: array<f32>;
+
+@compute @workgroup_size(64, 1, 1)
+fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let j = gid.x;
+    let d = gid.z;
+    let b0 = gid.y * 4u;
+    if (j >= H || b0 >= B) {
+        return;
+    }
+    let s = P.s;
+    let t = select(T - 1u - s, s, d == 0u);
+    let h3 = 3u * H;
+    let hprev = (d * (T + 1u) + s) * B * H;
+    let wb = d * H * h3;
+    // Rows past the batch are clamped for the loads and skipped for the stores.
+    let bl = B - 1u;
+    let o0 = hprev + min(b0, bl) * H;
+    let o1 = hprev + min(b0 + 1u, bl) * H;
+    let o2 = hprev + min(b0 + 2u, bl) * H;
+    let o3 = hprev + min(b0 + 3u, bl) * H;
+
+    var ar = vec4<f32>(0.0);
+    var az = vec4<f32>(0.0);
+    var an = vec4<f32>(0.0);
+    for (var k = 0u; k < H; k = k + 1u) {
+        let w = wb + k * h3 + j;
+        let wr = w_hhT[w];
+        let wz = w_hhT[w + H];
+        let wn = w_hhT[w + 2u * H];
+        let hv = vec4<f32>(hs[o0 + k], hs[o1 + k], hs[o2 + k], hs[o3 + k]);
+        ar = fma(hv, vec4<f32>(wr), ar);
+        az = fma(hv, vec4<f32>(wz), az);
+        an = fma(hv, vec4<f32>(wn), an);
+    }
+    var br = 0.0;
+    var bz = 0.0;
+    var bn = 0.0;
+    if (P.has_bias != 0u) {
+        br = b_hh[d * h3 + j];
+        bz = b_hh[d * h3 + H + j];
+        bn = b_hh[d * h3 + 2u * H + j];
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let b = b0 + i;
+        if (b >= B) {
+            break;
+        }
+        let g = (t * B + b) * (P.dirs * h3) + d * h3;
+        let ghn = an[i] + bn;
+        let r = sigmoid_stable(gi[g + j] + ar[i] + br);
+        let z = sigmoid_stable(gi[g + H + j] + az[i] + bz);
+        let n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
+        let hp = hs[hprev + b * H + j];
+        let hn = (1.0 - z) * n + z * hp;
+        hs[hprev + B * H + b * H + j] = hn;
+        out[(t * B + b) * (P.dirs * H) + d * H + j] = hn;
+        let tp = ((d * T + s) * B + b) * 4u * H + j;
+        gates[tp] = r;
+        gates[tp + H] = z;
+        gates[tp + 2u * H] = n;
+        gates[tp + 3u * H] = ghn;
+    }
+}

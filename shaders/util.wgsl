@@ -1,0 +1,76 @@
+// util.wgsl: data movement around the GRU kernels.
+//
+// Every kernel here is elementwise over a flat index
+//   e = (workgroup_id.y * num_workgroups.x + workgroup_id.x) * 64 + local_invocation_id.x,
+// one element per thread, e < count.
+//
+// permute01  (A, B, C) -> (B, A, C):  out[out_off + (b*A + a)*C + c] = inp[in_off + (a*B + b)*C + c]
+//            batch_first inputs to the sequence-first layout the kernels use, and back.
+// transpose  (Z, R, C) -> (Z, C, R):  out[out_off + z*R*C + c*R + r] = inp[in_off + z*R*C + r*C + c]
+//            W_hh (D, 3H, H) to W_hhᵀ (D, H, 3H) for the forward step.
+// dropout    out[out_off + e] = inp[in_off + e] * (keep(seed, layer, e) ? scale : 0)
+//            with keep(...) = pcg_hash(e ^ pcg_hash(layer ^ pcg_hash(seed))) >> 8 >= threshold,
+//            the same function as src/dropout.rs, on the sequence-first (T, B, D·H) index e.
+// fill       out[out_off + e] = bitcast<f32>(value_bits)
+
+struct Params {
+    count: u32, in_off: u32, out_off: u32, a: u32,
+    b: u32, c: u32, seed: u32, layer: u32,
+    threshold: u32, value_bits: u32, scale: f32, _p0: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> inp: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * 64u + lid.x;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn permute01(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, nwg, lid);
+    if (e >= P.count) {
+        return;
+    }
+    // e indexes the output (B, A, C).
+    let c = e % P.c;
+    let ba = e / P.c;
+    let a = ba % P.a;
+    let b = ba / P.a;
+    out[P.out_off + e] = inp[P.in_off + (a * P.b + b) * P.c + c];
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, nwg, lid);
+    if (e >= P.count) {
+        return;
+    }
+    // e indexes the output (Z, C, R) with R = P.a, C = P.b.
+    let r = e % P.a;
+    let zc = e / P.a;
+    let c = zc % P.b;
+    let z = zc / P.b;
+    out[P.out_off + e] = inp[P.in_off + (z * P.a + r) * P.b + c];
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, nwg, lid);
+    if (e >= P.count) {
+        return;
+    }
+    let keep = (pcg_hash(e ^ pcg_hash(P.layer ^ pcg_hash(P.seed))) >> 8u) >= P.threshold;
+    // x * 0 for a dropped element, so that a NaN stays NaN, as in PyTorch.
+    out[P.out_off + e] = inp[P.in_off + e] * select(0.0, P.scale, keep);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, nwg, lid);
+    if (e >= P.count) {
+        return;
+    }
+    out[P.out_off + e] = bitcast<f32>(P.value_bits);
+}

@@ -1,0 +1,14 @@
+//! The GPU path: WGSL kernels on wgpu, driven from here.
+//!
+//! - [`context`]: the device, its limits, pipelines built once, a buffer pool;
+//! - [`kernels`]: one host function per kernel;
+//! - [`recorder`]: a whole call recorded into one encoder, submitted once;
+//! - [`model`]: the GRU stack, forward and backward.
+
+pub mod context;
+pub mod kernels;
+pub mod model;
+pub(crate) mod recorder;
+
+pub use context::{list_adapters, AdapterSummary, ContextOptions, GpuContext, PooledBuffer};
+pub use model::{GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape};

@@ -1,0 +1,966 @@
+//! The GRU on the GPU: parameters kept on the device, forward and backward of
+//! the whole layer stack, each recorded into one command encoder and
+//! submitted once.
+//!
+//! Forward, per layer l (both directions together):
+//!   1. gemm:          gi = X_l · W_ihᵀ + b_ih, all T steps at once      (T·B, D·3H)
+//!   2. forward steps: T dispatches of the fused step                   hs, out, gates
+//!   3. dropout (training, between layers): X_{l+1} = out · mask / (1 - p)
+//! The tape keeps X_l, hs and gates of every layer.
+//!
+//! Backward, per layer from the top:
+//!   1. backward steps: T + 1 dispatches                                dG_i, dG_h, dL/dh0
+//!   2. gemm:  dW_ih = dG_iᵀ · X_l, dW_hh = dG_hᵀ · H_prev, dX_l = dG_i · W_ih
+//!   3. sum_rows: db_ih, db_hh (column sums of dG_i, dG_h)
+//!   4. dropout of dX_l with the forward's mask, which is dL/d(out) of layer l-1.
+
+use ndarray::{Array1, Array2, Array3, ArrayView3};
+
+use crate::config::GruConfig;
+use crate::cpu::GruGrads;
+use crate::error::{GruError, Result};
+use crate::gpu::context::{GpuContext, PooledBuffer};
+use crate::gpu::kernels::{Gemm, RowSum, StepShape};
+use crate::gpu::recorder::Recorder;
+use crate::params::{DirParams, GruParams};
+
+/// The parameters of one layer, both directions stacked, on the device.
+#[derive(Debug)]
+struct LayerParams {
+    /// `(D·3H, I_l)`
+    w_ih: PooledBuffer,
+    /// `(D·3H)`
+    b_ih: Option<PooledBuffer>,
+    /// `(D, 3H, H)`
+    w_hh: PooledBuffer,
+    /// `(D, H, 3H)`: `W_hh` transposed, for the forward step.
+    w_hh_t: PooledBuffer,
+    /// `(D·3H)`
+    b_hh: Option<PooledBuffer>,
+}
+
+/// What the forward leaves on the device for the backward: per layer its
+/// input, the hidden states and the gates of every step.
+#[derive(Debug)]
+pub struct GpuTape {
+    model_id: u64,
+    t_len: usize,
+    batch: usize,
+    dropout: Option<(u32, f32)>,
+    layers: Vec<LayerTape>,
+}
+
+#[derive(Debug)]
+struct LayerTape {
+    /// `(T·B, I_l)`, sequence-first.
+    xin: PooledBuffer,
+    /// `(D, T+1, B, H)`
+    hs: PooledBuffer,
+    /// `(D, T, B, 4, H)`
+    gates: PooledBuffer,
+}
+
+impl GpuTape {
+    /// `(T, B)` of the forward that made it.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.t_len, self.batch)
+    }
+}
+
+/// The result of [`GpuGru::forward_buffers`]: device buffers the caller owns.
+#[derive(Debug)]
+pub struct GpuForward {
+    /// `output`, in the layout of the configuration.
+    pub output: wgpu::Buffer,
+    /// `h_n`, `(L·D, B, H)`.
+    pub h_n: wgpu::Buffer,
+    pub tape: GpuTape,
+}
+
+/// The gradients of one layer's parameters on the device, in the layout of
+/// [`GpuGru`]'s own parameters (both directions stacked).
+#[derive(Debug)]
+pub struct GpuLayerGrads {
+    /// `(D·3H, I_l)`
+    pub w_ih: wgpu::Buffer,
+    /// `(D, 3H, H)`
+    pub w_hh: wgpu::Buffer,
+    /// `(D·3H)`, where the GRU has biases
+    pub b_ih: Option<wgpu::Buffer>,
+    /// `(D·3H)`, where the GRU has biases
+    pub b_hh: Option<wgpu::Buffer>,
+}
+
+/// The result of [`GpuGru::backward_buffers`].
+#[derive(Debug)]
+pub struct GpuBackward {
+    /// `dL/dx`, in the layout of `x`.
+    pub grad_x: wgpu::Buffer,
+    /// `dL/dh0`, `(L·D, B, H)`.
+    pub grad_h0: wgpu::Buffer,
+    /// Per layer.
+    pub grads: Vec<GpuLayerGrads>,
+}
+
+/// A GRU whose parameters live on the GPU.
+pub struct GpuGru {
+    ctx: GpuContext,
+    config: GruConfig,
+    id: u64,
+    layers: Vec<LayerParams>,
+}
+
+impl std::fmt::Debug for GpuGru {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuGru")
+            .field("config", &self.config)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// Forward's device-side results before they are handed out.
+struct ForwardOut {
+    output: PooledBuffer,
+    h_n: PooledBuffer,
+    tape: GpuTape,
+}
+
+struct BackwardOut {
+    grad_x: PooledBuffer,
+    grad_h0: PooledBuffer,
+    grads: Vec<[Option<PooledBuffer>; 4]>,
+}
+
+fn stack<'a>(parts: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
+    parts.flat_map(|p| p.iter().copied()).collect()
+}
+
+fn std_slice<'a, D: ndarray::Dimension>(
+    a: &'a ndarray::ArrayBase<ndarray::OwnedRepr<f32>, D>,
+) -> &'a [f32] {
+    a.as_slice()
+        .expect("parameters are kept in standard layout")
+}
+
+impl GpuGru {
+    /// Uploads `params` to the device of `ctx`.
+    pub fn new(ctx: &GpuContext, params: &GruParams<f32>) -> Result<Self> {
+        params.config().validate()?;
+        let mut m = GpuGru {
+            ctx: ctx.clone(),
+            config: params.config().clone(),
+            id: ctx.next_id(),
+            layers: Vec::new(),
+        };
+        m.set_params(params)?;
+        Ok(m)
+    }
+
+    pub fn config(&self) -> &GruConfig {
+        &self.config
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Replaces the parameters (of the same configuration).
+    pub fn set_params(&mut self, params: &GruParams<f32>) -> Result<()> {
+        if params.config() != &self.config {
+            return Err(GruError::InvalidConfig(format!(
+                "parameters of {:?} given to a model of {:?}",
+                params.config(),
+                self.config
+            )));
+        }
+        let ctx = self.ctx.clone();
+        ctx.scoped(|| {
+            let cfg = &self.config;
+            let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+            let mut layers = Vec::with_capacity(cfg.num_layers);
+            let mut rec = Recorder::new(&ctx, false);
+            for l in 0..cfg.num_layers {
+                let dirs: Vec<&DirParams<f32>> = (0..nd).map(|d| params.dir(l, d)).collect();
+                let w_ih = ctx.upload(
+                    "weight_ih",
+                    &stack(dirs.iter().map(|p| std_slice(&p.weight_ih))),
+                )?;
+                let w_hh = ctx.upload(
+                    "weight_hh",
+                    &stack(dirs.iter().map(|p| std_slice(&p.weight_hh))),
+                )?;
+                let bias = |f: fn(&DirParams<f32>) -> &Option<Array1<f32>>,
+                            what: &str|
+                 -> Result<Option<PooledBuffer>> {
+                    if !cfg.bias {
+                        return Ok(None);
+                    }
+                    let v = stack(
+                        dirs.iter()
+                            .map(|p| std_slice(f(p).as_ref().expect("config has bias"))),
+                    );
+                    ctx.upload(what, &v).map(Some)
+                };
+                let b_ih = bias(|p| &p.bias_ih, "bias_ih")?;
+                let b_hh = bias(|p| &p.bias_hh, "bias_hh")?;
+                let w_hh_t = ctx.storage("weight_hh transposed", nd * 3 * h * h)?;
+                ctx.inner.kernels.transpose(
+                    &mut rec,
+                    w_hh.buffer(),
+                    w_hh_t.buffer(),
+                    nd,
+                    3 * h,
+                    h,
+                )?;
+                layers.push(LayerParams {
+                    w_ih,
+                    b_ih,
+                    w_hh,
+                    w_hh_t,
+                    b_hh,
+                });
+            }
+            rec.submit()?;
+            self.layers = layers;
+            Ok(())
+        })
+    }
+
+    /// Reads the parameters back from the device.
+    pub fn params(&self) -> Result<GruParams<f32>> {
+        let cfg = &self.config;
+        let (nd, h3) = (cfg.num_directions(), 3 * cfg.hidden_size);
+        self.ctx.scoped(|| {
+            let mut rec = Recorder::new(&self.ctx, false);
+            let mut reads = Vec::new();
+            for lp in &self.layers {
+                for b in [
+                    Some(&lp.w_ih),
+                    Some(&lp.w_hh),
+                    lp.b_ih.as_ref(),
+                    lp.b_hh.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let len = (b.buffer().size() / 4) as usize;
+                    let st = self.ctx.staging(b.buffer().size());
+                    rec.copy(b.buffer(), 0, st.buffer(), 0, b.buffer().size());
+                    reads.push((st, len));
+                }
+            }
+            rec.submit()?;
+            let data = self
+                .ctx
+                .read_staging(&reads.iter().map(|(b, l)| (b, *l)).collect::<Vec<_>>())?;
+            let mut it = data.into_iter();
+            let mut p = GruParams::<f32>::zeros(cfg)?;
+            for l in 0..cfg.num_layers {
+                let w_ih = it.next().expect("read");
+                let w_hh = it.next().expect("read");
+                let (b_ih, b_hh) = if cfg.bias {
+                    (it.next(), it.next())
+                } else {
+                    (None, None)
+                };
+                let i_l = cfg.layer_input_size(l);
+                for d in 0..nd {
+                    let dp = p.dir_mut(l, d);
+                    dp.weight_ih
+                        .as_slice_mut()
+                        .expect("standard")
+                        .copy_from_slice(&w_ih[d * h3 * i_l..(d + 1) * h3 * i_l]);
+                    let hh = h3 * cfg.hidden_size;
+                    dp.weight_hh
+                        .as_slice_mut()
+                        .expect("standard")
+                        .copy_from_slice(&w_hh[d * hh..(d + 1) * hh]);
+                    if let (Some(b), Some(dst)) = (&b_ih, dp.bias_ih.as_mut()) {
+                        dst.as_slice_mut()
+                            .expect("standard")
+                            .copy_from_slice(&b[d * h3..(d + 1) * h3]);
+                    }
+                    if let (Some(b), Some(dst)) = (&b_hh, dp.bias_hh.as_mut()) {
+                        dst.as_slice_mut()
+                            .expect("standard")
+                            .copy_from_slice(&b[d * h3..(d + 1) * h3]);
+                    }
+                }
+            }
+            Ok(p)
+        })
+    }
+
+    fn check_dims(&self, t_len: usize, batch: usize) -> Result<()> {
+        if t_len == 0 || batch == 0 {
+            return Err(GruError::ZeroSize {
+                name: "x".into(),
+                dim: if t_len == 0 { "T" } else { "B" },
+                shape: self.config.input_shape(t_len, batch).to_vec().into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a caller's buffer: large enough for `floats` and usable as a copy source.
+    fn check_buffer(name: &str, buf: &wgpu::Buffer, floats: usize) -> Result<()> {
+        let need = (floats * 4) as u64;
+        if buf.size() < need {
+            return Err(GruError::LengthMismatch {
+                name: name.to_string(),
+                expected: need,
+                actual: buf.size(),
+                unit: "bytes (at least)",
+            });
+        }
+        if !buf.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+            return Err(GruError::InvalidConfig(format!(
+                "`{name}`: the buffer needs the usage COPY_SRC, it has {:?}",
+                buf.usage()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records the forward of the whole stack. `x` is in the caller's layout,
+    /// `h0` is `(L·D, B, H)`.
+    fn record_forward(
+        &self,
+        rec: &mut Recorder,
+        x: &wgpu::Buffer,
+        h0: Option<&wgpu::Buffer>,
+        t_len: usize,
+        batch: usize,
+        dropout: Option<(u32, f32)>,
+    ) -> Result<ForwardOut> {
+        let cfg = &self.config;
+        let k = &self.ctx.inner.kernels;
+        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+        let (tb, h3) = (t_len * batch, 3 * h);
+        // Layer 0's input, sequence-first, owned by the tape.
+        let mut xin = self.ctx.storage("x", tb * cfg.input_size)?;
+        if cfg.batch_first {
+            k.permute01(rec, x, 0, xin.buffer(), 0, batch, t_len, cfg.input_size)?;
+        } else {
+            rec.copy(x, 0, xin.buffer(), 0, (tb * cfg.input_size * 4) as u64);
+        }
+        let h_n = self.ctx.storage("h_n", cfg.num_layers * nd * batch * h)?;
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        let state_bytes = (batch * h * 4) as u64;
+        for (l, lp) in self.layers.iter().enumerate() {
+            let i_l = cfg.layer_input_size(l);
+            let gi = self.ctx.storage("gi (input projections)", tb * nd * h3)?;
+            k.gemm(
+                rec,
+                xin.buffer(),
+                lp.w_ih.buffer(),
+                lp.b_ih.as_ref().map(|b| b.buffer()),
+                gi.buffer(),
+                &Gemm {
+                    m: tb,
+                    n: nd * h3,
+                    k: i_l,
+                    trans_b: true,
+                    lda: i_l,
+                    ldb: i_l,
+                    ldc: nd * h3,
+                    ..Default::default()
+                },
+            )?;
+            let hs = self
+                .ctx
+                .storage("hidden states", nd * (t_len + 1) * batch * h)?;
+            let gates = self.ctx.storage("gates", nd * t_len * batch * 4 * h)?;
+            let out = self.ctx.storage("layer output", tb * nd * h)?;
+            for d in 0..nd {
+                let slot0 = (d * (t_len + 1) * batch * h * 4) as u64;
+                match h0 {
+                    Some(h0) => rec.copy(
+                        h0,
+                        ((l * nd + d) as u64) * state_bytes,
+                        hs.buffer(),
+                        slot0,
+                        state_bytes,
+                    ),
+                    None => rec.clear(hs.buffer(), slot0, state_bytes),
+                }
+            }
+            let shape = StepShape {
+                t_len,
+                batch,
+                hidden: h,
+                dirs: nd,
+                has_bias: cfg.bias,
+            };
+            k.forward_steps(
+                rec,
+                &shape,
+                gi.buffer(),
+                lp.w_hh_t.buffer(),
+                lp.b_hh.as_ref().map(|b| b.buffer()),
+                hs.buffer(),
+                out.buffer(),
+                gates.buffer(),
+            )?;
+            rec.keep(gi);
+            for d in 0..nd {
+                let last = ((d * (t_len + 1) + t_len) * batch * h * 4) as u64;
+                rec.copy(
+                    hs.buffer(),
+                    last,
+                    h_n.buffer(),
+                    ((l * nd + d) as u64) * state_bytes,
+                    state_bytes,
+                );
+            }
+            let next = match dropout {
+                Some((seed, p)) if l + 1 < cfg.num_layers => {
+                    let dropped = self
+                        .ctx
+                        .storage("layer output after dropout", tb * nd * h)?;
+                    k.dropout(
+                        rec,
+                        out.buffer(),
+                        dropped.buffer(),
+                        tb * nd * h,
+                        seed,
+                        l as u32,
+                        p,
+                    )?;
+                    rec.keep(out);
+                    dropped
+                }
+                _ => out,
+            };
+            layers.push(LayerTape {
+                xin: std::mem::replace(&mut xin, next),
+                hs,
+                gates,
+            });
+        }
+        // `xin` now holds the last layer's output, sequence-first.
+        let output = if cfg.batch_first {
+            let o = self.ctx.storage("output", tb * nd * h)?;
+            k.permute01(rec, xin.buffer(), 0, o.buffer(), 0, t_len, batch, nd * h)?;
+            rec.keep(xin);
+            o
+        } else {
+            xin
+        };
+        Ok(ForwardOut {
+            output,
+            h_n,
+            tape: GpuTape {
+                model_id: self.id,
+                t_len,
+                batch,
+                dropout,
+                layers,
+            },
+        })
+    }
+
+    /// Records the backward of the whole stack for `tape`.
+    fn record_backward(
+        &self,
+        rec: &mut Recorder,
+        tape: &GpuTape,
+        grad_output: &wgpu::Buffer,
+        grad_h_n: Option<&wgpu::Buffer>,
+    ) -> Result<BackwardOut> {
+        let cfg = &self.config;
+        let k = &self.ctx.inner.kernels;
+        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+        let (t_len, batch) = (tape.t_len, tape.batch);
+        let (tb, h3) = (t_len * batch, 3 * h);
+        let state_bytes = (batch * h * 4) as u64;
+        // dL/d(output of the top layer), sequence-first.
+        let mut d_out = self.ctx.storage("grad_output", tb * nd * h)?;
+        if cfg.batch_first {
+            k.permute01(rec, grad_output, 0, d_out.buffer(), 0, batch, t_len, nd * h)?;
+        } else {
+            rec.copy(grad_output, 0, d_out.buffer(), 0, (tb * nd * h * 4) as u64);
+        }
+        let grad_h0 = self
+            .ctx
+            .storage("grad_h0", cfg.num_layers * nd * batch * h)?;
+        let mut grads: Vec<[Option<PooledBuffer>; 4]> = Vec::with_capacity(cfg.num_layers);
+        for l in (0..cfg.num_layers).rev() {
+            let lp = &self.layers[l];
+            let lt = &tape.layers[l];
+            let i_l = cfg.layer_input_size(l);
+            let dgi = self.ctx.storage("dG_i", tb * nd * h3)?;
+            let dgh = self.ctx.storage("dG_h", nd * tb * h3)?;
+            let dh = self.ctx.storage("dh", nd * 2 * batch * h)?;
+            for d in 0..nd {
+                let slot = ((d * 2 + t_len % 2) * batch * h * 4) as u64;
+                match grad_h_n {
+                    Some(g) => rec.copy(
+                        g,
+                        ((l * nd + d) as u64) * state_bytes,
+                        dh.buffer(),
+                        slot,
+                        state_bytes,
+                    ),
+                    None => rec.clear(dh.buffer(), slot, state_bytes),
+                }
+            }
+            let shape = StepShape {
+                t_len,
+                batch,
+                hidden: h,
+                dirs: nd,
+                has_bias: cfg.bias,
+            };
+            k.backward_steps(
+                rec,
+                &shape,
+                d_out.buffer(),
+                lt.gates.buffer(),
+                lt.hs.buffer(),
+                lp.w_hh.buffer(),
+                dgh.buffer(),
+                dgi.buffer(),
+                dh.buffer(),
+            )?;
+            for d in 0..nd {
+                let slot = ((d * 2 + 1) * batch * h * 4) as u64;
+                rec.copy(
+                    dh.buffer(),
+                    slot,
+                    grad_h0.buffer(),
+                    ((l * nd + d) as u64) * state_bytes,
+                    state_bytes,
+                );
+            }
+            // dW_ih = dG_iᵀ · X_l: (D·3H, I_l), summed over all T·B rows.
+            let dw_ih = self.ctx.storage("grad weight_ih", nd * h3 * i_l)?;
+            k.gemm(
+                rec,
+                dgi.buffer(),
+                lt.xin.buffer(),
+                None,
+                dw_ih.buffer(),
+                &Gemm {
+                    m: nd * h3,
+                    n: i_l,
+                    k: tb,
+                    trans_a: true,
+                    lda: nd * h3,
+                    ldb: i_l,
+                    ldc: i_l,
+                    ..Default::default()
+                },
+            )?;
+            // dW_hh[d] = dG_h[d]ᵀ · H_prev[d]: (3H, H) per direction.
+            let dw_hh = self.ctx.storage("grad weight_hh", nd * h3 * h)?;
+            k.gemm(
+                rec,
+                dgh.buffer(),
+                lt.hs.buffer(),
+                None,
+                dw_hh.buffer(),
+                &Gemm {
+                    m: h3,
+                    n: h,
+                    k: tb,
+                    trans_a: true,
+                    lda: h3,
+                    ldb: h,
+                    ldc: h,
+                    batch: nd,
+                    a_batch: tb * h3,
+                    b_batch: (t_len + 1) * batch * h,
+                    c_batch: h3 * h,
+                    ..Default::default()
+                },
+            )?;
+            let (db_ih, db_hh) = if cfg.bias {
+                let db_ih = self.ctx.storage("grad bias_ih", nd * h3)?;
+                k.sum_rows(
+                    rec,
+                    dgi.buffer(),
+                    db_ih.buffer(),
+                    RowSum {
+                        cols: nd * h3,
+                        rows: tb,
+                        ld: nd * h3,
+                        in_off: 0,
+                        in_batch: 0,
+                        out_off: 0,
+                        out_batch: 0,
+                        batch: 1,
+                    },
+                )?;
+                let db_hh = self.ctx.storage("grad bias_hh", nd * h3)?;
+                k.sum_rows(
+                    rec,
+                    dgh.buffer(),
+                    db_hh.buffer(),
+                    RowSum {
+                        cols: h3,
+                        rows: tb,
+                        ld: h3,
+                        in_off: 0,
+                        in_batch: tb * h3,
+                        out_off: 0,
+                        out_batch: h3,
+                        batch: nd,
+                    },
+                )?;
+                (Some(db_ih), Some(db_hh))
+            } else {
+                (None, None)
+            };
+            // dX_l = dG_i · W_ih: (T·B, I_l), both directions summed by the product.
+            let dx = self.ctx.storage("grad of the layer input", tb * i_l)?;
+            k.gemm(
+                rec,
+                dgi.buffer(),
+                lp.w_ih.buffer(),
+                None,
+                dx.buffer(),
+                &Gemm {
+                    m: tb,
+                    n: i_l,
+                    k: nd * h3,
+                    lda: nd * h3,
+                    ldb: i_l,
+                    ldc: i_l,
+                    ..Default::default()
+                },
+            )?;
+            rec.keep(dgi);
+            rec.keep(dgh);
+            rec.keep(dh);
+            let next = match tape.dropout {
+                Some((seed, p)) if l > 0 => {
+                    let masked = self
+                        .ctx
+                        .storage("grad of the layer input after dropout", tb * i_l)?;
+                    k.dropout(
+                        rec,
+                        dx.buffer(),
+                        masked.buffer(),
+                        tb * i_l,
+                        seed,
+                        (l - 1) as u32,
+                        p,
+                    )?;
+                    rec.keep(dx);
+                    masked
+                }
+                _ => dx,
+            };
+            rec.keep(std::mem::replace(&mut d_out, next));
+            grads.push([Some(dw_ih), Some(dw_hh), db_ih, db_hh]);
+        }
+        grads.reverse();
+        let grad_x = if cfg.batch_first {
+            let g = self.ctx.storage("grad_x", tb * cfg.input_size)?;
+            k.permute01(
+                rec,
+                d_out.buffer(),
+                0,
+                g.buffer(),
+                0,
+                t_len,
+                batch,
+                cfg.input_size,
+            )?;
+            rec.keep(d_out);
+            g
+        } else {
+            d_out
+        };
+        Ok(BackwardOut {
+            grad_x,
+            grad_h0,
+            grads,
+        })
+    }
+
+    fn check_tape(&self, tape: &GpuTape) -> Result<()> {
+        if tape.model_id != self.id {
+            return Err(GruError::Tape(format!(
+                "this tape was made by the forward of another model (model {}, not {})",
+                tape.model_id, self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Forward on device buffers: `x` in the configuration's layout
+    /// (`(T, B, I)` or `(B, T, I)`), `h0` `(L·D, B, H)` or zeros. The buffers
+    /// need the usage `COPY_SRC`; their contents are copied, so the caller may
+    /// reuse them at once. Returns new buffers the caller owns, and the tape.
+    pub fn forward_buffers(
+        &self,
+        x: &wgpu::Buffer,
+        h0: Option<&wgpu::Buffer>,
+        seq_len: usize,
+        batch: usize,
+    ) -> Result<GpuForward> {
+        self.forward_buffers_impl(x, h0, seq_len, batch, None)
+    }
+
+    /// [`forward_buffers`](Self::forward_buffers) in training mode: dropout
+    /// between layers from `seed`, where the configuration has one.
+    pub fn forward_buffers_train(
+        &self,
+        x: &wgpu::Buffer,
+        h0: Option<&wgpu::Buffer>,
+        seq_len: usize,
+        batch: usize,
+        seed: u32,
+    ) -> Result<GpuForward> {
+        let p = self.config.dropout;
+        self.forward_buffers_impl(x, h0, seq_len, batch, (p > 0.0).then_some((seed, p)))
+    }
+
+    fn forward_buffers_impl(
+        &self,
+        x: &wgpu::Buffer,
+        h0: Option<&wgpu::Buffer>,
+        seq_len: usize,
+        batch: usize,
+        dropout: Option<(u32, f32)>,
+    ) -> Result<GpuForward> {
+        self.check_dims(seq_len, batch)?;
+        let cfg = &self.config;
+        Self::check_buffer("x", x, seq_len * batch * cfg.input_size)?;
+        if let Some(h0) = h0 {
+            Self::check_buffer("h0", h0, cfg.state_shape(batch).iter().product())?;
+        }
+        self.ctx.scoped(|| {
+            let mut rec = Recorder::new(&self.ctx, false);
+            let out = self.record_forward(&mut rec, x, h0, seq_len, batch, dropout)?;
+            rec.submit()?;
+            Ok(GpuForward {
+                output: out.output.into_inner(),
+                h_n: out.h_n.into_inner(),
+                tape: out.tape,
+            })
+        })
+    }
+
+    /// Backward on device buffers: `grad_output` with the output's shape and
+    /// layout, `grad_h_n` `(L·D, B, H)` or zeros. Consumes the tape.
+    pub fn backward_buffers(
+        &self,
+        tape: GpuTape,
+        grad_output: &wgpu::Buffer,
+        grad_h_n: Option<&wgpu::Buffer>,
+    ) -> Result<GpuBackward> {
+        self.check_tape(&tape)?;
+        let cfg = &self.config;
+        let (t, b) = tape.dims();
+        Self::check_buffer(
+            "grad_output",
+            grad_output,
+            t * b * cfg.num_directions() * cfg.hidden_size,
+        )?;
+        if let Some(g) = grad_h_n {
+            Self::check_buffer("grad_h_n", g, cfg.state_shape(b).iter().product())?;
+        }
+        self.ctx.scoped(|| {
+            let mut rec = Recorder::new(&self.ctx, false);
+            let out = self.record_backward(&mut rec, &tape, grad_output, grad_h_n)?;
+            rec.submit()?;
+            Ok(GpuBackward {
+                grad_x: out.grad_x.into_inner(),
+                grad_h0: out.grad_h0.into_inner(),
+                grads: out
+                    .grads
+                    .into_iter()
+                    .map(|[a, b, c, d]| GpuLayerGrads {
+                        w_ih: a.expect("always present").into_inner(),
+                        w_hh: b.expect("always present").into_inner(),
+                        b_ih: c.map(PooledBuffer::into_inner),
+                        b_hh: d.map(PooledBuffer::into_inner),
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    /// Forward from host arrays: `x` `(T, B, I)` (or `(B, T, I)` where
+    /// `batch_first`), `h0` `(L·D, B, H)` or zeros. Returns `output`, `h_n`
+    /// and the tape (which stays on the device).
+    pub fn forward(
+        &self,
+        x: ArrayView3<f32>,
+        h0: Option<ArrayView3<f32>>,
+    ) -> Result<(Array3<f32>, Array3<f32>, GpuTape)> {
+        self.forward_host(x, h0, None)
+    }
+
+    /// [`forward`](Self::forward) in training mode: dropout between layers
+    /// with the mask of [`crate::dropout`] drawn from `seed`.
+    pub fn forward_train(
+        &self,
+        x: ArrayView3<f32>,
+        h0: Option<ArrayView3<f32>>,
+        seed: u32,
+    ) -> Result<(Array3<f32>, Array3<f32>, GpuTape)> {
+        let p = self.config.dropout;
+        self.forward_host(x, h0, (p > 0.0).then_some((seed, p)))
+    }
+
+    fn forward_host(
+        &self,
+        x: ArrayView3<f32>,
+        h0: Option<ArrayView3<f32>>,
+        dropout: Option<(u32, f32)>,
+    ) -> Result<(Array3<f32>, Array3<f32>, GpuTape)> {
+        let cfg = &self.config;
+        let (t_len, batch) = cfg.check_input("x", x.shape())?;
+        if let Some(h0) = &h0 {
+            cfg.check_state("h0", h0.shape(), batch)?;
+        }
+        self.ctx.scoped(|| {
+            let xs = x.as_standard_layout();
+            let xb = self
+                .ctx
+                .upload("x", xs.as_slice().expect("standard layout"))?;
+            let h0b = match &h0 {
+                Some(h) => Some(self.ctx.upload(
+                    "h0",
+                    h.as_standard_layout().as_slice().expect("standard layout"),
+                )?),
+                None => None,
+            };
+            let mut rec = Recorder::new(&self.ctx, false);
+            let out = self.record_forward(
+                &mut rec,
+                xb.buffer(),
+                h0b.as_ref().map(|b| b.buffer()),
+                t_len,
+                batch,
+                dropout,
+            )?;
+            let o_len = t_len * batch * cfg.num_directions() * cfg.hidden_size;
+            let s_len = cfg.state_shape(batch).iter().product();
+            let so = self.ctx.staging((o_len * 4) as u64);
+            let sh = self.ctx.staging((s_len * 4) as u64);
+            rec.copy(out.output.buffer(), 0, so.buffer(), 0, (o_len * 4) as u64);
+            rec.copy(out.h_n.buffer(), 0, sh.buffer(), 0, (s_len * 4) as u64);
+            rec.keep(xb);
+            rec.submit()?;
+            let mut data = self
+                .ctx
+                .read_staging(&[(&so, o_len), (&sh, s_len)])?
+                .into_iter();
+            let output =
+                Array3::from_shape_vec(cfg.output_shape(t_len, batch), data.next().expect("read"))
+                    .expect("length matches");
+            let h_n = Array3::from_shape_vec(cfg.state_shape(batch), data.next().expect("read"))
+                .expect("length matches");
+            Ok((output, h_n, out.tape))
+        })
+    }
+
+    /// Backward from host arrays: `grad_output` with the output's shape,
+    /// `grad_h_n` `(L·D, B, H)` or zeros. Consumes the tape; returns the
+    /// gradients of `x`, `h0` and every parameter.
+    pub fn backward(
+        &self,
+        tape: GpuTape,
+        grad_output: ArrayView3<f32>,
+        grad_h_n: Option<ArrayView3<f32>>,
+    ) -> Result<GruGrads<f32>> {
+        self.check_tape(&tape)?;
+        let cfg = &self.config;
+        let (t_len, batch) = tape.dims();
+        cfg.check_output_like("grad_output", grad_output.shape(), t_len, batch)?;
+        if let Some(g) = &grad_h_n {
+            cfg.check_state("grad_h_n", g.shape(), batch)?;
+        }
+        self.ctx.scoped(|| {
+            let go = self.ctx.upload(
+                "grad_output",
+                grad_output
+                    .as_standard_layout()
+                    .as_slice()
+                    .expect("standard layout"),
+            )?;
+            let gh = match &grad_h_n {
+                Some(g) => Some(self.ctx.upload(
+                    "grad_h_n",
+                    g.as_standard_layout().as_slice().expect("standard layout"),
+                )?),
+                None => None,
+            };
+            let mut rec = Recorder::new(&self.ctx, false);
+            let out = self.record_backward(
+                &mut rec,
+                &tape,
+                go.buffer(),
+                gh.as_ref().map(|b| b.buffer()),
+            )?;
+            let mut reads: Vec<(PooledBuffer, usize)> = Vec::new();
+            let mut read = |rec: &mut Recorder, b: &PooledBuffer| {
+                let bytes = b.buffer().size();
+                let st = self.ctx.staging(bytes);
+                rec.copy(b.buffer(), 0, st.buffer(), 0, bytes);
+                reads.push((st, (bytes / 4) as usize));
+            };
+            read(&mut rec, &out.grad_x);
+            read(&mut rec, &out.grad_h0);
+            for g in &out.grads {
+                for b in g.iter().flatten() {
+                    read(&mut rec, b);
+                }
+            }
+            rec.keep(go);
+            rec.submit()?;
+            let data = self
+                .ctx
+                .read_staging(&reads.iter().map(|(b, l)| (b, *l)).collect::<Vec<_>>())?;
+            let mut it = data.into_iter();
+            let x_len = t_len * batch * cfg.input_size;
+            let s_len: usize = cfg.state_shape(batch).iter().product();
+            let mut gx = it.next().expect("read");
+            gx.truncate(x_len);
+            let mut g0 = it.next().expect("read");
+            g0.truncate(s_len);
+            let x =
+                Array3::from_shape_vec(cfg.input_shape(t_len, batch), gx).expect("length matches");
+            let h0 = Array3::from_shape_vec(cfg.state_shape(batch), g0).expect("length matches");
+            let mut params = GruParams::<f32>::zeros(cfg)?;
+            let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+            let h3 = 3 * h;
+            for l in 0..cfg.num_layers {
+                let i_l = cfg.layer_input_size(l);
+                let w_ih = it.next().expect("read");
+                let w_hh = it.next().expect("read");
+                let (b_ih, b_hh) = if cfg.bias {
+                    (it.next(), it.next())
+                } else {
+                    (None, None)
+                };
+                for d in 0..nd {
+                    let dp = params.dir_mut(l, d);
+                    dp.weight_ih = Array2::from_shape_vec(
+                        (h3, i_l),
+                        w_ih[d * h3 * i_l..(d + 1) * h3 * i_l].to_vec(),
+                    )
+                    .expect("length matches");
+                    dp.weight_hh = Array2::from_shape_vec(
+                        (h3, h),
+                        w_hh[d * h3 * h..(d + 1) * h3 * h].to_vec(),
+                    )
+                    .expect("length matches");
+                    if let Some(b) = &b_ih {
+                        dp.bias_ih = Some(Array1::from(b[d * h3..(d + 1) * h3].to_vec()));
+                    }
+                    if let Some(b) = &b_hh {
+                        dp.bias_hh = Some(Array1::from(b[d * h3..(d + 1) * h3].to_vec()));
+                    }
+                }
+            }
+            Ok(GruGrads { x, h0, params })
+        })
+    }
+}
