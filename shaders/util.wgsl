@@ -11,12 +11,11 @@
 // dropout    out[out_off + e] = inp[in_off + e] * (keep(seed, layer, e) ? scale : 0)
 //            with keep(...) = pcg_hash(e ^ pcg_hash(layer ^ pcg_hash(seed))) >> 8 >= threshold,
 //            the same function as src/dropout.rs, on the sequence-first (T, B, D·H) index e.
-// fill       out[out_off + e] = bitcast<f32>(value_bits)
 
 struct Params {
     count: u32, in_off: u32, out_off: u32, a: u32,
     b: u32, c: u32, seed: u32, layer: u32,
-    threshold: u32, value_bits: u32, scale: f32, _p0: u32,
+    threshold: u32, scale: f32, _p0: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -64,13 +63,4 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let keep = (pcg_hash(e ^ pcg_hash(P.layer ^ pcg_hash(P.seed))) >> 8u) >= P.threshold;
     // x * 0 for a dropped element, so that a NaN stays NaN, as in PyTorch.
     out[P.out_off + e] = inp[P.in_off + e] * select(0.0, P.scale, keep);
-}
-
-@compute @workgroup_size(64, 1, 1)
-fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = flat(wid, nwg, lid);
-    if (e >= P.count) {
-        return;
-    }
-    out[P.out_off + e] = bitcast<f32>(P.value_bits);
 }

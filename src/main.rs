@@ -1,5 +1,51 @@
 //! The `gru-wgpu` command line.
 
-fn main() {
-    println!("gru-wgpu: the GPU path is not built yet; run `cargo test --release` for the CPU reference suite.");
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "gru-wgpu",
+    version,
+    about = "PyTorch-exact GRU forward and backward on wgpu"
+)]
+struct Cli {
+    /// Adapter to use: a substring of its name or a backend (vulkan, metal, dx12).
+    /// Default: the environment variable GRU_WGPU_ADAPTER, else the high-performance adapter.
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check reference files (PyTorch-computed, format gru-golden-v1) on the CPU reference and the GPU.
+    Verify(cli::verify::VerifyArgs),
+    /// List the adapters wgpu can see.
+    Adapters,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Verify(args)) => cli::verify::run(&args, cli.adapter.as_deref()),
+        Some(Command::Adapters) => {
+            let all = gru_wgpu::gpu::list_adapters();
+            if all.is_empty() {
+                println!("no adapters found");
+            }
+            for a in all {
+                println!("{a}");
+            }
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("the main job comes with the benchmark; see `gru-wgpu --help`");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -254,3 +254,44 @@ impl ReferenceCase {
         })
     }
 }
+
+impl ReferenceCase {
+    /// Runs the GPU (f32) on this case: forward, then backward with the
+    /// case's upstream gradients.
+    pub fn run_gpu(&self, ctx: &crate::gpu::GpuContext) -> Result<RunResult> {
+        let model = crate::gpu::GpuGru::new(ctx, &self.params)?;
+        let (output, h_n, tape) =
+            model.forward(self.x.view(), self.h0.as_ref().map(|h| h.view()))?;
+        let g = model.backward(tape, self.grad_output.view(), Some(self.grad_h_n.view()))?;
+        let to64 = |a: &Array3<f32>| a.mapv(|v| v as f64);
+        Ok(RunResult {
+            output: to64(&output),
+            h_n: to64(&h_n),
+            grad_x: to64(&g.x),
+            grad_h0: Some(to64(&g.h0)),
+            grad_params: g.params.cast::<f64>(),
+        })
+    }
+
+    /// A one-line description of the configuration.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        format!(
+            "I={} H={} layers={} bidirectional={} batch_first={} bias={} T={} B={} h0={}",
+            c.input_size,
+            c.hidden_size,
+            c.num_layers,
+            c.bidirectional,
+            c.batch_first,
+            c.bias,
+            self.seq_len,
+            self.batch,
+            self.h0.is_some()
+        )
+    }
+}
+
+/// The bound of the f64 CPU reference against PyTorch's float64 results.
+pub const CPU_BOUND: f64 = 1e-12;
+/// The bound of the f32 GPU against PyTorch's float64 results.
+pub const GPU_BOUND: f64 = 1e-5;

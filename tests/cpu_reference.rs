@@ -353,3 +353,31 @@ fn reference_case_parameters_load_as_a_state_dict() {
     assert_eq!(names[4], "weight_ih_l0_reverse");
     assert_eq!(names.len(), 24);
 }
+
+#[test]
+fn a_state_dict_saved_by_pytorch_loads() {
+    // Written by `safetensors.torch.save_file(nn.GRU(3, 4, num_layers=2,
+    // bidirectional=True).state_dict(), ...)` with torch 2.15; the JSON beside
+    // it holds the same values as Python printed them.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let cfg = GruConfig::new(3, 4).layers(2).bidirectional(true);
+    let p =
+        GruParams::<f32>::load_safetensors(dir.join("torch_state_dict.safetensors"), &cfg).unwrap();
+    let json: std::collections::BTreeMap<String, Vec<f64>> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("torch_state_dict.json")).unwrap())
+            .unwrap();
+    assert_eq!(json.len(), 16);
+    for (name, values) in &json {
+        let t = p.get(name).unwrap_or_else(|| panic!("{name} missing"));
+        let ours: Vec<f32> = t.iter().copied().collect();
+        let theirs: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        assert_eq!(ours, theirs, "{name}");
+    }
+    // The same file against a configuration it does not fit.
+    let e = GruParams::<f32>::load_safetensors(
+        dir.join("torch_state_dict.safetensors"),
+        &GruConfig::new(3, 4).layers(2),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("weight_ih_l0_reverse"), "{e}");
+}

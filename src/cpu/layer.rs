@@ -240,6 +240,6 @@ fn apply_dropout<F: Real>(a: &mut Array3<F>, seed: u32, layer: u32, p: f32) {
         } else {
             F::zero()
         };
-        *v = *v * m;
+        *v *= m;
     }
 }

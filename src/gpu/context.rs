@@ -313,11 +313,11 @@ impl GpuContext {
                 limit_name: "max_buffer_size",
             });
         }
-        if bytes > l.max_storage_buffer_binding_size as u64 {
+        if bytes > l.max_storage_buffer_binding_size {
             return Err(GruError::LimitExceeded {
                 what: what.to_string(),
                 requested: bytes,
-                limit: l.max_storage_buffer_binding_size as u64,
+                limit: l.max_storage_buffer_binding_size,
                 limit_name: "max_storage_buffer_binding_size",
             });
         }
@@ -378,8 +378,8 @@ impl GpuContext {
         &self,
         bufs: &[(&PooledBuffer, usize)],
     ) -> Result<Vec<Vec<u32>>> {
-        let results: Arc<Mutex<Vec<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>> =
-            Arc::new(Mutex::new(vec![None; bufs.len()]));
+        type MapStatus = Option<std::result::Result<(), wgpu::BufferAsyncError>>;
+        let results: Arc<Mutex<Vec<MapStatus>>> = Arc::new(Mutex::new(vec![None; bufs.len()]));
         for (i, (b, len)) in bufs.iter().enumerate() {
             let r = results.clone();
             b.buffer().slice(..(*len as u64 * 4).max(4)).map_async(

@@ -1,5 +1,9 @@
 //! The compute pipelines, built once per context, and one host function per
 //! kernel that records its dispatches. The WGSL lives in `shaders/`.
+//!
+//! The host functions take one argument per buffer the kernel binds, so some
+//! take many.
+#![allow(clippy::too_many_arguments)]
 
 use crate::error::{GruError, Result};
 use crate::gpu::recorder::{Recorder, Slot};
@@ -242,9 +246,8 @@ struct UtilParams {
     seed: u32,
     layer: u32,
     threshold: u32,
-    value_bits: u32,
     scale: f32,
-    _p: u32,
+    _p: [u32; 2],
 }
 
 /// A matrix product `C = op(A) op(B) (+ bias)`; see `shaders/gemm.wgsl`.
@@ -294,7 +297,6 @@ pub(crate) struct Kernels {
     permute01: Kernel,
     transpose: Kernel,
     dropout: Kernel,
-    fill: Kernel,
     /// Bound where a kernel reads an optional buffer that is absent.
     dummy: wgpu::Buffer,
 }
@@ -349,7 +351,6 @@ impl Kernels {
             permute01: Kernel::new(device, &util, "permute01", up, &[Read, ReadWrite], &[]),
             transpose: Kernel::new(device, &util, "transpose", up, &[Read, ReadWrite], &[]),
             dropout: Kernel::new(device, &util, "dropout", up, &[Read, ReadWrite], &[]),
-            fill: Kernel::new(device, &util, "fill", up, &[Read, ReadWrite], &[]),
             dummy: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("gru-wgpu dummy"),
                 size: 16,
@@ -553,7 +554,6 @@ impl Kernels {
 
     /// The backward time loop of one layer: steps T-1 down to 0, then the step
     /// -1 that leaves dL/dh0 in slot 1 of `dh`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_steps(
         &self,
         rec: &mut Recorder,
@@ -601,7 +601,6 @@ impl Kernels {
     }
 
     /// `(A, B, C) -> (B, A, C)`: between `batch_first` and sequence-first.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn permute01(
         &self,
         rec: &mut Recorder,
@@ -669,25 +668,6 @@ impl Kernels {
         };
         let wg = groups_1d(rec, count);
         self.dropout.run(rec, &p, &[inp, out], wg)
-    }
-
-    /// `out[off..off + count] = value`.
-    pub(crate) fn fill(
-        &self,
-        rec: &mut Recorder,
-        out: &wgpu::Buffer,
-        off: usize,
-        count: usize,
-        value: f32,
-    ) -> Result<()> {
-        let p = UtilParams {
-            count: u32_of("fill", count)?,
-            out_off: u32_of("fill", off)?,
-            value_bits: value.to_bits(),
-            ..Default::default()
-        };
-        let wg = groups_1d(rec, count);
-        self.fill.run(rec, &p, &[&self.dummy, out], wg)
     }
 }
 

@@ -2,6 +2,7 @@
 //! the whole layer stack, each recorded into one command encoder and
 //! submitted once.
 //!
+//! ```text
 //! Forward, per layer l (both directions together):
 //!   1. gemm:          gi = X_l · W_ihᵀ + b_ih, all T steps at once      (T·B, D·3H)
 //!   2. forward steps: T dispatches of the fused step                   hs, out, gates
@@ -13,6 +14,7 @@
 //!   2. gemm:  dW_ih = dG_iᵀ · X_l, dW_hh = dG_hᵀ · H_prev, dX_l = dG_i · W_ih
 //!   3. sum_rows: db_ih, db_hh (column sums of dG_i, dG_h)
 //!   4. dropout of dX_l with the forward's mask, which is dL/d(out) of layer l-1.
+//! ```
 
 use ndarray::{Array1, Array2, Array3, ArrayView3};
 
@@ -136,9 +138,7 @@ fn stack<'a>(parts: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
     parts.flat_map(|p| p.iter().copied()).collect()
 }
 
-fn std_slice<'a, D: ndarray::Dimension>(
-    a: &'a ndarray::ArrayBase<ndarray::OwnedRepr<f32>, D>,
-) -> &'a [f32] {
+fn std_slice<D: ndarray::Dimension>(a: &ndarray::ArrayBase<ndarray::OwnedRepr<f32>, D>) -> &[f32] {
     a.as_slice()
         .expect("parameters are kept in standard layout")
 }

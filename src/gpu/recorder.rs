@@ -177,13 +177,6 @@ impl<'c> Recorder<'c> {
         self.keep.push(b);
     }
 
-    /// A temporary storage buffer that lives until the submission.
-    pub(crate) fn temp(&mut self, what: &str, len: usize) -> Result<&wgpu::Buffer> {
-        let b = self.ctx.storage(what, len)?;
-        self.keep.push(b);
-        Ok(self.keep.last().expect("just pushed").buffer())
-    }
-
     /// Writes the arena, closes the encoder and submits it: one submission.
     /// Returns the GPU time in milliseconds where timestamps are available.
     pub(crate) fn submit(mut self) -> Result<Option<f64>> {

@@ -1,0 +1,111 @@
+//! `gru-wgpu verify [--device cpu|gpu|both] FILE...`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use gru_wgpu::reference::{ReferenceCase, RunResult, CPU_BOUND, GPU_BOUND};
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// Where to run: the f64 CPU reference, the f32 GPU, or both.
+    #[arg(long, value_enum, default_value_t = Device::Both)]
+    device: Device,
+    /// Reference files (safetensors, format gru-golden-v1).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Device {
+    Cpu,
+    Gpu,
+    Both,
+}
+
+fn fmt_worst(w: Option<f64>) -> String {
+    match w {
+        Some(v) => format!("{v:.3e}"),
+        None => "-".to_string(),
+    }
+}
+
+/// Exit status: 0 when every tensor is within its bound, 1 when one is not,
+/// 2 when a file or the GPU could not be used.
+pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
+    let want_cpu = args.device != Device::Gpu;
+    let want_gpu = args.device != Device::Cpu;
+    let mut status = 0u8;
+    let ctx = if want_gpu {
+        match super::open_gpu(adapter) {
+            Ok(c) => {
+                println!("gpu: {}", c.adapter());
+                Some(c)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                eprintln!("(on Linux, `apt-get install mesa-vulkan-drivers` gives a software Vulkan device; or use --device cpu)");
+                status = 2;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut worst_cpu: Option<f64> = None;
+    let mut worst_gpu: Option<f64> = None;
+    for path in &args.files {
+        let case = match ReferenceCase::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                status = 2;
+                continue;
+            }
+        };
+        println!("{}: {}", path.display(), case.describe());
+        println!(
+            "  {:<6} {:<28} {:>10} {:>10} {:>7}",
+            "device", "tensor", "max abs", "rel error", "bound"
+        );
+        let mut report = |device: &str,
+                          res: gru_wgpu::Result<RunResult>,
+                          bound: f64,
+                          worst: &mut Option<f64>| match res {
+            Ok(r) => {
+                for c in case.compare(&r, bound) {
+                    let ok = c.ok();
+                    println!(
+                        "  {:<6} {:<28} {:>10.3e} {:>10.3e} {:>7.0e} {}",
+                        device,
+                        c.name,
+                        c.max_abs,
+                        c.rel,
+                        c.bound,
+                        if ok { "OK" } else { "FAIL" }
+                    );
+                    let w = if c.rel.is_nan() { f64::INFINITY } else { c.rel };
+                    *worst = Some(worst.map_or(w, |x: f64| x.max(w)));
+                    if !ok && status == 0 {
+                        status = 1;
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {device} on {}: {e}", path.display());
+                status = 2;
+            }
+        };
+        if want_cpu {
+            report("cpu", case.run_cpu::<f64>(), CPU_BOUND, &mut worst_cpu);
+        }
+        if let Some(ctx) = &ctx {
+            report("gpu", case.run_gpu(ctx), GPU_BOUND, &mut worst_gpu);
+        }
+    }
+    println!(
+        "worst relative error: cpu {}, gpu {}",
+        fmt_worst(worst_cpu),
+        fmt_worst(worst_gpu)
+    );
+    ExitCode::from(status)
+}

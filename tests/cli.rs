@@ -1,0 +1,164 @@
+//! The command line, run as a user runs it.
+
+mod common;
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gru-wgpu"))
+}
+
+fn golden(name: &str) -> std::path::PathBuf {
+    common::golden_files()
+        .into_iter()
+        .find(|p| p.ends_with(name))
+        .unwrap()
+}
+
+#[test]
+fn verify_cpu_on_every_reference_case() {
+    let out = bin()
+        .arg("verify")
+        .arg("--device")
+        .arg("cpu")
+        .args(common::golden_files())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("worst relative error: cpu "), "{last}");
+    assert!(last.ends_with(", gpu -"), "{last}");
+    let x: f64 = last["worst relative error: cpu ".len()..last.len() - ", gpu -".len()]
+        .parse()
+        .unwrap();
+    assert!(x > 0.0 && x <= 1e-12, "{last}");
+    // One line per tensor, each OK: output, h_n, grad.x, grad.h0 where there
+    // is an h0, and every parameter's gradient.
+    let expected: usize = common::golden_files()
+        .iter()
+        .map(|p| {
+            let c = gru_wgpu::reference::ReferenceCase::load(p).unwrap();
+            3 + usize::from(c.h0.is_some()) + c.config.param_specs().len()
+        })
+        .sum();
+    assert_eq!(expected, 95);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.trim_end().ends_with(" OK"))
+            .count(),
+        expected
+    );
+    assert!(!stdout.contains("FAIL"));
+}
+
+#[test]
+fn verify_both_devices() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = bin()
+        .arg("verify")
+        .arg(golden("seq_basic.safetensors"))
+        .arg(golden("no_h0.safetensors"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    let last = stdout.lines().last().unwrap();
+    let rest = last.strip_prefix("worst relative error: cpu ").unwrap();
+    let (cpu, gpu) = rest.split_once(", gpu ").unwrap();
+    let (cpu, gpu): (f64, f64) = (cpu.parse().unwrap(), gpu.parse().unwrap());
+    assert!(cpu <= 1e-12 && gpu <= 1e-5 && gpu > 0.0, "{last}");
+    assert!(stdout
+        .lines()
+        .any(|l| l.trim_start().starts_with("gpu    grad.weight_hh_l0")));
+}
+
+/// A copy of a reference case with one element of `output` changed.
+fn tampered(dir: &std::path::Path) -> std::path::PathBuf {
+    let bytes = std::fs::read(golden("seq_basic.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    let out = owned.iter_mut().find(|t| t.0 == "output").unwrap();
+    let v = f64::from_le_bytes(out.3[..8].try_into().unwrap()) + 0.5;
+    out.3[..8].copy_from_slice(&v.to_le_bytes());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let path = dir.join("tampered.safetensors");
+    std::fs::write(
+        &path,
+        safetensors::serialize(views, meta.metadata().clone()).unwrap(),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn verify_fails_on_a_wrong_reference_and_errors_on_a_bad_file() {
+    let dir = std::env::temp_dir().join(format!("gru_wgpu_cli_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = tampered(&dir);
+    let out = bin()
+        .args(["verify", "--device", "cpu"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(" output ") && l.ends_with("FAIL")),
+        "{stdout}"
+    );
+
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"not safetensors").unwrap();
+    let out = bin()
+        .args(["verify", "--device", "cpu"])
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid safetensors file"));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().last().unwrap(),
+        "worst relative error: cpu -, gpu -"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_adapter_that_does_not_exist_is_an_error() {
+    let out = bin()
+        .args(["verify", "--device", "gpu"])
+        .arg(golden("seq_basic.safetensors"))
+        .env("GRU_WGPU_ADAPTER", "no-such-adapter-anywhere")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no GPU adapter: none matches `no-such-adapter-anywhere`"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,177 @@
+//! The GPU API around the kernels: adapter choice, limits, device buffers in
+//! and out, tapes.
+
+mod common;
+
+use common::Case;
+use gru_wgpu::gpu::{ContextOptions, GpuContext, GpuGru};
+use gru_wgpu::{GruConfig, GruError};
+use wgpu::util::DeviceExt;
+
+#[test]
+fn adapter_by_name_or_backend_and_its_own_limits() {
+    let Some(ctx) = common::gpu() else { return };
+    let name = ctx.adapter().name.clone();
+    let word = name.split_whitespace().next().unwrap().to_uppercase();
+    let by_name = GpuContext::with_options(ContextOptions {
+        adapter: Some(word),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(by_name.adapter().name, name);
+    let by_backend = GpuContext::with_options(ContextOptions {
+        adapter: Some(ctx.adapter().backend.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(by_backend.adapter().backend, ctx.adapter().backend);
+
+    // The device gets the adapter's own limits, not wgpu's defaults.
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let adapter = adapters.iter().find(|a| a.get_info().name == name).unwrap();
+    assert_eq!(by_name.limits(), &adapter.limits());
+
+    let e = GpuContext::with_options(ContextOptions {
+        adapter: Some("no-such-adapter-anywhere".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(matches!(e, GruError::NoAdapter(_)), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("none matches `no-such-adapter-anywhere`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&name),
+        "the message lists the adapters found: {msg}"
+    );
+}
+
+fn upload(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
+    ctx.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("test input"),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        })
+}
+
+fn download(ctx: &GpuContext, buf: &wgpu::Buffer) -> Vec<f32> {
+    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: buf.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(buf, 0, &staging, 0, buf.size());
+    ctx.queue().submit(Some(enc.finish()));
+    staging
+        .slice(..)
+        .map_async(wgpu::MapMode::Read, |r| r.unwrap());
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .unwrap();
+    let v =
+        bytemuck::cast_slice::<u8, f32>(&staging.slice(..).get_mapped_range().unwrap()).to_vec();
+    v
+}
+
+#[test]
+fn device_buffers_in_and_out_match_the_array_api() {
+    let Some(ctx) = common::gpu() else { return };
+    let case = Case::new(
+        GruConfig::new(7, 12)
+            .layers(2)
+            .bidirectional(true)
+            .batch_first(true),
+        6,
+        3,
+        true,
+        9,
+    );
+    let model = GpuGru::new(&ctx, &case.params).unwrap();
+    let (o, hn, tape) = model
+        .forward(case.x.view(), case.h0.as_ref().map(|h| h.view()))
+        .unwrap();
+    let g = model
+        .backward(tape, case.go.view(), Some(case.gh.view()))
+        .unwrap();
+
+    let xb = upload(&ctx, case.x.as_slice().unwrap());
+    let h0b = upload(&ctx, case.h0.as_ref().unwrap().as_slice().unwrap());
+    let f = model.forward_buffers(&xb, Some(&h0b), 6, 3).unwrap();
+    assert_eq!(download(&ctx, &f.output), o.as_slice().unwrap());
+    assert_eq!(download(&ctx, &f.h_n), hn.as_slice().unwrap());
+    let gob = upload(&ctx, case.go.as_slice().unwrap());
+    let ghb = upload(&ctx, case.gh.as_slice().unwrap());
+    let b = model.backward_buffers(f.tape, &gob, Some(&ghb)).unwrap();
+    assert_eq!(download(&ctx, &b.grad_x), g.x.as_slice().unwrap());
+    assert_eq!(download(&ctx, &b.grad_h0), g.h0.as_slice().unwrap());
+    // Parameter gradients on the device: both directions stacked per layer.
+    for (l, lg) in b.grads.iter().enumerate() {
+        let w_ih = download(&ctx, &lg.w_ih);
+        let mut expect: Vec<f32> = Vec::new();
+        for d in 0..2 {
+            expect.extend(g.params.dir(l, d).weight_ih.iter());
+        }
+        assert_eq!(w_ih, expect, "layer {l}");
+        let b_hh = download(&ctx, lg.b_hh.as_ref().unwrap());
+        let mut expect: Vec<f32> = Vec::new();
+        for d in 0..2 {
+            expect.extend(g.params.dir(l, d).bias_hh.as_ref().unwrap().iter());
+        }
+        assert_eq!(b_hh, expect, "layer {l}");
+    }
+}
+
+#[test]
+fn parameters_round_trip_through_the_device() {
+    let Some(ctx) = common::gpu() else { return };
+    let cfg = GruConfig::new(5, 9).layers(2).bidirectional(true);
+    let p = gru_wgpu::GruParams::<f32>::init(&cfg, 3).unwrap();
+    let model = GpuGru::new(&ctx, &p).unwrap();
+    assert_eq!(model.params().unwrap(), p);
+    let cfg2 = GruConfig::new(5, 9).bias(false);
+    let p2 = gru_wgpu::GruParams::<f32>::init(&cfg2, 3).unwrap();
+    assert_eq!(GpuGru::new(&ctx, &p2).unwrap().params().unwrap(), p2);
+}
+
+#[test]
+fn buffers_too_small_or_without_copy_src_are_refused() {
+    let Some(ctx) = common::gpu() else { return };
+    let cfg = GruConfig::new(4, 6);
+    let model = GpuGru::new(&ctx, &gru_wgpu::GruParams::init(&cfg, 1).unwrap()).unwrap();
+    let small = upload(&ctx, &[0.0; 10]);
+    let e = model.forward_buffers(&small, None, 3, 2).unwrap_err();
+    assert!(matches!(e, GruError::LengthMismatch { .. }), "{e:?}");
+    assert_eq!(e.to_string(), "`x`: expected 96 bytes (at least), got 40");
+    let no_copy = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 96,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let e = model.forward_buffers(&no_copy, None, 3, 2).unwrap_err();
+    assert!(e.to_string().contains("COPY_SRC"), "{e}");
+}
+
+#[test]
+fn a_tape_of_another_model_is_refused() {
+    let Some(ctx) = common::gpu() else { return };
+    let cfg = GruConfig::new(4, 6);
+    let p = gru_wgpu::GruParams::init(&cfg, 1).unwrap();
+    let a = GpuGru::new(&ctx, &p).unwrap();
+    let b = GpuGru::new(&ctx, &p).unwrap();
+    let x = ndarray::Array3::<f32>::zeros((3, 2, 4));
+    let (_, _, tape) = a.forward(x.view(), None).unwrap();
+    let go = ndarray::Array3::<f32>::zeros((3, 2, 6));
+    let e = b.backward(tape, go.view(), None).unwrap_err();
+    assert!(matches!(e, GruError::Tape(_)), "{e:?}");
+    assert!(e.to_string().contains("another model"), "{e}");
+}
