@@ -30,10 +30,20 @@
 // One thread computes hidden unit j of up to four batch rows of one
 // direction: the dot products of dG_h,{s+1}[b, :] with column j of W_hh, then
 // the gate gradients of unit j. The dispatch is (ceil(H/64), ceil(B/4), D).
+//
+// With PRECOMPUTED (the window path of CPU adapters), dG_h,{s+1} · W_hh was
+// computed by gemm.wgsl's `windows` before the dispatch, and binding 4 holds it
+// instead of W_hh:
+//   carry  (D, B, H)         read
+// and dG_h of this step is also written, for the next product, into
+//   gwin   (2, D, B·3H chunked) rw  parity s mod 2, direction d, at
+//                                   ((k / kc)·B + b)·kc + k mod kc of the region
+
+override PRECOMPUTED: bool = false;
 
 struct Params {
     t_len: u32, batch: u32, hidden: u32, dirs: u32,
-    s: i32, _p0: u32, _p1: u32, _p2: u32,
+    s: i32, has_bias: u32, kc: u32, win_len: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -44,6 +54,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> dgh: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dgi: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dh: array<f32>;
+@group(0) @binding(8) var<storage, read_write> gwin: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
 fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -78,13 +89,17 @@ fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
         let o2 = gbase + min(b0 + 2u, bl) * h3;
         let o3 = gbase + min(b0 + 3u, bl) * h3;
         let wb = d * h3 * H + j;
-        for (var k = 0u; k < h3; k = k + 1u) {
+        let kmax = select(h3, 0u, PRECOMPUTED);
+        for (var k = 0u; k < kmax; k = k + 1u) {
             let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
             carry = fma(gv, vec4<f32>(w_hh[wb + k * H]), carry);
         }
         // The direct path of h_s into h_{s+1} = (1 - z) n + z h_s.
         for (var i = 0u; i < 4u; i = i + 1u) {
             let b = min(b0 + i, bl);
+            if (PRECOMPUTED) {
+                carry[i] = w_hh[(d * B + b) * H + j];
+            }
             let z = gates[((d * T + sn) * B + b) * 4u * H + H + j];
             carry[i] = carry[i] + z * dh[dh_next + b * H + j];
         }
@@ -116,6 +131,13 @@ fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
         dgh[gh] = da_r;
         dgh[gh + H] = da_z;
         dgh[gh + 2u * H] = da_n * r;
+        if (PRECOMPUTED) {
+            let region = ((su % 2u) * P.dirs + d) * P.win_len;
+            let kc = P.kc;
+            gwin[region + ((j / kc) * B + b) * kc + j % kc] = da_r;
+            gwin[region + (((H + j) / kc) * B + b) * kc + (H + j) % kc] = da_z;
+            gwin[region + (((2u * H + j) / kc) * B + b) * kc + (2u * H + j) % kc] = da_n * r;
+        }
         let gi = (t * B + b) * (P.dirs * h3) + d * h3 + j;
         dgi[gi] = da_r;
         dgi[gi + H] = da_z;

@@ -22,10 +22,20 @@
 // One thread computes hidden unit j of up to four batch rows b0..b0+3 of one
 // direction: the three dot products of h[b, :] with columns j, H+j and 2H+j
 // of W_hhᵀ, then the gate math. The dispatch is (ceil(H/64), ceil(B/4), D).
+//
+// With PRECOMPUTED (the window path of CPU adapters), gh = h·W_hhᵀ + b_hh of
+// this step was computed by gemm.wgsl's `windows` before the dispatch, and
+// binding 2 holds it instead of W_hhᵀ:
+//   gh     (D, B, 3H)        read   (bias included)
+// and the new state is also written, for the next step's product, into
+//   hwin   (2, D, B·H chunked) rw   parity (s+1) mod 2, direction d, at
+//                                   ((j / kc)·B + b)·kc + j mod kc of the region
+
+override PRECOMPUTED: bool = false;
 
 struct Params {
     t_len: u32, batch: u32, hidden: u32, dirs: u32,
-    s: u32, has_bias: u32, _p0: u32, _p1: u32,
+    s: u32, has_bias: u32, kc: u32, win_len: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -35,6 +45,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> hs: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> gates: array<f32>;
+@group(0) @binding(7) var<storage, read_write> hwin: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
 fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -62,7 +73,8 @@ fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
     var ar = vec4<f32>(0.0);
     var az = vec4<f32>(0.0);
     var an = vec4<f32>(0.0);
-    for (var k = 0u; k < H; k = k + 1u) {
+    let kmax = select(H, 0u, PRECOMPUTED);
+    for (var k = 0u; k < kmax; k = k + 1u) {
         let w = wb + k * h3 + j;
         let wr = w_hhT[w];
         let wz = w_hhT[w + H];
@@ -75,7 +87,7 @@ fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
     var br = 0.0;
     var bz = 0.0;
     var bn = 0.0;
-    if (P.has_bias != 0u) {
+    if (P.has_bias != 0u && !PRECOMPUTED) {
         br = b_hh[d * h3 + j];
         bz = b_hh[d * h3 + H + j];
         bn = b_hh[d * h3 + 2u * H + j];
@@ -86,9 +98,17 @@ fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
             break;
         }
         let g = (t * B + b) * (P.dirs * h3) + d * h3;
-        let ghn = an[i] + bn;
-        let r = sigmoid_stable(gi[g + j] + ar[i] + br);
-        let z = sigmoid_stable(gi[g + H + j] + az[i] + bz);
+        var ghr = ar[i] + br;
+        var ghz = az[i] + bz;
+        var ghn = an[i] + bn;
+        if (PRECOMPUTED) {
+            let o = (d * B + b) * h3 + j;
+            ghr = w_hhT[o];
+            ghz = w_hhT[o + H];
+            ghn = w_hhT[o + 2u * H];
+        }
+        let r = sigmoid_stable(gi[g + j] + ghr);
+        let z = sigmoid_stable(gi[g + H + j] + ghz);
         let n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
         let hp = hs[hprev + b * H + j];
         let hn = (1.0 - z) * n + z * hp;
@@ -99,5 +119,9 @@ fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
         gates[tp + H] = z;
         gates[tp + 2u * H] = n;
         gates[tp + 3u * H] = ghn;
+        if (PRECOMPUTED) {
+            let region = (((s + 1u) % 2u) * P.dirs + d) * P.win_len;
+            hwin[region + ((j / P.kc) * B + b) * P.kc + j % P.kc] = hn;
+        }
     }
 }

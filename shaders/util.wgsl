@@ -11,11 +11,17 @@
 // dropout    out[out_off + e] = inp[in_off + e] * (keep(seed, layer, e) ? scale : 0)
 //            with keep(...) = pcg_hash(e ^ pcg_hash(layer ^ pcg_hash(seed))) >> 8 >= threshold,
 //            the same function as src/dropout.rs, on the sequence-first (T, B, D·H) index e.
+// chunk      the logical (R, K) matrix M(r, k) = inp[in_off + z*in_batch + r*rs + k*ks] into the
+//            chunked layout the window GEMM reads: ceil(K / Kc) chunks of (R, Kc), zero past K:
+//            out[out_off + z*out_batch + (c*R + r)*Kc + kk] = M(r, c*Kc + kk)   (R = a, K = b, Kc = c)
+//            Strides express the transposes: the rows of dG_i (T·B, D·3H) as (D·3H, T·B) with
+//            rs = 1, ks = D·3H, for instance.
 
 struct Params {
     count: u32, in_off: u32, out_off: u32, a: u32,
     b: u32, c: u32, seed: u32, layer: u32,
-    threshold: u32, scale: f32, _p0: u32, _p1: u32,
+    threshold: u32, scale: f32, rs: u32, ks: u32,
+    in_batch: u32, out_batch: u32, _p0: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -63,4 +69,21 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let keep = (pcg_hash(e ^ pcg_hash(P.layer ^ pcg_hash(P.seed))) >> 8u) >= P.threshold;
     // x * 0 for a dropped element, so that a NaN stays NaN, as in PyTorch.
     out[P.out_off + e] = inp[P.in_off + e] * select(0.0, P.scale, keep);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, nwg, lid);
+    if (e >= P.count) {
+        return;
+    }
+    let kc = P.c;
+    let kk = e % kc;
+    let r = (e / kc) % P.a;
+    let k = (e / (kc * P.a)) * kc + kk;
+    var v = 0.0;
+    if (k < P.b) {
+        v = inp[P.in_off + wid.z * P.in_batch + r * P.rs + k * P.ks];
+    }
+    out[P.out_off + wid.z * P.out_batch + e] = v;
 }

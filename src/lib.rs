@@ -11,6 +11,8 @@
 //! h' = (1 - z) * n + z * h
 //! ```
 
+pub mod bench;
+pub mod check;
 pub mod config;
 pub mod cpu;
 pub mod dropout;

@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     /// Check reference files (PyTorch-computed, format gru-golden-v1) on the CPU reference and the GPU.
     Verify(cli::verify::VerifyArgs),
+    /// Measure throughput (GPU and CPU reference), optionally beside PyTorch's.
+    Bench(cli::bench::BenchArgs),
+    /// Measure the GEMM kernels alone (C = A·Bᵀ), checked against the CPU.
+    BenchGemm(cli::bench::GemmArgs),
     /// List the adapters wgpu can see.
     Adapters,
 }
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Verify(args)) => cli::verify::run(&args, cli.adapter.as_deref()),
+        Some(Command::Bench(args)) => cli::bench::run(&args, cli.adapter.as_deref()),
+        Some(Command::BenchGemm(args)) => cli::bench::run_gemm(&args, cli.adapter.as_deref()),
         Some(Command::Adapters) => {
             let all = gru_wgpu::gpu::list_adapters();
             if all.is_empty() {
@@ -43,9 +49,6 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        None => {
-            eprintln!("the main job comes with the benchmark; see `gru-wgpu --help`");
-            ExitCode::from(2)
-        }
+        None => cli::main_job::run(cli.adapter.as_deref()),
     }
 }

@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::Case;
 use gru_wgpu::GruConfig;
 use rand::Rng;
 
@@ -39,8 +38,8 @@ fn edge_sizes() {
     ];
     let mut worst = 0.0f64;
     for (n, &(i, h, l, bd, bf, bias, t, b, h0)) in cases.iter().enumerate() {
-        let case = Case::new(cfg(i, h, l, bd, bf, bias), t, b, h0, 100 + n as u64);
-        worst = worst.max(case.check(&ctx, None, BOUND));
+        let case = common::case(cfg(i, h, l, bd, bf, bias), t, b, h0, 100 + n as u64);
+        worst = worst.max(common::check(&ctx, &case, None, BOUND));
     }
     println!("edge sizes: worst relative error {worst:.3e}");
 }
@@ -56,8 +55,8 @@ fn long_sequences_and_large_batches() {
     ];
     let mut worst = 0.0f64;
     for (n, &(i, h, l, bd, bf, bias, t, b, h0)) in cases.iter().enumerate() {
-        let case = Case::new(cfg(i, h, l, bd, bf, bias), t, b, h0, 200 + n as u64);
-        worst = worst.max(case.check(&ctx, None, BOUND));
+        let case = common::case(cfg(i, h, l, bd, bf, bias), t, b, h0, 200 + n as u64);
+        worst = worst.max(common::check(&ctx, &case, None, BOUND));
     }
     println!("long sequences: worst relative error {worst:.3e}");
 }
@@ -81,8 +80,8 @@ fn random_configurations() {
             r.random_bool(0.5),
             r.random_bool(0.7),
         );
-        let case = Case::new(config, t, b, r.random_bool(0.6), 300 + n);
-        worst = worst.max(case.check(&ctx, None, BOUND));
+        let case = common::case(config, t, b, r.random_bool(0.6), 300 + n);
+        worst = worst.max(common::check(&ctx, &case, None, BOUND));
     }
     println!("random configurations: worst relative error {worst:.3e}");
 }
@@ -91,18 +90,18 @@ fn random_configurations() {
 fn dropout_in_training_mode_matches_the_cpu_mask() {
     let Some(ctx) = common::gpu() else { return };
     let config = cfg(6, 10, 3, true, false, true).dropout(0.4);
-    let case = Case::new(config, 7, 5, true, 400);
-    case.check(&ctx, Some(1234), BOUND);
+    let case = common::case(config, 7, 5, true, 400);
+    common::check(&ctx, &case, Some(1234), BOUND);
     // In evaluation mode there is no dropout.
-    case.check(&ctx, None, BOUND);
+    common::check(&ctx, &case, None, BOUND);
 }
 
 #[test]
 fn same_call_twice_is_bitwise_equal() {
     let Some(ctx) = common::gpu() else { return };
-    let case = Case::new(cfg(33, 70, 2, true, false, true), 40, 9, true, 500);
-    let (o1, h1, g1) = case.gpu(&ctx, None);
-    let (o2, h2, g2) = case.gpu(&ctx, None);
+    let case = common::case(cfg(33, 70, 2, true, false, true), 40, 9, true, 500);
+    let (o1, h1, g1) = case.run_gpu(&ctx, None).unwrap();
+    let (o2, h2, g2) = case.run_gpu(&ctx, None).unwrap();
     let bits = |a: &ndarray::Array3<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&o1), bits(&o2));
     assert_eq!(bits(&h1), bits(&h2));

@@ -1,5 +1,7 @@
 //! The subcommands of the command line.
 
+pub mod bench;
+pub mod main_job;
 pub mod verify;
 
 use gru_wgpu::gpu::{ContextOptions, GpuContext};

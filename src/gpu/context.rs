@@ -21,6 +21,23 @@ pub struct ContextOptions {
     /// Fill every buffer the pool hands out with NaN before use (a testing
     /// aid: an element that no kernel writes shows up as NaN).
     pub poison_buffers: bool,
+    /// Which kernels compute the matrix products. `None` chooses: the window
+    /// kernels on CPU (software) adapters, the storage kernels on GPUs.
+    pub products: Option<Products>,
+}
+
+/// The kernels that compute the matrix products (the input projections, the
+/// recurrent products, the gradients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Products {
+    /// Storage-buffer kernels with register tiles: `gemm.wgsl`'s `main`, the
+    /// recurrent product inside the fused steps. Suited to GPUs.
+    Storage,
+    /// Uniform-buffer windows: `gemm.wgsl`'s `windows` on the chunked layout,
+    /// for the recurrent products too. Suited to CPU adapters such as
+    /// llvmpipe, where storage loads in loops are slow.
+    Windows,
 }
 
 /// What the adapter is.
@@ -51,6 +68,7 @@ pub(crate) struct Inner {
     pub(crate) kernels: Kernels,
     pub(crate) pool: Arc<Pool>,
     pub(crate) poison: bool,
+    pub(crate) products: Products,
     lost: Arc<Mutex<Option<String>>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     next_id: AtomicU64,
@@ -198,6 +216,21 @@ impl GpuContext {
             *g = Some(format!("{reason:?}: {msg}"));
         });
 
+        // The window kernels need 64 KiB uniform bindings at 32-byte offsets.
+        let windows_fit = limits.max_uniform_buffer_binding_size >= WINDOW_BYTES
+            && limits.min_uniform_buffer_offset_alignment <= 32;
+        let products = match options.products {
+            Some(Products::Windows) if !windows_fit => {
+                return Err(GruError::RequestDevice(format!(
+                    "{summary}: the window kernels need uniform bindings of 64 KiB at 32-byte offsets; \
+                     this device allows {} bytes at {}-byte offsets",
+                    limits.max_uniform_buffer_binding_size, limits.min_uniform_buffer_offset_alignment
+                )))
+            }
+            Some(p) => p,
+            None if windows_fit && adapter.get_info().device_type == wgpu::DeviceType::Cpu => Products::Windows,
+            None => Products::Storage,
+        };
         let scope = ErrorScopes::push(&device);
         let kernels = Kernels::new(&device);
         scope.pop(&device, &lost)?;
@@ -211,6 +244,7 @@ impl GpuContext {
                 kernels,
                 pool: Arc::new(Pool::default()),
                 poison: options.poison_buffers,
+                products,
                 lost,
                 uncaptured,
                 next_id: AtomicU64::new(1),
@@ -226,6 +260,11 @@ impl GpuContext {
     /// The limits the device was opened with.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
+    }
+
+    /// Which kernels compute the matrix products.
+    pub fn products(&self) -> Products {
+        self.inner.products
     }
 
     /// Whether the device can time its own work (timestamp queries).
@@ -290,6 +329,10 @@ impl GpuContext {
     }
 
     /// Waits until the device has finished all submitted work.
+    pub fn synchronize(&self) -> Result<()> {
+        self.wait()
+    }
+
     pub(crate) fn wait(&self) -> Result<()> {
         self.inner
             .device
@@ -325,18 +368,25 @@ impl GpuContext {
     }
 
     /// A storage buffer of `len` floats from the pool (NaN-filled when poisoning).
+    ///
+    /// Every such buffer can also be read through a uniform-buffer window
+    /// (see `shaders/gemm.wgsl`): it has the usage `UNIFORM` and 64 KiB more
+    /// than asked for, so that a window that starts anywhere in the data fits.
     pub(crate) fn storage(&self, what: &str, len: usize) -> Result<PooledBuffer> {
-        let bytes = (len.max(1) * 4) as u64;
+        let bytes = (len.max(1) * 4) as u64 + WINDOW_BYTES;
         self.check_buffer_size(what, bytes)?;
         let buf = self.inner.pool.take_raw(
             &self.inner.device,
             bytes,
             wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
         );
+        let mut buf = buf;
+        buf.len = len;
         if self.inner.poison {
-            let nan = vec![f32::NAN; len.max(1)];
+            let nan = vec![f32::NAN; (bytes / 4) as usize];
             self.inner
                 .queue
                 .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(&nan));
@@ -421,6 +471,10 @@ impl GpuContext {
     }
 }
 
+/// The size of a uniform-buffer window: the most a uniform binding may span
+/// on many adapters (and the size the window kernels declare).
+pub(crate) const WINDOW_BYTES: u64 = 65536;
+
 /// Error scopes for out-of-memory, validation and internal errors.
 struct ErrorScopes(Vec<wgpu::ErrorScopeGuard>);
 
@@ -485,6 +539,7 @@ impl Pool {
             })
         });
         PooledBuffer {
+            len: (bytes / 4) as usize,
             buf: Some(buf),
             pool: Some(self.clone()),
         }
@@ -510,6 +565,8 @@ impl Pool {
 
 /// A buffer on loan from the pool: it goes back when dropped.
 pub struct PooledBuffer {
+    /// Floats of data (the buffer may be larger).
+    len: usize,
     buf: Option<wgpu::Buffer>,
     pool: Option<Arc<Pool>>,
 }
@@ -518,6 +575,16 @@ impl PooledBuffer {
     /// The wgpu buffer.
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buf.as_ref().expect("present until drop")
+    }
+
+    /// Floats of data in the buffer (it may be larger: see `GpuContext::storage`).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no data.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Takes the buffer out of the pool's care: it is freed, not reused, when dropped.

@@ -6,7 +6,8 @@
 #![allow(clippy::too_many_arguments)]
 
 use crate::error::{GruError, Result};
-use crate::gpu::recorder::{Recorder, Slot};
+use crate::gpu::context::WINDOW_BYTES;
+use crate::gpu::recorder::Recorder;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
@@ -33,55 +34,66 @@ pub fn shader_source(file: &str) -> Option<String> {
         .map(|(_, src)| format!("{COMMON}\n{src}"))
 }
 
-/// How a kernel's storage binding is used.
-#[derive(Clone, Copy)]
-enum Access {
+/// What a binding of a kernel is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The parameter slot: uniform, dynamic offset into the recorder's arena.
+    Params,
+    /// A 64 KiB uniform window into a data buffer, at a dynamic offset.
+    Window,
+    /// A storage buffer, read only.
     Read,
+    /// A storage buffer, read and written.
     ReadWrite,
 }
-use Access::{Read, ReadWrite};
+use Kind::{Params, Read, ReadWrite, Window};
 
-/// One pipeline and its bind group layout: binding 0 is the parameter slot
-/// (uniform, dynamic offset), bindings 1.. the storage buffers.
+/// One pipeline and its bind group layout.
 pub(crate) struct Kernel {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
-    n_storage: usize,
+    bindings: Vec<(u32, Kind)>,
+    params_size: u64,
 }
 
 impl Kernel {
+    /// A kernel whose bindings are `bindings` (binding number and kind); the
+    /// parameter struct has `params_size` bytes.
     fn new(
         device: &wgpu::Device,
         module: &wgpu::ShaderModule,
         entry: &str,
         params_size: u64,
-        storage: &[Access],
+        bindings: &[(u32, Kind)],
         constants: &[(&str, f64)],
     ) -> Self {
-        let mut entries = vec![wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: true,
-                min_binding_size: wgpu::BufferSize::new(params_size),
-            },
-            count: None,
-        }];
-        for (i, a) in storage.iter().enumerate() {
-            entries.push(wgpu::BindGroupLayoutEntry {
-                binding: i as u32 + 1,
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
+                binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage {
-                        read_only: matches!(a, Read),
+                ty: match kind {
+                    Params => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(params_size),
                     },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
+                    Window => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(WINDOW_BYTES),
+                    },
+                    Read | ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: kind == Read,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
                 },
                 count: None,
-            });
-        }
+            })
+            .collect();
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(entry),
             entries: &entries,
@@ -102,26 +114,40 @@ impl Kernel {
             },
             cache: None,
         });
+        let mut bindings = bindings.to_vec();
+        bindings.sort_by_key(|b| b.0);
         Kernel {
             pipeline,
             layout,
-            n_storage: storage.len(),
+            bindings,
+            params_size,
         }
     }
 
-    /// A bind group of this kernel for the arena chunk of `slot` and `buffers`.
-    fn bind<P>(&self, rec: &Recorder, chunk: usize, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
-        debug_assert_eq!(buffers.len(), self.n_storage);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: rec.arena_binding::<P>(chunk),
-        }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
-            });
-        }
+    /// A bind group for the arena chunk `chunk` and `buffers`, one for each
+    /// binding that is not the parameter slot, in binding order.
+    fn bind(&self, rec: &Recorder, chunk: usize, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let mut it = buffers.iter();
+        let entries: Vec<wgpu::BindGroupEntry> = self
+            .bindings
+            .iter()
+            .map(|&(binding, kind)| wgpu::BindGroupEntry {
+                binding,
+                resource: match kind {
+                    Params => rec.arena_binding(chunk, self.params_size),
+                    Window => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: it.next().expect("a buffer for every binding"),
+                        offset: 0,
+                        size: wgpu::BufferSize::new(WINDOW_BYTES),
+                    }),
+                    Read | ReadWrite => it
+                        .next()
+                        .expect("a buffer for every binding")
+                        .as_entire_binding(),
+                },
+            })
+            .collect();
+        debug_assert!(it.next().is_none(), "one buffer per binding");
         rec.ctx
             .inner
             .device
@@ -142,10 +168,17 @@ impl Kernel {
     ) -> Result<()> {
         check_groups(rec, wg)?;
         let slot = rec.slot(params);
-        let bg = self.bind::<P>(rec, slot.chunk, buffers);
-        rec.dispatch(&self.pipeline, &bg, slot, wg);
+        let bg = self.bind(rec, slot.chunk, buffers);
+        rec.dispatch(&self.pipeline, &bg, &[slot.offset], wg);
         Ok(())
     }
+}
+
+/// Bindings `(0, Params), (1, kinds[0]), (2, kinds[1]), ...`.
+fn numbered(kinds: &[Kind]) -> Vec<(u32, Kind)> {
+    std::iter::once((0, Params))
+        .chain(kinds.iter().enumerate().map(|(i, &k)| (i as u32 + 1, k)))
+        .collect()
 }
 
 fn check_groups(rec: &Recorder, wg: [u32; 3]) -> Result<()> {
@@ -216,7 +249,8 @@ struct StepParams {
     dirs: u32,
     s: i32,
     has_bias: u32,
-    _p: [u32; 2],
+    kc: u32,
+    win_len: u32,
 }
 
 #[repr(C)]
@@ -247,7 +281,65 @@ struct UtilParams {
     layer: u32,
     threshold: u32,
     scale: f32,
+    rs: u32,
+    ks: u32,
+    in_batch: u32,
+    out_batch: u32,
     _p: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct WinParams {
+    ra: u32,
+    rb: u32,
+    kc4: u32,
+    m0: u32,
+    n0: u32,
+    m: u32,
+    n: u32,
+    ldc: u32,
+    c_off: u32,
+    bias_off: u32,
+    flags: u32,
+    _p: u32,
+}
+
+/// The floats of a uniform window.
+pub(crate) const WINDOW_FLOATS: usize = (WINDOW_BYTES / 4) as usize;
+/// The longest K chunk of the chunked layout.
+const KC_MAX: usize = 256;
+
+/// An operand of the window GEMM in the chunked layout of `util.wgsl`'s
+/// `chunk`: the logical (rows, k) matrix as ceil(k / kc) chunks of (rows, kc).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Chunked {
+    pub rows: usize,
+    pub k: usize,
+    pub kc: usize,
+    /// Offset in floats (a multiple of 8).
+    pub off: usize,
+}
+
+impl Chunked {
+    /// The layout of a (rows, k) matrix: chunks of `min(round8(k), 256)`.
+    pub(crate) fn new(rows: usize, k: usize, off: usize) -> Self {
+        Chunked {
+            rows,
+            k,
+            kc: k.div_ceil(8).clamp(1, KC_MAX / 8) * 8,
+            off,
+        }
+    }
+
+    pub(crate) fn chunks(&self) -> usize {
+        self.k.div_ceil(self.kc)
+    }
+
+    /// Floats the layout takes.
+    pub(crate) fn len(&self) -> usize {
+        self.chunks() * self.rows * self.kc
+    }
 }
 
 /// A matrix product `C = op(A) op(B) (+ bias)`; see `shaders/gemm.wgsl`.
@@ -293,7 +385,12 @@ pub(crate) struct Kernels {
     gemm_tn: Kernel,
     fwd_step: Kernel,
     bwd_step: Kernel,
+    /// The steps of the window path: the recurrent product precomputed.
+    fwd_step_pre: Kernel,
+    bwd_step_pre: Kernel,
     sum_rows: Kernel,
+    gemm_windows: Kernel,
+    chunk: Kernel,
     permute01: Kernel,
     transpose: Kernel,
     dropout: Kernel,
@@ -318,39 +415,74 @@ impl Kernels {
         let gp = std::mem::size_of::<GemmParams>() as u64;
         let sp = std::mem::size_of::<StepParams>() as u64;
         let up = std::mem::size_of::<UtilParams>() as u64;
-        let gemm_io = [Read, Read, Read, ReadWrite];
+        let gemm_io = [(0, Params), (1, Read), (2, Read), (3, Read), (4, ReadWrite)];
+        let fwd_io = numbered(&[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite]);
+        let bwd_io = numbered(&[
+            Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+        ]);
         let tf = |a: bool, b: bool| [("TRANS_A", a as u8 as f64), ("TRANS_B", b as u8 as f64)];
         Kernels {
             gemm_nn: Kernel::new(device, &gemm, "main", gp, &gemm_io, &tf(false, false)),
             gemm_nt: Kernel::new(device, &gemm, "main", gp, &gemm_io, &tf(false, true)),
             gemm_tn: Kernel::new(device, &gemm, "main", gp, &gemm_io, &tf(true, false)),
-            fwd_step: Kernel::new(
-                device,
-                &fwd,
-                "step",
-                sp,
-                &[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite],
-                &[],
-            ),
-            bwd_step: Kernel::new(
-                device,
-                &bwd,
-                "step",
-                sp,
-                &[Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite],
-                &[],
-            ),
+            fwd_step: Kernel::new(device, &fwd, "step", sp, &fwd_io, &[("PRECOMPUTED", 0.0)]),
+            bwd_step: Kernel::new(device, &bwd, "step", sp, &bwd_io, &[("PRECOMPUTED", 0.0)]),
+            fwd_step_pre: Kernel::new(device, &fwd, "step", sp, &fwd_io, &[("PRECOMPUTED", 1.0)]),
+            bwd_step_pre: Kernel::new(device, &bwd, "step", sp, &bwd_io, &[("PRECOMPUTED", 1.0)]),
             sum_rows: Kernel::new(
                 device,
                 &reduce,
                 "sum_rows",
                 std::mem::size_of::<ReduceParams>() as u64,
-                &[Read, ReadWrite],
+                &numbered(&[Read, ReadWrite]),
                 &[],
             ),
-            permute01: Kernel::new(device, &util, "permute01", up, &[Read, ReadWrite], &[]),
-            transpose: Kernel::new(device, &util, "transpose", up, &[Read, ReadWrite], &[]),
-            dropout: Kernel::new(device, &util, "dropout", up, &[Read, ReadWrite], &[]),
+            gemm_windows: Kernel::new(
+                device,
+                &gemm,
+                "windows",
+                std::mem::size_of::<WinParams>() as u64,
+                &[
+                    (3, Read),
+                    (4, ReadWrite),
+                    (5, Params),
+                    (6, Window),
+                    (7, Window),
+                ],
+                &[],
+            ),
+            chunk: Kernel::new(
+                device,
+                &util,
+                "chunk",
+                up,
+                &numbered(&[Read, ReadWrite]),
+                &[],
+            ),
+            permute01: Kernel::new(
+                device,
+                &util,
+                "permute01",
+                up,
+                &numbered(&[Read, ReadWrite]),
+                &[],
+            ),
+            transpose: Kernel::new(
+                device,
+                &util,
+                "transpose",
+                up,
+                &numbered(&[Read, ReadWrite]),
+                &[],
+            ),
+            dropout: Kernel::new(
+                device,
+                &util,
+                "dropout",
+                up,
+                &numbered(&[Read, ReadWrite]),
+                &[],
+            ),
             dummy: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("gru-wgpu dummy"),
                 size: 16,
@@ -506,8 +638,33 @@ impl Kernels {
         Ok(())
     }
 
+    fn step_params(sh: &StepShape, win: Option<&StepWindows>) -> Result<StepParams> {
+        Ok(StepParams {
+            t_len: u32_of("sequence length", sh.t_len)?,
+            batch: u32_of("batch", sh.batch)?,
+            hidden: u32_of("hidden size", sh.hidden)?,
+            dirs: sh.dirs as u32,
+            s: 0,
+            has_bias: sh.has_bias as u32,
+            kc: win.map_or(0, |w| w.state.kc as u32),
+            win_len: u32_of("window state", win.map_or(0, |w| w.state.len()))?,
+        })
+    }
+
+    fn step_groups(rec: &Recorder, sh: &StepShape) -> Result<[u32; 3]> {
+        let wg = [
+            u32_of("hidden units", sh.hidden.div_ceil(64))?,
+            u32_of("batch", sh.batch.div_ceil(4))?,
+            sh.dirs as u32,
+        ];
+        check_groups(rec, wg)?;
+        Ok(wg)
+    }
+
     /// The forward time loop of one layer: T fused steps, both directions in
-    /// each dispatch. One bind group and T parameter slots, made before the loop.
+    /// each dispatch. With `win` (the window path), each step is first the
+    /// product `gh = h · W_hhᵀ + b_hh` of each direction by the window GEMM,
+    /// then the step. Bind groups and parameter slots are made before the loop.
     pub(crate) fn forward_steps(
         &self,
         rec: &mut Recorder,
@@ -518,42 +675,60 @@ impl Kernels {
         hs: &wgpu::Buffer,
         out: &wgpu::Buffer,
         gates: &wgpu::Buffer,
+        win: Option<&StepWindows>,
     ) -> Result<()> {
-        let wg = [
-            u32_of("hidden units", sh.hidden.div_ceil(64))?,
-            u32_of("batch", sh.batch.div_ceil(4))?,
-            sh.dirs as u32,
-        ];
-        check_groups(rec, wg)?;
-        rec.reserve(sh.t_len);
-        let mut p = StepParams {
-            t_len: u32_of("sequence length", sh.t_len)?,
-            batch: sh.batch as u32,
-            hidden: sh.hidden as u32,
-            dirs: sh.dirs as u32,
-            s: 0,
-            has_bias: sh.has_bias as u32,
-            _p: [0; 2],
-        };
-        let slots: Vec<Slot> = (0..sh.t_len)
-            .map(|s| {
+        let wg = Self::step_groups(rec, sh)?;
+        let mut p = Self::step_params(sh, win)?;
+        let bias = b_hh.unwrap_or(&self.dummy);
+        let Some(w) = win else {
+            rec.reserve(sh.t_len);
+            let chunk = rec.current_chunk();
+            let bg =
+                self.fwd_step
+                    .bind(rec, chunk, &[gi, w_hh_t, bias, hs, out, gates, &self.dummy]);
+            for s in 0..sh.t_len {
                 p.s = s as i32;
-                rec.slot(&p)
-            })
-            .collect();
-        let bg = self.fwd_step.bind::<StepParams>(
+                let slot = rec.slot(&p);
+                rec.dispatch(&self.fwd_step.pipeline, &bg, &[slot.offset], wg);
+            }
+            return Ok(());
+        };
+        let per_product = windows_dispatches(&w.state, &w.weights);
+        rec.reserve(sh.t_len * (sh.dirs * per_product + 1));
+        let chunk = rec.current_chunk();
+        let bg_step = self.fwd_step_pre.bind(
             rec,
-            slots[0].chunk,
-            &[gi, w_hh_t, b_hh.unwrap_or(&self.dummy), hs, out, gates],
+            chunk,
+            &[gi, w.product, bias, hs, out, gates, w.state_buf],
         );
-        for slot in slots {
-            rec.dispatch(&self.fwd_step.pipeline, &bg, slot, wg);
+        let bg_gemm =
+            self.gemm_windows
+                .bind(rec, chunk, &[bias, w.product, w.state_buf, w.weights_buf]);
+        let (b, h3) = (sh.batch, 3 * sh.hidden);
+        for s in 0..sh.t_len {
+            for d in 0..sh.dirs {
+                let state = Chunked {
+                    off: ((s % 2) * sh.dirs + d) * w.state.len(),
+                    ..w.state
+                };
+                let weights = Chunked {
+                    off: d * w.weights.len(),
+                    ..w.weights
+                };
+                let bias = b_hh.map(|_| d * h3);
+                self.record_windows(rec, &bg_gemm, chunk, &state, &weights, bias, d * b * h3, h3)?;
+            }
+            p.s = s as i32;
+            let slot = rec.slot(&p);
+            debug_assert_eq!(slot.chunk, chunk);
+            rec.dispatch(&self.fwd_step_pre.pipeline, &bg_step, &[slot.offset], wg);
         }
         Ok(())
     }
 
     /// The backward time loop of one layer: steps T-1 down to 0, then the step
-    /// -1 that leaves dL/dh0 in slot 1 of `dh`.
+    /// -1 that leaves dL/dh0 in slot 1 of `dh`. With `win`, each step but the
+    /// first is preceded by the products `dG_h,{s+1} · W_hh` of each direction.
     pub(crate) fn backward_steps(
         &self,
         rec: &mut Recorder,
@@ -565,37 +740,68 @@ impl Kernels {
         dgh: &wgpu::Buffer,
         dgi: &wgpu::Buffer,
         dh: &wgpu::Buffer,
+        win: Option<&StepWindows>,
     ) -> Result<()> {
-        let wg = [
-            u32_of("hidden units", sh.hidden.div_ceil(64))?,
-            u32_of("batch", sh.batch.div_ceil(4))?,
-            sh.dirs as u32,
-        ];
-        check_groups(rec, wg)?;
-        rec.reserve(sh.t_len + 1);
-        let mut p = StepParams {
-            t_len: u32_of("sequence length", sh.t_len)?,
-            batch: sh.batch as u32,
-            hidden: sh.hidden as u32,
-            dirs: sh.dirs as u32,
-            s: 0,
-            has_bias: sh.has_bias as u32,
-            _p: [0; 2],
-        };
-        let slots: Vec<Slot> = (-1..sh.t_len as i32)
-            .rev()
-            .map(|s| {
+        let wg = Self::step_groups(rec, sh)?;
+        let mut p = Self::step_params(sh, win)?;
+        let t_len = sh.t_len as i32;
+        let Some(w) = win else {
+            rec.reserve(sh.t_len + 1);
+            let chunk = rec.current_chunk();
+            let bg = self.bwd_step.bind(
+                rec,
+                chunk,
+                &[d_out, gates, hs, w_hh, dgh, dgi, dh, &self.dummy],
+            );
+            for s in (-1..t_len).rev() {
                 p.s = s;
-                rec.slot(&p)
-            })
-            .collect();
-        let bg = self.bwd_step.bind::<StepParams>(
+                let slot = rec.slot(&p);
+                rec.dispatch(&self.bwd_step.pipeline, &bg, &[slot.offset], wg);
+            }
+            return Ok(());
+        };
+        let per_product = windows_dispatches(&w.state, &w.weights);
+        rec.reserve((sh.t_len + 1) * (sh.dirs * per_product + 1));
+        let chunk = rec.current_chunk();
+        let bg_step = self.bwd_step_pre.bind(
             rec,
-            slots[0].chunk,
-            &[d_out, gates, hs, w_hh, dgh, dgi, dh],
+            chunk,
+            &[d_out, gates, hs, w.product, dgh, dgi, dh, w.state_buf],
         );
-        for slot in slots {
-            rec.dispatch(&self.bwd_step.pipeline, &bg, slot, wg);
+        let bg_gemm = self.gemm_windows.bind(
+            rec,
+            chunk,
+            &[&self.dummy, w.product, w.state_buf, w.weights_buf],
+        );
+        let (b, h) = (sh.batch, sh.hidden);
+        for s in (-1..t_len).rev() {
+            if s < t_len - 1 {
+                let parity = ((s + 1) % 2) as usize;
+                for d in 0..sh.dirs {
+                    let state = Chunked {
+                        off: (parity * sh.dirs + d) * w.state.len(),
+                        ..w.state
+                    };
+                    let weights = Chunked {
+                        off: d * w.weights.len(),
+                        ..w.weights
+                    };
+                    self.record_windows(
+                        rec,
+                        &bg_gemm,
+                        chunk,
+                        &state,
+                        &weights,
+                        None,
+                        d * b * h,
+                        h,
+                    )?;
+                }
+            }
+            p.s = s;
+            let slot = rec.slot(&p);
+            debug_assert_eq!(slot.chunk, chunk);
+            rec.dispatch(&self.bwd_step_pre.pipeline, &bg_step, &[slot.offset], wg);
         }
         Ok(())
     }
@@ -669,6 +875,140 @@ impl Kernels {
         let wg = groups_1d(rec, count);
         self.dropout.run(rec, &p, &[inp, out], wg)
     }
+
+    /// Writes the logical (rows, k) matrix `M(r, k) = inp[in_off + z*in_batch + r*rs + k*ks]`
+    /// into the chunked layout `dst` (plus `z * out_batch`), for `batch` matrices.
+    pub(crate) fn chunk(
+        &self,
+        rec: &mut Recorder,
+        inp: &wgpu::Buffer,
+        in_off: usize,
+        rs: usize,
+        ks: usize,
+        in_batch: usize,
+        out: &wgpu::Buffer,
+        dst: &Chunked,
+        out_batch: usize,
+        batch: usize,
+    ) -> Result<()> {
+        let count = dst.len();
+        let p = UtilParams {
+            count: u32_of("chunked copy", count)?,
+            in_off: u32_of("chunked copy", in_off)?,
+            out_off: u32_of("chunked copy", dst.off)?,
+            a: dst.rows as u32,
+            b: u32_of("chunked copy", dst.k)?,
+            c: dst.kc as u32,
+            rs: u32_of("chunked copy", rs)?,
+            ks: u32_of("chunked copy", ks)?,
+            in_batch: u32_of("chunked copy", in_batch)?,
+            out_batch: u32_of("chunked copy", out_batch)?,
+            ..Default::default()
+        };
+        let mut wg = groups_1d(rec, count);
+        wg[2] = batch as u32;
+        self.chunk.run(rec, &p, &[inp, out], wg)
+    }
+
+    /// `C[m][n] = sum_k A(m, k) B(n, k) (+ bias[n])` with both operands in the
+    /// chunked layout, read through uniform windows (see `shaders/gemm.wgsl`):
+    /// one dispatch per K chunk and pair of windows, in a fixed order, the
+    /// chunks after the first accumulating into C.
+    pub(crate) fn gemm_windows(
+        &self,
+        rec: &mut Recorder,
+        a: &wgpu::Buffer,
+        la: &Chunked,
+        b: &wgpu::Buffer,
+        lb: &Chunked,
+        bias: Option<(&wgpu::Buffer, usize)>,
+        c: &wgpu::Buffer,
+        c_off: usize,
+        ldc: usize,
+    ) -> Result<()> {
+        rec.reserve(windows_dispatches(la, lb));
+        let chunk = rec.current_chunk();
+        let bias_buf = bias.map_or(&self.dummy, |(b, _)| b);
+        let bg = self.gemm_windows.bind(rec, chunk, &[bias_buf, c, a, b]);
+        self.record_windows(rec, &bg, chunk, la, lb, bias.map(|(_, o)| o), c_off, ldc)
+    }
+
+    /// Records the dispatches of one window product with a bind group made
+    /// for arena chunk `chunk` (whose slots must have been reserved).
+    fn record_windows(
+        &self,
+        rec: &mut Recorder,
+        bg: &wgpu::BindGroup,
+        chunk: usize,
+        la: &Chunked,
+        lb: &Chunked,
+        bias_off: Option<usize>,
+        c_off: usize,
+        ldc: usize,
+    ) -> Result<()> {
+        debug_assert_eq!((la.kc, la.k), (lb.kc, lb.k));
+        let kc = la.kc;
+        let rows_per_window = WINDOW_FLOATS / kc;
+        let (m, n) = (la.rows, lb.rows);
+        for ch in 0..la.chunks() {
+            for n0 in (0..n).step_by(rows_per_window) {
+                for m0 in (0..m).step_by(rows_per_window) {
+                    let p = WinParams {
+                        ra: (m - m0).min(rows_per_window) as u32,
+                        rb: (n - n0).min(rows_per_window) as u32,
+                        kc4: (kc / 4) as u32,
+                        m0: u32_of("GEMM rows", m0)?,
+                        n0: u32_of("GEMM columns", n0)?,
+                        m: u32_of("GEMM rows", m)?,
+                        n: u32_of("GEMM columns", n)?,
+                        ldc: u32_of("GEMM stride", ldc)?,
+                        c_off: u32_of("GEMM offset", c_off)?,
+                        bias_off: u32_of("GEMM offset", bias_off.unwrap_or(0))?,
+                        flags: (ch == 0 && bias_off.is_some()) as u32 | (((ch > 0) as u32) << 1),
+                        _p: 0,
+                    };
+                    let wg = [
+                        u32_of("GEMM columns", (p.rb as usize).div_ceil(64))?,
+                        u32_of("GEMM rows", (p.ra as usize).div_ceil(8))?,
+                        1,
+                    ];
+                    check_groups(rec, wg)?;
+                    let slot = rec.slot(&p);
+                    debug_assert_eq!(slot.chunk, chunk, "slots reserved before binding");
+                    let a_off = u32_of("window offset", (la.off + (ch * m + m0) * kc) * 4)?;
+                    let b_off = u32_of("window offset", (lb.off + (ch * n + n0) * kc) * 4)?;
+                    rec.dispatch(
+                        &self.gemm_windows.pipeline,
+                        bg,
+                        &[slot.offset, a_off, b_off],
+                        wg,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The number of dispatches of one window product.
+pub(crate) fn windows_dispatches(la: &Chunked, lb: &Chunked) -> usize {
+    let rows = WINDOW_FLOATS / la.kc;
+    la.chunks() * la.rows.div_ceil(rows) * lb.rows.div_ceil(rows)
+}
+
+/// The buffers of the window path of a time loop.
+pub(crate) struct StepWindows<'a> {
+    /// The product of each step: `gh` `(D, B, 3H)` forward, the carry `(D, B, H)` backward.
+    pub product: &'a wgpu::Buffer,
+    /// The state read by the product, chunked, two parities by D directions:
+    /// `h` forward, `dG_h` backward.
+    pub state_buf: &'a wgpu::Buffer,
+    /// The layout of one region of it: `(B, H)` or `(B, 3H)`.
+    pub state: Chunked,
+    /// `W_hh` `(3H, H)` (forward) or `W_hhᵀ` `(H, 3H)` (backward) chunked, one region per direction.
+    pub weights_buf: &'a wgpu::Buffer,
+    /// The layout of one region of it.
+    pub weights: Chunked,
 }
 
 /// Arguments of [`Kernels::sum_rows`] (floats).

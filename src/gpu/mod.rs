@@ -10,5 +10,7 @@ pub mod kernels;
 pub mod model;
 pub(crate) mod recorder;
 
-pub use context::{list_adapters, AdapterSummary, ContextOptions, GpuContext, PooledBuffer};
-pub use model::{GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape};
+pub use context::{
+    list_adapters, AdapterSummary, ContextOptions, GpuContext, PooledBuffer, Products,
+};
+pub use model::{CallStats, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape};

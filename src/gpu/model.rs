@@ -21,8 +21,9 @@ use ndarray::{Array1, Array2, Array3, ArrayView3};
 use crate::config::GruConfig;
 use crate::cpu::GruGrads;
 use crate::error::{GruError, Result};
+use crate::gpu::context::Products;
 use crate::gpu::context::{GpuContext, PooledBuffer};
-use crate::gpu::kernels::{Gemm, RowSum, StepShape};
+use crate::gpu::kernels::{Chunked, Gemm, RowSum, StepShape, StepWindows};
 use crate::gpu::recorder::Recorder;
 use crate::params::{DirParams, GruParams};
 
@@ -39,6 +40,43 @@ struct LayerParams {
     w_hh_t: PooledBuffer,
     /// `(D·3H)`
     b_hh: Option<PooledBuffer>,
+    /// The weights in the chunked layout of the window kernels, where they are used.
+    win: Option<LayerWindows>,
+}
+
+/// A layer's weights in the chunked layout (see `Chunked`), derived from the dense ones.
+#[derive(Debug)]
+struct LayerWindows {
+    /// `W_ih` as `(D·3H, I_l)`: the input projections.
+    w_ih: PooledBuffer,
+    /// `W_ihᵀ` as `(I_l, D·3H)`: the gradient of the input.
+    w_ih_t: PooledBuffer,
+    /// `W_hh` as `(3H, H)` per direction: the forward recurrent product.
+    w_hh: PooledBuffer,
+    /// `W_hhᵀ` as `(H, 3H)` per direction: the backward recurrent product.
+    w_hh_t: PooledBuffer,
+}
+
+/// The chunked layouts of a layer's weights (offsets 0; per direction for `W_hh`).
+struct WindowLayouts {
+    w_ih: Chunked,
+    w_ih_t: Chunked,
+    w_hh: Chunked,
+    w_hh_t: Chunked,
+}
+
+fn window_layouts(cfg: &GruConfig, layer: usize) -> WindowLayouts {
+    let (nd, h, i_l) = (
+        cfg.num_directions(),
+        cfg.hidden_size,
+        cfg.layer_input_size(layer),
+    );
+    WindowLayouts {
+        w_ih: Chunked::new(nd * 3 * h, i_l, 0),
+        w_ih_t: Chunked::new(i_l, nd * 3 * h, 0),
+        w_hh: Chunked::new(3 * h, h, 0),
+        w_hh_t: Chunked::new(h, 3 * h, 0),
+    }
 }
 
 /// What the forward leaves on the device for the backward: per layer its
@@ -104,12 +142,26 @@ pub struct GpuBackward {
     pub grads: Vec<GpuLayerGrads>,
 }
 
+/// What the last forward or backward call did on the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CallStats {
+    /// Compute dispatches recorded.
+    pub dispatches: u32,
+    /// Queue submissions.
+    pub submissions: u32,
+    /// The device's own time for the call in milliseconds, from timestamp
+    /// queries, where timing is on and the adapter offers them.
+    pub gpu_ms: Option<f64>,
+}
+
 /// A GRU whose parameters live on the GPU.
 pub struct GpuGru {
     ctx: GpuContext,
     config: GruConfig,
     id: u64,
     layers: Vec<LayerParams>,
+    timing: std::sync::atomic::AtomicBool,
+    stats: std::sync::Mutex<CallStats>,
 }
 
 impl std::fmt::Debug for GpuGru {
@@ -152,6 +204,8 @@ impl GpuGru {
             config: params.config().clone(),
             id: ctx.next_id(),
             layers: Vec::new(),
+            timing: false.into(),
+            stats: Default::default(),
         };
         m.set_params(params)?;
         Ok(m)
@@ -163,6 +217,37 @@ impl GpuGru {
 
     pub fn context(&self) -> &GpuContext {
         &self.ctx
+    }
+
+    /// Times every forward and backward call on the device with timestamp
+    /// queries (where the adapter has them); the call then waits for the
+    /// device to finish. See [`last_call_stats`](Self::last_call_stats).
+    pub fn set_timing(&self, on: bool) {
+        self.timing.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Dispatches, submissions and device time of the last forward or backward call.
+    pub fn last_call_stats(&self) -> CallStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recorder(&self) -> Recorder<'_> {
+        Recorder::new(
+            &self.ctx,
+            self.timing.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Submits a call's recording, once, and keeps its statistics.
+    fn finish(&self, rec: Recorder) -> Result<()> {
+        let dispatches = rec.dispatches;
+        let gpu_ms = rec.submit()?;
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = CallStats {
+            dispatches,
+            submissions: 1,
+            gpu_ms,
+        };
+        Ok(())
     }
 
     /// Replaces the parameters (of the same configuration).
@@ -213,18 +298,357 @@ impl GpuGru {
                     3 * h,
                     h,
                 )?;
+                let win = if ctx.products() == Products::Windows {
+                    Some(self.derive_windows(&mut rec, l, &w_ih, &w_hh)?)
+                } else {
+                    None
+                };
                 layers.push(LayerParams {
                     w_ih,
                     b_ih,
                     w_hh,
                     w_hh_t,
                     b_hh,
+                    win,
                 });
             }
             rec.submit()?;
             self.layers = layers;
             Ok(())
         })
+    }
+
+    /// The chunked copies of layer `l`'s weights that the window kernels read.
+    fn derive_windows(
+        &self,
+        rec: &mut Recorder,
+        l: usize,
+        w_ih: &PooledBuffer,
+        w_hh: &PooledBuffer,
+    ) -> Result<LayerWindows> {
+        let cfg = &self.config;
+        let k = &self.ctx.inner.kernels;
+        let (nd, h, i_l) = (
+            cfg.num_directions(),
+            cfg.hidden_size,
+            cfg.layer_input_size(l),
+        );
+        let lay = window_layouts(cfg, l);
+        let out = LayerWindows {
+            w_ih: self.ctx.storage("weight_ih chunked", lay.w_ih.len())?,
+            w_ih_t: self
+                .ctx
+                .storage("weight_ih transposed, chunked", lay.w_ih_t.len())?,
+            w_hh: self.ctx.storage("weight_hh chunked", nd * lay.w_hh.len())?,
+            w_hh_t: self
+                .ctx
+                .storage("weight_hh transposed, chunked", nd * lay.w_hh_t.len())?,
+        };
+        // W_ih (D·3H, I_l) row-major: element (r, k) at r·I_l + k; its transpose at k·I_l + r.
+        k.chunk(
+            rec,
+            w_ih.buffer(),
+            0,
+            i_l,
+            1,
+            0,
+            out.w_ih.buffer(),
+            &lay.w_ih,
+            0,
+            1,
+        )?;
+        k.chunk(
+            rec,
+            w_ih.buffer(),
+            0,
+            1,
+            i_l,
+            0,
+            out.w_ih_t.buffer(),
+            &lay.w_ih_t,
+            0,
+            1,
+        )?;
+        // W_hh (D, 3H, H): per direction, (r, k) at r·H + k; the transpose (j, k) at k·H + j.
+        let (hh, w1, w2) = (3 * h * h, lay.w_hh.len(), lay.w_hh_t.len());
+        k.chunk(
+            rec,
+            w_hh.buffer(),
+            0,
+            h,
+            1,
+            hh,
+            out.w_hh.buffer(),
+            &lay.w_hh,
+            w1,
+            nd,
+        )?;
+        k.chunk(
+            rec,
+            w_hh.buffer(),
+            0,
+            1,
+            h,
+            hh,
+            out.w_hh_t.buffer(),
+            &lay.w_hh_t,
+            w2,
+            nd,
+        )?;
+        Ok(out)
+    }
+
+    /// `gi = X · W_ihᵀ + b_ih` for all T·B rows of layer `l`: `(T·B, D·3H)`.
+    fn input_projection(
+        &self,
+        rec: &mut Recorder,
+        l: usize,
+        xin: &PooledBuffer,
+        gi: &PooledBuffer,
+        tb: usize,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let k = &self.ctx.inner.kernels;
+        let lp = &self.layers[l];
+        let (n3, i_l) = (
+            cfg.num_directions() * 3 * cfg.hidden_size,
+            cfg.layer_input_size(l),
+        );
+        let bias = lp.b_ih.as_ref().map(|b| b.buffer());
+        match &lp.win {
+            None => k.gemm(
+                rec,
+                xin.buffer(),
+                lp.w_ih.buffer(),
+                bias,
+                gi.buffer(),
+                &Gemm {
+                    m: tb,
+                    n: n3,
+                    k: i_l,
+                    trans_b: true,
+                    lda: i_l,
+                    ldb: i_l,
+                    ldc: n3,
+                    ..Default::default()
+                },
+            ),
+            Some(win) => {
+                let lx = Chunked::new(tb, i_l, 0);
+                let xc = self.ctx.storage("layer input, chunked", lx.len())?;
+                k.chunk(rec, xin.buffer(), 0, i_l, 1, 0, xc.buffer(), &lx, 0, 1)?;
+                let lw = window_layouts(cfg, l).w_ih;
+                k.gemm_windows(
+                    rec,
+                    xc.buffer(),
+                    &lx,
+                    win.w_ih.buffer(),
+                    &lw,
+                    bias.map(|b| (b, 0)),
+                    gi.buffer(),
+                    0,
+                    n3,
+                )?;
+                rec.keep(xc);
+                Ok(())
+            }
+        }
+    }
+
+    /// `dW_ih = dG_iᵀ · X_l` `(D·3H, I_l)` and `dW_hh[d] = dG_h[d]ᵀ · H_prev[d]`
+    /// `(3H, H)`, each summed over all T·B rows.
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grads(
+        &self,
+        rec: &mut Recorder,
+        l: usize,
+        lt: &LayerTape,
+        dgi: &PooledBuffer,
+        dgh: &PooledBuffer,
+        dw_ih: &PooledBuffer,
+        dw_hh: &PooledBuffer,
+        t_len: usize,
+        batch: usize,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let k = &self.ctx.inner.kernels;
+        let (nd, h, i_l) = (
+            cfg.num_directions(),
+            cfg.hidden_size,
+            cfg.layer_input_size(l),
+        );
+        let (tb, h3) = (t_len * batch, 3 * cfg.hidden_size);
+        if self.layers[l].win.is_none() {
+            k.gemm(
+                rec,
+                dgi.buffer(),
+                lt.xin.buffer(),
+                None,
+                dw_ih.buffer(),
+                &Gemm {
+                    m: nd * h3,
+                    n: i_l,
+                    k: tb,
+                    trans_a: true,
+                    lda: nd * h3,
+                    ldb: i_l,
+                    ldc: i_l,
+                    ..Default::default()
+                },
+            )?;
+            return k.gemm(
+                rec,
+                dgh.buffer(),
+                lt.hs.buffer(),
+                None,
+                dw_hh.buffer(),
+                &Gemm {
+                    m: h3,
+                    n: h,
+                    k: tb,
+                    trans_a: true,
+                    lda: h3,
+                    ldb: h,
+                    ldc: h,
+                    batch: nd,
+                    a_batch: tb * h3,
+                    b_batch: (t_len + 1) * batch * h,
+                    c_batch: h3 * h,
+                    ..Default::default()
+                },
+            );
+        }
+        // The window kernels read both operands with K = T·B contiguous: the
+        // transposes, chunked.
+        let (lg, lx) = (Chunked::new(nd * h3, tb, 0), Chunked::new(i_l, tb, 0));
+        let gt = self.ctx.storage("dG_i transposed, chunked", lg.len())?;
+        let xt = self
+            .ctx
+            .storage("layer input transposed, chunked", lx.len())?;
+        k.chunk(rec, dgi.buffer(), 0, 1, nd * h3, 0, gt.buffer(), &lg, 0, 1)?;
+        k.chunk(rec, lt.xin.buffer(), 0, 1, i_l, 0, xt.buffer(), &lx, 0, 1)?;
+        k.gemm_windows(
+            rec,
+            gt.buffer(),
+            &lg,
+            xt.buffer(),
+            &lx,
+            None,
+            dw_ih.buffer(),
+            0,
+            i_l,
+        )?;
+        let (lgh, lh) = (Chunked::new(h3, tb, 0), Chunked::new(h, tb, 0));
+        let ght = self
+            .ctx
+            .storage("dG_h transposed, chunked", nd * lgh.len())?;
+        let ht = self
+            .ctx
+            .storage("previous states transposed, chunked", nd * lh.len())?;
+        k.chunk(
+            rec,
+            dgh.buffer(),
+            0,
+            1,
+            h3,
+            tb * h3,
+            ght.buffer(),
+            &lgh,
+            lgh.len(),
+            nd,
+        )?;
+        k.chunk(
+            rec,
+            lt.hs.buffer(),
+            0,
+            1,
+            h,
+            (t_len + 1) * batch * h,
+            ht.buffer(),
+            &lh,
+            lh.len(),
+            nd,
+        )?;
+        for d in 0..nd {
+            let a = Chunked {
+                off: d * lgh.len(),
+                ..lgh
+            };
+            let b = Chunked {
+                off: d * lh.len(),
+                ..lh
+            };
+            k.gemm_windows(
+                rec,
+                ght.buffer(),
+                &a,
+                ht.buffer(),
+                &b,
+                None,
+                dw_hh.buffer(),
+                d * h3 * h,
+                h,
+            )?;
+        }
+        for b in [gt, xt, ght, ht] {
+            rec.keep(b);
+        }
+        Ok(())
+    }
+
+    /// `dX_l = dG_i · W_ih` `(T·B, I_l)`: both directions summed by the product.
+    fn input_grad(
+        &self,
+        rec: &mut Recorder,
+        l: usize,
+        dgi: &PooledBuffer,
+        dx: &PooledBuffer,
+        tb: usize,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let k = &self.ctx.inner.kernels;
+        let lp = &self.layers[l];
+        let (n3, i_l) = (
+            cfg.num_directions() * 3 * cfg.hidden_size,
+            cfg.layer_input_size(l),
+        );
+        match &lp.win {
+            None => k.gemm(
+                rec,
+                dgi.buffer(),
+                lp.w_ih.buffer(),
+                None,
+                dx.buffer(),
+                &Gemm {
+                    m: tb,
+                    n: i_l,
+                    k: n3,
+                    lda: n3,
+                    ldb: i_l,
+                    ldc: i_l,
+                    ..Default::default()
+                },
+            ),
+            Some(win) => {
+                let lg = Chunked::new(tb, n3, 0);
+                let gc = self.ctx.storage("dG_i chunked", lg.len())?;
+                k.chunk(rec, dgi.buffer(), 0, n3, 1, 0, gc.buffer(), &lg, 0, 1)?;
+                let lw = window_layouts(cfg, l).w_ih_t;
+                k.gemm_windows(
+                    rec,
+                    gc.buffer(),
+                    &lg,
+                    win.w_ih_t.buffer(),
+                    &lw,
+                    None,
+                    dx.buffer(),
+                    0,
+                    i_l,
+                )?;
+                rec.keep(gc);
+                Ok(())
+            }
+        }
     }
 
     /// Reads the parameters back from the device.
@@ -244,9 +668,9 @@ impl GpuGru {
                 .into_iter()
                 .flatten()
                 {
-                    let len = (b.buffer().size() / 4) as usize;
-                    let st = self.ctx.staging(b.buffer().size());
-                    rec.copy(b.buffer(), 0, st.buffer(), 0, b.buffer().size());
+                    let len = b.len();
+                    let st = self.ctx.staging((len * 4) as u64);
+                    rec.copy(b.buffer(), 0, st.buffer(), 0, (len * 4) as u64);
                     reads.push((st, len));
                 }
             }
@@ -349,25 +773,8 @@ impl GpuGru {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         let state_bytes = (batch * h * 4) as u64;
         for (l, lp) in self.layers.iter().enumerate() {
-            let i_l = cfg.layer_input_size(l);
             let gi = self.ctx.storage("gi (input projections)", tb * nd * h3)?;
-            k.gemm(
-                rec,
-                xin.buffer(),
-                lp.w_ih.buffer(),
-                lp.b_ih.as_ref().map(|b| b.buffer()),
-                gi.buffer(),
-                &Gemm {
-                    m: tb,
-                    n: nd * h3,
-                    k: i_l,
-                    trans_b: true,
-                    lda: i_l,
-                    ldb: i_l,
-                    ldc: nd * h3,
-                    ..Default::default()
-                },
-            )?;
+            self.input_projection(rec, l, &xin, &gi, tb)?;
             let hs = self
                 .ctx
                 .storage("hidden states", nd * (t_len + 1) * batch * h)?;
@@ -393,6 +800,41 @@ impl GpuGru {
                 dirs: nd,
                 has_bias: cfg.bias,
             };
+            let win_bufs = match &lp.win {
+                Some(win) => {
+                    let state = Chunked::new(batch, h, 0);
+                    let gh = self
+                        .ctx
+                        .storage("gh (recurrent products)", nd * batch * h3)?;
+                    let hwin = self.ctx.storage("h, chunked", 2 * nd * state.len())?;
+                    // The steps write only the H columns: the padding must be zero.
+                    rec.clear(hwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
+                    // Parity 0 holds h0 for the first product.
+                    if let Some(h0) = h0 {
+                        k.chunk(
+                            rec,
+                            h0,
+                            l * nd * batch * h,
+                            h,
+                            1,
+                            batch * h,
+                            hwin.buffer(),
+                            &state,
+                            state.len(),
+                            nd,
+                        )?;
+                    }
+                    Some((gh, hwin, state, win))
+                }
+                None => None,
+            };
+            let step_win = win_bufs.as_ref().map(|(gh, hwin, state, win)| StepWindows {
+                product: gh.buffer(),
+                state_buf: hwin.buffer(),
+                state: *state,
+                weights_buf: win.w_hh.buffer(),
+                weights: window_layouts(cfg, l).w_hh,
+            });
             k.forward_steps(
                 rec,
                 &shape,
@@ -402,7 +844,12 @@ impl GpuGru {
                 hs.buffer(),
                 out.buffer(),
                 gates.buffer(),
+                step_win.as_ref(),
             )?;
+            if let Some((gh, hwin, _, _)) = win_bufs {
+                rec.keep(gh);
+                rec.keep(hwin);
+            }
             rec.keep(gi);
             for d in 0..nd {
                 let last = ((d * (t_len + 1) + t_len) * batch * h * 4) as u64;
@@ -513,6 +960,28 @@ impl GpuGru {
                 dirs: nd,
                 has_bias: cfg.bias,
             };
+            let win_bufs = match &lp.win {
+                Some(win) => {
+                    let state = Chunked::new(batch, h3, 0);
+                    let carry = self
+                        .ctx
+                        .storage("carry (recurrent products)", nd * batch * h)?;
+                    let gwin = self.ctx.storage("dG_h, chunked", 2 * nd * state.len())?;
+                    // The steps write only the 3H columns: the padding must be zero.
+                    rec.clear(gwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
+                    Some((carry, gwin, state, win))
+                }
+                None => None,
+            };
+            let step_win = win_bufs
+                .as_ref()
+                .map(|(carry, gwin, state, win)| StepWindows {
+                    product: carry.buffer(),
+                    state_buf: gwin.buffer(),
+                    state: *state,
+                    weights_buf: win.w_hh_t.buffer(),
+                    weights: window_layouts(cfg, l).w_hh_t,
+                });
             k.backward_steps(
                 rec,
                 &shape,
@@ -523,7 +992,12 @@ impl GpuGru {
                 dgh.buffer(),
                 dgi.buffer(),
                 dh.buffer(),
+                step_win.as_ref(),
             )?;
+            if let Some((carry, gwin, _, _)) = win_bufs {
+                rec.keep(carry);
+                rec.keep(gwin);
+            }
             for d in 0..nd {
                 let slot = ((d * 2 + 1) * batch * h * 4) as u64;
                 rec.copy(
@@ -534,48 +1008,9 @@ impl GpuGru {
                     state_bytes,
                 );
             }
-            // dW_ih = dG_iᵀ · X_l: (D·3H, I_l), summed over all T·B rows.
             let dw_ih = self.ctx.storage("grad weight_ih", nd * h3 * i_l)?;
-            k.gemm(
-                rec,
-                dgi.buffer(),
-                lt.xin.buffer(),
-                None,
-                dw_ih.buffer(),
-                &Gemm {
-                    m: nd * h3,
-                    n: i_l,
-                    k: tb,
-                    trans_a: true,
-                    lda: nd * h3,
-                    ldb: i_l,
-                    ldc: i_l,
-                    ..Default::default()
-                },
-            )?;
-            // dW_hh[d] = dG_h[d]ᵀ · H_prev[d]: (3H, H) per direction.
             let dw_hh = self.ctx.storage("grad weight_hh", nd * h3 * h)?;
-            k.gemm(
-                rec,
-                dgh.buffer(),
-                lt.hs.buffer(),
-                None,
-                dw_hh.buffer(),
-                &Gemm {
-                    m: h3,
-                    n: h,
-                    k: tb,
-                    trans_a: true,
-                    lda: h3,
-                    ldb: h,
-                    ldc: h,
-                    batch: nd,
-                    a_batch: tb * h3,
-                    b_batch: (t_len + 1) * batch * h,
-                    c_batch: h3 * h,
-                    ..Default::default()
-                },
-            )?;
+            self.weight_grads(rec, l, lt, &dgi, &dgh, &dw_ih, &dw_hh, t_len, batch)?;
             let (db_ih, db_hh) = if cfg.bias {
                 let db_ih = self.ctx.storage("grad bias_ih", nd * h3)?;
                 k.sum_rows(
@@ -613,24 +1048,8 @@ impl GpuGru {
             } else {
                 (None, None)
             };
-            // dX_l = dG_i · W_ih: (T·B, I_l), both directions summed by the product.
             let dx = self.ctx.storage("grad of the layer input", tb * i_l)?;
-            k.gemm(
-                rec,
-                dgi.buffer(),
-                lp.w_ih.buffer(),
-                None,
-                dx.buffer(),
-                &Gemm {
-                    m: tb,
-                    n: i_l,
-                    k: nd * h3,
-                    lda: nd * h3,
-                    ldb: i_l,
-                    ldc: i_l,
-                    ..Default::default()
-                },
-            )?;
+            self.input_grad(rec, l, &dgi, &dx, tb)?;
             rec.keep(dgi);
             rec.keep(dgh);
             rec.keep(dh);
@@ -734,9 +1153,9 @@ impl GpuGru {
             Self::check_buffer("h0", h0, cfg.state_shape(batch).iter().product())?;
         }
         self.ctx.scoped(|| {
-            let mut rec = Recorder::new(&self.ctx, false);
+            let mut rec = self.recorder();
             let out = self.record_forward(&mut rec, x, h0, seq_len, batch, dropout)?;
-            rec.submit()?;
+            self.finish(rec)?;
             Ok(GpuForward {
                 output: out.output.into_inner(),
                 h_n: out.h_n.into_inner(),
@@ -765,9 +1184,9 @@ impl GpuGru {
             Self::check_buffer("grad_h_n", g, cfg.state_shape(b).iter().product())?;
         }
         self.ctx.scoped(|| {
-            let mut rec = Recorder::new(&self.ctx, false);
+            let mut rec = self.recorder();
             let out = self.record_backward(&mut rec, &tape, grad_output, grad_h_n)?;
-            rec.submit()?;
+            self.finish(rec)?;
             Ok(GpuBackward {
                 grad_x: out.grad_x.into_inner(),
                 grad_h0: out.grad_h0.into_inner(),
@@ -831,7 +1250,7 @@ impl GpuGru {
                 )?),
                 None => None,
             };
-            let mut rec = Recorder::new(&self.ctx, false);
+            let mut rec = self.recorder();
             let out = self.record_forward(
                 &mut rec,
                 xb.buffer(),
@@ -847,7 +1266,7 @@ impl GpuGru {
             rec.copy(out.output.buffer(), 0, so.buffer(), 0, (o_len * 4) as u64);
             rec.copy(out.h_n.buffer(), 0, sh.buffer(), 0, (s_len * 4) as u64);
             rec.keep(xb);
-            rec.submit()?;
+            self.finish(rec)?;
             let mut data = self
                 .ctx
                 .read_staging(&[(&so, o_len), (&sh, s_len)])?
@@ -892,7 +1311,7 @@ impl GpuGru {
                 )?),
                 None => None,
             };
-            let mut rec = Recorder::new(&self.ctx, false);
+            let mut rec = self.recorder();
             let out = self.record_backward(
                 &mut rec,
                 &tape,
@@ -901,10 +1320,10 @@ impl GpuGru {
             )?;
             let mut reads: Vec<(PooledBuffer, usize)> = Vec::new();
             let mut read = |rec: &mut Recorder, b: &PooledBuffer| {
-                let bytes = b.buffer().size();
+                let bytes = (b.len() * 4) as u64;
                 let st = self.ctx.staging(bytes);
                 rec.copy(b.buffer(), 0, st.buffer(), 0, bytes);
-                reads.push((st, (bytes / 4) as usize));
+                reads.push((st, b.len()));
             };
             read(&mut rec, &out.grad_x);
             read(&mut rec, &out.grad_h0);
@@ -914,7 +1333,7 @@ impl GpuGru {
                 }
             }
             rec.keep(go);
-            rec.submit()?;
+            self.finish(rec)?;
             let data = self
                 .ctx
                 .read_staging(&reads.iter().map(|(b, l)| (b, *l)).collect::<Vec<_>>())?;

@@ -113,6 +113,11 @@ impl<'c> Recorder<'c> {
         }
     }
 
+    /// The arena chunk that the next slot goes into (after a `reserve`).
+    pub(crate) fn current_chunk(&self) -> usize {
+        self.chunks.len().saturating_sub(1)
+    }
+
     /// Puts `params` in the next slot of the current chunk.
     pub(crate) fn slot<P: bytemuck::Pod>(&mut self, params: &P) -> Slot {
         self.reserve(1);
@@ -127,25 +132,27 @@ impl<'c> Recorder<'c> {
         }
     }
 
-    /// The arena buffer of a chunk, bound with the size of `P`.
-    pub(crate) fn arena_binding<P>(&self, chunk: usize) -> wgpu::BindingResource<'_> {
+    /// The arena buffer of a chunk, bound with `size` bytes.
+    pub(crate) fn arena_binding(&self, chunk: usize, size: u64) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: self.chunks[chunk].0.buffer(),
             offset: 0,
-            size: NonZeroU64::new(std::mem::size_of::<P>() as u64),
+            size: NonZeroU64::new(size),
         })
     }
 
+    /// Records one dispatch; `offsets` are the dynamic offsets of the bind
+    /// group, in binding order (the parameter slot's among them).
     pub(crate) fn dispatch(
         &mut self,
         pipeline: &wgpu::ComputePipeline,
         bg: &wgpu::BindGroup,
-        slot: Slot,
+        offsets: &[u32],
         wg: [u32; 3],
     ) {
         let pass = self.pass();
         pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, bg, &[slot.offset]);
+        pass.set_bind_group(0, bg, offsets);
         pass.dispatch_workgroups(wg[0], wg[1], wg[2]);
         self.dispatches += 1;
     }

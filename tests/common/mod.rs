@@ -69,119 +69,30 @@ pub fn gpu() -> Option<GpuContext> {
     .clone()
 }
 
-use gru_wgpu::cpu::Gru;
-use gru_wgpu::gpu::GpuGru;
-use gru_wgpu::real::rel_error;
-use gru_wgpu::{GruConfig, GruParams};
-use ndarray::Array3;
+use gru_wgpu::check::RandomCase;
+use gru_wgpu::GruConfig;
 
-/// One random case: parameters, inputs and upstream gradients.
-pub struct Case {
-    pub config: GruConfig,
-    pub t: usize,
-    pub b: usize,
-    pub params: GruParams<f32>,
-    pub x: Array3<f32>,
-    pub h0: Option<Array3<f32>>,
-    pub go: Array3<f32>,
-    pub gh: Array3<f32>,
+/// A random case, as `RandomCase::new`.
+pub fn case(config: GruConfig, t: usize, b: usize, with_h0: bool, seed: u64) -> RandomCase {
+    RandomCase::new(config, t, b, with_h0, seed).unwrap()
 }
 
-impl Case {
-    pub fn new(config: GruConfig, t: usize, b: usize, with_h0: bool, seed: u64) -> Self {
-        let mut r = rng(seed);
-        let params = GruParams::<f32>::init(&config, seed).unwrap();
-        let f = |a: ndarray::Array3<f64>| a.mapv(|v| v as f32);
-        let x = f(random(config.input_shape(t, b), 1.0, &mut r));
-        let h0 = with_h0.then(|| f(random(config.state_shape(b), 1.0, &mut r)));
-        let go = f(random(config.output_shape(t, b), 1.0, &mut r));
-        let gh = f(random(config.state_shape(b), 1.0, &mut r));
-        Case {
-            config,
-            t,
-            b,
-            params,
-            x,
-            h0,
-            go,
-            gh,
-        }
+/// Every tensor of the GPU run against the f64 CPU reference, each within
+/// `bound` (a NaN fails); returns the worst relative error.
+pub fn check(ctx: &GpuContext, case: &RandomCase, train_seed: Option<u32>, bound: f64) -> f64 {
+    let errors = case.compare(ctx, train_seed).unwrap();
+    assert_eq!(errors.len(), 4 + case.config.param_specs().len());
+    for e in &errors {
+        assert!(
+            e.rel <= bound,
+            "{:?} T={} B={} h0={}: {} relative error {:e} > {bound:e}",
+            case.config,
+            case.seq_len,
+            case.batch,
+            case.h0.is_some(),
+            e.name,
+            e.rel
+        );
     }
-
-    /// The f64 CPU reference on the same (f32) values.
-    pub fn cpu(
-        &self,
-        train_seed: Option<u32>,
-    ) -> (Array3<f64>, Array3<f64>, gru_wgpu::cpu::GruGrads<f64>) {
-        let c = |a: &Array3<f32>| a.mapv(|v| v as f64);
-        let mut g = Gru::new(self.params.cast::<f64>());
-        let h0 = self.h0.as_ref().map(c);
-        let (o, hn) = match train_seed {
-            Some(s) => g
-                .forward_train(c(&self.x).view(), h0.as_ref().map(|h| h.view()), s)
-                .unwrap(),
-            None => g
-                .forward(c(&self.x).view(), h0.as_ref().map(|h| h.view()))
-                .unwrap(),
-        };
-        let grads = g
-            .backward(c(&self.go).view(), Some(c(&self.gh).view()))
-            .unwrap();
-        (o, hn, grads)
-    }
-
-    /// GPU forward and backward.
-    pub fn gpu(
-        &self,
-        ctx: &GpuContext,
-        train_seed: Option<u32>,
-    ) -> (Array3<f32>, Array3<f32>, gru_wgpu::cpu::GruGrads<f32>) {
-        let m = GpuGru::new(ctx, &self.params).unwrap();
-        let (o, hn, tape) = match train_seed {
-            Some(s) => m
-                .forward_train(self.x.view(), self.h0.as_ref().map(|h| h.view()), s)
-                .unwrap(),
-            None => m
-                .forward(self.x.view(), self.h0.as_ref().map(|h| h.view()))
-                .unwrap(),
-        };
-        let g = m
-            .backward(tape, self.go.view(), Some(self.gh.view()))
-            .unwrap();
-        (o, hn, g)
-    }
-
-    /// Every tensor of the GPU run against the CPU reference: returns the worst
-    /// relative error, panicking past `bound` (NaN included).
-    pub fn check(&self, ctx: &GpuContext, train_seed: Option<u32>, bound: f64) -> f64 {
-        let (o, hn, g) = self.gpu(ctx, train_seed);
-        let (ro, rhn, rg) = self.cpu(train_seed);
-        let mut worst = 0.0f64;
-        let mut check = |name: &str, ours: Vec<f64>, reference: Vec<f64>| {
-            let e = rel_error(ours, &reference);
-            assert!(
-                e <= bound,
-                "{:?} T={} B={} h0={}: {name} relative error {e:e} > {bound:e}",
-                self.config,
-                self.t,
-                self.b,
-                self.h0.is_some()
-            );
-            worst = worst.max(e);
-        };
-        let v32 = |a: &Array3<f32>| a.iter().map(|&v| v as f64).collect::<Vec<_>>();
-        let v64 = |a: &Array3<f64>| a.iter().copied().collect::<Vec<_>>();
-        check("output", v32(&o), v64(&ro));
-        check("h_n", v32(&hn), v64(&rhn));
-        check("grad x", v32(&g.x), v64(&rg.x));
-        check("grad h0", v32(&g.h0), v64(&rg.h0));
-        for ((spec, a), (_, b)) in g.params.named().into_iter().zip(rg.params.named()) {
-            check(
-                &format!("grad {}", spec.name),
-                a.iter().map(|&v| v as f64).collect(),
-                b.iter().copied().collect(),
-            );
-        }
-        worst
-    }
+    gru_wgpu::check::worst(&errors)
 }

@@ -1,0 +1,533 @@
+//! Throughput measurement: the shapes, the flop count, the timing loop and
+//! the records `gru-wgpu bench` prints (also as JSON lines, the same fields
+//! as `benches/torch_gru.py`).
+//!
+//! Flops: one layer-direction's forward costs `2·T·B·3H·(I_l + H)` flops
+//! (the input and recurrent products, a multiply-add counted as two flops;
+//! the gate math is not counted), with `I_l = I` for the first layer and `D·H`
+//! above it. A backward costs twice its forward (the gradients of the inputs
+//! and of the weights), so forward plus backward costs three forwards.
+
+use std::time::Instant;
+
+use ndarray::Array3;
+use rand::{Rng, SeedableRng};
+use wgpu::util::DeviceExt;
+
+use crate::error::Result;
+use crate::gpu::{GpuContext, GpuGru};
+use crate::{GruConfig, GruParams};
+
+/// One benchmark shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BenchShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub input: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub bidirectional: bool,
+}
+
+impl BenchShape {
+    pub fn config(&self) -> GruConfig {
+        GruConfig::new(self.input, self.hidden)
+            .layers(self.layers)
+            .bidirectional(self.bidirectional)
+    }
+}
+
+/// Forward only, or forward and backward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Fwd,
+    Fwdbwd,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Fwd => "fwd",
+            Mode::Fwdbwd => "fwdbwd",
+        })
+    }
+}
+
+/// The flops of one call: `sum over layers and directions of 2·T·B·3H·(I_l + H)`,
+/// times 3 with the backward.
+pub fn flops(s: &BenchShape, mode: Mode) -> f64 {
+    let d = if s.bidirectional { 2 } else { 1 };
+    let mut fwd = 0.0;
+    for l in 0..s.layers {
+        let i_l = if l == 0 { s.input } else { d * s.hidden };
+        fwd += d as f64
+            * 2.0
+            * (s.seq * s.batch) as f64
+            * (3 * s.hidden) as f64
+            * (i_l + s.hidden) as f64;
+    }
+    match mode {
+        Mode::Fwd => fwd,
+        Mode::Fwdbwd => 3.0 * fwd,
+    }
+}
+
+/// The shapes measured when none are given: the three of the performance
+/// targets, and a sweep of hidden sizes at B = 16, T = 64.
+pub fn default_shapes() -> Vec<BenchShape> {
+    let s = |batch, seq, h| BenchShape {
+        batch,
+        seq,
+        input: h,
+        hidden: h,
+        layers: 1,
+        bidirectional: false,
+    };
+    vec![
+        s(1, 256, 64),
+        s(16, 64, 32),
+        s(16, 64, 64),
+        s(16, 64, 128),
+        s(16, 64, 256),
+        s(64, 64, 256),
+    ]
+}
+
+/// One measured row (one JSON line of `--json`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// `gru-wgpu` or `torch`.
+    pub framework: String,
+    /// `gpu` or `cpu`.
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// The adapter (or CPU) it ran on.
+    pub adapter: String,
+    pub mode: Mode,
+    pub batch: usize,
+    pub seq: usize,
+    pub input: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub bidirectional: bool,
+    /// Wall time per call, each call waited to completion.
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    /// The device's own time per call (median), from timestamp queries; null where not measured.
+    pub gpu_ms: Option<f64>,
+    /// `flops / median time`.
+    pub gflops: f64,
+    /// `B / median time`.
+    pub seqs_per_s: f64,
+    /// Compute dispatches per call (null for the CPU).
+    pub dispatches: Option<u32>,
+    /// Queue submissions per call (null for the CPU).
+    pub submissions: Option<u32>,
+    pub iters: usize,
+    pub warmup: usize,
+}
+
+impl Record {
+    pub fn shape(&self) -> BenchShape {
+        BenchShape {
+            batch: self.batch,
+            seq: self.seq,
+            input: self.input,
+            hidden: self.hidden,
+            layers: self.layers,
+            bidirectional: self.bidirectional,
+        }
+    }
+}
+
+/// `(median, min, max)`; the median of an even count is the mean of the middle two.
+pub fn summarize(times: &[f64]) -> (f64, f64, f64) {
+    if times.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let mut t = times.to_vec();
+    t.sort_by(|a, b| a.total_cmp(b));
+    let n = t.len();
+    let median = if n % 2 == 1 {
+        t[n / 2]
+    } else {
+        0.5 * (t[n / 2 - 1] + t[n / 2])
+    };
+    (median, t[0], t[n - 1])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_record(
+    implementation: &str,
+    adapter: &str,
+    shape: &BenchShape,
+    mode: Mode,
+    times: &[f64],
+    gpu_times: &[f64],
+    stats: Option<(u32, u32)>,
+    iters: usize,
+    warmup: usize,
+) -> Record {
+    let (median, min, max) = summarize(times);
+    Record {
+        framework: "gru-wgpu".into(),
+        implementation: implementation.into(),
+        adapter: adapter.into(),
+        mode,
+        batch: shape.batch,
+        seq: shape.seq,
+        input: shape.input,
+        hidden: shape.hidden,
+        layers: shape.layers,
+        bidirectional: shape.bidirectional,
+        median_ms: median,
+        min_ms: min,
+        max_ms: max,
+        gpu_ms: (!gpu_times.is_empty()).then(|| summarize(gpu_times).0),
+        gflops: flops(shape, mode) / (median * 1e-3) / 1e9,
+        seqs_per_s: shape.batch as f64 / (median * 1e-3),
+        dispatches: stats.map(|s| s.0),
+        submissions: stats.map(|s| s.1),
+        iters,
+        warmup,
+    }
+}
+
+fn random_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| r.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Measures the GPU on one shape: `warmup` calls, then `iters` timed ones.
+/// `tick` is called after every call.
+pub fn bench_gpu(
+    ctx: &GpuContext,
+    shape: &BenchShape,
+    mode: Mode,
+    iters: usize,
+    warmup: usize,
+    tick: &mut dyn FnMut(),
+) -> Result<Record> {
+    let cfg = shape.config();
+    let model = GpuGru::new(ctx, &GruParams::<f32>::init(&cfg, 1)?)?;
+    model.set_timing(ctx.has_timestamps());
+    let (t, b) = (shape.seq, shape.batch);
+    let init = |data: Vec<f32>| {
+        ctx.device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("bench data"),
+                contents: bytemuck::cast_slice(&data),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            })
+    };
+    let x = init(random_vec(t * b * cfg.input_size, 2));
+    let go = init(random_vec(
+        t * b * cfg.num_directions() * cfg.hidden_size,
+        3,
+    ));
+    let mut times = Vec::new();
+    let mut gpu_times = Vec::new();
+    let mut stats = (0, 0);
+    for i in 0..warmup + iters {
+        let start = Instant::now();
+        let f = model.forward_buffers(&x, None, t, b)?;
+        let s1 = model.last_call_stats();
+        let (mut dispatches, mut submissions, mut gpu) = (s1.dispatches, s1.submissions, s1.gpu_ms);
+        if mode == Mode::Fwdbwd {
+            let _grads = model.backward_buffers(f.tape, &go, None)?;
+            let s2 = model.last_call_stats();
+            dispatches += s2.dispatches;
+            submissions += s2.submissions;
+            gpu = gpu.zip(s2.gpu_ms).map(|(a, b)| a + b);
+            ctx.synchronize()?;
+        } else {
+            ctx.synchronize()?;
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if i >= warmup {
+            times.push(ms);
+            gpu_times.extend(gpu);
+            stats = (dispatches, submissions);
+        }
+        tick();
+    }
+    Ok(make_record(
+        "gpu",
+        &ctx.adapter().to_string(),
+        shape,
+        mode,
+        &times,
+        &gpu_times,
+        Some(stats),
+        iters,
+        warmup,
+    ))
+}
+
+/// A description of this machine's CPU, for the CPU reference's records.
+pub fn cpu_name() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("CPU reference (ndarray, 1 thread) on {model}")
+}
+
+/// Measures the CPU reference (f32) on one shape.
+pub fn bench_cpu(
+    shape: &BenchShape,
+    mode: Mode,
+    iters: usize,
+    warmup: usize,
+    tick: &mut dyn FnMut(),
+) -> Result<Record> {
+    let cfg = shape.config();
+    let mut gru = crate::cpu::Gru::new(GruParams::<f32>::init(&cfg, 1)?);
+    let (t, b) = (shape.seq, shape.batch);
+    let x = Array3::from_shape_vec(cfg.input_shape(t, b), random_vec(t * b * cfg.input_size, 2))
+        .expect("length");
+    let go = Array3::from_shape_vec(
+        cfg.output_shape(t, b),
+        random_vec(t * b * cfg.num_directions() * cfg.hidden_size, 3),
+    )
+    .expect("length");
+    let mut times = Vec::new();
+    for i in 0..warmup + iters {
+        let start = Instant::now();
+        gru.forward(x.view(), None)?;
+        if mode == Mode::Fwdbwd {
+            gru.backward(go.view(), None)?;
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if i >= warmup {
+            times.push(ms);
+        }
+        tick();
+    }
+    Ok(make_record(
+        "cpu",
+        &cpu_name(),
+        shape,
+        mode,
+        &times,
+        &[],
+        None,
+        iters,
+        warmup,
+    ))
+}
+
+fn shape_label(r: &Record) -> String {
+    format!(
+        "B={} T={} I={} H={}{}{}",
+        r.batch,
+        r.seq,
+        r.input,
+        r.hidden,
+        if r.layers > 1 {
+            format!(" L={}", r.layers)
+        } else {
+            String::new()
+        },
+        if r.bidirectional { " bidir" } else { "" }
+    )
+}
+
+/// The human-readable table of `records`.
+pub fn table(records: &[Record]) -> String {
+    let mut out = format!(
+        "{:<9} {:<4} {:<7} {:<28} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>6}\n",
+        "framework",
+        "impl",
+        "mode",
+        "shape",
+        "median ms",
+        "min ms",
+        "max ms",
+        "gpu ms",
+        "GFLOP/s",
+        "seqs/s",
+        "disp"
+    );
+    for r in records {
+        out.push_str(&format!(
+            "{:<9} {:<4} {:<7} {:<28} {:>10.2} {:>10.2} {:>10.2} {:>10} {:>9.2} {:>10.1} {:>6}\n",
+            r.framework,
+            r.implementation,
+            r.mode.to_string(),
+            shape_label(r),
+            r.median_ms,
+            r.min_ms,
+            r.max_ms,
+            r.gpu_ms.map_or("-".to_string(), |v| format!("{v:.2}")),
+            r.gflops,
+            r.seqs_per_s,
+            r.dispatches.map_or("-".to_string(), |v| v.to_string())
+        ));
+    }
+    out
+}
+
+/// Ours beside theirs (say PyTorch's, from `benches/torch_gru.py --json`),
+/// row by row where shape and mode match, with `their median / our median`
+/// (above 1: ours is faster).
+pub fn compare_table(ours: &[Record], theirs: &[Record]) -> String {
+    let mut out = format!(
+        "{:<7} {:<28} {:<14} {:>10} {:<14} {:>10} {:>8}\n",
+        "mode", "shape", "ours", "ms", "theirs", "ms", "ratio"
+    );
+    let mut any = false;
+    for o in ours {
+        for t in theirs
+            .iter()
+            .filter(|t| t.shape() == o.shape() && t.mode == o.mode)
+        {
+            any = true;
+            out.push_str(&format!(
+                "{:<7} {:<28} {:<14} {:>10.2} {:<14} {:>10.2} {:>8.2}\n",
+                o.mode.to_string(),
+                shape_label(o),
+                format!("{} {}", o.framework, o.implementation),
+                o.median_ms,
+                format!("{} {}", t.framework, t.implementation),
+                t.median_ms,
+                t.median_ms / o.median_ms
+            ));
+        }
+    }
+    if !any {
+        out.push_str("(no rows of the same shape and mode)\n");
+    }
+    out
+}
+
+/// Which GEMM kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GemmKernel {
+    /// Storage-buffer loads, register tiles (`gemm.wgsl`, `main`).
+    Storage,
+    /// Uniform-buffer windows on the chunked layout (`gemm.wgsl`, `windows`).
+    Windows,
+}
+
+/// One GEMM measurement.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GemmRecord {
+    pub kernel: GemmKernel,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub median_ms: f64,
+    pub gflops: f64,
+    /// `||C - C_ref|| / ||C_ref||` against an f64 product on the CPU.
+    pub rel_error: f64,
+    pub dispatches: u32,
+}
+
+/// Times `C = A · Bᵀ` (A: (m, k), B: (n, k), both from U(-1, 1)) on one kernel:
+/// the product alone, submitted and waited, median of `iters` after one warm-up.
+pub fn bench_gemm(
+    ctx: &GpuContext,
+    m: usize,
+    n: usize,
+    k: usize,
+    kernel: GemmKernel,
+    iters: usize,
+) -> Result<GemmRecord> {
+    use crate::gpu::kernels::{Chunked, Gemm};
+    use crate::gpu::recorder::Recorder;
+    let a = random_vec(m * k, 11);
+    let b = random_vec(n * k, 12);
+    ctx.scoped(|| {
+        let ab = ctx.upload("A", &a)?;
+        let bb = ctx.upload("B", &b)?;
+        let c = ctx.storage("C", m * n)?;
+        let kern = &ctx.inner.kernels;
+        let (la, lb) = (Chunked::new(m, k, 0), Chunked::new(n, k, 0));
+        let (ac, bc) = (
+            ctx.storage("A chunked", la.len())?,
+            ctx.storage("B chunked", lb.len())?,
+        );
+        if kernel == GemmKernel::Windows {
+            let mut rec = Recorder::new(ctx, false);
+            kern.chunk(&mut rec, ab.buffer(), 0, k, 1, 0, ac.buffer(), &la, 0, 1)?;
+            kern.chunk(&mut rec, bb.buffer(), 0, k, 1, 0, bc.buffer(), &lb, 0, 1)?;
+            rec.submit()?;
+            ctx.wait()?;
+        }
+        let mut times = Vec::new();
+        let mut dispatches = 0;
+        for i in 0..=iters {
+            let mut rec = Recorder::new(ctx, false);
+            match kernel {
+                GemmKernel::Storage => kern.gemm(
+                    &mut rec,
+                    ab.buffer(),
+                    bb.buffer(),
+                    None,
+                    c.buffer(),
+                    &Gemm {
+                        m,
+                        n,
+                        k,
+                        trans_b: true,
+                        lda: k,
+                        ldb: k,
+                        ldc: n,
+                        ..Default::default()
+                    },
+                )?,
+                GemmKernel::Windows => kern.gemm_windows(
+                    &mut rec,
+                    ac.buffer(),
+                    &la,
+                    bc.buffer(),
+                    &lb,
+                    None,
+                    c.buffer(),
+                    0,
+                    n,
+                )?,
+            }
+            dispatches = rec.dispatches;
+            let start = Instant::now();
+            rec.submit()?;
+            ctx.wait()?;
+            if i > 0 {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let st = ctx.staging((m * n * 4) as u64);
+        let mut rec = Recorder::new(ctx, false);
+        rec.copy(c.buffer(), 0, st.buffer(), 0, (m * n * 4) as u64);
+        rec.submit()?;
+        let got = ctx.read_staging(&[(&st, m * n)])?.remove(0);
+        let mut reference = vec![0.0f64; m * n];
+        for (i, row) in reference.chunks_mut(n).enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = (0..k)
+                    .map(|p| a[i * k + p] as f64 * b[j * k + p] as f64)
+                    .sum();
+            }
+        }
+        let median = summarize(&times).0;
+        Ok(GemmRecord {
+            kernel,
+            m,
+            n,
+            k,
+            median_ms: median,
+            gflops: 2.0 * (m * n * k) as f64 / (median * 1e-3) / 1e9,
+            rel_error: crate::real::rel_error(got.iter().map(|&v| v as f64), &reference),
+            dispatches,
+        })
+    })
+}

@@ -1,0 +1,136 @@
+//! The GPU checked against the CPU reference on one random case: what the
+//! main job runs, and what the GPU-vs-CPU test suite runs over many cases.
+
+use ndarray::Array3;
+use rand::{Rng, SeedableRng};
+
+use crate::cpu::{Gru, GruGrads};
+use crate::error::Result;
+use crate::gpu::{GpuContext, GpuGru};
+use crate::real::rel_error;
+use crate::{GruConfig, GruParams};
+
+/// One random case: parameters, inputs and upstream gradients, all f32.
+#[derive(Clone, Debug)]
+pub struct RandomCase {
+    pub config: GruConfig,
+    pub seq_len: usize,
+    pub batch: usize,
+    pub params: GruParams<f32>,
+    pub x: Array3<f32>,
+    pub h0: Option<Array3<f32>>,
+    pub grad_output: Array3<f32>,
+    pub grad_h_n: Array3<f32>,
+}
+
+/// The relative error `||gpu - cpu|| / ||cpu||` of one tensor.
+#[derive(Clone, Debug)]
+pub struct TensorError {
+    pub name: String,
+    /// Part of the forward's results (`output`, `h_n`) rather than a gradient.
+    pub forward: bool,
+    pub rel: f64,
+}
+
+fn uniform(shape: [usize; 3], rng: &mut rand_chacha::ChaCha8Rng) -> Array3<f32> {
+    Array3::from_shape_simple_fn(shape, || rng.random_range(-1.0f32..1.0))
+}
+
+impl RandomCase {
+    /// Parameters from PyTorch's initialisation, inputs, `h0` (where
+    /// `with_h0`) and upstream gradients from U(-1, 1), all from `seed`.
+    pub fn new(
+        config: GruConfig,
+        seq_len: usize,
+        batch: usize,
+        with_h0: bool,
+        seed: u64,
+    ) -> Result<Self> {
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let params = GruParams::<f32>::init(&config, seed)?;
+        let x = uniform(config.input_shape(seq_len, batch), &mut r);
+        let h0 = with_h0.then(|| uniform(config.state_shape(batch), &mut r));
+        let grad_output = uniform(config.output_shape(seq_len, batch), &mut r);
+        let grad_h_n = uniform(config.state_shape(batch), &mut r);
+        Ok(RandomCase {
+            config,
+            seq_len,
+            batch,
+            params,
+            x,
+            h0,
+            grad_output,
+            grad_h_n,
+        })
+    }
+
+    /// The f64 CPU reference on the same values: `(output, h_n, gradients)`.
+    pub fn run_cpu(
+        &self,
+        train_seed: Option<u32>,
+    ) -> Result<(Array3<f64>, Array3<f64>, GruGrads<f64>)> {
+        let c = |a: &Array3<f32>| a.mapv(|v| v as f64);
+        let mut g = Gru::new(self.params.cast::<f64>());
+        let h0 = self.h0.as_ref().map(c);
+        let h0v = h0.as_ref().map(|h| h.view());
+        let (o, hn) = match train_seed {
+            Some(s) => g.forward_train(c(&self.x).view(), h0v, s)?,
+            None => g.forward(c(&self.x).view(), h0v)?,
+        };
+        let grads = g.backward(c(&self.grad_output).view(), Some(c(&self.grad_h_n).view()))?;
+        Ok((o, hn, grads))
+    }
+
+    /// The GPU: `(output, h_n, gradients)`.
+    pub fn run_gpu(
+        &self,
+        ctx: &GpuContext,
+        train_seed: Option<u32>,
+    ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
+        let m = GpuGru::new(ctx, &self.params)?;
+        let h0 = self.h0.as_ref().map(|h| h.view());
+        let (o, hn, tape) = match train_seed {
+            Some(s) => m.forward_train(self.x.view(), h0, s)?,
+            None => m.forward(self.x.view(), h0)?,
+        };
+        let g = m.backward(tape, self.grad_output.view(), Some(self.grad_h_n.view()))?;
+        Ok((o, hn, g))
+    }
+
+    /// Runs both and compares every tensor: output, h_n, and the gradients of
+    /// x, h0 and every parameter.
+    pub fn compare(&self, ctx: &GpuContext, train_seed: Option<u32>) -> Result<Vec<TensorError>> {
+        let (o, hn, g) = self.run_gpu(ctx, train_seed)?;
+        let (ro, rhn, rg) = self.run_cpu(train_seed)?;
+        let err = |name: &str, forward: bool, ours: Vec<f64>, reference: Vec<f64>| TensorError {
+            name: name.to_string(),
+            forward,
+            rel: rel_error(ours, &reference),
+        };
+        let v32 = |a: &Array3<f32>| a.iter().map(|&v| v as f64).collect::<Vec<_>>();
+        let v64 = |a: &Array3<f64>| a.iter().copied().collect::<Vec<_>>();
+        let mut out = vec![
+            err("output", true, v32(&o), v64(&ro)),
+            err("h_n", true, v32(&hn), v64(&rhn)),
+            err("grad.x", false, v32(&g.x), v64(&rg.x)),
+            err("grad.h0", false, v32(&g.h0), v64(&rg.h0)),
+        ];
+        for ((spec, a), (_, b)) in g.params.named().into_iter().zip(rg.params.named()) {
+            out.push(err(
+                &format!("grad.{}", spec.name),
+                false,
+                a.iter().map(|&v| v as f64).collect(),
+                b.iter().copied().collect(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// The worst of some errors (NaN counts as infinitely bad).
+pub fn worst<'a>(errors: impl IntoIterator<Item = &'a TensorError>) -> f64 {
+    errors
+        .into_iter()
+        .map(|e| if e.rel.is_nan() { f64::INFINITY } else { e.rel })
+        .fold(0.0, f64::max)
+}

@@ -1,0 +1,408 @@
+//! `gru-wgpu bench`: throughput of the GPU and the CPU reference.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use gru_wgpu::bench::{
+    bench_cpu, bench_gpu, compare_table, default_shapes, table, BenchShape, Mode, Record,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Batch sizes (comma-separated for several).
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    /// Sequence lengths.
+    #[arg(long, value_delimiter = ',')]
+    pub seq: Vec<usize>,
+    /// Input sizes (default: the hidden size).
+    #[arg(long, value_delimiter = ',')]
+    pub input: Vec<usize>,
+    /// Hidden sizes.
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Vec<usize>,
+    /// Stacked layers.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Two directions per layer.
+    #[arg(long)]
+    pub bidirectional: bool,
+    /// Forward only, forward and backward, or both.
+    #[arg(long, value_enum, default_value_t = ModeArg::Both)]
+    pub mode: ModeArg,
+    /// Timed calls per shape.
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// Untimed calls before them.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Print one JSON object a line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// What to measure: the GPU, the CPU reference, or both.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
+    pub device: DeviceArg,
+    /// Draw throughput against hidden size to this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// JSON lines of another implementation (benches/torch_gru.py --json) to print beside ours.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            batch: vec![],
+            seq: vec![],
+            input: vec![],
+            hidden: vec![],
+            layers: None,
+            bidirectional: false,
+            mode: ModeArg::Both,
+            iters: 5,
+            warmup: 1,
+            json: false,
+            device: DeviceArg::Gpu,
+            plot: None,
+            compare: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Fwd,
+    Fwdbwd,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    Gpu,
+    Cpu,
+    Both,
+}
+
+impl BenchArgs {
+    fn shapes(&self) -> Vec<BenchShape> {
+        let custom = !(self.batch.is_empty()
+            && self.seq.is_empty()
+            && self.input.is_empty()
+            && self.hidden.is_empty()
+            && self.layers.is_none()
+            && !self.bidirectional);
+        if !custom {
+            return default_shapes();
+        }
+        let or = |v: &Vec<usize>, d: usize| if v.is_empty() { vec![d] } else { v.clone() };
+        let mut out = Vec::new();
+        for &batch in &or(&self.batch, 16) {
+            for &seq in &or(&self.seq, 64) {
+                for &hidden in &or(&self.hidden, 128) {
+                    for &input in &or(&self.input, hidden) {
+                        out.push(BenchShape {
+                            batch,
+                            seq,
+                            input,
+                            hidden,
+                            layers: self.layers.unwrap_or(1),
+                            bidirectional: self.bidirectional,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn modes(&self) -> Vec<Mode> {
+        match self.mode {
+            ModeArg::Fwd => vec![Mode::Fwd],
+            ModeArg::Fwdbwd => vec![Mode::Fwdbwd],
+            ModeArg::Both => vec![Mode::Fwd, Mode::Fwdbwd],
+        }
+    }
+}
+
+/// Runs the benchmark; `ctx` is the GPU where one is wanted. Returns the records.
+pub fn measure(
+    args: &BenchArgs,
+    ctx: Option<&gru_wgpu::gpu::GpuContext>,
+) -> gru_wgpu::Result<Vec<Record>> {
+    let shapes = args.shapes();
+    let modes = args.modes();
+    let devices: Vec<&str> = match args.device {
+        DeviceArg::Gpu => vec!["gpu"],
+        DeviceArg::Cpu => vec!["cpu"],
+        DeviceArg::Both => vec!["gpu", "cpu"],
+    };
+    let total = (shapes.len() * modes.len() * devices.len() * (args.iters + args.warmup)) as u64;
+    // Shown only once the run has taken a couple of seconds, never with --json.
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} calls, {elapsed} elapsed, ~{eta} left  {msg}",
+        )
+        .expect("a valid template"),
+    );
+    let start = Instant::now();
+    let mut shown = false;
+    let mut records = Vec::new();
+    for shape in &shapes {
+        for &mode in &modes {
+            for &dev in &devices {
+                bar.set_message(format!(
+                    "{dev} {mode} B={} T={} I={} H={}",
+                    shape.batch, shape.seq, shape.input, shape.hidden
+                ));
+                let mut tick = || {
+                    bar.inc(1);
+                    if !shown && !args.json && start.elapsed() > Duration::from_secs(2) {
+                        bar.set_draw_target(ProgressDrawTarget::stderr());
+                        shown = true;
+                    }
+                };
+                let r = if dev == "gpu" {
+                    bench_gpu(
+                        ctx.expect("a GPU context"),
+                        shape,
+                        mode,
+                        args.iters,
+                        args.warmup,
+                        &mut tick,
+                    )?
+                } else {
+                    bench_cpu(shape, mode, args.iters, args.warmup, &mut tick)?
+                };
+                records.push(r);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(records)
+}
+
+pub fn run(args: &BenchArgs, adapter: Option<&str>) -> ExitCode {
+    if args.iters == 0 {
+        eprintln!("error: --iters must be at least 1");
+        return ExitCode::from(2);
+    }
+    if args
+        .shapes()
+        .iter()
+        .any(|s| s.batch == 0 || s.seq == 0 || s.input == 0 || s.hidden == 0 || s.layers == 0)
+    {
+        eprintln!("error: every size must be at least 1");
+        return ExitCode::from(2);
+    }
+    let ctx = if args.device != DeviceArg::Cpu {
+        match super::open_gpu(adapter) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                eprintln!("(on Linux, `apt-get install mesa-vulkan-drivers` gives a software Vulkan device; or use --device cpu)");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let records = match measure(args, ctx.as_ref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print_records(args, &records)
+}
+
+/// Prints the table or JSON lines, the comparison and the plot.
+pub fn print_records(args: &BenchArgs, records: &[Record]) -> ExitCode {
+    if args.json {
+        for r in records {
+            println!("{}", serde_json::to_string(r).expect("records serialize"));
+        }
+    } else {
+        print!("{}", table(records));
+    }
+    let mut status = ExitCode::SUCCESS;
+    if let Some(path) = &args.compare {
+        match read_records(path) {
+            Ok(theirs) if !args.json => print!("\n{}", compare_table(records, &theirs)),
+            Ok(theirs) => eprint!("{}", compare_table(records, &theirs)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                status = ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(path) = &args.plot {
+        if let Err(e) = plot(path, records) {
+            eprintln!("error: {}: {e}", path.display());
+            status = ExitCode::from(2);
+        } else if !args.json {
+            println!("plot written to {}", path.display());
+        }
+    }
+    status
+}
+
+fn read_records(path: &PathBuf) -> Result<Vec<Record>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .collect()
+}
+
+/// GFLOP/s against hidden size, one line per implementation and mode.
+fn plot(path: &PathBuf, records: &[Record]) -> Result<(), String> {
+    use plotters::prelude::*;
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in records {
+        let name = format!("{} {} {}", r.framework, r.implementation, r.mode);
+        let point = (r.hidden as f64, r.gflops);
+        match series.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, pts)) => pts.push(point),
+            None => series.push((name, vec![point])),
+        }
+    }
+    for (_, pts) in &mut series {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let xmax = records.iter().map(|r| r.hidden).max().unwrap_or(1) as f64 * 1.1;
+    let ymax = records
+        .iter()
+        .map(|r| r.gflops)
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.15;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("GRU throughput against hidden size", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..xmax, 0.0..ymax)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("hidden size H")
+        .y_desc("GFLOP/s")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct GemmArgs {
+    /// Rows of A and C (comma-separated for several).
+    #[arg(long, value_delimiter = ',', default_value = "512")]
+    pub m: Vec<usize>,
+    /// Rows of B, columns of C.
+    #[arg(long, value_delimiter = ',', default_value = "512")]
+    pub n: Vec<usize>,
+    /// The shared dimension.
+    #[arg(long, value_delimiter = ',', default_value = "512")]
+    pub k: Vec<usize>,
+    /// Which kernel: storage-buffer tiles, uniform windows, or both.
+    #[arg(long, value_enum, default_value_t = GemmKernelArg::Both)]
+    pub kernel: GemmKernelArg,
+    /// Timed runs (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// One JSON object a line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GemmKernelArg {
+    Storage,
+    Windows,
+    Both,
+}
+
+/// `gru-wgpu bench-gemm`: the GEMM kernels alone, `C = A · Bᵀ`, checked against the CPU.
+pub fn run_gemm(args: &GemmArgs, adapter: Option<&str>) -> ExitCode {
+    use gru_wgpu::bench::{bench_gemm, GemmKernel};
+    if args.iters == 0 || [&args.m, &args.n, &args.k].iter().any(|v| v.contains(&0)) {
+        eprintln!("error: --iters and every size must be at least 1");
+        return ExitCode::from(2);
+    }
+    let ctx = match super::open_gpu(adapter) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let kernels = match args.kernel {
+        GemmKernelArg::Storage => vec![GemmKernel::Storage],
+        GemmKernelArg::Windows => vec![GemmKernel::Windows],
+        GemmKernelArg::Both => vec![GemmKernel::Storage, GemmKernel::Windows],
+    };
+    if !args.json {
+        println!("adapter: {}", ctx.adapter());
+        println!(
+            "{:<8} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>6}",
+            "kernel", "M", "N", "K", "median ms", "GFLOP/s", "rel error", "disp"
+        );
+    }
+    let mut status = ExitCode::SUCCESS;
+    for &m in &args.m {
+        for &n in &args.n {
+            for &k in &args.k {
+                for &kernel in &kernels {
+                    match bench_gemm(&ctx, m, n, k, kernel, args.iters) {
+                        Ok(r) if args.json => {
+                            println!("{}", serde_json::to_string(&r).expect("serializes"))
+                        }
+                        Ok(r) => println!(
+                            "{:<8} {:>6} {:>6} {:>6} {:>10.2} {:>9.2} {:>10.2e} {:>6}",
+                            format!("{:?}", r.kernel).to_lowercase(),
+                            m,
+                            n,
+                            k,
+                            r.median_ms,
+                            r.gflops,
+                            r.rel_error,
+                            r.dispatches
+                        ),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            status = ExitCode::from(2);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    status
+}
