@@ -145,3 +145,130 @@ fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
         dh[dh_this + b * H + j] = dhs;
     }
 }
+
+// ---------------------------------------------------------------------------
+// sequence: the whole backward time loop of one layer in one dispatch (the
+// persistent kernel), steps T-1 down to -1, as `step` computes them.
+//
+// Workgroup (64 threads) = (batch slice of up to SEQ_ROWS = P.kc rows,
+// direction wid.y). dG_h of the previous step (s+1) of the slice's rows lives
+// in workgroup memory (g_sh, 3H per row); thread `lid` computes units
+// j = lid + 64u for u < ceil(H / 64): the dot products of those rows with
+// column j of W_hh (vec4 lanes = rows), then the gate gradients of unit j,
+// and writes dG_h, dG_i and dh as `step` does. After a barrier it copies its
+// own dG_h values into g_sh, and after another the next step begins. With
+// W_PRIVATE the column j of W_hh (3H floats per unit) is first copied into
+// private memory (3·ceil(H/64)·H <= 768 floats).
+
+const SEQ_ROWS: u32 = 4u;
+const SEQ_H3MAX: u32 = 768u;
+override W_PRIVATE: bool = false;
+
+var<workgroup> g_sh: array<f32, 3072>;
+var<private> wp: array<f32, 768>;
+
+@compute @workgroup_size(64, 1, 1)
+fn sequence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let d = wid.y;
+    let rows = P.kc;
+    let b0 = wid.x * rows;
+    let nrows = min(rows, B - b0);
+    let h3 = 3u * H;
+    let units = (H + 63u) / 64u;
+    let r1 = select(0u, 1u, nrows > 1u);
+    let r2 = select(0u, 2u, nrows > 2u);
+    let r3 = select(0u, 3u, nrows > 3u);
+
+    if (W_PRIVATE) {
+        for (var u = 0u; u < units; u = u + 1u) {
+            let j = lid.x + 64u * u;
+            if (j < H) {
+                for (var k = 0u; k < h3; k = k + 1u) {
+                    wp[u * h3 + k] = w_hh[d * h3 * H + k * H + j];
+                }
+            }
+        }
+    }
+
+    for (var si = i32(T) - 1; si >= -1; si = si - 1) {
+        let slot_this = u32(si + 2) % 2u;
+        let slot_next = u32(si + 3) % 2u;
+        let dh_this = (d * 2u + slot_this) * B * H;
+        let dh_next = (d * 2u + slot_next) * B * H;
+        for (var u = 0u; u < units; u = u + 1u) {
+            let j = lid.x + 64u * u;
+            if (j < H) {
+                var carry = vec4<f32>(0.0);
+                if (si == i32(T) - 1) {
+                    for (var i = 0u; i < nrows; i = i + 1u) {
+                        carry[i] = dh[dh_next + (b0 + i) * H + j];
+                    }
+                } else {
+                    for (var k = 0u; k < h3; k = k + 1u) {
+                        let gv = vec4<f32>(g_sh[k], g_sh[r1 * SEQ_H3MAX + k], g_sh[r2 * SEQ_H3MAX + k], g_sh[r3 * SEQ_H3MAX + k]);
+                        var w: f32;
+                        if (W_PRIVATE) {
+                            w = wp[u * h3 + k];
+                        } else {
+                            w = w_hh[d * h3 * H + k * H + j];
+                        }
+                        carry = fma(gv, vec4<f32>(w), carry);
+                    }
+                    let sn = u32(si + 1);
+                    for (var i = 0u; i < nrows; i = i + 1u) {
+                        let b = b0 + i;
+                        let z = gates[((d * T + sn) * B + b) * 4u * H + H + j];
+                        carry[i] = carry[i] + z * dh[dh_next + b * H + j];
+                    }
+                }
+                for (var i = 0u; i < nrows; i = i + 1u) {
+                    let b = b0 + i;
+                    if (si < 0) {
+                        dh[dh_this + b * H + j] = carry[i];
+                        continue;
+                    }
+                    let su = u32(si);
+                    let t = select(T - 1u - su, su, d == 0u);
+                    let dhs = carry[i] + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
+                    let tp = ((d * T + su) * B + b) * 4u * H + j;
+                    let r = gates[tp];
+                    let z = gates[tp + H];
+                    let n = gates[tp + 2u * H];
+                    let ghn = gates[tp + 3u * H];
+                    let hp = hs[((d * (T + 1u) + su) * B + b) * H + j];
+                    let da_n = dhs * (1.0 - z) * (1.0 - n * n);
+                    let da_z = dhs * (hp - n) * z * (1.0 - z);
+                    let da_r = da_n * ghn * r * (1.0 - r);
+                    let gh = ((d * T + su) * B + b) * h3 + j;
+                    dgh[gh] = da_r;
+                    dgh[gh + H] = da_z;
+                    dgh[gh + 2u * H] = da_n * r;
+                    let gi = (t * B + b) * (P.dirs * h3) + d * h3 + j;
+                    dgi[gi] = da_r;
+                    dgi[gi + H] = da_z;
+                    dgi[gi + 2u * H] = da_n;
+                    dh[dh_this + b * H + j] = dhs;
+                }
+            }
+        }
+        workgroupBarrier();
+        if (si >= 0) {
+            let su = u32(si);
+            for (var u = 0u; u < units; u = u + 1u) {
+                let j = lid.x + 64u * u;
+                if (j < H) {
+                    for (var i = 0u; i < nrows; i = i + 1u) {
+                        let gh = ((d * T + su) * B + b0 + i) * h3 + j;
+                        g_sh[i * SEQ_H3MAX + j] = dgh[gh];
+                        g_sh[i * SEQ_H3MAX + H + j] = dgh[gh + H];
+                        g_sh[i * SEQ_H3MAX + 2u * H + j] = dgh[gh + 2u * H];
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}

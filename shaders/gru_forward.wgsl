@@ -125,3 +125,137 @@ fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// sequence: all T steps of one layer in one dispatch (the persistent kernel).
+//
+// Batch rows never depend on each other, so a workgroup that owns a slice of
+// up to SEQ_ROWS batch rows of one direction can run the whole time loop on
+// its own: the state of its rows lives in workgroup memory (h_sh), and the
+// only synchronisation is a workgroupBarrier between steps. No workgroup
+// waits for another, so this is legal on every backend. The equations, the
+// buffers and the layouts are those of `step` above; the input projections gi
+// come from one GEMM before it, as there.
+//
+// Workgroup (64 threads) = (batch slice of P.kc rows, direction wid.y); thread
+// `lid` computes units j = lid + 64u for u < ceil(H / 64) (H <= SEQ_HMAX), the
+// three dot products of the rows' states with columns j, H+j, 2H+j of W_hhᵀ,
+// for all rows of the slice at once (vec4 lanes = rows). With W_PRIVATE the
+// thread first copies those columns into private memory (3·ceil(H/64)·H <=
+// 768 floats): on CPU adapters private memory is fast and storage loads in
+// loops are slow; GPUs read them through the cache instead. Each step writes
+// h', the output and the tape as `step` does, then, after a barrier, refreshes
+// h_sh from what the thread itself wrote.
+
+const SEQ_ROWS: u32 = 4u;
+const SEQ_HMAX: u32 = 256u;
+override W_PRIVATE: bool = false;
+
+var<workgroup> h_sh: array<f32, 1024>;
+var<private> wp: array<f32, 768>;
+
+@compute @workgroup_size(64, 1, 1)
+fn sequence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let d = wid.y;
+    let rows = P.kc;
+    let b0 = wid.x * rows;
+    let nrows = min(rows, B - b0);
+    let h3 = 3u * H;
+    let units = (H + 63u) / 64u;
+    let wb = d * H * h3;
+    // Rows past the slice read row b0 (their results are dropped).
+    let r1 = select(0u, 1u, nrows > 1u);
+    let r2 = select(0u, 2u, nrows > 2u);
+    let r3 = select(0u, 3u, nrows > 3u);
+
+    for (var u = 0u; u < units; u = u + 1u) {
+        let j = lid.x + 64u * u;
+        if (j < H) {
+            for (var r = 0u; r < SEQ_ROWS; r = r + 1u) {
+                let b = b0 + min(r, nrows - 1u);
+                h_sh[r * SEQ_HMAX + j] = hs[(d * (T + 1u)) * B * H + b * H + j];
+            }
+            if (W_PRIVATE) {
+                for (var k = 0u; k < H; k = k + 1u) {
+                    let w = wb + k * h3 + j;
+                    let o = (u * 3u) * H + k;
+                    wp[o] = w_hhT[w];
+                    wp[o + H] = w_hhT[w + H];
+                    wp[o + 2u * H] = w_hhT[w + 2u * H];
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+
+    for (var s = 0u; s < T; s = s + 1u) {
+        let t = select(T - 1u - s, s, d == 0u);
+        let hprev = (d * (T + 1u) + s) * B * H;
+        for (var u = 0u; u < units; u = u + 1u) {
+            let j = lid.x + 64u * u;
+            if (j < H) {
+                var ar = vec4<f32>(0.0);
+                var az = vec4<f32>(0.0);
+                var an = vec4<f32>(0.0);
+                for (var k = 0u; k < H; k = k + 1u) {
+                    let hv = vec4<f32>(h_sh[k], h_sh[r1 * SEQ_HMAX + k], h_sh[r2 * SEQ_HMAX + k], h_sh[r3 * SEQ_HMAX + k]);
+                    var wr: f32;
+                    var wz: f32;
+                    var wn: f32;
+                    if (W_PRIVATE) {
+                        let o = (u * 3u) * H + k;
+                        wr = wp[o];
+                        wz = wp[o + H];
+                        wn = wp[o + 2u * H];
+                    } else {
+                        let w = wb + k * h3 + j;
+                        wr = w_hhT[w];
+                        wz = w_hhT[w + H];
+                        wn = w_hhT[w + 2u * H];
+                    }
+                    ar = fma(hv, vec4<f32>(wr), ar);
+                    az = fma(hv, vec4<f32>(wz), az);
+                    an = fma(hv, vec4<f32>(wn), an);
+                }
+                var br = 0.0;
+                var bz = 0.0;
+                var bn = 0.0;
+                if (P.has_bias != 0u) {
+                    br = b_hh[d * h3 + j];
+                    bz = b_hh[d * h3 + H + j];
+                    bn = b_hh[d * h3 + 2u * H + j];
+                }
+                for (var i = 0u; i < nrows; i = i + 1u) {
+                    let b = b0 + i;
+                    let g = (t * B + b) * (P.dirs * h3) + d * h3;
+                    let ghn = an[i] + bn;
+                    let r = sigmoid_stable(gi[g + j] + ar[i] + br);
+                    let z = sigmoid_stable(gi[g + H + j] + az[i] + bz);
+                    let n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
+                    let hp = hs[hprev + b * H + j];
+                    let hn = (1.0 - z) * n + z * hp;
+                    hs[hprev + B * H + b * H + j] = hn;
+                    out[(t * B + b) * (P.dirs * H) + d * H + j] = hn;
+                    let tp = ((d * T + s) * B + b) * 4u * H + j;
+                    gates[tp] = r;
+                    gates[tp + H] = z;
+                    gates[tp + 2u * H] = n;
+                    gates[tp + 3u * H] = ghn;
+                }
+            }
+        }
+        workgroupBarrier();
+        for (var u = 0u; u < units; u = u + 1u) {
+            let j = lid.x + 64u * u;
+            if (j < H) {
+                for (var i = 0u; i < nrows; i = i + 1u) {
+                    h_sh[i * SEQ_HMAX + j] = hs[hprev + B * H + (b0 + i) * H + j];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}

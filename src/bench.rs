@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use wgpu::util::DeviceExt;
 
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuGru};
+use crate::gpu::{GpuContext, GpuGru, Recurrence};
 use crate::{GruConfig, GruParams};
 
 /// One benchmark shape.
@@ -127,6 +127,10 @@ pub struct Record {
     pub submissions: Option<u32>,
     pub iters: usize,
     pub warmup: usize,
+    /// How the GPU ran it: the product kernels and the time loop, such as
+    /// `windows/persistent` (null for the CPU and for PyTorch).
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 impl Record {
@@ -169,6 +173,7 @@ fn make_record(
     stats: Option<(u32, u32)>,
     iters: usize,
     warmup: usize,
+    path: Option<String>,
 ) -> Record {
     let (median, min, max) = summarize(times);
     Record {
@@ -192,6 +197,7 @@ fn make_record(
         submissions: stats.map(|s| s.1),
         iters,
         warmup,
+        path,
     }
 }
 
@@ -208,11 +214,25 @@ pub fn bench_gpu(
     mode: Mode,
     iters: usize,
     warmup: usize,
+    recurrence: Recurrence,
     tick: &mut dyn FnMut(),
 ) -> Result<Record> {
     let cfg = shape.config();
     let model = GpuGru::new(ctx, &GruParams::<f32>::init(&cfg, 1)?)?;
     model.set_timing(ctx.has_timestamps());
+    model.set_recurrence(recurrence);
+    let path = format!(
+        "{}/{}",
+        serde_json::to_value(ctx.products())
+            .expect("serializes")
+            .as_str()
+            .unwrap_or("?"),
+        if model.persistent()? {
+            "persistent"
+        } else {
+            "per-step"
+        }
+    );
     let (t, b) = (shape.seq, shape.batch);
     let init = |data: Vec<f32>| {
         ctx.device()
@@ -263,6 +283,7 @@ pub fn bench_gpu(
         Some(stats),
         iters,
         warmup,
+        Some(path),
     ))
 }
 
@@ -321,6 +342,7 @@ pub fn bench_cpu(
         None,
         iters,
         warmup,
+        None,
     ))
 }
 
@@ -358,7 +380,7 @@ pub fn table(records: &[Record]) -> String {
     );
     for r in records {
         out.push_str(&format!(
-            "{:<9} {:<4} {:<7} {:<28} {:>10.2} {:>10.2} {:>10.2} {:>10} {:>9.2} {:>10.1} {:>6}\n",
+            "{:<9} {:<4} {:<7} {:<28} {:>10.2} {:>10.2} {:>10.2} {:>10} {:>9.2} {:>10.1} {:>6}  {}\n",
             r.framework,
             r.implementation,
             r.mode.to_string(),
@@ -369,7 +391,8 @@ pub fn table(records: &[Record]) -> String {
             r.gpu_ms.map_or("-".to_string(), |v| format!("{v:.2}")),
             r.gflops,
             r.seqs_per_s,
-            r.dispatches.map_or("-".to_string(), |v| v.to_string())
+            r.dispatches.map_or("-".to_string(), |v| v.to_string()),
+            r.path.as_deref().unwrap_or("-")
         ));
     }
     out

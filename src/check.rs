@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::cpu::{Gru, GruGrads};
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuGru};
+use crate::gpu::{GpuContext, GpuGru, Recurrence};
 use crate::real::rel_error;
 use crate::{GruConfig, GruParams};
 
@@ -87,7 +87,18 @@ impl RandomCase {
         ctx: &GpuContext,
         train_seed: Option<u32>,
     ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
+        self.run_gpu_with(ctx, train_seed, Recurrence::Auto)
+    }
+
+    /// The GPU with the time loop forced one way or the other.
+    pub fn run_gpu_with(
+        &self,
+        ctx: &GpuContext,
+        train_seed: Option<u32>,
+        recurrence: Recurrence,
+    ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
         let m = GpuGru::new(ctx, &self.params)?;
+        m.set_recurrence(recurrence);
         let h0 = self.h0.as_ref().map(|h| h.view());
         let (o, hn, tape) = match train_seed {
             Some(s) => m.forward_train(self.x.view(), h0, s)?,
@@ -100,7 +111,17 @@ impl RandomCase {
     /// Runs both and compares every tensor: output, h_n, and the gradients of
     /// x, h0 and every parameter.
     pub fn compare(&self, ctx: &GpuContext, train_seed: Option<u32>) -> Result<Vec<TensorError>> {
-        let (o, hn, g) = self.run_gpu(ctx, train_seed)?;
+        self.compare_with(ctx, train_seed, Recurrence::Auto)
+    }
+
+    /// [`compare`](Self::compare) with the time loop forced.
+    pub fn compare_with(
+        &self,
+        ctx: &GpuContext,
+        train_seed: Option<u32>,
+        recurrence: Recurrence,
+    ) -> Result<Vec<TensorError>> {
+        let (o, hn, g) = self.run_gpu_with(ctx, train_seed, recurrence)?;
         let (ro, rhn, rg) = self.run_cpu(train_seed)?;
         let err = |name: &str, forward: bool, ours: Vec<f64>, reference: Vec<f64>| TensorError {
             name: name.to_string(),

@@ -1,14 +1,35 @@
 //! The GPU against the f64 CPU reference over many seeded configurations:
 //! sizes of 1, primes, and sizes just past the kernels' tiles (the GEMM's 32 x
-//! 64 tile, the step kernels' 64 hidden units x 4 batch rows). Every buffer
-//! the GPU uses starts filled with NaN, so an element no kernel wrote fails.
+//! 64 tile, the window GEMM's 8 x 64 tile and 8-float chunks, the step
+//! kernels' 64 hidden units x 4 batch rows). Every case runs on every path:
+//! both families of product kernels (storage, windows), each with the per-step
+//! and the persistent time loop. Every buffer the GPU uses starts filled with
+//! NaN, so an element no kernel wrote fails.
 
 mod common;
 
+use gru_wgpu::gpu::Recurrence;
 use gru_wgpu::GruConfig;
 use rand::Rng;
 
 const BOUND: f64 = 1e-5;
+
+/// Checks a case on every path; returns the worst relative error.
+fn check_all(case: &gru_wgpu::check::RandomCase, train_seed: Option<u32>) -> f64 {
+    let mut worst = 0.0f64;
+    for (label, ctx, r) in common::gpu_paths() {
+        if r == Recurrence::Persistent && case.config.hidden_size > 256 {
+            let e = case.compare_with(&ctx, train_seed, r).unwrap_err();
+            assert!(
+                e.to_string().contains("hidden sizes up to 256"),
+                "{label}: {e}"
+            );
+            continue;
+        }
+        worst = worst.max(common::check_with(&ctx, case, train_seed, r, BOUND));
+    }
+    worst
+}
 
 fn cfg(i: usize, h: usize, l: usize, bidir: bool, batch_first: bool, bias: bool) -> GruConfig {
     GruConfig::new(i, h)
@@ -20,7 +41,9 @@ fn cfg(i: usize, h: usize, l: usize, bidir: bool, batch_first: bool, bias: bool)
 
 #[test]
 fn edge_sizes() {
-    let Some(ctx) = common::gpu() else { return };
+    if common::gpu_both().is_none() {
+        return;
+    }
     // (I, H, L, bidirectional, batch_first, bias, T, B, h0)
     let cases = [
         (1, 1, 1, false, false, true, 1, 1, true),
@@ -39,14 +62,16 @@ fn edge_sizes() {
     let mut worst = 0.0f64;
     for (n, &(i, h, l, bd, bf, bias, t, b, h0)) in cases.iter().enumerate() {
         let case = common::case(cfg(i, h, l, bd, bf, bias), t, b, h0, 100 + n as u64);
-        worst = worst.max(common::check(&ctx, &case, None, BOUND));
+        worst = worst.max(check_all(&case, None));
     }
     println!("edge sizes: worst relative error {worst:.3e}");
 }
 
 #[test]
 fn long_sequences_and_large_batches() {
-    let Some(ctx) = common::gpu() else { return };
+    if common::gpu_both().is_none() {
+        return;
+    }
     let cases = [
         (8, 16, 1, false, false, true, 100, 3, true),
         (16, 24, 2, true, true, true, 64, 9, true),
@@ -56,14 +81,16 @@ fn long_sequences_and_large_batches() {
     let mut worst = 0.0f64;
     for (n, &(i, h, l, bd, bf, bias, t, b, h0)) in cases.iter().enumerate() {
         let case = common::case(cfg(i, h, l, bd, bf, bias), t, b, h0, 200 + n as u64);
-        worst = worst.max(common::check(&ctx, &case, None, BOUND));
+        worst = worst.max(check_all(&case, None));
     }
     println!("long sequences: worst relative error {worst:.3e}");
 }
 
 #[test]
 fn random_configurations() {
-    let Some(ctx) = common::gpu() else { return };
+    if common::gpu_both().is_none() {
+        return;
+    }
     let mut r = common::rng(2024);
     let mut worst = 0.0f64;
     for n in 0..24 {
@@ -81,29 +108,44 @@ fn random_configurations() {
             r.random_bool(0.7),
         );
         let case = common::case(config, t, b, r.random_bool(0.6), 300 + n);
-        worst = worst.max(common::check(&ctx, &case, None, BOUND));
+        worst = worst.max(check_all(&case, None));
     }
     println!("random configurations: worst relative error {worst:.3e}");
 }
 
 #[test]
 fn dropout_in_training_mode_matches_the_cpu_mask() {
-    let Some(ctx) = common::gpu() else { return };
+    if common::gpu_both().is_none() {
+        return;
+    }
     let config = cfg(6, 10, 3, true, false, true).dropout(0.4);
     let case = common::case(config, 7, 5, true, 400);
-    common::check(&ctx, &case, Some(1234), BOUND);
+    check_all(&case, Some(1234));
     // In evaluation mode there is no dropout.
-    common::check(&ctx, &case, None, BOUND);
+    check_all(&case, None);
 }
 
 #[test]
 fn same_call_twice_is_bitwise_equal() {
-    let Some(ctx) = common::gpu() else { return };
+    if common::gpu_both().is_none() {
+        return;
+    }
     let case = common::case(cfg(33, 70, 2, true, false, true), 40, 9, true, 500);
-    let (o1, h1, g1) = case.run_gpu(&ctx, None).unwrap();
-    let (o2, h2, g2) = case.run_gpu(&ctx, None).unwrap();
+    for (label, ctx, r) in common::gpu_paths() {
+        same_twice(&case, &ctx, r, &label);
+    }
+}
+
+fn same_twice(
+    case: &gru_wgpu::check::RandomCase,
+    ctx: &gru_wgpu::gpu::GpuContext,
+    r: Recurrence,
+    label: &str,
+) {
+    let (o1, h1, g1) = case.run_gpu_with(ctx, None, r).unwrap();
+    let (o2, h2, g2) = case.run_gpu_with(ctx, None, r).unwrap();
     let bits = |a: &ndarray::Array3<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&o1), bits(&o2));
+    assert_eq!(bits(&o1), bits(&o2), "{label}");
     assert_eq!(bits(&h1), bits(&h2));
     assert_eq!(bits(&g1.x), bits(&g2.x));
     assert_eq!(bits(&g1.h0), bits(&g2.h0));

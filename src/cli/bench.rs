@@ -44,6 +44,12 @@ pub struct BenchArgs {
     /// What to measure: the GPU, the CPU reference, or both.
     #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
     pub device: DeviceArg,
+    /// The GPU's time loop: the measured rule, or forced.
+    #[arg(long, value_enum, default_value_t = RecurrenceArg::Auto)]
+    pub recurrence: RecurrenceArg,
+    /// The GPU's product kernels: chosen by adapter type, or forced.
+    #[arg(long, value_enum, default_value_t = ProductsArg::Auto)]
+    pub products: ProductsArg,
     /// Draw throughput against hidden size to this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -66,6 +72,8 @@ impl Default for BenchArgs {
             warmup: 1,
             json: false,
             device: DeviceArg::Gpu,
+            recurrence: RecurrenceArg::Auto,
+            products: ProductsArg::Auto,
             plot: None,
             compare: None,
         }
@@ -77,6 +85,30 @@ pub enum ModeArg {
     Fwd,
     Fwdbwd,
     Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecurrenceArg {
+    Auto,
+    Persistent,
+    PerStep,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProductsArg {
+    Auto,
+    Storage,
+    Windows,
+}
+
+impl ProductsArg {
+    pub fn get(self) -> Option<gru_wgpu::gpu::Products> {
+        match self {
+            ProductsArg::Auto => None,
+            ProductsArg::Storage => Some(gru_wgpu::gpu::Products::Storage),
+            ProductsArg::Windows => Some(gru_wgpu::gpu::Products::Windows),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -165,13 +197,20 @@ pub fn measure(
                         shown = true;
                     }
                 };
+                let recurrence = match args.recurrence {
+                    RecurrenceArg::Auto => gru_wgpu::gpu::Recurrence::Auto,
+                    RecurrenceArg::Persistent => gru_wgpu::gpu::Recurrence::Persistent,
+                    RecurrenceArg::PerStep => gru_wgpu::gpu::Recurrence::PerStep,
+                };
                 let r = if dev == "gpu" {
+                    let ctx = ctx.expect("a GPU context");
                     bench_gpu(
-                        ctx.expect("a GPU context"),
+                        ctx,
                         shape,
                         mode,
                         args.iters,
                         args.warmup,
+                        recurrence,
                         &mut tick,
                     )?
                 } else {
@@ -199,7 +238,7 @@ pub fn run(args: &BenchArgs, adapter: Option<&str>) -> ExitCode {
         return ExitCode::from(2);
     }
     let ctx = if args.device != DeviceArg::Cpu {
-        match super::open_gpu(adapter) {
+        match super::open_gpu_with(adapter, args.products.get()) {
             Ok(c) => Some(c),
             Err(e) => {
                 eprintln!("error: {e}");

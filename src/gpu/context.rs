@@ -262,6 +262,11 @@ impl GpuContext {
         &self.inner.limits
     }
 
+    /// Whether the adapter is a CPU (software) device, such as llvmpipe.
+    pub fn is_cpu(&self) -> bool {
+        self.inner.summary.device_type == "CPU (software)"
+    }
+
     /// Which kernels compute the matrix products.
     pub fn products(&self) -> Products {
         self.inner.products

@@ -388,6 +388,11 @@ pub(crate) struct Kernels {
     /// The steps of the window path: the recurrent product precomputed.
     fwd_step_pre: Kernel,
     bwd_step_pre: Kernel,
+    /// The persistent kernels, reading W_hh through the cache or (`_private`) from private memory.
+    fwd_seq: Kernel,
+    bwd_seq: Kernel,
+    fwd_seq_private: Kernel,
+    bwd_seq_private: Kernel,
     sum_rows: Kernel,
     gemm_windows: Kernel,
     chunk: Kernel,
@@ -396,6 +401,9 @@ pub(crate) struct Kernels {
     dropout: Kernel,
     /// Bound where a kernel reads an optional buffer that is absent.
     dummy: wgpu::Buffer,
+    /// Bound where a kernel writes a buffer that its mode does not use (a
+    /// buffer cannot be bound both read-only and read-write in one dispatch).
+    dummy_rw: wgpu::Buffer,
 }
 
 impl Kernels {
@@ -429,6 +437,24 @@ impl Kernels {
             bwd_step: Kernel::new(device, &bwd, "step", sp, &bwd_io, &[("PRECOMPUTED", 0.0)]),
             fwd_step_pre: Kernel::new(device, &fwd, "step", sp, &fwd_io, &[("PRECOMPUTED", 1.0)]),
             bwd_step_pre: Kernel::new(device, &bwd, "step", sp, &bwd_io, &[("PRECOMPUTED", 1.0)]),
+            fwd_seq: Kernel::new(device, &fwd, "sequence", sp, &fwd_io, &[("W_PRIVATE", 0.0)]),
+            bwd_seq: Kernel::new(device, &bwd, "sequence", sp, &bwd_io, &[("W_PRIVATE", 0.0)]),
+            fwd_seq_private: Kernel::new(
+                device,
+                &fwd,
+                "sequence",
+                sp,
+                &fwd_io,
+                &[("W_PRIVATE", 1.0)],
+            ),
+            bwd_seq_private: Kernel::new(
+                device,
+                &bwd,
+                "sequence",
+                sp,
+                &bwd_io,
+                &[("W_PRIVATE", 1.0)],
+            ),
             sum_rows: Kernel::new(
                 device,
                 &reduce,
@@ -485,6 +511,12 @@ impl Kernels {
             ),
             dummy: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("gru-wgpu dummy"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }),
+            dummy_rw: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("gru-wgpu dummy (written)"),
                 size: 16,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
@@ -683,9 +715,11 @@ impl Kernels {
         let Some(w) = win else {
             rec.reserve(sh.t_len);
             let chunk = rec.current_chunk();
-            let bg =
-                self.fwd_step
-                    .bind(rec, chunk, &[gi, w_hh_t, bias, hs, out, gates, &self.dummy]);
+            let bg = self.fwd_step.bind(
+                rec,
+                chunk,
+                &[gi, w_hh_t, bias, hs, out, gates, &self.dummy_rw],
+            );
             for s in 0..sh.t_len {
                 p.s = s as i32;
                 let slot = rec.slot(&p);
@@ -751,7 +785,7 @@ impl Kernels {
             let bg = self.bwd_step.bind(
                 rec,
                 chunk,
-                &[d_out, gates, hs, w_hh, dgh, dgi, dh, &self.dummy],
+                &[d_out, gates, hs, w_hh, dgh, dgi, dh, &self.dummy_rw],
             );
             for s in (-1..t_len).rev() {
                 p.s = s;
@@ -804,6 +838,75 @@ impl Kernels {
             rec.dispatch(&self.bwd_step_pre.pipeline, &bg_step, &[slot.offset], wg);
         }
         Ok(())
+    }
+
+    /// The forward time loop of one layer in one dispatch: workgroups of
+    /// `SEQ_ROWS` batch rows by direction (see `gru_forward.wgsl`'s `sequence`).
+    pub(crate) fn forward_sequence(
+        &self,
+        rec: &mut Recorder,
+        sh: &StepShape,
+        gi: &wgpu::Buffer,
+        w_hh_t: &wgpu::Buffer,
+        b_hh: Option<&wgpu::Buffer>,
+        hs: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        gates: &wgpu::Buffer,
+        w_private: bool,
+    ) -> Result<()> {
+        let kernel = if w_private {
+            &self.fwd_seq_private
+        } else {
+            &self.fwd_seq
+        };
+        let mut p = Self::step_params(sh, None)?;
+        p.kc = SEQ_ROWS as u32;
+        let wg = [
+            u32_of("batch", sh.batch.div_ceil(SEQ_ROWS))?,
+            sh.dirs as u32,
+            1,
+        ];
+        let bias = b_hh.unwrap_or(&self.dummy);
+        kernel.run(
+            rec,
+            &p,
+            &[gi, w_hh_t, bias, hs, out, gates, &self.dummy_rw],
+            wg,
+        )
+    }
+
+    /// The backward time loop of one layer in one dispatch (steps T-1 to -1).
+    pub(crate) fn backward_sequence(
+        &self,
+        rec: &mut Recorder,
+        sh: &StepShape,
+        d_out: &wgpu::Buffer,
+        gates: &wgpu::Buffer,
+        hs: &wgpu::Buffer,
+        w_hh: &wgpu::Buffer,
+        dgh: &wgpu::Buffer,
+        dgi: &wgpu::Buffer,
+        dh: &wgpu::Buffer,
+        w_private: bool,
+    ) -> Result<()> {
+        let kernel = if w_private {
+            &self.bwd_seq_private
+        } else {
+            &self.bwd_seq
+        };
+        let mut p = Self::step_params(sh, None)?;
+        p.kc = SEQ_ROWS as u32;
+        let wg = [
+            u32_of("batch", sh.batch.div_ceil(SEQ_ROWS))?,
+            sh.dirs as u32,
+            1,
+        ];
+        kernel.run(
+            rec,
+            &p,
+            &[d_out, gates, hs, w_hh, dgh, dgi, dh, &self.dummy_rw],
+            wg,
+        )
     }
 
     /// `(A, B, C) -> (B, A, C)`: between `batch_first` and sequence-first.
@@ -988,6 +1091,17 @@ impl Kernels {
         }
         Ok(())
     }
+}
+
+/// Batch rows per workgroup of the persistent kernels (`SEQ_ROWS` in the shaders).
+pub(crate) const SEQ_ROWS: usize = 4;
+/// The largest hidden size of the persistent kernels (`SEQ_HMAX`).
+pub(crate) const SEQ_HMAX: usize = 256;
+
+/// Whether the persistent kernels can keep a thread's columns of W_hh in
+/// private memory: `3·ceil(H/64)·H <= 768` floats.
+pub(crate) fn seq_private_fits(hidden: usize) -> bool {
+    3 * hidden.div_ceil(64) * hidden <= 768
 }
 
 /// The number of dispatches of one window product.

@@ -13,4 +13,4 @@ pub(crate) mod recorder;
 pub use context::{
     list_adapters, AdapterSummary, ContextOptions, GpuContext, PooledBuffer, Products,
 };
-pub use model::{CallStats, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape};
+pub use model::{CallStats, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, Recurrence};

@@ -23,7 +23,9 @@ use crate::cpu::GruGrads;
 use crate::error::{GruError, Result};
 use crate::gpu::context::Products;
 use crate::gpu::context::{GpuContext, PooledBuffer};
-use crate::gpu::kernels::{Chunked, Gemm, RowSum, StepShape, StepWindows};
+use crate::gpu::kernels::{
+    seq_private_fits, Chunked, Gemm, RowSum, StepShape, StepWindows, SEQ_HMAX,
+};
 use crate::gpu::recorder::Recorder;
 use crate::params::{DirParams, GruParams};
 
@@ -154,6 +156,20 @@ pub struct CallStats {
     pub gpu_ms: Option<f64>,
 }
 
+/// How the time loop of a layer runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recurrence {
+    /// Choose per layer by the measured rule (see the README).
+    #[default]
+    Auto,
+    /// One dispatch for all T steps (the `sequence` kernels); H <= 256.
+    Persistent,
+    /// One dispatch per step (the `step` kernels), or a window product and a
+    /// step on the window path.
+    PerStep,
+}
+
 /// A GRU whose parameters live on the GPU.
 pub struct GpuGru {
     ctx: GpuContext,
@@ -162,6 +178,7 @@ pub struct GpuGru {
     layers: Vec<LayerParams>,
     timing: std::sync::atomic::AtomicBool,
     stats: std::sync::Mutex<CallStats>,
+    recurrence: std::sync::Mutex<Recurrence>,
 }
 
 impl std::fmt::Debug for GpuGru {
@@ -186,6 +203,17 @@ struct BackwardOut {
     grads: Vec<[Option<PooledBuffer>; 4]>,
 }
 
+/// The rule: whether the persistent kernels run the time loop of hidden size
+/// `h`. On CPU adapters (llvmpipe) the per-step window path was faster at
+/// every shape measured (BENCHMARKS.md: workgroup-memory and private-array
+/// loads cost there what storage loads cost), so never. On GPUs, which this
+/// project could not measure, the persistent kernels wherever they fit
+/// (`h <= 256`): they save a dispatch and a barrier per step, which is most of
+/// the time of a step at these sizes.
+fn auto_persistent(cpu: bool, h: usize) -> bool {
+    !cpu && h <= SEQ_HMAX
+}
+
 fn stack<'a>(parts: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
     parts.flat_map(|p| p.iter().copied()).collect()
 }
@@ -206,6 +234,7 @@ impl GpuGru {
             layers: Vec::new(),
             timing: false.into(),
             stats: Default::default(),
+            recurrence: Default::default(),
         };
         m.set_params(params)?;
         Ok(m)
@@ -229,6 +258,27 @@ impl GpuGru {
     /// Dispatches, submissions and device time of the last forward or backward call.
     pub fn last_call_stats(&self) -> CallStats {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forces the persistent or the per-step time loop (or goes back to the
+    /// automatic choice). The persistent kernels take hidden sizes up to 256:
+    /// forcing them on a larger one makes every call fail with an error.
+    pub fn set_recurrence(&self, r: Recurrence) {
+        *self.recurrence.lock().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    /// Whether the time loop runs persistent: the setting, or the rule (see
+    /// `auto_persistent`).
+    pub fn persistent(&self) -> Result<bool> {
+        let h = self.config.hidden_size;
+        match *self.recurrence.lock().unwrap_or_else(|p| p.into_inner()) {
+            Recurrence::Persistent if h > SEQ_HMAX => Err(GruError::InvalidConfig(format!(
+                "the persistent kernels take hidden sizes up to {SEQ_HMAX}; this GRU has {h}"
+            ))),
+            Recurrence::Persistent => Ok(true),
+            Recurrence::PerStep => Ok(false),
+            Recurrence::Auto => Ok(auto_persistent(self.ctx.is_cpu(), h)),
+        }
     }
 
     fn recorder(&self) -> Recorder<'_> {
@@ -772,6 +822,7 @@ impl GpuGru {
         let h_n = self.ctx.storage("h_n", cfg.num_layers * nd * batch * h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         let state_bytes = (batch * h * 4) as u64;
+        let persistent = self.persistent()?;
         for (l, lp) in self.layers.iter().enumerate() {
             let gi = self.ctx.storage("gi (input projections)", tb * nd * h3)?;
             self.input_projection(rec, l, &xin, &gi, tb)?;
@@ -800,55 +851,70 @@ impl GpuGru {
                 dirs: nd,
                 has_bias: cfg.bias,
             };
-            let win_bufs = match &lp.win {
-                Some(win) => {
-                    let state = Chunked::new(batch, h, 0);
-                    let gh = self
-                        .ctx
-                        .storage("gh (recurrent products)", nd * batch * h3)?;
-                    let hwin = self.ctx.storage("h, chunked", 2 * nd * state.len())?;
-                    // The steps write only the H columns: the padding must be zero.
-                    rec.clear(hwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
-                    // Parity 0 holds h0 for the first product.
-                    if let Some(h0) = h0 {
-                        k.chunk(
-                            rec,
-                            h0,
-                            l * nd * batch * h,
-                            h,
-                            1,
-                            batch * h,
-                            hwin.buffer(),
-                            &state,
-                            state.len(),
-                            nd,
-                        )?;
+            if persistent {
+                let private = self.ctx.is_cpu() && seq_private_fits(h);
+                k.forward_sequence(
+                    rec,
+                    &shape,
+                    gi.buffer(),
+                    lp.w_hh_t.buffer(),
+                    lp.b_hh.as_ref().map(|b| b.buffer()),
+                    hs.buffer(),
+                    out.buffer(),
+                    gates.buffer(),
+                    private,
+                )?;
+            } else {
+                let win_bufs = match &lp.win {
+                    Some(win) => {
+                        let state = Chunked::new(batch, h, 0);
+                        let gh = self
+                            .ctx
+                            .storage("gh (recurrent products)", nd * batch * h3)?;
+                        let hwin = self.ctx.storage("h, chunked", 2 * nd * state.len())?;
+                        // The steps write only the H columns: the padding must be zero.
+                        rec.clear(hwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
+                        // Parity 0 holds h0 for the first product.
+                        if let Some(h0) = h0 {
+                            k.chunk(
+                                rec,
+                                h0,
+                                l * nd * batch * h,
+                                h,
+                                1,
+                                batch * h,
+                                hwin.buffer(),
+                                &state,
+                                state.len(),
+                                nd,
+                            )?;
+                        }
+                        Some((gh, hwin, state, win))
                     }
-                    Some((gh, hwin, state, win))
+                    None => None,
+                };
+                let step_win = win_bufs.as_ref().map(|(gh, hwin, state, win)| StepWindows {
+                    product: gh.buffer(),
+                    state_buf: hwin.buffer(),
+                    state: *state,
+                    weights_buf: win.w_hh.buffer(),
+                    weights: window_layouts(cfg, l).w_hh,
+                });
+                k.forward_steps(
+                    rec,
+                    &shape,
+                    gi.buffer(),
+                    lp.w_hh_t.buffer(),
+                    lp.b_hh.as_ref().map(|b| b.buffer()),
+                    hs.buffer(),
+                    out.buffer(),
+                    gates.buffer(),
+                    step_win.as_ref(),
+                )?;
+                if let Some((gh, hwin, _, _)) = win_bufs {
+                    rec.keep(gh);
+                    rec.keep(hwin);
                 }
-                None => None,
-            };
-            let step_win = win_bufs.as_ref().map(|(gh, hwin, state, win)| StepWindows {
-                product: gh.buffer(),
-                state_buf: hwin.buffer(),
-                state: *state,
-                weights_buf: win.w_hh.buffer(),
-                weights: window_layouts(cfg, l).w_hh,
-            });
-            k.forward_steps(
-                rec,
-                &shape,
-                gi.buffer(),
-                lp.w_hh_t.buffer(),
-                lp.b_hh.as_ref().map(|b| b.buffer()),
-                hs.buffer(),
-                out.buffer(),
-                gates.buffer(),
-                step_win.as_ref(),
-            )?;
-            if let Some((gh, hwin, _, _)) = win_bufs {
-                rec.keep(gh);
-                rec.keep(hwin);
             }
             rec.keep(gi);
             for d in 0..nd {
@@ -933,6 +999,7 @@ impl GpuGru {
             .ctx
             .storage("grad_h0", cfg.num_layers * nd * batch * h)?;
         let mut grads: Vec<[Option<PooledBuffer>; 4]> = Vec::with_capacity(cfg.num_layers);
+        let persistent = self.persistent()?;
         for l in (0..cfg.num_layers).rev() {
             let lp = &self.layers[l];
             let lt = &tape.layers[l];
@@ -960,43 +1027,59 @@ impl GpuGru {
                 dirs: nd,
                 has_bias: cfg.bias,
             };
-            let win_bufs = match &lp.win {
-                Some(win) => {
-                    let state = Chunked::new(batch, h3, 0);
-                    let carry = self
-                        .ctx
-                        .storage("carry (recurrent products)", nd * batch * h)?;
-                    let gwin = self.ctx.storage("dG_h, chunked", 2 * nd * state.len())?;
-                    // The steps write only the 3H columns: the padding must be zero.
-                    rec.clear(gwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
-                    Some((carry, gwin, state, win))
+            if persistent {
+                let private = self.ctx.is_cpu() && seq_private_fits(h);
+                k.backward_sequence(
+                    rec,
+                    &shape,
+                    d_out.buffer(),
+                    lt.gates.buffer(),
+                    lt.hs.buffer(),
+                    lp.w_hh.buffer(),
+                    dgh.buffer(),
+                    dgi.buffer(),
+                    dh.buffer(),
+                    private,
+                )?;
+            } else {
+                let win_bufs = match &lp.win {
+                    Some(win) => {
+                        let state = Chunked::new(batch, h3, 0);
+                        let carry = self
+                            .ctx
+                            .storage("carry (recurrent products)", nd * batch * h)?;
+                        let gwin = self.ctx.storage("dG_h, chunked", 2 * nd * state.len())?;
+                        // The steps write only the 3H columns: the padding must be zero.
+                        rec.clear(gwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
+                        Some((carry, gwin, state, win))
+                    }
+                    None => None,
+                };
+                let step_win = win_bufs
+                    .as_ref()
+                    .map(|(carry, gwin, state, win)| StepWindows {
+                        product: carry.buffer(),
+                        state_buf: gwin.buffer(),
+                        state: *state,
+                        weights_buf: win.w_hh_t.buffer(),
+                        weights: window_layouts(cfg, l).w_hh_t,
+                    });
+                k.backward_steps(
+                    rec,
+                    &shape,
+                    d_out.buffer(),
+                    lt.gates.buffer(),
+                    lt.hs.buffer(),
+                    lp.w_hh.buffer(),
+                    dgh.buffer(),
+                    dgi.buffer(),
+                    dh.buffer(),
+                    step_win.as_ref(),
+                )?;
+                if let Some((carry, gwin, _, _)) = win_bufs {
+                    rec.keep(carry);
+                    rec.keep(gwin);
                 }
-                None => None,
-            };
-            let step_win = win_bufs
-                .as_ref()
-                .map(|(carry, gwin, state, win)| StepWindows {
-                    product: carry.buffer(),
-                    state_buf: gwin.buffer(),
-                    state: *state,
-                    weights_buf: win.w_hh_t.buffer(),
-                    weights: window_layouts(cfg, l).w_hh_t,
-                });
-            k.backward_steps(
-                rec,
-                &shape,
-                d_out.buffer(),
-                lt.gates.buffer(),
-                lt.hs.buffer(),
-                lp.w_hh.buffer(),
-                dgh.buffer(),
-                dgi.buffer(),
-                dh.buffer(),
-                step_win.as_ref(),
-            )?;
-            if let Some((carry, gwin, _, _)) = win_bufs {
-                rec.keep(carry);
-                rec.keep(gwin);
             }
             for d in 0..nd {
                 let slot = ((d * 2 + 1) * batch * h * 4) as u64;

@@ -38,7 +38,7 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 
-use gru_wgpu::gpu::{ContextOptions, GpuContext};
+use gru_wgpu::gpu::{ContextOptions, GpuContext, Products, Recurrence};
 use std::sync::OnceLock;
 
 /// The shared GPU context of a test binary (buffers poisoned with NaN), or
@@ -46,27 +46,64 @@ use std::sync::OnceLock;
 /// fails the test instead.
 pub fn gpu() -> Option<GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| open(None)).clone()
+}
+
+/// Contexts with each family of product kernels forced, so that both run on
+/// any adapter: `[storage, windows]`.
+pub fn gpu_both() -> Option<[GpuContext; 2]> {
+    static CTX: OnceLock<Option<[GpuContext; 2]>> = OnceLock::new();
     CTX.get_or_init(|| {
-        match GpuContext::with_options(ContextOptions {
-            poison_buffers: true,
-            ..Default::default()
-        }) {
-            Ok(ctx) => {
-                eprintln!("GPU tests on {}", ctx.adapter());
-                Some(ctx)
-            }
-            Err(e) => {
-                if std::env::var("GRU_WGPU_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                    panic!("GRU_WGPU_REQUIRE_GPU=1 but no GPU adapter: {e}");
-                }
-                eprintln!(
-                    "skipping GPU tests: {e} (set GRU_WGPU_REQUIRE_GPU=1 to make this a failure)"
-                );
-                None
-            }
-        }
+        Some([
+            open(Some(Products::Storage))?,
+            open(Some(Products::Windows))?,
+        ])
     })
     .clone()
+}
+
+/// Every combination of product kernels and time loop, with a label.
+pub fn gpu_paths() -> Vec<(String, GpuContext, Recurrence)> {
+    let Some(ctxs) = gpu_both() else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for ctx in ctxs {
+        for r in [Recurrence::PerStep, Recurrence::Persistent] {
+            out.push((
+                format!("{:?} products, {r:?}", ctx.products()),
+                ctx.clone(),
+                r,
+            ));
+        }
+    }
+    out
+}
+
+fn open(products: Option<Products>) -> Option<GpuContext> {
+    match GpuContext::with_options(ContextOptions {
+        poison_buffers: true,
+        products,
+        ..Default::default()
+    }) {
+        Ok(ctx) => {
+            eprintln!(
+                "GPU tests on {} ({:?} products)",
+                ctx.adapter(),
+                ctx.products()
+            );
+            Some(ctx)
+        }
+        Err(e) => {
+            if std::env::var("GRU_WGPU_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("GRU_WGPU_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            }
+            eprintln!(
+                "skipping GPU tests: {e} (set GRU_WGPU_REQUIRE_GPU=1 to make this a failure)"
+            );
+            None
+        }
+    }
 }
 
 use gru_wgpu::check::RandomCase;
@@ -80,12 +117,24 @@ pub fn case(config: GruConfig, t: usize, b: usize, with_h0: bool, seed: u64) -> 
 /// Every tensor of the GPU run against the f64 CPU reference, each within
 /// `bound` (a NaN fails); returns the worst relative error.
 pub fn check(ctx: &GpuContext, case: &RandomCase, train_seed: Option<u32>, bound: f64) -> f64 {
-    let errors = case.compare(ctx, train_seed).unwrap();
+    check_with(ctx, case, train_seed, Recurrence::Auto, bound)
+}
+
+/// [`check`] with the time loop forced.
+pub fn check_with(
+    ctx: &GpuContext,
+    case: &RandomCase,
+    train_seed: Option<u32>,
+    r: Recurrence,
+    bound: f64,
+) -> f64 {
+    let errors = case.compare_with(ctx, train_seed, r).unwrap();
     assert_eq!(errors.len(), 4 + case.config.param_specs().len());
     for e in &errors {
         assert!(
             e.rel <= bound,
-            "{:?} T={} B={} h0={}: {} relative error {:e} > {bound:e}",
+            "{:?} {:?} {r:?} T={} B={} h0={}: {} relative error {:e} > {bound:e}",
+            ctx.products(),
             case.config,
             case.seq_len,
             case.batch,
