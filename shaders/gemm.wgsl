@@ -35,7 +35,7 @@ struct Params {
     lda: u32, ldb: u32, ldc: u32, n_split: u32,
     a_off: u32, b_off: u32, c_off: u32, bias_off: u32,
     a_batch: u32, b_batch: u32, c_batch: u32, c_split: u32,
-    flags: u32, _p0: u32, _p1: u32, _p2: u32,
+    flags: u32, gx: u32, gy: u32, gz: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -63,7 +63,9 @@ fn b_at(base: u32, k: u32, n: u32) -> f32 {
 }
 
 @compute @workgroup_size(8, 8, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    // A grid larger than the device allows per dimension comes in pieces; (gx, gy, gz) is this piece's offset.
+    let wid = wid_in + vec3<u32>(P.gx, P.gy, P.gz);
     let batch = wid.z / P.n_split;
     let split = wid.z % P.n_split;
     let k0 = split * P.k_chunk;
@@ -153,7 +155,8 @@ fn store_row(cbase: u32, m: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>) {
 struct WinParams {
     ra: u32, rb: u32, kc4: u32, m0: u32,
     n0: u32, m: u32, n: u32, ldc: u32,
-    c_off: u32, bias_off: u32, flags: u32, _p0: u32,
+    c_off: u32, bias_off: u32, flags: u32, gx: u32,
+    gy: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(5) var<uniform> W: WinParams;
@@ -178,7 +181,8 @@ fn win_store(i: u32, j: u32, v: f32) {
 }
 
 @compute @workgroup_size(8, 1, 1)
-fn windows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn windows(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wid = wid_in + vec3<u32>(W.gx, W.gy, 0u);
     let i0 = wid.y * 8u;
     let j0 = (wid.x * 8u + lid.x) * 8u;
     let kc4 = W.kc4;

@@ -44,6 +44,7 @@ override PRECOMPUTED: bool = false;
 struct Params {
     t_len: u32, batch: u32, hidden: u32, dirs: u32,
     s: i32, has_bias: u32, kc: u32, win_len: u32,
+    gx: u32, gy: u32, gz: u32, _p0: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -57,7 +58,9 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> gwin: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
-fn step(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    // A grid larger than the device allows per dimension comes in pieces; (gx, gy, gz) is this piece's offset.
+    let gid = (wid_in + vec3<u32>(P.gx, P.gy, P.gz)) * vec3<u32>(64u, 1u, 1u) + lid;
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
@@ -168,7 +171,8 @@ var<workgroup> g_sh: array<f32, 3072>;
 var<private> wp: array<f32, 768>;
 
 @compute @workgroup_size(64, 1, 1)
-fn sequence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wid = wid_in + vec3<u32>(P.gx, P.gy, P.gz);
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;

@@ -13,7 +13,7 @@
 struct Params {
     cols: u32, rows: u32, ld: u32, chunk: u32,
     in_off: u32, in_batch: u32, out_off: u32, out_batch: u32,
-    out_ld: u32, _p0: u32, _p1: u32, _p2: u32,
+    out_ld: u32, gx: u32, gy: u32, gz: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -21,8 +21,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
-fn sum_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let n = gid.x;
+fn sum_rows(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    // A grid larger than the device allows per dimension comes in pieces; (gx, gy, gz) is this piece's offset.
+    let wid = wid_in + vec3<u32>(P.gx, P.gy, P.gz);
+    let n = wid.x * 64u + lid.x;
     if (n >= P.cols) {
         return;
     }

@@ -1,8 +1,10 @@
 // util.wgsl: data movement around the GRU kernels.
 //
 // Every kernel here is elementwise over a flat index
-//   e = (workgroup_id.y * num_workgroups.x + workgroup_id.x) * 64 + local_invocation_id.x,
-// one element per thread, e < count.
+//   e = (wid.y * gtx + wid.x) * 64 + local_invocation_id.x,   wid = workgroup_id + (gx, gy, gz)
+// one element per thread, e < count, where gtx is the grid's width and (gx, gy,
+// gz) the offset of this piece of the grid (a grid larger than the device
+// allows per dimension comes in pieces).
 //
 // permute01  (A, B, C) -> (B, A, C):  out[out_off + (b*A + a)*C + c] = inp[in_off + (a*B + b)*C + c]
 //            batch_first inputs to the sequence-first layout the kernels use, and back.
@@ -21,20 +23,26 @@ struct Params {
     count: u32, in_off: u32, out_off: u32, a: u32,
     b: u32, c: u32, seed: u32, layer: u32,
     threshold: u32, scale: f32, rs: u32, ks: u32,
-    in_batch: u32, out_batch: u32, _p0: u32, _p1: u32,
+    in_batch: u32, out_batch: u32, gx: u32, gy: u32,
+    gz: u32, gtx: u32, _p0: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.y * nwg.x + wid.x) * 64u + lid.x;
+fn group(wid_in: vec3<u32>) -> vec3<u32> {
+    return wid_in + vec3<u32>(P.gx, P.gy, P.gz);
+}
+
+fn flat(wid_in: vec3<u32>, lid: vec3<u32>) -> u32 {
+    let wid = group(wid_in);
+    return (wid.y * P.gtx + wid.x) * 64u + lid.x;
 }
 
 @compute @workgroup_size(64, 1, 1)
-fn permute01(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = flat(wid, nwg, lid);
+fn permute01(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, lid);
     if (e >= P.count) {
         return;
     }
@@ -47,8 +55,8 @@ fn permute01(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 }
 
 @compute @workgroup_size(64, 1, 1)
-fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = flat(wid, nwg, lid);
+fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, lid);
     if (e >= P.count) {
         return;
     }
@@ -61,8 +69,8 @@ fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 }
 
 @compute @workgroup_size(64, 1, 1)
-fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = flat(wid, nwg, lid);
+fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, lid);
     if (e >= P.count) {
         return;
     }
@@ -72,8 +80,8 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 @compute @workgroup_size(64, 1, 1)
-fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = flat(wid, nwg, lid);
+fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, lid);
     if (e >= P.count) {
         return;
     }
@@ -83,7 +91,7 @@ fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let k = (e / (kc * P.a)) * kc + kk;
     var v = 0.0;
     if (k < P.b) {
-        v = inp[P.in_off + wid.z * P.in_batch + r * P.rs + k * P.ks];
+        v = inp[P.in_off + group(wid).z * P.in_batch + r * P.rs + k * P.ks];
     }
-    out[P.out_off + wid.z * P.out_batch + e] = v;
+    out[P.out_off + group(wid).z * P.out_batch + e] = v;
 }

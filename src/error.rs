@@ -137,12 +137,16 @@ pub enum GruError {
     RequestDevice(String),
 
     /// Work that exceeds a limit of the device and cannot be split to fit.
-    #[error("{what} needs {requested} but the device allows at most {limit} ({limit_name})")]
+    #[error(
+        "{what} needs {requested} {unit} but the device allows at most {limit} ({limit_name})"
+    )]
     LimitExceeded {
         what: String,
         requested: u64,
         limit: u64,
         limit_name: &'static str,
+        /// What `requested` and `limit` count: `bytes`, `elements`, ...
+        unit: &'static str,
     },
 
     /// The device ran out of memory.
@@ -197,4 +201,19 @@ pub fn check_shape(
         return Err(GruError::shape(name, expected.to_vec(), actual.to_vec()));
     }
     Ok(())
+}
+
+/// The number of elements of `shape`, or an error where the product does not
+/// fit in memory's address space.
+pub fn elements(name: &str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| GruError::LimitExceeded {
+            what: format!("`{name}` of shape {}", Shape(shape.to_vec())),
+            requested: u64::MAX,
+            limit: usize::MAX as u64,
+            limit_name: "the address space",
+            unit: "elements (more than fit)",
+        })
 }

@@ -118,17 +118,28 @@ fn device_buffers_in_and_out_match_the_array_api() {
     let xb = upload(&ctx, case.x.as_slice().unwrap());
     let h0b = upload(&ctx, case.h0.as_ref().unwrap().as_slice().unwrap());
     let f = model.forward_buffers(&xb, Some(&h0b), 6, 3).unwrap();
-    assert_eq!(download_n(&ctx, &f.output, o.len()), o.as_slice().unwrap());
-    assert_eq!(download_n(&ctx, &f.h_n, hn.len()), hn.as_slice().unwrap());
+    assert_eq!(
+        download_n(&ctx, f.output.buffer(), o.len()),
+        o.as_slice().unwrap()
+    );
+    assert_eq!(
+        download_n(&ctx, f.h_n.buffer(), hn.len()),
+        hn.as_slice().unwrap()
+    );
     let gob = upload(&ctx, case.grad_output.as_slice().unwrap());
     let ghb = upload(&ctx, case.grad_h_n.as_slice().unwrap());
     let b = model.backward_buffers(f.tape, &gob, Some(&ghb)).unwrap();
     assert_eq!(
-        download_n(&ctx, &b.grad_x, g.x.len()),
+        (f.output.len(), b.grad_x.len()),
+        (o.len(), g.x.len()),
+        "len() is the data's length"
+    );
+    assert_eq!(
+        download_n(&ctx, b.grad_x.buffer(), g.x.len()),
         g.x.as_slice().unwrap()
     );
     assert_eq!(
-        download_n(&ctx, &b.grad_h0, g.h0.len()),
+        download_n(&ctx, b.grad_h0.buffer(), g.h0.len()),
         g.h0.as_slice().unwrap()
     );
     // Parameter gradients on the device: both directions stacked per layer.
@@ -138,7 +149,7 @@ fn device_buffers_in_and_out_match_the_array_api() {
             expect.extend(g.params.dir(l, d).weight_ih.iter());
         }
         assert_eq!(
-            download_n(&ctx, &lg.w_ih, expect.len()),
+            download_n(&ctx, lg.w_ih.buffer(), expect.len()),
             expect,
             "layer {l}"
         );
@@ -147,7 +158,7 @@ fn device_buffers_in_and_out_match_the_array_api() {
             expect.extend(g.params.dir(l, d).bias_hh.as_ref().unwrap().iter());
         }
         assert_eq!(
-            download_n(&ctx, lg.b_hh.as_ref().unwrap(), expect.len()),
+            download_n(&ctx, lg.b_hh.as_ref().unwrap().buffer(), expect.len()),
             expect,
             "layer {l}"
         );

@@ -303,8 +303,10 @@ impl GpuContext {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Fails if the device was lost.
+    /// Fails if the device was lost (it polls the device first, so that a
+    /// loss the driver has reported is seen).
     pub fn check_alive(&self) -> Result<()> {
+        let _ = self.inner.device.poll(wgpu::PollType::Poll);
         let g = self.inner.lost.lock().unwrap_or_else(|p| p.into_inner());
         match &*g {
             Some(m) => Err(GruError::DeviceLost(m.clone())),
@@ -359,6 +361,7 @@ impl GpuContext {
                 requested: bytes,
                 limit: l.max_buffer_size,
                 limit_name: "max_buffer_size",
+                unit: "bytes",
             });
         }
         if bytes > l.max_storage_buffer_binding_size {
@@ -367,6 +370,7 @@ impl GpuContext {
                 requested: bytes,
                 limit: l.max_storage_buffer_binding_size,
                 limit_name: "max_storage_buffer_binding_size",
+                unit: "bytes",
             });
         }
         Ok(())
@@ -378,7 +382,9 @@ impl GpuContext {
     /// (see `shaders/gemm.wgsl`): it has the usage `UNIFORM` and 64 KiB more
     /// than asked for, so that a window that starts anywhere in the data fits.
     pub(crate) fn storage(&self, what: &str, len: usize) -> Result<PooledBuffer> {
-        let bytes = (len.max(1) * 4) as u64 + WINDOW_BYTES;
+        let bytes = (len.max(1) as u64)
+            .saturating_mul(4)
+            .saturating_add(WINDOW_BYTES);
         self.check_buffer_size(what, bytes)?;
         let buf = self.inner.pool.take_raw(
             &self.inner.device,
@@ -450,7 +456,10 @@ impl GpuContext {
             let status = results.lock().unwrap_or_else(|p| p.into_inner())[i].take();
             match status {
                 Some(Ok(())) => {}
-                Some(Err(e)) => return Err(GruError::Gpu(format!("reading results back: {e}"))),
+                Some(Err(e)) => {
+                    self.check_alive()?;
+                    return Err(GruError::Gpu(format!("reading results back: {e}")));
+                }
                 None => {
                     self.check_alive()?;
                     return Err(GruError::Gpu(

@@ -12,7 +12,7 @@ use crate::gpu::recorder::Recorder;
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every shader file, with `common.wgsl` prepended as the host compiles it.
-pub const SHADERS: [(&str, &str); 5] = [
+pub const SHADERS: [(&str, &str); 6] = [
     ("gemm.wgsl", include_str!("../../shaders/gemm.wgsl")),
     (
         "gru_forward.wgsl",
@@ -24,6 +24,7 @@ pub const SHADERS: [(&str, &str); 5] = [
     ),
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
     ("util.wgsl", include_str!("../../shaders/util.wgsl")),
+    ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
 ];
 
 /// The source of a shader as compiled: `common.wgsl` followed by the file.
@@ -158,19 +159,40 @@ impl Kernel {
             })
     }
 
-    /// Records one dispatch with its own parameter slot and bind group.
-    fn run<P: bytemuck::Pod>(
+    /// Records the dispatch of a grid `wg` (in pieces where it is larger than
+    /// the device allows), each piece with its parameter slot, one bind group.
+    fn run<P: Grid>(
         &self,
         rec: &mut Recorder,
         params: &P,
         buffers: &[&wgpu::Buffer],
         wg: [u32; 3],
     ) -> Result<()> {
-        check_groups(rec, wg)?;
-        let slot = rec.slot(params);
-        let bg = self.bind(rec, slot.chunk, buffers);
-        rec.dispatch(&self.pipeline, &bg, &[slot.offset], wg);
+        let parts = pieces(
+            wg,
+            rec.ctx.inner.limits.max_compute_workgroups_per_dimension,
+        );
+        rec.reserve(parts.len());
+        let chunk = rec.current_chunk();
+        let bg = self.bind(rec, chunk, buffers);
+        self.dispatch_pieces(rec, &bg, *params, &parts);
         Ok(())
+    }
+
+    /// Records the pieces of one grid with a bind group made for the current
+    /// arena chunk (whose slots must have been reserved).
+    fn dispatch_pieces<P: Grid>(
+        &self,
+        rec: &mut Recorder,
+        bg: &wgpu::BindGroup,
+        mut params: P,
+        parts: &[([u32; 3], [u32; 3])],
+    ) {
+        for &(off, size) in parts {
+            params.at(off);
+            let slot = rec.slot(&params);
+            rec.dispatch(&self.pipeline, bg, &[slot.offset], size);
+        }
     }
 }
 
@@ -179,19 +201,6 @@ fn numbered(kinds: &[Kind]) -> Vec<(u32, Kind)> {
     std::iter::once((0, Params))
         .chain(kinds.iter().enumerate().map(|(i, &k)| (i as u32 + 1, k)))
         .collect()
-}
-
-fn check_groups(rec: &Recorder, wg: [u32; 3]) -> Result<()> {
-    let max = rec.ctx.inner.limits.max_compute_workgroups_per_dimension;
-    if let Some(&w) = wg.iter().find(|&&w| w > max) {
-        return Err(GruError::LimitExceeded {
-            what: "a dispatch".into(),
-            requested: w as u64,
-            limit: max as u64,
-            limit_name: "max_compute_workgroups_per_dimension",
-        });
-    }
-    Ok(())
 }
 
 /// Workgroups `(x, y)` for `count` threads of a 1-D kernel of 64 threads per
@@ -214,11 +223,12 @@ fn u32_of(what: &str, v: usize) -> Result<u32> {
         requested: v as u64,
         limit: u32::MAX as u64,
         limit_name: "32-bit indexing of the kernels",
+        unit: "elements",
     })
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct GemmParams {
     m: u32,
     n: u32,
@@ -237,11 +247,13 @@ struct GemmParams {
     c_batch: u32,
     c_split: u32,
     flags: u32,
-    _p: [u32; 3],
+    gx: u32,
+    gy: u32,
+    gz: u32,
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct StepParams {
     t_len: u32,
     batch: u32,
@@ -251,10 +263,14 @@ struct StepParams {
     has_bias: u32,
     kc: u32,
     win_len: u32,
+    gx: u32,
+    gy: u32,
+    gz: u32,
+    _p: u32,
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct ReduceParams {
     cols: u32,
     rows: u32,
@@ -265,7 +281,9 @@ struct ReduceParams {
     out_off: u32,
     out_batch: u32,
     out_ld: u32,
-    _p: [u32; 3],
+    gx: u32,
+    gy: u32,
+    gz: u32,
 }
 
 #[repr(C)]
@@ -285,11 +303,15 @@ struct UtilParams {
     ks: u32,
     in_batch: u32,
     out_batch: u32,
+    gx: u32,
+    gy: u32,
+    gz: u32,
+    gtx: u32,
     _p: [u32; 2],
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct WinParams {
     ra: u32,
     rb: u32,
@@ -302,7 +324,9 @@ struct WinParams {
     c_off: u32,
     bias_off: u32,
     flags: u32,
-    _p: u32,
+    gx: u32,
+    gy: u32,
+    _p: [u32; 3],
 }
 
 /// The floats of a uniform window.
@@ -340,6 +364,79 @@ impl Chunked {
     pub(crate) fn len(&self) -> usize {
         self.chunks() * self.rows * self.kc
     }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct OptimParams {
+    count: u32,
+    flags: u32,
+    lr: f32,
+    weight_decay: f32,
+    momentum: f32,
+    dampening: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    max_norm: f32,
+    out_off: u32,
+    coef_at: u32,
+    gx: u32,
+    gy: u32,
+    gz: u32,
+    gtx: u32,
+    _p: [u32; 2],
+}
+
+/// Parameters that carry the offset of a piece of a grid (see [`pieces`]).
+trait Grid: bytemuck::Pod {
+    fn at(&mut self, off: [u32; 3]);
+}
+
+macro_rules! grid3 {
+    ($($t:ty),*) => {$(
+        impl Grid for $t {
+            fn at(&mut self, off: [u32; 3]) {
+                [self.gx, self.gy, self.gz] = off;
+            }
+        }
+    )*};
+}
+grid3!(
+    GemmParams,
+    StepParams,
+    ReduceParams,
+    UtilParams,
+    OptimParams
+);
+
+impl Grid for WinParams {
+    fn at(&mut self, off: [u32; 3]) {
+        [self.gx, self.gy] = [off[0], off[1]];
+    }
+}
+
+/// A grid of workgroups cut into pieces of at most `max` workgroups per
+/// dimension: `(offset, size)` of each, in order. The kernels add the offset
+/// to their workgroup id, so the pieces together run the whole grid.
+pub(crate) fn pieces(wg: [u32; 3], max: u32) -> Vec<([u32; 3], [u32; 3])> {
+    let max = max.max(1);
+    let mut out = Vec::new();
+    for z in (0..wg[2]).step_by(max as usize) {
+        for y in (0..wg[1]).step_by(max as usize) {
+            for x in (0..wg[0]).step_by(max as usize) {
+                let size = [
+                    (wg[0] - x).min(max),
+                    (wg[1] - y).min(max),
+                    (wg[2] - z).min(max),
+                ];
+                out.push(([x, y, z], size));
+            }
+        }
+    }
+    out
 }
 
 /// A matrix product `C = op(A) op(B) (+ bias)`; see `shaders/gemm.wgsl`.
@@ -397,6 +494,11 @@ pub(crate) struct Kernels {
     gemm_windows: Kernel,
     chunk: Kernel,
     permute01: Kernel,
+    sgd: Kernel,
+    adam: Kernel,
+    sumsq: Kernel,
+    clip_coef: Kernel,
+    scale: Kernel,
     transpose: Kernel,
     dropout: Kernel,
     /// Bound where a kernel reads an optional buffer that is absent.
@@ -420,6 +522,9 @@ impl Kernels {
         let bwd = module("gru_backward.wgsl");
         let reduce = module("reduce.wgsl");
         let util = module("util.wgsl");
+        let optim = module("optim.wgsl");
+        let op = std::mem::size_of::<OptimParams>() as u64;
+        let op_io = numbered(&[ReadWrite, ReadWrite, ReadWrite, ReadWrite]);
         let gp = std::mem::size_of::<GemmParams>() as u64;
         let sp = std::mem::size_of::<StepParams>() as u64;
         let up = std::mem::size_of::<UtilParams>() as u64;
@@ -485,6 +590,11 @@ impl Kernels {
                 &numbered(&[Read, ReadWrite]),
                 &[],
             ),
+            sgd: Kernel::new(device, &optim, "sgd", op, &op_io, &[]),
+            adam: Kernel::new(device, &optim, "adam", op, &op_io, &[]),
+            sumsq: Kernel::new(device, &optim, "sumsq", op, &op_io, &[]),
+            clip_coef: Kernel::new(device, &optim, "clip_coef", op, &op_io, &[]),
+            scale: Kernel::new(device, &optim, "scale", op, &op_io, &[]),
             permute01: Kernel::new(
                 device,
                 &util,
@@ -577,7 +687,7 @@ impl Kernels {
             c_batch: u32_of("GEMM stride", g.c_batch)?,
             c_split: 0,
             flags: bias.is_some() as u32,
-            _p: [0; 3],
+            ..Default::default()
         };
         let bias_buf = bias.unwrap_or(&self.dummy);
         if n_split == 1 {
@@ -631,7 +741,7 @@ impl Kernels {
             out_off: u32_of("column sums", r.out_off)?,
             out_batch: u32_of("column sums", r.out_batch)?,
             out_ld: 0,
-            _p: [0; 3],
+            ..Default::default()
         };
         if r.rows <= 2 * K_CHUNK {
             return self
@@ -680,17 +790,21 @@ impl Kernels {
             has_bias: sh.has_bias as u32,
             kc: win.map_or(0, |w| w.state.kc as u32),
             win_len: u32_of("window state", win.map_or(0, |w| w.state.len()))?,
+            ..Default::default()
         })
     }
 
-    fn step_groups(rec: &Recorder, sh: &StepShape) -> Result<[u32; 3]> {
+    /// The pieces of the grid of a step: (ceil(H/64), ceil(B/4), D) workgroups.
+    fn step_pieces(rec: &Recorder, sh: &StepShape) -> Result<Vec<([u32; 3], [u32; 3])>> {
         let wg = [
             u32_of("hidden units", sh.hidden.div_ceil(64))?,
             u32_of("batch", sh.batch.div_ceil(4))?,
             sh.dirs as u32,
         ];
-        check_groups(rec, wg)?;
-        Ok(wg)
+        Ok(pieces(
+            wg,
+            rec.ctx.inner.limits.max_compute_workgroups_per_dimension,
+        ))
     }
 
     /// The forward time loop of one layer: T fused steps, both directions in
@@ -709,11 +823,11 @@ impl Kernels {
         gates: &wgpu::Buffer,
         win: Option<&StepWindows>,
     ) -> Result<()> {
-        let wg = Self::step_groups(rec, sh)?;
+        let parts = Self::step_pieces(rec, sh)?;
         let mut p = Self::step_params(sh, win)?;
         let bias = b_hh.unwrap_or(&self.dummy);
         let Some(w) = win else {
-            rec.reserve(sh.t_len);
+            rec.reserve(sh.t_len * parts.len());
             let chunk = rec.current_chunk();
             let bg = self.fwd_step.bind(
                 rec,
@@ -722,13 +836,16 @@ impl Kernels {
             );
             for s in 0..sh.t_len {
                 p.s = s as i32;
-                let slot = rec.slot(&p);
-                rec.dispatch(&self.fwd_step.pipeline, &bg, &[slot.offset], wg);
+                self.fwd_step.dispatch_pieces(rec, &bg, p, &parts);
             }
             return Ok(());
         };
-        let per_product = windows_dispatches(&w.state, &w.weights);
-        rec.reserve(sh.t_len * (sh.dirs * per_product + 1));
+        let per_product = windows_dispatches(
+            &w.state,
+            &w.weights,
+            rec.ctx.inner.limits.max_compute_workgroups_per_dimension,
+        );
+        rec.reserve(sh.t_len * (sh.dirs * per_product + parts.len()));
         let chunk = rec.current_chunk();
         let bg_step = self.fwd_step_pre.bind(
             rec,
@@ -753,9 +870,7 @@ impl Kernels {
                 self.record_windows(rec, &bg_gemm, chunk, &state, &weights, bias, d * b * h3, h3)?;
             }
             p.s = s as i32;
-            let slot = rec.slot(&p);
-            debug_assert_eq!(slot.chunk, chunk);
-            rec.dispatch(&self.fwd_step_pre.pipeline, &bg_step, &[slot.offset], wg);
+            self.fwd_step_pre.dispatch_pieces(rec, &bg_step, p, &parts);
         }
         Ok(())
     }
@@ -776,11 +891,11 @@ impl Kernels {
         dh: &wgpu::Buffer,
         win: Option<&StepWindows>,
     ) -> Result<()> {
-        let wg = Self::step_groups(rec, sh)?;
+        let parts = Self::step_pieces(rec, sh)?;
         let mut p = Self::step_params(sh, win)?;
         let t_len = sh.t_len as i32;
         let Some(w) = win else {
-            rec.reserve(sh.t_len + 1);
+            rec.reserve((sh.t_len + 1) * parts.len());
             let chunk = rec.current_chunk();
             let bg = self.bwd_step.bind(
                 rec,
@@ -789,13 +904,16 @@ impl Kernels {
             );
             for s in (-1..t_len).rev() {
                 p.s = s;
-                let slot = rec.slot(&p);
-                rec.dispatch(&self.bwd_step.pipeline, &bg, &[slot.offset], wg);
+                self.bwd_step.dispatch_pieces(rec, &bg, p, &parts);
             }
             return Ok(());
         };
-        let per_product = windows_dispatches(&w.state, &w.weights);
-        rec.reserve((sh.t_len + 1) * (sh.dirs * per_product + 1));
+        let per_product = windows_dispatches(
+            &w.state,
+            &w.weights,
+            rec.ctx.inner.limits.max_compute_workgroups_per_dimension,
+        );
+        rec.reserve((sh.t_len + 1) * (sh.dirs * per_product + parts.len()));
         let chunk = rec.current_chunk();
         let bg_step = self.bwd_step_pre.bind(
             rec,
@@ -833,9 +951,7 @@ impl Kernels {
                 }
             }
             p.s = s;
-            let slot = rec.slot(&p);
-            debug_assert_eq!(slot.chunk, chunk);
-            rec.dispatch(&self.bwd_step_pre.pipeline, &bg_step, &[slot.offset], wg);
+            self.bwd_step_pre.dispatch_pieces(rec, &bg_step, p, &parts);
         }
         Ok(())
     }
@@ -932,6 +1048,7 @@ impl Kernels {
             ..Default::default()
         };
         let wg = groups_1d(rec, count);
+        let p = UtilParams { gtx: wg[0], ..p };
         self.permute01.run(rec, &p, &[inp, out], wg)
     }
 
@@ -953,6 +1070,7 @@ impl Kernels {
             ..Default::default()
         };
         let wg = groups_1d(rec, count);
+        let p = UtilParams { gtx: wg[0], ..p };
         self.transpose.run(rec, &p, &[inp, out], wg)
     }
 
@@ -976,6 +1094,7 @@ impl Kernels {
             ..Default::default()
         };
         let wg = groups_1d(rec, count);
+        let p = UtilParams { gtx: wg[0], ..p };
         self.dropout.run(rec, &p, &[inp, out], wg)
     }
 
@@ -1009,7 +1128,8 @@ impl Kernels {
             ..Default::default()
         };
         let mut wg = groups_1d(rec, count);
-        wg[2] = batch as u32;
+        wg[2] = u32_of("chunked copy", batch)?;
+        let p = UtilParams { gtx: wg[0], ..p };
         self.chunk.run(rec, &p, &[inp, out], wg)
     }
 
@@ -1029,7 +1149,11 @@ impl Kernels {
         c_off: usize,
         ldc: usize,
     ) -> Result<()> {
-        rec.reserve(windows_dispatches(la, lb));
+        rec.reserve(windows_dispatches(
+            la,
+            lb,
+            rec.ctx.inner.limits.max_compute_workgroups_per_dimension,
+        ));
         let chunk = rec.current_chunk();
         let bias_buf = bias.map_or(&self.dummy, |(b, _)| b);
         let bg = self.gemm_windows.bind(rec, chunk, &[bias_buf, c, a, b]);
@@ -1068,28 +1192,179 @@ impl Kernels {
                         c_off: u32_of("GEMM offset", c_off)?,
                         bias_off: u32_of("GEMM offset", bias_off.unwrap_or(0))?,
                         flags: (ch == 0 && bias_off.is_some()) as u32 | (((ch > 0) as u32) << 1),
-                        _p: 0,
+                        ..Default::default()
                     };
                     let wg = [
                         u32_of("GEMM columns", (p.rb as usize).div_ceil(64))?,
                         u32_of("GEMM rows", (p.ra as usize).div_ceil(8))?,
                         1,
                     ];
-                    check_groups(rec, wg)?;
-                    let slot = rec.slot(&p);
-                    debug_assert_eq!(slot.chunk, chunk, "slots reserved before binding");
                     let a_off = u32_of("window offset", (la.off + (ch * m + m0) * kc) * 4)?;
                     let b_off = u32_of("window offset", (lb.off + (ch * n + n0) * kc) * 4)?;
-                    rec.dispatch(
-                        &self.gemm_windows.pipeline,
-                        bg,
-                        &[slot.offset, a_off, b_off],
-                        wg,
-                    );
+                    let max = rec
+                        .ctx
+                        .inner
+                        .limits
+                        .max_compute_workgroups_per_dimension
+                        .max(1);
+                    for gy in (0..wg[1]).step_by(max as usize) {
+                        for gx in (0..wg[0]).step_by(max as usize) {
+                            let slot = rec.slot(&WinParams { gx, gy, ..p });
+                            debug_assert_eq!(slot.chunk, chunk, "slots reserved before binding");
+                            let size = [(wg[0] - gx).min(max), (wg[1] - gy).min(max), 1];
+                            rec.dispatch(
+                                &self.gemm_windows.pipeline,
+                                bg,
+                                &[slot.offset, a_off, b_off],
+                                size,
+                            );
+                        }
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// One SGD step on a tensor of `len` floats (see `optim.wgsl`).
+    pub(crate) fn sgd(
+        &self,
+        rec: &mut Recorder,
+        o: &crate::optim::Sgd,
+        first: bool,
+        param: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        buf: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        let wg = groups_1d(rec, len);
+        let p = OptimParams {
+            count: u32_of("parameter", len)?,
+            flags: first as u32 | ((o.nesterov as u32) << 1),
+            lr: o.lr,
+            weight_decay: o.weight_decay,
+            momentum: o.momentum,
+            dampening: o.dampening,
+            gtx: wg[0],
+            ..Default::default()
+        };
+        self.sgd
+            .run(rec, &p, &[param, grad, buf, &self.dummy_rw], wg)
+    }
+
+    /// One Adam or AdamW step `t` (from 1) on a tensor of `len` floats.
+    pub(crate) fn adam(
+        &self,
+        rec: &mut Recorder,
+        o: &crate::optim::Adam,
+        t: u64,
+        param: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        m: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        let wg = groups_1d(rec, len);
+        let (step_size, bc2_sqrt) = o.corrections(t);
+        let p = OptimParams {
+            count: u32_of("parameter", len)?,
+            flags: (o.decoupled as u32) << 2,
+            lr: o.lr,
+            weight_decay: o.weight_decay,
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+            step_size: step_size as f32,
+            bc2_sqrt: bc2_sqrt as f32,
+            gtx: wg[0],
+            ..Default::default()
+        };
+        self.adam.run(rec, &p, &[param, grad, m, v], wg)
+    }
+
+    /// `norms[at] = sum of grad^2` over `len` floats, in a fixed order: sums of
+    /// 256-element chunks, then the chunks summed by `sum_rows`.
+    pub(crate) fn sumsq(
+        &self,
+        rec: &mut Recorder,
+        grad: &wgpu::Buffer,
+        len: usize,
+        norms: &wgpu::Buffer,
+        at: usize,
+    ) -> Result<()> {
+        let chunks = len.div_ceil(256).max(1);
+        let part = rec.ctx.storage("sum-of-squares partials", chunks)?;
+        let wg = groups_1d(rec, chunks);
+        let p = OptimParams {
+            count: u32_of("gradient", len)?,
+            gtx: wg[0],
+            ..Default::default()
+        };
+        self.sumsq.run(
+            rec,
+            &p,
+            &[&self.dummy_rw, grad, &self.dummy_rw, part.buffer()],
+            wg,
+        )?;
+        self.sum_rows(
+            rec,
+            part.buffer(),
+            norms,
+            RowSum {
+                cols: 1,
+                rows: chunks,
+                ld: 1,
+                in_off: 0,
+                in_batch: 0,
+                out_off: at,
+                out_batch: 0,
+                batch: 1,
+            },
+        )?;
+        rec.keep(part);
+        Ok(())
+    }
+
+    /// From `n` squared norms in `norms`, the total norm at `norms[n]` and the
+    /// clipping coefficient at `norms[n + 1]`.
+    pub(crate) fn clip_coef(
+        &self,
+        rec: &mut Recorder,
+        norms: &wgpu::Buffer,
+        n: usize,
+        max_norm: f32,
+    ) -> Result<()> {
+        let p = OptimParams {
+            count: u32_of("tensors", n)?,
+            max_norm,
+            ..Default::default()
+        };
+        self.clip_coef.run(
+            rec,
+            &p,
+            &[&self.dummy_rw, &self.dummy_rw, &self.dummy_rw, norms],
+            [1, 1, 1],
+        )
+    }
+
+    /// `grad *= norms[coef_at]` over `len` floats.
+    pub(crate) fn scale(
+        &self,
+        rec: &mut Recorder,
+        grad: &wgpu::Buffer,
+        len: usize,
+        norms: &wgpu::Buffer,
+        coef_at: usize,
+    ) -> Result<()> {
+        let wg = groups_1d(rec, len);
+        let p = OptimParams {
+            count: u32_of("gradient", len)?,
+            coef_at: coef_at as u32,
+            gtx: wg[0],
+            ..Default::default()
+        };
+        self.scale
+            .run(rec, &p, &[&self.dummy_rw, grad, &self.dummy_rw, norms], wg)
     }
 }
 
@@ -1104,10 +1379,20 @@ pub(crate) fn seq_private_fits(hidden: usize) -> bool {
     3 * hidden.div_ceil(64) * hidden <= 768
 }
 
-/// The number of dispatches of one window product.
-pub(crate) fn windows_dispatches(la: &Chunked, lb: &Chunked) -> usize {
+/// The number of dispatches of one window product on a device that allows
+/// `max` workgroups per dimension.
+pub(crate) fn windows_dispatches(la: &Chunked, lb: &Chunked, max: u32) -> usize {
     let rows = WINDOW_FLOATS / la.kc;
-    la.chunks() * la.rows.div_ceil(rows) * lb.rows.div_ceil(rows)
+    let max = max.max(1) as usize;
+    let mut n = 0;
+    for m0 in (0..la.rows).step_by(rows) {
+        for n0 in (0..lb.rows).step_by(rows) {
+            let gy = (la.rows - m0).min(rows).div_ceil(8);
+            let gx = (lb.rows - n0).min(rows).div_ceil(64);
+            n += gy.div_ceil(max) * gx.div_ceil(max);
+        }
+    }
+    la.chunks() * n
 }
 
 /// The buffers of the window path of a time loop.

@@ -8,9 +8,11 @@
 pub mod context;
 pub mod kernels;
 pub mod model;
+pub mod optim;
 pub(crate) mod recorder;
 
 pub use context::{
     list_adapters, AdapterSummary, ContextOptions, GpuContext, PooledBuffer, Products,
 };
 pub use model::{CallStats, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, Recurrence};
+pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};

@@ -20,9 +20,9 @@ use ndarray::{Array1, Array2, Array3, ArrayView3};
 
 use crate::config::GruConfig;
 use crate::cpu::GruGrads;
-use crate::error::{GruError, Result};
-use crate::gpu::context::Products;
+use crate::error::{elements, GruError, Result};
 use crate::gpu::context::{GpuContext, PooledBuffer};
+use crate::gpu::context::{Products, WINDOW_BYTES};
 use crate::gpu::kernels::{
     seq_private_fits, Chunked, Gemm, RowSum, StepShape, StepWindows, SEQ_HMAX,
 };
@@ -111,11 +111,15 @@ impl GpuTape {
 
 /// The result of [`GpuGru::forward_buffers`]: device buffers the caller owns.
 #[derive(Debug)]
+///
+/// The buffers come from the context's pool and go back to it when dropped
+/// (`PooledBuffer::into_inner` keeps one); `.buffer()` is the `wgpu::Buffer`,
+/// `.len()` the floats of data at its start (the buffer may be longer).
 pub struct GpuForward {
     /// `output`, in the layout of the configuration.
-    pub output: wgpu::Buffer,
+    pub output: PooledBuffer,
     /// `h_n`, `(L·D, B, H)`.
-    pub h_n: wgpu::Buffer,
+    pub h_n: PooledBuffer,
     pub tape: GpuTape,
 }
 
@@ -124,22 +128,37 @@ pub struct GpuForward {
 #[derive(Debug)]
 pub struct GpuLayerGrads {
     /// `(D·3H, I_l)`
-    pub w_ih: wgpu::Buffer,
+    pub w_ih: PooledBuffer,
     /// `(D, 3H, H)`
-    pub w_hh: wgpu::Buffer,
+    pub w_hh: PooledBuffer,
     /// `(D·3H)`, where the GRU has biases
-    pub b_ih: Option<wgpu::Buffer>,
+    pub b_ih: Option<PooledBuffer>,
     /// `(D·3H)`, where the GRU has biases
-    pub b_hh: Option<wgpu::Buffer>,
+    pub b_hh: Option<PooledBuffer>,
+}
+
+impl GpuLayerGrads {
+    /// The gradients in the order of the layer's parameters: `w_ih`, `w_hh`, `b_ih`, `b_hh`.
+    pub fn tensors(&self) -> Vec<&PooledBuffer> {
+        [
+            Some(&self.w_ih),
+            Some(&self.w_hh),
+            self.b_ih.as_ref(),
+            self.b_hh.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// The result of [`GpuGru::backward_buffers`].
 #[derive(Debug)]
 pub struct GpuBackward {
     /// `dL/dx`, in the layout of `x`.
-    pub grad_x: wgpu::Buffer,
+    pub grad_x: PooledBuffer,
     /// `dL/dh0`, `(L·D, B, H)`.
-    pub grad_h0: wgpu::Buffer,
+    pub grad_h0: PooledBuffer,
     /// Per layer.
     pub grads: Vec<GpuLayerGrads>,
 }
@@ -340,16 +359,15 @@ impl GpuGru {
                 let b_ih = bias(|p| &p.bias_ih, "bias_ih")?;
                 let b_hh = bias(|p| &p.bias_hh, "bias_hh")?;
                 let w_hh_t = ctx.storage("weight_hh transposed", nd * 3 * h * h)?;
-                ctx.inner.kernels.transpose(
-                    &mut rec,
-                    w_hh.buffer(),
-                    w_hh_t.buffer(),
-                    nd,
-                    3 * h,
-                    h,
-                )?;
                 let win = if ctx.products() == Products::Windows {
-                    Some(self.derive_windows(&mut rec, l, &w_ih, &w_hh)?)
+                    let lay = window_layouts(cfg, l);
+                    Some(LayerWindows {
+                        w_ih: ctx.storage("weight_ih chunked", lay.w_ih.len())?,
+                        w_ih_t: ctx.storage("weight_ih transposed, chunked", lay.w_ih_t.len())?,
+                        w_hh: ctx.storage("weight_hh chunked", nd * lay.w_hh.len())?,
+                        w_hh_t: ctx
+                            .storage("weight_hh transposed, chunked", nd * lay.w_hh_t.len())?,
+                    })
                 } else {
                     None
                 };
@@ -362,90 +380,142 @@ impl GpuGru {
                     win,
                 });
             }
-            rec.submit()?;
             self.layers = layers;
+            self.record_derived(&mut rec)?;
+            rec.submit()?;
             Ok(())
         })
     }
 
-    /// The chunked copies of layer `l`'s weights that the window kernels read.
-    fn derive_windows(
-        &self,
-        rec: &mut Recorder,
-        l: usize,
-        w_ih: &PooledBuffer,
-        w_hh: &PooledBuffer,
-    ) -> Result<LayerWindows> {
+    /// Records the copies of the weights that the kernels read besides the
+    /// weights themselves: `W_hhᵀ`, and on the window path the chunked
+    /// layouts. After the weights change on the device (an optimiser step),
+    /// these are recorded again.
+    pub(crate) fn record_derived(&self, rec: &mut Recorder) -> Result<()> {
         let cfg = &self.config;
         let k = &self.ctx.inner.kernels;
-        let (nd, h, i_l) = (
-            cfg.num_directions(),
-            cfg.hidden_size,
-            cfg.layer_input_size(l),
-        );
-        let lay = window_layouts(cfg, l);
-        let out = LayerWindows {
-            w_ih: self.ctx.storage("weight_ih chunked", lay.w_ih.len())?,
-            w_ih_t: self
-                .ctx
-                .storage("weight_ih transposed, chunked", lay.w_ih_t.len())?,
-            w_hh: self.ctx.storage("weight_hh chunked", nd * lay.w_hh.len())?,
-            w_hh_t: self
-                .ctx
-                .storage("weight_hh transposed, chunked", nd * lay.w_hh_t.len())?,
-        };
-        // W_ih (D·3H, I_l) row-major: element (r, k) at r·I_l + k; its transpose at k·I_l + r.
-        k.chunk(
-            rec,
-            w_ih.buffer(),
-            0,
-            i_l,
-            1,
-            0,
-            out.w_ih.buffer(),
-            &lay.w_ih,
-            0,
-            1,
-        )?;
-        k.chunk(
-            rec,
-            w_ih.buffer(),
-            0,
-            1,
-            i_l,
-            0,
-            out.w_ih_t.buffer(),
-            &lay.w_ih_t,
-            0,
-            1,
-        )?;
-        // W_hh (D, 3H, H): per direction, (r, k) at r·H + k; the transpose (j, k) at k·H + j.
-        let (hh, w1, w2) = (3 * h * h, lay.w_hh.len(), lay.w_hh_t.len());
-        k.chunk(
-            rec,
-            w_hh.buffer(),
-            0,
-            h,
-            1,
-            hh,
-            out.w_hh.buffer(),
-            &lay.w_hh,
-            w1,
-            nd,
-        )?;
-        k.chunk(
-            rec,
-            w_hh.buffer(),
-            0,
-            1,
-            h,
-            hh,
-            out.w_hh_t.buffer(),
-            &lay.w_hh_t,
-            w2,
-            nd,
-        )?;
-        Ok(out)
+        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+        for (l, lp) in self.layers.iter().enumerate() {
+            let i_l = cfg.layer_input_size(l);
+            k.transpose(rec, lp.w_hh.buffer(), lp.w_hh_t.buffer(), nd, 3 * h, h)?;
+            let Some(win) = &lp.win else { continue };
+            let lay = window_layouts(cfg, l);
+            // W_ih (D·3H, I_l) row-major: element (r, k) at r·I_l + k; its transpose (k, r).
+            k.chunk(
+                rec,
+                lp.w_ih.buffer(),
+                0,
+                i_l,
+                1,
+                0,
+                win.w_ih.buffer(),
+                &lay.w_ih,
+                0,
+                1,
+            )?;
+            k.chunk(
+                rec,
+                lp.w_ih.buffer(),
+                0,
+                1,
+                i_l,
+                0,
+                win.w_ih_t.buffer(),
+                &lay.w_ih_t,
+                0,
+                1,
+            )?;
+            // W_hh (D, 3H, H): per direction (r, k) at r·H + k; the transpose (j, k) at k·H + j.
+            let (hh, w1, w2) = (3 * h * h, lay.w_hh.len(), lay.w_hh_t.len());
+            k.chunk(
+                rec,
+                lp.w_hh.buffer(),
+                0,
+                h,
+                1,
+                hh,
+                win.w_hh.buffer(),
+                &lay.w_hh,
+                w1,
+                nd,
+            )?;
+            k.chunk(
+                rec,
+                lp.w_hh.buffer(),
+                0,
+                1,
+                h,
+                hh,
+                win.w_hh_t.buffer(),
+                &lay.w_hh_t,
+                w2,
+                nd,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The parameter tensors on the device, in the order of the gradients of
+    /// [`GpuLayerGrads::tensors`] layer by layer (`w_ih`, `w_hh`, `b_ih`,
+    /// `b_hh`; both directions stacked), with their lengths in floats.
+    pub fn param_buffers(&self) -> Vec<(&wgpu::Buffer, usize)> {
+        self.layers
+            .iter()
+            .flat_map(|lp| {
+                [
+                    Some(&lp.w_ih),
+                    Some(&lp.w_hh),
+                    lp.b_ih.as_ref(),
+                    lp.b_hh.as_ref(),
+                ]
+            })
+            .flatten()
+            .map(|b| (b.buffer(), b.len()))
+            .collect()
+    }
+
+    /// One optimiser step on the parameters from a backward's gradients, then
+    /// the derived copies of the weights: one submission, all on the device.
+    pub fn update(&self, opt: &mut crate::gpu::GpuOptimizer, grads: &GpuBackward) -> Result<()> {
+        let g: Vec<&PooledBuffer> = grads.grads.iter().flat_map(|l| l.tensors()).collect();
+        self.update_from(opt, &g)
+    }
+
+    /// [`update`](Self::update) from gradient buffers in the order of
+    /// [`param_buffers`](Self::param_buffers).
+    pub(crate) fn update_from(
+        &self,
+        opt: &mut crate::gpu::GpuOptimizer,
+        grads: &[&PooledBuffer],
+    ) -> Result<()> {
+        let params = self.param_buffers();
+        if grads.len() != params.len() {
+            return Err(GruError::InvalidConfig(format!(
+                "{} gradients for {} parameter tensors",
+                grads.len(),
+                params.len()
+            )));
+        }
+        for (i, (g, (_, len))) in grads.iter().zip(&params).enumerate() {
+            if g.len() != *len {
+                return Err(GruError::LengthMismatch {
+                    name: format!("gradient {i}"),
+                    expected: *len as u64,
+                    actual: g.len() as u64,
+                    unit: "floats",
+                });
+            }
+        }
+        self.ctx.scoped(|| {
+            let mut rec = Recorder::new(&self.ctx, false);
+            let p: Vec<&wgpu::Buffer> = params.iter().map(|(b, _)| *b).collect();
+            let lens: Vec<usize> = params.iter().map(|(_, l)| *l).collect();
+            let g: Vec<&wgpu::Buffer> = grads.iter().map(|b| b.buffer()).collect();
+            opt.record(&mut rec, &p, &g, &lens)?;
+            self.record_derived(&mut rec)?;
+            rec.submit()?;
+            Ok(())
+        })
     }
 
     /// `gi = X · W_ihᵀ + b_ih` for all T·B rows of layer `l`: `(T·B, D·3H)`.
@@ -774,12 +844,55 @@ impl GpuGru {
                 shape: self.config.input_shape(t_len, batch).to_vec().into(),
             });
         }
+        self.check_sizes(t_len, batch)
+    }
+
+    /// Refuses, before any work, a call whose largest buffers exceed what the
+    /// device allows, naming the buffer, its size and the limit.
+    fn check_sizes(&self, t_len: usize, batch: usize) -> Result<()> {
+        let cfg = &self.config;
+        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+        let i_max = if cfg.num_layers > 1 {
+            cfg.input_size.max(nd * h)
+        } else {
+            cfg.input_size
+        };
+        let tb1 = t_len.saturating_add(1);
+        let checks: [(&str, [usize; 4]); 5] = [
+            ("the layer input (T·B·I)", [t_len, batch, i_max, 1]),
+            (
+                "the gates on the tape (D·T·B·4H)",
+                [nd, t_len, batch, 4 * h],
+            ),
+            (
+                "the hidden states on the tape (D·(T+1)·B·H)",
+                [nd, tb1, batch, h],
+            ),
+            (
+                "the input projections and their gradients (T·B·D·3H)",
+                [t_len, batch, nd, 3 * h],
+            ),
+            // The chunked copies of the window kernels pad T·B to a multiple of 8.
+            (
+                "a chunked copy (D·3H·T·B, padded)",
+                [nd * 3 * h, t_len.saturating_add(8), batch, 1],
+            ),
+        ];
+        for (what, dims) in checks {
+            let floats = elements(what, &dims)?;
+            self.ctx.check_buffer_size(
+                what,
+                (floats as u64)
+                    .saturating_mul(4)
+                    .saturating_add(WINDOW_BYTES),
+            )?;
+        }
         Ok(())
     }
 
     /// Checks a caller's buffer: large enough for `floats` and usable as a copy source.
     fn check_buffer(name: &str, buf: &wgpu::Buffer, floats: usize) -> Result<()> {
-        let need = (floats * 4) as u64;
+        let need = (floats as u64).saturating_mul(4);
         if buf.size() < need {
             return Err(GruError::LengthMismatch {
                 name: name.to_string(),
@@ -1231,17 +1344,17 @@ impl GpuGru {
     ) -> Result<GpuForward> {
         self.check_dims(seq_len, batch)?;
         let cfg = &self.config;
-        Self::check_buffer("x", x, seq_len * batch * cfg.input_size)?;
+        Self::check_buffer("x", x, elements("x", &cfg.input_shape(seq_len, batch))?)?;
         if let Some(h0) = h0 {
-            Self::check_buffer("h0", h0, cfg.state_shape(batch).iter().product())?;
+            Self::check_buffer("h0", h0, elements("h0", &cfg.state_shape(batch))?)?;
         }
         self.ctx.scoped(|| {
             let mut rec = self.recorder();
             let out = self.record_forward(&mut rec, x, h0, seq_len, batch, dropout)?;
             self.finish(rec)?;
             Ok(GpuForward {
-                output: out.output.into_inner(),
-                h_n: out.h_n.into_inner(),
+                output: out.output,
+                h_n: out.h_n,
                 tape: out.tape,
             })
         })
@@ -1261,30 +1374,66 @@ impl GpuGru {
         Self::check_buffer(
             "grad_output",
             grad_output,
-            t * b * cfg.num_directions() * cfg.hidden_size,
+            elements("grad_output", &cfg.output_shape(t, b))?,
         )?;
         if let Some(g) = grad_h_n {
-            Self::check_buffer("grad_h_n", g, cfg.state_shape(b).iter().product())?;
+            Self::check_buffer("grad_h_n", g, elements("grad_h_n", &cfg.state_shape(b))?)?;
         }
         self.ctx.scoped(|| {
             let mut rec = self.recorder();
             let out = self.record_backward(&mut rec, &tape, grad_output, grad_h_n)?;
             self.finish(rec)?;
             Ok(GpuBackward {
-                grad_x: out.grad_x.into_inner(),
-                grad_h0: out.grad_h0.into_inner(),
+                grad_x: out.grad_x,
+                grad_h0: out.grad_h0,
                 grads: out
                     .grads
                     .into_iter()
                     .map(|[a, b, c, d]| GpuLayerGrads {
-                        w_ih: a.expect("always present").into_inner(),
-                        w_hh: b.expect("always present").into_inner(),
-                        b_ih: c.map(PooledBuffer::into_inner),
-                        b_hh: d.map(PooledBuffer::into_inner),
+                        w_ih: a.expect("always present"),
+                        w_hh: b.expect("always present"),
+                        b_ih: c,
+                        b_hh: d,
                     })
                     .collect(),
             })
         })
+    }
+
+    /// [`forward`](Self::forward) from flat slices in the same layouts: `x`
+    /// holds the `T·B·I` floats of `(T, B, I)` (or `(B, T, I)`), `h0` the
+    /// `L·D·B·H` of `(L·D, B, H)`. A slice of another length is an error.
+    pub fn forward_slice(
+        &self,
+        x: &[f32],
+        seq_len: usize,
+        batch: usize,
+        h0: Option<&[f32]>,
+    ) -> Result<(Array3<f32>, Array3<f32>, GpuTape)> {
+        let cfg = &self.config;
+        self.check_dims(seq_len, batch)?;
+        let x = view3("x", x, cfg.input_shape(seq_len, batch))?;
+        let h0 = h0
+            .map(|h| view3("h0", h, cfg.state_shape(batch)))
+            .transpose()?;
+        self.forward(x, h0)
+    }
+
+    /// [`backward`](Self::backward) from flat slices: `grad_output` holds the
+    /// floats of the output's shape, `grad_h_n` those of `(L·D, B, H)`.
+    pub fn backward_slice(
+        &self,
+        tape: GpuTape,
+        grad_output: &[f32],
+        grad_h_n: Option<&[f32]>,
+    ) -> Result<GruGrads<f32>> {
+        let cfg = &self.config;
+        let (t, b) = tape.dims();
+        let go = view3("grad_output", grad_output, cfg.output_shape(t, b))?;
+        let gh = grad_h_n
+            .map(|g| view3("grad_h_n", g, cfg.state_shape(b)))
+            .transpose()?;
+        self.backward(tape, go, gh)
     }
 
     /// Forward from host arrays: `x` `(T, B, I)` (or `(B, T, I)` where
@@ -1321,6 +1470,7 @@ impl GpuGru {
         if let Some(h0) = &h0 {
             cfg.check_state("h0", h0.shape(), batch)?;
         }
+        self.check_sizes(t_len, batch)?;
         self.ctx.scoped(|| {
             let xs = x.as_standard_layout();
             let xb = self
@@ -1366,6 +1516,15 @@ impl GpuGru {
     /// Backward from host arrays: `grad_output` with the output's shape,
     /// `grad_h_n` `(L·D, B, H)` or zeros. Consumes the tape; returns the
     /// gradients of `x`, `h0` and every parameter.
+    ///
+    /// A tape serves one backward: using it twice does not compile.
+    ///
+    /// ```compile_fail
+    /// # fn twice(model: &gru_wgpu::gpu::GpuGru, tape: gru_wgpu::gpu::GpuTape, g: ndarray::Array3<f32>) {
+    /// let _ = model.backward(tape, g.view(), None);
+    /// let _ = model.backward(tape, g.view(), None); // error: use of moved value `tape`
+    /// # }
+    /// ```
     pub fn backward(
         &self,
         tape: GpuTape,
@@ -1465,4 +1624,18 @@ impl GpuGru {
             Ok(GruGrads { x, h0, params })
         })
     }
+}
+
+/// A flat slice as an array of `shape`, or an error naming it.
+fn view3<'a>(name: &str, data: &'a [f32], shape: [usize; 3]) -> Result<ArrayView3<'a, f32>> {
+    let want = crate::error::elements(name, &shape)?;
+    if data.len() != want {
+        return Err(GruError::LengthMismatch {
+            name: name.to_string(),
+            expected: want as u64,
+            actual: data.len() as u64,
+            unit: "floats",
+        });
+    }
+    Ok(ArrayView3::from_shape(shape, data).expect("length checked"))
 }

@@ -1,0 +1,210 @@
+//! Optimisers and gradient clipping on the GPU, with PyTorch's update rules
+//! (see [`crate::optim`] for the same rules on the CPU, and
+//! `shaders/optim.wgsl`). Nothing is read back to the host.
+
+use crate::error::{GruError, Result};
+use crate::gpu::context::{GpuContext, PooledBuffer};
+use crate::gpu::recorder::Recorder;
+use crate::optim::{Adam, Sgd};
+
+/// The update rule of a [`GpuOptimizer`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule {
+    Sgd(Sgd),
+    Adam(Adam),
+}
+
+/// An optimiser whose state (momentum buffers, moment estimates) lives on the
+/// device, one state per parameter tensor, in the order the tensors are given.
+pub struct GpuOptimizer {
+    ctx: GpuContext,
+    rule: Rule,
+    lens: Vec<usize>,
+    state: Vec<(PooledBuffer, PooledBuffer)>,
+    steps: u64,
+}
+
+impl std::fmt::Debug for GpuOptimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuOptimizer")
+            .field("rule", &self.rule)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+impl GpuOptimizer {
+    pub fn new(ctx: &GpuContext, rule: Rule) -> Self {
+        GpuOptimizer {
+            ctx: ctx.clone(),
+            rule,
+            lens: Vec::new(),
+            state: Vec::new(),
+            steps: 0,
+        }
+    }
+
+    pub fn sgd(ctx: &GpuContext, sgd: Sgd) -> Self {
+        Self::new(ctx, Rule::Sgd(sgd))
+    }
+
+    pub fn adam(ctx: &GpuContext, adam: Adam) -> Self {
+        Self::new(ctx, Rule::Adam(adam))
+    }
+
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// Changes the learning rate for the next steps (a schedule).
+    pub fn set_lr(&mut self, lr: f32) {
+        match &mut self.rule {
+            Rule::Sgd(s) => s.lr = lr,
+            Rule::Adam(a) => a.lr = lr,
+        }
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Updates `params[i]` (of `lens[i]` floats) from `grads[i]`: one submission.
+    pub fn step(
+        &mut self,
+        params: &[&wgpu::Buffer],
+        grads: &[&wgpu::Buffer],
+        lens: &[usize],
+    ) -> Result<()> {
+        let ctx = self.ctx.clone();
+        ctx.scoped(|| {
+            let mut rec = Recorder::new(&ctx, false);
+            self.record(&mut rec, params, grads, lens)?;
+            rec.submit()?;
+            Ok(())
+        })
+    }
+
+    /// Records one step into `rec`.
+    pub(crate) fn record(
+        &mut self,
+        rec: &mut Recorder,
+        params: &[&wgpu::Buffer],
+        grads: &[&wgpu::Buffer],
+        lens: &[usize],
+    ) -> Result<()> {
+        if params.len() != lens.len() || grads.len() != lens.len() {
+            return Err(GruError::InvalidConfig(format!(
+                "an optimiser step takes as many gradients and lengths as parameters: {} parameters, {} gradients, {} lengths",
+                params.len(),
+                grads.len(),
+                lens.len()
+            )));
+        }
+        for (i, ((p, g), &len)) in params.iter().zip(grads).zip(lens).enumerate() {
+            for (what, b) in [("parameter", p), ("gradient", g)] {
+                if b.size() < (len as u64) * 4 {
+                    return Err(GruError::LengthMismatch {
+                        name: format!("{what} {i}"),
+                        expected: (len as u64) * 4,
+                        actual: b.size(),
+                        unit: "bytes (at least)",
+                    });
+                }
+            }
+        }
+        if self.state.is_empty() {
+            for &len in lens {
+                let a = self.ctx.storage("optimiser state", len)?;
+                let b = self.ctx.storage("optimiser state", len)?;
+                rec.clear(a.buffer(), 0, (len * 4) as u64);
+                rec.clear(b.buffer(), 0, (len * 4) as u64);
+                self.state.push((a, b));
+            }
+            self.lens = lens.to_vec();
+        } else if self.lens != lens {
+            return Err(GruError::InvalidConfig(format!(
+                "this optimiser was set up for tensors of {:?} floats; the step got {:?}",
+                self.lens, lens
+            )));
+        }
+        self.steps += 1;
+        let k = &self.ctx.inner.kernels;
+        for (i, ((p, g), &len)) in params.iter().zip(grads).zip(lens).enumerate() {
+            let (s1, s2) = (&self.state[i].0, &self.state[i].1);
+            match self.rule {
+                Rule::Sgd(o) => k.sgd(rec, &o, self.steps == 1, p, g, s1.buffer(), len)?,
+                Rule::Adam(o) => {
+                    k.adam(rec, &o, self.steps, p, g, s1.buffer(), s2.buffer(), len)?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Scales the gradients so that their global norm (the norm of the tensors'
+/// norms) is at most `max_norm`, as `torch.nn.utils.clip_grad_norm_`; one
+/// submission, nothing read back. Returns the norm before clipping, on the
+/// device: read it with [`GradNorm::read`] if wanted.
+pub fn clip_grad_norm(
+    ctx: &GpuContext,
+    grads: &[&wgpu::Buffer],
+    lens: &[usize],
+    max_norm: f32,
+) -> Result<GradNorm> {
+    ctx.scoped(|| {
+        let mut rec = Recorder::new(ctx, false);
+        let norm = record_clip(ctx, &mut rec, grads, lens, max_norm)?;
+        rec.submit()?;
+        Ok(norm)
+    })
+}
+
+pub(crate) fn record_clip(
+    ctx: &GpuContext,
+    rec: &mut Recorder,
+    grads: &[&wgpu::Buffer],
+    lens: &[usize],
+    max_norm: f32,
+) -> Result<GradNorm> {
+    if grads.len() != lens.len() {
+        return Err(GruError::InvalidConfig(format!(
+            "{} gradients but {} lengths",
+            grads.len(),
+            lens.len()
+        )));
+    }
+    let k = &ctx.inner.kernels;
+    let n = grads.len();
+    // norms: n squared norms, then the total and the coefficient.
+    let norms = ctx.storage("gradient norms", n + 2)?;
+    for (i, (g, &len)) in grads.iter().zip(lens).enumerate() {
+        k.sumsq(rec, g, len, norms.buffer(), i)?;
+    }
+    k.clip_coef(rec, norms.buffer(), n, max_norm)?;
+    for (g, &len) in grads.iter().zip(lens) {
+        k.scale(rec, g, len, norms.buffer(), n + 1)?;
+    }
+    Ok(GradNorm { buf: norms, at: n })
+}
+
+/// The global norm of some gradients, on the device.
+#[derive(Debug)]
+pub struct GradNorm {
+    buf: PooledBuffer,
+    at: usize,
+}
+
+impl GradNorm {
+    /// Reads the norm back (waits for the device).
+    pub fn read(&self, ctx: &GpuContext) -> Result<f32> {
+        ctx.scoped(|| {
+            let st = ctx.staging(8);
+            let mut rec = Recorder::new(ctx, false);
+            rec.copy(self.buf.buffer(), (self.at * 4) as u64, st.buffer(), 0, 4);
+            rec.submit()?;
+            Ok(ctx.read_staging(&[(&st, 1)])?[0][0])
+        })
+    }
+}
