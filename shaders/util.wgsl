@@ -13,6 +13,7 @@
 // dropout    out[out_off + e] = inp[in_off + e] * (keep(seed, layer, e) ? scale : 0)
 //            with keep(...) = pcg_hash(e ^ pcg_hash(layer ^ pcg_hash(seed))) >> 8 >= threshold,
 //            the same function as src/dropout.rs, on the sequence-first (T, B, D·H) index e.
+// add        out[out_off + e] = out[out_off + e] + inp[in_off + e]   (gradient accumulation)
 // chunk      the logical (R, K) matrix M(r, k) = inp[in_off + z*in_batch + r*rs + k*ks] into the
 //            chunked layout the window GEMM reads: ceil(K / Kc) chunks of (R, Kc), zero past K:
 //            out[out_off + z*out_batch + (c*R + r)*Kc + kk] = M(r, c*Kc + kk)   (R = a, K = b, Kc = c)
@@ -94,4 +95,13 @@ fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
         v = inp[P.in_off + group(wid).z * P.in_batch + r * P.rs + k * P.ks];
     }
     out[P.out_off + group(wid).z * P.out_batch + e] = v;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, lid);
+    if (e >= P.count) {
+        return;
+    }
+    out[P.out_off + e] = out[P.out_off + e] + inp[P.in_off + e];
 }

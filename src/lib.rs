@@ -22,6 +22,7 @@ pub mod optim;
 pub mod params;
 pub mod real;
 pub mod reference;
+pub mod train;
 
 pub use config::{GruConfig, ParamKind, ParamSpec};
 pub use error::{GruError, Result, Shape};

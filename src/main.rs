@@ -29,6 +29,8 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Measure the GEMM kernels alone (C = A·Bᵀ), checked against the CPU.
     BenchGemm(cli::bench::GemmArgs),
+    /// Train a GRU on a task (the adding problem), entirely on the GPU.
+    Train(cli::train::TrainArgs),
     /// List the adapters wgpu can see.
     Adapters,
 }
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Some(Command::Verify(args)) => cli::verify::run(&args, cli.adapter.as_deref()),
         Some(Command::Bench(args)) => cli::bench::run(&args, cli.adapter.as_deref()),
         Some(Command::BenchGemm(args)) => cli::bench::run_gemm(&args, cli.adapter.as_deref()),
+        Some(Command::Train(args)) => cli::train::run(&args, cli.adapter.as_deref()),
         Some(Command::Adapters) => {
             let all = gru_wgpu::gpu::list_adapters();
             if all.is_empty() {

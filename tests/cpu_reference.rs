@@ -385,3 +385,48 @@ fn a_state_dict_saved_by_pytorch_loads() {
     );
     assert!(e.to_string().contains("_l0_reverse`"), "{e}");
 }
+
+#[test]
+fn the_dropout_mask_keeps_one_minus_p_and_depends_on_seed_and_layer() {
+    use gru_wgpu::dropout::{keep, threshold};
+    for p in [0.1f32, 0.5, 0.8] {
+        let th = threshold(p);
+        let n = 200_000u32;
+        let kept = (0..n).filter(|&i| keep(7, 0, i, th)).count() as f64 / n as f64;
+        assert!(
+            (kept - (1.0 - p as f64)).abs() < 0.005,
+            "p = {p}: kept {kept}"
+        );
+    }
+    let th = threshold(0.5);
+    let a: Vec<bool> = (0..1000).map(|i| keep(1, 0, i, th)).collect();
+    let b: Vec<bool> = (0..1000).map(|i| keep(2, 0, i, th)).collect();
+    let c: Vec<bool> = (0..1000).map(|i| keep(1, 1, i, th)).collect();
+    assert_ne!(a, b);
+    assert_ne!(a, c);
+    assert!(
+        (0..1000).all(|i| keep(9, 3, i, threshold(0.0))),
+        "p = 0 keeps everything"
+    );
+}
+
+#[test]
+fn dropout_only_in_training_mode_and_only_between_layers() {
+    let cfg = GruConfig::new(3, 6).layers(2).dropout(0.5);
+    let p = GruParams::<f64>::init(&cfg, 3).unwrap();
+    let x = Array3::<f64>::ones((4, 2, 3));
+    let eval = Gru::new(p.clone()).forward(x.view(), None).unwrap();
+    let eval_again = Gru::new(p.clone()).forward(x.view(), None).unwrap();
+    assert_eq!(eval, eval_again);
+    let train = Gru::new(p.clone())
+        .forward_train(x.view(), None, 5)
+        .unwrap();
+    assert_ne!(eval.0, train.0, "training mode drops");
+    // With one layer there is nothing between layers to drop.
+    let cfg1 = GruConfig::new(3, 6).dropout(0.5);
+    let p1 = GruParams::<f64>::init(&cfg1, 3).unwrap();
+    assert_eq!(
+        Gru::new(p1.clone()).forward(x.view(), None).unwrap(),
+        Gru::new(p1).forward_train(x.view(), None, 5).unwrap()
+    );
+}

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod main_job;
+pub mod train;
 pub mod verify;
 
 use gru_wgpu::gpu::{ContextOptions, GpuContext};

@@ -12,7 +12,7 @@ use crate::gpu::recorder::Recorder;
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every shader file, with `common.wgsl` prepended as the host compiles it.
-pub const SHADERS: [(&str, &str); 6] = [
+pub const SHADERS: [(&str, &str); 7] = [
     ("gemm.wgsl", include_str!("../../shaders/gemm.wgsl")),
     (
         "gru_forward.wgsl",
@@ -25,6 +25,7 @@ pub const SHADERS: [(&str, &str); 6] = [
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
     ("util.wgsl", include_str!("../../shaders/util.wgsl")),
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
+    ("head.wgsl", include_str!("../../shaders/head.wgsl")),
 ];
 
 /// The source of a shader as compiled: `common.wgsl` followed by the file.
@@ -390,6 +391,21 @@ struct OptimParams {
     _p: [u32; 2],
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct HeadParams {
+    batch: u32,
+    hidden: u32,
+    gx: u32,
+    _p: u32,
+}
+
+impl Grid for HeadParams {
+    fn at(&mut self, off: [u32; 3]) {
+        self.gx = off[0];
+    }
+}
+
 /// Parameters that carry the offset of a piece of a grid (see [`pieces`]).
 trait Grid: bytemuck::Pod {
     fn at(&mut self, off: [u32; 3]);
@@ -493,9 +509,14 @@ pub(crate) struct Kernels {
     sum_rows: Kernel,
     gemm_windows: Kernel,
     chunk: Kernel,
+    add: Kernel,
     permute01: Kernel,
     sgd: Kernel,
     adam: Kernel,
+    head_forward: Kernel,
+    head_mse: Kernel,
+    head_backward: Kernel,
+    head_param_grads: Kernel,
     sumsq: Kernel,
     clip_coef: Kernel,
     scale: Kernel,
@@ -523,6 +544,11 @@ impl Kernels {
         let reduce = module("reduce.wgsl");
         let util = module("util.wgsl");
         let optim = module("optim.wgsl");
+        let head = module("head.wgsl");
+        let hp = std::mem::size_of::<HeadParams>() as u64;
+        let head_io = numbered(&[
+            Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+        ]);
         let op = std::mem::size_of::<OptimParams>() as u64;
         let op_io = numbered(&[ReadWrite, ReadWrite, ReadWrite, ReadWrite]);
         let gp = std::mem::size_of::<GemmParams>() as u64;
@@ -590,6 +616,11 @@ impl Kernels {
                 &numbered(&[Read, ReadWrite]),
                 &[],
             ),
+            add: Kernel::new(device, &util, "add", up, &numbered(&[Read, ReadWrite]), &[]),
+            head_forward: Kernel::new(device, &head, "forward", hp, &head_io, &[]),
+            head_mse: Kernel::new(device, &head, "mse", hp, &head_io, &[]),
+            head_backward: Kernel::new(device, &head, "backward", hp, &head_io, &[]),
+            head_param_grads: Kernel::new(device, &head, "param_grads", hp, &head_io, &[]),
             sgd: Kernel::new(device, &optim, "sgd", op, &op_io, &[]),
             adam: Kernel::new(device, &optim, "adam", op, &op_io, &[]),
             sumsq: Kernel::new(device, &optim, "sumsq", op, &op_io, &[]),
@@ -1224,6 +1255,52 @@ impl Kernels {
             }
         }
         Ok(())
+    }
+
+    /// The regression head of `head.wgsl` on `h` `(B, H)` with parameters `p`
+    /// `(H + 1)` and targets `goal` `(B)`: predictions `y`, the loss, and the
+    /// gradients `dh` `(B, H)` and `dp` `(H + 1)`; `dy` is scratch `(B)`.
+    pub(crate) fn head(
+        &self,
+        rec: &mut Recorder,
+        batch: usize,
+        hidden: usize,
+        h: &wgpu::Buffer,
+        p: &wgpu::Buffer,
+        goal: &wgpu::Buffer,
+        out: [&wgpu::Buffer; 5],
+    ) -> Result<()> {
+        let prm = HeadParams {
+            batch: u32_of("batch", batch)?,
+            hidden: u32_of("hidden size", hidden)?,
+            ..Default::default()
+        };
+        let [y, dy, loss, dh, dp] = out;
+        let bufs = [h, p, goal, y, dy, loss, dh, dp];
+        let groups = |n: usize| -> Result<[u32; 3]> { Ok([u32_of("head", n.div_ceil(64))?, 1, 1]) };
+        self.head_forward.run(rec, &prm, &bufs, groups(batch)?)?;
+        self.head_mse.run(rec, &prm, &bufs, [1, 1, 1])?;
+        self.head_backward
+            .run(rec, &prm, &bufs, groups(batch * hidden)?)?;
+        self.head_param_grads
+            .run(rec, &prm, &bufs, groups(hidden + 1)?)
+    }
+
+    /// `out[..len] += inp[..len]`.
+    pub(crate) fn add(
+        &self,
+        rec: &mut Recorder,
+        inp: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        let wg = groups_1d(rec, len);
+        let p = UtilParams {
+            count: u32_of("accumulation", len)?,
+            gtx: wg[0],
+            ..Default::default()
+        };
+        self.add.run(rec, &p, &[inp, out], wg)
     }
 
     /// One SGD step on a tensor of `len` floats (see `optim.wgsl`).

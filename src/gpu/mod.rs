@@ -5,12 +5,14 @@
 //! - [`recorder`]: a whole call recorded into one encoder, submitted once;
 //! - [`model`]: the GRU stack, forward and backward.
 
+pub mod cell;
 pub mod context;
 pub mod kernels;
 pub mod model;
 pub mod optim;
 pub(crate) mod recorder;
 
+pub use cell::GpuGruCell;
 pub use context::{
     list_adapters, AdapterSummary, ContextOptions, GpuContext, PooledBuffer, Products,
 };

@@ -210,16 +210,16 @@ impl std::fmt::Debug for GpuGru {
 }
 
 /// Forward's device-side results before they are handed out.
-struct ForwardOut {
+pub(crate) struct ForwardOut {
     output: PooledBuffer,
     h_n: PooledBuffer,
     tape: GpuTape,
 }
 
-struct BackwardOut {
-    grad_x: PooledBuffer,
-    grad_h0: PooledBuffer,
-    grads: Vec<[Option<PooledBuffer>; 4]>,
+pub(crate) struct BackwardOut {
+    pub(crate) grad_x: PooledBuffer,
+    pub(crate) grad_h0: PooledBuffer,
+    pub(crate) grads: Vec<[Option<PooledBuffer>; 4]>,
 }
 
 /// The rule: whether the persistent kernels run the time loop of hidden size
@@ -300,7 +300,7 @@ impl GpuGru {
         }
     }
 
-    fn recorder(&self) -> Recorder<'_> {
+    pub(crate) fn recorder(&self) -> Recorder<'_> {
         Recorder::new(
             &self.ctx,
             self.timing.load(std::sync::atomic::Ordering::Relaxed),
@@ -308,7 +308,7 @@ impl GpuGru {
     }
 
     /// Submits a call's recording, once, and keeps its statistics.
-    fn finish(&self, rec: Recorder) -> Result<()> {
+    pub(crate) fn finish(&self, rec: Recorder) -> Result<()> {
         let dispatches = rec.dispatches;
         let gpu_ms = rec.submit()?;
         *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = CallStats {
@@ -1088,7 +1088,7 @@ impl GpuGru {
     }
 
     /// Records the backward of the whole stack for `tape`.
-    fn record_backward(
+    pub(crate) fn record_backward(
         &self,
         rec: &mut Recorder,
         tape: &GpuTape,
@@ -1296,7 +1296,7 @@ impl GpuGru {
         })
     }
 
-    fn check_tape(&self, tape: &GpuTape) -> Result<()> {
+    pub(crate) fn check_tape(&self, tape: &GpuTape) -> Result<()> {
         if tape.model_id != self.id {
             return Err(GruError::Tape(format!(
                 "this tape was made by the forward of another model (model {}, not {})",
