@@ -57,6 +57,34 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> dh: array<f32>;
 @group(0) @binding(8) var<storage, read_write> gwin: array<f32>;
 
+// The gate gradients of unit j, batch row b, direction d at step su (time t)
+// from dh_s = dhs: writes dG_h (processing order) and dG_i (time order) and
+// returns dG_h of the unit's r, z, n rows. Shared by `step` and `sequence`.
+fn gate_grads(d: u32, su: u32, t: u32, b: u32, j: u32, dhs: f32) -> vec3<f32> {
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let h3 = 3u * H;
+    let tp = ((d * T + su) * B + b) * 4u * H + j;
+    let r = gates[tp];
+    let z = gates[tp + H];
+    let n = gates[tp + 2u * H];
+    let ghn = gates[tp + 3u * H];
+    let hp = hs[((d * (T + 1u) + su) * B + b) * H + j];
+    let da_n = dhs * (1.0 - z) * (1.0 - n * n);
+    let da_z = dhs * (hp - n) * z * (1.0 - z);
+    let da_r = da_n * ghn * r * (1.0 - r);
+    let gh = ((d * T + su) * B + b) * h3 + j;
+    dgh[gh] = da_r;
+    dgh[gh + H] = da_z;
+    dgh[gh + 2u * H] = da_n * r;
+    let gi = (t * B + b) * (P.dirs * h3) + d * h3 + j;
+    dgi[gi] = da_r;
+    dgi[gi + H] = da_z;
+    dgi[gi + 2u * H] = da_n;
+    return vec3<f32>(da_r, da_z, da_n * r);
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     // A grid larger than the device allows per dimension comes in pieces; (gx, gy, gz) is this piece's offset.
@@ -121,30 +149,14 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         let su = u32(s);
         let t = select(T - 1u - su, su, d == 0u);
         let dhs = carry[i] + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
-        let tp = ((d * T + su) * B + b) * 4u * H + j;
-        let r = gates[tp];
-        let z = gates[tp + H];
-        let n = gates[tp + 2u * H];
-        let ghn = gates[tp + 3u * H];
-        let hp = hs[((d * (T + 1u) + su) * B + b) * H + j];
-        let da_n = dhs * (1.0 - z) * (1.0 - n * n);
-        let da_z = dhs * (hp - n) * z * (1.0 - z);
-        let da_r = da_n * ghn * r * (1.0 - r);
-        let gh = ((d * T + su) * B + b) * h3 + j;
-        dgh[gh] = da_r;
-        dgh[gh + H] = da_z;
-        dgh[gh + 2u * H] = da_n * r;
+        let g = gate_grads(d, su, t, b, j, dhs);
         if (PRECOMPUTED) {
             let region = ((su % 2u) * P.dirs + d) * P.win_len;
             let kc = P.kc;
-            gwin[region + ((j / kc) * B + b) * kc + j % kc] = da_r;
-            gwin[region + (((H + j) / kc) * B + b) * kc + (H + j) % kc] = da_z;
-            gwin[region + (((2u * H + j) / kc) * B + b) * kc + (2u * H + j) % kc] = da_n * r;
+            gwin[region + ((j / kc) * B + b) * kc + j % kc] = g.x;
+            gwin[region + (((H + j) / kc) * B + b) * kc + (H + j) % kc] = g.y;
+            gwin[region + (((2u * H + j) / kc) * B + b) * kc + (2u * H + j) % kc] = g.z;
         }
-        let gi = (t * B + b) * (P.dirs * h3) + d * h3 + j;
-        dgi[gi] = da_r;
-        dgi[gi + H] = da_z;
-        dgi[gi + 2u * H] = da_n;
         dh[dh_this + b * H + j] = dhs;
     }
 }
@@ -237,23 +249,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                     let su = u32(si);
                     let t = select(T - 1u - su, su, d == 0u);
                     let dhs = carry[i] + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
-                    let tp = ((d * T + su) * B + b) * 4u * H + j;
-                    let r = gates[tp];
-                    let z = gates[tp + H];
-                    let n = gates[tp + 2u * H];
-                    let ghn = gates[tp + 3u * H];
-                    let hp = hs[((d * (T + 1u) + su) * B + b) * H + j];
-                    let da_n = dhs * (1.0 - z) * (1.0 - n * n);
-                    let da_z = dhs * (hp - n) * z * (1.0 - z);
-                    let da_r = da_n * ghn * r * (1.0 - r);
-                    let gh = ((d * T + su) * B + b) * h3 + j;
-                    dgh[gh] = da_r;
-                    dgh[gh + H] = da_z;
-                    dgh[gh + 2u * H] = da_n * r;
-                    let gi = (t * B + b) * (P.dirs * h3) + d * h3 + j;
-                    dgi[gi] = da_r;
-                    dgi[gi + H] = da_z;
-                    dgi[gi + 2u * H] = da_n;
+                    gate_grads(d, su, t, b, j, dhs);
                     dh[dh_this + b * H + j] = dhs;
                 }
             }

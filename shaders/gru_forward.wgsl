@@ -48,6 +48,31 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> gates: array<f32>;
 @group(0) @binding(7) var<storage, read_write> hwin: array<f32>;
 
+// The gate math of unit j, batch row b, direction d at step s (time t), from
+// gh = h·W_hhᵀ + b_hh of that unit: writes h', the output and the tape, and
+// returns h'. Shared by `step` and `sequence`.
+fn gate_step(d: u32, s: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, ghn: f32) -> f32 {
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let h3 = 3u * H;
+    let g = (t * B + b) * (P.dirs * h3) + d * h3;
+    let r = sigmoid_stable(gi[g + j] + ghr);
+    let z = sigmoid_stable(gi[g + H + j] + ghz);
+    let n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
+    let hprev = (d * (T + 1u) + s) * B * H;
+    let hp = hs[hprev + b * H + j];
+    let hn = (1.0 - z) * n + z * hp;
+    hs[hprev + B * H + b * H + j] = hn;
+    out[(t * B + b) * (P.dirs * H) + d * H + j] = hn;
+    let tp = ((d * T + s) * B + b) * 4u * H + j;
+    gates[tp] = r;
+    gates[tp + H] = z;
+    gates[tp + 2u * H] = n;
+    gates[tp + 3u * H] = ghn;
+    return hn;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     // A grid larger than the device allows per dimension comes in pieces; (gx, gy, gz) is this piece's offset.
@@ -100,7 +125,6 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         if (b >= B) {
             break;
         }
-        let g = (t * B + b) * (P.dirs * h3) + d * h3;
         var ghr = ar[i] + br;
         var ghz = az[i] + bz;
         var ghn = an[i] + bn;
@@ -110,18 +134,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
             ghz = w_hhT[o + H];
             ghn = w_hhT[o + 2u * H];
         }
-        let r = sigmoid_stable(gi[g + j] + ghr);
-        let z = sigmoid_stable(gi[g + H + j] + ghz);
-        let n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
-        let hp = hs[hprev + b * H + j];
-        let hn = (1.0 - z) * n + z * hp;
-        hs[hprev + B * H + b * H + j] = hn;
-        out[(t * B + b) * (P.dirs * H) + d * H + j] = hn;
-        let tp = ((d * T + s) * B + b) * 4u * H + j;
-        gates[tp] = r;
-        gates[tp + H] = z;
-        gates[tp + 2u * H] = n;
-        gates[tp + 3u * H] = ghn;
+        let hn = gate_step(d, s, t, b, j, ghr, ghz, ghn);
         if (PRECOMPUTED) {
             let region = (((s + 1u) % 2u) * P.dirs + d) * P.win_len;
             hwin[region + ((j / P.kc) * B + b) * P.kc + j % P.kc] = hn;
@@ -233,21 +246,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                     bn = b_hh[d * h3 + 2u * H + j];
                 }
                 for (var i = 0u; i < nrows; i = i + 1u) {
-                    let b = b0 + i;
-                    let g = (t * B + b) * (P.dirs * h3) + d * h3;
-                    let ghn = an[i] + bn;
-                    let r = sigmoid_stable(gi[g + j] + ar[i] + br);
-                    let z = sigmoid_stable(gi[g + H + j] + az[i] + bz);
-                    let n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
-                    let hp = hs[hprev + b * H + j];
-                    let hn = (1.0 - z) * n + z * hp;
-                    hs[hprev + B * H + b * H + j] = hn;
-                    out[(t * B + b) * (P.dirs * H) + d * H + j] = hn;
-                    let tp = ((d * T + s) * B + b) * 4u * H + j;
-                    gates[tp] = r;
-                    gates[tp + H] = z;
-                    gates[tp + 2u * H] = n;
-                    gates[tp + 3u * H] = ghn;
+                    gate_step(d, s, t, b0 + i, j, ar[i] + br, az[i] + bz, an[i] + bn);
                 }
             }
         }

@@ -300,63 +300,30 @@ fn read_records(path: &PathBuf) -> Result<Vec<Record>, String> {
 }
 
 /// GFLOP/s against hidden size, one line per implementation and mode.
-fn plot(path: &PathBuf, records: &[Record]) -> Result<(), String> {
-    use plotters::prelude::*;
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+fn plot(path: &std::path::Path, records: &[Record]) -> Result<(), String> {
+    let mut series: Vec<super::Series> = Vec::new();
     for r in records {
-        let name = format!("{} {} {}", r.framework, r.implementation, r.mode);
+        let label = format!("{} {} {}", r.framework, r.implementation, r.mode);
         let point = (r.hidden as f64, r.gflops);
-        match series.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, pts)) => pts.push(point),
-            None => series.push((name, vec![point])),
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push(point),
+            None => series.push(super::Series {
+                label,
+                points: vec![point],
+                dots: true,
+            }),
         }
     }
-    for (_, pts) in &mut series {
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    let xmax = records.iter().map(|r| r.hidden).max().unwrap_or(1) as f64 * 1.1;
-    let ymax = records
-        .iter()
-        .map(|r| r.gflops)
-        .fold(0.0, f64::max)
-        .max(1e-3)
-        * 1.15;
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("GRU throughput against hidden size", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..xmax, 0.0..ymax)
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("hidden size H")
-        .y_desc("GFLOP/s")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (i, (name, pts)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| e.to_string())?;
-    }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())?;
-    Ok(())
+    super::line_chart(
+        path,
+        "GRU throughput against hidden size",
+        "hidden size H",
+        "GFLOP/s",
+        &series,
+    )
 }
 
 #[derive(clap::Args, Clone, Debug)]

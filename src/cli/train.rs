@@ -102,50 +102,25 @@ pub fn run(args: &TrainArgs, adapter: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn plot(path: &PathBuf, losses: &[(usize, f32)]) -> Result<(), String> {
-    use plotters::prelude::*;
-    let xmax = losses.last().map_or(1, |l| l.0) as f64;
-    let ymax = losses.iter().map(|l| l.1 as f64).fold(0.2, f64::max);
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "GRU on the adding problem: training loss",
-            ("sans-serif", 22),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..xmax, 0.0..ymax)
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc("mean squared error")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(LineSeries::new(
-            losses.iter().map(|&(s, l)| (s as f64, l as f64)),
-            BLUE.stroke_width(2),
-        ))
-        .map_err(|e| e.to_string())?
-        .label("training batch")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
-    chart
-        .draw_series(LineSeries::new(
-            [(0.0, 1.0 / 6.0), (xmax, 1.0 / 6.0)],
-            RED.stroke_width(1),
-        ))
-        .map_err(|e| e.to_string())?
-        .label("constant predictor (1/6)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(1)));
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())?;
-    Ok(())
+fn plot(path: &std::path::Path, losses: &[(usize, f32)]) -> Result<(), String> {
+    let last = losses.last().map_or(1.0, |l| l.0 as f64);
+    let series = [
+        super::Series {
+            label: "training batch".into(),
+            points: losses.iter().map(|&(s, l)| (s as f64, l as f64)).collect(),
+            dots: false,
+        },
+        super::Series {
+            label: "constant predictor (1/6)".into(),
+            points: vec![(0.0, 1.0 / 6.0), (last, 1.0 / 6.0)],
+            dots: false,
+        },
+    ];
+    super::line_chart(
+        path,
+        "GRU on the adding problem: training loss",
+        "step",
+        "mean squared error",
+        &series,
+    )
 }

@@ -180,6 +180,20 @@ impl Kernel {
         Ok(())
     }
 
+    /// Records a 1-D kernel over `count` threads (64 per workgroup).
+    fn run_1d<P: Flat>(
+        &self,
+        rec: &mut Recorder,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        count: usize,
+    ) -> Result<()> {
+        let wg = groups_1d(rec, count);
+        let mut p = *params;
+        p.set_width(wg[0]);
+        self.run(rec, &p, buffers, wg)
+    }
+
     /// Records the pieces of one grid with a bind group made for the current
     /// arena chunk (whose slots must have been reserved).
     fn dispatch_pieces<P: Grid>(
@@ -431,6 +445,23 @@ grid3!(
 impl Grid for WinParams {
     fn at(&mut self, off: [u32; 3]) {
         [self.gx, self.gy] = [off[0], off[1]];
+    }
+}
+
+/// Parameters of the 1-D kernels, which linearise the grid with its width.
+trait Flat: Grid {
+    fn set_width(&mut self, gtx: u32);
+}
+
+impl Flat for UtilParams {
+    fn set_width(&mut self, gtx: u32) {
+        self.gtx = gtx;
+    }
+}
+
+impl Flat for OptimParams {
+    fn set_width(&mut self, gtx: u32) {
+        self.gtx = gtx;
     }
 }
 
@@ -1078,9 +1109,7 @@ impl Kernels {
             c: c as u32,
             ..Default::default()
         };
-        let wg = groups_1d(rec, count);
-        let p = UtilParams { gtx: wg[0], ..p };
-        self.permute01.run(rec, &p, &[inp, out], wg)
+        self.permute01.run_1d(rec, &p, &[inp, out], count)
     }
 
     /// `(Z, R, C) -> (Z, C, R)`.
@@ -1100,9 +1129,7 @@ impl Kernels {
             b: c as u32,
             ..Default::default()
         };
-        let wg = groups_1d(rec, count);
-        let p = UtilParams { gtx: wg[0], ..p };
-        self.transpose.run(rec, &p, &[inp, out], wg)
+        self.transpose.run_1d(rec, &p, &[inp, out], count)
     }
 
     /// `out = inp * mask / (1 - p)` with the mask of `crate::dropout`.
@@ -1124,9 +1151,7 @@ impl Kernels {
             scale: (1.0 / (1.0 - prob as f64)) as f32,
             ..Default::default()
         };
-        let wg = groups_1d(rec, count);
-        let p = UtilParams { gtx: wg[0], ..p };
-        self.dropout.run(rec, &p, &[inp, out], wg)
+        self.dropout.run_1d(rec, &p, &[inp, out], count)
     }
 
     /// Writes the logical (rows, k) matrix `M(r, k) = inp[in_off + z*in_batch + r*rs + k*ks]`
@@ -1294,13 +1319,11 @@ impl Kernels {
         out: &wgpu::Buffer,
         len: usize,
     ) -> Result<()> {
-        let wg = groups_1d(rec, len);
         let p = UtilParams {
             count: u32_of("accumulation", len)?,
-            gtx: wg[0],
             ..Default::default()
         };
-        self.add.run(rec, &p, &[inp, out], wg)
+        self.add.run_1d(rec, &p, &[inp, out], len)
     }
 
     /// One SGD step on a tensor of `len` floats (see `optim.wgsl`).
@@ -1314,7 +1337,6 @@ impl Kernels {
         buf: &wgpu::Buffer,
         len: usize,
     ) -> Result<()> {
-        let wg = groups_1d(rec, len);
         let p = OptimParams {
             count: u32_of("parameter", len)?,
             flags: first as u32 | ((o.nesterov as u32) << 1),
@@ -1322,11 +1344,10 @@ impl Kernels {
             weight_decay: o.weight_decay,
             momentum: o.momentum,
             dampening: o.dampening,
-            gtx: wg[0],
             ..Default::default()
         };
         self.sgd
-            .run(rec, &p, &[param, grad, buf, &self.dummy_rw], wg)
+            .run_1d(rec, &p, &[param, grad, buf, &self.dummy_rw], len)
     }
 
     /// One Adam or AdamW step `t` (from 1) on a tensor of `len` floats.
@@ -1341,7 +1362,6 @@ impl Kernels {
         v: &wgpu::Buffer,
         len: usize,
     ) -> Result<()> {
-        let wg = groups_1d(rec, len);
         let (step_size, bc2_sqrt) = o.corrections(t);
         let p = OptimParams {
             count: u32_of("parameter", len)?,
@@ -1353,10 +1373,9 @@ impl Kernels {
             eps: o.eps,
             step_size: step_size as f32,
             bc2_sqrt: bc2_sqrt as f32,
-            gtx: wg[0],
             ..Default::default()
         };
-        self.adam.run(rec, &p, &[param, grad, m, v], wg)
+        self.adam.run_1d(rec, &p, &[param, grad, m, v], len)
     }
 
     /// `norms[at] = sum of grad^2` over `len` floats, in a fixed order: sums of
@@ -1371,17 +1390,15 @@ impl Kernels {
     ) -> Result<()> {
         let chunks = len.div_ceil(256).max(1);
         let part = rec.ctx.storage("sum-of-squares partials", chunks)?;
-        let wg = groups_1d(rec, chunks);
         let p = OptimParams {
             count: u32_of("gradient", len)?,
-            gtx: wg[0],
             ..Default::default()
         };
-        self.sumsq.run(
+        self.sumsq.run_1d(
             rec,
             &p,
             &[&self.dummy_rw, grad, &self.dummy_rw, part.buffer()],
-            wg,
+            chunks,
         )?;
         self.sum_rows(
             rec,
@@ -1433,15 +1450,13 @@ impl Kernels {
         norms: &wgpu::Buffer,
         coef_at: usize,
     ) -> Result<()> {
-        let wg = groups_1d(rec, len);
         let p = OptimParams {
             count: u32_of("gradient", len)?,
             coef_at: coef_at as u32,
-            gtx: wg[0],
             ..Default::default()
         };
         self.scale
-            .run(rec, &p, &[&self.dummy_rw, grad, &self.dummy_rw, norms], wg)
+            .run_1d(rec, &p, &[&self.dummy_rw, grad, &self.dummy_rw, norms], len)
     }
 }
 

@@ -946,16 +946,8 @@ impl GpuGru {
             let out = self.ctx.storage("layer output", tb * nd * h)?;
             for d in 0..nd {
                 let slot0 = (d * (t_len + 1) * batch * h * 4) as u64;
-                match h0 {
-                    Some(h0) => rec.copy(
-                        h0,
-                        ((l * nd + d) as u64) * state_bytes,
-                        hs.buffer(),
-                        slot0,
-                        state_bytes,
-                    ),
-                    None => rec.clear(hs.buffer(), slot0, state_bytes),
-                }
+                let src = h0.map(|b| (b, ((l * nd + d) as u64) * state_bytes));
+                rec.copy_or_clear(src, hs.buffer(), slot0, state_bytes);
             }
             let shape = StepShape {
                 t_len,
@@ -1122,16 +1114,8 @@ impl GpuGru {
             let dh = self.ctx.storage("dh", nd * 2 * batch * h)?;
             for d in 0..nd {
                 let slot = ((d * 2 + t_len % 2) * batch * h * 4) as u64;
-                match grad_h_n {
-                    Some(g) => rec.copy(
-                        g,
-                        ((l * nd + d) as u64) * state_bytes,
-                        dh.buffer(),
-                        slot,
-                        state_bytes,
-                    ),
-                    None => rec.clear(dh.buffer(), slot, state_bytes),
-                }
+                let src = grad_h_n.map(|b| (b, ((l * nd + d) as u64) * state_bytes));
+                rec.copy_or_clear(src, dh.buffer(), slot, state_bytes);
             }
             let shape = StepShape {
                 t_len,

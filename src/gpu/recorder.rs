@@ -172,6 +172,21 @@ impl<'c> Recorder<'c> {
         }
     }
 
+    /// Copies `bytes` from `src` (a buffer and offset) to `dst`, or zeroes them
+    /// where there is no source (an absent `h0` or `grad_h_n`).
+    pub(crate) fn copy_or_clear(
+        &mut self,
+        src: Option<(&wgpu::Buffer, u64)>,
+        dst: &wgpu::Buffer,
+        dst_off: u64,
+        bytes: u64,
+    ) {
+        match src {
+            Some((b, off)) => self.copy(b, off, dst, dst_off, bytes),
+            None => self.clear(dst, dst_off, bytes),
+        }
+    }
+
     /// Sets `bytes` of `buf` from `offset` to zero.
     pub(crate) fn clear(&mut self, buf: &wgpu::Buffer, offset: u64, bytes: u64) {
         if bytes > 0 {
