@@ -162,3 +162,59 @@ fn an_adapter_that_does_not_exist_is_an_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_main_job_without_an_adapter_runs_the_cpu_part_and_fails() {
+    // An adapter that does not exist stands for a machine with none.
+    let out = bin()
+        .env("GRU_WGPU_ADAPTER", "no-such-adapter-anywhere")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[1].starts_with("no GPU adapter found ("), "{stdout}");
+    assert!(
+        lines[2].contains("apt-get install mesa-vulkan-drivers"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("check: CPU reference (f64) against PyTorch"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("benchmark: the CPU reference"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("gru-wgpu  cpu  fwdbwd")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_main_job_with_an_adapter() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = bin().output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.lines().nth(1).unwrap().starts_with("adapter: "),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("check: ") && l.ends_with(" OK"))
+            .count(),
+        3,
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("gru-wgpu  gpu  fwdbwd  B=64 T=64 I=256 H=256")),
+        "{stdout}"
+    );
+}

@@ -210,3 +210,25 @@ fn a_tape_of_another_model_is_refused() {
     assert!(matches!(e, GruError::Tape(_)), "{e:?}");
     assert!(e.to_string().contains("another model"), "{e}");
 }
+
+#[test]
+fn slices_of_the_wrong_length_are_refused() {
+    let Some(ctx) = common::gpu() else { return };
+    let cfg = GruConfig::new(4, 6).layers(2);
+    let model = GpuGru::new(&ctx, &gru_wgpu::GruParams::init(&cfg, 1).unwrap()).unwrap();
+    let e = model.forward_slice(&[0.0; 23], 3, 2, None).unwrap_err();
+    assert!(matches!(e, GruError::LengthMismatch { .. }), "{e:?}");
+    assert_eq!(e.to_string(), "`x`: expected 24 floats, got 23");
+    let e = model
+        .forward_slice(&[0.0; 24], 3, 2, Some(&[0.0; 5]))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "`h0`: expected 24 floats, got 5");
+    let (out, _, tape) = model
+        .forward_slice(&[0.5; 24], 3, 2, Some(&[0.1; 24]))
+        .unwrap();
+    assert_eq!(out.shape(), &[3, 2, 6]);
+    let e = model.backward_slice(tape, &[0.0; 35], None).unwrap_err();
+    assert_eq!(e.to_string(), "`grad_output`: expected 36 floats, got 35");
+    let e = model.forward_slice(&[], 0, 2, None).unwrap_err();
+    assert!(matches!(e, GruError::ZeroSize { dim: "T", .. }), "{e:?}");
+}

@@ -193,3 +193,43 @@ fn huge_inputs_saturate() {
         assert!(worst <= 1e-30, "{label}: grad x differs by {worst:e}");
     }
 }
+
+#[test]
+fn activations_saturate_exactly_at_plus_minus_100() {
+    // I = H = 1, no recurrent weights, h0 = 0.5: the pre-activations are
+    // w * x with x = 1, so gates see exactly +-100 (and +-1e4).
+    let Some(ctx) = common::gpu() else { return };
+    for (a_z, a_n, want) in [
+        // z = sigmoid(-100) = 0, n = tanh(100) = 1: h' = n = 1.
+        (-100.0f32, 100.0f32, 1.0f32),
+        // z = 0, n = tanh(-100) = -1: h' = -1.
+        (-100.0, -100.0, -1.0),
+        // z = sigmoid(100) = 1: h' = h0.
+        (100.0, 100.0, 0.5),
+        (-1e4, 1e4, 1.0),
+        (1e4, -1e4, 0.5),
+    ] {
+        let config = GruConfig::new(1, 1).bias(false);
+        let mut p = GruParams::<f32>::zeros(&config).unwrap();
+        let d = p.dir_mut(0, 0);
+        d.weight_ih[[0, 0]] = 3.0; // r: any value, it multiplies W_hn h = 0
+        d.weight_ih[[1, 0]] = a_z;
+        d.weight_ih[[2, 0]] = a_n;
+        let x = Array3::<f32>::ones((1, 1, 1));
+        let h0 = Array3::<f32>::from_elem((1, 1, 1), 0.5);
+        for (label, ctx, r) in common::gpu_paths().into_iter().chain(std::iter::once((
+            "auto".to_string(),
+            ctx.clone(),
+            gru_wgpu::gpu::Recurrence::Auto,
+        ))) {
+            let m = GpuGru::new(&ctx, &p).unwrap();
+            m.set_recurrence(r);
+            let (out, _, _) = m.forward(x.view(), Some(h0.view())).unwrap();
+            assert_eq!(
+                out[[0, 0, 0]],
+                want,
+                "{label}: z pre-activation {a_z}, n pre-activation {a_n}"
+            );
+        }
+    }
+}
