@@ -60,39 +60,7 @@ fn upload(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
         })
 }
 
-/// The first `len` floats of a buffer (the buffers the crate returns may be
-/// longer than their data).
-fn download_n(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
-    let mut v = download(ctx, buf);
-    assert!(
-        v.len() >= len,
-        "buffer of {} floats, {len} expected",
-        v.len()
-    );
-    v.truncate(len);
-    v
-}
-
-fn download(ctx: &GpuContext, buf: &wgpu::Buffer) -> Vec<f32> {
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: buf.size(),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut enc = ctx.device().create_command_encoder(&Default::default());
-    enc.copy_buffer_to_buffer(buf, 0, &staging, 0, buf.size());
-    ctx.queue().submit(Some(enc.finish()));
-    staging
-        .slice(..)
-        .map_async(wgpu::MapMode::Read, |r| r.unwrap());
-    ctx.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .unwrap();
-    let v =
-        bytemuck::cast_slice::<u8, f32>(&staging.slice(..).get_mapped_range().unwrap()).to_vec();
-    v
-}
+use common::download as download_n;
 
 #[test]
 fn device_buffers_in_and_out_match_the_array_api() {

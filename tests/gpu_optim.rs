@@ -19,26 +19,7 @@ fn buffer(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
         })
 }
 
-fn read(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: (len * 4) as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut enc = ctx.device().create_command_encoder(&Default::default());
-    enc.copy_buffer_to_buffer(buf, 0, &staging, 0, (len * 4) as u64);
-    ctx.queue().submit(Some(enc.finish()));
-    staging
-        .slice(..)
-        .map_async(wgpu::MapMode::Read, |r| r.unwrap());
-    ctx.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .unwrap();
-    let v =
-        bytemuck::cast_slice::<u8, f32>(&staging.slice(..).get_mapped_range().unwrap()).to_vec();
-    v
-}
+use common::download as read;
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut r = common::rng(seed);

@@ -450,7 +450,25 @@ impl GpuContext {
                 },
             );
         }
-        self.wait()?;
+        // The callbacks run inside some poll of the device; where several
+        // threads use it, another thread's poll may be running ours while our
+        // wait returns. So wait until every callback has run (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            self.wait()?;
+            if results
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .all(Option::is_some)
+            {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
         let mut out = Vec::with_capacity(bufs.len());
         for (i, (b, len)) in bufs.iter().enumerate() {
             let status = results.lock().unwrap_or_else(|p| p.into_inner())[i].take();

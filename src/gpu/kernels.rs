@@ -176,8 +176,7 @@ impl Kernel {
         rec.reserve(parts.len());
         let chunk = rec.current_chunk();
         let bg = self.bind(rec, chunk, buffers);
-        self.dispatch_pieces(rec, &bg, *params, &parts);
-        Ok(())
+        self.dispatch_pieces(rec, &bg, chunk, *params, &parts)
     }
 
     /// Records a 1-D kernel over `count` threads (64 per workgroup).
@@ -200,14 +199,16 @@ impl Kernel {
         &self,
         rec: &mut Recorder,
         bg: &wgpu::BindGroup,
+        chunk: usize,
         mut params: P,
         parts: &[([u32; 3], [u32; 3])],
-    ) {
+    ) -> Result<()> {
         for &(off, size) in parts {
             params.at(off);
-            let slot = rec.slot(&params);
+            let slot = rec.slot_in(&params, chunk)?;
             rec.dispatch(&self.pipeline, bg, &[slot.offset], size);
         }
+        Ok(())
     }
 }
 
@@ -898,7 +899,7 @@ impl Kernels {
             );
             for s in 0..sh.t_len {
                 p.s = s as i32;
-                self.fwd_step.dispatch_pieces(rec, &bg, p, &parts);
+                self.fwd_step.dispatch_pieces(rec, &bg, chunk, p, &parts)?;
             }
             return Ok(());
         };
@@ -932,7 +933,8 @@ impl Kernels {
                 self.record_windows(rec, &bg_gemm, chunk, &state, &weights, bias, d * b * h3, h3)?;
             }
             p.s = s as i32;
-            self.fwd_step_pre.dispatch_pieces(rec, &bg_step, p, &parts);
+            self.fwd_step_pre
+                .dispatch_pieces(rec, &bg_step, chunk, p, &parts)?;
         }
         Ok(())
     }
@@ -966,7 +968,7 @@ impl Kernels {
             );
             for s in (-1..t_len).rev() {
                 p.s = s;
-                self.bwd_step.dispatch_pieces(rec, &bg, p, &parts);
+                self.bwd_step.dispatch_pieces(rec, &bg, chunk, p, &parts)?;
             }
             return Ok(());
         };
@@ -1013,7 +1015,8 @@ impl Kernels {
                 }
             }
             p.s = s;
-            self.bwd_step_pre.dispatch_pieces(rec, &bg_step, p, &parts);
+            self.bwd_step_pre
+                .dispatch_pieces(rec, &bg_step, chunk, p, &parts)?;
         }
         Ok(())
     }
@@ -1265,8 +1268,7 @@ impl Kernels {
                         .max(1);
                     for gy in (0..wg[1]).step_by(max as usize) {
                         for gx in (0..wg[0]).step_by(max as usize) {
-                            let slot = rec.slot(&WinParams { gx, gy, ..p });
-                            debug_assert_eq!(slot.chunk, chunk, "slots reserved before binding");
+                            let slot = rec.slot_in(&WinParams { gx, gy, ..p }, chunk)?;
                             let size = [(wg[0] - gx).min(max), (wg[1] - gy).min(max), 1];
                             rec.dispatch(
                                 &self.gemm_windows.pipeline,

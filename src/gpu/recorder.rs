@@ -118,6 +118,19 @@ impl<'c> Recorder<'c> {
         self.chunks.len().saturating_sub(1)
     }
 
+    /// Puts `params` in the next slot, which must fall in arena chunk `chunk`
+    /// (the one a bind group was made for; its slots were reserved).
+    pub(crate) fn slot_in<P: bytemuck::Pod>(&mut self, params: &P, chunk: usize) -> Result<Slot> {
+        let slot = self.slot(params);
+        if slot.chunk != chunk {
+            return Err(crate::error::GruError::Gpu(format!(
+                "internal error: a parameter slot fell in arena chunk {} instead of {chunk} (too few slots reserved)",
+                slot.chunk
+            )));
+        }
+        Ok(slot)
+    }
+
     /// Puts `params` in the next slot of the current chunk.
     pub(crate) fn slot<P: bytemuck::Pod>(&mut self, params: &P) -> Slot {
         self.reserve(1);

@@ -145,3 +145,38 @@ pub fn check_with(
     }
     gru_wgpu::check::worst(&errors)
 }
+
+/// The first `len` floats of a device buffer, read back. Waits until the map
+/// callback has run: with tests sharing the device across threads, another
+/// thread's poll may be running it when this thread's poll returns.
+pub fn download(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    assert!(
+        buf.size() >= (len * 4) as u64,
+        "buffer of {} bytes, {len} floats expected",
+        buf.size()
+    );
+    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: (len * 4) as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(buf, 0, &staging, 0, (len * 4) as u64);
+    ctx.queue().submit(Some(enc.finish()));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        r.unwrap();
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        ctx.device()
+            .poll(wgpu::PollType::wait_indefinitely())
+            .unwrap();
+        std::thread::yield_now();
+    }
+    let v =
+        bytemuck::cast_slice::<u8, f32>(&staging.slice(..).get_mapped_range().unwrap()).to_vec();
+    v
+}
