@@ -105,12 +105,9 @@ pub struct Record {
     /// The adapter (or CPU) it ran on.
     pub adapter: String,
     pub mode: Mode,
-    pub batch: usize,
-    pub seq: usize,
-    pub input: usize,
-    pub hidden: usize,
-    pub layers: usize,
-    pub bidirectional: bool,
+    /// `batch`, `seq`, `input`, `hidden`, `layers`, `bidirectional`, at the top level of the JSON.
+    #[serde(flatten)]
+    pub shape: BenchShape,
     /// Wall time per call, each call waited to completion.
     pub median_ms: f64,
     pub min_ms: f64,
@@ -131,19 +128,6 @@ pub struct Record {
     /// `windows/persistent` (null for the CPU and for PyTorch).
     #[serde(default)]
     pub path: Option<String>,
-}
-
-impl Record {
-    pub fn shape(&self) -> BenchShape {
-        BenchShape {
-            batch: self.batch,
-            seq: self.seq,
-            input: self.input,
-            hidden: self.hidden,
-            layers: self.layers,
-            bidirectional: self.bidirectional,
-        }
-    }
 }
 
 /// `(median, min, max)`; the median of an even count is the mean of the middle two.
@@ -181,12 +165,7 @@ fn make_record(
         implementation: implementation.into(),
         adapter: adapter.into(),
         mode,
-        batch: shape.batch,
-        seq: shape.seq,
-        input: shape.input,
-        hidden: shape.hidden,
-        layers: shape.layers,
-        bidirectional: shape.bidirectional,
+        shape: *shape,
         median_ms: median,
         min_ms: min,
         max_ms: max,
@@ -347,6 +326,7 @@ pub fn bench_cpu(
 }
 
 fn shape_label(r: &Record) -> String {
+    let r = &r.shape;
     format!(
         "B={} T={} I={} H={}{}{}",
         r.batch,
@@ -410,7 +390,7 @@ pub fn compare_table(ours: &[Record], theirs: &[Record]) -> String {
     for o in ours {
         for t in theirs
             .iter()
-            .filter(|t| t.shape() == o.shape() && t.mode == o.mode)
+            .filter(|t| t.shape == o.shape && t.mode == o.mode)
         {
             any = true;
             out.push_str(&format!(

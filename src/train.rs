@@ -161,11 +161,7 @@ impl Head {
 }
 
 fn read_scalar(ctx: &GpuContext, b: &PooledBuffer) -> Result<f32> {
-    let st = ctx.staging(4);
-    let mut rec = Recorder::new(ctx, false);
-    rec.copy(b.buffer(), 0, st.buffer(), 0, 4);
-    rec.submit()?;
-    Ok(ctx.read_staging(&[(&st, 1)])?[0][0])
+    Ok(ctx.read_back(b.buffer(), 0, 1)?[0])
 }
 
 /// The mean squared error of the model on `n` sequences drawn from `seed`.

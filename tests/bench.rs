@@ -103,10 +103,10 @@ fn json_lines_of_the_cpu_reference() {
         assert_eq!(r["framework"], "gru-wgpu");
         assert!(r["gpu_ms"].is_null() && r["dispatches"].is_null() && r["submissions"].is_null());
         let rec: Record = serde_json::from_value(r.clone()).unwrap();
-        assert_eq!((rec.batch, rec.seq, rec.input), (2, 3, 3));
+        assert_eq!((rec.shape.batch, rec.shape.seq, rec.shape.input), (2, 3, 3));
         assert!(rec.min_ms <= rec.median_ms && rec.median_ms <= rec.max_ms);
         // The derived figures follow from the median.
-        let f = flops(&rec.shape(), rec.mode);
+        let f = flops(&rec.shape, rec.mode);
         assert!((rec.gflops - f / (rec.median_ms * 1e-3) / 1e9).abs() <= 1e-9 * rec.gflops);
         assert!((rec.seqs_per_s - 2.0 / (rec.median_ms * 1e-3)).abs() <= 1e-9 * rec.seqs_per_s);
     }
@@ -178,12 +178,7 @@ fn compare_table_matches_shape_and_mode() {
         implementation: "cpu".into(),
         adapter: "x".into(),
         mode,
-        batch: 1,
-        seq: 2,
-        input: 3,
-        hidden,
-        layers: 1,
-        bidirectional: false,
+        shape: shape(1, 2, 3, hidden, 1, false),
         median_ms: ms,
         min_ms: ms,
         max_ms: ms,

@@ -304,7 +304,7 @@ fn plot(path: &std::path::Path, records: &[Record]) -> Result<(), String> {
     let mut series: Vec<super::Series> = Vec::new();
     for r in records {
         let label = format!("{} {} {}", r.framework, r.implementation, r.mode);
-        let point = (r.hidden as f64, r.gflops);
+        let point = (r.shape.hidden as f64, r.gflops);
         match series.iter_mut().find(|s| s.label == label) {
             Some(s) => s.points.push(point),
             None => series.push(super::Series {

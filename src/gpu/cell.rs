@@ -244,7 +244,7 @@ impl GpuGruCell {
                 .expect("standard layout"),
         )?;
         let h = self.step(xb.buffer(), hb.buffer(), b)?;
-        let v = read(&ctx, &h)?;
+        let v = ctx.read_back(h.buffer(), 0, h.len())?;
         Ok(Array2::from_shape_vec((b, self.hidden_size()), v).expect("length matches"))
     }
 
@@ -277,21 +277,16 @@ impl GpuGruCell {
                 .expect("standard layout"),
         )?;
         let (dx, dh) = self.backward_step(db.buffer())?;
-        let dx = Array2::from_shape_vec((b, self.input_size()), read(&ctx, &dx)?)
-            .expect("length matches");
-        let dh = Array2::from_shape_vec((b, self.hidden_size()), read(&ctx, &dh)?)
-            .expect("length matches");
+        let dx = Array2::from_shape_vec(
+            (b, self.input_size()),
+            ctx.read_back(dx.buffer(), 0, dx.len())?,
+        )
+        .expect("length matches");
+        let dh = Array2::from_shape_vec(
+            (b, self.hidden_size()),
+            ctx.read_back(dh.buffer(), 0, dh.len())?,
+        )
+        .expect("length matches");
         Ok((dx, dh))
     }
-}
-
-/// The data of a pooled buffer, read back.
-fn read(ctx: &GpuContext, b: &PooledBuffer) -> Result<Vec<f32>> {
-    ctx.scoped(|| {
-        let st = ctx.staging((b.len() * 4) as u64);
-        let mut enc = ctx.device().create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(b.buffer(), 0, st.buffer(), 0, (b.len() * 4) as u64);
-        ctx.queue().submit(Some(enc.finish()));
-        Ok(ctx.read_staging(&[(&st, b.len())])?.remove(0))
-    })
 }

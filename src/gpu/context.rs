@@ -425,6 +425,28 @@ impl GpuContext {
         )
     }
 
+    /// Reads `len` floats of `buf` from float `offset` back to the host: a
+    /// copy to a staging buffer, one submission, a wait.
+    pub(crate) fn read_back(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<f32>> {
+        self.scoped(|| {
+            let st = self.staging((len * 4) as u64);
+            let mut enc =
+                self.inner
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("gru-wgpu read back"),
+                    });
+            enc.copy_buffer_to_buffer(buf, (offset * 4) as u64, st.buffer(), 0, (len * 4) as u64);
+            self.inner.queue.submit(Some(enc.finish()));
+            Ok(self.read_staging(&[(&st, len)])?.remove(0))
+        })
+    }
+
     /// Maps staging buffers (after their copies were submitted) and reads them as floats.
     pub(crate) fn read_staging(&self, bufs: &[(&PooledBuffer, usize)]) -> Result<Vec<Vec<f32>>> {
         Ok(self

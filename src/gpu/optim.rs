@@ -199,12 +199,6 @@ pub struct GradNorm {
 impl GradNorm {
     /// Reads the norm back (waits for the device).
     pub fn read(&self, ctx: &GpuContext) -> Result<f32> {
-        ctx.scoped(|| {
-            let st = ctx.staging(8);
-            let mut rec = Recorder::new(ctx, false);
-            rec.copy(self.buf.buffer(), (self.at * 4) as u64, st.buffer(), 0, 4);
-            rec.submit()?;
-            Ok(ctx.read_staging(&[(&st, 1)])?[0][0])
-        })
+        Ok(ctx.read_back(self.buf.buffer(), self.at, 1)?[0])
     }
 }
