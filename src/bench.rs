@@ -37,6 +37,23 @@ impl BenchShape {
     }
 }
 
+impl std::fmt::Display for BenchShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "B={} T={} I={} H={}",
+            self.batch, self.seq, self.input, self.hidden
+        )?;
+        if self.layers > 1 {
+            write!(f, " L={}", self.layers)?;
+        }
+        if self.bidirectional {
+            write!(f, " bidir")?;
+        }
+        Ok(())
+    }
+}
+
 /// Forward only, or forward and backward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,6 +197,58 @@ fn make_record(
     }
 }
 
+/// Host bytes of `values` f32 values (saturating).
+fn f32s(values: &[usize]) -> u64 {
+    values.iter().fold(4u64, |a, &v| a.saturating_mul(v as u64))
+}
+
+/// What a shape's data (input and output gradient, f32) take on the host.
+fn data_bytes(shape: &BenchShape) -> u64 {
+    let d = if shape.bidirectional { 2 } else { 1 };
+    crate::memory::sum(&[
+        f32s(&[shape.seq, shape.batch, shape.input]),
+        f32s(&[shape.seq, shape.batch, d, shape.hidden]),
+    ])
+}
+
+fn check_shape_sizes(shape: &BenchShape) -> Result<()> {
+    for (name, v) in [
+        ("batch", shape.batch),
+        ("seq", shape.seq),
+        ("input", shape.input),
+        ("hidden", shape.hidden),
+        ("layers", shape.layers),
+    ] {
+        if v == 0 {
+            return Err(crate::GruError::InvalidConfig(format!(
+                "{name} is 0; it must be at least 1"
+            )));
+        }
+    }
+    shape.config().validate()
+}
+
+/// Checks, before anything is allocated, that the CPU reference's run of
+/// `shape` fits the host: parameters and gradients, the data, and the tape
+/// (per layer-direction and step the input, the previous state and the four
+/// gates: `I_l + 5H` values a batch row, plus the layer outputs).
+pub fn check_cpu_fits(shape: &BenchShape) -> Result<()> {
+    check_shape_sizes(shape)?;
+    let cfg = shape.config();
+    let d = cfg.num_directions();
+    let (t, b, h) = (shape.seq, shape.batch, shape.hidden);
+    let mut tape = 0u64;
+    for l in 0..cfg.num_layers {
+        tape = tape.saturating_add(f32s(&[t, b, d, cfg.layer_input_size(l) + 6 * h]));
+    }
+    let need = crate::memory::sum(&[
+        crate::memory::bytes_of(cfg.param_count()?, 3 * 4),
+        data_bytes(shape).saturating_mul(2),
+        tape,
+    ]);
+    crate::memory::check_host(&format!("the CPU reference's run of {shape}"), need)
+}
+
 fn random_vec(n: usize, seed: u64) -> Vec<f32> {
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     (0..n).map(|_| r.random_range(-1.0f32..1.0)).collect()
@@ -196,8 +265,19 @@ pub fn bench_gpu(
     recurrence: Recurrence,
     tick: &mut dyn FnMut(),
 ) -> Result<Record> {
+    check_shape_sizes(shape)?;
     let cfg = shape.config();
+    // The host holds the parameters (and their upload) and the data once.
+    crate::memory::check_host(
+        &format!("the data and parameters of {shape}"),
+        crate::memory::sum(&[
+            data_bytes(shape),
+            crate::memory::bytes_of(cfg.param_count()?, 8),
+        ]),
+    )?;
     let model = GpuGru::new(ctx, &GruParams::<f32>::init(&cfg, 1)?)?;
+    // The device's limits, before the data buffers are made.
+    model.check_fits(shape.seq, shape.batch)?;
     model.set_timing(ctx.has_timestamps());
     model.set_recurrence(recurrence);
     let path = format!(
@@ -288,6 +368,7 @@ pub fn bench_cpu(
     warmup: usize,
     tick: &mut dyn FnMut(),
 ) -> Result<Record> {
+    check_cpu_fits(shape)?;
     let cfg = shape.config();
     let mut gru = crate::cpu::Gru::new(GruParams::<f32>::init(&cfg, 1)?);
     let (t, b) = (shape.seq, shape.batch);
@@ -326,20 +407,7 @@ pub fn bench_cpu(
 }
 
 fn shape_label(r: &Record) -> String {
-    let r = &r.shape;
-    format!(
-        "B={} T={} I={} H={}{}{}",
-        r.batch,
-        r.seq,
-        r.input,
-        r.hidden,
-        if r.layers > 1 {
-            format!(" L={}", r.layers)
-        } else {
-            String::new()
-        },
-        if r.bidirectional { " bidir" } else { "" }
-    )
+    r.shape.to_string()
 }
 
 /// The human-readable table of `records`.
@@ -435,6 +503,36 @@ pub struct GemmRecord {
     pub dispatches: u32,
 }
 
+/// Checks, before anything is allocated, that `C = A · Bᵀ` of these sizes
+/// fits the host (A, B, C and an f64 reference of C) and the device (A, B,
+/// C and their chunked copies, each within the buffer limits).
+pub fn check_gemm_fits(ctx: &GpuContext, m: usize, n: usize, k: usize) -> Result<()> {
+    for (name, v) in [("m", m), ("n", n), ("k", k)] {
+        if v == 0 {
+            return Err(crate::GruError::InvalidConfig(format!(
+                "{name} is 0; it must be at least 1"
+            )));
+        }
+    }
+    crate::memory::check_host(
+        &format!("the GEMM's operands and reference ({m}x{k}, {n}x{k}, {m}x{n})"),
+        crate::memory::sum(&[f32s(&[m, k]), f32s(&[n, k]), f32s(&[m, n, 3])]),
+    )?;
+    // The chunked layout pads rows to a multiple of 8 and adds 64 KiB.
+    let pad = |r: usize| r.saturating_add(8);
+    for (what, bytes) in [
+        ("the GEMM's A (m·k)", f32s(&[pad(m), k])),
+        ("the GEMM's B (n·k)", f32s(&[pad(n), k])),
+        ("the GEMM's C (m·n)", f32s(&[m, n])),
+    ] {
+        ctx.check_buffer_size(
+            what,
+            bytes.saturating_add(crate::gpu::context::WINDOW_BYTES),
+        )?;
+    }
+    Ok(())
+}
+
 /// Times `C = A · Bᵀ` (A: (m, k), B: (n, k), both from U(-1, 1)) on one kernel:
 /// the product alone, submitted and waited, median of `iters` after one warm-up.
 pub fn bench_gemm(
@@ -447,6 +545,7 @@ pub fn bench_gemm(
 ) -> Result<GemmRecord> {
     use crate::gpu::kernels::{Chunked, Gemm};
     use crate::gpu::recorder::Recorder;
+    check_gemm_fits(ctx, m, n, k)?;
     let a = random_vec(m * k, 11);
     let b = random_vec(n * k, 12);
     ctx.scoped(|| {

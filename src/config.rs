@@ -149,6 +149,18 @@ impl GruConfig {
                 )));
             }
         }
+        if self
+            .num_layers
+            .checked_mul(self.num_directions())
+            .is_none_or(|n| n > limit)
+        {
+            return Err(GruError::InvalidConfig(format!(
+                "num_layers is {}; at most {} is supported",
+                self.num_layers,
+                limit / self.num_directions()
+            )));
+        }
+        self.param_count()?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(GruError::InvalidConfig(format!(
                 "dropout is {}; it must be in [0, 1)",
@@ -156,6 +168,34 @@ impl GruConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The number of parameter values (all tensors together), or an error
+    /// where it does not fit in the address space.
+    pub fn param_count(&self) -> Result<usize> {
+        let h3 = 3usize.checked_mul(self.hidden_size);
+        let per_layer = |l: usize| -> Option<usize> {
+            let h3 = h3?;
+            let w = h3.checked_mul(self.layer_input_size(l).checked_add(self.hidden_size)?)?;
+            let b = if self.bias { h3.checked_mul(2)? } else { 0 };
+            w.checked_add(b)?.checked_mul(self.num_directions())
+        };
+        // Layers above the first all have the same size.
+        let first = per_layer(0);
+        let above = if self.num_layers > 1 {
+            per_layer(1).and_then(|p| p.checked_mul(self.num_layers - 1))
+        } else {
+            Some(0)
+        };
+        first
+            .zip(above)
+            .and_then(|(a, b)| a.checked_add(b))
+            .ok_or_else(|| {
+                GruError::InvalidConfig(format!(
+                    "{} layers of hidden size {} and input size {} have more parameters than fit in memory",
+                    self.num_layers, self.hidden_size, self.input_size
+                ))
+            })
     }
 
     /// PyTorch's `state_dict` name of one parameter.

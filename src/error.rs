@@ -66,11 +66,13 @@ pub enum GruError {
     },
 
     /// An array or tensor whose shape does not match the configuration.
-    #[error("`{name}`: expected shape {expected}, got {actual}")]
+    #[error("{}`{name}`: expected shape {expected}, got {actual}", in_file(.file))]
     ShapeMismatch {
         name: String,
         expected: Shape,
         actual: Shape,
+        /// The file the tensor came from, where it came from one.
+        file: Option<String>,
     },
 
     /// An array with the wrong number of dimensions.
@@ -91,21 +93,43 @@ pub enum GruError {
     },
 
     /// A tensor the configuration needs is not in the file.
-    #[error("missing tensor `{name}` (expected shape {expected})")]
-    MissingTensor { name: String, expected: Shape },
+    #[error("{}missing tensor `{name}` (expected shape {expected})", in_file(.file))]
+    MissingTensor {
+        name: String,
+        expected: Shape,
+        /// The file, where the tensors came from one.
+        file: Option<String>,
+    },
 
     /// A tensor in the file that the configuration has no place for.
     #[error(
-        "unexpected tensor `{name}` with shape {shape}: the configuration has no such parameter"
+        "{}unexpected tensor `{name}` with shape {shape}: the configuration has no such parameter",
+        in_file(.file)
     )]
-    UnexpectedTensor { name: String, shape: Shape },
+    UnexpectedTensor {
+        name: String,
+        shape: Shape,
+        /// The file, where the tensors came from one.
+        file: Option<String>,
+    },
 
-    /// A tensor of a dtype that cannot be read as floating point.
-    #[error("tensor `{name}`: expected dtype {expected}, got {actual}")]
+    /// A tensor of a dtype that cannot be read as floating point, or not
+    /// the one its format prescribes.
+    #[error("{}tensor `{name}`: expected dtype {expected}, got {actual}", in_file(.file))]
     DType {
         name: String,
         expected: &'static str,
         actual: String,
+        /// The file, where the tensor came from one.
+        file: Option<String>,
+    },
+
+    /// An index past the end of what it indexes (a layer, a direction).
+    #[error("{what} {index} is out of range: there are {len}")]
+    OutOfRange {
+        what: String,
+        index: usize,
+        len: usize,
     },
 
     /// A file that is not valid safetensors, or truncated.
@@ -149,6 +173,17 @@ pub enum GruError {
         unit: &'static str,
     },
 
+    /// Work whose host memory would exceed what this machine or process has
+    /// (checked before anything is allocated; see [`crate::memory`]).
+    #[error("{what} needs {requested} bytes of host memory but {limit_name} is {limit} bytes")]
+    HostMemory {
+        what: String,
+        requested: u64,
+        limit: u64,
+        /// `the machine's memory (MemTotal)` or `the address-space limit (ulimit -v)`.
+        limit_name: &'static str,
+    },
+
     /// The device ran out of memory.
     #[error("the GPU ran out of memory: {0}")]
     OutOfMemory(String),
@@ -160,6 +195,11 @@ pub enum GruError {
     /// Any other error the GPU reported (a validation or internal error).
     #[error("GPU error: {0}")]
     Gpu(String),
+}
+
+/// `"path: "` for an error about a tensor of a file, else nothing.
+fn in_file(file: &Option<String>) -> String {
+    file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default()
 }
 
 /// The crate's result type.
@@ -176,7 +216,21 @@ impl GruError {
             name: name.into(),
             expected: expected.into(),
             actual: actual.into(),
+            file: None,
         }
+    }
+
+    /// The same error, naming `path` as the file its tensor came from (for
+    /// the errors about one tensor of a file; others are returned as they are).
+    pub fn in_file(mut self, path: &str) -> Self {
+        if let GruError::ShapeMismatch { file, .. }
+        | GruError::MissingTensor { file, .. }
+        | GruError::UnexpectedTensor { file, .. }
+        | GruError::DType { file, .. } = &mut self
+        {
+            file.get_or_insert_with(|| path.to_string());
+        }
+        self
     }
 }
 

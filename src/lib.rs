@@ -18,6 +18,7 @@ pub mod cpu;
 pub mod dropout;
 pub mod error;
 pub mod gpu;
+pub mod memory;
 pub mod optim;
 pub mod params;
 pub mod real;

@@ -76,6 +76,11 @@ impl<F: Real> GruParams<F> {
     /// All zeros (the start of a gradient accumulation).
     pub fn zeros(config: &GruConfig) -> Result<Self> {
         config.validate()?;
+        let count = config.param_count()?;
+        crate::memory::check_host(
+            &format!("the parameters ({count} values)"),
+            crate::memory::bytes_of(count, std::mem::size_of::<F>()),
+        )?;
         let d = config.num_directions();
         let dirs = (0..config.num_layers * d)
             .map(|k| DirParams::zeros(config, k / d))
@@ -95,8 +100,7 @@ impl<F: Real> GruParams<F> {
         let k = 1.0 / (config.hidden_size as f64).sqrt();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         for spec in config.param_specs() {
-            let dst = p
-                .dir_mut(spec.layer, spec.direction)
+            let dst = p.dirs[spec.layer * config.num_directions() + spec.direction]
                 .get_mut(spec.kind)
                 .expect("param_specs lists only present tensors");
             for v in dst.iter_mut() {
@@ -111,15 +115,81 @@ impl<F: Real> GruParams<F> {
         &self.config
     }
 
-    /// Layer `layer`, direction `direction` (0 forward, 1 reverse).
-    pub fn dir(&self, layer: usize, direction: usize) -> &DirParams<F> {
-        &self.dirs[layer * self.config.num_directions() + direction]
+    /// Layer `layer`, direction `direction` (0 forward, 1 reverse), or
+    /// [`GruError::OutOfRange`] where there is no such layer or direction.
+    pub fn dir(&self, layer: usize, direction: usize) -> Result<&DirParams<F>> {
+        let k = self.index(layer, direction)?;
+        Ok(&self.dirs[k])
     }
 
-    /// Mutable layer-direction.
-    pub fn dir_mut(&mut self, layer: usize, direction: usize) -> &mut DirParams<F> {
+    /// Mutable layer-direction. Its fields are public: a change of shape is
+    /// found by [`check`](Self::check), which every model runs before use.
+    pub fn dir_mut(&mut self, layer: usize, direction: usize) -> Result<&mut DirParams<F>> {
+        let k = self.index(layer, direction)?;
+        Ok(&mut self.dirs[k])
+    }
+
+    fn index(&self, layer: usize, direction: usize) -> Result<usize> {
         let d = self.config.num_directions();
-        &mut self.dirs[layer * d + direction]
+        if layer >= self.config.num_layers {
+            return Err(GruError::OutOfRange {
+                what: "layer".into(),
+                index: layer,
+                len: self.config.num_layers,
+            });
+        }
+        if direction >= d {
+            return Err(GruError::OutOfRange {
+                what: "direction".into(),
+                index: direction,
+                len: d,
+            });
+        }
+        Ok(layer * d + direction)
+    }
+
+    /// Checks every tensor against the configuration: shapes, and biases
+    /// present exactly where the configuration has them. (The fields of
+    /// [`DirParams`] are public, so a tensor can be replaced by one of
+    /// another shape through [`dir_mut`](Self::dir_mut).)
+    pub fn check(&self) -> Result<()> {
+        let d = self.config.num_directions();
+        if self.dirs.len() != self.config.num_layers * d {
+            return Err(GruError::InvalidConfig(format!(
+                "{} layer-directions for a configuration of {} layers and {} directions",
+                self.dirs.len(),
+                self.config.num_layers,
+                d
+            )));
+        }
+        for (k, p) in self.dirs.iter().enumerate() {
+            let (layer, direction) = (k / d, k % d);
+            for kind in ParamKind::ALL {
+                let name = GruConfig::param_name(kind, layer, direction);
+                let expected = self.config.param_shape(kind, layer);
+                match p.get(kind) {
+                    Some(t) if kind.is_bias() && !self.config.bias => {
+                        return Err(GruError::UnexpectedTensor {
+                            name,
+                            shape: t.shape().into(),
+                            file: None,
+                        })
+                    }
+                    Some(t) if t.shape() != expected.as_slice() => {
+                        return Err(GruError::shape(name, expected, t.shape().to_vec()))
+                    }
+                    None if self.config.bias || !kind.is_bias() => {
+                        return Err(GruError::MissingTensor {
+                            name,
+                            expected: expected.into(),
+                            file: None,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// All layer-directions, indexed by `layer * D + direction`.
@@ -133,8 +203,7 @@ impl<F: Real> GruParams<F> {
             .param_specs()
             .into_iter()
             .map(|spec| {
-                let v = self
-                    .dir(spec.layer, spec.direction)
+                let v = self.dirs[spec.layer * self.config.num_directions() + spec.direction]
                     .get(spec.kind)
                     .expect("param_specs lists only present tensors");
                 (spec, v)
@@ -179,6 +248,7 @@ impl<F: Real> GruParams<F> {
                 return Err(GruError::UnexpectedTensor {
                     name: name.clone(),
                     shape: t.shape().into(),
+                    file: None,
                 });
             }
         }
@@ -188,6 +258,7 @@ impl<F: Real> GruParams<F> {
                 .ok_or_else(|| GruError::MissingTensor {
                     name: spec.name.clone(),
                     expected: Shape(spec.shape.clone()),
+                    file: None,
                 })?;
             if t.shape() != spec.shape.as_slice() {
                 return Err(GruError::shape(
@@ -196,8 +267,7 @@ impl<F: Real> GruParams<F> {
                     t.shape().to_vec(),
                 ));
             }
-            let dst = p
-                .dir_mut(spec.layer, spec.direction)
+            let dst = p.dirs[spec.layer * config.num_directions() + spec.direction]
                 .get_mut(spec.kind)
                 .expect("param_specs lists only present tensors");
             for (d, s) in dst.iter_mut().zip(t.iter()) {
@@ -223,11 +293,32 @@ impl<F: Real> GruParams<F> {
     pub fn from_safetensors_bytes(bytes: &[u8], config: &GruConfig, origin: &str) -> Result<Self> {
         config.validate()?;
         let file = SafeFile::parse(bytes, origin)?;
-        let mut tensors = BTreeMap::new();
+        let specs = config.param_specs();
+        // Every name and shape is checked before any tensor is read.
         for name in file.names() {
-            tensors.insert(name.clone(), file.tensor::<F>(&name)?);
+            let shape = file.shape(&name)?;
+            match specs.iter().find(|s| s.name == name) {
+                None => {
+                    return Err(GruError::UnexpectedTensor {
+                        name,
+                        shape: shape.into(),
+                        file: Some(origin.to_string()),
+                    })
+                }
+                Some(spec) if spec.shape != shape => {
+                    return Err(GruError::shape(name, spec.shape.clone(), shape).in_file(origin))
+                }
+                Some(_) => {}
+            }
         }
-        Self::from_named(config, &tensors)
+        let mut tensors = BTreeMap::new();
+        for spec in &specs {
+            tensors.insert(
+                spec.name.clone(),
+                file.tensor_shaped::<F>(&spec.name, &spec.shape)?,
+            );
+        }
+        Self::from_named(config, &tensors).map_err(|e| e.in_file(origin))
     }
 
     /// The parameters as safetensors bytes under PyTorch's names, in this
@@ -271,8 +362,17 @@ impl<F: Real> GruParams<F> {
         })
     }
 
-    /// Element-wise `self += other` (both of the same configuration).
-    pub fn add_assign(&mut self, other: &GruParams<F>) {
+    /// Element-wise `self += other`; both must have the same configuration
+    /// and shapes.
+    pub fn add_assign(&mut self, other: &GruParams<F>) -> Result<()> {
+        if self.config != other.config {
+            return Err(GruError::InvalidConfig(format!(
+                "cannot add parameters of {:?} to parameters of {:?}",
+                other.config, self.config
+            )));
+        }
+        self.check()?;
+        other.check()?;
         for (a, b) in self.dirs.iter_mut().zip(&other.dirs) {
             a.weight_ih += &b.weight_ih;
             a.weight_hh += &b.weight_hh;
@@ -283,6 +383,7 @@ impl<F: Real> GruParams<F> {
                 *x += y;
             }
         }
+        Ok(())
     }
 }
 
@@ -326,12 +427,26 @@ impl<'a> SafeFile<'a> {
         self.st.names().contains(&name)
     }
 
-    /// Reads a float32 or float64 tensor, converted to `F`.
-    pub(crate) fn tensor<F: Real>(&self, name: &str) -> Result<ArrayD<F>> {
-        let view = self.st.tensor(name).map_err(|e| GruError::SafeTensors {
+    fn view(&self, name: &str) -> Result<safetensors::tensor::TensorView<'_>> {
+        self.st.tensor(name).map_err(|e| GruError::SafeTensors {
             path: self.origin.clone(),
             message: e.to_string(),
-        })?;
+        })
+    }
+
+    /// The shape of a tensor, without reading it.
+    pub(crate) fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.view(name)?.shape().to_vec())
+    }
+
+    /// The dtype of a tensor, without reading it.
+    pub(crate) fn dtype(&self, name: &str) -> Result<safetensors::Dtype> {
+        Ok(self.view(name)?.dtype())
+    }
+
+    /// Reads a float32 or float64 tensor, converted to `F`.
+    pub(crate) fn tensor<F: Real>(&self, name: &str) -> Result<ArrayD<F>> {
+        let view = self.view(name)?;
         let data = view.data();
         let values: Vec<F> = match view.dtype() {
             safetensors::Dtype::F32 => data
@@ -347,6 +462,7 @@ impl<'a> SafeFile<'a> {
                     name: name.to_string(),
                     expected: "F32 or F64",
                     actual: format!("{other:?}"),
+                    file: Some(self.origin.clone()),
                 })
             }
         };
@@ -362,12 +478,39 @@ impl<'a> SafeFile<'a> {
             return Err(GruError::MissingTensor {
                 name: name.to_string(),
                 expected: shape.into(),
+                file: Some(self.origin.clone()),
             });
         }
-        let t = self.tensor::<F>(name)?;
-        if t.shape() != shape {
-            return Err(GruError::shape(name, shape.to_vec(), t.shape().to_vec()));
+        let actual = self.shape(name)?;
+        if actual != shape {
+            return Err(GruError::shape(name, shape.to_vec(), actual).in_file(&self.origin));
         }
-        Ok(t)
+        self.tensor::<F>(name)
+    }
+
+    /// Reads a tensor that must have `dtype` and `shape` (a format that
+    /// prescribes the dtype of each tensor).
+    pub(crate) fn tensor_typed<F: Real>(
+        &self,
+        name: &str,
+        dtype: safetensors::Dtype,
+        shape: &[usize],
+    ) -> Result<ArrayD<F>> {
+        if self.has(name) {
+            let actual = self.dtype(name)?;
+            if actual != dtype {
+                return Err(GruError::DType {
+                    name: name.to_string(),
+                    expected: if dtype == safetensors::Dtype::F64 {
+                        "F64"
+                    } else {
+                        "F32"
+                    },
+                    actual: format!("{actual:?}"),
+                    file: Some(self.origin.clone()),
+                });
+            }
+        }
+        self.tensor_shaped(name, shape)
     }
 }

@@ -61,6 +61,22 @@ impl TensorCheck {
     }
 }
 
+/// The metadata keys of format `gru-golden-v1` that this reader implements.
+pub const KNOWN_METADATA: [&str; 12] = [
+    "format",
+    "input_size",
+    "hidden_size",
+    "num_layers",
+    "bidirectional",
+    "batch_first",
+    "bias",
+    "seq_len",
+    "batch",
+    "has_h0",
+    "loss",
+    "reference",
+];
+
 fn meta<'a>(file: &'a SafeFile<'_>, key: &str) -> Result<&'a str> {
     file.metadata()
         .get(key)
@@ -107,14 +123,42 @@ impl ReferenceCase {
     }
 
     /// Reads a reference case from bytes; `origin` names it in errors.
+    ///
+    /// Nothing is sized from the metadata before it has been checked against
+    /// the tensors the file holds; a metadata key or a tensor that this
+    /// reader does not know, or a tensor of another dtype than the format's,
+    /// is refused (a file meant for another computation is never checked
+    /// against this one).
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
         let file = SafeFile::parse(bytes, origin)?;
+        let format_err = |message: String| GruError::Format {
+            path: origin.to_string(),
+            message,
+        };
         let format = meta(&file, "format")?;
         if format != "gru-golden-v1" {
-            return Err(GruError::Format {
-                path: origin.to_string(),
-                message: format!("metadata `format` is `{format}`, expected `gru-golden-v1`"),
-            });
+            return Err(format_err(format!(
+                "metadata `format` is `{format}`, expected `gru-golden-v1`"
+            )));
+        }
+        let mut unknown: Vec<(&String, &String)> = file
+            .metadata()
+            .iter()
+            .filter(|(k, _)| !KNOWN_METADATA.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some((k, v)) = unknown.first() {
+            let what = match k.as_str() {
+                "has_lengths" => " (variable sequence lengths)",
+                "has_resets" => " (episode resets)",
+                "reset_form" => " (the reset-before form of the candidate)",
+                _ => "",
+            };
+            return Err(format_err(format!(
+                "metadata `{k}` = `{v}`{what} is not supported by this reader; \
+                 the file describes a computation it does not implement, so it is refused \
+                 rather than checked against plain nn.GRU"
+            )));
         }
         let config = GruConfig {
             input_size: meta_usize(&file, "input_size")?,
@@ -125,49 +169,89 @@ impl ReferenceCase {
             bias: meta_bool(&file, "bias")?,
             dropout: 0.0,
         };
-        config.validate().map_err(|e| GruError::Format {
-            path: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        config.validate().map_err(|e| format_err(e.to_string()))?;
         let seq_len = meta_usize(&file, "seq_len")?;
         let batch = meta_usize(&file, "batch")?;
         if seq_len == 0 || batch == 0 {
-            return Err(GruError::Format {
-                path: origin.to_string(),
-                message: format!("seq_len {seq_len} and batch {batch} must both be at least 1"),
-            });
+            return Err(format_err(format!(
+                "seq_len {seq_len} and batch {batch} must both be at least 1"
+            )));
         }
         let has_h0 = meta_bool(&file, "has_h0")?;
+        // The number of tensors the metadata asks for, before any list of
+        // them is built: each parameter and its gradient, plus x, grad_output,
+        // grad_h_n, output, h_n, grad.x, and h0 and grad.h0 where there is an h0.
+        let per_dir = if config.bias { 4usize } else { 2 };
+        let held = file.names().len();
+        let needed = config
+            .num_layers
+            .checked_mul(config.num_directions())
+            .and_then(|n| n.checked_mul(2 * per_dir))
+            .and_then(|n| n.checked_add(if has_h0 { 8 } else { 6 }));
+        if needed != Some(held) {
+            return Err(format_err(format!(
+                "the metadata (num_layers {}, bidirectional {}, bias {}, has_h0 {}) describes {} tensors, \
+                 the file holds {held}",
+                config.num_layers,
+                config.bidirectional,
+                config.bias,
+                has_h0,
+                needed.map_or_else(|| "more".to_string(), |n| n.to_string()),
+            )));
+        }
+        let specs = config.param_specs();
+        let mut known: Vec<String> = ["x", "grad_output", "grad_h_n", "output", "h_n", "grad.x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if has_h0 {
+            known.extend(["h0".to_string(), "grad.h0".to_string()]);
+        }
+        for spec in &specs {
+            known.push(spec.name.clone());
+            known.push(format!("grad.{}", spec.name));
+        }
+        if let Some(name) = file.names().into_iter().find(|n| !known.contains(n)) {
+            return Err(GruError::UnexpectedTensor {
+                shape: file.shape(&name)?.into(),
+                name,
+                file: Some(origin.to_string()),
+            });
+        }
         let xs = config.input_shape(seq_len, batch);
         let os = config.output_shape(seq_len, batch);
         let ss = config.state_shape(batch);
-        let x = into3(file.tensor_shaped::<f32>("x", &xs)?);
-        let h0 = if has_h0 {
-            Some(into3(file.tensor_shaped::<f32>("h0", &ss)?))
-        } else {
-            None
+        let f32_ = |name: &str, shape: &[usize]| {
+            file.tensor_typed::<f32>(name, safetensors::Dtype::F32, shape)
+                .map(into3)
         };
+        let f64_ = |name: &str, shape: &[usize]| {
+            file.tensor_typed::<f64>(name, safetensors::Dtype::F64, shape)
+        };
+        // The shapes of the small tensors first: they pin every size.
+        let h_n = into3(f64_("h_n", &ss)?);
+        let x = f32_("x", &xs)?;
+        let h0 = if has_h0 { Some(f32_("h0", &ss)?) } else { None };
         let mut p32 = BTreeMap::new();
         let mut g64 = BTreeMap::new();
-        for spec in config.param_specs() {
+        for spec in &specs {
             p32.insert(
                 spec.name.clone(),
-                file.tensor_shaped::<f32>(&spec.name, &spec.shape)?,
+                file.tensor_typed::<f32>(&spec.name, safetensors::Dtype::F32, &spec.shape)?,
             );
-            let gname = format!("grad.{}", spec.name);
             g64.insert(
                 spec.name.clone(),
-                file.tensor_shaped::<f64>(&gname, &spec.shape)?,
+                f64_(&format!("grad.{}", spec.name), &spec.shape)?,
             );
         }
-        let params = GruParams::from_named(&config, &p32)?;
-        let grad_params = GruParams::from_named(&config, &g64)?;
+        let params = GruParams::from_named(&config, &p32).map_err(|e| e.in_file(origin))?;
+        let grad_params = GruParams::from_named(&config, &g64).map_err(|e| e.in_file(origin))?;
         let expected = RunResult {
-            output: into3(file.tensor_shaped::<f64>("output", &os)?),
-            h_n: into3(file.tensor_shaped::<f64>("h_n", &ss)?),
-            grad_x: into3(file.tensor_shaped::<f64>("grad.x", &xs)?),
+            output: into3(f64_("output", &os)?),
+            h_n,
+            grad_x: into3(f64_("grad.x", &xs)?),
             grad_h0: if has_h0 {
-                Some(into3(file.tensor_shaped::<f64>("grad.h0", &ss)?))
+                Some(into3(f64_("grad.h0", &ss)?))
             } else {
                 None
             },
@@ -181,8 +265,8 @@ impl ReferenceCase {
             x,
             h0,
             params,
-            grad_output: into3(file.tensor_shaped::<f32>("grad_output", &os)?),
-            grad_h_n: into3(file.tensor_shaped::<f32>("grad_h_n", &ss)?),
+            grad_output: f32_("grad_output", &os)?,
+            grad_h_n: f32_("grad_h_n", &ss)?,
             expected,
         })
     }

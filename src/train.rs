@@ -64,6 +64,41 @@ impl Default for AddingOptions {
     }
 }
 
+impl AddingOptions {
+    /// Refuses settings that cannot train: a sequence shorter than 2 steps,
+    /// a size of 0, a learning rate or clipping norm that is not a finite
+    /// number of at least 0 (above 0 for the norm), a report interval of 0.
+    pub fn check(&self) -> Result<()> {
+        if self.seq < 2 {
+            return Err(GruError::InvalidConfig(format!(
+                "the adding problem needs a sequence of at least 2 steps, got {}",
+                self.seq
+            )));
+        }
+        for (name, v) in [
+            ("steps", self.steps),
+            ("batch", self.batch),
+            ("hidden", self.hidden),
+            ("held_out", self.held_out),
+            ("report_every", self.report_every),
+        ] {
+            if v == 0 {
+                return Err(GruError::InvalidConfig(format!(
+                    "{name} is 0; it must be at least 1"
+                )));
+            }
+        }
+        Adam::new(self.lr).check()?;
+        if !(self.clip.is_finite() && self.clip > 0.0) {
+            return Err(GruError::InvalidConfig(format!(
+                "the gradient clipping norm is {}; it must be a finite number above 0",
+                self.clip
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What a training run did.
 #[derive(Clone, Debug)]
 pub struct TrainReport {
@@ -193,14 +228,24 @@ pub fn train_adding(
     o: &AddingOptions,
     on_report: &mut dyn FnMut(usize, f32),
 ) -> Result<TrainReport> {
-    if o.seq < 2 || o.batch == 0 || o.hidden == 0 || o.steps == 0 || o.held_out == 0 {
-        return Err(GruError::InvalidConfig(format!(
-            "the adding problem needs a sequence of at least 2 steps and sizes of at least 1: {o:?}"
-        )));
-    }
+    o.check()?;
     let (t, b, h) = (o.seq, o.batch, o.hidden);
     let config = GruConfig::new(2, h);
+    config.validate()?;
+    // The host holds one batch (or the held-out set) of inputs at a time,
+    // and the parameters with their upload copy.
+    let rows = b.max(o.held_out);
+    let host = crate::memory::sum(&[
+        crate::memory::bytes_of(t, 8).saturating_mul(rows as u64),
+        crate::memory::bytes_of(config.param_count()?, 8),
+    ]);
+    crate::memory::check_host(
+        &format!("the adding problem's data (T={t}, {rows} sequences) and parameters"),
+        host,
+    )?;
     let model = GpuGru::new(ctx, &GruParams::<f32>::init(&config, o.seed)?)?;
+    model.check_fits(t, b)?;
+    model.check_fits(t, o.held_out)?;
     // nn.Linear(H, 1)'s initialisation: U(-1/sqrt(H), 1/sqrt(H)) for weight and bias.
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed ^ 0x5eed);
     let k = 1.0 / (h as f32).sqrt();

@@ -165,9 +165,10 @@ fn an_adapter_that_does_not_exist_is_an_error() {
 
 #[test]
 fn the_main_job_without_an_adapter_runs_the_cpu_part_and_fails() {
-    // An adapter that does not exist stands for a machine with none.
+    // No Vulkan driver to load: a machine with no adapter at all.
     let out = bin()
-        .env("GRU_WGPU_ADAPTER", "no-such-adapter-anywhere")
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -187,6 +188,32 @@ fn the_main_job_without_an_adapter_runs_the_cpu_part_and_fails() {
         stdout
             .lines()
             .any(|l| l.starts_with("gru-wgpu  cpu  fwdbwd")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_main_job_with_an_adapter_that_does_not_match() {
+    // Adapters exist but none matches: no install hint.
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = bin()
+        .env("GRU_WGPU_ADAPTER", "no-such-adapter-anywhere")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[1].starts_with(
+            "the GPU could not be used: no GPU adapter: none matches `no-such-adapter-anywhere`"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("apt-get"), "{stdout}");
+    assert!(
+        stdout.contains("check: CPU reference (f64) against PyTorch"),
         "{stdout}"
     );
 }

@@ -181,7 +181,7 @@ fn weight_file_errors() {
     assert!(matches!(e, GruError::MissingTensor { .. }));
     assert_eq!(
         e.to_string(),
-        "missing tensor `bias_hh_l0` (expected shape (12,))"
+        "w: missing tensor `bias_hh_l0` (expected shape (12,))"
     );
 
     let mut extra = good.to_vec();
@@ -191,7 +191,7 @@ fn weight_file_errors() {
     assert!(matches!(e, GruError::UnexpectedTensor { .. }));
     assert_eq!(
         e.to_string(),
-        "unexpected tensor `weight_ih_l1` with shape (12, 4): the configuration has no such parameter"
+        "w: unexpected tensor `weight_ih_l1` with shape (12, 4): the configuration has no such parameter"
     );
 
     let mut misnamed = good.to_vec();
@@ -206,7 +206,7 @@ fn weight_file_errors() {
         GruParams::<f32>::from_safetensors_bytes(&write_tensors(&shaped), &cfg, "w").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "`weight_ih_l0`: expected shape (12, 3), got (3, 12)"
+        "w: `weight_ih_l0`: expected shape (12, 3), got (3, 12)"
     );
 
     let mut typed = good.to_vec();
@@ -216,7 +216,7 @@ fn weight_file_errors() {
     assert!(matches!(e, GruError::DType { .. }));
     assert_eq!(
         e.to_string(),
-        "tensor `bias_ih_l0`: expected dtype F32 or F64, got I64"
+        "w: tensor `bias_ih_l0`: expected dtype F32 or F64, got I64"
     );
 
     // No bias in the configuration: the bias tensors are extra.

@@ -114,7 +114,7 @@ fn device_buffers_in_and_out_match_the_array_api() {
     for (l, lg) in b.grads.iter().enumerate() {
         let mut expect: Vec<f32> = Vec::new();
         for d in 0..2 {
-            expect.extend(g.params.dir(l, d).weight_ih.iter());
+            expect.extend(g.params.dir(l, d).unwrap().weight_ih.iter());
         }
         assert_eq!(
             download_n(&ctx, lg.w_ih.buffer(), expect.len()),
@@ -123,7 +123,7 @@ fn device_buffers_in_and_out_match_the_array_api() {
         );
         let mut expect: Vec<f32> = Vec::new();
         for d in 0..2 {
-            expect.extend(g.params.dir(l, d).bias_hh.as_ref().unwrap().iter());
+            expect.extend(g.params.dir(l, d).unwrap().bias_hh.as_ref().unwrap().iter());
         }
         assert_eq!(
             download_n(&ctx, lg.b_hh.as_ref().unwrap().buffer(), expect.len()),

@@ -88,7 +88,13 @@ fn two_threads_two_models_one_device() {
 
 /// GPU against the f64 CPU reference: NaN where the reference has NaN, the
 /// same infinities, and the finite values within 1e-5 relative.
-fn same_numbers(name: &str, gpu: &Array3<f32>, cpu: &Array3<f64>) {
+fn same_numbers<D: ndarray::Dimension>(
+    name: &str,
+    gpu: ndarray::ArrayView<f32, D>,
+    cpu: ndarray::ArrayView<f64, D>,
+) {
+    assert_eq!(gpu.shape(), cpu.shape(), "{name}: shapes");
+    assert!(!gpu.is_empty(), "{name}: no values to compare");
     let mut num = 0.0f64;
     let mut den = 0.0f64;
     for (i, (&g, &c)) in gpu.iter().zip(cpu.iter()).enumerate() {
@@ -114,10 +120,18 @@ fn compare_everything(case: &RandomCase) {
     for (label, ctx, r) in common::gpu_paths() {
         let (o, hn, g) = case.run_gpu_with(&ctx, None, r).unwrap();
         let (ro, rhn, rg) = case.run_cpu(None).unwrap();
-        same_numbers(&format!("{label} output"), &o, &ro);
-        same_numbers(&format!("{label} h_n"), &hn, &rhn);
-        same_numbers(&format!("{label} grad x"), &g.x, &rg.x);
-        same_numbers(&format!("{label} grad h0"), &g.h0, &rg.h0);
+        same_numbers(&format!("{label} output"), o.view(), ro.view());
+        same_numbers(&format!("{label} h_n"), hn.view(), rhn.view());
+        same_numbers(&format!("{label} grad x"), g.x.view(), rg.x.view());
+        same_numbers(&format!("{label} grad h0"), g.h0.view(), rg.h0.view());
+        // Every parameter's gradient, by name.
+        let (gp, rp) = (g.params.named(), rg.params.named());
+        assert_eq!(gp.len(), rp.len(), "{label}: parameter gradients");
+        assert_eq!(gp.len(), case.config.param_specs().len());
+        for ((spec, a), (rspec, b)) in gp.into_iter().zip(rp) {
+            assert_eq!(spec.name, rspec.name);
+            same_numbers(&format!("{label} grad {}", spec.name), a, b);
+        }
     }
 }
 
@@ -145,7 +159,7 @@ fn nan_propagates_as_in_pytorch() {
     compare_everything(&case);
     // NaN in a weight poisons everything downstream of it.
     let mut case = RandomCase::new(GruConfig::new(3, 5), 4, 2, false, 22).unwrap();
-    case.params.dir_mut(0, 0).weight_hh[[1, 2]] = f32::NAN;
+    case.params.dir_mut(0, 0).unwrap().weight_hh[[1, 2]] = f32::NAN;
     compare_everything(&case);
 }
 
@@ -181,10 +195,11 @@ fn huge_inputs_saturate() {
             o.iter().all(|v| v.abs() <= 1.0 + 1e-6),
             "a GRU output is a convex mix of values in [-1, 1]"
         );
-        same_numbers(&format!("{label} output"), &o, &ro);
-        same_numbers(&format!("{label} h_n"), &hn, &rhn);
-        same_numbers(&format!("{label} grad h0"), &g.h0, &rg.h0);
+        same_numbers(&format!("{label} output"), o.view(), ro.view());
+        same_numbers(&format!("{label} h_n"), hn.view(), rhn.view());
+        same_numbers(&format!("{label} grad h0"), g.h0.view(), rg.h0.view());
         // Through saturated gates dL/dx is around 1e-130, which is 0 in f32.
+        assert_eq!(g.x.shape(), rg.x.shape());
         let worst =
             g.x.iter()
                 .zip(rg.x.iter())
@@ -211,7 +226,7 @@ fn activations_saturate_exactly_at_plus_minus_100() {
     ] {
         let config = GruConfig::new(1, 1).bias(false);
         let mut p = GruParams::<f32>::zeros(&config).unwrap();
-        let d = p.dir_mut(0, 0);
+        let d = p.dir_mut(0, 0).unwrap();
         d.weight_ih[[0, 0]] = 3.0; // r: any value, it multiplies W_hn h = 0
         d.weight_ih[[1, 0]] = a_z;
         d.weight_ih[[2, 0]] = a_n;

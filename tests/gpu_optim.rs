@@ -66,6 +66,7 @@ fn run(ctx: &GpuContext, rule: Rule, steps: usize) -> f64 {
                 Rule::Sgd(o) => sgd_step(&o, &mut cpu[i], &g, &mut s1[i], t == 1),
                 Rule::Adam(o) => adam_step(&o, t as u64, &mut cpu[i], &g, &mut s1[i], &mut s2[i]),
             }
+            .unwrap();
         }
     }
     assert_eq!(opt.steps(), steps as u64);
@@ -159,7 +160,7 @@ fn gradient_clipping_by_global_norm() {
         .collect();
     let total = {
         let mut slices: Vec<&mut [f64]> = cpu.iter_mut().map(|v| v.as_mut_slice()).collect();
-        cpu_clip(&mut slices, 1.5)
+        cpu_clip(&mut slices, 1.5).unwrap()
     };
     let norm = clip_grad_norm(&ctx, &refs, &lens, 1.5).unwrap();
     let got_total = norm.read(&ctx).unwrap() as f64;
@@ -284,11 +285,15 @@ fn the_cpu_rules_reproduce_torch_optim() {
         let rule = rule_of(c);
         let mut p = t.params.clone();
         let (mut s1, mut s2) = (vec![0.0f32; p.len()], vec![0.0f32; p.len()]);
+        // One PyTorch result per step: a short list would compare fewer steps.
+        assert!(!t.grads.is_empty());
+        assert_eq!(t.grads.len(), c.after.len(), "{} {:?}", c.kind, c.options);
         for (step, (g, want)) in t.grads.iter().zip(&c.after).enumerate() {
             match rule {
                 Rule::Sgd(o) => sgd_step(&o, &mut p, g, &mut s1, step == 0),
                 Rule::Adam(o) => adam_step(&o, step as u64 + 1, &mut p, g, &mut s1, &mut s2),
             }
+            .unwrap();
             let e = gru_wgpu::real::rel_error(
                 p.iter().map(|&v| v as f64),
                 &want.iter().map(|&v| v as f64).collect::<Vec<_>>(),
@@ -302,16 +307,19 @@ fn the_cpu_rules_reproduce_torch_optim() {
             );
         }
     }
+    assert!(!t.clip.runs.is_empty());
     for run in &t.clip.runs {
         let mut g = t.clip.grads.clone();
         let mut slices: Vec<&mut [f32]> = g.iter_mut().map(|v| v.as_mut_slice()).collect();
-        let total = cpu_clip(&mut slices, run.max_norm);
+        let total = cpu_clip(&mut slices, run.max_norm).unwrap();
         assert!(
             (total - run.total).abs() <= 1e-6 * run.total,
             "{total} vs {}",
             run.total
         );
+        assert_eq!(g.len(), run.after.len());
         for (a, b) in g.iter().zip(&run.after) {
+            assert_eq!(a.len(), b.len());
             for (x, y) in a.iter().zip(b) {
                 assert!((x - y).abs() <= 1e-6 * y.abs().max(1e-3), "{x} vs {y}");
             }
@@ -326,6 +334,8 @@ fn the_gpu_optimisers_reproduce_torch_optim() {
     for c in &t.cases {
         let p = buffer(&ctx, &t.params);
         let mut opt = GpuOptimizer::new(&ctx, rule_of(c));
+        assert!(!t.grads.is_empty());
+        assert_eq!(t.grads.len(), c.after.len(), "{} {:?}", c.kind, c.options);
         for (step, (g, want)) in t.grads.iter().zip(&c.after).enumerate() {
             let gb = buffer(&ctx, g);
             opt.step(&[&p], &[&gb], &[t.params.len()]).unwrap();
@@ -343,6 +353,7 @@ fn the_gpu_optimisers_reproduce_torch_optim() {
             );
         }
     }
+    assert!(!t.clip.runs.is_empty());
     for run in &t.clip.runs {
         let bufs: Vec<wgpu::Buffer> = t.clip.grads.iter().map(|g| buffer(&ctx, g)).collect();
         let lens: Vec<usize> = t.clip.grads.iter().map(|g| g.len()).collect();
@@ -354,7 +365,9 @@ fn the_gpu_optimisers_reproduce_torch_optim() {
             "{total} vs {}",
             run.total
         );
+        assert_eq!(bufs.len(), run.after.len());
         for ((b, want), &len) in bufs.iter().zip(&run.after).zip(&lens) {
+            assert_eq!(want.len(), len);
             for (x, y) in read(&ctx, b, len).iter().zip(want) {
                 assert!((x - y).abs() <= 1e-6 * y.abs().max(1e-3), "{x} vs {y}");
             }

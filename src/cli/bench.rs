@@ -237,12 +237,24 @@ pub fn run(args: &BenchArgs, adapter: Option<&str>) -> ExitCode {
         eprintln!("error: every size must be at least 1");
         return ExitCode::from(2);
     }
+    // Every shape's sizes before any work: host memory for the CPU
+    // reference (the GPU's are checked per shape before its data exist).
+    for shape in args.shapes() {
+        let checked = if args.device != DeviceArg::Gpu {
+            gru_wgpu::bench::check_cpu_fits(&shape)
+        } else {
+            shape.config().validate()
+        };
+        if let Err(e) = checked {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let ctx = if args.device != DeviceArg::Cpu {
         match super::open_gpu_with(adapter, args.products.get()) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("error: {e}");
-                eprintln!("(on Linux, `apt-get install mesa-vulkan-drivers` gives a software Vulkan device; or use --device cpu)");
+                super::report_gpu_error(&e, Some("or use --device cpu"));
                 return ExitCode::from(2);
             }
         }
@@ -365,7 +377,7 @@ pub fn run_gemm(args: &GemmArgs, adapter: Option<&str>) -> ExitCode {
     let ctx = match super::open_gpu(adapter) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            super::report_gpu_error(&e, None);
             return ExitCode::from(2);
         }
     };

@@ -35,11 +35,16 @@ pub fn run(adapter: Option<&str>) -> ExitCode {
             Some(c)
         }
         Err(e) => {
-            println!("no GPU adapter found ({e}).");
-            println!(
-                "To get one on Linux without a GPU: `apt-get install mesa-vulkan-drivers` (a software Vulkan device); \
-                 otherwise install your GPU's Vulkan, Metal or DX12 driver. Running the CPU reference alone."
-            );
+            if super::no_adapter_hint(&e).is_some() {
+                println!("no GPU adapter found ({e}).");
+                println!(
+                    "To get one on Linux without a GPU: `apt-get install mesa-vulkan-drivers` (a software Vulkan device); \
+                     otherwise install your GPU's Vulkan, Metal or DX12 driver. Running the CPU reference alone."
+                );
+            } else {
+                println!("the GPU could not be used: {e}");
+                println!("(`gru-wgpu adapters` lists the adapters wgpu sees.) Running the CPU reference alone.");
+            }
             None
         }
     };

@@ -24,6 +24,28 @@ pub fn open_gpu_with(
     })
 }
 
+/// Prints a GPU that could not be opened, with the hint to install a
+/// software Vulkan device only where wgpu sees no adapter at all (not where
+/// adapters exist and none matches the selection). `alt` names what the user
+/// can do instead, such as "or use --device cpu".
+pub fn report_gpu_error(e: &gru_wgpu::GruError, alt: Option<&str>) {
+    eprintln!("error: {e}");
+    if let Some(hint) = no_adapter_hint(e) {
+        match alt {
+            Some(alt) => eprintln!("({hint}; {alt})"),
+            None => eprintln!("({hint})"),
+        }
+    }
+}
+
+/// The install hint, where the error is that no adapter exists at all.
+pub fn no_adapter_hint(e: &gru_wgpu::GruError) -> Option<&'static str> {
+    (matches!(e, gru_wgpu::GruError::NoAdapter(_)) && gru_wgpu::gpu::list_adapters().is_empty())
+        .then_some(
+            "no GPU adapter exists on this machine; on Linux, `apt-get install mesa-vulkan-drivers` gives a software Vulkan device",
+        )
+}
+
 /// One line of a chart: its label and points.
 pub struct Series {
     pub label: String,

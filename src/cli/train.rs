@@ -27,7 +27,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(long, default_value_t = 1e-2, allow_negative_numbers = true)]
     pub lr: f32,
     /// The loss curve, as SVG.
     #[arg(long, default_value = "train_loss.svg")]
@@ -40,16 +40,6 @@ pub enum Task {
 }
 
 pub fn run(args: &TrainArgs, adapter: Option<&str>) -> ExitCode {
-    let ctx = match super::open_gpu(adapter) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            eprintln!(
-                "(on Linux, `apt-get install mesa-vulkan-drivers` gives a software Vulkan device)"
-            );
-            return ExitCode::from(2);
-        }
-    };
     let o = AddingOptions {
         seq: args.seq,
         steps: args.steps,
@@ -58,6 +48,17 @@ pub fn run(args: &TrainArgs, adapter: Option<&str>) -> ExitCode {
         batch: args.batch,
         lr: args.lr,
         ..Default::default()
+    };
+    if let Err(e) = o.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let ctx = match super::open_gpu(adapter) {
+        Ok(c) => c,
+        Err(e) => {
+            super::report_gpu_error(&e, None);
+            return ExitCode::from(2);
+        }
     };
     println!("adapter: {}", ctx.adapter());
     println!(
@@ -94,12 +95,18 @@ pub fn run(args: &TrainArgs, adapter: Option<&str>) -> ExitCode {
         report.seconds * 1e3 / report.steps as f64,
         report.losses.last().map_or(f32::NAN, |l| l.1)
     );
-    match plot(&args.plot, &report.losses) {
-        Ok(()) => println!("loss curve written to {}", args.plot.display()),
-        Err(e) => eprintln!("error: {}: {e}", args.plot.display()),
-    }
+    let status = match plot(&args.plot, &report.losses) {
+        Ok(()) => {
+            println!("loss curve written to {}", args.plot.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.plot.display());
+            ExitCode::from(2)
+        }
+    };
     println!("held-out mse: {:.5}", report.held_out_mse);
-    ExitCode::SUCCESS
+    status
 }
 
 fn plot(path: &std::path::Path, losses: &[(usize, f32)]) -> Result<(), String> {

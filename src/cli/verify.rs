@@ -24,8 +24,19 @@ enum Device {
 
 fn fmt_worst(w: Option<f64>) -> String {
     match w {
+        Some(v) if v.is_nan() => "NaN".to_string(),
         Some(v) => format!("{v:.3e}"),
         None => "-".to_string(),
+    }
+}
+
+/// The worse of two relative errors, where NaN (a result that is not a
+/// number) is worse than any number.
+fn worse(a: Option<f64>, b: f64) -> f64 {
+    match a {
+        None => b,
+        Some(a) if a.is_nan() || b.is_nan() => f64::NAN,
+        Some(a) => a.max(b),
     }
 }
 
@@ -42,8 +53,7 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
                 Some(c)
             }
             Err(e) => {
-                eprintln!("error: {e}");
-                eprintln!("(on Linux, `apt-get install mesa-vulkan-drivers` gives a software Vulkan device; or use --device cpu)");
+                super::report_gpu_error(&e, Some("or use --device cpu"));
                 status = 2;
                 None
             }
@@ -83,8 +93,7 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
                         c.bound,
                         if ok { "OK" } else { "FAIL" }
                     );
-                    let w = if c.rel.is_nan() { f64::INFINITY } else { c.rel };
-                    *worst = Some(worst.map_or(w, |x: f64| x.max(w)));
+                    *worst = Some(worse(*worst, c.rel));
                     if !ok && status == 0 {
                         status = 1;
                     }

@@ -143,7 +143,7 @@ impl<F: Real> GruCell<F> {
     pub fn new(input_size: usize, hidden_size: usize, bias: bool, seed: u64) -> Result<Self> {
         let config = crate::GruConfig::new(input_size, hidden_size).bias(bias);
         let p = crate::GruParams::<F>::init(&config, seed)?;
-        Self::from_params(p.dir(0, 0).clone())
+        Self::from_params(p.dir(0, 0)?.clone())
     }
 
     /// A cell with the given parameters, checked for consistent shapes.

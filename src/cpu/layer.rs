@@ -93,6 +93,7 @@ impl<F: Real> Gru<F> {
         h0: Option<ArrayView3<F>>,
         dropout: Option<(u32, f32)>,
     ) -> Result<(Array3<F>, Array3<F>)> {
+        self.params.check()?;
         let cfg = self.params.config().clone();
         let (t_len, b) = cfg.check_input("x", x.shape())?;
         if let Some(h0) = &h0 {
@@ -110,7 +111,7 @@ impl<F: Real> Gru<F> {
         for l in 0..cfg.num_layers {
             let mut out = Array3::<F>::zeros((t_len, b, nd * hs));
             for d in 0..nd {
-                let p = self.params.dir(l, d);
+                let p = self.params.dir(l, d)?;
                 let k = l * nd + d;
                 let mut h = match &h0 {
                     Some(h0) => h0.index_axis(Axis(0), k).to_owned(),
@@ -158,6 +159,7 @@ impl<F: Real> Gru<F> {
         grad_output: ArrayView3<F>,
         grad_h_n: Option<ArrayView3<F>>,
     ) -> Result<GruGrads<F>> {
+        self.params.check()?;
         let cfg = self.params.config().clone();
         let (t_len, b) = match &self.tape {
             Some(tape) => (tape.t, tape.b),
@@ -186,8 +188,8 @@ impl<F: Real> Gru<F> {
             let mut d_in = Array3::<F>::zeros((t_len, b, in_size));
             for d in 0..nd {
                 let k = l * nd + d;
-                let p = self.params.dir(l, d);
-                let g = grads.dir_mut(l, d);
+                let p = self.params.dir(l, d)?;
+                let g = grads.dir_mut(l, d)?;
                 // dL/dh_T of this layer-direction comes from h_n.
                 let mut dh = match &grad_h_n {
                     Some(gh) => gh.index_axis(Axis(0), k).to_owned(),

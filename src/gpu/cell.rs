@@ -47,7 +47,7 @@ impl GpuGruCell {
         let (input, hidden) = (params.weight_ih.ncols(), params.weight_hh.ncols());
         let config = GruConfig::new(input, hidden).bias(params.bias_ih.is_some());
         let mut p = GruParams::<f32>::zeros(&config)?;
-        *p.dir_mut(0, 0) = params.clone();
+        *p.dir_mut(0, 0)? = params.clone();
         let model = GpuGru::new(ctx, &p)?;
         let grads = model
             .param_buffers()
@@ -73,7 +73,7 @@ impl GpuGruCell {
     ) -> Result<Self> {
         let config = GruConfig::new(input_size, hidden_size).bias(bias);
         let p = GruParams::<f32>::init(&config, seed)?;
-        Self::new(ctx, p.dir(0, 0))
+        Self::new(ctx, p.dir(0, 0)?)
     }
 
     pub fn input_size(&self) -> usize {
@@ -207,7 +207,7 @@ impl GpuGruCell {
 
     /// The parameters, read back.
     pub fn params(&self) -> Result<DirParams<f32>> {
-        Ok(self.model.params()?.dir(0, 0).clone())
+        Ok(self.model.params()?.dir(0, 0)?.clone())
     }
 
     /// One optimiser step from the accumulated gradients (which it leaves as they are).

@@ -71,7 +71,6 @@ pub(crate) struct Inner {
     pub(crate) products: Products,
     lost: Arc<Mutex<Option<String>>>,
     uncaptured: Arc<Mutex<Option<String>>>,
-    next_id: AtomicU64,
 }
 
 /// A GPU device with its pipelines, built once and shared by every model on
@@ -247,7 +246,6 @@ impl GpuContext {
                 products,
                 lost,
                 uncaptured,
-                next_id: AtomicU64::new(1),
             }),
         })
     }
@@ -299,8 +297,11 @@ impl GpuContext {
         self.inner.pool.bytes()
     }
 
+    /// A model id, unique in the process (across every context), so that a
+    /// tape can name the one model that made it.
     pub(crate) fn next_id(&self) -> u64 {
-        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Fails if the device was lost (it polls the device first, so that a

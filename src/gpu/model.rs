@@ -233,19 +233,30 @@ fn auto_persistent(cpu: bool, h: usize) -> bool {
     !cpu && h <= SEQ_HMAX
 }
 
-fn stack<'a>(parts: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
-    parts.flat_map(|p| p.iter().copied()).collect()
+fn stack<'a>(parts: impl Iterator<Item = std::borrow::Cow<'a, [f32]>>) -> Vec<f32> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    out
 }
 
-fn std_slice<D: ndarray::Dimension>(a: &ndarray::ArrayBase<ndarray::OwnedRepr<f32>, D>) -> &[f32] {
-    a.as_slice()
-        .expect("parameters are kept in standard layout")
+/// The values of `a` in logical (row-major) order: its own memory where it is
+/// in standard layout, else a copy.
+fn std_slice<D: ndarray::Dimension>(
+    a: &ndarray::ArrayBase<ndarray::OwnedRepr<f32>, D>,
+) -> std::borrow::Cow<'_, [f32]> {
+    match a.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(a.iter().copied().collect()),
+    }
 }
 
 impl GpuGru {
     /// Uploads `params` to the device of `ctx`.
     pub fn new(ctx: &GpuContext, params: &GruParams<f32>) -> Result<Self> {
         params.config().validate()?;
+        params.check()?;
         let mut m = GpuGru {
             ctx: ctx.clone(),
             config: params.config().clone(),
@@ -328,6 +339,7 @@ impl GpuGru {
                 self.config
             )));
         }
+        params.check()?;
         let ctx = self.ctx.clone();
         ctx.scoped(|| {
             let cfg = &self.config;
@@ -335,7 +347,9 @@ impl GpuGru {
             let mut layers = Vec::with_capacity(cfg.num_layers);
             let mut rec = Recorder::new(&ctx, false);
             for l in 0..cfg.num_layers {
-                let dirs: Vec<&DirParams<f32>> = (0..nd).map(|d| params.dir(l, d)).collect();
+                let dirs = (0..nd)
+                    .map(|d| params.dir(l, d))
+                    .collect::<Result<Vec<&DirParams<f32>>>>()?;
                 let w_ih = ctx.upload(
                     "weight_ih",
                     &stack(dirs.iter().map(|p| std_slice(&p.weight_ih))),
@@ -810,7 +824,7 @@ impl GpuGru {
                 };
                 let i_l = cfg.layer_input_size(l);
                 for d in 0..nd {
-                    let dp = p.dir_mut(l, d);
+                    let dp = p.dir_mut(l, d)?;
                     dp.weight_ih
                         .as_slice_mut()
                         .expect("standard")
@@ -834,6 +848,14 @@ impl GpuGru {
             }
             Ok(p)
         })
+    }
+
+    /// Checks, before any work or allocation, that a forward and backward
+    /// of `t_len` steps on a batch of `batch` fit the device: no size is 0,
+    /// and no buffer exceeds the device's limits (the error names the buffer,
+    /// its size and the limit).
+    pub fn check_fits(&self, t_len: usize, batch: usize) -> Result<()> {
+        self.check_dims(t_len, batch)
     }
 
     fn check_dims(&self, t_len: usize, batch: usize) -> Result<()> {
@@ -1586,7 +1608,7 @@ impl GpuGru {
                     (None, None)
                 };
                 for d in 0..nd {
-                    let dp = params.dir_mut(l, d);
+                    let dp = params.dir_mut(l, d)?;
                     dp.weight_ih = Array2::from_shape_vec(
                         (h3, i_l),
                         w_ih[d * h3 * i_l..(d + 1) * h3 * i_l].to_vec(),

@@ -93,6 +93,10 @@ impl GpuOptimizer {
         grads: &[&wgpu::Buffer],
         lens: &[usize],
     ) -> Result<()> {
+        match self.rule {
+            Rule::Sgd(o) => o.check()?,
+            Rule::Adam(o) => o.check()?,
+        }
         if params.len() != lens.len() || grads.len() != lens.len() {
             return Err(GruError::InvalidConfig(format!(
                 "an optimiser step takes as many gradients and lengths as parameters: {} parameters, {} gradients, {} lengths",
@@ -174,6 +178,28 @@ pub(crate) fn record_clip(
             grads.len(),
             lens.len()
         )));
+    }
+    if !max_norm.is_finite() || max_norm < 0.0 {
+        return Err(GruError::InvalidConfig(format!(
+            "max_norm is {max_norm}; it must be a finite number of at least 0"
+        )));
+    }
+    for (i, (g, &len)) in grads.iter().zip(lens).enumerate() {
+        let need = (len as u64).saturating_mul(4);
+        if g.size() < need {
+            return Err(GruError::LengthMismatch {
+                name: format!("gradient {i}"),
+                expected: need,
+                actual: g.size(),
+                unit: "bytes (at least)",
+            });
+        }
+        if !g.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(GruError::InvalidConfig(format!(
+                "`gradient {i}`: the buffer needs the usage STORAGE, it has {:?}",
+                g.usage()
+            )));
+        }
     }
     let k = &ctx.inner.kernels;
     let n = grads.len();

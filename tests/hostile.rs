@@ -1,0 +1,759 @@
+//! Hostile input (issue 10): crafted files and absurd sizes are refused with
+//! a typed error (exit status 2 on the command line) before any large
+//! allocation, GPU work or loop. The command-line cases run as child
+//! processes under an address-space limit of 4 GiB and a time budget.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gru_wgpu::gpu::{ContextOptions, GpuContext, GpuGru, GpuOptimizer};
+use gru_wgpu::optim::{adam_step, sgd_step, Adam, Sgd};
+use gru_wgpu::reference::ReferenceCase;
+use gru_wgpu::train::{train_adding, AddingOptions};
+use gru_wgpu::{GruConfig, GruError, GruParams};
+use ndarray::{Array2, Array3, ShapeBuilder};
+
+// ---------------------------------------------------------------- helpers
+
+fn golden(name: &str) -> PathBuf {
+    common::golden_files()
+        .into_iter()
+        .find(|p| p.ends_with(name))
+        .unwrap()
+}
+
+fn extra(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/golden-extra")
+        .join(name)
+}
+
+/// The tensors (name, dtype, shape, bytes) and metadata of a safetensors file.
+type Tensors = Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>;
+
+fn read_st(path: &Path) -> (Tensors, HashMap<String, String>) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    (tensors, meta.metadata().clone().unwrap_or_default())
+}
+
+fn write_st(tensors: &Tensors, meta: &HashMap<String, String>) -> Vec<u8> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, Some(meta.clone())).unwrap()
+}
+
+/// `seq_basic` with `edit` applied to its tensors and metadata.
+fn crafted(edit: impl FnOnce(&mut Tensors, &mut HashMap<String, String>)) -> Vec<u8> {
+    let (mut t, mut m) = read_st(&golden("seq_basic.safetensors"));
+    edit(&mut t, &mut m);
+    write_st(&t, &m)
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gru-wgpu-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    seconds: f64,
+}
+
+/// Runs the command line under `ulimit -v` of 4 GiB, with `env` set.
+fn run_limited(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_gru-wgpu"))
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let start = Instant::now();
+    let out = cmd.output().unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// A command that must be refused: exit status 2, a message containing
+/// every one of `needles`, within the time budget.
+fn refused(args: &[&str], needles: &[&str]) -> Run {
+    let r = run_limited(args, &[]);
+    assert_eq!(
+        r.code,
+        Some(2),
+        "{args:?}: exit status\nstdout: {}\nstderr: {}",
+        r.stdout,
+        r.stderr
+    );
+    for n in needles {
+        assert!(r.stderr.contains(n), "{args:?}: `{n}` not in\n{}", r.stderr);
+    }
+    assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+    assert!(
+        r.seconds < BUDGET.as_secs_f64(),
+        "{args:?} took {:.1} s",
+        r.seconds
+    );
+    r
+}
+
+/// Nothing hostile may run for more than a few seconds (opening the device
+/// on llvmpipe takes about half a second).
+const BUDGET: Duration = Duration::from_secs(10);
+
+// ------------------------------------------- 1. sizes read from a file
+
+#[test]
+fn a_reference_file_whose_metadata_the_tensors_do_not_hold_is_refused() {
+    // The issue's case: a billion layers, more than any GPU index can hold.
+    let bytes = crafted(|_, m| {
+        m.insert("num_layers".into(), "1000000000".into());
+        m.insert("has_h0".into(), "false".into());
+    });
+    let start = Instant::now();
+    let e = ReferenceCase::from_bytes(&bytes, "crafted.safetensors").unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(matches!(e, GruError::Format { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "crafted.safetensors: invalid configuration: num_layers is 1000000000; at most 16777216 is supported"
+    );
+    // A million layers is a configuration, but not the one the file holds:
+    // refused before any list of a million layers' tensors is built.
+    let bytes = crafted(|_, m| {
+        m.insert("num_layers".into(), "1000000".into());
+        m.insert("has_h0".into(), "false".into());
+    });
+    let start = Instant::now();
+    let e = ReferenceCase::from_bytes(&bytes, "crafted.safetensors").unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(matches!(e, GruError::Format { .. }), "{e:?}");
+    // Without h0: per layer 4 parameters and their 4 gradients, and the 6
+    // fixed tensors; seq_basic holds 16 (one layer, with an h0).
+    assert_eq!(
+        e.to_string(),
+        "crafted.safetensors: the metadata (num_layers 1000000, bidirectional false, bias true, \
+         has_h0 false) describes 8000006 tensors, the file holds 16"
+    );
+    // A layer count whose product with the directions overflows.
+    let bytes = crafted(|_, m| {
+        m.insert("num_layers".into(), usize::MAX.to_string());
+        m.insert("bidirectional".into(), "true".into());
+    });
+    let e = ReferenceCase::from_bytes(&bytes, "crafted.safetensors").unwrap_err();
+    assert!(matches!(e, GruError::Format { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("num_layers is 18446744073709551615"),
+        "{e}"
+    );
+    // The command line: exit 2 at once, under 4 GiB.
+    for (layers, says) in [
+        (
+            "1000000000",
+            "num_layers is 1000000000; at most 16777216 is supported",
+        ),
+        ("1000000", "describes 8000006 tensors, the file holds 16"),
+    ] {
+        let path = temp_file(
+            &format!("layers{layers}.safetensors"),
+            &crafted(|_, m| {
+                m.insert("num_layers".into(), layers.into());
+                m.insert("has_h0".into(), "false".into());
+            }),
+        );
+        refused(
+            &["verify", "--device", "cpu", path.to_str().unwrap()],
+            &[&format!("layers{layers}.safetensors"), says],
+        );
+    }
+}
+
+#[test]
+fn configurations_too_large_for_memory_are_refused_before_allocation() {
+    // num_layers · directions overflows: refused, not wrapped.
+    let c = GruConfig::new(4, 4).layers(usize::MAX).bidirectional(true);
+    let e = c.validate().unwrap_err();
+    assert!(matches!(e, GruError::InvalidConfig(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("num_layers is 18446744073709551615"),
+        "{e}"
+    );
+    // A parameter count that overflows.
+    let c = GruConfig::new(1 << 24, 1 << 24).layers(1 << 20);
+    let e = GruParams::<f32>::zeros(&c).unwrap_err();
+    assert!(matches!(e, GruError::InvalidConfig(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("more parameters than fit in memory"),
+        "{e}"
+    );
+    // 100,000 layers of H = 1000: 6e11 values, more than any host has.
+    let c = GruConfig::new(1000, 1000).layers(100_000);
+    // Per layer 3H·(I_l + H) weights and 2·3H biases.
+    let count: u64 = 100_000 * (3 * 1000 * (1000 + 1000) + 2 * 3 * 1000);
+    for (e, size) in [
+        (GruParams::<f32>::zeros(&c).unwrap_err(), 4),
+        (GruParams::<f64>::init(&c, 1).unwrap_err(), 8),
+    ] {
+        assert!(matches!(e, GruError::HostMemory { .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "the parameters ({count} values) needs {} bytes of host memory but ",
+                count * size
+            )),
+            "{e}"
+        );
+        assert!(e.to_string().contains("bytes of host memory but "), "{e}");
+    }
+}
+
+// ----------------------------------- 2 and 3. sizes from the command line
+
+#[test]
+fn absurd_sizes_on_the_command_line_exit_2_at_once() {
+    let gpu = common::gpu().is_some();
+    let mut cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec![
+                "bench", "--hidden", "100000", "--batch", "100000", "--device", "cpu",
+            ],
+            vec![
+                "the CPU reference's run of B=100000 T=64 I=100000 H=100000",
+                "host memory",
+            ],
+        ),
+        (
+            vec!["train", "--lr", "nan"],
+            vec!["the learning rate is NaN"],
+        ),
+    ];
+    if gpu {
+        cases.extend([
+            // Host arrays that cannot fit.
+            (
+                vec!["bench", "--hidden", "100000", "--batch", "100000"],
+                vec!["B=100000 T=64 I=100000 H=100000", "bytes of host memory"],
+            ),
+            (
+                vec![
+                    "bench", "--hidden", "100000", "--batch", "100000", "--device", "gpu",
+                ],
+                vec![
+                    "the data and parameters of B=100000 T=64 I=100000 H=100000",
+                    "host memory",
+                ],
+            ),
+            (
+                vec!["train", "--hidden", "100000"],
+                vec!["the adding problem's data", "bytes of host memory"],
+            ),
+            (
+                vec!["train", "--seq", "100000000"],
+                vec!["T=100000000", "bytes of host memory"],
+            ),
+            (
+                vec![
+                    "bench-gemm",
+                    "--m",
+                    "100000",
+                    "--n",
+                    "100000",
+                    "--k",
+                    "100000",
+                ],
+                vec!["the GEMM's operands", "bytes of host memory"],
+            ),
+            // Device buffers larger than the device allows (under 4 GiB the
+            // host estimate may refuse it first: either is a clear refusal).
+            (
+                vec![
+                    "bench", "--hidden", "2048", "--batch", "4096", "--seq", "64", "--mode", "fwd",
+                ],
+                vec!["B=4096 T=64 I=2048 H=2048", "needs "],
+            ),
+        ]);
+    } else {
+        assert!(
+            std::env::var("GRU_WGPU_REQUIRE_GPU").is_err(),
+            "GRU_WGPU_REQUIRE_GPU is set and no adapter opened"
+        );
+    }
+    for (args, needles) in &cases {
+        refused(args, needles);
+    }
+}
+
+#[test]
+fn the_bench_checks_its_own_buffers_against_the_device_first() {
+    let Some(base) = common::gpu() else { return };
+    let mut limits = base.limits().clone();
+    limits.max_buffer_size = 1 << 24;
+    limits.max_storage_buffer_binding_size = 1 << 24;
+    let ctx = GpuContext::with_options(ContextOptions {
+        limits: Some(limits),
+        ..Default::default()
+    })
+    .unwrap();
+    // x alone is 64·512·256 floats, 32 MiB: more than the lowered limit.
+    let shape = gru_wgpu::bench::BenchShape {
+        batch: 512,
+        seq: 64,
+        input: 256,
+        hidden: 64,
+        layers: 1,
+        bidirectional: false,
+    };
+    let e = gru_wgpu::bench::bench_gpu(
+        &ctx,
+        &shape,
+        gru_wgpu::bench::Mode::Fwd,
+        1,
+        0,
+        Default::default(),
+        &mut || {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, GruError::LimitExceeded { .. }), "{e:?}");
+    assert!(
+        e.to_string().starts_with("the layer input (T·B·I) needs "),
+        "{e}"
+    );
+    // The GEMM bench too.
+    let e = gru_wgpu::bench::check_gemm_fits(&ctx, 4096, 4096, 4096).unwrap_err();
+    assert!(matches!(e, GruError::LimitExceeded { .. }), "{e:?}");
+    assert!(
+        e.to_string().starts_with("the GEMM's A (m·k) needs "),
+        "{e}"
+    );
+    ctx.check_alive().unwrap();
+}
+
+// ------------------------------------------------- 4. tapes and models
+
+#[test]
+fn a_tape_is_refused_by_every_model_but_its_own_across_contexts() {
+    if common::gpu().is_none() {
+        return;
+    }
+    // Two fresh contexts, each with its first model: ids must still differ.
+    let c1 = GpuContext::with_options(ContextOptions::default()).unwrap();
+    let c2 = GpuContext::with_options(ContextOptions::default()).unwrap();
+    let one = GruConfig::new(3, 4);
+    let two = GruConfig::new(3, 4).layers(2);
+    let a = GpuGru::new(&c1, &GruParams::init(&one, 1).unwrap()).unwrap();
+    let b = GpuGru::new(&c2, &GruParams::init(&two, 2).unwrap()).unwrap();
+    let x = Array3::<f32>::zeros((2, 1, 3));
+    let (_, _, tape) = a.forward(x.view(), None).unwrap();
+    let go = Array3::<f32>::zeros((2, 1, 4));
+    let e = b.backward(tape, go.view(), None).unwrap_err();
+    assert!(matches!(e, GruError::Tape(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with("tape: this tape was made by the forward of another model"),
+        "{e}"
+    );
+    // A model of the same configuration in the other context, too.
+    let a2 = GpuGru::new(&c2, &GruParams::init(&one, 1).unwrap()).unwrap();
+    let (_, _, tape) = a.forward(x.view(), None).unwrap();
+    let e = a2.backward(tape, go.view(), None).unwrap_err();
+    assert!(matches!(e, GruError::Tape(_)), "{e:?}");
+}
+
+// -------------------------------------------- 5. training settings
+
+#[test]
+fn training_settings_that_cannot_train_are_refused() {
+    for lr in ["nan", "inf", "-1"] {
+        let r = refused(&["train", "--lr", lr], &["the learning rate is "]);
+        assert!(
+            r.stderr
+                .contains("it must be a finite number of at least 0"),
+            "{}",
+            r.stderr
+        );
+    }
+    let o = AddingOptions {
+        report_every: 0,
+        ..Default::default()
+    };
+    let e = o.check().unwrap_err();
+    assert!(matches!(e, GruError::InvalidConfig(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "invalid configuration: report_every is 0; it must be at least 1"
+    );
+    let Some(ctx) = common::gpu() else { return };
+    let e = train_adding(&ctx, &o, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(e, GruError::InvalidConfig(_)), "{e:?}");
+    let o = AddingOptions {
+        lr: f32::NAN,
+        ..Default::default()
+    };
+    let e = train_adding(&ctx, &o, &mut |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("the learning rate is NaN"), "{e}");
+}
+
+#[test]
+fn a_plot_that_cannot_be_written_exits_2() {
+    let bad = "/nonexistent-directory-of-gru-wgpu/plot.svg";
+    // bench, on the CPU alone (no adapter needed).
+    let r = refused(
+        &[
+            "bench", "--device", "cpu", "--batch", "1", "--seq", "2", "--input", "2", "--hidden",
+            "2", "--iters", "1", "--warmup", "0", "--plot", bad,
+        ],
+        &[bad],
+    );
+    assert!(
+        r.stdout.contains("gru-wgpu"),
+        "the table is printed: {}",
+        r.stdout
+    );
+    if common::gpu().is_none() {
+        return;
+    }
+    let r = refused(
+        &[
+            "train", "--seq", "4", "--steps", "2", "--hidden", "2", "--batch", "2", "--plot", bad,
+        ],
+        &[bad],
+    );
+    assert!(r.stdout.contains("held-out mse: "), "{}", r.stdout);
+}
+
+// ------------------------------ 6. parameters, optimisers, indexing
+
+#[test]
+fn parameters_of_the_wrong_shape_are_refused_by_every_model() {
+    let config = GruConfig::new(3, 4).layers(2);
+    let mut p = GruParams::<f32>::init(&config, 1).unwrap();
+    p.dir_mut(1, 0).unwrap().weight_hh = Array2::zeros((12, 5));
+    let e = p.check().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "`weight_hh_l1`: expected shape (12, 4), got (12, 5)"
+    );
+    let mut cpu = gru_wgpu::cpu::Gru::new(p.clone());
+    let x = Array3::<f32>::zeros((2, 1, 3));
+    let e = cpu.forward(x.view(), None).unwrap_err();
+    assert!(matches!(e, GruError::ShapeMismatch { .. }), "{e:?}");
+    let mut q = GruParams::<f32>::init(&config, 1).unwrap();
+    q.dir_mut(0, 0).unwrap().bias_ih = None;
+    let e = q.check().unwrap_err();
+    assert!(matches!(e, GruError::MissingTensor { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "missing tensor `bias_ih_l0` (expected shape (12,))"
+    );
+    let Some(ctx) = common::gpu() else { return };
+    for bad in [&p, &q] {
+        let e = GpuGru::new(&ctx, bad).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                GruError::ShapeMismatch { .. } | GruError::MissingTensor { .. }
+            ),
+            "{e:?}"
+        );
+    }
+    // set_params checks too, and leaves the model as it was.
+    let good = GruParams::<f32>::init(&config, 1).unwrap();
+    let mut m = GpuGru::new(&ctx, &good).unwrap();
+    assert!(m.set_params(&p).is_err());
+    assert_eq!(m.params().unwrap(), good);
+}
+
+#[test]
+fn parameters_in_a_non_standard_layout_give_the_same_results() {
+    let Some(ctx) = common::gpu() else { return };
+    let config = GruConfig::new(3, 4).bidirectional(true);
+    let p = GruParams::<f32>::init(&config, 5).unwrap();
+    // The same values, stored column-major.
+    let mut f = p.clone();
+    for l in 0..1 {
+        for d in 0..2 {
+            let dp = f.dir_mut(l, d).unwrap();
+            for w in [&mut dp.weight_ih, &mut dp.weight_hh] {
+                let mut c = Array2::<f32>::zeros(w.raw_dim().f());
+                c.assign(w);
+                assert!(c.as_slice().is_none(), "column-major");
+                *w = c;
+            }
+        }
+    }
+    assert_eq!(f, p);
+    let x = common::random((5, 2, 3), 1.0, &mut common::rng(3)).mapv(|v| v as f32);
+    let a = GpuGru::new(&ctx, &p).unwrap();
+    let b = GpuGru::new(&ctx, &f).unwrap();
+    let (oa, ha, _) = a.forward(x.view(), None).unwrap();
+    let (ob, hb, _) = b.forward(x.view(), None).unwrap();
+    assert_eq!(oa, ob);
+    assert_eq!(ha, hb);
+    let mut cpu = gru_wgpu::cpu::Gru::new(f.cast::<f64>());
+    let (oc, _) = cpu.forward(x.mapv(|v| v as f64).view(), None).unwrap();
+    let e = gru_wgpu::real::rel_error(oa.iter().map(|&v| v as f64), oc.iter());
+    assert!(e <= 1e-5, "{e:e}");
+}
+
+#[test]
+fn optimisers_and_indexing_refuse_what_they_cannot_do() {
+    let (mut p, g) = (vec![1.0f64; 4], vec![0.5f64; 3]);
+    let e = sgd_step(&Sgd::new(0.1), &mut p, &g, &mut [0.0; 4], true).unwrap_err();
+    assert!(matches!(e, GruError::LengthMismatch { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "`gradient`: expected 4 values (the parameter's length), got 3"
+    );
+    let g = vec![0.5f64; 4];
+    let e = adam_step(&Adam::new(0.1), 1, &mut p, &g, &mut [0.0; 4], &mut [0.0; 2]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "`second moment`: expected 4 values (the parameter's length), got 2"
+    );
+    let e = adam_step(&Adam::new(0.1), 0, &mut p, &g, &mut [0.0; 4], &mut [0.0; 4]).unwrap_err();
+    assert!(matches!(e, GruError::InvalidConfig(_)), "{e:?}");
+    assert!(e.to_string().contains("step count starts at 1"), "{e}");
+    let e = sgd_step(&Sgd::new(f32::NAN), &mut p, &g, &mut [0.0; 4], true).unwrap_err();
+    assert!(e.to_string().contains("the learning rate is NaN"), "{e}");
+    assert_eq!(p, vec![1.0; 4], "nothing was changed by a refused step");
+    let e = gru_wgpu::optim::clip_grad_norm(&mut [&mut [1.0f64][..]], f32::NAN).unwrap_err();
+    assert!(e.to_string().contains("max_norm is NaN"), "{e}");
+
+    let params = GruParams::<f32>::init(&GruConfig::new(2, 3).layers(2), 1).unwrap();
+    let e = params.dir(2, 0).unwrap_err();
+    assert!(matches!(e, GruError::OutOfRange { .. }), "{e:?}");
+    assert_eq!(e.to_string(), "layer 2 is out of range: there are 2");
+    let e = params.dir(0, 1).unwrap_err();
+    assert_eq!(e.to_string(), "direction 1 is out of range: there are 1");
+
+    let Some(ctx) = common::gpu() else { return };
+    let buf = |n: usize| {
+        ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: (n * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    };
+    let (a, b) = (buf(8), buf(4));
+    // clip_grad_norm: a length past the end of its buffer.
+    let e = gru_wgpu::gpu::clip_grad_norm(&ctx, &[&a, &b], &[8, 5], 1.0).unwrap_err();
+    assert!(matches!(e, GruError::LengthMismatch { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "`gradient 1`: expected 20 bytes (at least), got 16"
+    );
+    let e = gru_wgpu::gpu::clip_grad_norm(&ctx, &[&a], &[8], f32::INFINITY).unwrap_err();
+    assert!(e.to_string().contains("max_norm is inf"), "{e}");
+    // A GPU optimiser with a learning rate that is not a number.
+    let mut opt = GpuOptimizer::adam(&ctx, Adam::new(f32::NAN));
+    let e = opt.step(&[&a], &[&a], &[8]).unwrap_err();
+    assert!(e.to_string().contains("the learning rate is NaN"), "{e}");
+    assert_eq!(opt.steps(), 0);
+}
+
+// ------------------------------------------------------- 7. messages
+
+#[test]
+fn a_tensor_error_from_a_file_names_the_file() {
+    let config = GruConfig::new(3, 4).layers(2).bidirectional(true);
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch_state_dict.safetensors");
+    let e = GruParams::<f32>::load_safetensors(&path, &config.clone().layers(3)).unwrap_err();
+    assert!(matches!(e, GruError::MissingTensor { .. }), "{e:?}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}: missing tensor `weight_ih_l2`",
+            path.display()
+        )),
+        "{e}"
+    );
+    let e = GruParams::<f32>::load_safetensors(&path, &config.clone().layers(1)).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: unexpected tensor `", path.display())),
+        "{e}"
+    );
+    let e = GruParams::<f32>::load_safetensors(
+        &path,
+        &GruConfig::new(2, 4).layers(2).bidirectional(true),
+    )
+    .unwrap_err();
+    assert!(matches!(e, GruError::ShapeMismatch { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: `weight_ih_l0`: expected shape (12, 2), got (12, 3)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn reference_files_of_another_computation_or_dtype_are_refused() {
+    // The cases beyond nn.GRU, whose metadata this reader does not implement.
+    for (file, key) in [
+        (
+            "packed_basic.safetensors",
+            "metadata `has_lengths` = `true` (variable sequence lengths)",
+        ),
+        (
+            "seg_basic.safetensors",
+            "metadata `has_resets` = `true` (episode resets)",
+        ),
+        (
+            "rb_basic.safetensors",
+            "metadata `reset_form` = `before` (the reset-before form of the candidate)",
+        ),
+    ] {
+        let e = ReferenceCase::load(extra(file)).unwrap_err();
+        assert!(matches!(e, GruError::Format { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(file), "{msg}");
+        assert!(msg.contains(key), "{msg}");
+        assert!(msg.contains("is not supported by this reader"), "{msg}");
+    }
+    let e = ReferenceCase::load(extra("onnx_fwd_lbr0.safetensors")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("metadata `format` is `onnx-gru-v1`, expected `gru-golden-v1`"),
+        "{e}"
+    );
+    // A float32 `output` (the format says float64).
+    let bytes = crafted(|t, _| {
+        let o = t.iter_mut().find(|x| x.0 == "output").unwrap();
+        let vals: Vec<u8> =
+            o.3.chunks_exact(8)
+                .flat_map(|c| (f64::from_le_bytes(c.try_into().unwrap()) as f32).to_le_bytes())
+                .collect();
+        o.1 = safetensors::Dtype::F32;
+        o.3 = vals;
+    });
+    let e = ReferenceCase::from_bytes(&bytes, "f32.safetensors").unwrap_err();
+    assert!(matches!(e, GruError::DType { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "f32.safetensors: tensor `output`: expected dtype F64, got F32"
+    );
+    // A tensor the format does not have.
+    let bytes = crafted(|t, _| {
+        t.push((
+            "lengths".into(),
+            safetensors::Dtype::I64,
+            vec![2],
+            vec![0; 16],
+        ));
+        // Keep the count of tensors right: drop one it knows.
+        t.retain(|x| x.0 != "grad_h_n");
+    });
+    let e = ReferenceCase::from_bytes(&bytes, "extra.safetensors").unwrap_err();
+    assert!(matches!(e, GruError::UnexpectedTensor { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with("extra.safetensors: unexpected tensor `lengths` with shape (2,)"),
+        "{e}"
+    );
+    // And on the command line: exit 2, the file and the key named.
+    let r = refused(
+        &[
+            "verify",
+            "--device",
+            "cpu",
+            extra("seg_basic.safetensors").to_str().unwrap(),
+        ],
+        &["seg_basic.safetensors", "has_resets"],
+    );
+    assert!(
+        r.stdout.ends_with("worst relative error: cpu -, gpu -\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn verify_prints_nan_as_nan() {
+    let bytes = crafted(|t, _| {
+        let o = t.iter_mut().find(|x| x.0 == "output").unwrap();
+        o.3[0..8].copy_from_slice(&f64::NAN.to_le_bytes());
+    });
+    let path = temp_file("nan.safetensors", &bytes);
+    let r = run_limited(&["verify", "--device", "cpu", path.to_str().unwrap()], &[]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.contains(" output ") && l.contains("NaN") && l.ends_with("FAIL")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.ends_with("worst relative error: cpu NaN, gpu -\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn the_install_hint_appears_only_when_no_adapter_exists() {
+    let case = golden("seq_basic.safetensors");
+    let case = case.to_str().unwrap();
+    // No Vulkan driver at all: wgpu sees no adapter.
+    let none = run_limited(
+        &["verify", "--device", "gpu", case],
+        &[
+            ("VK_ICD_FILENAMES", "/nonexistent/icd.json"),
+            ("VK_DRIVER_FILES", "/nonexistent/icd.json"),
+        ],
+    );
+    assert_eq!(none.code, Some(2), "{}", none.stderr);
+    assert!(
+        none.stderr.contains("apt-get install mesa-vulkan-drivers"),
+        "{}",
+        none.stderr
+    );
+    if common::gpu().is_none() {
+        return;
+    }
+    // Adapters exist, none matches: no install hint, the adapters listed.
+    let other = run_limited(
+        &["verify", "--device", "gpu", case],
+        &[("GRU_WGPU_ADAPTER", "no-such-adapter-anywhere")],
+    );
+    assert_eq!(other.code, Some(2), "{}", other.stderr);
+    assert!(
+        other
+            .stderr
+            .contains("none matches `no-such-adapter-anywhere`"),
+        "{}",
+        other.stderr
+    );
+    assert!(!other.stderr.contains("apt-get"), "{}", other.stderr);
+}
