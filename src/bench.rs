@@ -229,23 +229,11 @@ fn check_shape_sizes(shape: &BenchShape) -> Result<()> {
 }
 
 /// Checks, before anything is allocated, that the CPU reference's run of
-/// `shape` fits the host: parameters and gradients, the data, and the tape
-/// (per layer-direction and step the input, the previous state and the four
-/// gates: `I_l + 5H` values a batch row, plus the layer outputs).
+/// `shape` fits the host (see [`crate::cpu::layer::run_bytes`]).
 pub fn check_cpu_fits(shape: &BenchShape) -> Result<()> {
     check_shape_sizes(shape)?;
     let cfg = shape.config();
-    let d = cfg.num_directions();
-    let (t, b, h) = (shape.seq, shape.batch, shape.hidden);
-    let mut tape = 0u64;
-    for l in 0..cfg.num_layers {
-        tape = tape.saturating_add(f32s(&[t, b, d, cfg.layer_input_size(l) + 6 * h]));
-    }
-    let need = crate::memory::sum(&[
-        crate::memory::bytes_of(cfg.param_count()?, 3 * 4),
-        data_bytes(shape).saturating_mul(2),
-        tape,
-    ]);
+    let need = crate::cpu::layer::run_bytes(&cfg, shape.seq, shape.batch, 4);
     crate::memory::check_host(&format!("the CPU reference's run of {shape}"), need)
 }
 

@@ -46,6 +46,11 @@ impl RandomCase {
         with_h0: bool,
         seed: u64,
     ) -> Result<Self> {
+        config.validate()?;
+        crate::memory::check_host(
+            &format!("a random case of T={seq_len}, B={batch} and its f64 reference run"),
+            crate::cpu::layer::run_bytes(&config, seq_len, batch, 8),
+        )?;
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let params = GruParams::<f32>::init(&config, seed)?;
         let x = uniform(config.input_shape(seq_len, batch), &mut r);

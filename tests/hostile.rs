@@ -235,6 +235,26 @@ fn configurations_too_large_for_memory_are_refused_before_allocation() {
     }
 }
 
+#[test]
+fn a_cpu_run_whose_tape_cannot_fit_is_refused_before_it_starts() {
+    // A broadcast view: 10^8 steps of a batch of 1000 without the memory.
+    let one = Array3::<f64>::zeros((1, 1, 3));
+    let x = one.broadcast((100_000_000, 1000, 3)).unwrap();
+    let mut gru =
+        gru_wgpu::cpu::Gru::new(GruParams::<f64>::init(&GruConfig::new(3, 4), 1).unwrap());
+    let e = gru.forward(x, None).unwrap_err();
+    assert!(matches!(e, GruError::HostMemory { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with("the CPU reference's forward and backward of T=100000000, B=1000 needs "),
+        "{e}"
+    );
+    // The test helper that draws random cases checks the same.
+    let e = gru_wgpu::check::RandomCase::new(GruConfig::new(3, 4), 100_000_000, 1000, true, 1)
+        .unwrap_err();
+    assert!(matches!(e, GruError::HostMemory { .. }), "{e:?}");
+}
+
 // ----------------------------------- 2 and 3. sizes from the command line
 
 #[test]

@@ -46,6 +46,27 @@ pub struct Gru<F> {
     tape: Option<SeqTape<F>>,
 }
 
+/// Host bytes a forward and backward of the CPU reference take for `t_len`
+/// steps of a batch of `batch`, values of `elem` bytes: the parameters, their
+/// gradients and one more copy; the input, output and their gradients twice
+/// over; and the tape, per layer-direction and step the input, the previous
+/// state and the four gates of every batch row (`I_l + 5H` values, counted as
+/// `I_l + 6H` with the step's new state). Saturates instead of overflowing.
+pub fn run_bytes(config: &GruConfig, t_len: usize, batch: usize, elem: usize) -> u64 {
+    let tb = (t_len as u64).saturating_mul(batch as u64);
+    let (d, h) = (config.num_directions() as u64, config.hidden_size as u64);
+    let params = config.param_count().map_or(u64::MAX, |c| c as u64);
+    let io = (config.input_size as u64).saturating_add(d.saturating_mul(h));
+    let mut values = params
+        .saturating_mul(3)
+        .saturating_add(tb.saturating_mul(io).saturating_mul(2));
+    for l in 0..config.num_layers {
+        let per_row = (config.layer_input_size(l) as u64).saturating_add(h.saturating_mul(6));
+        values = values.saturating_add(tb.saturating_mul(d).saturating_mul(per_row));
+    }
+    values.saturating_mul(elem as u64)
+}
+
 impl<F: Real> Gru<F> {
     pub fn new(params: GruParams<F>) -> Self {
         Gru { params, tape: None }
@@ -96,6 +117,10 @@ impl<F: Real> Gru<F> {
         self.params.check()?;
         let cfg = self.params.config().clone();
         let (t_len, b) = cfg.check_input("x", x.shape())?;
+        crate::memory::check_host(
+            &format!("the CPU reference's forward and backward of T={t_len}, B={b}"),
+            run_bytes(&cfg, t_len, b, std::mem::size_of::<F>()),
+        )?;
         if let Some(h0) = &h0 {
             cfg.check_state("h0", h0.shape(), b)?;
         }
