@@ -33,12 +33,11 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 fn group(wid_in: vec3<u32>) -> vec3<u32> {
-    return wid_in + vec3<u32>(P.gx, P.gy, P.gz);
+    return grid_id(wid_in, P.gx, P.gy, P.gz);
 }
 
 fn flat(wid_in: vec3<u32>, lid: vec3<u32>) -> u32 {
-    let wid = group(wid_in);
-    return (wid.y * P.gtx + wid.x) * 64u + lid.x;
+    return flat_id(group(wid_in), P.gtx, lid);
 }
 
 @compute @workgroup_size(64, 1, 1)

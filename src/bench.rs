@@ -445,38 +445,42 @@ pub fn bench_gemm(
     kernel: GemmKernel,
     iters: usize,
 ) -> Result<GemmRecord> {
-    use crate::gpu::kernels::{Chunked, Gemm};
-    use crate::gpu::recorder::Recorder;
+    use crate::gpu::ops::gemm::{encode_gemm, Gemm};
+    use crate::gpu::ops::windows::{
+        encode_chunk, encode_windows, window_storage, Chunked, Strided, WinOut,
+    };
     let a = random_vec(m * k, 11);
     let b = random_vec(n * k, 12);
     ctx.scoped(|| {
         let ab = ctx.upload("A", &a)?;
         let bb = ctx.upload("B", &b)?;
         let c = ctx.storage("C", m * n)?;
-        let kern = &ctx.inner.kernels;
         let (la, lb) = (Chunked::new(m, k, 0), Chunked::new(n, k, 0));
         let (ac, bc) = (
-            ctx.storage("A chunked", la.len())?,
-            ctx.storage("B chunked", lb.len())?,
+            window_storage(ctx.dev(), "A chunked", la.len())?,
+            window_storage(ctx.dev(), "B chunked", lb.len())?,
         );
+        let rows = |buf| Strided {
+            buf,
+            off: 0,
+            rs: k,
+            ks: 1,
+            batch: 0,
+        };
         if kernel == GemmKernel::Windows {
-            let mut rec = Recorder::new(ctx, false);
-            kern.chunk(&mut rec, ab.buffer(), 0, k, 1, 0, ac.buffer(), &la, 0, 1)?;
-            kern.chunk(&mut rec, bb.buffer(), 0, k, 1, 0, bc.buffer(), &lb, 0, 1)?;
+            let mut rec = ctx.recorder(false);
+            encode_chunk(&mut rec, &rows(ab.buffer()), ac.buffer(), &la, 0, 1)?;
+            encode_chunk(&mut rec, &rows(bb.buffer()), bc.buffer(), &lb, 0, 1)?;
             rec.submit()?;
             ctx.wait()?;
         }
         let mut times = Vec::new();
         let mut dispatches = 0;
         for i in 0..=iters {
-            let mut rec = Recorder::new(ctx, false);
+            let mut rec = ctx.recorder(false);
             match kernel {
-                GemmKernel::Storage => kern.gemm(
+                GemmKernel::Storage => encode_gemm(
                     &mut rec,
-                    ab.buffer(),
-                    bb.buffer(),
-                    None,
-                    c.buffer(),
                     &Gemm {
                         m,
                         n,
@@ -487,8 +491,12 @@ pub fn bench_gemm(
                         ldc: n,
                         ..Default::default()
                     },
+                    ab.buffer(),
+                    bb.buffer(),
+                    None,
+                    c.buffer(),
                 )?,
-                GemmKernel::Windows => kern.gemm_windows(
+                GemmKernel::Windows => encode_windows(
                     &mut rec,
                     ac.buffer(),
                     &la,
@@ -496,8 +504,11 @@ pub fn bench_gemm(
                     &lb,
                     None,
                     c.buffer(),
-                    0,
-                    n,
+                    &WinOut {
+                        c_off: 0,
+                        ldc: n,
+                        bias_off: None,
+                    },
                 )?,
             }
             dispatches = rec.dispatches;
@@ -509,7 +520,7 @@ pub fn bench_gemm(
             }
         }
         let st = ctx.staging((m * n * 4) as u64);
-        let mut rec = Recorder::new(ctx, false);
+        let mut rec = ctx.recorder(false);
         rec.copy(c.buffer(), 0, st.buffer(), 0, (m * n * 4) as u64);
         rec.submit()?;
         let got = ctx.read_staging(&[(&st, m * n)])?.remove(0);

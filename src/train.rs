@@ -21,10 +21,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{GruError, Result};
-use crate::gpu::context::PooledBuffer;
+use crate::gpu::ops::head::{encode_head, HeadOut};
 use crate::gpu::optim::record_clip;
 use crate::gpu::recorder::Recorder;
-use crate::gpu::{GpuContext, GpuGru, GpuOptimizer};
+use crate::gpu::{GpuContext, GpuGru, GpuOptimizer, PooledBuffer};
 use crate::optim::Adam;
 use crate::{GruConfig, GruParams};
 
@@ -120,7 +120,7 @@ struct Head {
 impl Head {
     fn buffers(ctx: &GpuContext, batch: usize, hidden: usize, p: &PooledBuffer) -> Result<Head> {
         let p2 = ctx.storage("head parameters", hidden + 1)?;
-        let mut rec = Recorder::new(ctx, false);
+        let mut rec = ctx.recorder(false);
         rec.copy(p.buffer(), 0, p2.buffer(), 0, ((hidden + 1) * 4) as u64);
         rec.submit()?;
         Ok(Head {
@@ -135,28 +135,20 @@ impl Head {
 
     fn record(
         &self,
-        ctx: &GpuContext,
         rec: &mut Recorder,
         batch: usize,
         hidden: usize,
         h: &wgpu::Buffer,
         goal: &wgpu::Buffer,
     ) -> Result<()> {
-        ctx.inner.kernels.head(
-            rec,
-            batch,
-            hidden,
-            h,
-            self.p.buffer(),
-            goal,
-            [
-                self.y.buffer(),
-                self.dy.buffer(),
-                self.loss.buffer(),
-                self.dh.buffer(),
-                self.dp.buffer(),
-            ],
-        )
+        let out = HeadOut {
+            y: self.y.buffer(),
+            dy: self.dy.buffer(),
+            loss: self.loss.buffer(),
+            dh: self.dh.buffer(),
+            dp: self.dp.buffer(),
+        };
+        encode_head(rec, [batch, hidden], h, self.p.buffer(), goal, &out)
     }
 }
 
@@ -180,8 +172,8 @@ fn evaluate(
     let yb = ctx.upload("held-out targets", &y)?;
     let f = model.forward_buffers(xb.buffer(), None, seq, n)?;
     let head = Head::buffers(ctx, n, hidden, head_p)?;
-    let mut rec = Recorder::new(ctx, false);
-    head.record(ctx, &mut rec, n, hidden, f.h_n.buffer(), yb.buffer())?;
+    let mut rec = ctx.recorder(false);
+    head.record(&mut rec, n, hidden, f.h_n.buffer(), yb.buffer())?;
     rec.submit()?;
     read_scalar(ctx, &head.loss)
 }
@@ -215,7 +207,7 @@ pub fn train_adding(
     let yb = ctx.storage("targets", b)?;
     let zeros = ctx.storage("zero output gradient", t * b * h)?;
     {
-        let mut rec = Recorder::new(ctx, false);
+        let mut rec = ctx.recorder(false);
         rec.clear(zeros.buffer(), 0, (t * b * h * 4) as u64);
         rec.submit()?;
     }
@@ -232,8 +224,8 @@ pub fn train_adding(
             .write_buffer(yb.buffer(), 0, bytemuck::cast_slice(&y));
         let f = model.forward_buffers(xb.buffer(), None, t, b)?;
         ctx.scoped(|| {
-            let mut rec = Recorder::new(ctx, false);
-            head.record(ctx, &mut rec, b, h, f.h_n.buffer(), yb.buffer())?;
+            let mut rec = ctx.recorder(false);
+            head.record(&mut rec, b, h, f.h_n.buffer(), yb.buffer())?;
             rec.submit()?;
             Ok(())
         })?;
@@ -245,7 +237,7 @@ pub fn train_adding(
             .chain([&head.dp])
             .collect();
         ctx.scoped(|| {
-            let mut rec = Recorder::new(ctx, false);
+            let mut rec = ctx.recorder(false);
             let bufs: Vec<&wgpu::Buffer> = grads.iter().map(|p| p.buffer()).collect();
             let lens: Vec<usize> = grads.iter().map(|p| p.len()).collect();
             record_clip(ctx, &mut rec, &bufs, &lens, o.clip)?;

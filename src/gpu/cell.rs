@@ -14,9 +14,11 @@ use ndarray::{Array1, Array2, ArrayView2};
 
 use crate::config::GruConfig;
 use crate::error::{check_shape, GruError, Result};
-use crate::gpu::context::{GpuContext, PooledBuffer};
-use crate::gpu::model::{GpuGru, GpuTape};
+use crate::gpu::context::GpuContext;
+use crate::gpu::gru::{GpuGru, GpuTape};
+use crate::gpu::ops::util::encode_add;
 use crate::gpu::optim::GpuOptimizer;
+use crate::gpu::pool::PooledBuffer;
 use crate::params::{DirParams, GruParams};
 
 /// A GRU cell whose parameters, tape and gradients live on the GPU.
@@ -142,9 +144,7 @@ impl GpuGruCell {
             let out = model.record_backward(&mut rec, &tape, dh_next, None)?;
             let step_grads = out.grads[0].iter().flatten();
             for (acc, g) in grads.iter().zip(step_grads) {
-                ctx.inner
-                    .kernels
-                    .add(&mut rec, g.buffer(), acc.buffer(), acc.len())?;
+                encode_add(&mut rec, acc.len(), g.buffer(), acc.buffer())?;
             }
             model.finish(rec)?;
             Ok((out.grad_x, out.grad_h0))
