@@ -187,10 +187,10 @@ impl GpuContext {
         self.inner.dev.pool.bytes()
     }
 
-    /// How many compute pipelines have been built so far (each is built the
-    /// first time a call needs it).
-    pub fn pipelines_built(&self) -> usize {
-        self.inner.pipelines.len()
+    /// The compute pipelines built so far, as `file:entry(constants)`,
+    /// sorted: each is built the first time a call needs it.
+    pub fn pipelines_built(&self) -> Vec<String> {
+        self.inner.pipelines.names()
     }
 
     /// A new model id, unique within this context.

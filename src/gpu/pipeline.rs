@@ -216,9 +216,23 @@ impl Pipelines {
         Ok(kernel)
     }
 
-    /// How many pipelines have been built.
-    pub(crate) fn len(&self) -> usize {
-        self.kernels.read().unwrap_or_else(|p| p.into_inner()).len()
+    /// The pipelines built so far, as `file:entry` and their constants, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .kernels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|(file, entry, consts)| {
+                let c: Vec<String> = consts
+                    .iter()
+                    .map(|(n, bits)| format!("{n}={}", f64::from_bits(*bits)))
+                    .collect();
+                format!("{file}:{entry}({})", c.join(","))
+            })
+            .collect();
+        v.sort();
+        v
     }
 }
 
