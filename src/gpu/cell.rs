@@ -124,6 +124,10 @@ impl GpuGruCell {
         let tape = self.tape.pop().ok_or_else(|| {
             GruError::Tape("backward_step called with no step on the tape".into())
         })?;
+        if let Err(e) = self.model.check_tape(&tape) {
+            self.tape.push(tape);
+            return Err(e);
+        }
         let batch = tape.dims().1;
         let need = (batch * self.hidden_size() * 4) as u64;
         if dh_next.size() < need {

@@ -184,12 +184,20 @@ impl GpuGru {
         })
     }
 
+    /// Refuses a tape of another model, or one made before the parameters changed.
     pub(crate) fn check_tape(&self, tape: &GpuTape) -> Result<()> {
         if tape.model_id != self.id {
             return Err(GruError::Tape(format!(
                 "this tape was made by the forward of another model (model {}, not {})",
                 tape.model_id, self.id
             )));
+        }
+        let current = self.params_version();
+        if tape.version != current {
+            return Err(GruError::StaleTape {
+                recorded: tape.version,
+                current,
+            });
         }
         Ok(())
     }

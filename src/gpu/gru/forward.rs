@@ -128,6 +128,7 @@ impl GpuGru {
             h_n,
             tape: GpuTape {
                 model_id: self.id,
+                version: self.params_version(),
                 t_len,
                 batch,
                 dropout,

@@ -59,6 +59,9 @@ pub struct GpuGru {
     ctx: GpuContext,
     config: GruConfig,
     id: u64,
+    /// Bumped by every change of the parameters; a tape records the version
+    /// its forward read, and a backward refuses a tape of another version.
+    version: std::sync::atomic::AtomicU64,
     layers: Vec<LayerParams>,
     /// How the matrix products are computed (chosen by the context).
     path: Box<dyn products::ProductPath>,
@@ -95,6 +98,7 @@ impl GpuGru {
             ctx: ctx.clone(),
             config: params.config().clone(),
             id: ctx.next_id(),
+            version: 0.into(),
             layers: Vec::new(),
             path: Box::new(products::StoragePath),
             timing: false.into(),
@@ -149,6 +153,18 @@ impl GpuGru {
     pub(crate) fn recorder(&self) -> Recorder<'_> {
         self.ctx
             .recorder(self.timing.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The version of the parameters: it changes with every change of them
+    /// (`set_params`, `update`).
+    pub fn params_version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the parameters changed.
+    pub(crate) fn bump_version(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Layer `l` as the products see it.

@@ -32,6 +32,8 @@ impl GpuGru {
                 self.config
             )));
         }
+        // Every tape made before this is stale, whether or not the upload succeeds.
+        self.bump_version();
         let ctx = self.ctx.clone();
         ctx.scoped(|| {
             let cfg = &self.config;
@@ -98,6 +100,11 @@ impl GpuGru {
     /// The parameter tensors on the device, in the order of the gradients of
     /// [`GpuLayerGrads::tensors`] layer by layer (`w_ih`, `w_hh`, `b_ih`,
     /// `b_hh`; both directions stacked), with their lengths in floats.
+    ///
+    /// Change the parameters through [`update`](Self::update) or
+    /// [`set_params`](Self::set_params): a write into these buffers by other
+    /// means is not seen by the model (its tapes stay valid, and the copies
+    /// of the weights that the kernels read stay as they were).
     pub fn param_buffers(&self) -> Vec<(&wgpu::Buffer, usize)> {
         self.layers
             .iter()
@@ -146,6 +153,7 @@ impl GpuGru {
                 });
             }
         }
+        self.bump_version();
         self.ctx.scoped(|| {
             let mut rec = self.ctx.recorder(false);
             let p: Vec<&wgpu::Buffer> = params.iter().map(|(b, _)| *b).collect();

@@ -10,6 +10,8 @@ use crate::gpu::GpuGru;
 #[derive(Debug)]
 pub struct GpuTape {
     pub(crate) model_id: u64,
+    /// The version of the model's parameters the forward read.
+    pub(crate) version: u64,
     pub(crate) t_len: usize,
     pub(crate) batch: usize,
     pub(crate) dropout: Option<(u32, f32)>,
