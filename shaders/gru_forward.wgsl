@@ -32,6 +32,9 @@
 //                                   ((j / kc)·B + b)·kc + j mod kc of the region
 
 override PRECOMPUTED: bool = false;
+// Without TAPE (inference that keeps no tape) the gates are not written, and
+// binding 6 is a placeholder.
+override TAPE: bool = true;
 
 // The parameters: StepParams of common.wgsl.
 @group(0) @binding(0) var<uniform> P: StepParams;
@@ -60,11 +63,13 @@ fn gate_step(d: u32, s: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, ghn: f3
     let hn = (1.0 - z) * n + z * hp;
     hs[hprev + B * H + b * H + j] = hn;
     out[(t * B + b) * (P.dirs * H) + d * H + j] = hn;
-    let tp = ((d * T + s) * B + b) * 4u * H + j;
-    gates[tp] = r;
-    gates[tp + H] = z;
-    gates[tp + 2u * H] = n;
-    gates[tp + 3u * H] = ghn;
+    if (TAPE) {
+        let tp = ((d * T + s) * B + b) * 4u * H + j;
+        gates[tp] = r;
+        gates[tp + H] = z;
+        gates[tp + 2u * H] = n;
+        gates[tp + 3u * H] = ghn;
+    }
     return hn;
 }
 

@@ -231,11 +231,18 @@ pub fn bench_gpu(
     let mut stats = (0, 0);
     for i in 0..warmup + iters {
         let start = Instant::now();
-        let f = model.forward_buffers(&x, None, t, b)?;
+        // The tape is kept in both modes (the forward of training).
+        let input = crate::gpu::OnDevice {
+            buffer: &x,
+            seq_len: t,
+            batch: b,
+        };
+        let f = model.forward(input, crate::gpu::ForwardOptions::new().keep_tape())?;
         let s1 = model.last_call_stats();
         let (mut dispatches, mut submissions, mut gpu) = (s1.dispatches, s1.submissions, s1.gpu_ms);
         if mode == Mode::Fwdbwd {
-            let _grads = model.backward_buffers(f.tape, &go, None)?;
+            let tape = f.tape.expect("kept");
+            let _grads = model.backward(tape, &go, crate::gpu::BackwardOptions::new())?;
             let s2 = model.last_call_stats();
             dispatches += s2.dispatches;
             submissions += s2.submissions;

@@ -9,7 +9,7 @@
 //! drives it towards 0.
 //!
 //! Each training step: one batch drawn on the host and uploaded; the GRU's
-//! forward (`GpuGru::forward_buffers`); the head's forward, loss and backward
+//! forward (`GpuGru::forward` on device buffers); the head's forward, loss and backward
 //! (`head.wgsl`); the GRU's backward with the head's gradient as `dL/dh_n`;
 //! gradient clipping by global norm; one Adam step for the GRU and one for
 //! the head. All of it runs on the device; only the loss is read back, every
@@ -24,7 +24,9 @@ use crate::error::{GruError, Result};
 use crate::gpu::ops::head::{encode_head, HeadOut};
 use crate::gpu::optim::record_clip;
 use crate::gpu::recorder::Recorder;
-use crate::gpu::{GpuContext, GpuGru, GpuOptimizer, PooledBuffer};
+use crate::gpu::{
+    BackwardOptions, ForwardOptions, GpuContext, GpuGru, GpuOptimizer, OnDevice, PooledBuffer,
+};
 use crate::optim::Adam;
 use crate::{GruConfig, GruParams};
 
@@ -170,7 +172,12 @@ fn evaluate(
     let (x, y) = adding_batch(&mut rng, seq, n);
     let xb = ctx.upload("held-out inputs", &x)?;
     let yb = ctx.upload("held-out targets", &y)?;
-    let f = model.forward_buffers(xb.buffer(), None, seq, n)?;
+    let input = OnDevice {
+        buffer: xb.buffer(),
+        seq_len: seq,
+        batch: n,
+    };
+    let f = model.forward(input, ForwardOptions::new())?;
     let head = Head::buffers(ctx, n, hidden, head_p)?;
     let mut rec = ctx.recorder(false);
     head.record(&mut rec, n, hidden, f.h_n.buffer(), yb.buffer())?;
@@ -222,14 +229,21 @@ pub fn train_adding(
             .write_buffer(xb.buffer(), 0, bytemuck::cast_slice(&x));
         ctx.queue()
             .write_buffer(yb.buffer(), 0, bytemuck::cast_slice(&y));
-        let f = model.forward_buffers(xb.buffer(), None, t, b)?;
+        let input = OnDevice {
+            buffer: xb.buffer(),
+            seq_len: t,
+            batch: b,
+        };
+        let f = model.forward(input, ForwardOptions::new().keep_tape())?;
         ctx.scoped(|| {
             let mut rec = ctx.recorder(false);
             head.record(&mut rec, b, h, f.h_n.buffer(), yb.buffer())?;
             rec.submit()?;
             Ok(())
         })?;
-        let g = model.backward_buffers(f.tape, zeros.buffer(), Some(head.dh.buffer()))?;
+        let tape = f.tape.expect("kept");
+        let opts = BackwardOptions::new().grad_h_n(head.dh.buffer());
+        let g = model.backward(tape, zeros.buffer(), opts)?;
         let grads: Vec<&PooledBuffer> = g
             .grads
             .iter()

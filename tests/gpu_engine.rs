@@ -4,7 +4,10 @@
 
 mod common;
 
-use gru_wgpu::gpu::{ContextOptions, GpuContext, GpuGru, Products, Recurrence};
+use gru_wgpu::gpu::{
+    BackwardOptions, ContextOptions, ForwardOptions, GpuContext, GpuGru, OnDevice, Products,
+    Recurrence,
+};
 use gru_wgpu::{GruConfig, GruParams};
 
 fn fresh(products: Products) -> Option<GpuContext> {
@@ -24,15 +27,25 @@ fn run(ctx: &GpuContext, r: Recurrence) -> gru_wgpu::gpu::GpuForward {
     let model = GpuGru::new(ctx, &GruParams::init(&config, 3).unwrap()).unwrap();
     model.set_recurrence(r);
     let x = ndarray::Array3::<f32>::from_elem((4, 3, 5), 0.25);
-    let (out, _, tape) = model.forward(x.view(), None).unwrap();
-    model.backward(tape, out.view(), None).unwrap();
+    let (out, _, tape) = model
+        .forward(x.view(), ForwardOptions::new().keep_tape())
+        .unwrap()
+        .into_parts();
+    model
+        .backward(tape.unwrap(), out.view(), BackwardOptions::new())
+        .unwrap();
     let xb = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("x"),
         size: (4 * 3 * 5 * 4) as u64,
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
-    model.forward_buffers(&xb, None, 4, 3).unwrap()
+    let input = OnDevice {
+        buffer: &xb,
+        seq_len: 4,
+        batch: 3,
+    };
+    model.forward(input, ForwardOptions::new()).unwrap()
 }
 
 #[test]

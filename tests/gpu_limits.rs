@@ -6,7 +6,9 @@
 mod common;
 
 use gru_wgpu::check::RandomCase;
-use gru_wgpu::gpu::{ContextOptions, GpuContext, GpuGru, Products, Recurrence};
+use gru_wgpu::gpu::{
+    ContextOptions, ForwardOptions, GpuContext, GpuGru, OnDevice, Products, Recurrence,
+};
 use gru_wgpu::{GruConfig, GruError};
 
 fn lowered(products: Products, f: impl FnOnce(&mut wgpu::Limits)) -> Option<GpuContext> {
@@ -56,7 +58,9 @@ fn buffers_larger_than_the_device_allows_are_refused_with_the_sizes() {
     let model = GpuGru::new(&ctx, &gru_wgpu::GruParams::init(&config, 1).unwrap()).unwrap();
     // The gates of T = 200, B = 16, H = 64: 200·16·4·64 floats, 3.3 MB.
     let x = ndarray::Array3::<f32>::zeros((200, 16, 8));
-    let e = model.forward(x.view(), None).unwrap_err();
+    let e = model
+        .forward(x.view(), ForwardOptions::new().keep_tape())
+        .unwrap_err();
     match &e {
         GruError::LimitExceeded {
             requested,
@@ -92,7 +96,14 @@ fn a_tape_of_several_gigabytes_is_refused_before_any_work() {
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
-    let e = model.forward_buffers(&x, None, 10_000, 64).unwrap_err();
+    let big = OnDevice {
+        buffer: &x,
+        seq_len: 10_000,
+        batch: 64,
+    };
+    let e = model
+        .forward(big, ForwardOptions::new().keep_tape())
+        .unwrap_err();
     assert!(matches!(e, GruError::LimitExceeded { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use gru_wgpu::gpu::{GpuGru, GpuGruCell, GpuOptimizer};
+use gru_wgpu::gpu::{BackwardOptions, ForwardOptions, GpuGru, GpuGruCell, GpuOptimizer, OnDevice};
 use gru_wgpu::optim::Sgd;
 use gru_wgpu::{GruConfig, GruError, GruParams};
 use ndarray::{Array2, Array3};
@@ -26,15 +26,19 @@ fn set_params_between_forward_and_backward_is_refused() {
     let mut m = model(&ctx);
     let x = Array3::<f32>::from_elem((4, 2, 3), 0.5);
     let go = Array3::<f32>::ones((4, 2, 5));
-    let (_, _, tape) = m.forward(x.view(), None).unwrap();
+    let keep = || ForwardOptions::new().keep_tape();
+    let tape = m.forward(x.view(), keep()).unwrap().tape.unwrap();
     let before = m.params_version();
     let p = m.params().unwrap();
     m.set_params(&p).unwrap();
     assert_ne!(m.params_version(), before);
-    assert_stale(m.backward(tape, go.view(), None).unwrap_err());
+    assert_stale(
+        m.backward(tape, go.view(), BackwardOptions::new())
+            .unwrap_err(),
+    );
     // A forward after the change makes a tape that works.
-    let (_, _, tape) = m.forward(x.view(), None).unwrap();
-    m.backward(tape, go.view(), None).unwrap();
+    let tape = m.forward(x.view(), keep()).unwrap().tape.unwrap();
+    m.backward(tape, go.view(), BackwardOptions::new()).unwrap();
 }
 
 #[test]
@@ -54,11 +58,20 @@ fn an_update_between_forward_and_backward_is_refused() {
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
-    let f = m.forward_buffers(&x, None, 4, 2).unwrap();
-    let g = m.backward_buffers(f.tape, &go, None).unwrap();
-    let f2 = m.forward_buffers(&x, None, 4, 2).unwrap();
+    let input = OnDevice {
+        buffer: &x,
+        seq_len: 4,
+        batch: 2,
+    };
+    let keep = || ForwardOptions::new().keep_tape();
+    let f = m.forward(input, keep()).unwrap();
+    let g = m
+        .backward(f.tape.unwrap(), &go, BackwardOptions::new())
+        .unwrap();
+    let f2 = m.forward(input, keep()).unwrap();
     m.update(&mut opt, &g).unwrap();
-    assert_stale(m.backward_buffers(f2.tape, &go, None).unwrap_err());
+    let e = m.backward(f2.tape.unwrap(), &go, BackwardOptions::new());
+    assert_stale(e.unwrap_err());
 }
 
 #[test]

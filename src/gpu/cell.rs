@@ -15,7 +15,7 @@ use ndarray::{Array1, Array2, ArrayView2};
 use crate::config::GruConfig;
 use crate::error::{check_shape, GruError, Result};
 use crate::gpu::context::GpuContext;
-use crate::gpu::gru::{GpuGru, GpuTape};
+use crate::gpu::gru::{ForwardOptions, GpuGru, GpuTape, OnDevice};
 use crate::gpu::ops::util::encode_add;
 use crate::gpu::optim::GpuOptimizer;
 use crate::gpu::pool::PooledBuffer;
@@ -109,8 +109,15 @@ impl GpuGruCell {
         h_prev: &wgpu::Buffer,
         batch: usize,
     ) -> Result<PooledBuffer> {
-        let f = self.model.forward_buffers(x, Some(h_prev), 1, batch)?;
-        self.tape.push(f.tape);
+        let x = OnDevice {
+            buffer: x,
+            seq_len: 1,
+            batch,
+        };
+        let f = self
+            .model
+            .forward(x, ForwardOptions::new().h0(h_prev).keep_tape())?;
+        self.tape.push(f.tape.expect("kept"));
         Ok(f.h_n)
     }
 

@@ -26,6 +26,9 @@ pub(crate) mod recorder;
 pub use cell::GpuGruCell;
 pub use context::{ContextOptions, GpuContext, Products};
 pub use device::{list_adapters, AdapterSummary};
-pub use gru::{CallStats, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, Recurrence};
+pub use gru::{
+    BackwardInput, BackwardOptions, CallStats, Flat, Forward, ForwardInput, ForwardOptions,
+    GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, Recurrence,
+};
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
 pub use pool::PooledBuffer;

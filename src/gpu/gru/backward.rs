@@ -202,9 +202,9 @@ impl GpuGru {
         Ok(())
     }
 
-    /// Backward on device buffers: `grad_output` with the output's shape and
-    /// layout, `grad_h_n` `(L·D, B, H)` or zeros. Consumes the tape.
-    pub fn backward_buffers(
+    /// The backward on device buffers: `grad_output` with the output's shape
+    /// and layout, `grad_h_n` `(L·D, B, H)` or zeros.
+    pub(crate) fn backward_device(
         &self,
         tape: GpuTape,
         grad_output: &wgpu::Buffer,
@@ -242,9 +242,9 @@ impl GpuGru {
         })
     }
 
-    /// [`backward`](Self::backward) from flat slices: `grad_output` holds the
-    /// floats of the output's shape, `grad_h_n` those of `(L·D, B, H)`.
-    pub fn backward_slice(
+    /// The backward from flat slices: `grad_output` holds the floats of the
+    /// output's shape, `grad_h_n` those of `(L·D, B, H)`.
+    pub(crate) fn backward_flat(
         &self,
         tape: GpuTape,
         grad_output: &[f32],
@@ -256,22 +256,13 @@ impl GpuGru {
         let gh = grad_h_n
             .map(|g| view3("grad_h_n", g, cfg.state_shape(b)))
             .transpose()?;
-        self.backward(tape, go, gh)
+        self.backward_host(tape, go, gh)
     }
 
-    /// Backward from host arrays: `grad_output` with the output's shape,
-    /// `grad_h_n` `(L·D, B, H)` or zeros. Consumes the tape; returns the
-    /// gradients of `x`, `h0` and every parameter.
-    ///
-    /// A tape serves one backward: using it twice does not compile.
-    ///
-    /// ```compile_fail
-    /// # fn twice(model: &gru_wgpu::gpu::GpuGru, tape: gru_wgpu::gpu::GpuTape, g: ndarray::Array3<f32>) {
-    /// let _ = model.backward(tape, g.view(), None);
-    /// let _ = model.backward(tape, g.view(), None); // error: use of moved value `tape`
-    /// # }
-    /// ```
-    pub fn backward(
+    /// The backward from host arrays: `grad_output` with the output's shape,
+    /// `grad_h_n` `(L·D, B, H)` or zeros; the gradients of `x`, `h0` and
+    /// every parameter.
+    pub(crate) fn backward_host(
         &self,
         tape: GpuTape,
         grad_output: ArrayView3<f32>,

@@ -3,6 +3,7 @@
 use ndarray::{Array3, ArrayView3};
 
 use crate::error::{elements, GruError, Result};
+use crate::gpu::gru::io::{Flat, Forward, ForwardOptions, OnDevice};
 use crate::gpu::gru::types::{ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape};
@@ -12,15 +13,16 @@ use crate::gpu::recorder::Recorder;
 
 impl GpuGru {
     /// Records the forward of the whole stack. `x` is in the caller's layout,
-    /// `h0` is `(L·D, B, H)`.
+    /// `h0` is `(L·D, B, H)`. Without `keep_tape` no gates are written and
+    /// every layer's buffers are let go after the call.
     pub(crate) fn record_forward(
         &self,
         rec: &mut Recorder,
         x: &wgpu::Buffer,
         h0: Option<&wgpu::Buffer>,
-        t_len: usize,
-        batch: usize,
+        (t_len, batch): (usize, usize),
         dropout: Option<(u32, f32)>,
+        keep_tape: bool,
     ) -> Result<ForwardOut> {
         let cfg = &self.config;
         let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
@@ -48,7 +50,11 @@ impl GpuGru {
             let hs = self
                 .ctx
                 .storage("hidden states", nd * (t_len + 1) * batch * h)?;
-            let gates = self.ctx.storage("gates", nd * t_len * batch * 4 * h)?;
+            // The tape's gates, where it is kept (the steps write them then only).
+            let gates = match keep_tape {
+                true => Some(self.ctx.storage("gates", nd * t_len * batch * 4 * h)?),
+                false => None,
+            };
             let out = self.ctx.storage("layer output", tb * nd * h)?;
             for d in 0..nd {
                 let slot0 = (d * (t_len + 1) * batch * h * 4) as u64;
@@ -68,7 +74,7 @@ impl GpuGru {
                 b_hh: lp.b_hh.as_ref().map(|b| b.buffer()),
                 hs: hs.buffer(),
                 out: out.buffer(),
-                gates: gates.buffer(),
+                gates: gates.as_ref().map(|g| g.buffer()),
             };
             if persistent {
                 let private = self.ctx.is_cpu() && seq_private_fits(h);
@@ -103,11 +109,18 @@ impl GpuGru {
                 }
                 _ => out,
             };
-            layers.push(LayerTape {
-                xin: std::mem::replace(&mut xin, next),
-                hs,
-                gates,
-            });
+            let xin_l = std::mem::replace(&mut xin, next);
+            match gates {
+                Some(gates) => layers.push(LayerTape {
+                    xin: xin_l,
+                    hs,
+                    gates,
+                }),
+                None => {
+                    rec.keep(xin_l);
+                    rec.keep(hs);
+                }
+            }
         }
         // `xin` now holds the last layer's output, sequence-first.
         let output = if cfg.batch_first {
@@ -126,62 +139,49 @@ impl GpuGru {
         Ok(ForwardOut {
             output,
             h_n,
-            tape: GpuTape {
+            tape: keep_tape.then(|| GpuTape {
                 model_id: self.id,
                 version: self.params_version(),
                 t_len,
                 batch,
                 dropout,
                 layers,
-            },
+            }),
         })
     }
 
-    /// Forward on device buffers: `x` in the configuration's layout
-    /// (`(T, B, I)` or `(B, T, I)`), `h0` `(L·D, B, H)` or zeros. The buffers
-    /// need the usage `COPY_SRC`; their contents are copied, so the caller may
-    /// reuse them at once. Returns new buffers the caller owns, and the tape.
-    pub fn forward_buffers(
-        &self,
-        x: &wgpu::Buffer,
-        h0: Option<&wgpu::Buffer>,
-        seq_len: usize,
-        batch: usize,
-    ) -> Result<GpuForward> {
-        self.forward_buffers_impl(x, h0, seq_len, batch, None)
-    }
-
-    /// [`forward_buffers`](Self::forward_buffers) in training mode: dropout
-    /// between layers from `seed`, where the configuration has one.
-    pub fn forward_buffers_train(
-        &self,
-        x: &wgpu::Buffer,
-        h0: Option<&wgpu::Buffer>,
-        seq_len: usize,
-        batch: usize,
-        seed: u32,
-    ) -> Result<GpuForward> {
+    /// The dropout of a forward with `opts`: `(seed, p)` in training mode
+    /// where the configuration has dropout.
+    fn dropout_of<S>(&self, opts: &ForwardOptions<S>) -> Option<(u32, f32)> {
         let p = self.config.dropout;
-        self.forward_buffers_impl(x, h0, seq_len, batch, (p > 0.0).then_some((seed, p)))
+        opts.train.filter(|_| p > 0.0).map(|seed| (seed, p))
     }
 
-    fn forward_buffers_impl(
+    /// The forward on device buffers (see [`OnDevice`]); `h0` `(L·D, B, H)`
+    /// with the usage `COPY_SRC`.
+    pub(crate) fn forward_device(
         &self,
-        x: &wgpu::Buffer,
-        h0: Option<&wgpu::Buffer>,
-        seq_len: usize,
-        batch: usize,
-        dropout: Option<(u32, f32)>,
+        x: OnDevice,
+        opts: &ForwardOptions<&wgpu::Buffer>,
     ) -> Result<GpuForward> {
+        let (seq_len, batch) = (x.seq_len, x.batch);
         self.check_dims(seq_len, batch)?;
         let cfg = &self.config;
-        Self::check_buffer("x", x, elements("x", &cfg.input_shape(seq_len, batch))?)?;
-        if let Some(h0) = h0 {
+        let xe = elements("x", &cfg.input_shape(seq_len, batch))?;
+        Self::check_buffer("x", x.buffer, xe)?;
+        if let Some(h0) = opts.h0 {
             Self::check_buffer("h0", h0, elements("h0", &cfg.state_shape(batch))?)?;
         }
         self.ctx.scoped(|| {
             let mut rec = self.recorder();
-            let out = self.record_forward(&mut rec, x, h0, seq_len, batch, dropout)?;
+            let out = self.record_forward(
+                &mut rec,
+                x.buffer,
+                opts.h0,
+                (seq_len, batch),
+                self.dropout_of(opts),
+                opts.tape(),
+            )?;
             self.finish(rec)?;
             Ok(GpuForward {
                 output: out.output,
@@ -191,54 +191,27 @@ impl GpuGru {
         })
     }
 
-    /// [`forward`](Self::forward) from flat slices in the same layouts: `x`
-    /// holds the `T·B·I` floats of `(T, B, I)` (or `(B, T, I)`), `h0` the
-    /// `L·D·B·H` of `(L·D, B, H)`. A slice of another length is an error.
-    pub fn forward_slice(
-        &self,
-        x: &[f32],
-        seq_len: usize,
-        batch: usize,
-        h0: Option<&[f32]>,
-    ) -> Result<(Array3<f32>, Array3<f32>, GpuTape)> {
+    /// The forward from flat slices in the layouts of the arrays.
+    pub(crate) fn forward_flat(&self, x: Flat, opts: &ForwardOptions<&[f32]>) -> Result<Forward> {
         let cfg = &self.config;
+        let (seq_len, batch) = (x.seq_len, x.batch);
         self.check_dims(seq_len, batch)?;
-        let x = view3("x", x, cfg.input_shape(seq_len, batch))?;
-        let h0 = h0
+        let xv = view3("x", x.data, cfg.input_shape(seq_len, batch))?;
+        let h0 = opts
+            .h0
             .map(|h| view3("h0", h, cfg.state_shape(batch)))
             .transpose()?;
-        self.forward(x, h0)
+        self.forward_host(xv, h0, opts)
     }
 
-    /// Forward from host arrays: `x` `(T, B, I)` (or `(B, T, I)` where
-    /// `batch_first`), `h0` `(L·D, B, H)` or zeros. Returns `output`, `h_n`
-    /// and the tape (which stays on the device).
-    pub fn forward(
+    /// The forward from host arrays: `x` `(T, B, I)` (or `(B, T, I)` where
+    /// `batch_first`), `h0` `(L·D, B, H)` or zeros.
+    pub(crate) fn forward_host<S>(
         &self,
         x: ArrayView3<f32>,
         h0: Option<ArrayView3<f32>>,
-    ) -> Result<(Array3<f32>, Array3<f32>, GpuTape)> {
-        self.forward_host(x, h0, None)
-    }
-
-    /// [`forward`](Self::forward) in training mode: dropout between layers
-    /// with the mask of [`crate::dropout`] drawn from `seed`.
-    pub fn forward_train(
-        &self,
-        x: ArrayView3<f32>,
-        h0: Option<ArrayView3<f32>>,
-        seed: u32,
-    ) -> Result<(Array3<f32>, Array3<f32>, GpuTape)> {
-        let p = self.config.dropout;
-        self.forward_host(x, h0, (p > 0.0).then_some((seed, p)))
-    }
-
-    fn forward_host(
-        &self,
-        x: ArrayView3<f32>,
-        h0: Option<ArrayView3<f32>>,
-        dropout: Option<(u32, f32)>,
-    ) -> Result<(Array3<f32>, Array3<f32>, GpuTape)> {
+        opts: &ForwardOptions<S>,
+    ) -> Result<Forward> {
         let cfg = &self.config;
         let (t_len, batch) = cfg.check_input("x", x.shape())?;
         if let Some(h0) = &h0 {
@@ -262,9 +235,9 @@ impl GpuGru {
                 &mut rec,
                 xb.buffer(),
                 h0b.as_ref().map(|b| b.buffer()),
-                t_len,
-                batch,
-                dropout,
+                (t_len, batch),
+                self.dropout_of(opts),
+                opts.tape(),
             )?;
             let o_len = t_len * batch * cfg.num_directions() * cfg.hidden_size;
             let s_len = cfg.state_shape(batch).iter().product();
@@ -283,7 +256,11 @@ impl GpuGru {
                     .expect("length matches");
             let h_n = Array3::from_shape_vec(cfg.state_shape(batch), data.next().expect("read"))
                 .expect("length matches");
-            Ok((output, h_n, out.tape))
+            Ok(Forward {
+                output,
+                h_n,
+                tape: out.tape,
+            })
         })
     }
 }

@@ -24,6 +24,7 @@
 
 mod backward;
 mod forward;
+mod io;
 mod params;
 pub(crate) mod products;
 mod types;
@@ -37,6 +38,9 @@ use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 use crate::params::GruParams;
 
+pub use io::{
+    BackwardInput, BackwardOptions, Flat, Forward, ForwardInput, ForwardOptions, OnDevice,
+};
 pub use types::{CallStats, GpuBackward, GpuForward, GpuLayerGrads, GpuTape, Recurrence};
 
 /// The parameters of one layer, both directions stacked, on the device.

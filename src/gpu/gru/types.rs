@@ -35,7 +35,7 @@ impl GpuTape {
     }
 }
 
-/// The result of [`GpuGru::forward_buffers`]: device buffers the caller owns.
+/// The result of [`GpuGru::forward`] on device buffers: buffers the caller owns.
 ///
 /// The buffers come from the context's pool and go back to it when dropped
 /// (`PooledBuffer::into_inner` keeps one); `.buffer()` is the `wgpu::Buffer`,
@@ -46,7 +46,8 @@ pub struct GpuForward {
     pub output: PooledBuffer,
     /// `h_n`, `(L·D, B, H)`.
     pub h_n: PooledBuffer,
-    pub tape: GpuTape,
+    /// The tape, where it was kept (see `ForwardOptions::keep_tape`).
+    pub tape: Option<GpuTape>,
 }
 
 /// The gradients of one layer's parameters on the device, in the layout of
@@ -78,7 +79,7 @@ impl GpuLayerGrads {
     }
 }
 
-/// The result of [`GpuGru::backward_buffers`].
+/// The result of [`GpuGru::backward`] on device buffers.
 #[derive(Debug)]
 pub struct GpuBackward {
     /// `dL/dx`, in the layout of `x`.
@@ -119,7 +120,7 @@ pub enum Recurrence {
 pub(crate) struct ForwardOut {
     pub(crate) output: PooledBuffer,
     pub(crate) h_n: PooledBuffer,
-    pub(crate) tape: GpuTape,
+    pub(crate) tape: Option<GpuTape>,
 }
 
 /// Backward's device-side results: per layer the gradients of `w_ih`,

@@ -32,11 +32,27 @@ const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) ->
     }
 }
 
-const STEP: KernelSpec = spec("step", &[("PRECOMPUTED", 0.0)]);
+/// `[without tape, with tape]`
+const STEP: [KernelSpec; 2] = [
+    spec("step", &[("PRECOMPUTED", 0.0), ("TAPE", 0.0)]),
+    spec("step", &[("PRECOMPUTED", 0.0), ("TAPE", 1.0)]),
+];
 /// The step of the window path: the recurrent product precomputed.
-pub(crate) const STEP_PRECOMPUTED: KernelSpec = spec("step", &[("PRECOMPUTED", 1.0)]);
-const SEQUENCE: KernelSpec = spec("sequence", &[("W_PRIVATE", 0.0)]);
-const SEQUENCE_PRIVATE: KernelSpec = spec("sequence", &[("W_PRIVATE", 1.0)]);
+pub(crate) const STEP_PRECOMPUTED: [KernelSpec; 2] = [
+    spec("step", &[("PRECOMPUTED", 1.0), ("TAPE", 0.0)]),
+    spec("step", &[("PRECOMPUTED", 1.0), ("TAPE", 1.0)]),
+];
+/// `[[shared, private] without tape, [shared, private] with tape]`
+const SEQUENCE: [[KernelSpec; 2]; 2] = [
+    [
+        spec("sequence", &[("W_PRIVATE", 0.0), ("TAPE", 0.0)]),
+        spec("sequence", &[("W_PRIVATE", 1.0), ("TAPE", 0.0)]),
+    ],
+    [
+        spec("sequence", &[("W_PRIVATE", 0.0), ("TAPE", 1.0)]),
+        spec("sequence", &[("W_PRIVATE", 1.0), ("TAPE", 1.0)]),
+    ],
+];
 
 /// The buffers of the forward recurrence of one layer (shapes in the shader).
 pub(crate) struct ForwardStepBufs<'a> {
@@ -50,8 +66,8 @@ pub(crate) struct ForwardStepBufs<'a> {
     pub hs: &'a wgpu::Buffer,
     /// `(T, B, D·H)`
     pub out: &'a wgpu::Buffer,
-    /// `(D, T, B, 4, H)`: the tape.
-    pub gates: &'a wgpu::Buffer,
+    /// `(D, T, B, 4, H)`: the tape; `None` keeps no tape (the gates are not written).
+    pub gates: Option<&'a wgpu::Buffer>,
 }
 
 /// Records the T fused steps of one layer, both directions in each dispatch,
@@ -62,17 +78,18 @@ pub(crate) fn encode_forward_steps(
     sh: &StepShape,
     b: &ForwardStepBufs,
 ) -> Result<()> {
-    let kernel = rec.kernel(&STEP)?;
+    let kernel = rec.kernel(&STEP[b.gates.is_some() as usize])?;
     let parts = sh.step_pieces(rec.max_groups())?;
     let mut p = sh.params()?;
     let dev = rec.dev;
     let bias = b.b_hh.unwrap_or(&dev.dummy);
+    let gates = b.gates.unwrap_or(&dev.dummy_rw);
     rec.reserve(sh.t_len * parts.len());
     let chunk = rec.current_chunk();
     let bg = rec.bind(
         &kernel,
         chunk,
-        &[b.gi, b.w_hh_t, bias, b.hs, b.out, b.gates, &dev.dummy_rw],
+        &[b.gi, b.w_hh_t, bias, b.hs, b.out, gates, &dev.dummy_rw],
     );
     for s in 0..sh.t_len {
         p.s = s as i32;
@@ -90,11 +107,7 @@ pub(crate) fn encode_forward_sequence(
     b: &ForwardStepBufs,
     w_private: bool,
 ) -> Result<()> {
-    let spec = if w_private {
-        &SEQUENCE_PRIVATE
-    } else {
-        &SEQUENCE
-    };
+    let spec = &SEQUENCE[b.gates.is_some() as usize][w_private as usize];
     let mut p = sh.params()?;
     p.rows = SEQ_ROWS as u32;
     let wg = [
@@ -104,10 +117,11 @@ pub(crate) fn encode_forward_sequence(
     ];
     let dev = rec.dev;
     let bias = b.b_hh.unwrap_or(&dev.dummy);
+    let gates = b.gates.unwrap_or(&dev.dummy_rw);
     rec.run(
         spec,
         &p,
-        &[b.gi, b.w_hh_t, bias, b.hs, b.out, b.gates, &dev.dummy_rw],
+        &[b.gi, b.w_hh_t, bias, b.hs, b.out, gates, &dev.dummy_rw],
         wg,
     )
 }

@@ -293,7 +293,7 @@ pub(crate) fn encode_forward_steps(
     b: &ForwardStepBufs,
     w: &StepWindows,
 ) -> Result<()> {
-    let step = rec.kernel(&gru_forward::STEP_PRECOMPUTED)?;
+    let step = rec.kernel(&gru_forward::STEP_PRECOMPUTED[b.gates.is_some() as usize])?;
     let gemm = rec.kernel(&WINDOWS)?;
     let parts = sh.step_pieces(rec.max_groups())?;
     let mut p = sh.params()?;
@@ -304,10 +304,11 @@ pub(crate) fn encode_forward_steps(
     let chunk = rec.current_chunk();
     let dev = rec.dev;
     let bias = b.b_hh.unwrap_or(&dev.dummy);
+    let gates = b.gates.unwrap_or(&dev.dummy_rw);
     let bg_step = rec.bind(
         &step,
         chunk,
-        &[b.gi, w.product, bias, b.hs, b.out, b.gates, w.state_buf],
+        &[b.gi, w.product, bias, b.hs, b.out, gates, w.state_buf],
     );
     let bg_gemm = rec.bind(&gemm, chunk, &[bias, w.product, w.state_buf, w.weights_buf]);
     let h3 = 3 * sh.hidden;
