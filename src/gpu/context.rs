@@ -43,6 +43,60 @@ pub enum Products {
     Windows,
 }
 
+/// The limits of `limits` below what the kernels need, each as `name: has
+/// N, needs at least M` (`windows`: the window kernels' too).
+fn missing_limits(limits: &wgpu::Limits, windows: bool) -> Vec<String> {
+    let uniforms = if windows { 3 } else { 1 };
+    let need: [(&str, u64, u64); 8] = [
+        (
+            "max_compute_workgroup_size_x",
+            limits.max_compute_workgroup_size_x.into(),
+            64,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            limits.max_compute_invocations_per_workgroup.into(),
+            64,
+        ),
+        (
+            "max_compute_workgroup_storage_size",
+            limits.max_compute_workgroup_storage_size.into(),
+            12288,
+        ),
+        (
+            "max_storage_buffers_per_shader_stage",
+            limits.max_storage_buffers_per_shader_stage.into(),
+            8,
+        ),
+        (
+            "max_bindings_per_bind_group",
+            limits.max_bindings_per_bind_group.into(),
+            9,
+        ),
+        (
+            "max_uniform_buffers_per_shader_stage",
+            limits.max_uniform_buffers_per_shader_stage.into(),
+            uniforms,
+        ),
+        (
+            "max_dynamic_uniform_buffers_per_pipeline_layout",
+            limits
+                .max_dynamic_uniform_buffers_per_pipeline_layout
+                .into(),
+            uniforms,
+        ),
+        (
+            "max_compute_workgroups_per_dimension",
+            limits.max_compute_workgroups_per_dimension.into(),
+            1,
+        ),
+    ];
+    need.iter()
+        .filter(|(_, has, min)| has < min)
+        .map(|(name, has, min)| format!("{name}: has {has}, needs at least {min}"))
+        .collect()
+}
+
 struct Inner {
     dev: Device,
     pipelines: Pipelines,
@@ -104,7 +158,35 @@ impl GpuContext {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| GruError::RequestDevice(format!("{summary}: {e}")))?;
-        Self::assemble(device, queue, summary, &options)
+        Self::assemble(device, queue, summary, &options, true)
+    }
+
+    /// A context on a device and queue that the caller already owns (those
+    /// of a renderer, of another wgpu program, of burn): the crate's buffers
+    /// and pipelines are made on it, and its work is submitted to `queue`.
+    ///
+    /// It checks the limits the kernels need (workgroups of 64 threads, 8
+    /// storage buffers and 9 bindings per bind group, 12 KiB of workgroup
+    /// memory, dynamic uniform buffers) and says which is missing; no
+    /// feature is needed (timestamp queries are used where the device has
+    /// them). `options.adapter` and `options.limits` do not apply. The
+    /// device keeps its own uncaptured-error handler and device-lost
+    /// callback: every call of the crate runs inside error scopes of its own.
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        options: ContextOptions,
+    ) -> Result<Self> {
+        let summary = summarize(&device.adapter_info());
+        let windows = options.products == Some(Products::Windows);
+        let missing = missing_limits(&device.limits(), windows);
+        if !missing.is_empty() {
+            return Err(GruError::RequestDevice(format!(
+                "{summary}: the device lacks what the kernels need: {}",
+                missing.join("; ")
+            )));
+        }
+        Self::assemble(device, queue, summary, &options, false)
     }
 
     /// The context on top of an open device: the products chosen and checked.
@@ -113,8 +195,9 @@ impl GpuContext {
         queue: wgpu::Queue,
         summary: AdapterSummary,
         options: &ContextOptions,
+        own_handlers: bool,
     ) -> Result<Self> {
-        let dev = Device::new(device, queue, summary, options.poison_buffers);
+        let dev = Device::new(device, queue, summary, options.poison_buffers, own_handlers);
         let fit = windows_fit(&dev.limits);
         let products = match options.products {
             Some(Products::Windows) if !fit => {
@@ -243,9 +326,58 @@ impl GpuContext {
         self.inner.dev.storage(what, len)
     }
 
-    /// A storage buffer holding `data`.
-    pub(crate) fn upload(&self, what: &str, data: &[f32]) -> Result<PooledBuffer> {
-        self.inner.dev.upload(what, data)
+    /// A new storage buffer of the crate holding `data` (labelled `label`),
+    /// with the usages `STORAGE`, `COPY_SRC` and `COPY_DST`: what the device
+    /// calls of [`GpuGru`](crate::gpu::GpuGru) take. It comes from the
+    /// context's pool and goes back to it when dropped.
+    pub fn upload(&self, label: &str, data: &[f32]) -> Result<PooledBuffer> {
+        self.inner.dev.upload(label, data)
+    }
+
+    /// [`upload`](Self::upload) of an array of any shape, in its logical
+    /// (row-major) order whatever its memory layout.
+    pub fn upload_array<D: ndarray::Dimension>(
+        &self,
+        label: &str,
+        data: ndarray::ArrayView<f32, D>,
+    ) -> Result<PooledBuffer> {
+        let s = data.as_standard_layout();
+        self.upload(label, s.as_slice().expect("standard layout"))
+    }
+
+    /// Reads the first floats of `buf` back as an array of `shape`
+    /// (row-major): a copy, one submission, a wait. The buffer needs the
+    /// usage `COPY_SRC` and room for the array.
+    pub fn read_array<D: ndarray::Dimension>(
+        &self,
+        buf: &wgpu::Buffer,
+        shape: D,
+    ) -> Result<ndarray::Array<f32, D>> {
+        let len = crate::error::elements("the array read back", shape.slice())?;
+        let dims = shape;
+        self.check_readable("the buffer read back", buf, len)?;
+        let v = self.read_back(buf, 0, len)?;
+        Ok(ndarray::Array::from_shape_vec(dims, v).expect("length matches"))
+    }
+
+    /// Fails unless `buf` has the usage `COPY_SRC` and `len` floats.
+    fn check_readable(&self, what: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
+        let need = (len as u64).saturating_mul(4);
+        if buf.size() < need {
+            return Err(GruError::LengthMismatch {
+                name: what.to_string(),
+                expected: need,
+                actual: buf.size(),
+                unit: "bytes (at least)",
+            });
+        }
+        if !buf.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+            return Err(GruError::InvalidConfig(format!(
+                "`{what}`: the buffer needs the usage COPY_SRC, it has {:?}",
+                buf.usage()
+            )));
+        }
+        Ok(())
     }
 
     /// A buffer the host can map for reading, of `bytes`.

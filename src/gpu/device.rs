@@ -130,29 +130,34 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    /// Takes over `device` and `queue`: from now on an error that wgpu reports
-    /// outside a call's error scopes is recorded (and returned by the next
-    /// call) instead of panicking, and a loss of the device is recorded.
+    /// Wraps `device` and `queue`. With `own_handlers` (a device the crate
+    /// opened) an error that wgpu reports outside a call's error scopes is
+    /// recorded (and returned by the next call) instead of panicking, and a
+    /// loss of the device is recorded; a caller's device keeps its own
+    /// handlers (every call of the crate runs inside error scopes anyway).
     pub(crate) fn new(
         device: wgpu::Device,
         queue: wgpu::Queue,
         summary: AdapterSummary,
         poison: bool,
+        own_handlers: bool,
     ) -> Self {
         let uncaptured = Arc::new(Mutex::new(None));
-        let u2 = uncaptured.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            let mut g = u2.lock().unwrap_or_else(|p| p.into_inner());
-            if g.is_none() {
-                *g = Some(e.to_string());
-            }
-        }));
         let lost = Arc::new(Mutex::new(None));
-        let l2 = lost.clone();
-        device.set_device_lost_callback(move |reason, msg| {
-            let mut g = l2.lock().unwrap_or_else(|p| p.into_inner());
-            *g = Some(format!("{reason:?}: {msg}"));
-        });
+        if own_handlers {
+            let u2 = uncaptured.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                let mut g = u2.lock().unwrap_or_else(|p| p.into_inner());
+                if g.is_none() {
+                    *g = Some(e.to_string());
+                }
+            }));
+            let l2 = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                let mut g = l2.lock().unwrap_or_else(|p| p.into_inner());
+                *g = Some(format!("{reason:?}: {msg}"));
+            });
+        }
         let dummy = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
