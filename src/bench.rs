@@ -40,6 +40,7 @@ impl BenchShape {
 /// Forward only, or forward and backward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Mode {
     Fwd,
     Fwdbwd,
@@ -421,6 +422,7 @@ pub fn compare_table(ours: &[Record], theirs: &[Record]) -> String {
 /// Which GEMM kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum GemmKernel {
     /// Storage-buffer loads, register tiles (`gemm.wgsl`, `main`).
     Storage,

@@ -52,6 +52,7 @@ impl From<Vec<usize>> for Shape {
 
 /// Everything that can go wrong in gru-wgpu.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GruError {
     /// A configuration that no GRU can have (a size of zero, a dropout outside [0, 1), ...).
     #[error("invalid configuration: {0}")]

@@ -37,7 +37,7 @@ fn adapter_by_name_or_backend_and_its_own_limits() {
     .unwrap();
     assert_eq!(by_name.adapter().name, name);
     let by_backend = GpuContext::with_options(ContextOptions {
-        adapter: Some(ctx.adapter().backend.clone()),
+        adapter: Some(ctx.adapter().backend_name().to_string()),
         ..Default::default()
     })
     .unwrap();

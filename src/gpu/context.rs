@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{GruError, Result};
-use crate::gpu::device::{find_adapter, summarize, AdapterSummary, Device, CPU_DEVICE_TYPE};
+use crate::gpu::device::{find_adapter, summarize, AdapterSummary, Device};
 use crate::gpu::ops::windows::{windows_fit, WINDOW_BYTES};
 use crate::gpu::pipeline::Pipelines;
 use crate::gpu::pool::PooledBuffer;
@@ -33,6 +33,7 @@ pub struct ContextOptions {
 /// recurrent products, the gradients).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Products {
     /// Storage-buffer kernels with register tiles: `gemm.wgsl`'s `main`, the
     /// recurrent product inside the fused steps. Suited to GPUs.
@@ -210,7 +211,7 @@ impl GpuContext {
                 )))
             }
             Some(p) => p,
-            None if fit && dev.summary.device_type == CPU_DEVICE_TYPE => Products::Windows,
+            None if fit && dev.summary.is_cpu() => Products::Windows,
             None => Products::Storage,
         };
         Ok(GpuContext {
@@ -235,7 +236,7 @@ impl GpuContext {
 
     /// Whether the adapter is a CPU (software) device, such as llvmpipe.
     pub fn is_cpu(&self) -> bool {
-        self.inner.dev.summary.device_type == CPU_DEVICE_TYPE
+        self.inner.dev.summary.is_cpu()
     }
 
     /// Which kernels compute the matrix products.

@@ -7,18 +7,49 @@ use std::sync::{Arc, Mutex};
 use crate::error::{GruError, Result};
 use crate::gpu::pool::{Pool, PooledBuffer};
 
-/// What the adapter is.
-#[derive(Clone, Debug, serde::Serialize)]
+/// What the adapter is, in wgpu's own terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdapterSummary {
     pub name: String,
-    pub backend: String,
-    pub device_type: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    /// The driver's name and version, where the adapter says.
     pub driver: String,
+}
+
+impl AdapterSummary {
+    /// The backend's short name: `vulkan`, `metal`, `dx12`, `gl`, `webgpu`
+    /// (the names a `ContextOptions::adapter` selector takes).
+    pub fn backend_name(&self) -> &'static str {
+        backend_name(self.backend)
+    }
+
+    /// The device type in words: `discrete GPU`, `CPU (software)`, ...
+    pub fn device_type_name(&self) -> &'static str {
+        match self.device_type {
+            wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+            wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+            wgpu::DeviceType::VirtualGpu => "virtual GPU",
+            wgpu::DeviceType::Cpu => "CPU (software)",
+            wgpu::DeviceType::Other => "other",
+        }
+    }
+
+    /// Whether it is a CPU (software) adapter, such as llvmpipe.
+    pub fn is_cpu(&self) -> bool {
+        self.device_type == wgpu::DeviceType::Cpu
+    }
 }
 
 impl std::fmt::Display for AdapterSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, {})", self.name, self.backend, self.device_type)?;
+        write!(
+            f,
+            "{} ({}, {})",
+            self.name,
+            self.backend_name(),
+            self.device_type_name()
+        )?;
         if !self.driver.is_empty() {
             write!(f, ", driver {}", self.driver)?;
         }
@@ -37,21 +68,11 @@ pub(crate) fn backend_name(b: wgpu::Backend) -> &'static str {
     }
 }
 
-/// The name [`AdapterSummary::device_type`] gives a CPU (software) adapter.
-pub(crate) const CPU_DEVICE_TYPE: &str = "CPU (software)";
-
 pub(crate) fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
     AdapterSummary {
         name: info.name.clone(),
-        backend: backend_name(info.backend).to_string(),
-        device_type: match info.device_type {
-            wgpu::DeviceType::DiscreteGpu => "discrete GPU",
-            wgpu::DeviceType::IntegratedGpu => "integrated GPU",
-            wgpu::DeviceType::VirtualGpu => "virtual GPU",
-            wgpu::DeviceType::Cpu => CPU_DEVICE_TYPE,
-            wgpu::DeviceType::Other => "other",
-        }
-        .to_string(),
+        backend: info.backend,
+        device_type: info.device_type,
         driver: [info.driver.as_str(), info.driver_info.as_str()]
             .iter()
             .filter(|s| !s.is_empty())

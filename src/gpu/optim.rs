@@ -13,6 +13,7 @@ use crate::optim::{Adam, Sgd};
 
 /// The update rule of a [`GpuOptimizer`].
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Rule {
     Sgd(Sgd),
     Adam(Adam),

@@ -105,6 +105,7 @@ pub struct CallStats {
 /// How the time loop of a layer runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Recurrence {
     /// Choose per layer by the measured rule (see the README).
     #[default]
