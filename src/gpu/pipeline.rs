@@ -23,7 +23,7 @@ pub(crate) fn compose(body: &str) -> String {
 pub(crate) enum Binding {
     /// The parameter slot: uniform, dynamic offset into the recorder's arena.
     Params,
-    /// A uniform window of `WINDOW_BYTES` into a data buffer, at a dynamic
+    /// A uniform window of this many bytes into a data buffer, at a dynamic
     /// offset (the window products of `windows.wgsl`).
     Window(u64),
     /// A storage buffer, read only.

@@ -98,7 +98,7 @@ impl GpuGru {
     }
 
     /// The parameter tensors on the device, in the order of the gradients of
-    /// [`GpuLayerGrads::tensors`] layer by layer (`w_ih`, `w_hh`, `b_ih`,
+    /// [`GpuLayerGrads::tensors`](crate::gpu::GpuLayerGrads::tensors) layer by layer (`w_ih`, `w_hh`, `b_ih`,
     /// `b_hh`; both directions stacked), with their lengths in floats.
     ///
     /// Change the parameters through [`update`](Self::update) or

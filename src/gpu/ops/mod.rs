@@ -2,18 +2,18 @@
 //! holding its parameter struct (`#[repr(C)]`, the mirror of the shader's
 //! `Params`), the specs of its kernels, and host functions of the shape
 //! `encode_x(rec, &XDescription, buffers...)` that record dispatches into the
-//! caller's [`Recorder`](crate::gpu::recorder::Recorder). The caller owns the
+//! caller's recorder (`gpu::recorder`). The caller owns the
 //! encoder, so a whole call is one submission.
 //!
-//! - [`common`]: what `common.wgsl` defines for several shaders (the step parameters);
-//! - [`gemm`]: matrix products on storage buffers, split along K;
-//! - [`windows`]: the same products through uniform windows (CPU adapters),
+//! - `common`: what `common.wgsl` defines for several shaders (the step parameters);
+//! - `gemm`: matrix products on storage buffers, split along K;
+//! - `windows`: the same products through uniform windows (CPU adapters),
 //!   with the chunked layout they read;
-//! - [`gru_forward`], [`gru_backward`]: the recurrence steps and the persistent kernels;
-//! - [`reduce`]: column sums;
-//! - [`util`]: elementwise data movement (permute, transpose, dropout, add);
-//! - [`optim`]: optimiser steps and gradient clipping;
-//! - [`head`]: the regression head of the training example.
+//! - `gru_forward`, `gru_backward`: the recurrence steps and the persistent kernels;
+//! - `reduce`: column sums;
+//! - `util`: elementwise data movement (permute, transpose, dropout, add);
+//! - `optim`: optimiser steps and gradient clipping;
+//! - `head`: the regression head of the training example.
 
 pub(crate) mod common;
 pub(crate) mod gemm;
