@@ -116,3 +116,26 @@ fn the_window_path_keeps_its_slack_to_its_own_buffers() {
         "{built:?}"
     );
 }
+
+#[test]
+fn threads_racing_for_the_pipelines_build_each_once() {
+    let (Some(alone), Some(shared)) = (fresh(Products::Storage), fresh(Products::Storage)) else {
+        return;
+    };
+    run(&alone, Recurrence::PerStep);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| run(&shared, Recurrence::PerStep));
+        }
+    });
+    let built = shared.pipelines_built();
+    assert_eq!(built, alone.pipelines_built());
+    let mut unique = built.clone();
+    unique.dedup();
+    assert_eq!(unique, built, "one pipeline per key");
+    // The same entry point in two shaders is two pipelines.
+    for file in ["gru_forward.wgsl", "gru_backward.wgsl"] {
+        let prefix = format!("{file}:step(");
+        assert!(built.iter().any(|p| p.starts_with(&prefix)), "{built:?}");
+    }
+}
