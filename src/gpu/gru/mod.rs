@@ -7,7 +7,8 @@
 //!   1. input projections: gi = X_l · W_ihᵀ + b_ih, all T steps at once   (T·B, D·3H)
 //!   2. time loop: T fused steps, or one persistent dispatch             hs, out, gates
 //!   3. dropout (training, between layers): X_{l+1} = out · mask / (1 - p)
-//! The tape keeps X_l, hs and gates of every layer.
+//! The tape keeps X_l, hs and gates of every layer, where it is kept (a
+//! training forward, or one asked for it); otherwise no gates are written.
 //!
 //! Backward, per layer from the top:
 //!   1. time loop: T + 1 backward steps                                  dG_i, dG_h, dL/dh0
@@ -18,9 +19,11 @@
 //!
 //! The products (1 of the forward, the per-step time loops, 2 of the
 //! backward) go through one [`ProductPath`](products::ProductPath): storage
-//! kernels, or the window path of CPU adapters. Modules: `types` (tape,
-//! results, statistics), `params` (uploading and reading back the
-//! parameters, updates), `forward`, `backward`, `products`, `windows`.
+//! kernels, or the window path of CPU adapters. Modules: `io` (the public
+//! forward and backward with their options), `types` (tape, results,
+//! statistics), `params` (uploading and reading back the parameters,
+//! updates), `forward`, `backward`, `products`,
+//! `windows`.
 
 mod backward;
 mod forward;
