@@ -75,19 +75,19 @@ fn an_update_between_forward_and_backward_is_refused() {
 }
 
 #[test]
-fn a_cell_update_between_step_and_backward_step_is_refused() {
+fn a_cell_update_between_forward_and_backward_is_refused() {
     let Some(ctx) = common::gpu() else { return };
     let mut cell = GpuGruCell::init(&ctx, 3, 4, true, 9).unwrap();
     let mut opt = GpuOptimizer::sgd(&ctx, Sgd::new(0.1));
     let x = Array2::<f32>::from_elem((2, 3), 0.5);
     let h = Array2::<f32>::zeros((2, 4));
-    cell.step_array(x.view(), h.view()).unwrap();
+    cell.forward_array(x.view(), h.view()).unwrap();
     cell.update(&mut opt).unwrap();
     let dh = Array2::<f32>::ones((2, 4));
-    assert_stale(cell.backward_step_array(dh.view()).unwrap_err());
+    assert_stale(cell.backward_array(dh.view()).unwrap_err());
     // The step stays on the tape; the caller clears it and steps again.
     assert_eq!(cell.tape_len(), 1);
     cell.clear_tape();
-    cell.step_array(x.view(), h.view()).unwrap();
-    cell.backward_step_array(dh.view()).unwrap();
+    cell.forward_array(x.view(), h.view()).unwrap();
+    cell.backward_array(dh.view()).unwrap();
 }
