@@ -11,7 +11,8 @@ pub(crate) const SOURCE: &str = include_str!("../../../shaders/util.wgsl");
 
 params_struct! {
     /// `Params` of `util.wgsl`. `a`, `b`, `c` are the dimensions of the
-    /// entry point's index map (see the shader's header for each).
+    /// input, outermost first (see the shader's header); `kc` the chunk width
+    /// of `chunk`.
     UtilParams {
         count: u32,
         in_off: u32,
@@ -31,8 +32,8 @@ params_struct! {
         gy: u32,
         gz: u32,
         gtx: u32,
+        kc: u32,
         _p0: u32,
-        _p1: u32,
     }
 }
 grid3!(UtilParams);
@@ -95,8 +96,9 @@ pub(crate) fn encode_transpose(
     let count = z * r * c;
     let p = UtilParams {
         count: u32_of("transpose", count)?,
-        a: r as u32,
-        b: c as u32,
+        a: u32_of("transpose", z)?,
+        b: u32_of("transpose", r)?,
+        c: u32_of("transpose", c)?,
         ..Default::default()
     };
     rec.run_1d(&TRANSPOSE, &p, &[inp, out], count)
