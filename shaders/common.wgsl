@@ -43,3 +43,43 @@ fn pcg_hash(x: u32) -> u32 {
     let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
     return (word >> 22u) ^ word;
 }
+
+// ---------------------------------------------------------------------------
+// Grids in pieces. A grid larger than the device allows per dimension is
+// dispatched in pieces (src/gpu/pipeline.rs `pieces`); each piece's
+// parameters carry its offset (gx, gy, gz), which every entry point adds to
+// its workgroup id first:
+//
+//   wid = workgroup_id + (gx, gy, gz)
+//
+// The 1-D kernels linearise the whole grid with its width gtx (in workgroups):
+//
+//   e = (wid.y * gtx + wid.x) * 64 + local_invocation_id.x
+
+fn grid_id(wid_in: vec3<u32>, gx: u32, gy: u32, gz: u32) -> vec3<u32> {
+    return wid_in + vec3<u32>(gx, gy, gz);
+}
+
+fn flat_id(wid: vec3<u32>, gtx: u32, lid: vec3<u32>) -> u32 {
+    return (wid.y * gtx + wid.x) * 64u + lid.x;
+}
+
+// ---------------------------------------------------------------------------
+// The parameters of the forward and backward steps (gru_forward.wgsl,
+// gru_backward.wgsl), one definition for both (src/gpu/ops/common.rs
+// mirrors it):
+//
+//   t_len, batch, hidden, dirs   T, B, H, D
+//   s                            the step (processing order; -1 is the
+//                                backward's last step, dL/dh0 only)
+//   has_bias                     1 where the GRU has biases
+//   kc, win_len                  the window path: the chunk width and the
+//                                floats of one state region (PRECOMPUTED)
+//   gx, gy, gz                   the offset of this piece of the grid
+//   rows                         batch rows per workgroup of `sequence`
+
+struct StepParams {
+    t_len: u32, batch: u32, hidden: u32, dirs: u32,
+    s: i32, has_bias: u32, kc: u32, win_len: u32,
+    gx: u32, gy: u32, gz: u32, rows: u32,
+}

@@ -32,7 +32,7 @@
 // the gate gradients of unit j. The dispatch is (ceil(H/64), ceil(B/4), D).
 //
 // With PRECOMPUTED (the window path of CPU adapters), dG_h,{s+1} · W_hh was
-// computed by gemm.wgsl's `windows` before the dispatch, and binding 4 holds it
+// computed by windows.wgsl before the dispatch, and binding 4 holds it
 // instead of W_hh:
 //   carry  (D, B, H)         read
 // and dG_h of this step is also written, for the next product, into
@@ -41,13 +41,8 @@
 
 override PRECOMPUTED: bool = false;
 
-struct Params {
-    t_len: u32, batch: u32, hidden: u32, dirs: u32,
-    s: i32, has_bias: u32, kc: u32, win_len: u32,
-    gx: u32, gy: u32, gz: u32, _p0: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
+// The parameters: StepParams of common.wgsl.
+@group(0) @binding(0) var<uniform> P: StepParams;
 @group(0) @binding(1) var<storage, read> d_out: array<f32>;
 @group(0) @binding(2) var<storage, read> gates: array<f32>;
 @group(0) @binding(3) var<storage, read> hs: array<f32>;
@@ -87,8 +82,7 @@ fn gate_grads(d: u32, su: u32, t: u32, b: u32, j: u32, dhs: f32) -> vec3<f32> {
 
 @compute @workgroup_size(64, 1, 1)
 fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    // A grid larger than the device allows per dimension comes in pieces; (gx, gy, gz) is this piece's offset.
-    let gid = (wid_in + vec3<u32>(P.gx, P.gy, P.gz)) * vec3<u32>(64u, 1u, 1u) + lid;
+    let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
@@ -165,7 +159,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
 // sequence: the whole backward time loop of one layer in one dispatch (the
 // persistent kernel), steps T-1 down to -1, as `step` computes them.
 //
-// Workgroup (64 threads) = (batch slice of up to SEQ_ROWS = P.kc rows,
+// Workgroup (64 threads) = (batch slice of up to SEQ_ROWS = P.rows rows,
 // direction wid.y). dG_h of the previous step (s+1) of the slice's rows lives
 // in workgroup memory (g_sh, 3H per row); thread `lid` computes units
 // j = lid + 64u for u < ceil(H / 64): the dot products of those rows with
@@ -184,12 +178,12 @@ var<private> wp: array<f32, 768>;
 
 @compute @workgroup_size(64, 1, 1)
 fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wid = wid_in + vec3<u32>(P.gx, P.gy, P.gz);
+    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
     let d = wid.y;
-    let rows = P.kc;
+    let rows = P.rows;
     let b0 = wid.x * rows;
     let nrows = min(rows, B - b0);
     let h3 = 3u * H;

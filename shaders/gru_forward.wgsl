@@ -24,7 +24,7 @@
 // of W_hhᵀ, then the gate math. The dispatch is (ceil(H/64), ceil(B/4), D).
 //
 // With PRECOMPUTED (the window path of CPU adapters), gh = h·W_hhᵀ + b_hh of
-// this step was computed by gemm.wgsl's `windows` before the dispatch, and
+// this step was computed by windows.wgsl before the dispatch, and
 // binding 2 holds it instead of W_hhᵀ:
 //   gh     (D, B, 3H)        read   (bias included)
 // and the new state is also written, for the next step's product, into
@@ -32,14 +32,12 @@
 //                                   ((j / kc)·B + b)·kc + j mod kc of the region
 
 override PRECOMPUTED: bool = false;
+// Without TAPE (inference that keeps no tape) the gates are not written, and
+// binding 6 is a placeholder.
+override TAPE: bool = true;
 
-struct Params {
-    t_len: u32, batch: u32, hidden: u32, dirs: u32,
-    s: u32, has_bias: u32, kc: u32, win_len: u32,
-    gx: u32, gy: u32, gz: u32, _p0: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
+// The parameters: StepParams of common.wgsl.
+@group(0) @binding(0) var<uniform> P: StepParams;
 @group(0) @binding(1) var<storage, read> gi: array<f32>;
 @group(0) @binding(2) var<storage, read> w_hhT: array<f32>;
 @group(0) @binding(3) var<storage, read> b_hh: array<f32>;
@@ -65,18 +63,19 @@ fn gate_step(d: u32, s: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, ghn: f3
     let hn = (1.0 - z) * n + z * hp;
     hs[hprev + B * H + b * H + j] = hn;
     out[(t * B + b) * (P.dirs * H) + d * H + j] = hn;
-    let tp = ((d * T + s) * B + b) * 4u * H + j;
-    gates[tp] = r;
-    gates[tp + H] = z;
-    gates[tp + 2u * H] = n;
-    gates[tp + 3u * H] = ghn;
+    if (TAPE) {
+        let tp = ((d * T + s) * B + b) * 4u * H + j;
+        gates[tp] = r;
+        gates[tp + H] = z;
+        gates[tp + 2u * H] = n;
+        gates[tp + 3u * H] = ghn;
+    }
     return hn;
 }
 
 @compute @workgroup_size(64, 1, 1)
 fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    // A grid larger than the device allows per dimension comes in pieces; (gx, gy, gz) is this piece's offset.
-    let gid = (wid_in + vec3<u32>(P.gx, P.gy, P.gz)) * vec3<u32>(64u, 1u, 1u) + lid;
+    let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
@@ -86,7 +85,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     if (j >= H || b0 >= B) {
         return;
     }
-    let s = P.s;
+    let s = u32(P.s);
     let t = select(T - 1u - s, s, d == 0u);
     let h3 = 3u * H;
     let hprev = (d * (T + 1u) + s) * B * H;
@@ -153,7 +152,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
 // buffers and the layouts are those of `step` above; the input projections gi
 // come from one GEMM before it, as there.
 //
-// Workgroup (64 threads) = (batch slice of P.kc rows, direction wid.y); thread
+// Workgroup (64 threads) = (batch slice of P.rows rows, direction wid.y); thread
 // `lid` computes units j = lid + 64u for u < ceil(H / 64) (H <= SEQ_HMAX), the
 // three dot products of the rows' states with columns j, H+j, 2H+j of W_hhᵀ,
 // for all rows of the slice at once (vec4 lanes = rows). With W_PRIVATE the
@@ -172,12 +171,12 @@ var<private> wp: array<f32, 768>;
 
 @compute @workgroup_size(64, 1, 1)
 fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wid = wid_in + vec3<u32>(P.gx, P.gy, P.gz);
+    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
     let d = wid.y;
-    let rows = P.kc;
+    let rows = P.rows;
     let b0 = wid.x * rows;
     let nrows = min(rows, B - b0);
     let h3 = 3u * H;

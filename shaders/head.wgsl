@@ -18,7 +18,7 @@ struct Params {
 
 // A grid wider than the device allows comes in pieces; gx is this piece's offset.
 fn index(wid: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.x + P.gx) * 64u + lid.x;
+    return grid_id(wid, P.gx, 0u, 0u).x * 64u + lid.x;
 }
 
 @group(0) @binding(0) var<uniform> P: Params;

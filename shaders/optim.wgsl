@@ -43,8 +43,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> s2: array<f32>;
 
 fn flat(wid_in: vec3<u32>, lid: vec3<u32>) -> u32 {
-    let wid = wid_in + vec3<u32>(P.gx, P.gy, P.gz);
-    return (wid.y * P.gtx + wid.x) * 64u + lid.x;
+    return flat_id(grid_id(wid_in, P.gx, P.gy, P.gz), P.gtx, lid);
 }
 
 @compute @workgroup_size(64, 1, 1)

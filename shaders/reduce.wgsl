@@ -22,8 +22,7 @@ struct Params {
 
 @compute @workgroup_size(64, 1, 1)
 fn sum_rows(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    // A grid larger than the device allows per dimension comes in pieces; (gx, gy, gz) is this piece's offset.
-    let wid = wid_in + vec3<u32>(P.gx, P.gy, P.gz);
+    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
     let n = wid.x * 64u + lid.x;
     if (n >= P.cols) {
         return;

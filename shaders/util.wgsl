@@ -4,7 +4,9 @@
 //   e = (wid.y * gtx + wid.x) * 64 + local_invocation_id.x,   wid = workgroup_id + (gx, gy, gz)
 // one element per thread, e < count, where gtx is the grid's width and (gx, gy,
 // gz) the offset of this piece of the grid (a grid larger than the device
-// allows per dimension comes in pieces).
+// allows per dimension comes in pieces). (a, b, c) are the dimensions of the
+// input, outermost first: (A, B, C) for permute01, (Z, R, C) for transpose,
+// (R, K) for chunk; kc is chunk's chunk width.
 //
 // permute01  (A, B, C) -> (B, A, C):  out[out_off + (b*A + a)*C + c] = inp[in_off + (a*B + b)*C + c]
 //            batch_first inputs to the sequence-first layout the kernels use, and back.
@@ -16,7 +18,7 @@
 // add        out[out_off + e] = out[out_off + e] + inp[in_off + e]   (gradient accumulation)
 // chunk      the logical (R, K) matrix M(r, k) = inp[in_off + z*in_batch + r*rs + k*ks] into the
 //            chunked layout the window GEMM reads: ceil(K / Kc) chunks of (R, Kc), zero past K:
-//            out[out_off + z*out_batch + (c*R + r)*Kc + kk] = M(r, c*Kc + kk)   (R = a, K = b, Kc = c)
+//            out[out_off + z*out_batch + (c*R + r)*Kc + kk] = M(r, c*Kc + kk)   (R = a, K = b, Kc = kc)
 //            Strides express the transposes: the rows of dG_i (T·B, D·3H) as (D·3H, T·B) with
 //            rs = 1, ks = D·3H, for instance.
 
@@ -25,7 +27,7 @@ struct Params {
     b: u32, c: u32, seed: u32, layer: u32,
     threshold: u32, scale: f32, rs: u32, ks: u32,
     in_batch: u32, out_batch: u32, gx: u32, gy: u32,
-    gz: u32, gtx: u32, _p0: u32, _p1: u32,
+    gz: u32, gtx: u32, kc: u32, _p0: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -33,12 +35,11 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 fn group(wid_in: vec3<u32>) -> vec3<u32> {
-    return wid_in + vec3<u32>(P.gx, P.gy, P.gz);
+    return grid_id(wid_in, P.gx, P.gy, P.gz);
 }
 
 fn flat(wid_in: vec3<u32>, lid: vec3<u32>) -> u32 {
-    let wid = group(wid_in);
-    return (wid.y * P.gtx + wid.x) * 64u + lid.x;
+    return flat_id(group(wid_in), P.gtx, lid);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -61,12 +62,12 @@ fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     if (e >= P.count) {
         return;
     }
-    // e indexes the output (Z, C, R) with R = P.a, C = P.b.
-    let r = e % P.a;
-    let zc = e / P.a;
-    let c = zc % P.b;
-    let z = zc / P.b;
-    out[P.out_off + e] = inp[P.in_off + (z * P.a + r) * P.b + c];
+    // e indexes the output (Z, C, R) with R = P.b, C = P.c.
+    let r = e % P.b;
+    let zc = e / P.b;
+    let c = zc % P.c;
+    let z = zc / P.c;
+    out[P.out_off + e] = inp[P.in_off + (z * P.b + r) * P.c + c];
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -86,7 +87,7 @@ fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
     if (e >= P.count) {
         return;
     }
-    let kc = P.c;
+    let kc = P.kc;
     let kk = e % kc;
     let r = (e / kc) % P.a;
     let k = (e / (kc * P.a)) * kc + kk;

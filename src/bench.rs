@@ -57,6 +57,7 @@ impl std::fmt::Display for BenchShape {
 /// Forward only, or forward and backward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Mode {
     Fwd,
     Fwdbwd,
@@ -299,11 +300,18 @@ pub fn bench_gpu(
     let mut stats = (0, 0);
     for i in 0..warmup + iters {
         let start = Instant::now();
-        let f = model.forward_buffers(&x, None, t, b)?;
+        // The tape is kept in both modes (the forward of training).
+        let input = crate::gpu::OnDevice {
+            buffer: &x,
+            seq_len: t,
+            batch: b,
+        };
+        let f = model.forward(input, crate::gpu::ForwardOptions::new().keep_tape())?;
         let s1 = model.last_call_stats();
         let (mut dispatches, mut submissions, mut gpu) = (s1.dispatches, s1.submissions, s1.gpu_ms);
         if mode == Mode::Fwdbwd {
-            let _grads = model.backward_buffers(f.tape, &go, None)?;
+            let tape = f.tape.expect("kept");
+            let _grads = model.backward(tape, &go, crate::gpu::BackwardOptions::new())?;
             let s2 = model.last_call_stats();
             dispatches += s2.dispatches;
             submissions += s2.submissions;
@@ -470,6 +478,7 @@ pub fn compare_table(ours: &[Record], theirs: &[Record]) -> String {
 /// Which GEMM kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum GemmKernel {
     /// Storage-buffer loads, register tiles (`gemm.wgsl`, `main`).
     Storage,
@@ -513,9 +522,9 @@ pub fn check_gemm_fits(ctx: &GpuContext, m: usize, n: usize, k: usize) -> Result
         ("the GEMM's B (n·k)", f32s(&[pad(n), k])),
         ("the GEMM's C (m·n)", f32s(&[m, n])),
     ] {
-        ctx.check_buffer_size(
+        ctx.dev().check_buffer_size(
             what,
-            bytes.saturating_add(crate::gpu::context::WINDOW_BYTES),
+            bytes.saturating_add(crate::gpu::ops::windows::WINDOW_BYTES),
         )?;
     }
     Ok(())
@@ -531,8 +540,10 @@ pub fn bench_gemm(
     kernel: GemmKernel,
     iters: usize,
 ) -> Result<GemmRecord> {
-    use crate::gpu::kernels::{Chunked, Gemm};
-    use crate::gpu::recorder::Recorder;
+    use crate::gpu::ops::gemm::{encode_gemm, Gemm};
+    use crate::gpu::ops::windows::{
+        encode_chunk, encode_windows, window_storage, Chunked, Strided, WinOut,
+    };
     check_gemm_fits(ctx, m, n, k)?;
     let a = random_vec(m * k, 11);
     let b = random_vec(n * k, 12);
@@ -540,30 +551,32 @@ pub fn bench_gemm(
         let ab = ctx.upload("A", &a)?;
         let bb = ctx.upload("B", &b)?;
         let c = ctx.storage("C", m * n)?;
-        let kern = &ctx.inner.kernels;
         let (la, lb) = (Chunked::new(m, k, 0), Chunked::new(n, k, 0));
         let (ac, bc) = (
-            ctx.storage("A chunked", la.len())?,
-            ctx.storage("B chunked", lb.len())?,
+            window_storage(ctx.dev(), "A chunked", la.len())?,
+            window_storage(ctx.dev(), "B chunked", lb.len())?,
         );
+        let rows = |buf| Strided {
+            buf,
+            off: 0,
+            rs: k,
+            ks: 1,
+            batch: 0,
+        };
         if kernel == GemmKernel::Windows {
-            let mut rec = Recorder::new(ctx, false);
-            kern.chunk(&mut rec, ab.buffer(), 0, k, 1, 0, ac.buffer(), &la, 0, 1)?;
-            kern.chunk(&mut rec, bb.buffer(), 0, k, 1, 0, bc.buffer(), &lb, 0, 1)?;
+            let mut rec = ctx.recorder(false);
+            encode_chunk(&mut rec, &rows(ab.buffer()), ac.buffer(), &la, 0, 1)?;
+            encode_chunk(&mut rec, &rows(bb.buffer()), bc.buffer(), &lb, 0, 1)?;
             rec.submit()?;
             ctx.wait()?;
         }
         let mut times = Vec::new();
         let mut dispatches = 0;
         for i in 0..=iters {
-            let mut rec = Recorder::new(ctx, false);
+            let mut rec = ctx.recorder(false);
             match kernel {
-                GemmKernel::Storage => kern.gemm(
+                GemmKernel::Storage => encode_gemm(
                     &mut rec,
-                    ab.buffer(),
-                    bb.buffer(),
-                    None,
-                    c.buffer(),
                     &Gemm {
                         m,
                         n,
@@ -574,8 +587,12 @@ pub fn bench_gemm(
                         ldc: n,
                         ..Default::default()
                     },
+                    ab.buffer(),
+                    bb.buffer(),
+                    None,
+                    c.buffer(),
                 )?,
-                GemmKernel::Windows => kern.gemm_windows(
+                GemmKernel::Windows => encode_windows(
                     &mut rec,
                     ac.buffer(),
                     &la,
@@ -583,8 +600,11 @@ pub fn bench_gemm(
                     &lb,
                     None,
                     c.buffer(),
-                    0,
-                    n,
+                    &WinOut {
+                        c_off: 0,
+                        ldc: n,
+                        bias_off: None,
+                    },
                 )?,
             }
             dispatches = rec.dispatches;
@@ -596,7 +616,7 @@ pub fn bench_gemm(
             }
         }
         let st = ctx.staging((m * n * 4) as u64);
-        let mut rec = Recorder::new(ctx, false);
+        let mut rec = ctx.recorder(false);
         rec.copy(c.buffer(), 0, st.buffer(), 0, (m * n * 4) as u64);
         rec.submit()?;
         let got = ctx.read_staging(&[(&st, m * n)])?.remove(0);

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::cpu::{Gru, GruGrads};
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuGru, Recurrence};
+use crate::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Recurrence};
 use crate::real::rel_error;
 use crate::{GruConfig, GruParams};
 
@@ -105,11 +105,17 @@ impl RandomCase {
         let m = GpuGru::new(ctx, &self.params)?;
         m.set_recurrence(recurrence);
         let h0 = self.h0.as_ref().map(|h| h.view());
-        let (o, hn, tape) = match train_seed {
-            Some(s) => m.forward_train(self.x.view(), h0, s)?,
-            None => m.forward(self.x.view(), h0)?,
-        };
-        let g = m.backward(tape, self.grad_output.view(), Some(self.grad_h_n.view()))?;
+        let opts = ForwardOptions::new()
+            .h0(h0)
+            .train_if(train_seed)
+            .keep_tape();
+        let f = m.forward(self.x.view(), opts)?;
+        let (o, hn, tape) = (f.output, f.h_n, f.tape.expect("kept"));
+        let g = m.backward(
+            tape,
+            self.grad_output.view(),
+            BackwardOptions::new().grad_h_n(self.grad_h_n.view()),
+        )?;
         Ok((o, hn, g))
     }
 

@@ -23,6 +23,7 @@ pub struct GruConfig {
 
 /// Which of the four parameter tensors of a layer-direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParamKind {
     WeightIh,
     WeightHh,

@@ -52,6 +52,7 @@ impl From<Vec<usize>> for Shape {
 
 /// Everything that can go wrong in gru-wgpu.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GruError {
     /// A configuration that no GRU can have (a size of zero, a dropout outside [0, 1), ...).
     #[error("invalid configuration: {0}")]
@@ -195,6 +196,16 @@ pub enum GruError {
     /// Any other error the GPU reported (a validation or internal error).
     #[error("GPU error: {0}")]
     Gpu(String),
+
+    /// A backward given a tape made before the model's parameters changed
+    /// (`set_params`, `update`, an optimiser step): the tape's gates and
+    /// states belong to the old parameters, so its gradients would be wrong.
+    /// PyTorch raises in this case too (its tensors' version counters).
+    #[error(
+        "tape: the parameters changed since the forward that made this tape \
+         (parameter version {recorded} then, {current} now); run the forward again"
+    )]
+    StaleTape { recorded: u64, current: u64 },
 }
 
 /// `"path: "` for an error about a tensor of a file, else nothing.

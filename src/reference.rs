@@ -344,9 +344,13 @@ impl ReferenceCase {
     /// case's upstream gradients.
     pub fn run_gpu(&self, ctx: &crate::gpu::GpuContext) -> Result<RunResult> {
         let model = crate::gpu::GpuGru::new(ctx, &self.params)?;
-        let (output, h_n, tape) =
-            model.forward(self.x.view(), self.h0.as_ref().map(|h| h.view()))?;
-        let g = model.backward(tape, self.grad_output.view(), Some(self.grad_h_n.view()))?;
+        let opts = crate::gpu::ForwardOptions::new()
+            .h0(self.h0.as_ref().map(|h| h.view()))
+            .keep_tape();
+        let f = model.forward(self.x.view(), opts)?;
+        let (output, h_n, tape) = (f.output, f.h_n, f.tape.expect("kept"));
+        let grad_h_n = crate::gpu::BackwardOptions::new().grad_h_n(self.grad_h_n.view());
+        let g = model.backward(tape, self.grad_output.view(), grad_h_n)?;
         let to64 = |a: &Array3<f32>| a.mapv(|v| v as f64);
         Ok(RunResult {
             output: to64(&output),

@@ -9,7 +9,7 @@
 //! drives it towards 0.
 //!
 //! Each training step: one batch drawn on the host and uploaded; the GRU's
-//! forward (`GpuGru::forward_buffers`); the head's forward, loss and backward
+//! forward (`GpuGru::forward` on device buffers); the head's forward, loss and backward
 //! (`head.wgsl`); the GRU's backward with the head's gradient as `dL/dh_n`;
 //! gradient clipping by global norm; one Adam step for the GRU and one for
 //! the head. All of it runs on the device; only the loss is read back, every
@@ -21,10 +21,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{GruError, Result};
-use crate::gpu::context::PooledBuffer;
+use crate::gpu::ops::head::{encode_head, HeadOut};
 use crate::gpu::optim::record_clip;
 use crate::gpu::recorder::Recorder;
-use crate::gpu::{GpuContext, GpuGru, GpuOptimizer};
+use crate::gpu::{
+    BackwardOptions, ForwardOptions, GpuContext, GpuGru, GpuOptimizer, OnDevice, PooledBuffer,
+};
 use crate::optim::Adam;
 use crate::{GruConfig, GruParams};
 
@@ -155,7 +157,7 @@ struct Head {
 impl Head {
     fn buffers(ctx: &GpuContext, batch: usize, hidden: usize, p: &PooledBuffer) -> Result<Head> {
         let p2 = ctx.storage("head parameters", hidden + 1)?;
-        let mut rec = Recorder::new(ctx, false);
+        let mut rec = ctx.recorder(false);
         rec.copy(p.buffer(), 0, p2.buffer(), 0, ((hidden + 1) * 4) as u64);
         rec.submit()?;
         Ok(Head {
@@ -170,28 +172,20 @@ impl Head {
 
     fn record(
         &self,
-        ctx: &GpuContext,
         rec: &mut Recorder,
         batch: usize,
         hidden: usize,
         h: &wgpu::Buffer,
         goal: &wgpu::Buffer,
     ) -> Result<()> {
-        ctx.inner.kernels.head(
-            rec,
-            batch,
-            hidden,
-            h,
-            self.p.buffer(),
-            goal,
-            [
-                self.y.buffer(),
-                self.dy.buffer(),
-                self.loss.buffer(),
-                self.dh.buffer(),
-                self.dp.buffer(),
-            ],
-        )
+        let out = HeadOut {
+            y: self.y.buffer(),
+            dy: self.dy.buffer(),
+            loss: self.loss.buffer(),
+            dh: self.dh.buffer(),
+            dp: self.dp.buffer(),
+        };
+        encode_head(rec, [batch, hidden], h, self.p.buffer(), goal, &out)
     }
 }
 
@@ -213,10 +207,15 @@ fn evaluate(
     let (x, y) = adding_batch(&mut rng, seq, n);
     let xb = ctx.upload("held-out inputs", &x)?;
     let yb = ctx.upload("held-out targets", &y)?;
-    let f = model.forward_buffers(xb.buffer(), None, seq, n)?;
+    let input = OnDevice {
+        buffer: xb.buffer(),
+        seq_len: seq,
+        batch: n,
+    };
+    let f = model.forward(input, ForwardOptions::new())?;
     let head = Head::buffers(ctx, n, hidden, head_p)?;
-    let mut rec = Recorder::new(ctx, false);
-    head.record(ctx, &mut rec, n, hidden, f.h_n.buffer(), yb.buffer())?;
+    let mut rec = ctx.recorder(false);
+    head.record(&mut rec, n, hidden, f.h_n.buffer(), yb.buffer())?;
     rec.submit()?;
     read_scalar(ctx, &head.loss)
 }
@@ -260,7 +259,7 @@ pub fn train_adding(
     let yb = ctx.storage("targets", b)?;
     let zeros = ctx.storage("zero output gradient", t * b * h)?;
     {
-        let mut rec = Recorder::new(ctx, false);
+        let mut rec = ctx.recorder(false);
         rec.clear(zeros.buffer(), 0, (t * b * h * 4) as u64);
         rec.submit()?;
     }
@@ -275,14 +274,21 @@ pub fn train_adding(
             .write_buffer(xb.buffer(), 0, bytemuck::cast_slice(&x));
         ctx.queue()
             .write_buffer(yb.buffer(), 0, bytemuck::cast_slice(&y));
-        let f = model.forward_buffers(xb.buffer(), None, t, b)?;
+        let input = OnDevice {
+            buffer: xb.buffer(),
+            seq_len: t,
+            batch: b,
+        };
+        let f = model.forward(input, ForwardOptions::new().keep_tape())?;
         ctx.scoped(|| {
-            let mut rec = Recorder::new(ctx, false);
-            head.record(ctx, &mut rec, b, h, f.h_n.buffer(), yb.buffer())?;
+            let mut rec = ctx.recorder(false);
+            head.record(&mut rec, b, h, f.h_n.buffer(), yb.buffer())?;
             rec.submit()?;
             Ok(())
         })?;
-        let g = model.backward_buffers(f.tape, zeros.buffer(), Some(head.dh.buffer()))?;
+        let tape = f.tape.expect("kept");
+        let opts = BackwardOptions::new().grad_h_n(head.dh.buffer());
+        let g = model.backward(tape, zeros.buffer(), opts)?;
         let grads: Vec<&PooledBuffer> = g
             .grads
             .iter()
@@ -290,7 +296,7 @@ pub fn train_adding(
             .chain([&head.dp])
             .collect();
         ctx.scoped(|| {
-            let mut rec = Recorder::new(ctx, false);
+            let mut rec = ctx.recorder(false);
             let bufs: Vec<&wgpu::Buffer> = grads.iter().map(|p| p.buffer()).collect();
             let lens: Vec<usize> = grads.iter().map(|p| p.len()).collect();
             record_clip(ctx, &mut rec, &bufs, &lens, o.clip)?;

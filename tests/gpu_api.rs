@@ -3,7 +3,25 @@
 
 mod common;
 
-use gru_wgpu::gpu::{ContextOptions, GpuContext, GpuGru};
+use gru_wgpu::gpu::{
+    BackwardOptions, ContextOptions, Flat, ForwardOptions, GpuContext, GpuGru, OnDevice,
+};
+
+fn on_device(buffer: &wgpu::Buffer, seq_len: usize, batch: usize) -> OnDevice<'_> {
+    OnDevice {
+        buffer,
+        seq_len,
+        batch,
+    }
+}
+
+fn flat(data: &[f32], seq_len: usize, batch: usize) -> Flat<'_> {
+    Flat {
+        data,
+        seq_len,
+        batch,
+    }
+}
 use gru_wgpu::{GruConfig, GruError};
 use wgpu::util::DeviceExt;
 
@@ -19,7 +37,7 @@ fn adapter_by_name_or_backend_and_its_own_limits() {
     .unwrap();
     assert_eq!(by_name.adapter().name, name);
     let by_backend = GpuContext::with_options(ContextOptions {
-        adapter: Some(ctx.adapter().backend.clone()),
+        adapter: Some(ctx.adapter().backend_name().to_string()),
         ..Default::default()
     })
     .unwrap();
@@ -77,15 +95,30 @@ fn device_buffers_in_and_out_match_the_array_api() {
     );
     let model = GpuGru::new(&ctx, &case.params).unwrap();
     let (o, hn, tape) = model
-        .forward(case.x.view(), case.h0.as_ref().map(|h| h.view()))
-        .unwrap();
+        .forward(
+            case.x.view(),
+            ForwardOptions::new()
+                .h0(case.h0.as_ref().map(|h| h.view()))
+                .keep_tape(),
+        )
+        .unwrap()
+        .into_parts();
     let g = model
-        .backward(tape, case.grad_output.view(), Some(case.grad_h_n.view()))
+        .backward(
+            tape.unwrap(),
+            case.grad_output.view(),
+            BackwardOptions::new().grad_h_n(case.grad_h_n.view()),
+        )
         .unwrap();
 
     let xb = upload(&ctx, case.x.as_slice().unwrap());
     let h0b = upload(&ctx, case.h0.as_ref().unwrap().as_slice().unwrap());
-    let f = model.forward_buffers(&xb, Some(&h0b), 6, 3).unwrap();
+    let f = model
+        .forward(
+            on_device(&xb, 6, 3),
+            ForwardOptions::new().h0(&h0b).keep_tape(),
+        )
+        .unwrap();
     assert_eq!(
         download_n(&ctx, f.output.buffer(), o.len()),
         o.as_slice().unwrap()
@@ -96,7 +129,9 @@ fn device_buffers_in_and_out_match_the_array_api() {
     );
     let gob = upload(&ctx, case.grad_output.as_slice().unwrap());
     let ghb = upload(&ctx, case.grad_h_n.as_slice().unwrap());
-    let b = model.backward_buffers(f.tape, &gob, Some(&ghb)).unwrap();
+    let b = model
+        .backward(f.tape.unwrap(), &gob, BackwardOptions::new().grad_h_n(&ghb))
+        .unwrap();
     assert_eq!(
         (f.output.len(), b.grad_x.len()),
         (o.len(), g.x.len()),
@@ -151,7 +186,9 @@ fn buffers_too_small_or_without_copy_src_are_refused() {
     let cfg = GruConfig::new(4, 6);
     let model = GpuGru::new(&ctx, &gru_wgpu::GruParams::init(&cfg, 1).unwrap()).unwrap();
     let small = upload(&ctx, &[0.0; 10]);
-    let e = model.forward_buffers(&small, None, 3, 2).unwrap_err();
+    let e = model
+        .forward(on_device(&small, 3, 2), ForwardOptions::new())
+        .unwrap_err();
     assert!(matches!(e, GruError::LengthMismatch { .. }), "{e:?}");
     assert_eq!(e.to_string(), "`x`: expected 96 bytes (at least), got 40");
     let no_copy = ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -160,7 +197,9 @@ fn buffers_too_small_or_without_copy_src_are_refused() {
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     });
-    let e = model.forward_buffers(&no_copy, None, 3, 2).unwrap_err();
+    let e = model
+        .forward(on_device(&no_copy, 3, 2), ForwardOptions::new())
+        .unwrap_err();
     assert!(e.to_string().contains("COPY_SRC"), "{e}");
 }
 
@@ -172,9 +211,14 @@ fn a_tape_of_another_model_is_refused() {
     let a = GpuGru::new(&ctx, &p).unwrap();
     let b = GpuGru::new(&ctx, &p).unwrap();
     let x = ndarray::Array3::<f32>::zeros((3, 2, 4));
-    let (_, _, tape) = a.forward(x.view(), None).unwrap();
+    let (_, _, tape) = a
+        .forward(x.view(), ForwardOptions::new().keep_tape())
+        .unwrap()
+        .into_parts();
     let go = ndarray::Array3::<f32>::zeros((3, 2, 6));
-    let e = b.backward(tape, go.view(), None).unwrap_err();
+    let e = b
+        .backward(tape.unwrap(), go.view(), BackwardOptions::new())
+        .unwrap_err();
     assert!(matches!(e, GruError::Tape(_)), "{e:?}");
     assert!(e.to_string().contains("another model"), "{e}");
 }
@@ -184,19 +228,32 @@ fn slices_of_the_wrong_length_are_refused() {
     let Some(ctx) = common::gpu() else { return };
     let cfg = GruConfig::new(4, 6).layers(2);
     let model = GpuGru::new(&ctx, &gru_wgpu::GruParams::init(&cfg, 1).unwrap()).unwrap();
-    let e = model.forward_slice(&[0.0; 23], 3, 2, None).unwrap_err();
+    let e = model
+        .forward(flat(&[0.0; 23], 3, 2), ForwardOptions::new())
+        .unwrap_err();
     assert!(matches!(e, GruError::LengthMismatch { .. }), "{e:?}");
     assert_eq!(e.to_string(), "`x`: expected 24 floats, got 23");
     let e = model
-        .forward_slice(&[0.0; 24], 3, 2, Some(&[0.0; 5]))
+        .forward(
+            flat(&[0.0; 24], 3, 2),
+            ForwardOptions::new().h0(&[0.0; 5][..]),
+        )
         .unwrap_err();
     assert_eq!(e.to_string(), "`h0`: expected 24 floats, got 5");
     let (out, _, tape) = model
-        .forward_slice(&[0.5; 24], 3, 2, Some(&[0.1; 24]))
-        .unwrap();
+        .forward(
+            flat(&[0.5; 24], 3, 2),
+            ForwardOptions::new().h0(&[0.1; 24][..]).keep_tape(),
+        )
+        .unwrap()
+        .into_parts();
     assert_eq!(out.shape(), &[3, 2, 6]);
-    let e = model.backward_slice(tape, &[0.0; 35], None).unwrap_err();
+    let e = model
+        .backward(tape.unwrap(), &[0.0; 35][..], BackwardOptions::new())
+        .unwrap_err();
     assert_eq!(e.to_string(), "`grad_output`: expected 36 floats, got 35");
-    let e = model.forward_slice(&[], 0, 2, None).unwrap_err();
+    let e = model
+        .forward(flat(&[], 0, 2), ForwardOptions::new())
+        .unwrap_err();
     assert!(matches!(e, GruError::ZeroSize { dim: "T", .. }), "{e:?}");
 }

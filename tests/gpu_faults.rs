@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use gru_wgpu::check::RandomCase;
-use gru_wgpu::gpu::{ContextOptions, GpuContext, GpuGru};
+use gru_wgpu::gpu::{ContextOptions, ForwardOptions, GpuContext, GpuGru, OnDevice};
 use gru_wgpu::{GruConfig, GruError, GruParams};
 use ndarray::Array3;
 use wgpu::util::DeviceExt;
@@ -20,9 +20,10 @@ fn a_lost_device_is_an_error_not_a_panic() {
     let config = GruConfig::new(3, 4);
     let model = GpuGru::new(&ctx, &GruParams::init(&config, 1).unwrap()).unwrap();
     let x = Array3::<f32>::zeros((2, 1, 3));
-    model.forward(x.view(), None).unwrap();
+    let keep = || ForwardOptions::new().keep_tape();
+    model.forward(x.view(), keep()).unwrap();
     ctx.device().destroy();
-    let e = model.forward(x.view(), None).unwrap_err();
+    let e = model.forward(x.view(), keep()).unwrap_err();
     assert!(matches!(e, GruError::DeviceLost(_)), "{e:?}");
     assert!(
         e.to_string().starts_with("the GPU device was lost: "),
@@ -47,7 +48,14 @@ fn an_error_the_device_reports_comes_back_and_the_context_stays_usable() {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         });
     gone.destroy();
-    let e = model.forward_buffers(&gone, None, 2, 1).unwrap_err();
+    let gone_x = OnDevice {
+        buffer: &gone,
+        seq_len: 2,
+        batch: 1,
+    };
+    let e = model
+        .forward(gone_x, ForwardOptions::new().keep_tape())
+        .unwrap_err();
     assert!(matches!(e, GruError::Gpu(_)), "{e:?}");
     assert!(e.to_string().starts_with("GPU error: "), "{e}");
     // The same model and context still work, and give the right answer.
@@ -239,7 +247,10 @@ fn activations_saturate_exactly_at_plus_minus_100() {
         ))) {
             let m = GpuGru::new(&ctx, &p).unwrap();
             m.set_recurrence(r);
-            let (out, _, _) = m.forward(x.view(), Some(h0.view())).unwrap();
+            let (out, _, _) = m
+                .forward(x.view(), ForwardOptions::new().h0(h0.view()).keep_tape())
+                .unwrap()
+                .into_parts();
             assert_eq!(
                 out[[0, 0, 0]],
                 want,

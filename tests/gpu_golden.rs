@@ -3,7 +3,7 @@
 
 mod common;
 
-use gru_wgpu::gpu::GpuGru;
+use gru_wgpu::gpu::{BackwardOptions, ForwardOptions, GpuGru};
 use gru_wgpu::reference::{ReferenceCase, RunResult, GPU_BOUND};
 
 fn run(
@@ -14,10 +14,20 @@ fn run(
     let model = GpuGru::new(ctx, &case.params).unwrap();
     model.set_recurrence(r);
     let (output, h_n, tape) = model
-        .forward(case.x.view(), case.h0.as_ref().map(|h| h.view()))
-        .unwrap();
+        .forward(
+            case.x.view(),
+            ForwardOptions::new()
+                .h0(case.h0.as_ref().map(|h| h.view()))
+                .keep_tape(),
+        )
+        .unwrap()
+        .into_parts();
     let g = model
-        .backward(tape, case.grad_output.view(), Some(case.grad_h_n.view()))
+        .backward(
+            tape.unwrap(),
+            case.grad_output.view(),
+            BackwardOptions::new().grad_h_n(case.grad_h_n.view()),
+        )
         .unwrap();
     let c = |a: &ndarray::Array3<f32>| a.mapv(|v| v as f64);
     RunResult {

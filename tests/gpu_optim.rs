@@ -65,6 +65,7 @@ fn run(ctx: &GpuContext, rule: Rule, steps: usize) -> f64 {
             match rule {
                 Rule::Sgd(o) => sgd_step(&o, &mut cpu[i], &g, &mut s1[i], t == 1),
                 Rule::Adam(o) => adam_step(&o, t as u64, &mut cpu[i], &g, &mut s1[i], &mut s2[i]),
+                _ => unreachable!("a rule this test does not know"),
             }
             .unwrap();
         }
@@ -292,6 +293,7 @@ fn the_cpu_rules_reproduce_torch_optim() {
             match rule {
                 Rule::Sgd(o) => sgd_step(&o, &mut p, g, &mut s1, step == 0),
                 Rule::Adam(o) => adam_step(&o, step as u64 + 1, &mut p, g, &mut s1, &mut s2),
+                _ => unreachable!("a rule this test does not know"),
             }
             .unwrap();
             let e = gru_wgpu::real::rel_error(

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gru_wgpu::gpu::{ContextOptions, GpuContext, GpuGru, GpuOptimizer};
+use gru_wgpu::gpu::{
+    BackwardOptions, ContextOptions, ForwardOptions, GpuContext, GpuGru, GpuOptimizer,
+};
 use gru_wgpu::optim::{adam_step, sgd_step, Adam, Sgd};
 use gru_wgpu::reference::ReferenceCase;
 use gru_wgpu::train::{train_adding, AddingOptions};
@@ -391,9 +393,12 @@ fn a_tape_is_refused_by_every_model_but_its_own_across_contexts() {
     let a = GpuGru::new(&c1, &GruParams::init(&one, 1).unwrap()).unwrap();
     let b = GpuGru::new(&c2, &GruParams::init(&two, 2).unwrap()).unwrap();
     let x = Array3::<f32>::zeros((2, 1, 3));
-    let (_, _, tape) = a.forward(x.view(), None).unwrap();
+    let keep = || ForwardOptions::new().keep_tape();
+    let tape = a.forward(x.view(), keep()).unwrap().tape.unwrap();
     let go = Array3::<f32>::zeros((2, 1, 4));
-    let e = b.backward(tape, go.view(), None).unwrap_err();
+    let e = b
+        .backward(tape, go.view(), BackwardOptions::new())
+        .unwrap_err();
     assert!(matches!(e, GruError::Tape(_)), "{e:?}");
     assert!(
         e.to_string()
@@ -402,8 +407,10 @@ fn a_tape_is_refused_by_every_model_but_its_own_across_contexts() {
     );
     // A model of the same configuration in the other context, too.
     let a2 = GpuGru::new(&c2, &GruParams::init(&one, 1).unwrap()).unwrap();
-    let (_, _, tape) = a.forward(x.view(), None).unwrap();
-    let e = a2.backward(tape, go.view(), None).unwrap_err();
+    let tape = a.forward(x.view(), keep()).unwrap().tape.unwrap();
+    let e = a2
+        .backward(tape, go.view(), BackwardOptions::new())
+        .unwrap_err();
     assert!(matches!(e, GruError::Tape(_)), "{e:?}");
 }
 
@@ -533,8 +540,14 @@ fn parameters_in_a_non_standard_layout_give_the_same_results() {
     let x = common::random((5, 2, 3), 1.0, &mut common::rng(3)).mapv(|v| v as f32);
     let a = GpuGru::new(&ctx, &p).unwrap();
     let b = GpuGru::new(&ctx, &f).unwrap();
-    let (oa, ha, _) = a.forward(x.view(), None).unwrap();
-    let (ob, hb, _) = b.forward(x.view(), None).unwrap();
+    let (oa, ha, _) = a
+        .forward(x.view(), ForwardOptions::new())
+        .unwrap()
+        .into_parts();
+    let (ob, hb, _) = b
+        .forward(x.view(), ForwardOptions::new())
+        .unwrap()
+        .into_parts();
     assert_eq!(oa, ob);
     assert_eq!(ha, hb);
     let mut cpu = gru_wgpu::cpu::Gru::new(f.cast::<f64>());

@@ -1,6 +1,6 @@
 //! Every WGSL file parses and validates with naga, without a GPU.
 
-use gru_wgpu::gpu::kernels::{shader_source, SHADERS};
+use gru_wgpu::gpu::ops::{shader_source, SHADERS};
 
 #[test]
 fn every_shader_validates_with_naga() {

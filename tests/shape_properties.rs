@@ -5,7 +5,7 @@
 mod common;
 
 use gru_wgpu::cpu::Gru;
-use gru_wgpu::gpu::GpuGru;
+use gru_wgpu::gpu::{BackwardOptions, Flat, ForwardOptions, GpuGru};
 use gru_wgpu::{GruConfig, GruError, GruParams};
 use ndarray::Array3;
 use proptest::prelude::*;
@@ -107,17 +107,29 @@ proptest! {
         let model = GpuGru::new(&ctx, &GruParams::<f32>::init(&cfg, 1).unwrap()).unwrap();
         let xa = Array3::<f32>::zeros(x);
         let h0a = h0.map(Array3::<f32>::zeros);
-        let r = model.forward(xa.view(), h0a.as_ref().map(|h| h.view()));
+        let r = model.forward(
+            xa.view(),
+            ForwardOptions::new()
+                .h0(h0a.as_ref().map(|h| h.view()))
+                .keep_tape(),
+        );
         match fits(&cfg, x, h0) {
             Some((t, b)) => {
-                let (_, _, tape) = r.unwrap();
+                let (_, _, tape) = r.unwrap().into_parts();
                 let ga = Array3::<f32>::zeros(go);
-                let r = model.backward(tape, ga.view(), None);
+                let r = model.backward(tape.unwrap(), ga.view(), BackwardOptions::new());
                 prop_assert_eq!(r.is_ok(), go == cfg.output_shape(t, b));
                 // The slice API: a slice of the wrong length is an error.
                 let n = t * b * cfg.input_size;
                 let data = vec![0.0f32; n + slice_extra];
-                let r = model.forward_slice(&data, t, b, None);
+                let r = model.forward(
+                    Flat {
+                        data: &data,
+                        seq_len: t,
+                        batch: b,
+                    },
+                    ForwardOptions::new().keep_tape(),
+                );
                 if slice_extra == 0 {
                     prop_assert!(r.is_ok());
                 } else {

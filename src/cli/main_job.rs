@@ -30,7 +30,9 @@ pub fn run(adapter: Option<&str>) -> ExitCode {
             let a = c.adapter();
             println!(
                 "adapter: {} (backend {}, device type {})",
-                a.name, a.backend, a.device_type
+                a.name,
+                a.backend_name(),
+                a.device_type_name()
             );
             Some(c)
         }

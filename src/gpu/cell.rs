@@ -1,8 +1,8 @@
 //! `nn.GRUCell` on the GPU: the cell of the NumPy original, with its tape on
 //! the device.
 //!
-//! `step(x_t, h_prev)` runs one step and pushes what its backward needs (the
-//! step's input, states and gates) onto the tape; `backward_step(dh)` pops the
+//! `forward(x_t, h_prev)` runs one step and pushes what its backward needs
+//! (the step's input, states and gates) onto the tape; `backward(dh)` pops the
 //! newest step, returns `dx_t` and `dh_prev`, and adds the step's parameter
 //! gradients to the cell's accumulated gradients. Any number of steps,
 //! interleaved with the caller's own work, backpropagate through time, and
@@ -14,9 +14,11 @@ use ndarray::{Array1, Array2, ArrayView2};
 
 use crate::config::GruConfig;
 use crate::error::{check_shape, GruError, Result};
-use crate::gpu::context::{GpuContext, PooledBuffer};
-use crate::gpu::model::{GpuGru, GpuTape};
+use crate::gpu::context::GpuContext;
+use crate::gpu::gru::{ForwardOptions, GpuGru, GpuTape, OnDevice};
+use crate::gpu::ops::util::encode_add;
 use crate::gpu::optim::GpuOptimizer;
+use crate::gpu::pool::PooledBuffer;
 use crate::params::{DirParams, GruParams};
 
 /// A GRU cell whose parameters, tape and gradients live on the GPU.
@@ -101,27 +103,45 @@ impl GpuGruCell {
     /// One step: `x` holds `(B, I)`, `h_prev` `(B, H)` (device buffers with the
     /// usage `COPY_SRC`, such as the buffers this cell returns). Returns
     /// `h_next` `(B, H)` and pushes the step onto the tape.
-    pub fn step(
+    pub fn forward(
         &mut self,
         x: &wgpu::Buffer,
         h_prev: &wgpu::Buffer,
         batch: usize,
     ) -> Result<PooledBuffer> {
-        let f = self.model.forward_buffers(x, Some(h_prev), 1, batch)?;
-        self.tape.push(f.tape);
+        let x = OnDevice {
+            buffer: x,
+            seq_len: 1,
+            batch,
+        };
+        let f = self
+            .model
+            .forward(x, ForwardOptions::new().h0(h_prev).keep_tape())?;
+        self.tape.push(f.tape.expect("kept"));
         Ok(f.h_n)
     }
 
     /// Pops the newest step: from `dh_next` `(B, H)`, the gradient of the loss
     /// with respect to that step's `h_next`, returns `(dx, dh_prev)` and adds
     /// the step's parameter gradients to the accumulated ones.
-    pub fn backward_step(
+    pub fn backward(&mut self, dh_next: &wgpu::Buffer) -> Result<(PooledBuffer, PooledBuffer)> {
+        self.backward_as(dh_next, "backward")
+    }
+
+    /// [`backward`](Self::backward), its errors naming the call `name`.
+    fn backward_as(
         &mut self,
         dh_next: &wgpu::Buffer,
+        name: &str,
     ) -> Result<(PooledBuffer, PooledBuffer)> {
-        let tape = self.tape.pop().ok_or_else(|| {
-            GruError::Tape("backward_step called with no step on the tape".into())
-        })?;
+        let tape = self
+            .tape
+            .pop()
+            .ok_or_else(|| GruError::Tape(format!("{name} called with no step on the tape")))?;
+        if let Err(e) = self.model.check_tape(&tape) {
+            self.tape.push(tape);
+            return Err(e);
+        }
         let batch = tape.dims().1;
         let need = (batch * self.hidden_size() * 4) as u64;
         if dh_next.size() < need {
@@ -142,9 +162,7 @@ impl GpuGruCell {
             let out = model.record_backward(&mut rec, &tape, dh_next, None)?;
             let step_grads = out.grads[0].iter().flatten();
             for (acc, g) in grads.iter().zip(step_grads) {
-                ctx.inner
-                    .kernels
-                    .add(&mut rec, g.buffer(), acc.buffer(), acc.len())?;
+                encode_add(&mut rec, acc.len(), g.buffer(), acc.buffer())?;
             }
             model.finish(rec)?;
             Ok((out.grad_x, out.grad_h0))
@@ -216,9 +234,9 @@ impl GpuGruCell {
         self.model.update_from(opt, &g)
     }
 
-    /// [`step`](Self::step) from host arrays `x: (B, I)`, `h_prev: (B, H)`,
+    /// [`forward`](Self::forward) from host arrays `x: (B, I)`, `h_prev: (B, H)`,
     /// reading `h_next` back.
-    pub fn step_array(
+    pub fn forward_array(
         &mut self,
         x: ArrayView2<f32>,
         h_prev: ArrayView2<f32>,
@@ -243,23 +261,31 @@ impl GpuGruCell {
                 .as_slice()
                 .expect("standard layout"),
         )?;
-        let h = self.step(xb.buffer(), hb.buffer(), b)?;
+        let h = self.forward(xb.buffer(), hb.buffer(), b)?;
         let v = ctx.read_back(h.buffer(), 0, h.len())?;
         Ok(Array2::from_shape_vec((b, self.hidden_size()), v).expect("length matches"))
     }
 
-    /// [`backward_step`](Self::backward_step) from a host array `dh_next: (B, H)`,
+    /// [`backward`](Self::backward) from a host array `dh_next: (B, H)`,
     /// reading `(dx, dh_prev)` back.
-    pub fn backward_step_array(
+    pub fn backward_array(
         &mut self,
         dh_next: ArrayView2<f32>,
+    ) -> Result<(Array2<f32>, Array2<f32>)> {
+        self.backward_array_as(dh_next, "backward")
+    }
+
+    fn backward_array_as(
+        &mut self,
+        dh_next: ArrayView2<f32>,
+        name: &str,
     ) -> Result<(Array2<f32>, Array2<f32>)> {
         let b = match self.tape.last() {
             Some(t) => t.dims().1,
             None => {
-                return Err(GruError::Tape(
-                    "backward_step called with no step on the tape".into(),
-                ))
+                return Err(GruError::Tape(format!(
+                    "{name} called with no step on the tape"
+                )))
             }
         };
         check_shape(
@@ -276,7 +302,7 @@ impl GpuGruCell {
                 .as_slice()
                 .expect("standard layout"),
         )?;
-        let (dx, dh) = self.backward_step(db.buffer())?;
+        let (dx, dh) = self.backward_as(db.buffer(), name)?;
         let dx = Array2::from_shape_vec(
             (b, self.input_size()),
             ctx.read_back(dx.buffer(), 0, dx.len())?,
@@ -288,5 +314,44 @@ impl GpuGruCell {
         )
         .expect("length matches");
         Ok((dx, dh))
+    }
+
+    /// The former name of [`forward`](Self::forward) (the tests still use it).
+    #[doc(hidden)]
+    pub fn step(
+        &mut self,
+        x: &wgpu::Buffer,
+        h_prev: &wgpu::Buffer,
+        batch: usize,
+    ) -> Result<PooledBuffer> {
+        self.forward(x, h_prev, batch)
+    }
+
+    /// The former name of [`backward`](Self::backward).
+    #[doc(hidden)]
+    pub fn backward_step(
+        &mut self,
+        dh_next: &wgpu::Buffer,
+    ) -> Result<(PooledBuffer, PooledBuffer)> {
+        self.backward_as(dh_next, "backward_step")
+    }
+
+    /// The former name of [`forward_array`](Self::forward_array).
+    #[doc(hidden)]
+    pub fn step_array(
+        &mut self,
+        x: ArrayView2<f32>,
+        h_prev: ArrayView2<f32>,
+    ) -> Result<Array2<f32>> {
+        self.forward_array(x, h_prev)
+    }
+
+    /// The former name of [`backward_array`](Self::backward_array).
+    #[doc(hidden)]
+    pub fn backward_step_array(
+        &mut self,
+        dh_next: ArrayView2<f32>,
+    ) -> Result<(Array2<f32>, Array2<f32>)> {
+        self.backward_array_as(dh_next, "backward_step")
     }
 }

@@ -1,20 +1,34 @@
-//! The GPU path: WGSL kernels on wgpu, driven from here.
+//! The GPU path: WGSL kernels on wgpu, in layers that each know only those
+//! below them.
 //!
-//! - [`context`]: the device, its limits, pipelines built once, a buffer pool;
-//! - [`kernels`]: one host function per kernel;
-//! - [`recorder`]: a whole call recorded into one encoder, submitted once;
-//! - [`model`]: the GRU stack, forward and backward.
+//! - [`device`]: the adapter, the wgpu device and queue, limits, the buffer
+//!   pool (`pool`), error scopes, reading results back; no kernel knowledge;
+//! - `pipeline` and `recorder`: kernels built lazily on first use and
+//!   cached by shader, entry point and override constants; grids split into
+//!   pieces; a whole call recorded into one encoder, submitted once;
+//! - [`ops`]: one module per shader of `shaders/` (its parameter struct and
+//!   host functions), the window products of CPU adapters among them;
+//! - [`context`]: [`GpuContext`], the handle that holds the device and the
+//!   pipeline cache;
+//! - on top, the GRU: [`GpuGru`] (device weights, forward, backward),
+//!   [`GpuGruCell`], and the optimisers of [`optim`].
 
 pub mod cell;
 pub mod context;
-pub mod kernels;
-pub mod model;
+pub mod device;
+mod gru;
+pub mod ops;
 pub mod optim;
+pub(crate) mod pipeline;
+pub(crate) mod pool;
 pub(crate) mod recorder;
 
 pub use cell::GpuGruCell;
-pub use context::{
-    list_adapters, AdapterSummary, ContextOptions, GpuContext, PooledBuffer, Products,
+pub use context::{ContextOptions, GpuContext, Products};
+pub use device::{list_adapters, AdapterSummary};
+pub use gru::{
+    BackwardInput, BackwardOptions, CallStats, Flat, Forward, ForwardInput, ForwardOptions,
+    GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, Recurrence,
 };
-pub use model::{CallStats, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, Recurrence};
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
+pub use pool::PooledBuffer;

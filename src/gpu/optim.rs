@@ -3,12 +3,17 @@
 //! `shaders/optim.wgsl`). Nothing is read back to the host.
 
 use crate::error::{GruError, Result};
-use crate::gpu::context::{GpuContext, PooledBuffer};
+use crate::gpu::context::GpuContext;
+use crate::gpu::ops::optim::{
+    encode_adam, encode_clip_coef, encode_scale, encode_sgd, encode_sumsq,
+};
+use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 use crate::optim::{Adam, Sgd};
 
 /// The update rule of a [`GpuOptimizer`].
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Rule {
     Sgd(Sgd),
     Adam(Adam),
@@ -78,7 +83,7 @@ impl GpuOptimizer {
     ) -> Result<()> {
         let ctx = self.ctx.clone();
         ctx.scoped(|| {
-            let mut rec = Recorder::new(&ctx, false);
+            let mut rec = ctx.recorder(false);
             self.record(&mut rec, params, grads, lens)?;
             rec.submit()?;
             Ok(())
@@ -133,14 +138,11 @@ impl GpuOptimizer {
             )));
         }
         self.steps += 1;
-        let k = &self.ctx.inner.kernels;
         for (i, ((p, g), &len)) in params.iter().zip(grads).zip(lens).enumerate() {
-            let (s1, s2) = (&self.state[i].0, &self.state[i].1);
+            let (s1, s2) = (self.state[i].0.buffer(), self.state[i].1.buffer());
             match self.rule {
-                Rule::Sgd(o) => k.sgd(rec, &o, self.steps == 1, p, g, s1.buffer(), len)?,
-                Rule::Adam(o) => {
-                    k.adam(rec, &o, self.steps, p, g, s1.buffer(), s2.buffer(), len)?
-                }
+                Rule::Sgd(o) => encode_sgd(rec, &o, self.steps == 1, len, [p, g, s1])?,
+                Rule::Adam(o) => encode_adam(rec, &o, self.steps, len, [p, g, s1, s2])?,
             }
         }
         Ok(())
@@ -158,7 +160,7 @@ pub fn clip_grad_norm(
     max_norm: f32,
 ) -> Result<GradNorm> {
     ctx.scoped(|| {
-        let mut rec = Recorder::new(ctx, false);
+        let mut rec = ctx.recorder(false);
         let norm = record_clip(ctx, &mut rec, grads, lens, max_norm)?;
         rec.submit()?;
         Ok(norm)
@@ -201,16 +203,15 @@ pub(crate) fn record_clip(
             )));
         }
     }
-    let k = &ctx.inner.kernels;
     let n = grads.len();
     // norms: n squared norms, then the total and the coefficient.
     let norms = ctx.storage("gradient norms", n + 2)?;
     for (i, (g, &len)) in grads.iter().zip(lens).enumerate() {
-        k.sumsq(rec, g, len, norms.buffer(), i)?;
+        encode_sumsq(rec, g, len, norms.buffer(), i)?;
     }
-    k.clip_coef(rec, norms.buffer(), n, max_norm)?;
+    encode_clip_coef(rec, norms.buffer(), n, max_norm)?;
     for (g, &len) in grads.iter().zip(lens) {
-        k.scale(rec, g, len, norms.buffer(), n + 1)?;
+        encode_scale(rec, g, len, norms.buffer(), n + 1)?;
     }
     Ok(GradNorm { buf: norms, at: n })
 }

@@ -3,17 +3,24 @@
 //! Every dispatch takes its parameters from one slot of a uniform "arena"
 //! buffer through a dynamic offset; the arena is written once, just before the
 //! single submission, so recording allocates nothing per dispatch on the device.
+//!
+//! The recorder sits on the pipeline layer: it looks kernels up in the cache
+//! and records their dispatches, a grid larger than the device allows in
+//! pieces. The op families (`ops/`) record through it.
 
-use std::num::NonZeroU64;
+use std::sync::Arc;
 
 use crate::error::Result;
-use crate::gpu::context::{GpuContext, PooledBuffer};
+use crate::gpu::device::Device;
+use crate::gpu::pipeline::{groups_1d, pieces, Flat, Grid, Kernel, KernelSpec, Pipelines};
+use crate::gpu::pool::PooledBuffer;
 
 /// Slots per arena chunk when no more are reserved.
 const CHUNK_SLOTS: usize = 256;
 
 pub(crate) struct Recorder<'c> {
-    pub(crate) ctx: &'c GpuContext,
+    pub(crate) dev: &'c Device,
+    pipelines: &'c Pipelines,
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
     /// Arena chunks: a buffer, its bytes so far, and its capacity in slots.
@@ -33,35 +40,36 @@ pub(crate) struct Slot {
 }
 
 impl<'c> Recorder<'c> {
-    pub(crate) fn new(ctx: &'c GpuContext, timed: bool) -> Self {
-        let device = &ctx.inner.device;
+    pub(crate) fn new(dev: &'c Device, pipelines: &'c Pipelines, timed: bool) -> Self {
+        let device = &dev.device;
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gru-wgpu call"),
         });
-        let timestamps = if timed && ctx.has_timestamps() {
+        let timestamps = if timed
+            && dev.features.contains(
+                wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
+            ) {
             let qs = device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("gru-wgpu timestamps"),
                 ty: wgpu::QueryType::Timestamp,
                 count: 2,
             });
             encoder.write_timestamp(&qs, 0);
-            let resolve = ctx.inner.pool.take_raw(
+            let resolve = dev.pool.take_raw(
                 device,
+                "gru-wgpu timestamps",
                 16,
                 wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             );
-            let read = ctx.staging(16);
+            let read = dev.staging(16);
             Some((qs, resolve, read))
         } else {
             None
         };
-        let align = ctx
-            .inner
-            .limits
-            .min_uniform_buffer_offset_alignment
-            .max(256) as usize;
+        let align = dev.limits.min_uniform_buffer_offset_alignment.max(256) as usize;
         Recorder {
-            ctx,
+            dev,
+            pipelines,
             encoder: Some(encoder),
             pass: None,
             chunks: Vec::new(),
@@ -103,8 +111,9 @@ impl<'c> Recorder<'c> {
             .is_some_and(|(_, bytes, cap)| bytes.len() / self.align + n <= *cap);
         if !fits {
             let cap = n.max(CHUNK_SLOTS);
-            let buf = self.ctx.inner.pool.take_raw(
-                &self.ctx.inner.device,
+            let buf = self.dev.pool.take_raw(
+                &self.dev.device,
+                "gru-wgpu parameter arena",
                 (cap * self.align) as u64,
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             );
@@ -132,7 +141,7 @@ impl<'c> Recorder<'c> {
     }
 
     /// Puts `params` in the next slot of the current chunk.
-    pub(crate) fn slot<P: bytemuck::Pod>(&mut self, params: &P) -> Slot {
+    fn slot<P: bytemuck::Pod>(&mut self, params: &P) -> Slot {
         self.reserve(1);
         let chunk = self.chunks.len() - 1;
         let (_, bytes, _) = self.chunks.last_mut().expect("reserved");
@@ -145,13 +154,75 @@ impl<'c> Recorder<'c> {
         }
     }
 
-    /// The arena buffer of a chunk, bound with `size` bytes.
-    pub(crate) fn arena_binding(&self, chunk: usize, size: u64) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: self.chunks[chunk].0.buffer(),
-            offset: 0,
-            size: NonZeroU64::new(size),
-        })
+    /// The kernel of `spec`, from the context's cache (built on first use).
+    pub(crate) fn kernel(&self, spec: &KernelSpec) -> Result<Arc<Kernel>> {
+        self.pipelines.get(self.dev, spec)
+    }
+
+    /// A bind group of `kernel` for the arena chunk `chunk` and `buffers`, one
+    /// for each binding that is not the parameter slot, in binding order.
+    pub(crate) fn bind(
+        &self,
+        kernel: &Kernel,
+        chunk: usize,
+        buffers: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
+        kernel.bind(&self.dev.device, self.chunks[chunk].0.buffer(), buffers)
+    }
+
+    /// The device's limit of workgroups per dimension.
+    pub(crate) fn max_groups(&self) -> u32 {
+        self.dev.limits.max_compute_workgroups_per_dimension
+    }
+
+    /// Records the dispatch of `spec` over a grid `wg` (in pieces where it is
+    /// larger than the device allows), each piece with its parameter slot,
+    /// one bind group.
+    pub(crate) fn run<P: Grid>(
+        &mut self,
+        spec: &KernelSpec,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        wg: [u32; 3],
+    ) -> Result<()> {
+        let kernel = self.kernel(spec)?;
+        let parts = pieces(wg, self.max_groups());
+        self.reserve(parts.len());
+        let chunk = self.current_chunk();
+        let bg = self.bind(&kernel, chunk, buffers);
+        self.dispatch_pieces(&kernel, &bg, chunk, *params, &parts)
+    }
+
+    /// Records a 1-D kernel over `count` threads (64 per workgroup).
+    pub(crate) fn run_1d<P: Flat>(
+        &mut self,
+        spec: &KernelSpec,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        count: usize,
+    ) -> Result<()> {
+        let wg = groups_1d(count, self.max_groups());
+        let mut p = *params;
+        p.set_width(wg[0]);
+        self.run(spec, &p, buffers, wg)
+    }
+
+    /// Records the pieces of one grid with a bind group made for arena chunk
+    /// `chunk` (whose slots must have been reserved).
+    pub(crate) fn dispatch_pieces<P: Grid>(
+        &mut self,
+        kernel: &Kernel,
+        bg: &wgpu::BindGroup,
+        chunk: usize,
+        mut params: P,
+        parts: &[([u32; 3], [u32; 3])],
+    ) -> Result<()> {
+        for &(off, size) in parts {
+            params.at(off);
+            let slot = self.slot_in(&params, chunk)?;
+            self.dispatch(&kernel.pipeline, bg, &[slot.offset], size);
+        }
+        Ok(())
     }
 
     /// Records one dispatch; `offsets` are the dynamic offsets of the bind
@@ -224,16 +295,16 @@ impl<'c> Recorder<'c> {
         }
         for (buf, bytes, _) in &self.chunks {
             if !bytes.is_empty() {
-                self.ctx.inner.queue.write_buffer(buf.buffer(), 0, bytes);
+                self.dev.queue.write_buffer(buf.buffer(), 0, bytes);
             }
         }
-        self.ctx.inner.queue.submit(Some(encoder.finish()));
+        self.dev.queue.submit(Some(encoder.finish()));
         if let Some((_, _, read)) = &self.timestamps {
-            let ticks = self.ctx.read_staging_words(&[(read, 4)])?;
+            let ticks = self.dev.read_staging_words(&[(read, 4)])?;
             let raw: &[u32] = &ticks[0];
             let t0 = raw[0] as u64 | ((raw[1] as u64) << 32);
             let t1 = raw[2] as u64 | ((raw[3] as u64) << 32);
-            let period = self.ctx.inner.queue.get_timestamp_period() as f64;
+            let period = self.dev.queue.get_timestamp_period() as f64;
             return Ok(Some(t1.saturating_sub(t0) as f64 * period / 1e6));
         }
         Ok(None)

@@ -1,0 +1,464 @@
+//! The device layer: adapter choice, the wgpu device and queue, its limits,
+//! the buffer pool, the error scopes that turn every device failure into a
+//! [`GruError`], and reading results back. It knows nothing of kernels.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{GruError, Result};
+use crate::gpu::pool::{Pool, PooledBuffer};
+
+/// What the adapter is, in wgpu's own terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    /// The driver's name and version, where the adapter says.
+    pub driver: String,
+}
+
+impl AdapterSummary {
+    /// The backend's short name: `vulkan`, `metal`, `dx12`, `gl`, `webgpu`
+    /// (the names a `ContextOptions::adapter` selector takes).
+    pub fn backend_name(&self) -> &'static str {
+        backend_name(self.backend)
+    }
+
+    /// The device type in words: `discrete GPU`, `CPU (software)`, ...
+    pub fn device_type_name(&self) -> &'static str {
+        match self.device_type {
+            wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+            wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+            wgpu::DeviceType::VirtualGpu => "virtual GPU",
+            wgpu::DeviceType::Cpu => "CPU (software)",
+            wgpu::DeviceType::Other => "other",
+        }
+    }
+
+    /// Whether it is a CPU (software) adapter, such as llvmpipe.
+    pub fn is_cpu(&self) -> bool {
+        self.device_type == wgpu::DeviceType::Cpu
+    }
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}, {})",
+            self.name,
+            self.backend_name(),
+            self.device_type_name()
+        )?;
+        if !self.driver.is_empty() {
+            write!(f, ", driver {}", self.driver)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn backend_name(b: wgpu::Backend) -> &'static str {
+    match b {
+        wgpu::Backend::Vulkan => "vulkan",
+        wgpu::Backend::Metal => "metal",
+        wgpu::Backend::Dx12 => "dx12",
+        wgpu::Backend::Gl => "gl",
+        wgpu::Backend::BrowserWebGpu => "webgpu",
+        _ => "other",
+    }
+}
+
+pub(crate) fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
+    AdapterSummary {
+        name: info.name.clone(),
+        backend: info.backend,
+        device_type: info.device_type,
+        driver: [info.driver.as_str(), info.driver_info.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// The adapters wgpu can see, as summaries.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(|a| summarize(&a.get_info()))
+        .collect()
+}
+
+/// The adapter that `selector` names (a case-insensitive substring of its
+/// name, or a backend), or without one the default high-performance adapter.
+pub(crate) fn find_adapter(selector: Option<&str>) -> Result<wgpu::Adapter> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    match selector {
+        Some(sel) => {
+            let sel_l = sel.trim().to_lowercase();
+            let all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+            let names: Vec<String> = all
+                .iter()
+                .map(|a| summarize(&a.get_info()).to_string())
+                .collect();
+            all.into_iter()
+                .find(|a| {
+                    let info = a.get_info();
+                    info.name.to_lowercase().contains(&sel_l) || backend_name(info.backend) == sel_l
+                })
+                .ok_or_else(|| {
+                    GruError::NoAdapter(format!(
+                        "none matches `{sel}` (by name substring or backend); adapters found: {}",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join("; ")
+                        }
+                    ))
+                })
+        }
+        None => pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        }))
+        .map_err(|e| GruError::NoAdapter(e.to_string())),
+    }
+}
+
+/// A wgpu device and queue with what the crate keeps beside them.
+pub(crate) struct Device {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) summary: AdapterSummary,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) features: wgpu::Features,
+    pub(crate) pool: Arc<Pool>,
+    /// Fill every storage buffer with NaN before use.
+    poison: bool,
+    lost: Arc<Mutex<Option<String>>>,
+    uncaptured: Arc<Mutex<Option<String>>>,
+    /// Bound where a kernel reads an optional buffer that is absent.
+    pub(crate) dummy: wgpu::Buffer,
+    /// Bound where a kernel writes a buffer that its mode does not use (a
+    /// buffer cannot be bound both read-only and read-write in one dispatch).
+    pub(crate) dummy_rw: wgpu::Buffer,
+}
+
+impl Device {
+    /// Wraps `device` and `queue`. With `own_handlers` (a device the crate
+    /// opened) an error that wgpu reports outside a call's error scopes is
+    /// recorded (and returned by the next call) instead of panicking, and a
+    /// loss of the device is recorded; a caller's device keeps its own
+    /// handlers (every call of the crate runs inside error scopes anyway).
+    pub(crate) fn new(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        summary: AdapterSummary,
+        poison: bool,
+        own_handlers: bool,
+    ) -> Self {
+        let uncaptured = Arc::new(Mutex::new(None));
+        let lost = Arc::new(Mutex::new(None));
+        if own_handlers {
+            let u2 = uncaptured.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                let mut g = u2.lock().unwrap_or_else(|p| p.into_inner());
+                if g.is_none() {
+                    *g = Some(e.to_string());
+                }
+            }));
+            let l2 = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                let mut g = l2.lock().unwrap_or_else(|p| p.into_inner());
+                *g = Some(format!("{reason:?}: {msg}"));
+            });
+        }
+        let dummy = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        Device {
+            dummy: dummy("gru-wgpu dummy"),
+            dummy_rw: dummy("gru-wgpu dummy (written)"),
+            limits: device.limits(),
+            features: device.features(),
+            device,
+            queue,
+            summary,
+            pool: Arc::new(Pool::default()),
+            poison,
+            lost,
+            uncaptured,
+        }
+    }
+
+    /// Fails if the device was lost (it polls the device first, so that a
+    /// loss the driver has reported is seen).
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        let g = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        match &*g {
+            Some(m) => Err(GruError::DeviceLost(m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside error scopes: any out-of-memory, validation or internal
+    /// error that the device reports during `f` comes back as an `Err`.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_alive()?;
+        let scope = ErrorScopes::push(&self.device);
+        let out = f();
+        let popped = scope.pop(&self.lost);
+        let uncaptured = self
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let out = out?;
+        popped?;
+        if let Some(m) = uncaptured {
+            return Err(GruError::Gpu(m));
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` (the creation of device objects) inside error scopes of its own.
+    pub(crate) fn checked<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        let scope = ErrorScopes::push(&self.device);
+        let out = f();
+        scope.pop(&self.lost)?;
+        Ok(out)
+    }
+
+    /// Waits until the device has finished all submitted work.
+    pub(crate) fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| {
+                self.check_alive()
+                    .err()
+                    .unwrap_or_else(|| GruError::Gpu(format!("waiting for the device: {e}")))
+            })
+    }
+
+    /// Checks that a buffer of `bytes` fits the device, naming `what` otherwise.
+    pub(crate) fn check_buffer_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let l = &self.limits;
+        if bytes > l.max_buffer_size {
+            return Err(GruError::LimitExceeded {
+                what: what.to_string(),
+                requested: bytes,
+                limit: l.max_buffer_size,
+                limit_name: "max_buffer_size",
+                unit: "bytes",
+            });
+        }
+        if bytes > l.max_storage_buffer_binding_size {
+            return Err(GruError::LimitExceeded {
+                what: what.to_string(),
+                requested: bytes,
+                limit: l.max_storage_buffer_binding_size,
+                limit_name: "max_storage_buffer_binding_size",
+                unit: "bytes",
+            });
+        }
+        Ok(())
+    }
+
+    /// A storage buffer of `len` floats from the pool (NaN-filled when poisoning).
+    pub(crate) fn storage(&self, what: &str, len: usize) -> Result<PooledBuffer> {
+        self.storage_with(what, len, 0, wgpu::BufferUsages::empty())
+    }
+
+    /// A storage buffer of `len` floats and `slack` bytes more, with the
+    /// usages `extra` besides the storage and copy ones.
+    pub(crate) fn storage_with(
+        &self,
+        what: &str,
+        len: usize,
+        slack: u64,
+        extra: wgpu::BufferUsages,
+    ) -> Result<PooledBuffer> {
+        let bytes = (len.max(1) as u64).saturating_mul(4).saturating_add(slack);
+        self.check_buffer_size(what, bytes)?;
+        let mut buf = self.pool.take_raw(
+            &self.device,
+            what,
+            bytes,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST
+                | extra,
+        );
+        buf.len = len;
+        if self.poison {
+            let nan = vec![f32::NAN; (bytes / 4) as usize];
+            self.queue
+                .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(&nan));
+        }
+        Ok(buf)
+    }
+
+    /// A storage buffer holding `data`.
+    pub(crate) fn upload(&self, what: &str, data: &[f32]) -> Result<PooledBuffer> {
+        let buf = self.storage(what, data.len())?;
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(data));
+        }
+        Ok(buf)
+    }
+
+    /// A buffer the host can map for reading, of `bytes`.
+    pub(crate) fn staging(&self, bytes: u64) -> PooledBuffer {
+        self.pool.take_raw(
+            &self.device,
+            "gru-wgpu staging",
+            bytes.max(4),
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )
+    }
+
+    /// Reads `len` floats of `buf` from float `offset` back to the host: a
+    /// copy to a staging buffer, one submission, a wait.
+    pub(crate) fn read_back(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<f32>> {
+        self.scoped(|| {
+            let st = self.staging((len * 4) as u64);
+            let mut enc = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("gru-wgpu read back"),
+                });
+            enc.copy_buffer_to_buffer(buf, (offset * 4) as u64, st.buffer(), 0, (len * 4) as u64);
+            self.queue.submit(Some(enc.finish()));
+            Ok(self.read_staging(&[(&st, len)])?.remove(0))
+        })
+    }
+
+    /// Maps staging buffers (after their copies were submitted) and reads them as floats.
+    pub(crate) fn read_staging(&self, bufs: &[(&PooledBuffer, usize)]) -> Result<Vec<Vec<f32>>> {
+        Ok(self
+            .read_staging_words(bufs)?
+            .into_iter()
+            .map(|w| w.into_iter().map(f32::from_bits).collect())
+            .collect())
+    }
+
+    /// Maps staging buffers and reads `len` 32-bit words from each.
+    pub(crate) fn read_staging_words(
+        &self,
+        bufs: &[(&PooledBuffer, usize)],
+    ) -> Result<Vec<Vec<u32>>> {
+        type MapStatus = Option<std::result::Result<(), wgpu::BufferAsyncError>>;
+        let results: Arc<Mutex<Vec<MapStatus>>> = Arc::new(Mutex::new(vec![None; bufs.len()]));
+        for (i, (b, len)) in bufs.iter().enumerate() {
+            let r = results.clone();
+            b.buffer().slice(..(*len as u64 * 4).max(4)).map_async(
+                wgpu::MapMode::Read,
+                move |res| {
+                    r.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(res);
+                },
+            );
+        }
+        // The callbacks run inside some poll of the device; where several
+        // threads use it, another thread's poll may be running ours while our
+        // wait returns. So wait until every callback has run (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            self.wait()?;
+            if results
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .all(Option::is_some)
+            {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let mut out = Vec::with_capacity(bufs.len());
+        for (i, (b, len)) in bufs.iter().enumerate() {
+            let status = results.lock().unwrap_or_else(|p| p.into_inner())[i].take();
+            match status {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    self.check_alive()?;
+                    return Err(GruError::Gpu(format!("reading results back: {e}")));
+                }
+                None => {
+                    self.check_alive()?;
+                    return Err(GruError::Gpu(
+                        "reading results back: the map never completed".into(),
+                    ));
+                }
+            }
+            let v = {
+                let view = b
+                    .buffer()
+                    .slice(..(*len as u64 * 4).max(4))
+                    .get_mapped_range()
+                    .map_err(|e| GruError::Gpu(format!("reading results back: {e}")))?;
+                view.chunks_exact(4)
+                    .take(*len)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect::<Vec<u32>>()
+            };
+            b.buffer().unmap();
+            out.push(v);
+        }
+        Ok(out)
+    }
+}
+
+/// Error scopes for out-of-memory, validation and internal errors.
+pub(crate) struct ErrorScopes(Vec<wgpu::ErrorScopeGuard>);
+
+impl ErrorScopes {
+    pub(crate) fn push(device: &wgpu::Device) -> Self {
+        ErrorScopes(vec![
+            device.push_error_scope(wgpu::ErrorFilter::Internal),
+            device.push_error_scope(wgpu::ErrorFilter::Validation),
+            device.push_error_scope(wgpu::ErrorFilter::OutOfMemory),
+        ])
+    }
+
+    pub(crate) fn pop(self, lost: &Mutex<Option<String>>) -> Result<()> {
+        let mut first: Option<GruError> = None;
+        for guard in self.0.into_iter().rev() {
+            if let Some(e) = pollster::block_on(guard.pop()) {
+                let err = match e {
+                    wgpu::Error::OutOfMemory { .. } => GruError::OutOfMemory(e.to_string()),
+                    other => GruError::Gpu(other.to_string()),
+                };
+                first.get_or_insert(err);
+            }
+        }
+        if let Some(m) = lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(GruError::DeviceLost(m));
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

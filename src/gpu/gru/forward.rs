@@ -1,0 +1,284 @@
+//! The forward of the whole stack, and its entry points.
+
+use ndarray::{Array3, ArrayView3};
+
+use crate::error::{elements, GruError, Result};
+use crate::gpu::gru::io::{Flat, Forward, ForwardOptions, OnDevice};
+use crate::gpu::gru::types::{ForwardOut, GpuForward, GpuTape, LayerTape};
+use crate::gpu::gru::GpuGru;
+use crate::gpu::ops::common::{seq_private_fits, StepShape};
+use crate::gpu::ops::gru_forward::{encode_forward_sequence, ForwardStepBufs};
+use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
+use crate::gpu::recorder::Recorder;
+
+impl GpuGru {
+    /// Records the forward of the whole stack. `x` is in the caller's layout,
+    /// `h0` is `(L·D, B, H)`. Without `keep_tape` no gates are written and
+    /// every layer's buffers are let go after the call.
+    pub(crate) fn record_forward(
+        &self,
+        rec: &mut Recorder,
+        x: &wgpu::Buffer,
+        h0: Option<&wgpu::Buffer>,
+        (t_len, batch): (usize, usize),
+        dropout: Option<(u32, f32)>,
+        keep_tape: bool,
+    ) -> Result<ForwardOut> {
+        let cfg = &self.config;
+        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+        let (tb, h3) = (t_len * batch, 3 * h);
+        // Layer 0's input, sequence-first, owned by the tape.
+        let mut xin = self.ctx.storage("x", tb * cfg.input_size)?;
+        if cfg.batch_first {
+            encode_permute01(
+                rec,
+                [batch, t_len, cfg.input_size],
+                (x, 0),
+                (xin.buffer(), 0),
+            )?;
+        } else {
+            rec.copy(x, 0, xin.buffer(), 0, (tb * cfg.input_size * 4) as u64);
+        }
+        let h_n = self.ctx.storage("h_n", cfg.num_layers * nd * batch * h)?;
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        let state_bytes = (batch * h * 4) as u64;
+        let persistent = self.persistent()?;
+        for (l, lp) in self.layers.iter().enumerate() {
+            let layer = self.layer(l);
+            let gi = self.ctx.storage("gi (input projections)", tb * nd * h3)?;
+            self.path.input_projection(rec, &layer, &xin, &gi, tb)?;
+            let hs = self
+                .ctx
+                .storage("hidden states", nd * (t_len + 1) * batch * h)?;
+            // The tape's gates, where it is kept (the steps write them then only).
+            let gates = match keep_tape {
+                true => Some(self.ctx.storage("gates", nd * t_len * batch * 4 * h)?),
+                false => None,
+            };
+            let out = self.ctx.storage("layer output", tb * nd * h)?;
+            for d in 0..nd {
+                let slot0 = (d * (t_len + 1) * batch * h * 4) as u64;
+                let src = h0.map(|b| (b, ((l * nd + d) as u64) * state_bytes));
+                rec.copy_or_clear(src, hs.buffer(), slot0, state_bytes);
+            }
+            let shape = StepShape {
+                t_len,
+                batch,
+                hidden: h,
+                dirs: nd,
+                has_bias: cfg.bias,
+            };
+            let bufs = ForwardStepBufs {
+                gi: gi.buffer(),
+                w_hh_t: lp.w_hh_t.buffer(),
+                b_hh: lp.b_hh.as_ref().map(|b| b.buffer()),
+                hs: hs.buffer(),
+                out: out.buffer(),
+                gates: gates.as_ref().map(|g| g.buffer()),
+            };
+            if persistent {
+                let private = self.ctx.is_cpu() && seq_private_fits(h);
+                encode_forward_sequence(rec, &shape, &bufs, private)?;
+            } else {
+                self.path.forward_steps(rec, &layer, &shape, &bufs, h0)?;
+            }
+            rec.keep(gi);
+            for d in 0..nd {
+                let last = ((d * (t_len + 1) + t_len) * batch * h * 4) as u64;
+                rec.copy(
+                    hs.buffer(),
+                    last,
+                    h_n.buffer(),
+                    ((l * nd + d) as u64) * state_bytes,
+                    state_bytes,
+                );
+            }
+            let next = match dropout {
+                Some((seed, prob)) if l + 1 < cfg.num_layers => {
+                    let dropped = self
+                        .ctx
+                        .storage("layer output after dropout", tb * nd * h)?;
+                    let mask = Dropout {
+                        seed,
+                        layer: l as u32,
+                        prob,
+                    };
+                    encode_dropout(rec, &mask, tb * nd * h, out.buffer(), dropped.buffer())?;
+                    rec.keep(out);
+                    dropped
+                }
+                _ => out,
+            };
+            let xin_l = std::mem::replace(&mut xin, next);
+            match gates {
+                Some(gates) => layers.push(LayerTape {
+                    xin: xin_l,
+                    hs,
+                    gates,
+                }),
+                None => {
+                    rec.keep(xin_l);
+                    rec.keep(hs);
+                }
+            }
+        }
+        // `xin` now holds the last layer's output, sequence-first.
+        let output = if cfg.batch_first {
+            let o = self.ctx.storage("output", tb * nd * h)?;
+            encode_permute01(
+                rec,
+                [t_len, batch, nd * h],
+                (xin.buffer(), 0),
+                (o.buffer(), 0),
+            )?;
+            rec.keep(xin);
+            o
+        } else {
+            xin
+        };
+        Ok(ForwardOut {
+            output,
+            h_n,
+            tape: keep_tape.then(|| GpuTape {
+                model_id: self.id,
+                version: self.params_version(),
+                t_len,
+                batch,
+                dropout,
+                layers,
+            }),
+        })
+    }
+
+    /// The dropout of a forward with `opts`: `(seed, p)` in training mode
+    /// where the configuration has dropout.
+    fn dropout_of<S>(&self, opts: &ForwardOptions<S>) -> Option<(u32, f32)> {
+        let p = self.config.dropout;
+        opts.train.filter(|_| p > 0.0).map(|seed| (seed, p))
+    }
+
+    /// The forward on device buffers (see [`OnDevice`]); `h0` `(L·D, B, H)`
+    /// with the usage `COPY_SRC`.
+    pub(crate) fn forward_device(
+        &self,
+        x: OnDevice,
+        opts: &ForwardOptions<&wgpu::Buffer>,
+    ) -> Result<GpuForward> {
+        let (seq_len, batch) = (x.seq_len, x.batch);
+        self.check_dims(seq_len, batch)?;
+        let cfg = &self.config;
+        let xe = elements("x", &cfg.input_shape(seq_len, batch))?;
+        Self::check_buffer("x", x.buffer, xe)?;
+        if let Some(h0) = opts.h0 {
+            Self::check_buffer("h0", h0, elements("h0", &cfg.state_shape(batch))?)?;
+        }
+        self.ctx.scoped(|| {
+            let mut rec = self.recorder();
+            let out = self.record_forward(
+                &mut rec,
+                x.buffer,
+                opts.h0,
+                (seq_len, batch),
+                self.dropout_of(opts),
+                opts.tape(),
+            )?;
+            self.finish(rec)?;
+            Ok(GpuForward {
+                output: out.output,
+                h_n: out.h_n,
+                tape: out.tape,
+            })
+        })
+    }
+
+    /// The forward from flat slices in the layouts of the arrays.
+    pub(crate) fn forward_flat(&self, x: Flat, opts: &ForwardOptions<&[f32]>) -> Result<Forward> {
+        let cfg = &self.config;
+        let (seq_len, batch) = (x.seq_len, x.batch);
+        self.check_dims(seq_len, batch)?;
+        let xv = view3("x", x.data, cfg.input_shape(seq_len, batch))?;
+        let h0 = opts
+            .h0
+            .map(|h| view3("h0", h, cfg.state_shape(batch)))
+            .transpose()?;
+        self.forward_host(xv, h0, opts)
+    }
+
+    /// The forward from host arrays: `x` `(T, B, I)` (or `(B, T, I)` where
+    /// `batch_first`), `h0` `(L·D, B, H)` or zeros.
+    pub(crate) fn forward_host<S>(
+        &self,
+        x: ArrayView3<f32>,
+        h0: Option<ArrayView3<f32>>,
+        opts: &ForwardOptions<S>,
+    ) -> Result<Forward> {
+        let cfg = &self.config;
+        let (t_len, batch) = cfg.check_input("x", x.shape())?;
+        if let Some(h0) = &h0 {
+            cfg.check_state("h0", h0.shape(), batch)?;
+        }
+        self.check_sizes(t_len, batch)?;
+        self.ctx.scoped(|| {
+            let xs = x.as_standard_layout();
+            let xb = self
+                .ctx
+                .upload("x", xs.as_slice().expect("standard layout"))?;
+            let h0b = match &h0 {
+                Some(h) => Some(self.ctx.upload(
+                    "h0",
+                    h.as_standard_layout().as_slice().expect("standard layout"),
+                )?),
+                None => None,
+            };
+            let mut rec = self.recorder();
+            let out = self.record_forward(
+                &mut rec,
+                xb.buffer(),
+                h0b.as_ref().map(|b| b.buffer()),
+                (t_len, batch),
+                self.dropout_of(opts),
+                opts.tape(),
+            )?;
+            let o_len = t_len * batch * cfg.num_directions() * cfg.hidden_size;
+            let s_len = cfg.state_shape(batch).iter().product();
+            let so = self.ctx.staging((o_len * 4) as u64);
+            let sh = self.ctx.staging((s_len * 4) as u64);
+            rec.copy(out.output.buffer(), 0, so.buffer(), 0, (o_len * 4) as u64);
+            rec.copy(out.h_n.buffer(), 0, sh.buffer(), 0, (s_len * 4) as u64);
+            rec.keep(xb);
+            self.finish(rec)?;
+            let mut data = self
+                .ctx
+                .read_staging(&[(&so, o_len), (&sh, s_len)])?
+                .into_iter();
+            let output =
+                Array3::from_shape_vec(cfg.output_shape(t_len, batch), data.next().expect("read"))
+                    .expect("length matches");
+            let h_n = Array3::from_shape_vec(cfg.state_shape(batch), data.next().expect("read"))
+                .expect("length matches");
+            Ok(Forward {
+                output,
+                h_n,
+                tape: out.tape,
+            })
+        })
+    }
+}
+
+/// A flat slice as an array of `shape`, or an error naming it.
+pub(crate) fn view3<'a>(
+    name: &str,
+    data: &'a [f32],
+    shape: [usize; 3],
+) -> Result<ArrayView3<'a, f32>> {
+    let want = crate::error::elements(name, &shape)?;
+    if data.len() != want {
+        return Err(GruError::LengthMismatch {
+            name: name.to_string(),
+            expected: want as u64,
+            actual: data.len() as u64,
+            unit: "floats",
+        });
+    }
+    Ok(ArrayView3::from_shape(shape, data).expect("length checked"))
+}

@@ -1,0 +1,246 @@
+//! A GRU's parameters on the device: uploading them, the copies the kernels
+//! read besides them, optimiser updates, and reading them back.
+
+use ndarray::Array1;
+
+use crate::error::{GruError, Result};
+use crate::gpu::gru::products::{ProductPath, StoragePath};
+use crate::gpu::gru::windows::WindowPath;
+use crate::gpu::gru::{GpuBackward, GpuGru, LayerParams};
+use crate::gpu::ops::util::encode_transpose;
+use crate::gpu::pool::PooledBuffer;
+use crate::gpu::recorder::Recorder;
+use crate::gpu::Products;
+use crate::params::{DirParams, GruParams};
+
+fn stack<'a>(parts: impl Iterator<Item = std::borrow::Cow<'a, [f32]>>) -> Vec<f32> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
+/// The values of `a` in logical (row-major) order: its own memory where it is
+/// in standard layout, else a copy.
+fn std_slice<D: ndarray::Dimension>(
+    a: &ndarray::ArrayBase<ndarray::OwnedRepr<f32>, D>,
+) -> std::borrow::Cow<'_, [f32]> {
+    match a.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(a.iter().copied().collect()),
+    }
+}
+
+impl GpuGru {
+    /// Replaces the parameters (of the same configuration).
+    pub fn set_params(&mut self, params: &GruParams<f32>) -> Result<()> {
+        if params.config() != &self.config {
+            return Err(GruError::InvalidConfig(format!(
+                "parameters of {:?} given to a model of {:?}",
+                params.config(),
+                self.config
+            )));
+        }
+        params.check()?;
+        // Every tape made before this is stale, whether or not the upload succeeds.
+        self.bump_version();
+        let ctx = self.ctx.clone();
+        ctx.scoped(|| {
+            let cfg = &self.config;
+            let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+            let mut layers = Vec::with_capacity(cfg.num_layers);
+            let mut rec = ctx.recorder(false);
+            for l in 0..cfg.num_layers {
+                let dirs = (0..nd)
+                    .map(|d| params.dir(l, d))
+                    .collect::<Result<Vec<&DirParams<f32>>>>()?;
+                let w_ih = ctx.upload(
+                    "weight_ih",
+                    &stack(dirs.iter().map(|p| std_slice(&p.weight_ih))),
+                )?;
+                let w_hh = ctx.upload(
+                    "weight_hh",
+                    &stack(dirs.iter().map(|p| std_slice(&p.weight_hh))),
+                )?;
+                let bias = |f: fn(&DirParams<f32>) -> &Option<Array1<f32>>,
+                            what: &str|
+                 -> Result<Option<PooledBuffer>> {
+                    if !cfg.bias {
+                        return Ok(None);
+                    }
+                    let v = stack(
+                        dirs.iter()
+                            .map(|p| std_slice(f(p).as_ref().expect("config has bias"))),
+                    );
+                    ctx.upload(what, &v).map(Some)
+                };
+                let b_ih = bias(|p| &p.bias_ih, "bias_ih")?;
+                let b_hh = bias(|p| &p.bias_hh, "bias_hh")?;
+                let w_hh_t = ctx.storage("weight_hh transposed", nd * 3 * h * h)?;
+                layers.push(LayerParams {
+                    w_ih,
+                    b_ih,
+                    w_hh,
+                    w_hh_t,
+                    b_hh,
+                });
+            }
+            self.layers = layers;
+            self.path = match ctx.products() {
+                Products::Storage => Box::new(StoragePath) as Box<dyn ProductPath>,
+                Products::Windows => Box::new(WindowPath::new(ctx.dev(), cfg)?),
+            };
+            self.record_derived(&mut rec)?;
+            rec.submit()?;
+            Ok(())
+        })
+    }
+
+    /// Records the copies of the weights that the kernels read besides the
+    /// weights themselves: `W_hhᵀ`, and on the window path the chunked
+    /// layouts. After the weights change on the device (an optimiser step),
+    /// these are recorded again.
+    pub(crate) fn record_derived(&self, rec: &mut Recorder) -> Result<()> {
+        let (nd, h) = (self.config.num_directions(), self.config.hidden_size);
+        for (l, lp) in self.layers.iter().enumerate() {
+            encode_transpose(rec, [nd, 3 * h, h], lp.w_hh.buffer(), lp.w_hh_t.buffer())?;
+            self.path.derive(rec, &self.layer(l))?;
+        }
+        Ok(())
+    }
+
+    /// The parameter tensors on the device, in the order of the gradients of
+    /// [`GpuLayerGrads::tensors`](crate::gpu::GpuLayerGrads::tensors) layer by layer (`w_ih`, `w_hh`, `b_ih`,
+    /// `b_hh`; both directions stacked), with their lengths in floats.
+    ///
+    /// Change the parameters through [`update`](Self::update) or
+    /// [`set_params`](Self::set_params): a write into these buffers by other
+    /// means is not seen by the model (its tapes stay valid, and the copies
+    /// of the weights that the kernels read stay as they were).
+    pub fn param_buffers(&self) -> Vec<(&wgpu::Buffer, usize)> {
+        self.layers
+            .iter()
+            .flat_map(|lp| {
+                [
+                    Some(&lp.w_ih),
+                    Some(&lp.w_hh),
+                    lp.b_ih.as_ref(),
+                    lp.b_hh.as_ref(),
+                ]
+            })
+            .flatten()
+            .map(|b| (b.buffer(), b.len()))
+            .collect()
+    }
+
+    /// One optimiser step on the parameters from a backward's gradients, then
+    /// the derived copies of the weights: one submission, all on the device.
+    pub fn update(&self, opt: &mut crate::gpu::GpuOptimizer, grads: &GpuBackward) -> Result<()> {
+        let g: Vec<&PooledBuffer> = grads.grads.iter().flat_map(|l| l.tensors()).collect();
+        self.update_from(opt, &g)
+    }
+
+    /// [`update`](Self::update) from gradient buffers in the order of
+    /// [`param_buffers`](Self::param_buffers).
+    pub(crate) fn update_from(
+        &self,
+        opt: &mut crate::gpu::GpuOptimizer,
+        grads: &[&PooledBuffer],
+    ) -> Result<()> {
+        let params = self.param_buffers();
+        if grads.len() != params.len() {
+            return Err(GruError::InvalidConfig(format!(
+                "{} gradients for {} parameter tensors",
+                grads.len(),
+                params.len()
+            )));
+        }
+        for (i, (g, (_, len))) in grads.iter().zip(&params).enumerate() {
+            if g.len() != *len {
+                return Err(GruError::LengthMismatch {
+                    name: format!("gradient {i}"),
+                    expected: *len as u64,
+                    actual: g.len() as u64,
+                    unit: "floats",
+                });
+            }
+        }
+        self.bump_version();
+        self.ctx.scoped(|| {
+            let mut rec = self.ctx.recorder(false);
+            let p: Vec<&wgpu::Buffer> = params.iter().map(|(b, _)| *b).collect();
+            let lens: Vec<usize> = params.iter().map(|(_, l)| *l).collect();
+            let g: Vec<&wgpu::Buffer> = grads.iter().map(|b| b.buffer()).collect();
+            opt.record(&mut rec, &p, &g, &lens)?;
+            self.record_derived(&mut rec)?;
+            rec.submit()?;
+            Ok(())
+        })
+    }
+
+    /// Reads the parameters back from the device.
+    pub fn params(&self) -> Result<GruParams<f32>> {
+        let cfg = &self.config;
+        let (nd, h3) = (cfg.num_directions(), 3 * cfg.hidden_size);
+        self.ctx.scoped(|| {
+            let mut rec = self.ctx.recorder(false);
+            let mut reads = Vec::new();
+            for lp in &self.layers {
+                for b in [
+                    Some(&lp.w_ih),
+                    Some(&lp.w_hh),
+                    lp.b_ih.as_ref(),
+                    lp.b_hh.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let len = b.len();
+                    let st = self.ctx.staging((len * 4) as u64);
+                    rec.copy(b.buffer(), 0, st.buffer(), 0, (len * 4) as u64);
+                    reads.push((st, len));
+                }
+            }
+            rec.submit()?;
+            let data = self
+                .ctx
+                .read_staging(&reads.iter().map(|(b, l)| (b, *l)).collect::<Vec<_>>())?;
+            let mut it = data.into_iter();
+            let mut p = GruParams::<f32>::zeros(cfg)?;
+            for l in 0..cfg.num_layers {
+                let w_ih = it.next().expect("read");
+                let w_hh = it.next().expect("read");
+                let (b_ih, b_hh) = if cfg.bias {
+                    (it.next(), it.next())
+                } else {
+                    (None, None)
+                };
+                let i_l = cfg.layer_input_size(l);
+                for d in 0..nd {
+                    let dp = p.dir_mut(l, d)?;
+                    dp.weight_ih
+                        .as_slice_mut()
+                        .expect("standard")
+                        .copy_from_slice(&w_ih[d * h3 * i_l..(d + 1) * h3 * i_l]);
+                    let hh = h3 * cfg.hidden_size;
+                    dp.weight_hh
+                        .as_slice_mut()
+                        .expect("standard")
+                        .copy_from_slice(&w_hh[d * hh..(d + 1) * hh]);
+                    if let (Some(b), Some(dst)) = (&b_ih, dp.bias_ih.as_mut()) {
+                        dst.as_slice_mut()
+                            .expect("standard")
+                            .copy_from_slice(&b[d * h3..(d + 1) * h3]);
+                    }
+                    if let (Some(b), Some(dst)) = (&b_hh, dp.bias_hh.as_mut()) {
+                        dst.as_slice_mut()
+                            .expect("standard")
+                            .copy_from_slice(&b[d * h3..(d + 1) * h3]);
+                    }
+                }
+            }
+            Ok(p)
+        })
+    }
+}

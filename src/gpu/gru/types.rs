@@ -1,0 +1,133 @@
+//! What the GRU's calls hand out: the tape, the forward's and backward's
+//! device buffers, the statistics of a call, and the choice of time loop.
+
+use crate::gpu::pool::PooledBuffer;
+#[cfg(doc)]
+use crate::gpu::GpuGru;
+
+/// What the forward leaves on the device for the backward: per layer its
+/// input, the hidden states and the gates of every step.
+#[derive(Debug)]
+pub struct GpuTape {
+    pub(crate) model_id: u64,
+    /// The version of the model's parameters the forward read.
+    pub(crate) version: u64,
+    pub(crate) t_len: usize,
+    pub(crate) batch: usize,
+    pub(crate) dropout: Option<(u32, f32)>,
+    pub(crate) layers: Vec<LayerTape>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LayerTape {
+    /// `(T·B, I_l)`, sequence-first.
+    pub(crate) xin: PooledBuffer,
+    /// `(D, T+1, B, H)`
+    pub(crate) hs: PooledBuffer,
+    /// `(D, T, B, 4, H)`
+    pub(crate) gates: PooledBuffer,
+}
+
+impl GpuTape {
+    /// `(T, B)` of the forward that made it.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.t_len, self.batch)
+    }
+}
+
+/// The result of [`GpuGru::forward`] on device buffers: buffers the caller owns.
+///
+/// The buffers come from the context's pool and go back to it when dropped
+/// (`PooledBuffer::into_inner` keeps one); `.buffer()` is the `wgpu::Buffer`,
+/// `.len()` the floats of data at its start (the buffer may be longer).
+#[derive(Debug)]
+pub struct GpuForward {
+    /// `output`, in the layout of the configuration.
+    pub output: PooledBuffer,
+    /// `h_n`, `(L·D, B, H)`.
+    pub h_n: PooledBuffer,
+    /// The tape, where it was kept (see `ForwardOptions::keep_tape`).
+    pub tape: Option<GpuTape>,
+}
+
+/// The gradients of one layer's parameters on the device, in the layout of
+/// [`GpuGru`]'s own parameters (both directions stacked).
+#[derive(Debug)]
+pub struct GpuLayerGrads {
+    /// `(D·3H, I_l)`
+    pub w_ih: PooledBuffer,
+    /// `(D, 3H, H)`
+    pub w_hh: PooledBuffer,
+    /// `(D·3H)`, where the GRU has biases
+    pub b_ih: Option<PooledBuffer>,
+    /// `(D·3H)`, where the GRU has biases
+    pub b_hh: Option<PooledBuffer>,
+}
+
+impl GpuLayerGrads {
+    /// The gradients in the order of the layer's parameters: `w_ih`, `w_hh`, `b_ih`, `b_hh`.
+    pub fn tensors(&self) -> Vec<&PooledBuffer> {
+        [
+            Some(&self.w_ih),
+            Some(&self.w_hh),
+            self.b_ih.as_ref(),
+            self.b_hh.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// The result of [`GpuGru::backward`] on device buffers.
+#[derive(Debug)]
+pub struct GpuBackward {
+    /// `dL/dx`, in the layout of `x`.
+    pub grad_x: PooledBuffer,
+    /// `dL/dh0`, `(L·D, B, H)`.
+    pub grad_h0: PooledBuffer,
+    /// Per layer.
+    pub grads: Vec<GpuLayerGrads>,
+}
+
+/// What the last forward or backward call did on the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CallStats {
+    /// Compute dispatches recorded.
+    pub dispatches: u32,
+    /// Queue submissions.
+    pub submissions: u32,
+    /// The device's own time for the call in milliseconds, from timestamp
+    /// queries, where timing is on and the adapter offers them.
+    pub gpu_ms: Option<f64>,
+}
+
+/// How the time loop of a layer runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Recurrence {
+    /// Choose per layer by the measured rule (see the README).
+    #[default]
+    Auto,
+    /// One dispatch for all T steps (the `sequence` kernels); H <= 256.
+    Persistent,
+    /// One dispatch per step (the `step` kernels), or a window product and a
+    /// step on the window path.
+    PerStep,
+}
+
+/// Forward's device-side results before they are handed out.
+pub(crate) struct ForwardOut {
+    pub(crate) output: PooledBuffer,
+    pub(crate) h_n: PooledBuffer,
+    pub(crate) tape: Option<GpuTape>,
+}
+
+/// Backward's device-side results: per layer the gradients of `w_ih`,
+/// `w_hh`, `b_ih`, `b_hh`.
+pub(crate) struct BackwardOut {
+    pub(crate) grad_x: PooledBuffer,
+    pub(crate) grad_h0: PooledBuffer,
+    pub(crate) grads: Vec<[Option<PooledBuffer>; 4]>,
+}

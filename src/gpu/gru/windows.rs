@@ -1,0 +1,349 @@
+//! The window path of CPU adapters: every matrix product of a layer through
+//! `windows.wgsl`, on operands copied into the chunked layout. Its weights'
+//! chunked copies live here, made when the parameters are set and again
+//! after each update; its buffers are the only ones with window slack and
+//! the usage `UNIFORM`.
+
+use crate::config::GruConfig;
+use crate::error::Result;
+use crate::gpu::device::Device;
+use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
+use crate::gpu::gru::types::LayerTape;
+use crate::gpu::ops::common::StepShape;
+use crate::gpu::ops::gru_backward::BackwardStepBufs;
+use crate::gpu::ops::gru_forward::ForwardStepBufs;
+use crate::gpu::ops::windows::{
+    encode_backward_steps, encode_chunk, encode_forward_steps, encode_windows, window_storage,
+    Chunked, StepWindows, Strided, WinOut,
+};
+use crate::gpu::pool::PooledBuffer;
+use crate::gpu::recorder::Recorder;
+
+/// A layer's weights in the chunked layout, derived from the dense ones.
+#[derive(Debug)]
+struct LayerWindows {
+    /// `W_ih` as `(D·3H, I_l)`: the input projections.
+    w_ih: PooledBuffer,
+    /// `W_ihᵀ` as `(I_l, D·3H)`: the gradient of the input.
+    w_ih_t: PooledBuffer,
+    /// `W_hh` as `(3H, H)` per direction: the forward recurrent product.
+    w_hh: PooledBuffer,
+    /// `W_hhᵀ` as `(H, 3H)` per direction: the backward recurrent product.
+    w_hh_t: PooledBuffer,
+}
+
+/// The chunked layouts of a layer's weights (offsets 0; per direction for `W_hh`).
+struct WindowLayouts {
+    w_ih: Chunked,
+    w_ih_t: Chunked,
+    w_hh: Chunked,
+    w_hh_t: Chunked,
+}
+
+fn window_layouts(cfg: &GruConfig, layer: usize) -> WindowLayouts {
+    let (nd, h, i_l) = (
+        cfg.num_directions(),
+        cfg.hidden_size,
+        cfg.layer_input_size(layer),
+    );
+    WindowLayouts {
+        w_ih: Chunked::new(nd * 3 * h, i_l, 0),
+        w_ih_t: Chunked::new(i_l, nd * 3 * h, 0),
+        w_hh: Chunked::new(3 * h, h, 0),
+        w_hh_t: Chunked::new(h, 3 * h, 0),
+    }
+}
+
+/// The window path, with the chunked weights of every layer.
+pub(crate) struct WindowPath {
+    layers: Vec<LayerWindows>,
+}
+
+impl WindowPath {
+    /// Buffers for the chunked weights of every layer of `cfg` (filled by `derive`).
+    pub(crate) fn new(dev: &Device, cfg: &GruConfig) -> Result<Self> {
+        let nd = cfg.num_directions();
+        let layers = (0..cfg.num_layers)
+            .map(|l| {
+                let lay = window_layouts(cfg, l);
+                Ok(LayerWindows {
+                    w_ih: window_storage(dev, "weight_ih chunked", lay.w_ih.len())?,
+                    w_ih_t: window_storage(dev, "weight_ih transposed, chunked", lay.w_ih_t.len())?,
+                    w_hh: window_storage(dev, "weight_hh chunked", nd * lay.w_hh.len())?,
+                    w_hh_t: window_storage(
+                        dev,
+                        "weight_hh transposed, chunked",
+                        nd * lay.w_hh_t.len(),
+                    )?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WindowPath { layers })
+    }
+}
+
+/// The rows of a row-major `(rows, cols)` matrix at `buf[off..]`, as the
+/// source of a chunked copy (`transposed`: its columns).
+fn strided(buf: &wgpu::Buffer, cols: usize, transposed: bool, batch: usize) -> Strided<'_> {
+    let (rs, ks) = if transposed { (1, cols) } else { (cols, 1) };
+    Strided {
+        buf,
+        off: 0,
+        rs,
+        ks,
+        batch,
+    }
+}
+
+impl ProductPath for WindowPath {
+    fn derive(&self, rec: &mut Recorder, layer: &Layer) -> Result<()> {
+        let (nd, h, i_l) = layer.dims();
+        let win = &self.layers[layer.l];
+        let lay = window_layouts(layer.cfg, layer.l);
+        let (w_ih, w_hh) = (layer.p.w_ih.buffer(), layer.p.w_hh.buffer());
+        // W_ih (D·3H, I_l) row-major: element (r, k) at r·I_l + k; its transpose (k, r).
+        encode_chunk(
+            rec,
+            &strided(w_ih, i_l, false, 0),
+            win.w_ih.buffer(),
+            &lay.w_ih,
+            0,
+            1,
+        )?;
+        encode_chunk(
+            rec,
+            &strided(w_ih, i_l, true, 0),
+            win.w_ih_t.buffer(),
+            &lay.w_ih_t,
+            0,
+            1,
+        )?;
+        // W_hh (D, 3H, H): per direction (r, k) at r·H + k; the transpose (j, k) at k·H + j.
+        let hh = 3 * h * h;
+        encode_chunk(
+            rec,
+            &strided(w_hh, h, false, hh),
+            win.w_hh.buffer(),
+            &lay.w_hh,
+            lay.w_hh.len(),
+            nd,
+        )?;
+        encode_chunk(
+            rec,
+            &strided(w_hh, h, true, hh),
+            win.w_hh_t.buffer(),
+            &lay.w_hh_t,
+            lay.w_hh_t.len(),
+            nd,
+        )
+    }
+
+    fn input_projection(
+        &self,
+        rec: &mut Recorder,
+        layer: &Layer,
+        xin: &PooledBuffer,
+        gi: &PooledBuffer,
+        tb: usize,
+    ) -> Result<()> {
+        let (nd, h, i_l) = layer.dims();
+        let n3 = nd * 3 * h;
+        let lx = Chunked::new(tb, i_l, 0);
+        let xc = window_storage(rec.dev, "layer input, chunked", lx.len())?;
+        encode_chunk(
+            rec,
+            &strided(xin.buffer(), i_l, false, 0),
+            xc.buffer(),
+            &lx,
+            0,
+            1,
+        )?;
+        let lw = window_layouts(layer.cfg, layer.l).w_ih;
+        let bias = layer.p.b_ih.as_ref().map(|b| b.buffer());
+        let o = WinOut {
+            c_off: 0,
+            ldc: n3,
+            bias_off: bias.map(|_| 0),
+        };
+        let w = self.layers[layer.l].w_ih.buffer();
+        encode_windows(rec, xc.buffer(), &lx, w, &lw, bias, gi.buffer(), &o)?;
+        rec.keep(xc);
+        Ok(())
+    }
+
+    fn forward_steps(
+        &self,
+        rec: &mut Recorder,
+        layer: &Layer,
+        sh: &StepShape,
+        bufs: &ForwardStepBufs,
+        h0: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
+        let (nd, h, _) = layer.dims();
+        let (batch, dev) = (sh.batch, rec.dev);
+        let state = Chunked::new(batch, h, 0);
+        let gh = dev.storage("gh (recurrent products)", nd * batch * 3 * h)?;
+        let hwin = window_storage(dev, "h, chunked", 2 * nd * state.len())?;
+        // The steps write only the H columns: the padding must be zero.
+        rec.clear(hwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
+        // Parity 0 holds h0 for the first product.
+        if let Some(h0) = h0 {
+            let src = Strided {
+                buf: h0,
+                off: layer.l * nd * batch * h,
+                rs: h,
+                ks: 1,
+                batch: batch * h,
+            };
+            encode_chunk(rec, &src, hwin.buffer(), &state, state.len(), nd)?;
+        }
+        let w = StepWindows {
+            product: gh.buffer(),
+            state_buf: hwin.buffer(),
+            state,
+            weights_buf: self.layers[layer.l].w_hh.buffer(),
+            weights: window_layouts(layer.cfg, layer.l).w_hh,
+        };
+        encode_forward_steps(rec, sh, bufs, &w)?;
+        rec.keep(gh);
+        rec.keep(hwin);
+        Ok(())
+    }
+
+    fn backward_steps(
+        &self,
+        rec: &mut Recorder,
+        layer: &Layer,
+        sh: &StepShape,
+        bufs: &BackwardStepBufs,
+    ) -> Result<()> {
+        let (nd, h, _) = layer.dims();
+        let (batch, dev) = (sh.batch, rec.dev);
+        let state = Chunked::new(batch, 3 * h, 0);
+        let carry = dev.storage("carry (recurrent products)", nd * batch * h)?;
+        let gwin = window_storage(dev, "dG_h, chunked", 2 * nd * state.len())?;
+        // The steps write only the 3H columns: the padding must be zero.
+        rec.clear(gwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
+        let w = StepWindows {
+            product: carry.buffer(),
+            state_buf: gwin.buffer(),
+            state,
+            weights_buf: self.layers[layer.l].w_hh_t.buffer(),
+            weights: window_layouts(layer.cfg, layer.l).w_hh_t,
+        };
+        encode_backward_steps(rec, sh, bufs, &w)?;
+        rec.keep(carry);
+        rec.keep(gwin);
+        Ok(())
+    }
+
+    fn weight_grads(
+        &self,
+        rec: &mut Recorder,
+        layer: &Layer,
+        lt: &LayerTape,
+        g: &GradBufs,
+        t_len: usize,
+        batch: usize,
+    ) -> Result<()> {
+        let (nd, h, i_l) = layer.dims();
+        let (tb, h3, dev) = (t_len * batch, 3 * h, rec.dev);
+        // The window kernels read both operands with K = T·B contiguous: the
+        // transposes, chunked.
+        let (lg, lx) = (Chunked::new(nd * h3, tb, 0), Chunked::new(i_l, tb, 0));
+        let gt = window_storage(dev, "dG_i transposed, chunked", lg.len())?;
+        let xt = window_storage(dev, "layer input transposed, chunked", lx.len())?;
+        encode_chunk(
+            rec,
+            &strided(g.dgi.buffer(), nd * h3, true, 0),
+            gt.buffer(),
+            &lg,
+            0,
+            1,
+        )?;
+        encode_chunk(
+            rec,
+            &strided(lt.xin.buffer(), i_l, true, 0),
+            xt.buffer(),
+            &lx,
+            0,
+            1,
+        )?;
+        let o = WinOut {
+            c_off: 0,
+            ldc: i_l,
+            bias_off: None,
+        };
+        encode_windows(
+            rec,
+            gt.buffer(),
+            &lg,
+            xt.buffer(),
+            &lx,
+            None,
+            g.dw_ih.buffer(),
+            &o,
+        )?;
+        let (lgh, lh) = (Chunked::new(h3, tb, 0), Chunked::new(h, tb, 0));
+        let ght = window_storage(dev, "dG_h transposed, chunked", nd * lgh.len())?;
+        let ht = window_storage(dev, "previous states transposed, chunked", nd * lh.len())?;
+        let dgh = strided(g.dgh.buffer(), h3, true, tb * h3);
+        encode_chunk(rec, &dgh, ght.buffer(), &lgh, lgh.len(), nd)?;
+        let hs = strided(lt.hs.buffer(), h, true, (t_len + 1) * batch * h);
+        encode_chunk(rec, &hs, ht.buffer(), &lh, lh.len(), nd)?;
+        for d in 0..nd {
+            let o = WinOut {
+                c_off: d * h3 * h,
+                ldc: h,
+                bias_off: None,
+            };
+            let (a, b) = (lgh.at(d * lgh.len()), lh.at(d * lh.len()));
+            encode_windows(
+                rec,
+                ght.buffer(),
+                &a,
+                ht.buffer(),
+                &b,
+                None,
+                g.dw_hh.buffer(),
+                &o,
+            )?;
+        }
+        for b in [gt, xt, ght, ht] {
+            rec.keep(b);
+        }
+        Ok(())
+    }
+
+    fn input_grad(
+        &self,
+        rec: &mut Recorder,
+        layer: &Layer,
+        dgi: &PooledBuffer,
+        dx: &PooledBuffer,
+        tb: usize,
+    ) -> Result<()> {
+        let (nd, h, i_l) = layer.dims();
+        let n3 = nd * 3 * h;
+        let lg = Chunked::new(tb, n3, 0);
+        let gc = window_storage(rec.dev, "dG_i chunked", lg.len())?;
+        encode_chunk(
+            rec,
+            &strided(dgi.buffer(), n3, false, 0),
+            gc.buffer(),
+            &lg,
+            0,
+            1,
+        )?;
+        let lw = window_layouts(layer.cfg, layer.l).w_ih_t;
+        let o = WinOut {
+            c_off: 0,
+            ldc: i_l,
+            bias_off: None,
+        };
+        let w = self.layers[layer.l].w_ih_t.buffer();
+        encode_windows(rec, gc.buffer(), &lg, w, &lw, None, dx.buffer(), &o)?;
+        rec.keep(gc);
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! What `common.wgsl` defines for more than one shader: the parameters of the
+//! forward and backward steps (`StepParams`), and the grid of a step.
+
+use crate::error::Result;
+use crate::gpu::ops::params_struct;
+use crate::gpu::pipeline::{grid3, pieces, u32_of};
+
+params_struct! {
+    /// `StepParams` of `common.wgsl`: the parameters of `gru_forward.wgsl`
+    /// and `gru_backward.wgsl`.
+    StepParams {
+        t_len: u32,
+        batch: u32,
+        hidden: u32,
+        dirs: u32,
+        s: i32,
+        has_bias: u32,
+        kc: u32,
+        win_len: u32,
+        gx: u32,
+        gy: u32,
+        gz: u32,
+        rows: u32,
+    }
+}
+grid3!(StepParams);
+
+/// The sizes of the fused steps of one layer (see the shaders for the buffers).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StepShape {
+    pub t_len: usize,
+    pub batch: usize,
+    pub hidden: usize,
+    pub dirs: usize,
+    pub has_bias: bool,
+}
+
+impl StepShape {
+    /// The step parameters of this shape (step 0, no window state).
+    pub(crate) fn params(&self) -> Result<StepParams> {
+        Ok(StepParams {
+            t_len: u32_of("sequence length", self.t_len)?,
+            batch: u32_of("batch", self.batch)?,
+            hidden: u32_of("hidden size", self.hidden)?,
+            dirs: self.dirs as u32,
+            has_bias: self.has_bias as u32,
+            ..Default::default()
+        })
+    }
+
+    /// The pieces of the grid of a step: (ceil(H/64), ceil(B/4), D) workgroups.
+    pub(crate) fn step_pieces(&self, max: u32) -> Result<Vec<([u32; 3], [u32; 3])>> {
+        let wg = [
+            u32_of("hidden units", self.hidden.div_ceil(64))?,
+            u32_of("batch", self.batch.div_ceil(4))?,
+            self.dirs as u32,
+        ];
+        Ok(pieces(wg, max))
+    }
+}
+
+/// Batch rows per workgroup of the persistent kernels (`SEQ_ROWS` in the shaders).
+pub(crate) const SEQ_ROWS: usize = 4;
+/// The largest hidden size of the persistent kernels (`SEQ_HMAX`).
+pub(crate) const SEQ_HMAX: usize = 256;
+
+/// Whether the persistent kernels can keep a thread's columns of W_hh in
+/// private memory: `3·ceil(H/64)·H <= 768` floats.
+pub(crate) fn seq_private_fits(hidden: usize) -> bool {
+    3 * hidden.div_ceil(64) * hidden <= 768
+}

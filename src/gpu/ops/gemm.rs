@@ -1,0 +1,174 @@
+//! Matrix products on storage buffers (`shaders/gemm.wgsl`): `C = op(A)
+//! op(B) (+ bias)`, batched, long K ranges split into chunks whose partials
+//! are summed by [`reduce`](super::reduce).
+
+use crate::error::Result;
+use crate::gpu::ops::params_struct;
+use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
+use crate::gpu::pipeline::{grid3, u32_of, Binding, KernelSpec};
+use crate::gpu::recorder::Recorder;
+
+pub(crate) const SOURCE: &str = include_str!("../../../shaders/gemm.wgsl");
+
+params_struct! {
+    /// `Params` of `gemm.wgsl`.
+    GemmParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        k_chunk: u32,
+        lda: u32,
+        ldb: u32,
+        ldc: u32,
+        n_split: u32,
+        a_off: u32,
+        b_off: u32,
+        c_off: u32,
+        bias_off: u32,
+        a_batch: u32,
+        b_batch: u32,
+        c_batch: u32,
+        c_split: u32,
+        flags: u32,
+        gx: u32,
+        gy: u32,
+        gz: u32,
+    }
+}
+grid3!(GemmParams);
+
+const BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Params),
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::ReadWrite),
+];
+
+const fn main_spec(constants: &'static [(&'static str, f64)]) -> KernelSpec {
+    KernelSpec {
+        file: "gemm.wgsl",
+        source: SOURCE,
+        entry: "main",
+        params_size: std::mem::size_of::<GemmParams>(),
+        bindings: BINDINGS,
+        constants,
+    }
+}
+
+const GEMM_NN: KernelSpec = main_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0)]);
+const GEMM_NT: KernelSpec = main_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0)]);
+const GEMM_TN: KernelSpec = main_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0)]);
+
+/// A matrix product `C = op(A) op(B) (+ bias)`; see `shaders/gemm.wgsl`.
+/// Offsets and strides are in floats.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub a_off: usize,
+    pub b_off: usize,
+    pub c_off: usize,
+    pub bias_off: usize,
+    pub batch: usize,
+    pub a_batch: usize,
+    pub b_batch: usize,
+    pub c_batch: usize,
+}
+
+/// Rows of a split-K chunk.
+const K_CHUNK: usize = 256;
+/// Split-K partials are kept under this many floats.
+const MAX_PARTIAL_FLOATS: usize = 1 << 24;
+
+/// Records `C = op(A) op(B) (+ bias)`. Long K ranges (the weight gradients,
+/// summed over all T·B rows) are split into chunks whose partial products
+/// are summed by `reduce.wgsl`: more parallel work, shorter f32 sums, and a
+/// fixed summation order.
+pub(crate) fn encode_gemm(
+    rec: &mut Recorder,
+    g: &Gemm,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    c: &wgpu::Buffer,
+) -> Result<()> {
+    let spec = match (g.trans_a, g.trans_b) {
+        (false, false) => &GEMM_NN,
+        (false, true) => &GEMM_NT,
+        (true, false) => &GEMM_TN,
+        (true, true) => unreachable!("no GRU product needs both operands transposed"),
+    };
+    let batch = g.batch.max(1);
+    let mn = g.m * g.n * batch;
+    let mut n_split = 1;
+    if bias.is_none() && g.ldc == g.n && g.k > 2 * K_CHUNK {
+        n_split =
+            g.k.div_ceil(K_CHUNK)
+                .min(64)
+                .min((MAX_PARTIAL_FLOATS / mn.max(1)).max(1));
+    }
+    let k_chunk = g.k.div_ceil(n_split);
+    let n_split = g.k.div_ceil(k_chunk);
+    let wg = [
+        u32_of("GEMM columns", g.n.div_ceil(64))?,
+        u32_of("GEMM rows", g.m.div_ceil(32))?,
+        u32_of("GEMM batch", batch * n_split)?,
+    ];
+    let mut p = GemmParams {
+        m: u32_of("GEMM rows", g.m)?,
+        n: u32_of("GEMM columns", g.n)?,
+        k: u32_of("GEMM depth", g.k)?,
+        k_chunk: k_chunk as u32,
+        lda: u32_of("GEMM stride", g.lda)?,
+        ldb: u32_of("GEMM stride", g.ldb)?,
+        ldc: u32_of("GEMM stride", g.ldc)?,
+        n_split: n_split as u32,
+        a_off: u32_of("GEMM offset", g.a_off)?,
+        b_off: u32_of("GEMM offset", g.b_off)?,
+        c_off: u32_of("GEMM offset", g.c_off)?,
+        bias_off: u32_of("GEMM offset", g.bias_off)?,
+        a_batch: u32_of("GEMM stride", g.a_batch)?,
+        b_batch: u32_of("GEMM stride", g.b_batch)?,
+        c_batch: u32_of("GEMM stride", g.c_batch)?,
+        c_split: 0,
+        flags: bias.is_some() as u32,
+        ..Default::default()
+    };
+    let dev = rec.dev;
+    let bias_buf = bias.unwrap_or(&dev.dummy);
+    if n_split == 1 {
+        return rec.run(spec, &p, &[a, b, bias_buf, c], wg);
+    }
+    // Partials laid out (batch, split, M, N): batch z of C is the column sum of
+    // an (n_split, M·N) matrix.
+    let part_len = batch * n_split * g.m * g.n;
+    let part = dev.storage("split-K partial products", part_len)?;
+    p.c_off = 0;
+    p.c_split = (g.m * g.n) as u32;
+    p.c_batch = (n_split * g.m * g.n) as u32;
+    rec.run(spec, &p, &[a, b, bias_buf, part.buffer()], wg)?;
+    encode_sum_rows(
+        rec,
+        &RowSum {
+            cols: g.m * g.n,
+            rows: n_split,
+            ld: g.m * g.n,
+            in_off: 0,
+            in_batch: n_split * g.m * g.n,
+            out_off: g.c_off,
+            out_batch: g.c_batch,
+            batch,
+        },
+        part.buffer(),
+        c,
+    )?;
+    rec.keep(part);
+    Ok(())
+}

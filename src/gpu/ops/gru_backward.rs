@@ -1,0 +1,129 @@
+//! The backward recurrence of a GRU layer (`shaders/gru_backward.wgsl`): the
+//! fused backward step, one dispatch per step (T-1 down to the step -1 that
+//! leaves dL/dh0), and the persistent kernel. The parameters are
+//! `StepParams` (see [`common`](super::common)).
+
+use crate::error::Result;
+use crate::gpu::ops::common::{StepShape, SEQ_ROWS};
+use crate::gpu::pipeline::{u32_of, Binding, KernelSpec};
+use crate::gpu::recorder::Recorder;
+
+pub(crate) const SOURCE: &str = include_str!("../../../shaders/gru_backward.wgsl");
+
+const BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Params),
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::Read),
+    (5, Binding::ReadWrite),
+    (6, Binding::ReadWrite),
+    (7, Binding::ReadWrite),
+    (8, Binding::ReadWrite),
+];
+
+const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) -> KernelSpec {
+    KernelSpec {
+        file: "gru_backward.wgsl",
+        source: SOURCE,
+        entry,
+        params_size: std::mem::size_of::<crate::gpu::ops::common::StepParams>(),
+        bindings: BINDINGS,
+        constants,
+    }
+}
+
+const STEP: KernelSpec = spec("step", &[("PRECOMPUTED", 0.0)]);
+/// The step of the window path: the recurrent product precomputed.
+pub(crate) const STEP_PRECOMPUTED: KernelSpec = spec("step", &[("PRECOMPUTED", 1.0)]);
+const SEQUENCE: KernelSpec = spec("sequence", &[("W_PRIVATE", 0.0)]);
+const SEQUENCE_PRIVATE: KernelSpec = spec("sequence", &[("W_PRIVATE", 1.0)]);
+
+/// The buffers of the backward recurrence of one layer (shapes in the shader).
+pub(crate) struct BackwardStepBufs<'a> {
+    /// `(T, B, D·H)`: dL/d(layer output).
+    pub d_out: &'a wgpu::Buffer,
+    /// `(D, T, B, 4, H)`: the forward's tape.
+    pub gates: &'a wgpu::Buffer,
+    /// `(D, T+1, B, H)`
+    pub hs: &'a wgpu::Buffer,
+    /// `(D, 3H, H)`
+    pub w_hh: &'a wgpu::Buffer,
+    /// `(D, T, B, 3H)`
+    pub dgh: &'a wgpu::Buffer,
+    /// `(T·B, D·3H)`
+    pub dgi: &'a wgpu::Buffer,
+    /// `(D, 2, B, H)`
+    pub dh: &'a wgpu::Buffer,
+}
+
+/// Records the backward steps T-1 down to -1 of one layer, the recurrent
+/// product inside the step.
+pub(crate) fn encode_backward_steps(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+) -> Result<()> {
+    let kernel = rec.kernel(&STEP)?;
+    let parts = sh.step_pieces(rec.max_groups())?;
+    let mut p = sh.params()?;
+    let dev = rec.dev;
+    rec.reserve((sh.t_len + 1) * parts.len());
+    let chunk = rec.current_chunk();
+    let bg = rec.bind(
+        &kernel,
+        chunk,
+        &[
+            b.d_out,
+            b.gates,
+            b.hs,
+            b.w_hh,
+            b.dgh,
+            b.dgi,
+            b.dh,
+            &dev.dummy_rw,
+        ],
+    );
+    for s in (-1..sh.t_len as i32).rev() {
+        p.s = s;
+        rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
+    }
+    Ok(())
+}
+
+/// Records the backward time loop of one layer in one dispatch (steps T-1 to -1).
+pub(crate) fn encode_backward_sequence(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+    w_private: bool,
+) -> Result<()> {
+    let spec = if w_private {
+        &SEQUENCE_PRIVATE
+    } else {
+        &SEQUENCE
+    };
+    let mut p = sh.params()?;
+    p.rows = SEQ_ROWS as u32;
+    let wg = [
+        u32_of("batch", sh.batch.div_ceil(SEQ_ROWS))?,
+        sh.dirs as u32,
+        1,
+    ];
+    let dev = rec.dev;
+    rec.run(
+        spec,
+        &p,
+        &[
+            b.d_out,
+            b.gates,
+            b.hs,
+            b.w_hh,
+            b.dgh,
+            b.dgi,
+            b.dh,
+            &dev.dummy_rw,
+        ],
+        wg,
+    )
+}

@@ -1,0 +1,127 @@
+//! The forward recurrence of a GRU layer (`shaders/gru_forward.wgsl`): the
+//! fused step, one dispatch per step, and the persistent kernel that runs
+//! all T steps in one dispatch. The parameters are `StepParams` (see
+//! [`common`](super::common)).
+
+use crate::error::Result;
+use crate::gpu::ops::common::{StepShape, SEQ_ROWS};
+use crate::gpu::pipeline::{u32_of, Binding, KernelSpec};
+use crate::gpu::recorder::Recorder;
+
+pub(crate) const SOURCE: &str = include_str!("../../../shaders/gru_forward.wgsl");
+
+const BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Params),
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::ReadWrite),
+    (5, Binding::ReadWrite),
+    (6, Binding::ReadWrite),
+    (7, Binding::ReadWrite),
+];
+
+const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) -> KernelSpec {
+    KernelSpec {
+        file: "gru_forward.wgsl",
+        source: SOURCE,
+        entry,
+        params_size: std::mem::size_of::<crate::gpu::ops::common::StepParams>(),
+        bindings: BINDINGS,
+        constants,
+    }
+}
+
+/// `[without tape, with tape]`
+const STEP: [KernelSpec; 2] = [
+    spec("step", &[("PRECOMPUTED", 0.0), ("TAPE", 0.0)]),
+    spec("step", &[("PRECOMPUTED", 0.0), ("TAPE", 1.0)]),
+];
+/// The step of the window path: the recurrent product precomputed.
+pub(crate) const STEP_PRECOMPUTED: [KernelSpec; 2] = [
+    spec("step", &[("PRECOMPUTED", 1.0), ("TAPE", 0.0)]),
+    spec("step", &[("PRECOMPUTED", 1.0), ("TAPE", 1.0)]),
+];
+/// `[[shared, private] without tape, [shared, private] with tape]`
+const SEQUENCE: [[KernelSpec; 2]; 2] = [
+    [
+        spec("sequence", &[("W_PRIVATE", 0.0), ("TAPE", 0.0)]),
+        spec("sequence", &[("W_PRIVATE", 1.0), ("TAPE", 0.0)]),
+    ],
+    [
+        spec("sequence", &[("W_PRIVATE", 0.0), ("TAPE", 1.0)]),
+        spec("sequence", &[("W_PRIVATE", 1.0), ("TAPE", 1.0)]),
+    ],
+];
+
+/// The buffers of the forward recurrence of one layer (shapes in the shader).
+pub(crate) struct ForwardStepBufs<'a> {
+    /// `(T·B, D·3H)`: the input projections.
+    pub gi: &'a wgpu::Buffer,
+    /// `(D, H, 3H)`: `W_hh` transposed.
+    pub w_hh_t: &'a wgpu::Buffer,
+    /// `(D·3H)`, where the GRU has biases.
+    pub b_hh: Option<&'a wgpu::Buffer>,
+    /// `(D, T+1, B, H)`
+    pub hs: &'a wgpu::Buffer,
+    /// `(T, B, D·H)`
+    pub out: &'a wgpu::Buffer,
+    /// `(D, T, B, 4, H)`: the tape; `None` keeps no tape (the gates are not written).
+    pub gates: Option<&'a wgpu::Buffer>,
+}
+
+/// Records the T fused steps of one layer, both directions in each dispatch,
+/// the recurrent product inside the step. One bind group and all parameter
+/// slots are made before the loop.
+pub(crate) fn encode_forward_steps(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &ForwardStepBufs,
+) -> Result<()> {
+    let kernel = rec.kernel(&STEP[b.gates.is_some() as usize])?;
+    let parts = sh.step_pieces(rec.max_groups())?;
+    let mut p = sh.params()?;
+    let dev = rec.dev;
+    let bias = b.b_hh.unwrap_or(&dev.dummy);
+    let gates = b.gates.unwrap_or(&dev.dummy_rw);
+    rec.reserve(sh.t_len * parts.len());
+    let chunk = rec.current_chunk();
+    let bg = rec.bind(
+        &kernel,
+        chunk,
+        &[b.gi, b.w_hh_t, bias, b.hs, b.out, gates, &dev.dummy_rw],
+    );
+    for s in 0..sh.t_len {
+        p.s = s as i32;
+        rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
+    }
+    Ok(())
+}
+
+/// Records the forward time loop of one layer in one dispatch: workgroups of
+/// `SEQ_ROWS` batch rows by direction (see the shader's `sequence`). With
+/// `w_private`, each thread keeps its columns of `W_hh` in private memory.
+pub(crate) fn encode_forward_sequence(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &ForwardStepBufs,
+    w_private: bool,
+) -> Result<()> {
+    let spec = &SEQUENCE[b.gates.is_some() as usize][w_private as usize];
+    let mut p = sh.params()?;
+    p.rows = SEQ_ROWS as u32;
+    let wg = [
+        u32_of("batch", sh.batch.div_ceil(SEQ_ROWS))?,
+        sh.dirs as u32,
+        1,
+    ];
+    let dev = rec.dev;
+    let bias = b.b_hh.unwrap_or(&dev.dummy);
+    let gates = b.gates.unwrap_or(&dev.dummy_rw);
+    rec.run(
+        spec,
+        &p,
+        &[b.gi, b.w_hh_t, bias, b.hs, b.out, gates, &dev.dummy_rw],
+        wg,
+    )
+}

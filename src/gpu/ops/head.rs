@@ -1,0 +1,86 @@
+//! The regression head of the training example (`shaders/head.wgsl`): a
+//! linear layer on a GRU's last hidden state with the mean squared error,
+//! forward and backward.
+
+use crate::error::Result;
+use crate::gpu::ops::params_struct;
+use crate::gpu::pipeline::{u32_of, Binding, Grid, KernelSpec};
+use crate::gpu::recorder::Recorder;
+
+pub(crate) const SOURCE: &str = include_str!("../../../shaders/head.wgsl");
+
+params_struct! {
+    /// `Params` of `head.wgsl`.
+    HeadParams {
+        batch: u32,
+        hidden: u32,
+        gx: u32,
+        _p0: u32,
+    }
+}
+
+impl Grid for HeadParams {
+    fn at(&mut self, off: [u32; 3]) {
+        self.gx = off[0];
+    }
+}
+
+const fn spec(entry: &'static str) -> KernelSpec {
+    use Binding::{Params, Read, ReadWrite};
+    KernelSpec {
+        file: "head.wgsl",
+        source: SOURCE,
+        entry,
+        params_size: std::mem::size_of::<HeadParams>(),
+        bindings: &[
+            (0, Params),
+            (1, Read),
+            (2, Read),
+            (3, Read),
+            (4, ReadWrite),
+            (5, ReadWrite),
+            (6, ReadWrite),
+            (7, ReadWrite),
+            (8, ReadWrite),
+        ],
+        constants: &[],
+    }
+}
+
+const FORWARD: KernelSpec = spec("forward");
+const MSE: KernelSpec = spec("mse");
+const BACKWARD: KernelSpec = spec("backward");
+const PARAM_GRADS: KernelSpec = spec("param_grads");
+
+/// The buffers the head writes: predictions `y` `(B)`, scratch `dy` `(B)`,
+/// the loss `(1)`, the gradients `dh` `(B, H)` and `dp` `(H + 1)`.
+pub(crate) struct HeadOut<'a> {
+    pub y: &'a wgpu::Buffer,
+    pub dy: &'a wgpu::Buffer,
+    pub loss: &'a wgpu::Buffer,
+    pub dh: &'a wgpu::Buffer,
+    pub dp: &'a wgpu::Buffer,
+}
+
+/// Records the head on `h` `(B, H)` with parameters `p` `(H + 1)` and
+/// targets `goal` `(B)`: forward, loss, and backward.
+pub(crate) fn encode_head(
+    rec: &mut Recorder,
+    [batch, hidden]: [usize; 2],
+    h: &wgpu::Buffer,
+    p: &wgpu::Buffer,
+    goal: &wgpu::Buffer,
+    out: &HeadOut,
+) -> Result<()> {
+    let prm = HeadParams {
+        batch: u32_of("batch", batch)?,
+        hidden: u32_of("hidden size", hidden)?,
+        ..Default::default()
+    };
+    let bufs = [h, p, goal, out.y, out.dy, out.loss, out.dh, out.dp];
+    let groups = |n: usize| -> Result<[u32; 3]> { Ok([u32_of("head", n.div_ceil(64))?, 1, 1]) };
+    rec.run(&FORWARD, &prm, &bufs, groups(batch)?)?;
+    rec.run(&MSE, &prm, &bufs, [1, 1, 1])?;
+    rec.run(&BACKWARD, &prm, &bufs, groups(batch * hidden)?)?;
+    rec.run(&PARAM_GRADS, &prm, &bufs, groups(hidden + 1)?)
+}

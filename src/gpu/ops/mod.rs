@@ -1,0 +1,113 @@
+//! The op families: one module per shader of `shaders/`, named like it, each
+//! holding its parameter struct (`#[repr(C)]`, the mirror of the shader's
+//! `Params`), the specs of its kernels, and host functions of the shape
+//! `encode_x(rec, &XDescription, buffers...)` that record dispatches into the
+//! caller's recorder (`gpu::recorder`). The caller owns the
+//! encoder, so a whole call is one submission.
+//!
+//! - `common`: what `common.wgsl` defines for several shaders (the step parameters);
+//! - `gemm`: matrix products on storage buffers, split along K;
+//! - `windows`: the same products through uniform windows (CPU adapters),
+//!   with the chunked layout they read;
+//! - `gru_forward`, `gru_backward`: the recurrence steps and the persistent kernels;
+//! - `reduce`: column sums;
+//! - `util`: elementwise data movement (permute, transpose, dropout, add);
+//! - `optim`: optimiser steps and gradient clipping;
+//! - `head`: the regression head of the training example.
+
+pub(crate) mod common;
+pub(crate) mod gemm;
+pub(crate) mod gru_backward;
+pub(crate) mod gru_forward;
+pub(crate) mod head;
+pub(crate) mod optim;
+pub(crate) mod reduce;
+pub(crate) mod util;
+pub(crate) mod windows;
+
+/// Every shader file, as it is on disk (without `common.wgsl`).
+pub const SHADERS: [(&str, &str); 8] = [
+    ("gemm.wgsl", gemm::SOURCE),
+    ("windows.wgsl", windows::SOURCE),
+    ("gru_forward.wgsl", gru_forward::SOURCE),
+    ("gru_backward.wgsl", gru_backward::SOURCE),
+    ("reduce.wgsl", reduce::SOURCE),
+    ("util.wgsl", util::SOURCE),
+    ("optim.wgsl", optim::SOURCE),
+    ("head.wgsl", head::SOURCE),
+];
+
+/// The source of a shader as compiled: `common.wgsl` followed by the file.
+pub fn shader_source(file: &str) -> Option<String> {
+    SHADERS
+        .iter()
+        .find(|(f, _)| *f == file)
+        .map(|(_, src)| crate::gpu::pipeline::compose(src))
+}
+
+/// The layout of a parameter struct on the Rust side, to check against the
+/// shader's (see `tests/params_layout.rs`).
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct ParamsLayout {
+    /// The shader file.
+    pub shader: &'static str,
+    /// The struct's name in the shader.
+    pub wgsl_struct: &'static str,
+    /// The Rust struct's name.
+    pub rust_struct: &'static str,
+    /// `size_of` the Rust struct.
+    pub size: usize,
+    /// Field names and byte offsets, in declaration order.
+    pub fields: &'static [(&'static str, usize)],
+}
+
+/// Every parameter struct, with the shader and WGSL struct it mirrors.
+#[doc(hidden)]
+pub fn params_layouts() -> Vec<ParamsLayout> {
+    fn of<P: Params>(shader: &'static str, wgsl_struct: &'static str) -> ParamsLayout {
+        ParamsLayout {
+            shader,
+            wgsl_struct,
+            rust_struct: P::NAME,
+            size: std::mem::size_of::<P>(),
+            fields: P::FIELDS,
+        }
+    }
+    vec![
+        of::<gemm::GemmParams>("gemm.wgsl", "Params"),
+        of::<windows::WinParams>("windows.wgsl", "Params"),
+        of::<common::StepParams>("gru_forward.wgsl", "StepParams"),
+        of::<common::StepParams>("gru_backward.wgsl", "StepParams"),
+        of::<reduce::ReduceParams>("reduce.wgsl", "Params"),
+        of::<util::UtilParams>("util.wgsl", "Params"),
+        of::<optim::OptimParams>("optim.wgsl", "Params"),
+        of::<head::HeadParams>("head.wgsl", "Params"),
+    ]
+}
+
+/// A parameter struct: its name and its fields with their offsets.
+pub(crate) trait Params: bytemuck::Pod {
+    const NAME: &'static str;
+    const FIELDS: &'static [(&'static str, usize)];
+}
+
+/// Declares a parameter struct, `#[repr(C)]` and `Pod`, with its field list
+/// ([`Params`]), so that a test can hold it against the shader.
+macro_rules! params_struct {
+    ($(#[$m:meta])* $name:ident { $($f:ident: $t:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+        pub(crate) struct $name {
+            $(pub(crate) $f: $t),*
+        }
+
+        impl $crate::gpu::ops::Params for $name {
+            const NAME: &'static str = stringify!($name);
+            const FIELDS: &'static [(&'static str, usize)] =
+                &[$((stringify!($f), std::mem::offset_of!($name, $f))),*];
+        }
+    };
+}
+pub(crate) use params_struct;

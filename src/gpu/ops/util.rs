@@ -1,0 +1,147 @@
+//! Data movement around the GRU kernels (`shaders/util.wgsl`): permutes,
+//! transposes, dropout, accumulation; and the chunked copies of the window
+//! path (recorded by [`windows`](super::windows), which owns that layout).
+
+use crate::error::Result;
+use crate::gpu::ops::params_struct;
+use crate::gpu::pipeline::{grid3, u32_of, Binding, Flat, KernelSpec};
+use crate::gpu::recorder::Recorder;
+
+pub(crate) const SOURCE: &str = include_str!("../../../shaders/util.wgsl");
+
+params_struct! {
+    /// `Params` of `util.wgsl`. `a`, `b`, `c` are the dimensions of the
+    /// input, outermost first (see the shader's header); `kc` the chunk width
+    /// of `chunk`.
+    UtilParams {
+        count: u32,
+        in_off: u32,
+        out_off: u32,
+        a: u32,
+        b: u32,
+        c: u32,
+        seed: u32,
+        layer: u32,
+        threshold: u32,
+        scale: f32,
+        rs: u32,
+        ks: u32,
+        in_batch: u32,
+        out_batch: u32,
+        gx: u32,
+        gy: u32,
+        gz: u32,
+        gtx: u32,
+        kc: u32,
+        _p0: u32,
+    }
+}
+grid3!(UtilParams);
+
+impl Flat for UtilParams {
+    fn set_width(&mut self, gtx: u32) {
+        self.gtx = gtx;
+    }
+}
+
+/// The kernel `entry` of `util.wgsl` (all bind `inp` read, `out` written).
+pub(crate) const fn spec(entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        file: "util.wgsl",
+        source: SOURCE,
+        entry,
+        params_size: std::mem::size_of::<UtilParams>(),
+        bindings: &[
+            (0, Binding::Params),
+            (1, Binding::Read),
+            (2, Binding::ReadWrite),
+        ],
+        constants: &[],
+    }
+}
+
+const PERMUTE01: KernelSpec = spec("permute01");
+const TRANSPOSE: KernelSpec = spec("transpose");
+const DROPOUT: KernelSpec = spec("dropout");
+const ADD: KernelSpec = spec("add");
+
+/// `(A, B, C) -> (B, A, C)`: between `batch_first` and sequence-first.
+/// Offsets in floats.
+pub(crate) fn encode_permute01(
+    rec: &mut Recorder,
+    [a, b, c]: [usize; 3],
+    inp: (&wgpu::Buffer, usize),
+    out: (&wgpu::Buffer, usize),
+) -> Result<()> {
+    let count = a * b * c;
+    let p = UtilParams {
+        count: u32_of("permute", count)?,
+        in_off: u32_of("permute", inp.1)?,
+        out_off: u32_of("permute", out.1)?,
+        a: a as u32,
+        b: b as u32,
+        c: c as u32,
+        ..Default::default()
+    };
+    rec.run_1d(&PERMUTE01, &p, &[inp.0, out.0], count)
+}
+
+/// `(Z, R, C) -> (Z, C, R)`.
+pub(crate) fn encode_transpose(
+    rec: &mut Recorder,
+    [z, r, c]: [usize; 3],
+    inp: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let count = z * r * c;
+    let p = UtilParams {
+        count: u32_of("transpose", count)?,
+        a: u32_of("transpose", z)?,
+        b: u32_of("transpose", r)?,
+        c: u32_of("transpose", c)?,
+        ..Default::default()
+    };
+    rec.run_1d(&TRANSPOSE, &p, &[inp, out], count)
+}
+
+/// A dropout mask: that of [`crate::dropout`] for `seed` and `layer`, each
+/// element dropped with probability `prob`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dropout {
+    pub seed: u32,
+    pub layer: u32,
+    pub prob: f32,
+}
+
+/// `out = inp * mask / (1 - p)` over `count` floats.
+pub(crate) fn encode_dropout(
+    rec: &mut Recorder,
+    d: &Dropout,
+    count: usize,
+    inp: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let p = UtilParams {
+        count: u32_of("dropout", count)?,
+        seed: d.seed,
+        layer: d.layer,
+        threshold: crate::dropout::threshold(d.prob),
+        scale: (1.0 / (1.0 - d.prob as f64)) as f32,
+        ..Default::default()
+    };
+    rec.run_1d(&DROPOUT, &p, &[inp, out], count)
+}
+
+/// `out[..len] += inp[..len]`.
+pub(crate) fn encode_add(
+    rec: &mut Recorder,
+    len: usize,
+    inp: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let p = UtilParams {
+        count: u32_of("accumulation", len)?,
+        ..Default::default()
+    };
+    rec.run_1d(&ADD, &p, &[inp, out], len)
+}

@@ -1,0 +1,389 @@
+//! The window products of CPU adapters (`shaders/windows.wgsl`): `C = A · Bᵀ
+//! (+ bias)` with both operands in the chunked layout, read through 64 KiB
+//! uniform-buffer windows; the chunked copies (`util.wgsl`'s `chunk`) that
+//! make those operands; and the time loops of the window path, which compute
+//! each step's recurrent product here and then run the step with it
+//! precomputed.
+//!
+//! Everything the window path needs on the device is here: its buffers are
+//! made by [`window_storage`] (64 KiB of slack and the usage `UNIFORM`, which
+//! no other buffer carries), and its pipelines are built the first time a
+//! window product is recorded.
+
+use crate::error::Result;
+use crate::gpu::device::Device;
+use crate::gpu::ops::common::StepShape;
+use crate::gpu::ops::gru_backward::{self, BackwardStepBufs};
+use crate::gpu::ops::gru_forward::{self, ForwardStepBufs};
+use crate::gpu::ops::params_struct;
+use crate::gpu::ops::util::{self, UtilParams};
+use crate::gpu::pipeline::{groups_1d, u32_of, Binding, Grid, KernelSpec};
+use crate::gpu::pool::PooledBuffer;
+use crate::gpu::recorder::Recorder;
+
+pub(crate) const SOURCE: &str = include_str!("../../../shaders/windows.wgsl");
+
+/// The size of a uniform-buffer window: the most a uniform binding may span
+/// on many adapters (and the size the window kernel declares).
+pub(crate) const WINDOW_BYTES: u64 = 65536;
+/// The floats of a uniform window.
+const WINDOW_FLOATS: usize = (WINDOW_BYTES / 4) as usize;
+/// The longest K chunk of the chunked layout.
+const KC_MAX: usize = 256;
+
+params_struct! {
+    /// `Params` of `windows.wgsl`.
+    WinParams {
+        ra: u32,
+        rb: u32,
+        kc4: u32,
+        m0: u32,
+        n0: u32,
+        m: u32,
+        n: u32,
+        ldc: u32,
+        c_off: u32,
+        bias_off: u32,
+        flags: u32,
+        gx: u32,
+        gy: u32,
+        _p0: u32,
+        _p1: u32,
+        _p2: u32,
+    }
+}
+
+impl Grid for WinParams {
+    fn at(&mut self, off: [u32; 3]) {
+        [self.gx, self.gy] = [off[0], off[1]];
+    }
+}
+
+const WINDOWS: KernelSpec = KernelSpec {
+    file: "windows.wgsl",
+    source: SOURCE,
+    entry: "windows",
+    params_size: std::mem::size_of::<WinParams>(),
+    bindings: &[
+        (3, Binding::Read),
+        (4, Binding::ReadWrite),
+        (5, Binding::Params),
+        (6, Binding::Window(WINDOW_BYTES)),
+        (7, Binding::Window(WINDOW_BYTES)),
+    ],
+    constants: &[],
+};
+
+const CHUNK: KernelSpec = util::spec("chunk");
+
+/// Whether a device with `limits` can run the window kernels: uniform
+/// bindings of 64 KiB at 32-byte offsets.
+pub(crate) fn windows_fit(limits: &wgpu::Limits) -> bool {
+    limits.max_uniform_buffer_binding_size >= WINDOW_BYTES
+        && limits.min_uniform_buffer_offset_alignment <= 32
+}
+
+/// A buffer the window kernels read through windows: `len` floats, 64 KiB
+/// more (so that a window that starts anywhere in the data fits) and the
+/// usage `UNIFORM`.
+pub(crate) fn window_storage(dev: &Device, what: &str, len: usize) -> Result<PooledBuffer> {
+    dev.storage_with(what, len, WINDOW_BYTES, wgpu::BufferUsages::UNIFORM)
+}
+
+/// An operand of the window product in the chunked layout of `util.wgsl`'s
+/// `chunk`: the logical (rows, k) matrix as ceil(k / kc) chunks of (rows, kc).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Chunked {
+    pub rows: usize,
+    pub k: usize,
+    pub kc: usize,
+    /// Offset in floats (a multiple of 8).
+    pub off: usize,
+}
+
+impl Chunked {
+    /// The layout of a (rows, k) matrix: chunks of `min(round8(k), 256)`.
+    pub(crate) fn new(rows: usize, k: usize, off: usize) -> Self {
+        Chunked {
+            rows,
+            k,
+            kc: k.div_ceil(8).clamp(1, KC_MAX / 8) * 8,
+            off,
+        }
+    }
+
+    /// The same layout at offset `off`.
+    pub(crate) fn at(&self, off: usize) -> Self {
+        Chunked { off, ..*self }
+    }
+
+    pub(crate) fn chunks(&self) -> usize {
+        self.k.div_ceil(self.kc)
+    }
+
+    /// Floats the layout takes.
+    pub(crate) fn len(&self) -> usize {
+        self.chunks() * self.rows * self.kc
+    }
+}
+
+/// The source of a chunked copy: the logical (rows, k) matrix
+/// `M(r, k) = buf[off + z·batch + r·rs + k·ks]` for `z < count` matrices.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Strided<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub off: usize,
+    pub rs: usize,
+    pub ks: usize,
+    pub batch: usize,
+}
+
+/// Records the copy of `count` matrices `src` into the chunked layout `dst`
+/// of `out` (plus `z · out_batch` for matrix z).
+pub(crate) fn encode_chunk(
+    rec: &mut Recorder,
+    src: &Strided,
+    out: &wgpu::Buffer,
+    dst: &Chunked,
+    out_batch: usize,
+    count: usize,
+) -> Result<()> {
+    let n = dst.len();
+    let what = "chunked copy";
+    let p = UtilParams {
+        count: u32_of(what, n)?,
+        in_off: u32_of(what, src.off)?,
+        out_off: u32_of(what, dst.off)?,
+        a: u32_of(what, dst.rows)?,
+        b: u32_of(what, dst.k)?,
+        kc: dst.kc as u32,
+        rs: u32_of(what, src.rs)?,
+        ks: u32_of(what, src.ks)?,
+        in_batch: u32_of(what, src.batch)?,
+        out_batch: u32_of(what, out_batch)?,
+        ..Default::default()
+    };
+    let mut wg = groups_1d(n, rec.max_groups());
+    wg[2] = u32_of(what, count)?;
+    let p = UtilParams { gtx: wg[0], ..p };
+    rec.run(&CHUNK, &p, &[src.buf, out], wg)
+}
+
+/// The number of dispatches of one window product on a device that allows
+/// `max` workgroups per dimension.
+fn windows_dispatches(la: &Chunked, lb: &Chunked, max: u32) -> usize {
+    let rows = WINDOW_FLOATS / la.kc;
+    let max = max.max(1) as usize;
+    let mut n = 0;
+    for m0 in (0..la.rows).step_by(rows) {
+        for n0 in (0..lb.rows).step_by(rows) {
+            let gy = (la.rows - m0).min(rows).div_ceil(8);
+            let gx = (lb.rows - n0).min(rows).div_ceil(64);
+            n += gy.div_ceil(max) * gx.div_ceil(max);
+        }
+    }
+    la.chunks() * n
+}
+
+/// The output of a window product: `C` `(M, N)` at `c_off` with stride
+/// `ldc`, and where it adds one, the bias `(N)` at `bias_off` (floats).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WinOut {
+    pub c_off: usize,
+    pub ldc: usize,
+    pub bias_off: Option<usize>,
+}
+
+/// Records `C[m][n] = sum_k A(m, k) B(n, k) (+ bias[n])` with both operands
+/// in the chunked layout: one dispatch per K chunk and pair of windows, in a
+/// fixed order, the chunks after the first accumulating into C.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_windows(
+    rec: &mut Recorder,
+    a: &wgpu::Buffer,
+    la: &Chunked,
+    b: &wgpu::Buffer,
+    lb: &Chunked,
+    bias: Option<&wgpu::Buffer>,
+    c: &wgpu::Buffer,
+    o: &WinOut,
+) -> Result<()> {
+    let kernel = rec.kernel(&WINDOWS)?;
+    rec.reserve(windows_dispatches(la, lb, rec.max_groups()));
+    let chunk = rec.current_chunk();
+    let dev = rec.dev;
+    let bg = rec.bind(&kernel, chunk, &[bias.unwrap_or(&dev.dummy), c, a, b]);
+    record_windows(rec, &kernel.pipeline, &bg, chunk, la, lb, o)
+}
+
+/// Records the dispatches of one window product with a bind group made for
+/// arena chunk `chunk` (whose slots must have been reserved).
+fn record_windows(
+    rec: &mut Recorder,
+    pipeline: &wgpu::ComputePipeline,
+    bg: &wgpu::BindGroup,
+    chunk: usize,
+    la: &Chunked,
+    lb: &Chunked,
+    o: &WinOut,
+) -> Result<()> {
+    debug_assert_eq!((la.kc, la.k), (lb.kc, lb.k));
+    let kc = la.kc;
+    let rows_per_window = WINDOW_FLOATS / kc;
+    let (m, n) = (la.rows, lb.rows);
+    let max = rec.max_groups().max(1);
+    for ch in 0..la.chunks() {
+        for n0 in (0..n).step_by(rows_per_window) {
+            for m0 in (0..m).step_by(rows_per_window) {
+                let p = WinParams {
+                    ra: (m - m0).min(rows_per_window) as u32,
+                    rb: (n - n0).min(rows_per_window) as u32,
+                    kc4: (kc / 4) as u32,
+                    m0: u32_of("GEMM rows", m0)?,
+                    n0: u32_of("GEMM columns", n0)?,
+                    m: u32_of("GEMM rows", m)?,
+                    n: u32_of("GEMM columns", n)?,
+                    ldc: u32_of("GEMM stride", o.ldc)?,
+                    c_off: u32_of("GEMM offset", o.c_off)?,
+                    bias_off: u32_of("GEMM offset", o.bias_off.unwrap_or(0))?,
+                    flags: (ch == 0 && o.bias_off.is_some()) as u32 | (((ch > 0) as u32) << 1),
+                    ..Default::default()
+                };
+                let wg = [
+                    u32_of("GEMM columns", (p.rb as usize).div_ceil(64))?,
+                    u32_of("GEMM rows", (p.ra as usize).div_ceil(8))?,
+                    1,
+                ];
+                let a_off = u32_of("window offset", (la.off + (ch * m + m0) * kc) * 4)?;
+                let b_off = u32_of("window offset", (lb.off + (ch * n + n0) * kc) * 4)?;
+                for gy in (0..wg[1]).step_by(max as usize) {
+                    for gx in (0..wg[0]).step_by(max as usize) {
+                        let slot = rec.slot_in(&WinParams { gx, gy, ..p }, chunk)?;
+                        let size = [(wg[0] - gx).min(max), (wg[1] - gy).min(max), 1];
+                        rec.dispatch(pipeline, bg, &[slot.offset, a_off, b_off], size);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The buffers of the window path of a time loop.
+pub(crate) struct StepWindows<'a> {
+    /// The product of each step: `gh` `(D, B, 3H)` forward, the carry `(D, B, H)` backward.
+    pub product: &'a wgpu::Buffer,
+    /// The state read by the product, chunked, two parities by D directions:
+    /// `h` forward, `dG_h` backward.
+    pub state_buf: &'a wgpu::Buffer,
+    /// The layout of one region of it: `(B, H)` or `(B, 3H)`.
+    pub state: Chunked,
+    /// `W_hh` `(3H, H)` (forward) or `W_hhᵀ` `(H, 3H)` (backward) chunked, one region per direction.
+    pub weights_buf: &'a wgpu::Buffer,
+    /// The layout of one region of it.
+    pub weights: Chunked,
+}
+
+/// The forward time loop of one layer on the window path: each step is
+/// first the product `gh = h · W_hhᵀ + b_hh` of each direction, then the
+/// step with it precomputed. Bind groups and slots are made before the loop.
+pub(crate) fn encode_forward_steps(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &ForwardStepBufs,
+    w: &StepWindows,
+) -> Result<()> {
+    let step = rec.kernel(&gru_forward::STEP_PRECOMPUTED[b.gates.is_some() as usize])?;
+    let gemm = rec.kernel(&WINDOWS)?;
+    let parts = sh.step_pieces(rec.max_groups())?;
+    let mut p = sh.params()?;
+    p.kc = w.state.kc as u32;
+    p.win_len = u32_of("window state", w.state.len())?;
+    let per_product = windows_dispatches(&w.state, &w.weights, rec.max_groups());
+    rec.reserve(sh.t_len * (sh.dirs * per_product + parts.len()));
+    let chunk = rec.current_chunk();
+    let dev = rec.dev;
+    let bias = b.b_hh.unwrap_or(&dev.dummy);
+    let gates = b.gates.unwrap_or(&dev.dummy_rw);
+    let bg_step = rec.bind(
+        &step,
+        chunk,
+        &[b.gi, w.product, bias, b.hs, b.out, gates, w.state_buf],
+    );
+    let bg_gemm = rec.bind(&gemm, chunk, &[bias, w.product, w.state_buf, w.weights_buf]);
+    let h3 = 3 * sh.hidden;
+    for s in 0..sh.t_len {
+        for d in 0..sh.dirs {
+            let state = w.state.at(((s % 2) * sh.dirs + d) * w.state.len());
+            let weights = w.weights.at(d * w.weights.len());
+            let o = WinOut {
+                c_off: d * sh.batch * h3,
+                ldc: h3,
+                bias_off: b.b_hh.map(|_| d * h3),
+            };
+            record_windows(rec, &gemm.pipeline, &bg_gemm, chunk, &state, &weights, &o)?;
+        }
+        p.s = s as i32;
+        rec.dispatch_pieces(&step, &bg_step, chunk, p, &parts)?;
+    }
+    Ok(())
+}
+
+/// The backward time loop of one layer on the window path: each step but
+/// the first is preceded by the products `dG_h,{s+1} · W_hh` of each direction.
+pub(crate) fn encode_backward_steps(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+    w: &StepWindows,
+) -> Result<()> {
+    let step = rec.kernel(&gru_backward::STEP_PRECOMPUTED)?;
+    let gemm = rec.kernel(&WINDOWS)?;
+    let parts = sh.step_pieces(rec.max_groups())?;
+    let mut p = sh.params()?;
+    p.kc = w.state.kc as u32;
+    p.win_len = u32_of("window state", w.state.len())?;
+    let t_len = sh.t_len as i32;
+    let per_product = windows_dispatches(&w.state, &w.weights, rec.max_groups());
+    rec.reserve((sh.t_len + 1) * (sh.dirs * per_product + parts.len()));
+    let chunk = rec.current_chunk();
+    let dev = rec.dev;
+    let bg_step = rec.bind(
+        &step,
+        chunk,
+        &[
+            b.d_out,
+            b.gates,
+            b.hs,
+            w.product,
+            b.dgh,
+            b.dgi,
+            b.dh,
+            w.state_buf,
+        ],
+    );
+    let bg_gemm = rec.bind(
+        &gemm,
+        chunk,
+        &[&dev.dummy, w.product, w.state_buf, w.weights_buf],
+    );
+    let h = sh.hidden;
+    for s in (-1..t_len).rev() {
+        if s < t_len - 1 {
+            let parity = ((s + 1) % 2) as usize;
+            for d in 0..sh.dirs {
+                let state = w.state.at((parity * sh.dirs + d) * w.state.len());
+                let weights = w.weights.at(d * w.weights.len());
+                let o = WinOut {
+                    c_off: d * sh.batch * h,
+                    ldc: h,
+                    bias_off: None,
+                };
+                record_windows(rec, &gemm.pipeline, &bg_gemm, chunk, &state, &weights, &o)?;
+            }
+        }
+        p.s = s;
+        rec.dispatch_pieces(&step, &bg_step, chunk, p, &parts)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! The pipeline layer: a kernel (an entry point of a shader with its bind
+//! group layout), built lazily on first use and cached by shader, entry point
+//! and override constants; grids larger than the device allows, split into
+//! pieces. It knows the device layer and nothing above it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::error::{GruError, Result};
+use crate::gpu::device::Device;
+
+/// `common.wgsl`: the functions every shader shares; the host prepends it to
+/// each shader before compiling it.
+pub(crate) const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+/// The source of a shader as compiled: `common.wgsl` followed by the file.
+pub(crate) fn compose(body: &str) -> String {
+    format!("{COMMON}\n{body}")
+}
+
+/// What a binding of a kernel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Binding {
+    /// The parameter slot: uniform, dynamic offset into the recorder's arena.
+    Params,
+    /// A uniform window of this many bytes into a data buffer, at a dynamic
+    /// offset (the window products of `windows.wgsl`).
+    Window(u64),
+    /// A storage buffer, read only.
+    Read,
+    /// A storage buffer, read and written.
+    ReadWrite,
+}
+
+/// Everything needed to build a kernel: the shader (its file name and
+/// source), the entry point, the size of its parameter struct, its bindings
+/// `(number, kind)`, and the values of its override constants.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KernelSpec {
+    pub file: &'static str,
+    pub source: &'static str,
+    pub entry: &'static str,
+    pub params_size: usize,
+    pub bindings: &'static [(u32, Binding)],
+    pub constants: &'static [(&'static str, f64)],
+}
+
+/// One pipeline and its bind group layout.
+pub(crate) struct Kernel {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    /// Sorted by binding number.
+    bindings: Vec<(u32, Binding)>,
+    params_size: u64,
+}
+
+impl Kernel {
+    fn build(device: &wgpu::Device, module: &wgpu::ShaderModule, spec: &KernelSpec) -> Self {
+        let params_size = spec.params_size as u64;
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
+            .bindings
+            .iter()
+            .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match kind {
+                    Binding::Params => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(params_size),
+                    },
+                    Binding::Window(bytes) => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(bytes),
+                    },
+                    Binding::Read | Binding::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: kind == Binding::Read,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(spec.entry),
+            entries: &entries,
+        });
+        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(spec.entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&format!("{} {}", spec.file, spec.entry)),
+            layout: Some(&pl),
+            module,
+            entry_point: Some(spec.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: spec.constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        let mut bindings = spec.bindings.to_vec();
+        bindings.sort_by_key(|b| b.0);
+        Kernel {
+            pipeline,
+            layout,
+            bindings,
+            params_size,
+        }
+    }
+
+    /// A bind group: `params` for the parameter slot, and one buffer of
+    /// `buffers` for each other binding, in binding order (a window binding
+    /// spans its size from offset 0; the dispatch moves it).
+    pub(crate) fn bind(
+        &self,
+        device: &wgpu::Device,
+        params: &wgpu::Buffer,
+        buffers: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
+        let mut it = buffers.iter();
+        let entries: Vec<wgpu::BindGroupEntry> = self
+            .bindings
+            .iter()
+            .map(|&(binding, kind)| wgpu::BindGroupEntry {
+                binding,
+                resource: match kind {
+                    Binding::Params => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: params,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(self.params_size),
+                    }),
+                    Binding::Window(bytes) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: it.next().expect("a buffer for every binding"),
+                        offset: 0,
+                        size: wgpu::BufferSize::new(bytes),
+                    }),
+                    Binding::Read | Binding::ReadWrite => it
+                        .next()
+                        .expect("a buffer for every binding")
+                        .as_entire_binding(),
+                },
+            })
+            .collect();
+        debug_assert!(it.next().is_none(), "one buffer per binding");
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+}
+
+/// The key of a cached pipeline: shader file, entry point, and the override
+/// constants sorted by name, as the bits of their values.
+type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
+/// The pipelines built so far, and their shader modules.
+#[derive(Default)]
+pub(crate) struct Pipelines {
+    kernels: RwLock<HashMap<PipelineKey, Arc<Kernel>>>,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+}
+
+impl Pipelines {
+    /// The kernel of `spec`, built on first use: a read lock for the common
+    /// case; on a miss, the write lock, a second look, and the build inside
+    /// error scopes (a shader that does not compile comes back as an `Err`
+    /// and is not cached).
+    pub(crate) fn get(&self, dev: &Device, spec: &KernelSpec) -> Result<Arc<Kernel>> {
+        let mut consts: Vec<(&'static str, u64)> = spec
+            .constants
+            .iter()
+            .map(|&(n, v)| (n, v.to_bits()))
+            .collect();
+        consts.sort_unstable();
+        let key = (spec.file, spec.entry, consts);
+        if let Some(k) = self
+            .kernels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(k.clone());
+        }
+        let mut kernels = self.kernels.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = kernels.get(&key) {
+            return Ok(k.clone());
+        }
+        let kernel = dev
+            .checked(|| {
+                let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+                let module = modules.entry(spec.file).or_insert_with(|| {
+                    dev.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(spec.file),
+                            source: wgpu::ShaderSource::Wgsl(compose(spec.source).into()),
+                        })
+                });
+                Kernel::build(&dev.device, module, spec)
+            })
+            .map_err(|e| {
+                GruError::Gpu(format!(
+                    "building the pipeline `{}` of {}: {e}",
+                    spec.entry, spec.file
+                ))
+            })?;
+        let kernel = Arc::new(kernel);
+        kernels.insert(key, kernel.clone());
+        Ok(kernel)
+    }
+
+    /// The pipelines built so far, as `file:entry` and their constants, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .kernels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|(file, entry, consts)| {
+                let c: Vec<String> = consts
+                    .iter()
+                    .map(|(n, bits)| format!("{n}={}", f64::from_bits(*bits)))
+                    .collect();
+                format!("{file}:{entry}({})", c.join(","))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Parameters that carry the offset of a piece of a grid (see [`pieces`]).
+pub(crate) trait Grid: bytemuck::Pod {
+    fn at(&mut self, off: [u32; 3]);
+}
+
+/// Parameters of the 1-D kernels, which linearise the grid with its width.
+pub(crate) trait Flat: Grid {
+    fn set_width(&mut self, gtx: u32);
+}
+
+/// `impl Grid` for parameter structs with fields `gx, gy, gz`.
+macro_rules! grid3 {
+    ($($t:ty),*) => {$(
+        impl $crate::gpu::pipeline::Grid for $t {
+            fn at(&mut self, off: [u32; 3]) {
+                [self.gx, self.gy, self.gz] = off;
+            }
+        }
+    )*};
+}
+pub(crate) use grid3;
+
+/// A grid of workgroups cut into pieces of at most `max` workgroups per
+/// dimension: `(offset, size)` of each, in order. The kernels add the offset
+/// to their workgroup id (`grid_id` of `common.wgsl`), so the pieces together
+/// run the whole grid.
+pub(crate) fn pieces(wg: [u32; 3], max: u32) -> Vec<([u32; 3], [u32; 3])> {
+    let max = max.max(1);
+    let mut out = Vec::new();
+    for z in (0..wg[2]).step_by(max as usize) {
+        for y in (0..wg[1]).step_by(max as usize) {
+            for x in (0..wg[0]).step_by(max as usize) {
+                let size = [
+                    (wg[0] - x).min(max),
+                    (wg[1] - y).min(max),
+                    (wg[2] - z).min(max),
+                ];
+                out.push(([x, y, z], size));
+            }
+        }
+    }
+    out
+}
+
+/// Workgroups `(x, y)` for `count` threads of a 1-D kernel of 64 threads per
+/// workgroup, spilling into y so that x stays within `max`.
+pub(crate) fn groups_1d(count: usize, max: u32) -> [u32; 3] {
+    let max = max.max(1) as usize;
+    let n = count.div_ceil(64).max(1);
+    let x = n.min(max);
+    [x as u32, n.div_ceil(x) as u32, 1]
+}
+
+/// `v` as a kernel's 32-bit index, or an error naming `what`.
+pub(crate) fn u32_of(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| GruError::LimitExceeded {
+        what: what.to_string(),
+        requested: v as u64,
+        limit: u32::MAX as u64,
+        limit_name: "32-bit indexing of the kernels",
+        unit: "elements",
+    })
+}

@@ -1,0 +1,141 @@
+//! The engine's structure as a user can see it: pipelines built on first use
+//! only, and the window path of CPU adapters costing nothing where it is not
+//! in use (no window pipelines, no slack, no `UNIFORM` usage).
+
+mod common;
+
+use gru_wgpu::gpu::{
+    BackwardOptions, ContextOptions, ForwardOptions, GpuContext, GpuGru, OnDevice, Products,
+    Recurrence,
+};
+use gru_wgpu::{GruConfig, GruParams};
+
+fn fresh(products: Products) -> Option<GpuContext> {
+    common::gpu()?;
+    Some(
+        GpuContext::with_options(ContextOptions {
+            products: Some(products),
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
+/// One forward and backward of a small bidirectional GRU on `ctx`.
+fn run(ctx: &GpuContext, r: Recurrence) -> gru_wgpu::gpu::GpuForward {
+    let config = GruConfig::new(5, 12).layers(2).bidirectional(true);
+    let model = GpuGru::new(ctx, &GruParams::init(&config, 3).unwrap()).unwrap();
+    model.set_recurrence(r);
+    let x = ndarray::Array3::<f32>::from_elem((4, 3, 5), 0.25);
+    let (out, _, tape) = model
+        .forward(x.view(), ForwardOptions::new().keep_tape())
+        .unwrap()
+        .into_parts();
+    model
+        .backward(tape.unwrap(), out.view(), BackwardOptions::new())
+        .unwrap();
+    let xb = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("x"),
+        size: (4 * 3 * 5 * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let input = OnDevice {
+        buffer: &xb,
+        seq_len: 4,
+        batch: 3,
+    };
+    model.forward(input, ForwardOptions::new()).unwrap()
+}
+
+#[test]
+fn pipelines_are_built_on_first_use() {
+    let Some(ctx) = fresh(Products::Storage) else {
+        return;
+    };
+    assert!(
+        ctx.pipelines_built().is_empty(),
+        "{:?}",
+        ctx.pipelines_built()
+    );
+    run(&ctx, Recurrence::PerStep);
+    let built = ctx.pipelines_built();
+    assert!(
+        built
+            .iter()
+            .any(|p| p.starts_with("gru_forward.wgsl:step(")),
+        "{built:?}"
+    );
+    // Nothing of the persistent kernels, the optimisers or the head yet.
+    for unused in [":sequence(", "optim.wgsl", "head.wgsl"] {
+        assert!(!built.iter().any(|p| p.contains(unused)), "{built:?}");
+    }
+    // A second call builds nothing new.
+    run(&ctx, Recurrence::PerStep);
+    assert_eq!(ctx.pipelines_built(), built);
+}
+
+#[test]
+fn the_storage_path_builds_no_window_pipeline_and_pads_no_buffer() {
+    let Some(ctx) = fresh(Products::Storage) else {
+        return;
+    };
+    for r in [Recurrence::PerStep, Recurrence::Persistent] {
+        let f = run(&ctx, r);
+        for b in [&f.output, &f.h_n] {
+            assert!(!b.buffer().usage().contains(wgpu::BufferUsages::UNIFORM));
+            assert_eq!(b.buffer().size(), (b.len() * 4) as u64, "no slack");
+        }
+    }
+    let built = ctx.pipelines_built();
+    assert!(
+        !built
+            .iter()
+            .any(|p| p.contains("windows.wgsl") || p.contains("PRECOMPUTED=1")),
+        "{built:?}"
+    );
+}
+
+#[test]
+fn the_window_path_keeps_its_slack_to_its_own_buffers() {
+    let Some(ctx) = fresh(Products::Windows) else {
+        return;
+    };
+    let f = run(&ctx, Recurrence::PerStep);
+    for b in [&f.output, &f.h_n] {
+        assert!(!b.buffer().usage().contains(wgpu::BufferUsages::UNIFORM));
+        assert_eq!(b.buffer().size(), (b.len() * 4) as u64, "no slack");
+    }
+    let built = ctx.pipelines_built();
+    assert!(
+        built.iter().any(|p| p.starts_with("windows.wgsl:windows(")),
+        "{built:?}"
+    );
+    assert!(
+        !built.iter().any(|p| p.starts_with("gemm.wgsl")),
+        "{built:?}"
+    );
+}
+
+#[test]
+fn threads_racing_for_the_pipelines_build_each_once() {
+    let (Some(alone), Some(shared)) = (fresh(Products::Storage), fresh(Products::Storage)) else {
+        return;
+    };
+    run(&alone, Recurrence::PerStep);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| run(&shared, Recurrence::PerStep));
+        }
+    });
+    let built = shared.pipelines_built();
+    assert_eq!(built, alone.pipelines_built());
+    let mut unique = built.clone();
+    unique.dedup();
+    assert_eq!(unique, built, "one pipeline per key");
+    // The same entry point in two shaders is two pipelines.
+    for file in ["gru_forward.wgsl", "gru_backward.wgsl"] {
+        let prefix = format!("{file}:step(");
+        assert!(built.iter().any(|p| p.starts_with(&prefix)), "{built:?}");
+    }
+}
