@@ -21,11 +21,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{GruError, Result};
-use crate::gpu::ops::head::{encode_head, HeadOut};
-use crate::gpu::optim::record_clip;
-use crate::gpu::recorder::Recorder;
 use crate::gpu::{
-    BackwardOptions, ForwardOptions, GpuContext, GpuGru, GpuOptimizer, OnDevice, PooledBuffer,
+    clip_grad_norm, BackwardOptions, ForwardOptions, GpuContext, GpuGru, GpuLinearHead,
+    GpuOptimizer, OnDevice, PooledBuffer,
 };
 use crate::optim::Adam;
 use crate::{GruConfig, GruParams};
@@ -144,65 +142,15 @@ pub fn adding_batch(rng: &mut ChaCha8Rng, seq: usize, batch: usize) -> (Vec<f32>
     (x, y)
 }
 
-/// The head's parameters `[w; c]` and the buffers of its forward and backward.
-struct Head {
-    p: PooledBuffer,
-    y: PooledBuffer,
-    dy: PooledBuffer,
-    loss: PooledBuffer,
-    dh: PooledBuffer,
-    dp: PooledBuffer,
-}
-
-impl Head {
-    fn buffers(ctx: &GpuContext, batch: usize, hidden: usize, p: &PooledBuffer) -> Result<Head> {
-        let p2 = ctx.storage("head parameters", hidden + 1)?;
-        let mut rec = ctx.recorder(false);
-        rec.copy(p.buffer(), 0, p2.buffer(), 0, ((hidden + 1) * 4) as u64);
-        rec.submit()?;
-        Ok(Head {
-            p: p2,
-            y: ctx.storage("head output", batch)?,
-            dy: ctx.storage("head output gradient", batch)?,
-            loss: ctx.storage("loss", 1)?,
-            dh: ctx.storage("gradient of h_n", batch * hidden)?,
-            dp: ctx.storage("head parameter gradients", hidden + 1)?,
-        })
-    }
-
-    fn record(
-        &self,
-        rec: &mut Recorder,
-        batch: usize,
-        hidden: usize,
-        h: &wgpu::Buffer,
-        goal: &wgpu::Buffer,
-    ) -> Result<()> {
-        let out = HeadOut {
-            y: self.y.buffer(),
-            dy: self.dy.buffer(),
-            loss: self.loss.buffer(),
-            dh: self.dh.buffer(),
-            dp: self.dp.buffer(),
-        };
-        encode_head(rec, [batch, hidden], h, self.p.buffer(), goal, &out)
-    }
-}
-
-fn read_scalar(ctx: &GpuContext, b: &PooledBuffer) -> Result<f32> {
-    Ok(ctx.read_back(b.buffer(), 0, 1)?[0])
-}
-
 /// The mean squared error of the model on `n` sequences drawn from `seed`.
 fn evaluate(
     ctx: &GpuContext,
     model: &GpuGru,
-    head_p: &PooledBuffer,
+    head: &GpuLinearHead,
     seq: usize,
     n: usize,
     seed: u64,
 ) -> Result<f32> {
-    let hidden = model.config().hidden_size;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (x, y) = adding_batch(&mut rng, seq, n);
     let xb = ctx.upload("held-out inputs", &x)?;
@@ -213,11 +161,7 @@ fn evaluate(
         batch: n,
     };
     let f = model.forward(input, ForwardOptions::new())?;
-    let head = Head::buffers(ctx, n, hidden, head_p)?;
-    let mut rec = ctx.recorder(false);
-    head.record(&mut rec, n, hidden, f.h_n.buffer(), yb.buffer())?;
-    rec.submit()?;
-    read_scalar(ctx, &head.loss)
+    head.step(f.h_n.buffer(), yb.buffer(), n)?.read_loss(ctx)
 }
 
 /// Trains a GRU (one layer, `hidden` units) and a linear head on the adding
@@ -249,20 +193,15 @@ pub fn train_adding(
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed ^ 0x5eed);
     let k = 1.0 / (h as f32).sqrt();
     let p0: Vec<f32> = (0..=h).map(|_| rng.random_range(-k..k)).collect();
-    let head_p = ctx.upload("head parameters", &p0)?;
-    let head = Head::buffers(ctx, b, h, &head_p)?;
-    drop(head_p);
+    let head = GpuLinearHead::new(ctx, h, &p0)?;
     let held_out_seed = o.seed.wrapping_add(1_000_003);
-    let initial_mse = evaluate(ctx, &model, &head.p, t, o.held_out, held_out_seed)?;
+    let initial_mse = evaluate(ctx, &model, &head, t, o.held_out, held_out_seed)?;
 
-    let xb = ctx.storage("inputs", t * b * 2)?;
-    let yb = ctx.storage("targets", b)?;
-    let zeros = ctx.storage("zero output gradient", t * b * h)?;
-    {
-        let mut rec = ctx.recorder(false);
-        rec.clear(zeros.buffer(), 0, (t * b * h * 4) as u64);
-        rec.submit()?;
-    }
+    // The batch's buffers, written anew at every step; the output's gradient
+    // is zero (the loss sees only h_n).
+    let xb = ctx.upload("inputs", &vec![0.0; t * b * 2])?;
+    let yb = ctx.upload("targets", &vec![0.0; b])?;
+    let zeros = ctx.upload("zero output gradient", &vec![0.0; t * b * h])?;
     let adam = Adam::new(o.lr);
     let mut opt_gru = GpuOptimizer::adam(ctx, adam);
     let mut opt_head = GpuOptimizer::adam(ctx, adam);
@@ -279,41 +218,34 @@ pub fn train_adding(
             seq_len: t,
             batch: b,
         };
+        // GRU forward (keeping the tape), the head's loss and gradients,
+        // the GRU's backward from the head's dL/dh_n.
         let f = model.forward(input, ForwardOptions::new().keep_tape())?;
-        ctx.scoped(|| {
-            let mut rec = ctx.recorder(false);
-            head.record(&mut rec, b, h, f.h_n.buffer(), yb.buffer())?;
-            rec.submit()?;
-            Ok(())
-        })?;
+        let hs = head.step(f.h_n.buffer(), yb.buffer(), b)?;
         let tape = f.tape.expect("kept");
-        let opts = BackwardOptions::new().grad_h_n(head.dh.buffer());
+        let opts = BackwardOptions::new().grad_h_n(hs.grad_h.buffer());
         let g = model.backward(tape, zeros.buffer(), opts)?;
+        // Clip the global norm of every gradient, the head's included, then step.
         let grads: Vec<&PooledBuffer> = g
             .grads
             .iter()
             .flat_map(|l| l.tensors())
-            .chain([&head.dp])
+            .chain([&hs.grad_params])
             .collect();
-        ctx.scoped(|| {
-            let mut rec = ctx.recorder(false);
-            let bufs: Vec<&wgpu::Buffer> = grads.iter().map(|p| p.buffer()).collect();
-            let lens: Vec<usize> = grads.iter().map(|p| p.len()).collect();
-            record_clip(ctx, &mut rec, &bufs, &lens, o.clip)?;
-            opt_head.record(&mut rec, &[head.p.buffer()], &[head.dp.buffer()], &[h + 1])?;
-            rec.submit()?;
-            Ok(())
-        })?;
-        model.update_from(&mut opt_gru, &grads[..grads.len() - 1])?;
+        let bufs: Vec<&wgpu::Buffer> = grads.iter().map(|p| p.buffer()).collect();
+        let lens: Vec<usize> = grads.iter().map(|p| p.len()).collect();
+        clip_grad_norm(ctx, &bufs, &lens, o.clip)?;
+        head.update(&mut opt_head, &hs)?;
+        model.update(&mut opt_gru, &g)?;
         if step % o.report_every == 0 || step == o.steps {
-            let loss = read_scalar(ctx, &head.loss)?;
+            let loss = hs.read_loss(ctx)?;
             losses.push((step, loss));
             on_report(step, loss);
         }
     }
     ctx.synchronize()?;
     let seconds = start.elapsed().as_secs_f64();
-    let held_out_mse = evaluate(ctx, &model, &head.p, t, o.held_out, held_out_seed)?;
+    let held_out_mse = evaluate(ctx, &model, &head, t, o.held_out, held_out_seed)?;
     Ok(TrainReport {
         steps: o.steps,
         losses,

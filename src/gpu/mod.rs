@@ -11,12 +11,14 @@
 //! - [`context`]: [`GpuContext`], the handle that holds the device and the
 //!   pipeline cache;
 //! - on top, the GRU: [`GpuGru`] (device weights, forward, backward),
-//!   [`GpuGruCell`], and the optimisers of [`optim`].
+//!   [`GpuGruCell`], the optimisers of [`optim`], and the regression head
+//!   of [`head`].
 
 pub mod cell;
 pub mod context;
 pub mod device;
 mod gru;
+pub mod head;
 pub mod ops;
 pub mod optim;
 pub(crate) mod pipeline;
@@ -30,5 +32,6 @@ pub use gru::{
     BackwardInput, BackwardOptions, CallStats, Flat, Forward, ForwardInput, ForwardOptions,
     GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, Recurrence,
 };
+pub use head::{GpuLinearHead, HeadStep};
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
 pub use pool::PooledBuffer;
