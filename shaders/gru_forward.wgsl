@@ -16,6 +16,7 @@
 //                                   neighbouring units j read neighbouring words
 //   b_hh   (D·3H)            read   (ignored without bias)
 //   hs     (D, T+1, B, H)    rw     slot 0 holds h0, slot s+1 the state after step s
+//                                   (without TAPE a ring of two slots, see hs_slot)
 //   out    (T, B, D·H)       rw     the layer's output, h' at [t, b, d·H + j]
 //   gates  (D, T, B, 4, H)   rw     the tape: r, z, n and gh_n of every step
 //
@@ -32,9 +33,18 @@
 //                                   ((j / kc)·B + b)·kc + j mod kc of the region
 
 override PRECOMPUTED: bool = false;
-// Without TAPE (inference that keeps no tape) the gates are not written, and
-// binding 6 is a placeholder.
+// Without TAPE (inference that keeps no tape) the gates are not written,
+// binding 6 is a placeholder, and hs is a ring of two slots (D, 2, B, H):
+// slot s at s mod 2.
 override TAPE: bool = true;
+
+// The offset of slot s of direction d in hs.
+fn hs_slot(d: u32, s: u32) -> u32 {
+    if (TAPE) {
+        return (d * (P.t_len + 1u) + s) * P.batch * P.hidden;
+    }
+    return (d * 2u + s % 2u) * P.batch * P.hidden;
+}
 
 // The parameters: StepParams of common.wgsl.
 @group(0) @binding(0) var<uniform> P: StepParams;
@@ -58,10 +68,9 @@ fn gate_step(d: u32, s: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, ghn: f3
     let r = sigmoid_stable(gi[g + j] + ghr);
     let z = sigmoid_stable(gi[g + H + j] + ghz);
     let n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
-    let hprev = (d * (T + 1u) + s) * B * H;
-    let hp = hs[hprev + b * H + j];
+    let hp = hs[hs_slot(d, s) + b * H + j];
     let hn = (1.0 - z) * n + z * hp;
-    hs[hprev + B * H + b * H + j] = hn;
+    hs[hs_slot(d, s + 1u) + b * H + j] = hn;
     out[(t * B + b) * (P.dirs * H) + d * H + j] = hn;
     if (TAPE) {
         let tp = ((d * T + s) * B + b) * 4u * H + j;
@@ -88,7 +97,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     let s = u32(P.s);
     let t = select(T - 1u - s, s, d == 0u);
     let h3 = 3u * H;
-    let hprev = (d * (T + 1u) + s) * B * H;
+    let hprev = hs_slot(d, s);
     let wb = d * H * h3;
     // Rows past the batch are clamped for the loads and skipped for the stores.
     let bl = B - 1u;
@@ -192,7 +201,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         if (j < H) {
             for (var r = 0u; r < SEQ_ROWS; r = r + 1u) {
                 let b = b0 + min(r, nrows - 1u);
-                h_sh[r * SEQ_HMAX + j] = hs[(d * (T + 1u)) * B * H + b * H + j];
+                h_sh[r * SEQ_HMAX + j] = hs[hs_slot(d, 0u) + b * H + j];
             }
             if (W_PRIVATE) {
                 for (var k = 0u; k < H; k = k + 1u) {
@@ -209,7 +218,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
 
     for (var s = 0u; s < T; s = s + 1u) {
         let t = select(T - 1u - s, s, d == 0u);
-        let hprev = (d * (T + 1u) + s) * B * H;
+        let hnext = hs_slot(d, s + 1u);
         for (var u = 0u; u < units; u = u + 1u) {
             let j = lid.x + 64u * u;
             if (j < H) {
@@ -254,7 +263,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             let j = lid.x + 64u * u;
             if (j < H) {
                 for (var i = 0u; i < nrows; i = i + 1u) {
-                    h_sh[i * SEQ_HMAX + j] = hs[hprev + B * H + (b0 + i) * H + j];
+                    h_sh[i * SEQ_HMAX + j] = hs[hnext + (b0 + i) * H + j];
                 }
             }
         }

@@ -20,22 +20,27 @@ fn model(ctx: &GpuContext, r: Recurrence) -> (GruConfig, GpuGru) {
 #[test]
 fn an_evaluation_forward_keeps_no_tape_and_gives_the_same_numbers() {
     let mut rng = common::rng(4);
-    let x = common::random((7, 3, 6), 1.0, &mut rng).mapv(|v| v as f32);
     let h0 = common::random((4, 3, 20), 1.0, &mut rng).mapv(|v| v as f32);
-    for (label, ctx, r) in common::gpu_paths() {
-        let (_, m) = model(&ctx, r);
-        let opts = || ForwardOptions::new().h0(h0.view());
-        let eval = m.forward(x.view(), opts()).unwrap();
-        assert!(eval.tape.is_none(), "{label}: no tape unless asked");
-        let taped = m.forward(x.view(), opts().keep_tape()).unwrap();
-        assert_eq!(eval.output, taped.output, "{label}");
-        assert_eq!(eval.h_n, taped.h_n, "{label}");
-        // The kept tape serves a backward.
-        let go = taped.output.clone();
-        m.backward(taped.tape.unwrap(), go.view(), BackwardOptions::new())
-            .unwrap();
-        // Training keeps the tape without being asked.
-        assert!(m.forward(x.view(), opts().train(3)).unwrap().tape.is_some());
+    // Sequences of one, two and an odd number of steps (the states of an
+    // evaluation forward are a ring of two slots).
+    for t in [1, 2, 7] {
+        let x = common::random((t, 3, 6), 1.0, &mut rng).mapv(|v| v as f32);
+        for (label, ctx, r) in common::gpu_paths() {
+            let label = format!("{label}, T = {t}");
+            let (_, m) = model(&ctx, r);
+            let opts = || ForwardOptions::new().h0(h0.view());
+            let eval = m.forward(x.view(), opts()).unwrap();
+            assert!(eval.tape.is_none(), "{label}: no tape unless asked");
+            let taped = m.forward(x.view(), opts().keep_tape()).unwrap();
+            assert_eq!(eval.output, taped.output, "{label}");
+            assert_eq!(eval.h_n, taped.h_n, "{label}");
+            // The kept tape serves a backward.
+            let go = taped.output.clone();
+            m.backward(taped.tape.unwrap(), go.view(), BackwardOptions::new())
+                .unwrap();
+            // Training keeps the tape without being asked.
+            assert!(m.forward(x.view(), opts().train(3)).unwrap().tape.is_some());
+        }
     }
 }
 
@@ -97,11 +102,13 @@ fn an_evaluation_forward_takes_the_memory_of_its_output_and_states_only() {
         // The output (T, B, D·H) and h_n (L·D, B, H), nothing else, stay with the caller.
         assert_eq!(eval_held, ((7 * 3 * 40) + (4 * 3 * 20)) * 4, "{label}");
         assert_eq!(eval_held, taped_held, "{label}");
-        // The whole call takes less by exactly the gates of every layer (D, T, B, 4H).
+        // The whole call takes less by exactly the gates of every layer (D, T, B, 4H)
+        // and all but two of its T + 1 states (D, T + 1, B, H): the tape.
         let gates = (config.num_layers * 2 * 7 * 3 * 4 * 20 * 4) as u64;
+        let states = (config.num_layers * 2 * (8 - 2) * 3 * 20 * 4) as u64;
         assert_eq!(
             taped - eval,
-            gates,
+            gates + states,
             "{label}: {taped} bytes with the tape, {eval} without"
         );
     }

@@ -13,8 +13,9 @@ use crate::gpu::recorder::Recorder;
 
 impl GpuGru {
     /// Records the forward of the whole stack. `x` is in the caller's layout,
-    /// `h0` is `(L·D, B, H)`. Without `keep_tape` no gates are written and
-    /// every layer's buffers are let go after the call.
+    /// `h0` is `(L·D, B, H)`. Without `keep_tape` no gates are written, the
+    /// states of a layer are a ring of two slots, and every layer's buffers
+    /// are let go after the call.
     pub(crate) fn record_forward(
         &self,
         rec: &mut Recorder,
@@ -47,9 +48,17 @@ impl GpuGru {
             let layer = self.layer(l);
             let gi = self.ctx.storage("gi (input projections)", tb * nd * h3)?;
             self.path.input_projection(rec, &layer, &xin, &gi, tb)?;
-            let hs = self
-                .ctx
-                .storage("hidden states", nd * (t_len + 1) * batch * h)?;
+            // All T + 1 states for the tape; without it a ring of two.
+            let slots = if keep_tape { t_len + 1 } else { 2 };
+            let slot = |d: usize, s: usize| -> u64 {
+                let at = if keep_tape {
+                    d * (t_len + 1) + s
+                } else {
+                    d * 2 + s % 2
+                };
+                (at * batch * h * 4) as u64
+            };
+            let hs = self.ctx.storage("hidden states", nd * slots * batch * h)?;
             // The tape's gates, where it is kept (the steps write them then only).
             let gates = match keep_tape {
                 true => Some(self.ctx.storage("gates", nd * t_len * batch * 4 * h)?),
@@ -57,9 +66,8 @@ impl GpuGru {
             };
             let out = self.ctx.storage("layer output", tb * nd * h)?;
             for d in 0..nd {
-                let slot0 = (d * (t_len + 1) * batch * h * 4) as u64;
                 let src = h0.map(|b| (b, ((l * nd + d) as u64) * state_bytes));
-                rec.copy_or_clear(src, hs.buffer(), slot0, state_bytes);
+                rec.copy_or_clear(src, hs.buffer(), slot(d, 0), state_bytes);
             }
             let shape = StepShape {
                 t_len,
@@ -84,10 +92,9 @@ impl GpuGru {
             }
             rec.keep(gi);
             for d in 0..nd {
-                let last = ((d * (t_len + 1) + t_len) * batch * h * 4) as u64;
                 rec.copy(
                     hs.buffer(),
-                    last,
+                    slot(d, t_len),
                     h_n.buffer(),
                     ((l * nd + d) as u64) * state_bytes,
                     state_bytes,

@@ -62,7 +62,7 @@ pub(crate) struct ForwardStepBufs<'a> {
     pub w_hh_t: &'a wgpu::Buffer,
     /// `(D·3H)`, where the GRU has biases.
     pub b_hh: Option<&'a wgpu::Buffer>,
-    /// `(D, T+1, B, H)`
+    /// `(D, T+1, B, H)`; without the tape `(D, 2, B, H)`, a ring.
     pub hs: &'a wgpu::Buffer,
     /// `(T, B, D·H)`
     pub out: &'a wgpu::Buffer,
