@@ -28,7 +28,7 @@ fn chain(
     let mut hc = h0.mapv(|v| v as f64);
     for t in 0..xs.len_of(Axis(0)) {
         let x = xs.index_axis(Axis(0), t);
-        hg = gpu.step_array(x, hg.view()).unwrap();
+        hg = gpu.forward_array(x, hg.view()).unwrap();
         hc = cpu.forward(x.mapv(|v| v as f64).view(), hc.view()).unwrap();
         worst = worst.max(rel2(&hg, &hc));
     }
@@ -38,7 +38,7 @@ fn chain(
     let mut dc = Array2::<f64>::zeros(h0.raw_dim());
     for t in (0..xs.len_of(Axis(0))).rev() {
         let ext = dhs.index_axis(Axis(0), t);
-        let (dxg, dhg) = gpu.backward_step_array((&dg + &ext).view()).unwrap();
+        let (dxg, dhg) = gpu.backward_array((&dg + &ext).view()).unwrap();
         let (dxc, dhc) = cpu
             .backward((&dc + &ext.mapv(|v| v as f64)).view())
             .unwrap();
@@ -140,7 +140,7 @@ fn cell_matches_pytorch_grucell_and_a_longer_chain() {
         let mut out = Vec::new();
         for t in 0..case.seq_len {
             h = cell
-                .step_array(case.x.index_axis(Axis(0), t), h.view())
+                .forward_array(case.x.index_axis(Axis(0), t), h.view())
                 .unwrap();
             out.extend(h.iter().map(|&v| v as f64));
         }
@@ -150,7 +150,7 @@ fn cell_matches_pytorch_grucell_and_a_longer_chain() {
         let mut dx = vec![Vec::new(); case.seq_len];
         for t in (0..case.seq_len).rev() {
             dh += &case.grad_output.index_axis(Axis(0), t);
-            let (dxt, dhp) = cell.backward_step_array(dh.view()).unwrap();
+            let (dxt, dhp) = cell.backward_array(dh.view()).unwrap();
             dx[t] = dxt.iter().map(|&v| v as f64).collect::<Vec<_>>();
             dh = dhp;
         }
@@ -207,27 +207,27 @@ fn cell_steps_stay_on_the_device() {
             | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    let mut h = cell.step(&x, &h0, 2).unwrap();
+    let mut h = cell.forward(&x, &h0, 2).unwrap();
     for _ in 0..5 {
-        h = cell.step(&x, h.buffer(), 2).unwrap();
+        h = cell.forward(&x, h.buffer(), 2).unwrap();
     }
     assert_eq!(cell.tape_len(), 6);
-    let (mut dx, mut dh) = cell.backward_step(h.buffer()).unwrap();
+    let (mut dx, mut dh) = cell.backward(h.buffer()).unwrap();
     for _ in 0..5 {
-        (dx, dh) = cell.backward_step(dh.buffer()).unwrap();
+        (dx, dh) = cell.backward(dh.buffer()).unwrap();
     }
     assert_eq!((dx.len(), dh.len()), (8, 12));
-    let e = cell.backward_step(dh.buffer()).unwrap_err();
+    let e = cell.backward(dh.buffer()).unwrap_err();
     assert!(matches!(e, GruError::Tape(_)), "{e:?}");
     assert_eq!(
         e.to_string(),
-        "tape: backward_step called with no step on the tape"
+        "tape: backward called with no step on the tape"
     );
     // A wrong shape is refused, and the tape keeps its step.
-    cell.step_array(Array2::zeros((3, 4)).view(), Array2::zeros((3, 6)).view())
+    cell.forward_array(Array2::zeros((3, 4)).view(), Array2::zeros((3, 6)).view())
         .unwrap();
     let e = cell
-        .backward_step_array(Array2::zeros((2, 6)).view())
+        .backward_array(Array2::zeros((2, 6)).view())
         .unwrap_err();
     assert_eq!(
         e.to_string(),

@@ -315,43 +315,4 @@ impl GpuGruCell {
         .expect("length matches");
         Ok((dx, dh))
     }
-
-    /// The former name of [`forward`](Self::forward) (the tests still use it).
-    #[doc(hidden)]
-    pub fn step(
-        &mut self,
-        x: &wgpu::Buffer,
-        h_prev: &wgpu::Buffer,
-        batch: usize,
-    ) -> Result<PooledBuffer> {
-        self.forward(x, h_prev, batch)
-    }
-
-    /// The former name of [`backward`](Self::backward).
-    #[doc(hidden)]
-    pub fn backward_step(
-        &mut self,
-        dh_next: &wgpu::Buffer,
-    ) -> Result<(PooledBuffer, PooledBuffer)> {
-        self.backward_as(dh_next, "backward_step")
-    }
-
-    /// The former name of [`forward_array`](Self::forward_array).
-    #[doc(hidden)]
-    pub fn step_array(
-        &mut self,
-        x: ArrayView2<f32>,
-        h_prev: ArrayView2<f32>,
-    ) -> Result<Array2<f32>> {
-        self.forward_array(x, h_prev)
-    }
-
-    /// The former name of [`backward_array`](Self::backward_array).
-    #[doc(hidden)]
-    pub fn backward_step_array(
-        &mut self,
-        dh_next: ArrayView2<f32>,
-    ) -> Result<(Array2<f32>, Array2<f32>)> {
-        self.backward_array_as(dh_next, "backward_step")
-    }
 }
