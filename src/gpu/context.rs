@@ -18,15 +18,67 @@ pub struct ContextOptions {
     /// (`vulkan`, `metal`, `dx12`, `gl`). `None` reads the environment variable
     /// `GRU_WGPU_ADAPTER`, and without it takes the default high-performance adapter.
     pub adapter: Option<String>,
-    /// Limits to ask the device for. `None` asks for the adapter's own limits
-    /// (not wgpu's defaults). Lower limits make the splitting paths run on small data.
+    /// Limits to ask the device for. `None` takes those of `profile`.
+    /// Lower limits make the splitting paths run on small data.
     pub limits: Option<wgpu::Limits>,
+    /// The limits asked for where `limits` is `None`: the adapter's own
+    /// (the default), or WebGPU's defaults, the floor every Vulkan, Metal and
+    /// DX12 GPU meets.
+    pub profile: LimitsProfile,
     /// Fill every buffer the pool hands out with NaN before use (a testing
     /// aid: an element that no kernel writes shows up as NaN).
     pub poison_buffers: bool,
     /// Which kernels compute the matrix products. `None` chooses: the window
     /// kernels on CPU (software) adapters, the storage kernels on GPUs.
     pub products: Option<Products>,
+}
+
+/// Which limits a context asks the device for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LimitsProfile {
+    /// The adapter's own limits.
+    #[default]
+    Adapter,
+    /// `wgpu::Limits::default()`: WebGPU's default limits (256-byte uniform
+    /// and storage offset alignment, 16 KiB of workgroup memory, 256
+    /// invocations per workgroup, 128 MiB storage bindings). The window
+    /// kernels, which need 32-byte uniform offsets, do not run under it.
+    WebGpu,
+}
+
+impl LimitsProfile {
+    /// `adapter` or `webgpu`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitsProfile::Adapter => "adapter",
+            LimitsProfile::WebGpu => "webgpu",
+        }
+    }
+
+    /// The limits this profile asks for, on an adapter with `adapter` limits.
+    pub fn limits(self, adapter: &wgpu::Limits) -> wgpu::Limits {
+        match self {
+            LimitsProfile::Adapter => adapter.clone(),
+            LimitsProfile::WebGpu => wgpu::Limits::default(),
+        }
+    }
+}
+
+/// Whether the window kernels can run on a device with these limits
+/// (uniform bindings of 64 KiB at offsets aligned to at most 32 bytes), and
+/// why not where they cannot.
+pub fn window_kernels_fit(limits: &wgpu::Limits) -> std::result::Result<(), String> {
+    if windows_fit(limits) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the window kernels need uniform bindings of 64 KiB at 32-byte offsets; \
+             the device allows {} bytes at {}-byte offsets",
+            limits.max_uniform_buffer_binding_size, limits.min_uniform_buffer_offset_alignment
+        ))
+    }
 }
 
 /// The kernels that compute the matrix products (the input projections, the
@@ -135,17 +187,16 @@ impl GpuContext {
         let adapter = find_adapter(selector.as_deref())?;
         let summary = summarize(&adapter.get_info());
         let adapter_limits = adapter.limits();
-        let limits = match options.limits.clone() {
-            Some(l) => {
-                if !l.check_limits(&adapter_limits) {
-                    return Err(GruError::RequestDevice(format!(
-                        "the limits asked for exceed those of {summary}"
-                    )));
-                }
-                l
-            }
-            None => adapter_limits,
-        };
+        let limits = options
+            .limits
+            .clone()
+            .unwrap_or_else(|| options.profile.limits(&adapter_limits));
+        if !limits.check_limits(&adapter_limits) {
+            return Err(GruError::RequestDevice(format!(
+                "the limits asked for ({} profile) exceed those of {summary}",
+                options.profile.name()
+            )));
+        }
         let wanted =
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let features = adapter.features() & wanted;

@@ -26,7 +26,7 @@ pub(crate) mod pool;
 pub(crate) mod recorder;
 
 pub use cell::GpuGruCell;
-pub use context::{ContextOptions, GpuContext, Products};
+pub use context::{window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products};
 pub use device::{list_adapters, AdapterSummary};
 pub use gru::{
     BackwardInput, BackwardOptions, CallStats, Flat, Forward, ForwardInput, ForwardOptions,
