@@ -11,7 +11,9 @@ use gru_wgpu::gpu::{
 use gru_wgpu::{GruConfig, GruParams};
 
 fn fresh(products: Products) -> Option<GpuContext> {
-    common::gpu()?;
+    if !common::can_run(products) {
+        return None;
+    }
     Some(
         GpuContext::with_options(ContextOptions {
             products: Some(products),

@@ -145,7 +145,7 @@ fn compare_everything(case: &RandomCase) {
 
 #[test]
 fn nan_propagates_as_in_pytorch() {
-    if common::gpu_both().is_none() {
+    if common::gpu_all().is_none() {
         return;
     }
     // A NaN in one input element: the rows and steps it reaches become NaN,
@@ -173,7 +173,7 @@ fn nan_propagates_as_in_pytorch() {
 
 #[test]
 fn infinities_propagate_as_in_pytorch() {
-    if common::gpu_both().is_none() {
+    if common::gpu_all().is_none() {
         return;
     }
     let mut case =
@@ -185,7 +185,7 @@ fn infinities_propagate_as_in_pytorch() {
 
 #[test]
 fn huge_inputs_saturate() {
-    if common::gpu_both().is_none() {
+    if common::gpu_all().is_none() {
         return;
     }
     let mut case = RandomCase::new(GruConfig::new(5, 8).layers(2), 7, 3, true, 24).unwrap();

@@ -75,6 +75,9 @@ fn own_paths() -> Vec<(String, GpuContext, Recurrence)> {
     }
     let mut out = Vec::new();
     for products in [Products::Storage, Products::Windows] {
+        if !common::can_run(products) {
+            continue;
+        }
         let ctx = GpuContext::with_options(ContextOptions {
             products: Some(products),
             ..Default::default()

@@ -41,7 +41,7 @@ fn cfg(i: usize, h: usize, l: usize, bidir: bool, batch_first: bool, bias: bool)
 
 #[test]
 fn edge_sizes() {
-    if common::gpu_both().is_none() {
+    if common::gpu_all().is_none() {
         return;
     }
     // (I, H, L, bidirectional, batch_first, bias, T, B, h0)
@@ -69,7 +69,7 @@ fn edge_sizes() {
 
 #[test]
 fn long_sequences_and_large_batches() {
-    if common::gpu_both().is_none() {
+    if common::gpu_all().is_none() {
         return;
     }
     let cases = [
@@ -88,7 +88,7 @@ fn long_sequences_and_large_batches() {
 
 #[test]
 fn random_configurations() {
-    if common::gpu_both().is_none() {
+    if common::gpu_all().is_none() {
         return;
     }
     let mut r = common::rng(2024);
@@ -115,7 +115,7 @@ fn random_configurations() {
 
 #[test]
 fn dropout_in_training_mode_matches_the_cpu_mask() {
-    if common::gpu_both().is_none() {
+    if common::gpu_all().is_none() {
         return;
     }
     let config = cfg(6, 10, 3, true, false, true).dropout(0.4);
@@ -127,7 +127,7 @@ fn dropout_in_training_mode_matches_the_cpu_mask() {
 
 #[test]
 fn same_call_twice_is_bitwise_equal() {
-    if common::gpu_both().is_none() {
+    if common::gpu_all().is_none() {
         return;
     }
     let case = common::case(cfg(33, 70, 2, true, false, true), 40, 9, true, 500);

@@ -324,7 +324,7 @@ fn absurd_sizes_on_the_command_line_exit_2_at_once() {
         ]);
     } else {
         assert!(
-            std::env::var("GRU_WGPU_REQUIRE_GPU").is_err(),
+            !common::require_gpu(),
             "GRU_WGPU_REQUIRE_GPU is set and no adapter opened"
         );
     }

@@ -38,54 +38,24 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 
-use gru_wgpu::gpu::{ContextOptions, GpuContext, Products, Recurrence};
+use gru_wgpu::gpu::{
+    window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products, Recurrence,
+};
 use std::sync::OnceLock;
 
-/// The shared GPU context of a test binary (buffers poisoned with NaN), or
-/// `None` without an adapter. With `GRU_WGPU_REQUIRE_GPU=1` a missing adapter
-/// fails the test instead.
+/// Whether a missing adapter, or a path that should open and does not, is a
+/// failure: `GRU_WGPU_REQUIRE_GPU` set to anything but empty or `0`.
+pub fn require_gpu() -> bool {
+    std::env::var("GRU_WGPU_REQUIRE_GPU").is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0")
+}
+
+/// The shared GPU context of a test binary (the adapter's limits, the
+/// products the context chooses, buffers poisoned with NaN), or `None`
+/// without an adapter. Under [`require_gpu`] a missing adapter fails the
+/// test instead, with the true reason.
 pub fn gpu() -> Option<GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| open(None)).clone()
-}
-
-/// Contexts with each family of product kernels forced, so that both run on
-/// any adapter: `[storage, windows]`.
-pub fn gpu_both() -> Option<[GpuContext; 2]> {
-    static CTX: OnceLock<Option<[GpuContext; 2]>> = OnceLock::new();
-    CTX.get_or_init(|| {
-        Some([
-            open(Some(Products::Storage))?,
-            open(Some(Products::Windows))?,
-        ])
-    })
-    .clone()
-}
-
-/// Every combination of product kernels and time loop, with a label.
-pub fn gpu_paths() -> Vec<(String, GpuContext, Recurrence)> {
-    let Some(ctxs) = gpu_both() else {
-        return vec![];
-    };
-    let mut out = Vec::new();
-    for ctx in ctxs {
-        for r in [Recurrence::PerStep, Recurrence::Persistent] {
-            out.push((
-                format!("{:?} products, {r:?}", ctx.products()),
-                ctx.clone(),
-                r,
-            ));
-        }
-    }
-    out
-}
-
-fn open(products: Option<Products>) -> Option<GpuContext> {
-    match GpuContext::with_options(ContextOptions {
-        poison_buffers: true,
-        products,
-        ..Default::default()
-    }) {
+    CTX.get_or_init(|| match open(LimitsProfile::Adapter, None) {
         Ok(ctx) => {
             eprintln!(
                 "GPU tests on {} ({:?} products)",
@@ -95,15 +65,106 @@ fn open(products: Option<Products>) -> Option<GpuContext> {
             Some(ctx)
         }
         Err(e) => {
-            if std::env::var("GRU_WGPU_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("GRU_WGPU_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            if require_gpu() {
+                panic!("GRU_WGPU_REQUIRE_GPU is set but the GPU cannot be opened: {e}");
             }
             eprintln!(
                 "skipping GPU tests: {e} (set GRU_WGPU_REQUIRE_GPU=1 to make this a failure)"
             );
             None
         }
+    })
+    .clone()
+}
+
+fn open(profile: LimitsProfile, products: Option<Products>) -> gru_wgpu::Result<GpuContext> {
+    GpuContext::with_options(ContextOptions {
+        poison_buffers: true,
+        products,
+        profile,
+        ..Default::default()
+    })
+}
+
+/// A context for every limit profile and product family the adapter can
+/// run, each with a label: on lavapipe the adapter's limits with the storage
+/// and the window kernels, and WebGPU's default limits with the storage
+/// kernels. A combination the adapter cannot run (the window kernels need
+/// uniform offsets of at most 32 bytes: not under WebGPU's 256, nor on most
+/// GPUs) is reported with its reason; one that should open and does not
+/// fails under [`require_gpu`]. `None` without an adapter.
+pub fn gpu_all() -> Option<Vec<(String, GpuContext)>> {
+    static CTX: OnceLock<Option<Vec<(String, GpuContext)>>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let base = gpu()?;
+        let mut out = Vec::new();
+        for profile in [LimitsProfile::Adapter, LimitsProfile::WebGpu] {
+            for products in [Products::Storage, Products::Windows] {
+                let label = format!("{} limits, {products:?} products", profile.name());
+                if products == Products::Windows {
+                    if let Err(why) = window_kernels_fit(&profile.limits(base.limits())) {
+                        eprintln!("not run: {label}: {why}");
+                        continue;
+                    }
+                }
+                match open(profile, Some(products)) {
+                    Ok(ctx) => out.push((label, ctx)),
+                    Err(e) if require_gpu() => {
+                        panic!(
+                            "{label} should open on {} and does not: {e}",
+                            base.adapter()
+                        )
+                    }
+                    Err(e) => eprintln!("not run: {label}: {e}"),
+                }
+            }
+        }
+        assert!(
+            out.iter().any(|(l, _)| l.starts_with("adapter"))
+                && out.iter().any(|(l, _)| l.starts_with("webgpu")),
+            "the storage kernels run under both limit profiles on every adapter"
+        );
+        eprintln!(
+            "GPU paths: {}",
+            out.iter()
+                .map(|(l, _)| l.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        Some(out)
+    })
+    .clone()
+}
+
+/// Whether `products` can run on the shared context's adapter (with its own
+/// limits); where not, prints why (a path not run, never a quiet pass).
+pub fn can_run(products: Products) -> bool {
+    let Some(base) = gpu() else { return false };
+    if products == Products::Windows {
+        if let Err(why) = window_kernels_fit(base.limits()) {
+            eprintln!(
+                "not run: {products:?} products on {}: {why}",
+                base.adapter()
+            );
+            return false;
+        }
     }
+    true
+}
+
+/// Every combination of limit profile, product kernels and time loop that
+/// the adapter can run, with a label (empty without an adapter).
+pub fn gpu_paths() -> Vec<(String, GpuContext, Recurrence)> {
+    let Some(ctxs) = gpu_all() else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for (label, ctx) in ctxs {
+        for r in [Recurrence::PerStep, Recurrence::Persistent] {
+            out.push((format!("{label}, {r:?}"), ctx.clone(), r));
+        }
+    }
+    out
 }
 
 use gru_wgpu::check::RandomCase;
