@@ -2,7 +2,9 @@
 //! build (`kernel_variants`: each shader, entry point and set of override
 //! constants) goes through naga's MSL, HLSL and SPIR-V back ends with the
 //! options wgpu 30 passes them, and any error fails the test. A shader that
-//! cannot translate for a back end is a bug, not a skip.
+//! cannot translate for a back end is a bug, not a skip. The list is checked
+//! complete against the shaders' entry points, the op modules' `KernelSpec`
+//! constants, and the pipelines the GRU builds on the adapter.
 //!
 //! What wgpu does, and where (wgpu-hal 30 and wgpu-core 30):
 //! - validation: `wgpu-core/src/device/resource.rs` (`create_shader_module`)
@@ -31,6 +33,8 @@
 //!   capabilities always available, `Restrict` bounds checks) and
 //!   `vulkan/device.rs` (`compile_stage`; `create_bind_group_layout` and
 //!   `create_pipeline_layout`: the binding map).
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -510,4 +514,54 @@ fn the_variant_list_is_complete() {
         }
     }
     assert_eq!(modules, 8, "the op modules with kernels");
+}
+
+/// The name `GpuContext::pipelines_built` gives a pipeline: constants sorted
+/// by name, values as `f64` prints them.
+fn built_name(v: &KernelVariant) -> String {
+    let mut c: Vec<(&str, f64)> = v.constants.to_vec();
+    c.sort_by(|a, b| a.0.cmp(b.0));
+    let c: Vec<String> = c.iter().map(|(n, x)| format!("{n}={x}")).collect();
+    format!("{}:{}({})", v.file, v.entry, c.join(","))
+}
+
+/// On the adapter, every pipeline the GRU builds on every path (both
+/// product families, both time loops, with and without a tape) is one of
+/// `kernel_variants`: the list the translations above run over.
+#[test]
+fn every_pipeline_built_on_the_adapter_is_listed() {
+    use gru_wgpu::gpu::{BackwardOptions, ForwardOptions, GpuGru};
+    use gru_wgpu::reference::ReferenceCase;
+
+    let listed: BTreeSet<String> = kernel_variants().iter().map(built_name).collect();
+    for (label, ctx, r) in common::gpu_paths() {
+        for path in common::golden_files() {
+            let case = ReferenceCase::load(&path).unwrap();
+            let model = GpuGru::new(&ctx, &case.params).unwrap();
+            model.set_recurrence(r);
+            let h0 = case.h0.as_ref().map(|h| h.view());
+            model
+                .forward(case.x.view(), ForwardOptions::new().h0(h0))
+                .unwrap();
+            let (_, _, tape) = model
+                .forward(case.x.view(), ForwardOptions::new().h0(h0).keep_tape())
+                .unwrap()
+                .into_parts();
+            model
+                .backward(
+                    tape.unwrap(),
+                    case.grad_output.view(),
+                    BackwardOptions::new().grad_h_n(case.grad_h_n.view()),
+                )
+                .unwrap();
+        }
+        let built = ctx.pipelines_built();
+        assert!(!built.is_empty(), "{label}: no pipeline built");
+        for p in &built {
+            assert!(
+                listed.contains(p),
+                "{label}: `{p}` is not in kernel_variants"
+            );
+        }
+    }
 }
