@@ -19,8 +19,9 @@ pub(crate) fn compose(body: &str) -> String {
 }
 
 /// What a binding of a kernel is.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Binding {
+pub enum Binding {
     /// The parameter slot: uniform, dynamic offset into the recorder's arena.
     Params,
     /// A uniform window of this many bytes into a data buffer, at a dynamic

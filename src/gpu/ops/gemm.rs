@@ -60,6 +60,10 @@ const GEMM_NN: KernelSpec = main_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0)]);
 const GEMM_NT: KernelSpec = main_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0)]);
 const GEMM_TN: KernelSpec = main_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0)]);
 
+/// Every kernel of this module, as it is dispatched (see
+/// [`kernel_variants`](super::kernel_variants)).
+pub(crate) const SPECS: &[KernelSpec] = &[GEMM_NN, GEMM_NT, GEMM_TN];
+
 /// A matrix product `C = op(A) op(B) (+ bias)`; see `shaders/gemm.wgsl`.
 /// Offsets and strides are in floats.
 #[derive(Clone, Copy, Debug, Default)]

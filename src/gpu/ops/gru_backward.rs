@@ -39,6 +39,10 @@ pub(crate) const STEP_PRECOMPUTED: KernelSpec = spec("step", &[("PRECOMPUTED", 1
 const SEQUENCE: KernelSpec = spec("sequence", &[("W_PRIVATE", 0.0)]);
 const SEQUENCE_PRIVATE: KernelSpec = spec("sequence", &[("W_PRIVATE", 1.0)]);
 
+/// Every kernel of this module, as it is dispatched (see
+/// [`kernel_variants`](super::kernel_variants)).
+pub(crate) const SPECS: &[KernelSpec] = &[STEP, STEP_PRECOMPUTED, SEQUENCE, SEQUENCE_PRIVATE];
+
 /// The buffers of the backward recurrence of one layer (shapes in the shader).
 pub(crate) struct BackwardStepBufs<'a> {
     /// `(T, B, D·H)`: dL/d(layer output).

@@ -54,6 +54,19 @@ const SEQUENCE: [[KernelSpec; 2]; 2] = [
     ],
 ];
 
+/// Every kernel of this module, as it is dispatched (see
+/// [`kernel_variants`](super::kernel_variants)).
+pub(crate) const SPECS: &[KernelSpec] = &[
+    STEP[0],
+    STEP[1],
+    STEP_PRECOMPUTED[0],
+    STEP_PRECOMPUTED[1],
+    SEQUENCE[0][0],
+    SEQUENCE[0][1],
+    SEQUENCE[1][0],
+    SEQUENCE[1][1],
+];
+
 /// The buffers of the forward recurrence of one layer (shapes in the shader).
 pub(crate) struct ForwardStepBufs<'a> {
     /// `(T·B, D·3H)`: the input projections.

@@ -52,6 +52,10 @@ const MSE: KernelSpec = spec("mse");
 const BACKWARD: KernelSpec = spec("backward");
 const PARAM_GRADS: KernelSpec = spec("param_grads");
 
+/// Every kernel of this module, as it is dispatched (see
+/// [`kernel_variants`](super::kernel_variants)).
+pub(crate) const SPECS: &[KernelSpec] = &[FORWARD, MSE, BACKWARD, PARAM_GRADS];
+
 /// The buffers the head writes: predictions `y` `(B)`, scratch `dy` `(B)`,
 /// the loss `(1)`, the gradients `dh` `(B, H)` and `dp` `(H + 1)`.
 pub(crate) struct HeadOut<'a> {

@@ -45,6 +45,51 @@ pub fn shader_source(file: &str) -> Option<String> {
         .map(|(_, src)| crate::gpu::pipeline::compose(src))
 }
 
+pub use crate::gpu::pipeline::Binding;
+
+/// A pipeline the crate can build: a shader, one of its entry points, the
+/// values of the override constants it is built with, and the bindings of its
+/// bind group layout (group 0). See [`kernel_variants`].
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct KernelVariant {
+    /// The shader file (compiled after `common.wgsl`, see [`shader_source`]).
+    pub file: &'static str,
+    /// The entry point.
+    pub entry: &'static str,
+    /// The override constants, as the pipeline passes them.
+    pub constants: &'static [(&'static str, f64)],
+    /// `(binding, kind)` of group 0, as the bind group layout declares them.
+    pub bindings: &'static [(u32, Binding)],
+}
+
+/// Every pipeline the crate can dispatch, from the same `KernelSpec` values
+/// the host functions use (each op module's `SPECS`), in module order. The
+/// back-end test (`tests/backends.rs`) translates each of them for Metal,
+/// DX12 and Vulkan.
+#[doc(hidden)]
+pub fn kernel_variants() -> Vec<KernelVariant> {
+    [
+        gemm::SPECS,
+        windows::SPECS,
+        gru_forward::SPECS,
+        gru_backward::SPECS,
+        reduce::SPECS,
+        util::SPECS,
+        optim::SPECS,
+        head::SPECS,
+    ]
+    .iter()
+    .flat_map(|specs| specs.iter())
+    .map(|s| KernelVariant {
+        file: s.file,
+        entry: s.entry,
+        constants: s.constants,
+        bindings: s.bindings,
+    })
+    .collect()
+}
+
 /// The layout of a parameter struct on the Rust side, to check against the
 /// shader's (see `tests/params_layout.rs`).
 #[doc(hidden)]

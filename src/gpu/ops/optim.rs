@@ -66,6 +66,10 @@ const SUMSQ: KernelSpec = spec("sumsq");
 const CLIP_COEF: KernelSpec = spec("clip_coef");
 const SCALE: KernelSpec = spec("scale");
 
+/// Every kernel of this module, as it is dispatched (see
+/// [`kernel_variants`](super::kernel_variants)).
+pub(crate) const SPECS: &[KernelSpec] = &[SGD, ADAM, SUMSQ, CLIP_COEF, SCALE];
+
 /// One SGD step on a tensor of `len` floats; `buf` is its momentum buffer.
 pub(crate) fn encode_sgd(
     rec: &mut Recorder,

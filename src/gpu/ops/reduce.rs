@@ -41,6 +41,10 @@ const SUM_ROWS: KernelSpec = KernelSpec {
     constants: &[],
 };
 
+/// Every kernel of this module, as it is dispatched (see
+/// [`kernel_variants`](super::kernel_variants)).
+pub(crate) const SPECS: &[KernelSpec] = &[SUM_ROWS];
+
 /// Rows of a column-sum chunk.
 const ROW_CHUNK: usize = 256;
 

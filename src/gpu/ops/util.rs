@@ -65,6 +65,10 @@ const TRANSPOSE: KernelSpec = spec("transpose");
 const DROPOUT: KernelSpec = spec("dropout");
 const ADD: KernelSpec = spec("add");
 
+/// Every kernel of this module, as it is dispatched (see
+/// [`kernel_variants`](super::kernel_variants)).
+pub(crate) const SPECS: &[KernelSpec] = &[PERMUTE01, TRANSPOSE, DROPOUT, ADD];
+
 /// `(A, B, C) -> (B, A, C)`: between `batch_first` and sequence-first.
 /// Offsets in floats.
 pub(crate) fn encode_permute01(

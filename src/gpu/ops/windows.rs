@@ -76,6 +76,10 @@ const WINDOWS: KernelSpec = KernelSpec {
 
 const CHUNK: KernelSpec = util::spec("chunk");
 
+/// Every kernel of this module, as it is dispatched (see
+/// [`kernel_variants`](super::kernel_variants)).
+pub(crate) const SPECS: &[KernelSpec] = &[WINDOWS, CHUNK];
+
 /// Whether a device with `limits` can run the window kernels: uniform
 /// bindings of 64 KiB at 32-byte offsets.
 pub(crate) fn windows_fit(limits: &wgpu::Limits) -> bool {
