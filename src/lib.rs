@@ -23,6 +23,7 @@ pub mod optim;
 pub mod params;
 pub mod real;
 pub mod reference;
+pub mod selftest;
 pub mod train;
 
 pub use config::{GruConfig, ParamKind, ParamSpec};

@@ -33,6 +33,9 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// List the adapters wgpu can see.
     Adapters,
+    /// Check this GPU and driver: PyTorch cases and random configurations on
+    /// every kernel path, against the CPU reference (exit 1 on a failure).
+    Selftest(cli::selftest::SelftestArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => cli::bench::run(&args, cli.adapter.as_deref()),
         Some(Command::BenchGemm(args)) => cli::bench::run_gemm(&args, cli.adapter.as_deref()),
         Some(Command::Train(args)) => cli::train::run(&args, cli.adapter.as_deref()),
+        Some(Command::Selftest(args)) => cli::selftest::run(&args, cli.adapter.as_deref()),
         Some(Command::Adapters) => {
             let all = gru_wgpu::gpu::list_adapters();
             if all.is_empty() {

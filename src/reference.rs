@@ -343,7 +343,17 @@ impl ReferenceCase {
     /// Runs the GPU (f32) on this case: forward, then backward with the
     /// case's upstream gradients.
     pub fn run_gpu(&self, ctx: &crate::gpu::GpuContext) -> Result<RunResult> {
+        self.run_gpu_with(ctx, crate::gpu::Recurrence::Auto)
+    }
+
+    /// [`run_gpu`](Self::run_gpu) with the time loop forced.
+    pub fn run_gpu_with(
+        &self,
+        ctx: &crate::gpu::GpuContext,
+        recurrence: crate::gpu::Recurrence,
+    ) -> Result<RunResult> {
         let model = crate::gpu::GpuGru::new(ctx, &self.params)?;
+        model.set_recurrence(recurrence);
         let opts = crate::gpu::ForwardOptions::new()
             .h0(self.h0.as_ref().map(|h| h.view()))
             .keep_tape();

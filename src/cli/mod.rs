@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod main_job;
+pub mod selftest;
 pub mod train;
 pub mod verify;
 

@@ -1,0 +1,184 @@
+//! `gru-wgpu selftest`: the GPU-vs-CPU suite inside the binary, run as a user
+//! runs it, and its library half with a check made to fail.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use gru_wgpu::gpu::LimitsProfile;
+use gru_wgpu::selftest::{self, Outcome, SelftestOptions};
+
+fn selftest(args: &[&str]) -> (Output, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gru-wgpu"))
+        .arg("selftest")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    (out, stdout)
+}
+
+/// `selftest --quick` under a limits profile: exit 0, the closing line
+/// alone, the paths not run listed with a reason and not counted.
+fn quick_passes(limits: &str) {
+    if common::gpu().is_none() {
+        return;
+    }
+    let (out, stdout) = selftest(&["--quick", "--limits", limits]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let last = *lines.last().unwrap();
+    let rest = last
+        .strip_prefix("selftest: ")
+        .and_then(|s| s.strip_suffix(" passed, 0 failed"))
+        .unwrap_or_else(|| panic!("closing line: {last:?}"));
+    let passed: usize = rest.parse().unwrap();
+    assert!(passed > 0, "{last}");
+    let oks = lines.iter().filter(|l| l.ends_with("| OK")).count();
+    let not_run: Vec<&&str> = lines.iter().filter(|l| l.contains("| not run: ")).collect();
+    assert_eq!(
+        oks, passed,
+        "every OK line counted, nothing else:\n{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    // H = 257 is past the persistent kernels on every adapter.
+    assert!(
+        not_run
+            .iter()
+            .any(|l| l.contains("persistent") && l.contains("hidden sizes up to 256")),
+        "{stdout}"
+    );
+    for l in &not_run {
+        let reason = l.split("| not run: ").nth(1).unwrap();
+        assert!(reason.len() > 10, "a reason: {l}");
+    }
+    if limits == "webgpu" {
+        // The window kernels need 32-byte uniform offsets; WebGPU's are 256.
+        for p in ["windows/per-step", "windows/persistent"] {
+            assert!(
+                not_run
+                    .iter()
+                    .any(|l| l.contains(p) && l.contains("32-byte offsets")),
+                "{p} listed as not run:\n{stdout}"
+            );
+            assert!(
+                !lines.iter().any(|l| l.contains(p) && l.ends_with("| OK")),
+                "{stdout}"
+            );
+        }
+    }
+    // Every kind of check ran: PyTorch cases, the CPU reference on them,
+    // random configurations, dropout, determinism.
+    for needle in [
+        "PyTorch seq_basic",
+        "| cpu-f64 |",
+        "dropout=",
+        "(the same call twice)",
+    ] {
+        assert!(stdout.contains(needle), "{needle}:\n{stdout}");
+    }
+}
+
+#[test]
+fn quick_passes_under_the_adapters_limits() {
+    quick_passes("adapter");
+}
+
+#[test]
+fn quick_passes_under_webgpu_limits() {
+    quick_passes("webgpu");
+}
+
+#[test]
+fn json_lines_carry_every_field() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let (out, stdout) = selftest(&["--quick", "--json", "--limits", "webgpu"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let objs: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(objs[0]["type"], "adapter");
+    assert_eq!(objs[0]["limits"], "webgpu");
+    assert_eq!(objs[0]["level"], "quick");
+    assert!(objs[0]["adapter"].as_str().unwrap().len() > 3);
+    let summary = objs.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    let checks: Vec<&serde_json::Value> = objs[1..objs.len() - 1].iter().collect();
+    let count = |o: &str| checks.iter().filter(|c| c["outcome"] == o).count() as u64;
+    assert_eq!(summary["passed"], count("passed"));
+    assert_eq!(summary["failed"], 0);
+    assert_eq!(summary["not_run"], count("not run"));
+    assert!(count("passed") > 0 && count("not run") > 0);
+    for c in checks {
+        assert_eq!(c["type"], "check");
+        for f in ["kind", "config", "path", "outcome"] {
+            assert!(c[f].is_string(), "{f}: {c}");
+        }
+        assert!(c["bound"].is_number(), "{c}");
+        assert!(c["seconds"].is_number(), "{c}");
+        if c["outcome"] == "passed" {
+            assert!(c["worst"].as_f64().unwrap() <= c["bound"].as_f64().unwrap());
+            assert!(c["reason"].is_null());
+        } else {
+            assert!(c["worst"].is_null(), "{c}");
+            assert!(c["reason"].as_str().unwrap().len() > 10, "{c}");
+        }
+    }
+}
+
+#[test]
+fn no_adapter_exits_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gru-wgpu"))
+        .args(["selftest", "--quick"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("error: "), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("selftest: "),
+        "no closing line without an adapter"
+    );
+}
+
+#[test]
+fn a_failing_check_fails_the_suite() {
+    if common::gpu().is_none() {
+        return;
+    }
+    // An impossible bound: every GPU check that runs fails (an error of
+    // exactly 0 against the f64 reference does not happen), the determinism
+    // checks (bound 0 by nature) still pass.
+    let options = SelftestOptions {
+        profile: LimitsProfile::WebGpu,
+        gpu_bound: -1.0,
+        ..Default::default()
+    };
+    let mut seen = 0;
+    let report = selftest::run(&options, |_| seen += 1).unwrap();
+    assert_eq!(seen, report.checks.len());
+    assert!(report.failed() > 0);
+    assert_eq!(report.exit_status(), 1);
+    for c in &report.checks {
+        match (&c.outcome, c.kind) {
+            (Outcome::Passed, k) => assert!(k == "cpu" || k == "determinism", "{c:?}"),
+            (Outcome::Failed(why), _) => assert!(why.contains("> -1e0"), "{c:?}"),
+            (Outcome::NotRun(_), _) => assert!(c.worst.is_none()),
+        }
+    }
+    let ok = SelftestOptions {
+        profile: LimitsProfile::WebGpu,
+        ..Default::default()
+    };
+    assert_eq!(selftest::run(&ok, |_| {}).unwrap().exit_status(), 0);
+}
