@@ -77,7 +77,8 @@ def bench(shape, mode, device, iters, warmup):
                 gpu_times.append(start_ev.elapsed_time(end_ev))
     med = statistics.median(times)
     if cuda:
-        adapter = f"torch {torch.__version__} cuDNN {torch.backends.cudnn.version()} on {torch.cuda.get_device_name(device)}"
+        tf32 = "on" if torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32 else "off"
+        adapter = f"torch {torch.__version__} cuDNN {torch.backends.cudnn.version()} on {torch.cuda.get_device_name(device)}, TF32 {tf32}"
     else:
         adapter = f"torch {torch.__version__} CPU ({torch.get_num_threads()} threads) on {cpu_name()}"
     return {
@@ -118,7 +119,12 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--json", action="store_true", help="one JSON object a line")
+    ap.add_argument("--no-tf32", action="store_true",
+                    help="float32 products on CUDA (cuDNN and matmul TF32 off), as gru-wgpu computes them")
     a = ap.parse_args()
+    if a.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if a.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
