@@ -13,7 +13,8 @@
 #                         forward and forward+backward
 #   gemm.jsonl            gru-wgpu bench-gemm --json at 4096³ and the GRU's product shapes
 #   torch-cuda.jsonl      benches/torch_gru.py on CUDA, same shapes, TF32 off (float32 against float32)
-#   torch.txt             what the CUDA part said (or why it did not run)
+#   torch.txt             what the CUDA part said (or why it did not run; the
+#                         probe's own stderr is kept in torch-probe.err)
 #   summary.md            the table: per shape and mode, gru-wgpu, cuDNN, the ratio
 #   log.txt               every command run, its exit status and its seconds
 #
@@ -186,7 +187,7 @@ done
 
 # PyTorch on CUDA, float32 against float32.
 : > "$out/torch-cuda.jsonl"
-probe=$("$py" - 2>&1 <<'EOF'
+probe=$("$py" - 2> "$out/torch-probe.err" <<'EOF'
 import torch
 if not torch.cuda.is_available():
     print(f"no CUDA device is present (torch {torch.__version__}, torch.cuda.is_available() is False)")
@@ -196,7 +197,7 @@ EOF
 )
 probe_rc=$?
 if [ $probe_rc -ne 0 ]; then
-  reason=$(echo "$probe" | tail -1)
+  reason=$(tail -1 "$out/torch-probe.err")
   echo "CUDA part not run: PyTorch cannot be imported by $py ($reason); no CUDA device could be checked" > "$out/torch.txt"
 elif echo "$probe" | grep -q '^cuda: '; then
   echo "$probe" > "$out/torch.txt"
