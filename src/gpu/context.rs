@@ -415,22 +415,13 @@ impl GpuContext {
 
     /// Fails unless `buf` has the usage `COPY_SRC` and `len` floats.
     fn check_readable(&self, what: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
-        let need = (len as u64).saturating_mul(4);
-        if buf.size() < need {
-            return Err(GruError::LengthMismatch {
-                name: what.to_string(),
-                expected: need,
-                actual: buf.size(),
-                unit: "bytes (at least)",
-            });
-        }
-        if !buf.usage().contains(wgpu::BufferUsages::COPY_SRC) {
-            return Err(GruError::InvalidConfig(format!(
-                "`{what}`: the buffer needs the usage COPY_SRC, it has {:?}",
-                buf.usage()
-            )));
-        }
-        Ok(())
+        crate::gpu::device::check_caller_buffer(
+            what,
+            buf,
+            len,
+            wgpu::BufferUsages::COPY_SRC,
+            "COPY_SRC",
+        )
     }
 
     /// A buffer the host can map for reading, of `bytes`.

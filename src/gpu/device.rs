@@ -57,6 +57,33 @@ impl std::fmt::Display for AdapterSummary {
     }
 }
 
+/// Checks a buffer the caller hands in: room for `floats` floats, and the
+/// usage `usage` (named `usage_name` in the message).
+pub(crate) fn check_caller_buffer(
+    name: &str,
+    buf: &wgpu::Buffer,
+    floats: usize,
+    usage: wgpu::BufferUsages,
+    usage_name: &str,
+) -> Result<()> {
+    let need = (floats as u64).saturating_mul(4);
+    if buf.size() < need {
+        return Err(GruError::LengthMismatch {
+            name: name.to_string(),
+            expected: need,
+            actual: buf.size(),
+            unit: "bytes (at least)",
+        });
+    }
+    if !buf.usage().contains(usage) {
+        return Err(GruError::InvalidConfig(format!(
+            "`{name}`: the buffer needs the usage {usage_name}, it has {:?}",
+            buf.usage()
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn backend_name(b: wgpu::Backend) -> &'static str {
     match b {
         wgpu::Backend::Vulkan => "vulkan",

@@ -48,22 +48,13 @@ impl HeadStep {
 }
 
 fn check_buffer(name: &str, buf: &wgpu::Buffer, floats: usize) -> Result<()> {
-    let need = (floats as u64).saturating_mul(4);
-    if buf.size() < need {
-        return Err(GruError::LengthMismatch {
-            name: name.to_string(),
-            expected: need,
-            actual: buf.size(),
-            unit: "bytes (at least)",
-        });
-    }
-    if !buf.usage().contains(wgpu::BufferUsages::STORAGE) {
-        return Err(GruError::InvalidConfig(format!(
-            "`{name}`: the buffer needs the usage STORAGE, it has {:?}",
-            buf.usage()
-        )));
-    }
-    Ok(())
+    crate::gpu::device::check_caller_buffer(
+        name,
+        buf,
+        floats,
+        wgpu::BufferUsages::STORAGE,
+        "STORAGE",
+    )
 }
 
 impl GpuLinearHead {

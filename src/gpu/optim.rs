@@ -187,21 +187,13 @@ pub(crate) fn record_clip(
         )));
     }
     for (i, (g, &len)) in grads.iter().zip(lens).enumerate() {
-        let need = (len as u64).saturating_mul(4);
-        if g.size() < need {
-            return Err(GruError::LengthMismatch {
-                name: format!("gradient {i}"),
-                expected: need,
-                actual: g.size(),
-                unit: "bytes (at least)",
-            });
-        }
-        if !g.usage().contains(wgpu::BufferUsages::STORAGE) {
-            return Err(GruError::InvalidConfig(format!(
-                "`gradient {i}`: the buffer needs the usage STORAGE, it has {:?}",
-                g.usage()
-            )));
-        }
+        crate::gpu::device::check_caller_buffer(
+            &format!("gradient {i}"),
+            g,
+            len,
+            wgpu::BufferUsages::STORAGE,
+            "STORAGE",
+        )?;
     }
     let n = grads.len();
     // norms: n squared norms, then the total and the coefficient.

@@ -262,21 +262,12 @@ impl GpuGru {
 
     /// Checks a caller's buffer: large enough for `floats` and usable as a copy source.
     pub(crate) fn check_buffer(name: &str, buf: &wgpu::Buffer, floats: usize) -> Result<()> {
-        let need = (floats as u64).saturating_mul(4);
-        if buf.size() < need {
-            return Err(GruError::LengthMismatch {
-                name: name.to_string(),
-                expected: need,
-                actual: buf.size(),
-                unit: "bytes (at least)",
-            });
-        }
-        if !buf.usage().contains(wgpu::BufferUsages::COPY_SRC) {
-            return Err(GruError::InvalidConfig(format!(
-                "`{name}`: the buffer needs the usage COPY_SRC, it has {:?}",
-                buf.usage()
-            )));
-        }
-        Ok(())
+        crate::gpu::device::check_caller_buffer(
+            name,
+            buf,
+            floats,
+            wgpu::BufferUsages::COPY_SRC,
+            "COPY_SRC",
+        )
     }
 }
