@@ -513,6 +513,37 @@ impl Suite {
     }
 }
 
+/// One check on every runnable path: `run` on each path the GRU's hidden
+/// size allows (the others are not run, with the reason), each pushed with
+/// its time.
+#[allow(clippy::too_many_arguments)]
+fn on_every_path(
+    runnable: &[(GpuPath, &GpuContext)],
+    hidden: usize,
+    kind: &'static str,
+    config: &str,
+    bound: f64,
+    push: &mut dyn FnMut(Check),
+    mut run: impl FnMut(&GpuContext, Recurrence) -> (Option<f64>, Outcome),
+) {
+    for &(path, ctx) in runnable {
+        let start = std::time::Instant::now();
+        let (worst, outcome) = match path_refuses(path, hidden) {
+            Some(why) => (None, Outcome::NotRun(why)),
+            None => run(ctx, path.recurrence),
+        };
+        push(Check {
+            kind,
+            config: config.to_string(),
+            path: path.label(),
+            worst,
+            bound,
+            outcome,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+}
+
 fn run_on(options: &SelftestOptions, families: &Families, mut each: impl FnMut(&Check)) -> Report {
     let first = context_of(families, Products::Storage).expect("storage opened");
     let mut report = Report {
@@ -583,29 +614,21 @@ fn run_on(options: &SelftestOptions, families: &Families, mut each: impl FnMut(&
             outcome,
             seconds: start.elapsed().as_secs_f64(),
         });
-        for &(path, ctx) in &runnable {
-            let start = std::time::Instant::now();
-            let (worst, outcome) = if let Some(why) = path_refuses(path, case.config.hidden_size) {
-                (None, Outcome::NotRun(why))
-            } else {
-                match case.run_gpu_with(ctx, path.recurrence) {
-                    Ok(r) => {
-                        let (w, t) = worst_against(&case, &r);
-                        (Some(w), judge(w, &t, gpu_bound))
-                    }
-                    Err(e) => (None, Outcome::Failed(e.to_string())),
+        on_every_path(
+            &runnable,
+            case.config.hidden_size,
+            "pytorch",
+            &config,
+            gpu_bound,
+            &mut push,
+            |ctx, r| match case.run_gpu_with(ctx, r) {
+                Ok(r) => {
+                    let (w, t) = worst_against(&case, &r);
+                    (Some(w), judge(w, &t, gpu_bound))
                 }
-            };
-            push(Check {
-                kind: "pytorch",
-                config: config.clone(),
-                path: path.label(),
-                worst,
-                bound: gpu_bound,
-                outcome,
-                seconds: start.elapsed().as_secs_f64(),
-            });
-        }
+                Err(e) => (None, Outcome::Failed(e.to_string())),
+            },
+        );
     }
 
     // Random configurations against the f64 CPU reference.
@@ -636,63 +659,50 @@ fn run_on(options: &SelftestOptions, families: &Families, mut each: impl FnMut(&
                 continue;
             }
         };
-        for &(path, ctx) in &runnable {
-            let start = std::time::Instant::now();
-            let (worst, outcome) = if let Some(why) = path_refuses(path, s.config.hidden_size) {
-                (None, Outcome::NotRun(why))
-            } else {
-                match case.run_gpu_with(ctx, s.train_seed, path.recurrence) {
-                    Ok((o, hn, g)) => {
-                        let (w, t) = worst_of(&widen(tensors_f32(&o, &hn, &g)), &reference);
-                        (Some(w), judge(w, &t, gpu_bound))
-                    }
-                    Err(e) => (None, Outcome::Failed(e.to_string())),
+        on_every_path(
+            &runnable,
+            s.config.hidden_size,
+            kind,
+            &config,
+            gpu_bound,
+            &mut push,
+            |ctx, r| match case.run_gpu_with(ctx, s.train_seed, r) {
+                Ok((o, hn, g)) => {
+                    let (w, t) = worst_of(&widen(tensors_f32(&o, &hn, &g)), &reference);
+                    (Some(w), judge(w, &t, gpu_bound))
                 }
-            };
-            push(Check {
-                kind,
-                config: config.clone(),
-                path: path.label(),
-                worst,
-                bound: gpu_bound,
-                outcome,
-                seconds: start.elapsed().as_secs_f64(),
-            });
-        }
+                Err(e) => (None, Outcome::Failed(e.to_string())),
+            },
+        );
     }
 
     // Determinism: the same call twice, bit for bit.
     for s in determinism_specs(options.level) {
         let config = format!("{} (the same call twice)", s.describe());
         let case = RandomCase::new(s.config.clone(), s.seq_len, s.batch, s.h0, s.seed);
-        for &(path, ctx) in &runnable {
-            let start = std::time::Instant::now();
-            let (worst, outcome) = if let Some(why) = path_refuses(path, s.config.hidden_size) {
-                (None, Outcome::NotRun(why))
-            } else {
-                match case.as_ref().map_err(|e| e.to_string()).and_then(|c| {
+        on_every_path(
+            &runnable,
+            s.config.hidden_size,
+            "determinism",
+            &config,
+            0.0,
+            &mut push,
+            |ctx, r| {
+                let twice = case.as_ref().map_err(|e| e.to_string()).and_then(|c| {
                     let a = c
-                        .run_gpu_with(ctx, s.train_seed, path.recurrence)
+                        .run_gpu_with(ctx, s.train_seed, r)
                         .map_err(|e| e.to_string())?;
                     let b = c
-                        .run_gpu_with(ctx, s.train_seed, path.recurrence)
+                        .run_gpu_with(ctx, s.train_seed, r)
                         .map_err(|e| e.to_string())?;
                     Ok((tensors_f32(&a.0, &a.1, &a.2), tensors_f32(&b.0, &b.1, &b.2)))
-                }) {
+                });
+                match twice {
                     Ok((a, b)) => determinism(&a, &b),
                     Err(e) => (None, Outcome::Failed(e)),
                 }
-            };
-            push(Check {
-                kind: "determinism",
-                config: config.clone(),
-                path: path.label(),
-                worst,
-                bound: 0.0,
-                outcome,
-                seconds: start.elapsed().as_secs_f64(),
-            });
-        }
+            },
+        );
     }
     report
 }
