@@ -250,17 +250,8 @@ impl GpuGruCell {
             &["B", "H"],
         )?;
         let ctx = self.context().clone();
-        let xb = ctx.upload(
-            "x",
-            x.as_standard_layout().as_slice().expect("standard layout"),
-        )?;
-        let hb = ctx.upload(
-            "h_prev",
-            h_prev
-                .as_standard_layout()
-                .as_slice()
-                .expect("standard layout"),
-        )?;
+        let xb = ctx.upload_array("x", x.view())?;
+        let hb = ctx.upload_array("h_prev", h_prev.view())?;
         let h = self.forward(xb.buffer(), hb.buffer(), b)?;
         let v = ctx.read_back(h.buffer(), 0, h.len())?;
         Ok(Array2::from_shape_vec((b, self.hidden_size()), v).expect("length matches"))
@@ -295,13 +286,7 @@ impl GpuGruCell {
             &["B", "H"],
         )?;
         let ctx = self.context().clone();
-        let db = ctx.upload(
-            "dh_next",
-            dh_next
-                .as_standard_layout()
-                .as_slice()
-                .expect("standard layout"),
-        )?;
+        let db = ctx.upload_array("dh_next", dh_next.view())?;
         let (dx, dh) = self.backward_as(db.buffer(), name)?;
         let dx = Array2::from_shape_vec(
             (b, self.input_size()),

@@ -276,20 +276,11 @@ impl GpuGru {
             cfg.check_state("grad_h_n", g.shape(), batch)?;
         }
         self.ctx.scoped(|| {
-            let go = self.ctx.upload(
-                "grad_output",
-                grad_output
-                    .as_standard_layout()
-                    .as_slice()
-                    .expect("standard layout"),
-            )?;
-            let gh = match &grad_h_n {
-                Some(g) => Some(self.ctx.upload(
-                    "grad_h_n",
-                    g.as_standard_layout().as_slice().expect("standard layout"),
-                )?),
-                None => None,
-            };
+            let go = self.ctx.upload_array("grad_output", grad_output.view())?;
+            let gh = grad_h_n
+                .as_ref()
+                .map(|g| self.ctx.upload_array("grad_h_n", g.view()))
+                .transpose()?;
             let mut rec = self.recorder();
             let out = self.record_backward(
                 &mut rec,

@@ -226,17 +226,11 @@ impl GpuGru {
         }
         self.check_sizes(t_len, batch)?;
         self.ctx.scoped(|| {
-            let xs = x.as_standard_layout();
-            let xb = self
-                .ctx
-                .upload("x", xs.as_slice().expect("standard layout"))?;
-            let h0b = match &h0 {
-                Some(h) => Some(self.ctx.upload(
-                    "h0",
-                    h.as_standard_layout().as_slice().expect("standard layout"),
-                )?),
-                None => None,
-            };
+            let xb = self.ctx.upload_array("x", x.view())?;
+            let h0b = h0
+                .as_ref()
+                .map(|h| self.ctx.upload_array("h0", h.view()))
+                .transpose()?;
             let mut rec = self.recorder();
             let out = self.record_forward(
                 &mut rec,
