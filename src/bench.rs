@@ -577,6 +577,7 @@ pub fn bench_gemm(
             match kernel {
                 GemmKernel::Storage => encode_gemm(
                     &mut rec,
+                    crate::gpu::ops::gemm::GemmVariant::Simple,
                     &Gemm {
                         m,
                         n,

@@ -33,5 +33,7 @@ pub use gru::{
     GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, Recurrence,
 };
 pub use head::{GpuLinearHead, HeadStep};
+pub use ops::common::Strategy;
+pub use ops::gemm::GemmVariant;
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
 pub use pool::PooledBuffer;

@@ -108,7 +108,9 @@ impl GpuGru {
             id: ctx.next_id(),
             version: 0.into(),
             layers: Vec::new(),
-            path: Box::new(products::StoragePath),
+            path: Box::new(products::StoragePath {
+                gemm: crate::gpu::ops::gemm::GemmVariant::Simple,
+            }),
             timing: false.into(),
             stats: Default::default(),
             recurrence: Default::default(),

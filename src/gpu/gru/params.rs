@@ -88,7 +88,9 @@ impl GpuGru {
             }
             self.layers = layers;
             self.path = match ctx.products() {
-                Products::Storage => Box::new(StoragePath) as Box<dyn ProductPath>,
+                Products::Storage => Box::new(StoragePath {
+                    gemm: crate::gpu::ops::gemm::GemmVariant::Simple,
+                }) as Box<dyn ProductPath>,
                 Products::Windows => Box::new(WindowPath::new(ctx.dev(), cfg)?),
             };
             self.record_derived(&mut rec)?;

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::gpu::gru::types::LayerTape;
 use crate::gpu::gru::LayerParams;
 use crate::gpu::ops::common::StepShape;
-use crate::gpu::ops::gemm::{encode_gemm, Gemm};
+use crate::gpu::ops::gemm::{encode_gemm, Gemm, GemmVariant};
 use crate::gpu::ops::gru_backward::{encode_backward_steps, BackwardStepBufs};
 use crate::gpu::ops::gru_forward::{encode_forward_steps, ForwardStepBufs};
 use crate::gpu::pool::PooledBuffer;
@@ -107,7 +107,10 @@ pub(crate) trait ProductPath: Send + Sync {
 
 /// The products on storage buffers: `gemm.wgsl`, and the recurrent product
 /// inside the fused steps.
-pub(crate) struct StoragePath;
+pub(crate) struct StoragePath {
+    /// The kernel of `gemm.wgsl` that computes the products.
+    pub gemm: GemmVariant,
+}
 
 impl ProductPath for StoragePath {
     fn derive(&self, _rec: &mut Recorder, _layer: &Layer) -> Result<()> {
@@ -137,6 +140,7 @@ impl ProductPath for StoragePath {
         let bias = layer.p.b_ih.as_ref().map(|b| b.buffer());
         encode_gemm(
             rec,
+            self.gemm,
             &g,
             xin.buffer(),
             layer.p.w_ih.buffer(),
@@ -189,6 +193,7 @@ impl ProductPath for StoragePath {
         };
         encode_gemm(
             rec,
+            self.gemm,
             &ih,
             g.dgi.buffer(),
             lt.xin.buffer(),
@@ -211,6 +216,7 @@ impl ProductPath for StoragePath {
         };
         encode_gemm(
             rec,
+            self.gemm,
             &hh,
             g.dgh.buffer(),
             lt.hs.buffer(),
@@ -240,6 +246,7 @@ impl ProductPath for StoragePath {
         };
         encode_gemm(
             rec,
+            self.gemm,
             &g,
             dgi.buffer(),
             layer.p.w_ih.buffer(),

@@ -69,3 +69,65 @@ pub(crate) const SEQ_HMAX: usize = 256;
 pub(crate) fn seq_private_fits(hidden: usize) -> bool {
     3 * hidden.div_ceil(64) * hidden <= 768
 }
+
+/// How the time loop of a layer runs (forward and backward). Names are
+/// stable: they appear in plan names and plan caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Strategy {
+    /// One dispatch per step; one thread computes one hidden unit of four
+    /// batch rows, looping over all of K (`step` of the step shaders).
+    Step,
+    /// One dispatch for all T steps: a 64-thread workgroup owns four batch
+    /// rows of one direction (`sequence`); H <= 256.
+    Sequence,
+    /// Per step, the recurrent product through the family's matrix-product
+    /// kernel, then a step that applies the gates (`step` with `PRECOMPUTED`).
+    Products,
+}
+
+impl Strategy {
+    /// Every strategy, the fallback first.
+    pub const ALL: &'static [Strategy] = &[Strategy::Step, Strategy::Sequence, Strategy::Products];
+
+    /// The strategy's stable name (no spaces, no `/`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Step => "step",
+            Strategy::Sequence => "sequence",
+            Strategy::Products => "products",
+        }
+    }
+
+    /// The strategy of this name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.name() == name)
+    }
+
+    /// Whether the strategy runs a layer of hidden size `hidden` on a batch
+    /// of `batch` rows on a device with these limits and features, and why
+    /// not where it does not (`windows`: the products are the window
+    /// family's).
+    pub fn check(
+        self,
+        hidden: usize,
+        batch: usize,
+        limits: &wgpu::Limits,
+        features: wgpu::Features,
+        windows: bool,
+    ) -> std::result::Result<(), String> {
+        let _ = (batch, limits, features);
+        match self {
+            Strategy::Step => Ok(()),
+            Strategy::Sequence if hidden > SEQ_HMAX => Err(format!(
+                "the sequence kernels take hidden sizes up to {SEQ_HMAX}; this GRU has {hidden}"
+            )),
+            Strategy::Sequence => Ok(()),
+            Strategy::Products if !windows => {
+                Err("the per-step products run on the window family only".into())
+            }
+            Strategy::Products => Ok(()),
+        }
+    }
+}

@@ -64,6 +64,49 @@ const GEMM_TN: KernelSpec = main_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0)]);
 /// [`kernel_variants`](super::kernel_variants)).
 pub(crate) const SPECS: &[KernelSpec] = &[GEMM_NN, GEMM_NT, GEMM_TN];
 
+/// A kernel of `gemm.wgsl`: each computes every product of the family
+/// (transposes, batching, split-K, bias) with the same summation order per
+/// output, so any of them may run any product. Names are stable: they
+/// appear in plan names (`gru-wgpu tune`, `bench --plan`) and plan caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum GemmVariant {
+    /// The first design: a 4 x 8 register tile per thread, operands read
+    /// straight from storage buffers, 8 x 8 threads.
+    Simple,
+}
+
+impl GemmVariant {
+    /// Every variant, the baseline first.
+    pub const ALL: &'static [GemmVariant] = &[GemmVariant::Simple];
+
+    /// The variant's stable name (no spaces, no `/`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmVariant::Simple => "simple",
+        }
+    }
+
+    /// The variant of this name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.name() == name)
+    }
+
+    /// Whether the variant runs on a device with these limits and features,
+    /// and why not where it does not.
+    pub fn check(
+        self,
+        limits: &wgpu::Limits,
+        features: wgpu::Features,
+    ) -> std::result::Result<(), String> {
+        let _ = (limits, features);
+        match self {
+            GemmVariant::Simple => Ok(()),
+        }
+    }
+}
+
 /// A matrix product `C = op(A) op(B) (+ bias)`; see `shaders/gemm.wgsl`.
 /// Offsets and strides are in floats.
 #[derive(Clone, Copy, Debug, Default)]
@@ -97,12 +140,14 @@ const MAX_PARTIAL_FLOATS: usize = 1 << 24;
 /// fixed summation order.
 pub(crate) fn encode_gemm(
     rec: &mut Recorder,
+    variant: GemmVariant,
     g: &Gemm,
     a: &wgpu::Buffer,
     b: &wgpu::Buffer,
     bias: Option<&wgpu::Buffer>,
     c: &wgpu::Buffer,
 ) -> Result<()> {
+    let GemmVariant::Simple = variant;
     let spec = match (g.trans_a, g.trans_b) {
         (false, false) => &GEMM_NN,
         (false, true) => &GEMM_NT,
