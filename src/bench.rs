@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use wgpu::util::DeviceExt;
 
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuGru, Recurrence};
+use crate::gpu::{GpuContext, GpuGru, Plan, Recurrence};
 use crate::{GruConfig, GruParams};
 
 /// One benchmark shape.
@@ -142,10 +142,19 @@ pub struct Record {
     pub submissions: Option<u32>,
     pub iters: usize,
     pub warmup: usize,
-    /// How the GPU ran it: the product kernels and the time loop, such as
-    /// `windows/persistent` (null for the CPU and for PyTorch).
+    /// How the GPU ran it: the plan's name, such as `windows/products`
+    /// (null for the CPU and for PyTorch). The same as `plan`.
     #[serde(default)]
     pub path: Option<String>,
+    /// The plan that ran (`family/strategy`, the names `gru-wgpu tune`
+    /// prints; null for the CPU and for PyTorch).
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Milliseconds spent choosing the plan by measurement before the
+    /// timed calls: 0 where it was cached, forced or the fallback rule
+    /// (null for the CPU and for PyTorch).
+    #[serde(default)]
+    pub tuned_ms: Option<f64>,
 }
 
 /// `(median, min, max)`; the median of an even count is the mean of the middle two.
@@ -194,7 +203,9 @@ fn make_record(
         submissions: stats.map(|s| s.1),
         iters,
         warmup,
+        plan: path.clone(),
         path,
+        tuned_ms: None,
     }
 }
 
@@ -243,8 +254,10 @@ fn random_vec(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| r.random_range(-1.0f32..1.0)).collect()
 }
 
-/// Measures the GPU on one shape: `warmup` calls, then `iters` timed ones.
+/// Measures the GPU on one shape with `plan` (or the `recurrence`
+/// shorthand, or the shape's automatic plan where both are unset): `warmup` calls, then `iters` timed ones.
 /// `tick` is called after every call.
+#[allow(clippy::too_many_arguments)]
 pub fn bench_gpu(
     ctx: &GpuContext,
     shape: &BenchShape,
@@ -252,6 +265,7 @@ pub fn bench_gpu(
     iters: usize,
     warmup: usize,
     recurrence: Recurrence,
+    plan: Option<Plan>,
     tick: &mut dyn FnMut(),
 ) -> Result<Record> {
     check_shape_sizes(shape)?;
@@ -269,18 +283,10 @@ pub fn bench_gpu(
     model.check_fits(shape.seq, shape.batch)?;
     model.set_timing(ctx.has_timestamps());
     model.set_recurrence(recurrence);
-    let path = format!(
-        "{}/{}",
-        serde_json::to_value(ctx.products())
-            .expect("serializes")
-            .as_str()
-            .unwrap_or("?"),
-        if model.persistent()? {
-            "persistent"
-        } else {
-            "per-step"
-        }
-    );
+    model.set_plan(plan);
+    // The plan, measured first where the shape's bucket has none cached.
+    let choice = model.plan_for(shape.seq, shape.batch)?;
+    let path = choice.plan.name();
     let (t, b) = (shape.seq, shape.batch);
     let init = |data: Vec<f32>| {
         ctx.device()
@@ -340,6 +346,10 @@ pub fn bench_gpu(
         warmup,
         Some(path),
     ))
+    .map(|r| Record {
+        tuned_ms: Some(choice.tuned_ms),
+        ..r
+    })
 }
 
 /// A description of this machine's CPU, for the CPU reference's records.

@@ -31,6 +31,9 @@ enum Command {
     BenchGemm(cli::bench::GemmArgs),
     /// Train a GRU on a task (the adding problem), entirely on the GPU.
     Train(cli::train::TrainArgs),
+    /// Time every candidate plan (GEMM kernel and time loop) of a shape on
+    /// this adapter, mark the fastest and keep it in the plan cache.
+    Tune(cli::tune::TuneArgs),
     /// List the adapters wgpu can see.
     Adapters,
     /// Check this GPU and driver: PyTorch cases and random configurations on
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => cli::bench::run(&args, cli.adapter.as_deref()),
         Some(Command::BenchGemm(args)) => cli::bench::run_gemm(&args, cli.adapter.as_deref()),
         Some(Command::Train(args)) => cli::train::run(&args, cli.adapter.as_deref()),
+        Some(Command::Tune(args)) => cli::tune::run(&args, cli.adapter.as_deref()),
         Some(Command::Selftest(args)) => cli::selftest::run(&args, cli.adapter.as_deref()),
         Some(Command::Adapters) => {
             let all = gru_wgpu::gpu::list_adapters();

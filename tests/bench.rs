@@ -190,6 +190,8 @@ fn compare_table_matches_shape_and_mode() {
         iters: 1,
         warmup: 0,
         path: None,
+        plan: None,
+        tuned_ms: None,
     };
     let ours = [
         rec("gru-wgpu", Mode::Fwd, 4, 2.0),

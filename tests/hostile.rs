@@ -360,6 +360,7 @@ fn the_bench_checks_its_own_buffers_against_the_device_first() {
         1,
         0,
         Default::default(),
+        None,
         &mut || {},
     )
     .unwrap_err();

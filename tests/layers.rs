@@ -11,7 +11,7 @@ fn layer(module: &str) -> Option<u32> {
         "pipeline" => 1,
         "recorder" => 2,
         "ops" => 3,
-        "context" => 4,
+        "context" | "plan" => 4,
         "gru" => 5,
         "cell" | "optim" | "head" => 6,
         _ => return None,

@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// The GPU's product kernels: chosen by adapter type, or forced.
     #[arg(long, value_enum, default_value_t = ProductsArg::Auto)]
     pub products: ProductsArg,
+    /// The GPU's plan: `auto` (the shape's cached or measured plan), or a
+    /// plan by the name `gru-wgpu tune` prints, such as `simple/sequence`.
+    #[arg(long, default_value = "auto")]
+    pub plan: String,
     /// Draw throughput against hidden size to this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -74,6 +78,7 @@ impl Default for BenchArgs {
             device: DeviceArg::Gpu,
             recurrence: RecurrenceArg::Auto,
             products: ProductsArg::Auto,
+            plan: "auto".into(),
             plot: None,
             compare: None,
         }
@@ -119,7 +124,7 @@ pub enum DeviceArg {
 }
 
 impl BenchArgs {
-    fn shapes(&self) -> Vec<BenchShape> {
+    pub fn shapes(&self) -> Vec<BenchShape> {
         let custom = !(self.batch.is_empty()
             && self.seq.is_empty()
             && self.input.is_empty()
@@ -180,6 +185,10 @@ pub fn measure(
         )
         .expect("a valid template"),
     );
+    let plan = match args.plan.as_str() {
+        "auto" => None,
+        name => Some(gru_wgpu::gpu::Plan::from_name(name)?),
+    };
     let start = Instant::now();
     let mut shown = false;
     let mut records = Vec::new();
@@ -211,6 +220,7 @@ pub fn measure(
                         args.iters,
                         args.warmup,
                         recurrence,
+                        plan,
                         &mut tick,
                     )?
                 } else {
@@ -236,6 +246,12 @@ pub fn run(args: &BenchArgs, adapter: Option<&str>) -> ExitCode {
     {
         eprintln!("error: every size must be at least 1");
         return ExitCode::from(2);
+    }
+    if args.plan != "auto" {
+        if let Err(e) = gru_wgpu::gpu::Plan::from_name(&args.plan) {
+            eprintln!("error: --plan: {e}");
+            return ExitCode::from(2);
+        }
     }
     // Every shape's sizes before any work: host memory for the CPU
     // reference (the GPU's are checked per shape before its data exist).

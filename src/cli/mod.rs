@@ -4,6 +4,7 @@ pub mod bench;
 pub mod main_job;
 pub mod selftest;
 pub mod train;
+pub mod tune;
 pub mod verify;
 
 use gru_wgpu::gpu::{ContextOptions, GpuContext};

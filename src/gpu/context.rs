@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use crate::error::{GruError, Result};
 use crate::gpu::device::{find_adapter, summarize, AdapterSummary, Device};
+use crate::gpu::ops::gemm::GemmVariant;
 use crate::gpu::ops::windows::{windows_fit, WINDOW_BYTES};
 use crate::gpu::pipeline::Pipelines;
+use crate::gpu::plan::{Family, PlanCache, PlanCacheLocation, TuneMode};
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 
@@ -31,6 +33,12 @@ pub struct ContextOptions {
     /// Which kernels compute the matrix products. `None` chooses: the window
     /// kernels on CPU (software) adapters, the storage kernels on GPUs.
     pub products: Option<Products>,
+    /// How a shape's plan is chosen where no plan is forced: measured
+    /// (`Quick`, `Full`) or the fixed fallback rule (`Off`). `None` reads
+    /// `GRU_WGPU_TUNE` (`off`, `quick`, `full`), and without it `Quick`.
+    pub tune: Option<TuneMode>,
+    /// Where measured plans are kept between processes.
+    pub plan_cache: PlanCacheLocation,
 }
 
 /// Which limits a context asks the device for.
@@ -153,7 +161,13 @@ fn missing_limits(limits: &wgpu::Limits, windows: bool) -> Vec<String> {
 struct Inner {
     dev: Device,
     pipelines: Pipelines,
+    /// The family of the fallback rule and of the `Recurrence` shorthands.
     products: Products,
+    /// Whether the caller restricted the families to `products`.
+    products_forced: bool,
+    profile: LimitsProfile,
+    tune: TuneMode,
+    plans: PlanCache,
 }
 
 /// A GPU device with its pipelines, built on first use and shared by every
@@ -264,11 +278,25 @@ impl GpuContext {
             None if fit && dev.summary.is_cpu() => Products::Windows,
             None => Products::Storage,
         };
+        let tune = match options.tune {
+            Some(t) => t,
+            None => TuneMode::from_env()?,
+        };
+        // Without tuning nothing is read from or written to disk.
+        let location = match tune {
+            TuneMode::Off => PlanCacheLocation::MemoryOnly,
+            _ => options.plan_cache.clone(),
+        };
+        let plans = PlanCache::open(&dev.summary, &location);
         Ok(GpuContext {
             inner: Arc::new(Inner {
                 dev,
                 pipelines: Pipelines::default(),
                 products,
+                products_forced: options.products.is_some(),
+                profile: options.profile,
+                tune,
+                plans,
             }),
         })
     }
@@ -288,9 +316,61 @@ impl GpuContext {
         self.inner.dev.summary.is_cpu()
     }
 
-    /// Which kernels compute the matrix products.
+    /// The product family of the fallback rule and of the
+    /// [`Recurrence`](crate::gpu::Recurrence) shorthands: the one
+    /// `ContextOptions::products` forced, else the window kernels on CPU
+    /// adapters where they fit and the storage kernels elsewhere.
     pub fn products(&self) -> Products {
         self.inner.products
+    }
+
+    /// The product families plans may use on this device: those of the
+    /// family `ContextOptions::products` forced, or all that run here (the
+    /// GEMM variants whose needs the device meets, and the window kernels
+    /// where they fit).
+    pub fn families(&self) -> Vec<Family> {
+        let dev = &self.inner.dev;
+        let gemm = GemmVariant::ALL
+            .iter()
+            .filter(|v| v.check(&dev.limits, dev.features).is_ok())
+            .map(|v| Family::Gemm(*v));
+        let windows = windows_fit(&dev.limits);
+        match (self.inner.products_forced, self.inner.products) {
+            (true, Products::Storage) => gemm.collect(),
+            (true, Products::Windows) => vec![Family::Windows],
+            _ => gemm.chain(windows.then_some(Family::Windows)).collect(),
+        }
+    }
+
+    /// The limits profile the device was opened with (`Adapter` for a device
+    /// the caller opened).
+    pub fn profile(&self) -> LimitsProfile {
+        self.inner.profile
+    }
+
+    /// The features the device was opened with.
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.dev.features
+    }
+
+    /// How plans are chosen for new shapes.
+    pub fn tune_mode(&self) -> TuneMode {
+        self.inner.tune
+    }
+
+    /// The plan cache's file, where plans are kept on disk.
+    pub fn plan_cache_file(&self) -> Option<std::path::PathBuf> {
+        self.inner.plans.file().map(|p| p.to_path_buf())
+    }
+
+    /// The last problem with the plan cache's file (unreadable, corrupt,
+    /// not writable), where there was one: the cache then works in memory.
+    pub fn plan_cache_warning(&self) -> Option<String> {
+        self.inner.plans.warning()
+    }
+
+    pub(crate) fn plans(&self) -> &PlanCache {
+        &self.inner.plans
     }
 
     /// Whether the device can time its own work (timestamp queries).
@@ -358,9 +438,10 @@ impl GpuContext {
     /// The slack the window path adds to its buffers (0 on the storage path),
     /// for the size checks made before a call.
     pub(crate) fn window_slack(&self) -> u64 {
-        match self.inner.products {
-            Products::Windows => WINDOW_BYTES,
-            Products::Storage => 0,
+        if self.families().contains(&Family::Windows) {
+            WINDOW_BYTES
+        } else {
+            0
         }
     }
 

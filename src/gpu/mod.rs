@@ -22,15 +22,18 @@ pub mod head;
 pub mod ops;
 pub mod optim;
 pub(crate) mod pipeline;
+pub mod plan;
 pub(crate) mod pool;
+pub use plan::{Family, Plan, PlanCacheLocation, TuneMode};
 pub(crate) mod recorder;
 
 pub use cell::GpuGruCell;
 pub use context::{window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products};
 pub use device::{list_adapters, AdapterSummary};
 pub use gru::{
-    BackwardInput, BackwardOptions, CallStats, Flat, Forward, ForwardInput, ForwardOptions,
-    GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, Recurrence,
+    BackwardInput, BackwardOptions, CallStats, Candidate, Flat, Forward, ForwardInput,
+    ForwardOptions, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, PlanChoice,
+    PlanSource, Recurrence, TuneReport,
 };
 pub use head::{GpuLinearHead, HeadStep};
 pub use ops::common::Strategy;

@@ -6,11 +6,13 @@ use ndarray::{Array1, Array2, Array3, ArrayView3};
 use crate::cpu::GruGrads;
 use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::forward::view3;
-use crate::gpu::gru::products::GradBufs;
-use crate::gpu::gru::types::{BackwardOut, GpuBackward, GpuLayerGrads, GpuTape};
+use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
+use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{seq_private_fits, StepShape};
-use crate::gpu::ops::gru_backward::{encode_backward_sequence, BackwardStepBufs};
+use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
+use crate::gpu::ops::gru_backward::{
+    encode_backward_sequence, encode_backward_steps, BackwardStepBufs,
+};
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
 use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
 use crate::gpu::pool::PooledBuffer;
@@ -47,7 +49,11 @@ impl GpuGru {
             .ctx
             .storage("grad_h0", cfg.num_layers * nd * batch * h)?;
         let mut grads: Vec<[Option<PooledBuffer>; 4]> = Vec::with_capacity(cfg.num_layers);
-        let persistent = self.persistent()?;
+        let plan = tape.plan;
+        self.check_plan(plan, batch)
+            .map_err(|why| GruError::InvalidConfig(format!("the tape's plan {plan}: {why}")))?;
+        let path = self.path_of(plan.family)?;
+        let path = path.get();
         for l in (0..cfg.num_layers).rev() {
             let lp = &self.layers[l];
             let layer = self.layer(l);
@@ -77,12 +83,7 @@ impl GpuGru {
                 dgi: dgi.buffer(),
                 dh: dh.buffer(),
             };
-            if persistent {
-                let private = self.ctx.is_cpu() && seq_private_fits(h);
-                encode_backward_sequence(rec, &shape, &bufs, private)?;
-            } else {
-                self.path.backward_steps(rec, &layer, &shape, &bufs)?;
-            }
+            self.backward_loop(rec, plan.strategy, path, &layer, &shape, &bufs)?;
             for d in 0..nd {
                 let slot = ((d * 2 + 1) * batch * h * 4) as u64;
                 rec.copy(
@@ -101,7 +102,7 @@ impl GpuGru {
                 dw_ih: &dw_ih,
                 dw_hh: &dw_hh,
             };
-            self.path.weight_grads(rec, &layer, lt, &g, t_len, batch)?;
+            path.weight_grads(rec, &layer, lt, &g, t_len, batch)?;
             let (db_ih, db_hh) = if cfg.bias {
                 let db_ih = self.ctx.storage("grad bias_ih", nd * h3)?;
                 encode_sum_rows(
@@ -140,7 +141,7 @@ impl GpuGru {
                 (None, None)
             };
             let dx = self.ctx.storage("grad of the layer input", tb * i_l)?;
-            self.path.input_grad(rec, &layer, &dgi, &dx, tb)?;
+            path.input_grad(rec, &layer, &dgi, &dx, tb)?;
             rec.keep(dgi);
             rec.keep(dgh);
             rec.keep(dh);
@@ -184,6 +185,26 @@ impl GpuGru {
         })
     }
 
+    /// Records the backward time loop of one layer as `strategy` runs it.
+    fn backward_loop(
+        &self,
+        rec: &mut Recorder,
+        strategy: Strategy,
+        path: &dyn ProductPath,
+        layer: &Layer,
+        shape: &StepShape,
+        bufs: &BackwardStepBufs,
+    ) -> Result<()> {
+        match strategy {
+            Strategy::Step => encode_backward_steps(rec, shape, bufs),
+            Strategy::Sequence => {
+                let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
+                encode_backward_sequence(rec, shape, bufs, private)
+            }
+            Strategy::Products => path.backward_steps(rec, layer, shape, bufs),
+        }
+    }
+
     /// Refuses a tape of another model, or one made before the parameters changed.
     pub(crate) fn check_tape(&self, tape: &GpuTape) -> Result<()> {
         if tape.model_id != self.id {
@@ -221,11 +242,36 @@ impl GpuGru {
         if let Some(g) = grad_h_n {
             Self::check_buffer("grad_h_n", g, elements("grad_h_n", &cfg.state_shape(b))?)?;
         }
+        self.backward_with_plan_checked(tape, grad_output, grad_h_n, self.timing_on())
+            .map(|(b, _)| b)
+    }
+
+    /// The backward of a tape on device buffers, timed where `timed` (the
+    /// tuner's), and the call's statistics.
+    pub(crate) fn backward_with_plan(
+        &self,
+        tape: GpuTape,
+        grad_output: &wgpu::Buffer,
+        opts: &crate::gpu::gru::BackwardOptions<&wgpu::Buffer>,
+        timed: bool,
+    ) -> Result<CallStats> {
+        self.check_tape(&tape)?;
+        self.backward_with_plan_checked(tape, grad_output, opts.grad_h_n, timed)
+            .map(|(_, s)| s)
+    }
+
+    fn backward_with_plan_checked(
+        &self,
+        tape: GpuTape,
+        grad_output: &wgpu::Buffer,
+        grad_h_n: Option<&wgpu::Buffer>,
+        timed: bool,
+    ) -> Result<(GpuBackward, CallStats)> {
         self.ctx.scoped(|| {
-            let mut rec = self.recorder();
+            let mut rec = self.ctx.recorder(timed);
             let out = self.record_backward(&mut rec, &tape, grad_output, grad_h_n)?;
-            self.finish(rec)?;
-            Ok(GpuBackward {
+            let stats = self.finish(rec)?;
+            let b = GpuBackward {
                 grad_x: out.grad_x,
                 grad_h0: out.grad_h0,
                 grads: out
@@ -238,7 +284,8 @@ impl GpuGru {
                         b_hh: d,
                     })
                     .collect(),
-            })
+            };
+            Ok((b, stats))
         })
     }
 

@@ -4,11 +4,15 @@ use ndarray::{Array3, ArrayView3};
 
 use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::io::{Flat, Forward, ForwardOptions, OnDevice};
-use crate::gpu::gru::types::{ForwardOut, GpuForward, GpuTape, LayerTape};
+use crate::gpu::gru::products::{Layer, ProductPath};
+use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{seq_private_fits, StepShape};
-use crate::gpu::ops::gru_forward::{encode_forward_sequence, ForwardStepBufs};
+use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
+use crate::gpu::ops::gru_forward::{
+    encode_forward_sequence, encode_forward_steps, ForwardStepBufs,
+};
 use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
+use crate::gpu::plan::Plan;
 use crate::gpu::recorder::Recorder;
 
 impl GpuGru {
@@ -16,6 +20,7 @@ impl GpuGru {
     /// `h0` is `(L·D, B, H)`. Without `keep_tape` no gates are written, the
     /// states of a layer are a ring of two slots, and every layer's buffers
     /// are let go after the call.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn record_forward(
         &self,
         rec: &mut Recorder,
@@ -24,6 +29,7 @@ impl GpuGru {
         (t_len, batch): (usize, usize),
         dropout: Option<(u32, f32)>,
         keep_tape: bool,
+        plan: Plan,
     ) -> Result<ForwardOut> {
         let cfg = &self.config;
         let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
@@ -43,11 +49,12 @@ impl GpuGru {
         let h_n = self.ctx.storage("h_n", cfg.num_layers * nd * batch * h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         let state_bytes = (batch * h * 4) as u64;
-        let persistent = self.persistent()?;
+        let path = self.path_of(plan.family)?;
+        let path = path.get();
         for (l, lp) in self.layers.iter().enumerate() {
             let layer = self.layer(l);
             let gi = self.ctx.storage("gi (input projections)", tb * nd * h3)?;
-            self.path.input_projection(rec, &layer, &xin, &gi, tb)?;
+            path.input_projection(rec, &layer, &xin, &gi, tb)?;
             // All T + 1 states for the tape; without it a ring of two.
             let slots = if keep_tape { t_len + 1 } else { 2 };
             let slot = |d: usize, s: usize| -> u64 {
@@ -84,12 +91,7 @@ impl GpuGru {
                 out: out.buffer(),
                 gates: gates.as_ref().map(|g| g.buffer()),
             };
-            if persistent {
-                let private = self.ctx.is_cpu() && seq_private_fits(h);
-                encode_forward_sequence(rec, &shape, &bufs, private)?;
-            } else {
-                self.path.forward_steps(rec, &layer, &shape, &bufs, h0)?;
-            }
+            self.forward_loop(rec, plan.strategy, path, &layer, &shape, &bufs, h0)?;
             rec.keep(gi);
             for d in 0..nd {
                 rec.copy(
@@ -152,9 +154,32 @@ impl GpuGru {
                 t_len,
                 batch,
                 dropout,
+                plan,
                 layers,
             }),
         })
+    }
+
+    /// Records the time loop of one layer as `strategy` runs it.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_loop(
+        &self,
+        rec: &mut Recorder,
+        strategy: Strategy,
+        path: &dyn ProductPath,
+        layer: &Layer,
+        shape: &StepShape,
+        bufs: &ForwardStepBufs,
+        h0: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
+        match strategy {
+            Strategy::Step => encode_forward_steps(rec, shape, bufs),
+            Strategy::Sequence => {
+                let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
+                encode_forward_sequence(rec, shape, bufs, private)
+            }
+            Strategy::Products => path.forward_steps(rec, layer, shape, bufs, h0),
+        }
     }
 
     /// The dropout of a forward with `opts`: `(seed, p)` in training mode
@@ -179,22 +204,38 @@ impl GpuGru {
         if let Some(h0) = opts.h0 {
             Self::check_buffer("h0", h0, elements("h0", &cfg.state_shape(batch))?)?;
         }
+        let plan = self.plan_for(seq_len, batch)?.plan;
+        self.forward_with_plan(x, opts, plan, self.timing_on())
+            .map(|(f, _)| f)
+    }
+
+    /// The forward on device buffers with `plan` (timed where `timed`), and
+    /// the call's statistics; the buffers' sizes already checked.
+    pub(crate) fn forward_with_plan(
+        &self,
+        x: OnDevice,
+        opts: &ForwardOptions<&wgpu::Buffer>,
+        plan: Plan,
+        timed: bool,
+    ) -> Result<(GpuForward, CallStats)> {
         self.ctx.scoped(|| {
-            let mut rec = self.recorder();
+            let mut rec = self.ctx.recorder(timed);
             let out = self.record_forward(
                 &mut rec,
                 x.buffer,
                 opts.h0,
-                (seq_len, batch),
+                (x.seq_len, x.batch),
                 self.dropout_of(opts),
                 opts.tape(),
+                plan,
             )?;
-            self.finish(rec)?;
-            Ok(GpuForward {
+            let stats = self.finish(rec)?;
+            let f = GpuForward {
                 output: out.output,
                 h_n: out.h_n,
                 tape: out.tape,
-            })
+            };
+            Ok((f, stats))
         })
     }
 
@@ -225,6 +266,7 @@ impl GpuGru {
             cfg.check_state("h0", h0.shape(), batch)?;
         }
         self.check_sizes(t_len, batch)?;
+        let plan = self.plan_for(t_len, batch)?.plan;
         self.ctx.scoped(|| {
             let xb = self.ctx.upload_array("x", x.view())?;
             let h0b = h0
@@ -239,6 +281,7 @@ impl GpuGru {
                 (t_len, batch),
                 self.dropout_of(opts),
                 opts.tape(),
+                plan,
             )?;
             let o_len = t_len * batch * cfg.num_directions() * cfg.hidden_size;
             let s_len = cfg.state_shape(batch).iter().product();

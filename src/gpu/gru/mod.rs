@@ -29,6 +29,7 @@ mod backward;
 mod forward;
 mod io;
 mod params;
+mod planning;
 pub(crate) mod products;
 mod types;
 mod windows;
@@ -36,7 +37,7 @@ mod windows;
 use crate::config::GruConfig;
 use crate::error::{elements, GruError, Result};
 use crate::gpu::context::GpuContext;
-use crate::gpu::ops::common::SEQ_HMAX;
+use crate::gpu::plan::Plan;
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 use crate::params::GruParams;
@@ -44,6 +45,7 @@ use crate::params::GruParams;
 pub use io::{
     BackwardInput, BackwardOptions, Flat, Forward, ForwardInput, ForwardOptions, OnDevice,
 };
+pub use planning::{Candidate, PlanChoice, PlanSource, TuneReport};
 pub use types::{CallStats, GpuBackward, GpuForward, GpuLayerGrads, GpuTape, Recurrence};
 
 /// The parameters of one layer, both directions stacked, on the device.
@@ -70,8 +72,11 @@ pub struct GpuGru {
     /// its forward read, and a backward refuses a tape of another version.
     version: std::sync::atomic::AtomicU64,
     layers: Vec<LayerParams>,
-    /// How the matrix products are computed (chosen by the context).
-    path: Box<dyn products::ProductPath>,
+    /// The chunked weights of the window family, where the context lets
+    /// plans use it.
+    windows: Option<windows::WindowPath>,
+    /// A plan forced by `set_plan`.
+    forced_plan: std::sync::Mutex<Option<Plan>>,
     timing: std::sync::atomic::AtomicBool,
     stats: std::sync::Mutex<CallStats>,
     recurrence: std::sync::Mutex<Recurrence>,
@@ -86,17 +91,6 @@ impl std::fmt::Debug for GpuGru {
     }
 }
 
-/// The rule: whether the persistent kernels run the time loop of hidden size
-/// `h`. On CPU adapters (llvmpipe) the per-step window path was faster at
-/// every shape measured (BENCHMARKS.md: workgroup-memory and private-array
-/// loads cost there what storage loads cost), so never. On GPUs, which this
-/// project could not measure, the persistent kernels wherever they fit
-/// (`h <= 256`): they save a dispatch and a barrier per step, which is most of
-/// the time of a step at these sizes.
-fn auto_persistent(cpu: bool, h: usize) -> bool {
-    !cpu && h <= SEQ_HMAX
-}
-
 impl GpuGru {
     /// Uploads `params` to the device of `ctx`.
     pub fn new(ctx: &GpuContext, params: &GruParams<f32>) -> Result<Self> {
@@ -108,9 +102,8 @@ impl GpuGru {
             id: ctx.next_id(),
             version: 0.into(),
             layers: Vec::new(),
-            path: Box::new(products::StoragePath {
-                gemm: crate::gpu::ops::gemm::GemmVariant::Simple,
-            }),
+            windows: None,
+            forced_plan: Default::default(),
             timing: false.into(),
             stats: Default::default(),
             recurrence: Default::default(),
@@ -139,30 +132,24 @@ impl GpuGru {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forces the persistent or the per-step time loop (or goes back to the
-    /// automatic choice). The persistent kernels take hidden sizes up to 256:
-    /// forcing them on a larger one makes every call fail with an error.
+    /// Forces the persistent or the per-step time loop of the context's
+    /// product family ([`GpuContext::products`]): a shorthand for
+    /// [`set_plan`](Self::set_plan) (`Persistent` is the `sequence`
+    /// strategy, `PerStep` the `step` strategy, or `products` on the window
+    /// family); `Auto` goes back to the plan of each shape (forced by
+    /// `set_plan`, cached, measured or the fallback rule). A plan that does
+    /// not apply to a call's shape makes the call fail with an error.
     pub fn set_recurrence(&self, r: Recurrence) {
         *self.recurrence.lock().unwrap_or_else(|p| p.into_inner()) = r;
     }
 
-    /// Whether the time loop runs persistent: the setting, or the rule (see
-    /// `auto_persistent`).
-    pub fn persistent(&self) -> Result<bool> {
-        let h = self.config.hidden_size;
-        match *self.recurrence.lock().unwrap_or_else(|p| p.into_inner()) {
-            Recurrence::Persistent if h > SEQ_HMAX => Err(GruError::InvalidConfig(format!(
-                "the persistent kernels take hidden sizes up to {SEQ_HMAX}; this GRU has {h}"
-            ))),
-            Recurrence::Persistent => Ok(true),
-            Recurrence::PerStep => Ok(false),
-            Recurrence::Auto => Ok(auto_persistent(self.ctx.is_cpu(), h)),
-        }
+    pub(crate) fn recorder(&self) -> Recorder<'_> {
+        self.ctx.recorder(self.timing_on())
     }
 
-    pub(crate) fn recorder(&self) -> Recorder<'_> {
-        self.ctx
-            .recorder(self.timing.load(std::sync::atomic::Ordering::Relaxed))
+    /// Whether calls are timed (see `set_timing`).
+    pub(crate) fn timing_on(&self) -> bool {
+        self.timing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The version of the parameters: it changes with every change of them
@@ -187,15 +174,16 @@ impl GpuGru {
     }
 
     /// Submits a call's recording, once, and keeps its statistics.
-    pub(crate) fn finish(&self, rec: Recorder) -> Result<()> {
+    pub(crate) fn finish(&self, rec: Recorder) -> Result<CallStats> {
         let dispatches = rec.dispatches;
         let gpu_ms = rec.submit()?;
-        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = CallStats {
+        let stats = CallStats {
             dispatches,
             submissions: 1,
             gpu_ms,
         };
-        Ok(())
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+        Ok(stats)
     }
 
     /// Checks, before any work or allocation, that a forward and backward

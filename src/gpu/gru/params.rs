@@ -4,13 +4,13 @@
 use ndarray::Array1;
 
 use crate::error::{GruError, Result};
-use crate::gpu::gru::products::{ProductPath, StoragePath};
+use crate::gpu::gru::products::ProductPath;
 use crate::gpu::gru::windows::WindowPath;
 use crate::gpu::gru::{GpuBackward, GpuGru, LayerParams};
 use crate::gpu::ops::util::encode_transpose;
+use crate::gpu::plan::Family;
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
-use crate::gpu::Products;
 use crate::params::{DirParams, GruParams};
 
 fn stack<'a>(parts: impl Iterator<Item = std::borrow::Cow<'a, [f32]>>) -> Vec<f32> {
@@ -87,11 +87,11 @@ impl GpuGru {
                 });
             }
             self.layers = layers;
-            self.path = match ctx.products() {
-                Products::Storage => Box::new(StoragePath {
-                    gemm: crate::gpu::ops::gemm::GemmVariant::Simple,
-                }) as Box<dyn ProductPath>,
-                Products::Windows => Box::new(WindowPath::new(ctx.dev(), cfg)?),
+            // The window family's chunked weights, where plans may use it.
+            self.windows = if ctx.families().contains(&Family::Windows) {
+                Some(WindowPath::new(ctx.dev(), cfg)?)
+            } else {
+                None
             };
             self.record_derived(&mut rec)?;
             rec.submit()?;
@@ -107,7 +107,9 @@ impl GpuGru {
         let (nd, h) = (self.config.num_directions(), self.config.hidden_size);
         for (l, lp) in self.layers.iter().enumerate() {
             encode_transpose(rec, [nd, 3 * h, h], lp.w_hh.buffer(), lp.w_hh_t.buffer())?;
-            self.path.derive(rec, &self.layer(l))?;
+            if let Some(w) = &self.windows {
+                w.derive(rec, &self.layer(l))?;
+            }
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ pub struct GpuTape {
     pub(crate) t_len: usize,
     pub(crate) batch: usize,
     pub(crate) dropout: Option<(u32, f32)>,
+    /// The plan the forward ran; the backward runs it too.
+    pub(crate) plan: crate::gpu::plan::Plan,
     pub(crate) layers: Vec<LayerTape>,
 }
 
@@ -29,6 +31,11 @@ pub(crate) struct LayerTape {
 }
 
 impl GpuTape {
+    /// The plan the forward ran (the backward of this tape runs it too).
+    pub fn plan(&self) -> crate::gpu::plan::Plan {
+        self.plan
+    }
+
     /// `(T, B)` of the forward that made it.
     pub fn dims(&self) -> (usize, usize) {
         (self.t_len, self.batch)

@@ -1,0 +1,183 @@
+//! `gru-wgpu tune`: every candidate plan of a shape timed on this adapter,
+//! the fastest marked and kept in the plan cache.
+
+use std::process::ExitCode;
+
+use gru_wgpu::bench::BenchShape;
+use gru_wgpu::gpu::{GpuGru, TuneMode, TuneReport};
+use gru_wgpu::GruParams;
+
+use super::bench::{BenchArgs, ProductsArg};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct TuneArgs {
+    /// Batch sizes (comma-separated for several).
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    /// Sequence lengths.
+    #[arg(long, value_delimiter = ',')]
+    pub seq: Vec<usize>,
+    /// Input sizes (default: the hidden size).
+    #[arg(long, value_delimiter = ',')]
+    pub input: Vec<usize>,
+    /// Hidden sizes.
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Vec<usize>,
+    /// Stacked layers.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Two directions per layer.
+    #[arg(long)]
+    pub bidirectional: bool,
+    /// How thoroughly: `quick` (each candidate once on at most 16 steps, the
+    /// closest twice) or `full` (three times on the whole shape).
+    #[arg(long, default_value = "quick")]
+    pub mode: String,
+    /// The product families measured: all that run here, or one.
+    #[arg(long, value_enum, default_value_t = ProductsArg::Auto)]
+    pub products: ProductsArg,
+    /// One JSON object per candidate a line, instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One candidate as a JSON line.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    plan: String,
+    median_ms: Option<f64>,
+    chosen: bool,
+    samples_ms: &'a [f64],
+    error: Option<&'a str>,
+    adapter: String,
+    #[serde(flatten)]
+    shape: BenchShape,
+    mode: TuneMode,
+    seq_measured: usize,
+    clock: &'static str,
+    key: &'a str,
+    tuned_ms: f64,
+}
+
+fn shapes(args: &TuneArgs) -> Vec<BenchShape> {
+    BenchArgs {
+        batch: args.batch.clone(),
+        seq: args.seq.clone(),
+        input: args.input.clone(),
+        hidden: args.hidden.clone(),
+        layers: args.layers,
+        bidirectional: args.bidirectional,
+        ..Default::default()
+    }
+    .shapes()
+}
+
+pub fn run(args: &TuneArgs, adapter: Option<&str>) -> ExitCode {
+    let mode = match TuneMode::from_name(&args.mode) {
+        Ok(TuneMode::Off) => {
+            eprintln!("error: --mode off measures nothing: use quick or full");
+            return ExitCode::from(2);
+        }
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: --mode: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let shapes = shapes(args);
+    for s in &shapes {
+        if s.batch == 0 || s.seq == 0 || s.input == 0 || s.hidden == 0 || s.layers == 0 {
+            eprintln!("error: every size must be at least 1");
+            return ExitCode::from(2);
+        }
+        if let Err(e) = s.config().validate() {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let ctx = match super::open_gpu_with(adapter, args.products.get()) {
+        Ok(c) => c,
+        Err(e) => {
+            super::report_gpu_error(&e, None);
+            return ExitCode::from(2);
+        }
+    };
+    if !args.json {
+        println!("adapter: {}", ctx.adapter());
+    }
+    for shape in &shapes {
+        let report = GruParams::<f32>::init(&shape.config(), 1)
+            .and_then(|p| GpuGru::new(&ctx, &p))
+            .and_then(|m| m.tune(shape.seq, shape.batch, mode));
+        match report {
+            Ok(r) => print_report(args, &ctx, shape, &r),
+            Err(e) => {
+                eprintln!("error: {shape}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(w) = ctx.plan_cache_warning() {
+        eprintln!("warning: plan cache: {w}");
+    }
+    if !args.json {
+        match ctx.plan_cache_file() {
+            Some(f) => println!("plans kept in {}", f.display()),
+            None => println!("plans kept in memory only"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_report(
+    args: &TuneArgs,
+    ctx: &gru_wgpu::gpu::GpuContext,
+    shape: &BenchShape,
+    r: &TuneReport,
+) {
+    if args.json {
+        for c in &r.candidates {
+            let line = Line {
+                plan: c.plan.name(),
+                median_ms: c.median_ms,
+                chosen: c.chosen,
+                samples_ms: &c.samples_ms,
+                error: c.error.as_deref(),
+                adapter: ctx.adapter().to_string(),
+                shape: *shape,
+                mode: r.mode,
+                seq_measured: r.seq_measured,
+                clock: r.clock,
+                key: &r.key,
+                tuned_ms: r.tuned_ms,
+            };
+            println!("{}", serde_json::to_string(&line).expect("serializes"));
+        }
+        return;
+    }
+    println!(
+        "\n{shape}: {} candidates on {} steps ({} clock, {} mode), {:.0} ms",
+        r.candidates.len(),
+        r.seq_measured,
+        r.clock,
+        r.mode.name(),
+        r.tuned_ms
+    );
+    println!("  {:<24} {:>12}  samples (ms)", "plan", "median ms");
+    for c in &r.candidates {
+        let median = c
+            .median_ms
+            .map_or("failed".to_string(), |m| format!("{m:.3}"));
+        let samples: Vec<String> = c.samples_ms.iter().map(|s| format!("{s:.3}")).collect();
+        let mark = if c.chosen { "  <- chosen" } else { "" };
+        println!(
+            "  {:<24} {:>12}  {}{mark}",
+            c.plan.name(),
+            median,
+            samples.join(" ")
+        );
+        if let Some(e) = &c.error {
+            println!("      {e}");
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! Which plan a call runs, and the tuner that chooses one by measurement.
+//!
+//! A call of shape (T, B) runs the plan `set_plan` forced, or the plan of a
+//! [`Recurrence`] shorthand, or else the plan of its shape's bucket: from
+//! the context's cache (memory, then the file of the adapter), measured now
+//! where the cache has none (`TuneMode::Quick` or `Full`), or the fixed
+//! fallback rule (`TuneMode::Off`).
+//!
+//! Tuning times whole forward+backward calls of the shape (at most 16
+//! steps of it in quick mode) on random data, on the device's own clock
+//! (timestamp queries) where it has one, else the wall clock around the
+//! calls and a wait. The candidates, about ten:
+//!
+//! 1. every GEMM variant the device runs, with the fallback time loop;
+//! 2. the fastest of those with every other time loop that applies;
+//! 3. the window family (where it runs) with its per-step products, and
+//!    with the fastest time loop of 1-2.
+//!
+//! A candidate that fails (a kernel the driver refuses) is reported and
+//! skipped. Each is first run once on two steps (building its pipelines, off
+//! the clock); quick mode times each once and the ones within 15% of the
+//! best once more, full mode three times; the score is the median.
+
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+
+use crate::error::{GruError, Result};
+use crate::gpu::gru::products::{ProductPath, StoragePath};
+use crate::gpu::gru::windows::WindowPath;
+use crate::gpu::gru::{BackwardOptions, ForwardOptions, GpuGru, OnDevice, Recurrence};
+use crate::gpu::ops::common::Strategy;
+use crate::gpu::ops::gemm::GemmVariant;
+use crate::gpu::plan::{names_hash, CachedPlan, Family, Plan, ShapeKey, TuneMode};
+use crate::gpu::Products;
+
+/// Where the plan of a call came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum PlanSource {
+    /// `set_plan` or a `Recurrence` shorthand.
+    Forced,
+    /// The plan cache (this process's, or the file).
+    Cached,
+    /// Measured just now.
+    Tuned,
+    /// The fixed rule (`TuneMode::Off`).
+    Fallback,
+}
+
+/// The plan of a shape and how it was chosen.
+#[derive(Clone, Debug)]
+pub struct PlanChoice {
+    pub plan: Plan,
+    pub source: PlanSource,
+    /// Milliseconds spent measuring for this choice (0 unless `Tuned`).
+    pub tuned_ms: f64,
+}
+
+/// One candidate of a tuning run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Candidate {
+    /// `family/strategy`.
+    #[serde(serialize_with = "plan_name")]
+    pub plan: Plan,
+    /// The median of the samples, in milliseconds of forward+backward.
+    pub median_ms: Option<f64>,
+    pub samples_ms: Vec<f64>,
+    /// Why it could not run, where it could not.
+    pub error: Option<String>,
+    pub chosen: bool,
+}
+
+fn plan_name<S: serde::Serializer>(p: &Plan, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&p.name())
+}
+
+/// What a tuning run measured and chose.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TuneReport {
+    /// The cache key of the shape's bucket.
+    pub key: String,
+    pub mode: TuneMode,
+    /// The steps each candidate was timed on.
+    pub seq_measured: usize,
+    /// `gpu` (timestamp queries) or `wall`.
+    pub clock: &'static str,
+    pub candidates: Vec<Candidate>,
+    #[serde(serialize_with = "plan_name")]
+    pub chosen: Plan,
+    /// Milliseconds the whole run took.
+    pub tuned_ms: f64,
+}
+
+/// A product path of a plan's family.
+pub(crate) enum PathRef<'a> {
+    Storage(StoragePath),
+    Windows(&'a WindowPath),
+}
+
+impl PathRef<'_> {
+    pub(crate) fn get(&self) -> &dyn ProductPath {
+        match self {
+            PathRef::Storage(p) => p,
+            PathRef::Windows(w) => *w,
+        }
+    }
+}
+
+impl GpuGru {
+    /// The product path of `family`, or an error where the model has none.
+    pub(crate) fn path_of(&self, family: Family) -> Result<PathRef<'_>> {
+        match family {
+            Family::Gemm(gemm) => Ok(PathRef::Storage(StoragePath { gemm })),
+            Family::Windows => self.windows.as_ref().map(PathRef::Windows).ok_or_else(|| {
+                GruError::InvalidConfig(
+                    "the window family does not run on this context (see GpuContext::families)"
+                        .into(),
+                )
+            }),
+        }
+    }
+
+    /// Forces `plan` on every call (`None`: back to the plan of each shape).
+    /// A plan that does not apply to a call's shape makes the call fail.
+    pub fn set_plan(&self, plan: Option<Plan>) {
+        *self.forced_plan.lock().unwrap_or_else(|p| p.into_inner()) = plan;
+    }
+
+    /// Whether `plan` runs this model on a batch of `batch` rows here, and
+    /// why not where it does not.
+    pub fn check_plan(&self, plan: Plan, batch: usize) -> std::result::Result<(), String> {
+        if !self.ctx.families().contains(&plan.family) {
+            return Err(format!(
+                "the family `{}` does not run on this context (it has {})",
+                plan.family.name(),
+                self.ctx
+                    .families()
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let limits = self.ctx.limits();
+        plan.strategy.check(
+            self.config.hidden_size,
+            batch,
+            limits,
+            self.ctx.features(),
+            plan.family.is_windows(),
+        )
+    }
+
+    /// Every plan that runs this model on a batch of `batch` rows here:
+    /// each family of the context with each time loop that applies.
+    pub fn candidates(&self, batch: usize) -> Vec<Plan> {
+        self.ctx
+            .families()
+            .into_iter()
+            .flat_map(|f| Strategy::ALL.iter().map(move |s| Plan::new(f, *s)))
+            .filter(|p| self.check_plan(*p, batch).is_ok())
+            .collect()
+    }
+
+    /// The fixed rule (`TuneMode::Off`): on the family of
+    /// [`GpuContext::products`](crate::gpu::GpuContext::products), the
+    /// window family's per-step products, or the simple GEMM with the
+    /// persistent `sequence` loop where it applies and `step` elsewhere.
+    pub fn fallback_plan(&self, batch: usize) -> Plan {
+        let family = match self.ctx.products() {
+            Products::Windows if self.windows.is_some() => Family::Windows,
+            _ => Family::Gemm(GemmVariant::Simple),
+        };
+        self.default_loop(family, batch)
+    }
+
+    /// The fallback time loop of a family.
+    fn default_loop(&self, family: Family, batch: usize) -> Plan {
+        let order: &[Strategy] = match family {
+            Family::Windows => &[Strategy::Products, Strategy::Step],
+            Family::Gemm(_) => &[Strategy::Sequence, Strategy::Step],
+        };
+        order
+            .iter()
+            .map(|s| Plan::new(family, *s))
+            .find(|p| self.check_plan(*p, batch).is_ok())
+            .unwrap_or(Plan::new(family, Strategy::Step))
+    }
+
+    /// The plan of a `Recurrence` shorthand, where one is set.
+    fn shorthand(&self, batch: usize) -> Option<Plan> {
+        let r = *self.recurrence.lock().unwrap_or_else(|p| p.into_inner());
+        let family = match self.ctx.products() {
+            Products::Windows if self.windows.is_some() => Family::Windows,
+            _ => Family::Gemm(GemmVariant::Simple),
+        };
+        let strategy = match r {
+            Recurrence::Auto => return None,
+            Recurrence::Persistent => Strategy::Sequence,
+            Recurrence::PerStep if family.is_windows() => Strategy::Products,
+            Recurrence::PerStep => Strategy::Step,
+        };
+        let _ = batch;
+        Some(Plan::new(family, strategy))
+    }
+
+    /// The cache key of a call of `(t_len, batch)`.
+    fn plan_key(&self, t_len: usize, batch: usize) -> String {
+        let cfg = &self.config;
+        ShapeKey {
+            dirs: cfg.num_directions(),
+            layers: cfg.num_layers,
+            batch,
+            seq: t_len,
+            input: cfg.input_size,
+            hidden: cfg.hidden_size,
+        }
+        .key(self.ctx.profile().name())
+    }
+
+    /// The plan a call of `(t_len, batch)` runs, and how it was chosen; it
+    /// tunes the shape's bucket first where that is needed (see the module's
+    /// documentation). A forced plan that does not apply is an error.
+    pub fn plan_for(&self, t_len: usize, batch: usize) -> Result<PlanChoice> {
+        let forced = *self.forced_plan.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(plan) = forced.or_else(|| self.shorthand(batch)) {
+            self.check_plan(plan, batch).map_err(|why| {
+                GruError::InvalidConfig(format!("the plan {plan} does not apply: {why}"))
+            })?;
+            return Ok(PlanChoice {
+                plan,
+                source: PlanSource::Forced,
+                tuned_ms: 0.0,
+            });
+        }
+        let mode = self.ctx.tune_mode();
+        if mode == TuneMode::Off {
+            return Ok(PlanChoice {
+                plan: self.fallback_plan(batch),
+                source: PlanSource::Fallback,
+                tuned_ms: 0.0,
+            });
+        }
+        let key = self.plan_key(t_len, batch);
+        // One tuning at a time per context; a second thread asking for the
+        // same shape waits and finds it cached.
+        let _guard = self
+            .ctx
+            .plans()
+            .tuning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(plan) = self.cached_plan(&key, mode, batch) {
+            return Ok(PlanChoice {
+                plan,
+                source: PlanSource::Cached,
+                tuned_ms: 0.0,
+            });
+        }
+        let report = self.tune_locked(t_len, batch, mode)?;
+        Ok(PlanChoice {
+            plan: report.chosen,
+            source: PlanSource::Tuned,
+            tuned_ms: report.tuned_ms,
+        })
+    }
+
+    /// The cached plan of `key`, where it was measured in `mode` (or more
+    /// thoroughly) over the candidates this build would measure, and applies.
+    fn cached_plan(&self, key: &str, mode: TuneMode, batch: usize) -> Option<Plan> {
+        let entry = self.ctx.plans().get(key)?;
+        if mode == TuneMode::Full && entry.mode != TuneMode::Full {
+            return None;
+        }
+        if entry.candidates_hash != self.candidates_hash(batch) {
+            return None;
+        }
+        let plan = Plan::from_name(&entry.plan).ok()?;
+        self.check_plan(plan, batch).ok().map(|_| plan)
+    }
+
+    fn candidates_hash(&self, batch: usize) -> String {
+        let names: Vec<String> = self.candidates(batch).iter().map(|p| p.name()).collect();
+        names_hash(names.iter().map(|s| s.as_str()))
+    }
+
+    /// Measures the candidate plans of `(t_len, batch)` now (whatever the
+    /// cache holds), keeps the fastest in the cache, and reports every
+    /// candidate's time.
+    pub fn tune(&self, t_len: usize, batch: usize, mode: TuneMode) -> Result<TuneReport> {
+        let _guard = self
+            .ctx
+            .plans()
+            .tuning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.tune_locked(t_len, batch, mode)
+    }
+
+    fn tune_locked(&self, t_len: usize, batch: usize, mode: TuneMode) -> Result<TuneReport> {
+        self.check_dims(t_len, batch)?;
+        let start = Instant::now();
+        let seq = match mode {
+            TuneMode::Full => t_len,
+            _ => t_len.min(16),
+        };
+        let key = self.plan_key(t_len, batch);
+        let all = self.candidates(batch);
+        if all.is_empty() {
+            return Err(GruError::InvalidConfig(format!(
+                "no plan runs this GRU on a batch of {batch} on this device"
+            )));
+        }
+        let bench = Bench::new(self, seq, batch)?;
+        let reps = if mode == TuneMode::Full { 3 } else { 1 };
+        let mut cands: Vec<Candidate> = Vec::new();
+        let run = |plan: Plan, cands: &mut Vec<Candidate>| {
+            if cands.iter().any(|c| c.plan == plan) || !all.contains(&plan) {
+                return;
+            }
+            let mut c = Candidate {
+                plan,
+                median_ms: None,
+                samples_ms: Vec::new(),
+                error: None,
+                chosen: false,
+            };
+            match bench.time(plan, reps, true) {
+                Ok(s) => {
+                    c.median_ms = Some(median(&s));
+                    c.samples_ms = s;
+                }
+                Err(e) => c.error = Some(e.to_string()),
+            }
+            cands.push(c);
+        };
+        let best = |cands: &[Candidate], family: Option<Family>| -> Option<Plan> {
+            cands
+                .iter()
+                .filter(|c| family.is_none_or(|f| c.plan.family == f))
+                .filter_map(|c| c.median_ms.map(|m| (m, c.plan)))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, p)| p)
+        };
+        if all.len() == 1 {
+            run(all[0], &mut cands);
+        } else {
+            let families = self.ctx.families();
+            let gemms: Vec<Family> = families
+                .iter()
+                .copied()
+                .filter(|f| !f.is_windows())
+                .collect();
+            // 1. every GEMM variant with the fallback loop;
+            for f in &gemms {
+                run(self.default_loop(*f, batch), &mut cands);
+            }
+            // 2. the fastest with every other loop;
+            if let Some(b) = best(&cands, None) {
+                for s in Strategy::ALL {
+                    run(Plan::new(b.family, *s), &mut cands);
+                }
+            }
+            // 3. the window family: its per-step products, and the best loop so far
+            //    (every loop where it is the only family).
+            if families.contains(&Family::Windows) {
+                if gemms.is_empty() {
+                    for s in Strategy::ALL {
+                        run(Plan::new(Family::Windows, *s), &mut cands);
+                    }
+                } else {
+                    let best_loop = best(&cands, None).map(|b| b.strategy);
+                    run(Plan::new(Family::Windows, Strategy::Products), &mut cands);
+                    if let Some(s) = best_loop {
+                        run(Plan::new(Family::Windows, s), &mut cands);
+                    }
+                }
+            }
+        }
+        // Quick mode: the close ones once more.
+        if mode != TuneMode::Full {
+            if let Some(b) = cands
+                .iter()
+                .filter_map(|c| c.median_ms)
+                .min_by(f64::total_cmp)
+            {
+                for c in cands.iter_mut() {
+                    if c.median_ms.is_some_and(|m| m <= b * 1.15) && cands_len_ok(&c.samples_ms) {
+                        if let Ok(s) = bench.time(c.plan, 1, false) {
+                            c.samples_ms.extend(s);
+                            c.median_ms = Some(median(&c.samples_ms));
+                        }
+                    }
+                }
+            }
+        }
+        let chosen = best(&cands, None).ok_or_else(|| {
+            let why: Vec<String> = cands
+                .iter()
+                .map(|c| format!("{}: {}", c.plan, c.error.as_deref().unwrap_or("?")))
+                .collect();
+            GruError::InvalidConfig(format!("no candidate plan ran: {}", why.join("; ")))
+        })?;
+        for c in cands.iter_mut() {
+            c.chosen = c.plan == chosen;
+        }
+        self.ctx.plans().put(
+            &key,
+            CachedPlan {
+                plan: chosen.name(),
+                mode,
+                candidates_hash: self.candidates_hash(batch),
+                timings: cands.iter().map(|c| (c.plan.name(), c.median_ms)).collect(),
+            },
+        );
+        Ok(TuneReport {
+            key,
+            mode,
+            seq_measured: seq,
+            clock: if bench.gpu_clock { "gpu" } else { "wall" },
+            candidates: cands,
+            chosen,
+            tuned_ms: start.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+/// Only candidates timed once get a second sample in quick mode.
+fn cands_len_ok(samples: &[f64]) -> bool {
+    samples.len() == 1
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Random data of one shape on the device, and the timing of a plan on it.
+struct Bench<'a> {
+    model: &'a GpuGru,
+    seq: usize,
+    batch: usize,
+    x: crate::gpu::PooledBuffer,
+    g: crate::gpu::PooledBuffer,
+    gpu_clock: bool,
+}
+
+impl<'a> Bench<'a> {
+    fn new(model: &'a GpuGru, seq: usize, batch: usize) -> Result<Self> {
+        let cfg = &model.config;
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut rand =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| r.random_range(-1.0..1.0)).collect() };
+        let x = model
+            .ctx
+            .upload("tuning x", &rand(seq * batch * cfg.input_size))?;
+        let g = model.ctx.upload(
+            "tuning grad_output",
+            &rand(seq * batch * cfg.num_directions() * cfg.hidden_size),
+        )?;
+        Ok(Bench {
+            model,
+            seq,
+            batch,
+            x,
+            g,
+            gpu_clock: model.ctx.has_timestamps(),
+        })
+    }
+
+    /// One forward+backward of `seq` steps with `plan`: its time in ms.
+    fn call(&self, plan: Plan, seq: usize, timed: bool) -> Result<f64> {
+        let m = self.model;
+        let x = OnDevice {
+            buffer: self.x.buffer(),
+            seq_len: seq,
+            batch: self.batch,
+        };
+        let start = Instant::now();
+        let (f, fs) = m.forward_with_plan(x, &ForwardOptions::new().keep_tape(), plan, timed)?;
+        let tape = f.tape.expect("kept");
+        let bs = m.backward_with_plan(tape, self.g.buffer(), &BackwardOptions::new(), timed)?;
+        m.ctx.synchronize()?;
+        let wall = start.elapsed().as_secs_f64() * 1e3;
+        match (self.gpu_clock, fs.gpu_ms, bs.gpu_ms) {
+            (true, Some(a), Some(b)) => Ok(a + b),
+            _ => Ok(wall),
+        }
+    }
+
+    /// `reps` timed calls, after one untimed call on two steps where `warm`.
+    fn time(&self, plan: Plan, reps: usize, warm: bool) -> Result<Vec<f64>> {
+        if warm {
+            self.call(plan, self.seq.min(2), false)?;
+        }
+        (0..reps).map(|_| self.call(plan, self.seq, true)).collect()
+    }
+}
