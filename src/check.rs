@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::cpu::{Gru, GruGrads};
 use crate::error::Result;
-use crate::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Recurrence};
+use crate::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Plan, Recurrence};
 use crate::real::rel_error;
 use crate::{GruConfig, GruParams};
 
@@ -104,6 +104,26 @@ impl RandomCase {
     ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
         let m = GpuGru::new(ctx, &self.params)?;
         m.set_recurrence(recurrence);
+        self.run_model(&m, train_seed)
+    }
+
+    /// The GPU with `plan` forced (`None`: the shape's automatic plan).
+    pub fn run_gpu_plan(
+        &self,
+        ctx: &GpuContext,
+        train_seed: Option<u32>,
+        plan: Option<Plan>,
+    ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
+        let m = GpuGru::new(ctx, &self.params)?;
+        m.set_plan(plan);
+        self.run_model(&m, train_seed)
+    }
+
+    fn run_model(
+        &self,
+        m: &GpuGru,
+        train_seed: Option<u32>,
+    ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
         let h0 = self.h0.as_ref().map(|h| h.view());
         let opts = ForwardOptions::new()
             .h0(h0)
@@ -132,7 +152,26 @@ impl RandomCase {
         train_seed: Option<u32>,
         recurrence: Recurrence,
     ) -> Result<Vec<TensorError>> {
-        let (o, hn, g) = self.run_gpu_with(ctx, train_seed, recurrence)?;
+        let gpu = self.run_gpu_with(ctx, train_seed, recurrence)?;
+        self.compare_run(gpu, train_seed)
+    }
+
+    /// [`compare`](Self::compare) with `plan` forced.
+    pub fn compare_plan(
+        &self,
+        ctx: &GpuContext,
+        train_seed: Option<u32>,
+        plan: Option<Plan>,
+    ) -> Result<Vec<TensorError>> {
+        let gpu = self.run_gpu_plan(ctx, train_seed, plan)?;
+        self.compare_run(gpu, train_seed)
+    }
+
+    fn compare_run(
+        &self,
+        (o, hn, g): (Array3<f32>, Array3<f32>, GruGrads<f32>),
+        train_seed: Option<u32>,
+    ) -> Result<Vec<TensorError>> {
         let (ro, rhn, rg) = self.run_cpu(train_seed)?;
         let err = |name: &str, forward: bool, ours: Vec<f64>, reference: Vec<f64>| TensorError {
             name: name.to_string(),

@@ -354,6 +354,21 @@ impl ReferenceCase {
     ) -> Result<RunResult> {
         let model = crate::gpu::GpuGru::new(ctx, &self.params)?;
         model.set_recurrence(recurrence);
+        self.run_model(&model)
+    }
+
+    /// [`run_gpu`](Self::run_gpu) with `plan` forced (`None`: the automatic plan).
+    pub fn run_gpu_plan(
+        &self,
+        ctx: &crate::gpu::GpuContext,
+        plan: Option<crate::gpu::Plan>,
+    ) -> Result<RunResult> {
+        let model = crate::gpu::GpuGru::new(ctx, &self.params)?;
+        model.set_plan(plan);
+        self.run_model(&model)
+    }
+
+    fn run_model(&self, model: &crate::gpu::GpuGru) -> Result<RunResult> {
         let opts = crate::gpu::ForwardOptions::new()
             .h0(self.h0.as_ref().map(|h| h.view()))
             .keep_tape();

@@ -126,7 +126,10 @@ fn same_numbers<D: ndarray::Dimension>(
 
 fn compare_everything(case: &RandomCase) {
     for (label, ctx, r) in common::gpu_paths() {
-        let (o, hn, g) = case.run_gpu_with(&ctx, None, r).unwrap();
+        if !common::applies(&ctx, &case.config, case.batch, r, &label) {
+            continue;
+        }
+        let (o, hn, g) = case.run_gpu_plan(&ctx, None, Some(r)).unwrap();
         let (ro, rhn, rg) = case.run_cpu(None).unwrap();
         same_numbers(&format!("{label} output"), o.view(), ro.view());
         same_numbers(&format!("{label} h_n"), hn.view(), rhn.view());
@@ -192,7 +195,10 @@ fn huge_inputs_saturate() {
     case.x.mapv_inplace(|v| if v >= 0.0 { 1e4 } else { -1e4 });
     let (ro, rhn, rg) = case.run_cpu(None).unwrap();
     for (label, ctx, r) in common::gpu_paths() {
-        let (o, hn, g) = case.run_gpu_with(&ctx, None, r).unwrap();
+        if !common::applies(&ctx, &case.config, case.batch, r, &label) {
+            continue;
+        }
+        let (o, hn, g) = case.run_gpu_plan(&ctx, None, Some(r)).unwrap();
         for a in [&o, &hn, &g.x, &g.h0] {
             assert!(
                 a.iter().all(|v| v.is_finite()),
@@ -240,13 +246,16 @@ fn activations_saturate_exactly_at_plus_minus_100() {
         d.weight_ih[[2, 0]] = a_n;
         let x = Array3::<f32>::ones((1, 1, 1));
         let h0 = Array3::<f32>::from_elem((1, 1, 1), 0.5);
-        for (label, ctx, r) in common::gpu_paths().into_iter().chain(std::iter::once((
-            "auto".to_string(),
-            ctx.clone(),
-            gru_wgpu::gpu::Recurrence::Auto,
-        ))) {
+        for (label, ctx, r) in common::gpu_paths()
+            .into_iter()
+            .map(|(l, c, p)| (l, c, Some(p)))
+            .chain(std::iter::once(("auto".to_string(), ctx.clone(), None)))
+        {
+            if r.is_some_and(|r| !common::applies(&ctx, &config, 1, r, &label)) {
+                continue;
+            }
             let m = GpuGru::new(&ctx, &p).unwrap();
-            m.set_recurrence(r);
+            m.set_plan(r);
             let (out, _, _) = m
                 .forward(x.view(), ForwardOptions::new().h0(h0.view()).keep_tape())
                 .unwrap()

@@ -2,13 +2,13 @@
 //! sizes of 1, primes, and sizes just past the kernels' tiles (the GEMM's 32 x
 //! 64 tile, the window GEMM's 8 x 64 tile and 8-float chunks, the step
 //! kernels' 64 hidden units x 4 batch rows). Every case runs on every path:
-//! both families of product kernels (storage, windows), each with the per-step
-//! and the persistent time loop. Every buffer the GPU uses starts filled with
+//! both limit profiles, each with every plan of its coverage set (each GEMM
+//! variant, each time loop, the window family where it runs); a plan that
+//! does not apply to a shape must be refused with an error. Every buffer the GPU uses starts filled with
 //! NaN, so an element no kernel wrote fails.
 
 mod common;
 
-use gru_wgpu::gpu::Recurrence;
 use gru_wgpu::GruConfig;
 use rand::Rng;
 
@@ -18,15 +18,13 @@ const BOUND: f64 = 1e-5;
 fn check_all(case: &gru_wgpu::check::RandomCase, train_seed: Option<u32>) -> f64 {
     let mut worst = 0.0f64;
     for (label, ctx, r) in common::gpu_paths() {
-        if r == Recurrence::Persistent && case.config.hidden_size > 256 {
-            let e = case.compare_with(&ctx, train_seed, r).unwrap_err();
-            assert!(
-                e.to_string().contains("hidden sizes up to 256"),
-                "{label}: {e}"
-            );
+        if !common::applies(&ctx, &case.config, case.batch, r, &label) {
+            // A plan that does not apply is refused with an error, never run.
+            let e = case.compare_plan(&ctx, train_seed, Some(r)).unwrap_err();
+            assert!(e.to_string().contains("does not apply"), "{label}: {e}");
             continue;
         }
-        worst = worst.max(common::check_with(&ctx, case, train_seed, r, BOUND));
+        worst = worst.max(common::check_with(&ctx, case, train_seed, Some(r), BOUND));
     }
     worst
 }
@@ -132,18 +130,20 @@ fn same_call_twice_is_bitwise_equal() {
     }
     let case = common::case(cfg(33, 70, 2, true, false, true), 40, 9, true, 500);
     for (label, ctx, r) in common::gpu_paths() {
-        same_twice(&case, &ctx, r, &label);
+        if common::applies(&ctx, &case.config, case.batch, r, &label) {
+            same_twice(&case, &ctx, r, &label);
+        }
     }
 }
 
 fn same_twice(
     case: &gru_wgpu::check::RandomCase,
     ctx: &gru_wgpu::gpu::GpuContext,
-    r: Recurrence,
+    r: gru_wgpu::gpu::Plan,
     label: &str,
 ) {
-    let (o1, h1, g1) = case.run_gpu_with(ctx, None, r).unwrap();
-    let (o2, h2, g2) = case.run_gpu_with(ctx, None, r).unwrap();
+    let (o1, h1, g1) = case.run_gpu_plan(ctx, None, Some(r)).unwrap();
+    let (o2, h2, g2) = case.run_gpu_plan(ctx, None, Some(r)).unwrap();
     let bits = |a: &ndarray::Array3<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&o1), bits(&o2), "{label}");
     assert_eq!(bits(&h1), bits(&h2));

@@ -342,6 +342,13 @@ impl GpuContext {
         }
     }
 
+    /// Plans that together run every kernel the tuner's candidates run
+    /// here (see [`coverage`](crate::gpu::plan::coverage)); some may not
+    /// apply to a given shape (`GpuGru::check_plan` says why).
+    pub fn coverage_plans(&self) -> Vec<crate::gpu::plan::Plan> {
+        crate::gpu::plan::coverage(&self.families())
+    }
+
     /// The limits profile the device was opened with (`Adapter` for a device
     /// the caller opened).
     pub fn profile(&self) -> LimitsProfile {

@@ -39,7 +39,7 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 }
 
 use gru_wgpu::gpu::{
-    window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products, Recurrence,
+    window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Plan, Products,
 };
 use std::sync::OnceLock;
 
@@ -77,59 +77,52 @@ pub fn gpu() -> Option<GpuContext> {
     .clone()
 }
 
+/// The shared contexts: poisoned buffers, and the fixed fallback rule for
+/// calls without a forced plan (tuning is tested in `tests/planner.rs`; the
+/// suites here force each plan), with nothing written to the user's cache.
 fn open(profile: LimitsProfile, products: Option<Products>) -> gru_wgpu::Result<GpuContext> {
     GpuContext::with_options(ContextOptions {
         poison_buffers: true,
         products,
         profile,
+        tune: Some(gru_wgpu::gpu::TuneMode::Off),
+        plan_cache: gru_wgpu::gpu::PlanCacheLocation::MemoryOnly,
         ..Default::default()
     })
 }
 
-/// A context for every limit profile and product family the adapter can
-/// run, each with a label: on lavapipe the adapter's limits with the storage
-/// and the window kernels, and WebGPU's default limits with the storage
-/// kernels. A combination the adapter cannot run (the window kernels need
-/// uniform offsets of at most 32 bytes: not under WebGPU's 256, nor on most
-/// GPUs) is reported with its reason; one that should open and does not
-/// fails under [`require_gpu`]. `None` without an adapter.
+/// A context for each limit profile, with every product family the
+/// adapter can run under it, each with a label: the adapter's own limits,
+/// and WebGPU's default limits. A family the adapter cannot run under a
+/// profile (the window kernels need uniform offsets of at most 32 bytes: not
+/// under WebGPU's 256, nor on most GPUs) is reported with its reason; a
+/// context that should open and does not fails under [`require_gpu`].
+/// `None` without an adapter.
 pub fn gpu_all() -> Option<Vec<(String, GpuContext)>> {
     static CTX: OnceLock<Option<Vec<(String, GpuContext)>>> = OnceLock::new();
     CTX.get_or_init(|| {
         let base = gpu()?;
         let mut out = Vec::new();
         for profile in [LimitsProfile::Adapter, LimitsProfile::WebGpu] {
-            for products in [Products::Storage, Products::Windows] {
-                let label = format!("{} limits, {products:?} products", profile.name());
-                if products == Products::Windows {
-                    if let Err(why) = window_kernels_fit(&profile.limits(base.limits())) {
-                        eprintln!("not run: {label}: {why}");
-                        continue;
-                    }
+            let label = format!("{} limits", profile.name());
+            if let Err(why) = window_kernels_fit(&profile.limits(base.limits())) {
+                eprintln!("not run: {label}, windows family: {why}");
+            }
+            match open(profile, None) {
+                Ok(ctx) => out.push((label, ctx)),
+                Err(e) if require_gpu() => {
+                    panic!(
+                        "{label} should open on {} and does not: {e}",
+                        base.adapter()
+                    )
                 }
-                match open(profile, Some(products)) {
-                    Ok(ctx) => out.push((label, ctx)),
-                    Err(e) if require_gpu() => {
-                        panic!(
-                            "{label} should open on {} and does not: {e}",
-                            base.adapter()
-                        )
-                    }
-                    Err(e) => eprintln!("not run: {label}: {e}"),
-                }
+                Err(e) => eprintln!("not run: {label}: {e}"),
             }
         }
         assert!(
             out.iter().any(|(l, _)| l.starts_with("adapter"))
                 && out.iter().any(|(l, _)| l.starts_with("webgpu")),
             "the storage kernels run under both limit profiles on every adapter"
-        );
-        eprintln!(
-            "GPU paths: {}",
-            out.iter()
-                .map(|(l, _)| l.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
         );
         Some(out)
     })
@@ -152,19 +145,52 @@ pub fn can_run(products: Products) -> bool {
     true
 }
 
-/// Every combination of limit profile, product kernels and time loop that
-/// the adapter can run, with a label (empty without an adapter).
-pub fn gpu_paths() -> Vec<(String, GpuContext, Recurrence)> {
+/// Every limit profile with every plan of its coverage set (plans that
+/// together run every kernel the tuner's candidates run: each GEMM variant,
+/// each time loop, the window family where it runs), with a label; empty
+/// without an adapter. A plan may not apply to a given shape: see
+/// [`applies`].
+pub fn gpu_paths() -> Vec<(String, GpuContext, Plan)> {
+    static LISTED: OnceLock<()> = OnceLock::new();
     let Some(ctxs) = gpu_all() else {
         return vec![];
     };
     let mut out = Vec::new();
     for (label, ctx) in ctxs {
-        for r in [Recurrence::PerStep, Recurrence::Persistent] {
-            out.push((format!("{label}, {r:?}"), ctx.clone(), r));
+        for plan in ctx.coverage_plans() {
+            out.push((format!("{label}, {plan}"), ctx.clone(), plan));
         }
     }
+    LISTED.get_or_init(|| {
+        eprintln!(
+            "GPU paths: {}",
+            out.iter()
+                .map(|(l, _, _)| l.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    });
     out
+}
+
+/// Whether `plan` applies to `config` on a batch of `batch` rows on `ctx`
+/// (and why not, printed, where it does not).
+pub fn applies(
+    ctx: &GpuContext,
+    config: &GruConfig,
+    batch: usize,
+    plan: Plan,
+    label: &str,
+) -> bool {
+    let params = gru_wgpu::GruParams::<f32>::zeros(config).unwrap();
+    let m = gru_wgpu::gpu::GpuGru::new(ctx, &params).unwrap();
+    match m.check_plan(plan, batch) {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("not run: {label}, B={batch} {config:?}: {why}");
+            false
+        }
+    }
 }
 
 use gru_wgpu::check::RandomCase;
@@ -178,18 +204,18 @@ pub fn case(config: GruConfig, t: usize, b: usize, with_h0: bool, seed: u64) -> 
 /// Every tensor of the GPU run against the f64 CPU reference, each within
 /// `bound` (a NaN fails); returns the worst relative error.
 pub fn check(ctx: &GpuContext, case: &RandomCase, train_seed: Option<u32>, bound: f64) -> f64 {
-    check_with(ctx, case, train_seed, Recurrence::Auto, bound)
+    check_with(ctx, case, train_seed, None, bound)
 }
 
-/// [`check`] with the time loop forced.
+/// [`check`] with a plan forced (`None`: the automatic plan).
 pub fn check_with(
     ctx: &GpuContext,
     case: &RandomCase,
     train_seed: Option<u32>,
-    r: Recurrence,
+    r: Option<Plan>,
     bound: f64,
 ) -> f64 {
-    let errors = case.compare_with(ctx, train_seed, r).unwrap();
+    let errors = case.compare_plan(ctx, train_seed, r).unwrap();
     assert_eq!(errors.len(), 4 + case.config.param_specs().len());
     for e in &errors {
         assert!(
