@@ -4,8 +4,127 @@ mod common;
 
 use std::process::Command;
 
+/// The binary, with its plan cache in a folder of this test run (not the
+/// user's cache folder).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gru-wgpu"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gru-wgpu"));
+    c.env("GRU_WGPU_CACHE_DIR", cache_dir("shared"));
+    c
+}
+
+fn cache_dir(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-plans-{name}-{}", std::process::id()))
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn tune_prints_every_candidate_and_bench_runs_the_plans_it_names() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = cache_dir("tune");
+    let _ = std::fs::remove_dir_all(&dir);
+    let shape = ["--batch", "2", "--seq", "3", "--hidden", "8"];
+    let out = bin()
+        .env("GRU_WGPU_CACHE_DIR", &dir)
+        .arg("tune")
+        .args(shape)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out.stdout);
+    assert!(lines.len() >= 2, "{lines:?}");
+    let mut chosen = Vec::new();
+    for l in &lines {
+        let plan = l["plan"].as_str().unwrap();
+        assert!(!plan.contains(' ') && plan.contains('/'), "{plan}");
+        assert!(l["median_ms"].as_f64().unwrap() > 0.0, "{l}");
+        if l["chosen"].as_bool().unwrap() {
+            chosen.push(plan.to_string());
+        }
+    }
+    assert_eq!(chosen.len(), 1, "{lines:?}");
+    // The winner is in the cache folder: bench's automatic plan is it, untuned.
+    assert!(dir.join("gru-wgpu").exists());
+    let bench = |plan: &str, dir: &std::path::Path| {
+        let out = bin()
+            .env("GRU_WGPU_CACHE_DIR", dir)
+            .arg("bench")
+            .args(shape)
+            .args([
+                "--mode", "fwdbwd", "--iters", "1", "--warmup", "0", "--json",
+            ])
+            .args(["--plan", plan])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out.stdout).remove(0)
+    };
+    let auto = bench("auto", &dir);
+    assert_eq!(auto["plan"].as_str().unwrap(), chosen[0]);
+    assert_eq!(auto["tuned_ms"].as_f64().unwrap(), 0.0);
+    // Every plan tune printed can be forced by name.
+    for l in &lines {
+        let name = l["plan"].as_str().unwrap();
+        let r = bench(name, &dir);
+        assert_eq!(r["plan"].as_str().unwrap(), name);
+        assert_eq!(r["tuned_ms"].as_f64().unwrap(), 0.0);
+    }
+    // A fresh cache: the automatic plan is measured first, and says how long that took.
+    let fresh = cache_dir("fresh");
+    let _ = std::fs::remove_dir_all(&fresh);
+    let r = bench("auto", &fresh);
+    assert!(r["tuned_ms"].as_f64().unwrap() > 0.0, "{r}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&fresh);
+}
+
+#[test]
+fn unknown_plans_and_tuning_modes_are_refused() {
+    let out = bin()
+        .args(["bench", "--plan", "fastest/step"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown plan `fastest/step`"), "{err}");
+    let out = bin()
+        .args(["tune", "--mode", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = bin()
+        .env("GRU_WGPU_TUNE", "sometimes")
+        .args([
+            "bench", "--batch", "1", "--seq", "1", "--hidden", "4", "--iters", "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GRU_WGPU_TUNE") && err.contains("off, quick or full"),
+        "{err}"
+    );
 }
 
 fn golden(name: &str) -> std::path::PathBuf {

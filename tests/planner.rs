@@ -1,0 +1,210 @@
+//! The planner: candidates timed on the device, the fastest kept in memory
+//! and in the plan cache's file, a second process starting from the file,
+//! the fixed rule without tuning, forced plans, and the tuned plan's results
+//! against the f64 CPU reference.
+
+mod common;
+
+use std::path::PathBuf;
+
+use gru_wgpu::gpu::{
+    ContextOptions, Family, ForwardOptions, GpuContext, GpuGru, Plan, PlanCacheLocation,
+    PlanSource, Strategy, TuneMode,
+};
+use gru_wgpu::{GruConfig, GruParams};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("planner-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn context(tune: TuneMode, cache: PlanCacheLocation) -> Option<GpuContext> {
+    common::gpu()?;
+    Some(
+        GpuContext::with_options(ContextOptions {
+            tune: Some(tune),
+            plan_cache: cache,
+            poison_buffers: true,
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
+fn model(ctx: &GpuContext, config: &GruConfig) -> GpuGru {
+    GpuGru::new(ctx, &GruParams::init(config, 3).unwrap()).unwrap()
+}
+
+#[test]
+fn tuning_times_every_candidate_and_a_second_process_reads_the_winner() {
+    let dir = temp_dir("cache");
+    let Some(ctx) = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())) else {
+        return;
+    };
+    let config = GruConfig::new(8, 16).bidirectional(true);
+    let m = model(&ctx, &config);
+    let report = m.tune(5, 3, TuneMode::Quick).unwrap();
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    assert_eq!(report.seq_measured, 5);
+    assert_eq!(report.key, "adapter D2 L1 B4 T8 I8 H16");
+    assert_eq!(
+        report.clock,
+        if ctx.has_timestamps() { "gpu" } else { "wall" }
+    );
+    // Every GEMM variant the device runs is timed (with the fallback loop),
+    // and every time loop that applies (with the fastest variant).
+    let timed: Vec<Plan> = report.candidates.iter().map(|c| c.plan).collect();
+    for f in ctx.families() {
+        assert!(
+            timed.iter().any(|p| p.family == f),
+            "family {} not timed: {timed:?}",
+            f.name()
+        );
+    }
+    for s in Strategy::ALL {
+        if m.candidates(3).iter().any(|p| p.strategy == *s) {
+            assert!(
+                timed.iter().any(|p| p.strategy == *s),
+                "loop {} not timed",
+                s.name()
+            );
+        }
+    }
+    // Every candidate ran (nothing fails on lavapipe) and the chosen one is the fastest.
+    for c in &report.candidates {
+        assert!(c.error.is_none(), "{}: {:?}", c.plan, c.error);
+        assert!(c.median_ms.is_some_and(|m| m > 0.0) && !c.samples_ms.is_empty());
+    }
+    let chosen: Vec<_> = report.candidates.iter().filter(|c| c.chosen).collect();
+    assert_eq!(chosen.len(), 1);
+    assert_eq!(chosen[0].plan, report.chosen);
+    let fastest = report
+        .candidates
+        .iter()
+        .map(|c| c.median_ms.unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(chosen[0].median_ms.unwrap(), fastest);
+    // In memory: a call of the same bucket (T 5..8, B 3..4) runs it untuned.
+    let again = m.plan_for(7, 4).unwrap();
+    assert_eq!(
+        (again.plan, again.source, again.tuned_ms),
+        (report.chosen, PlanSource::Cached, 0.0)
+    );
+    // On disk, for a new context (a new process).
+    let file = ctx.plan_cache_file().unwrap();
+    assert!(file.starts_with(&dir), "{}", file.display());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&report.key) && text.contains(&report.chosen.name()),
+        "{text}"
+    );
+    assert!(ctx.plan_cache_warning().is_none());
+    let ctx2 = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())).unwrap();
+    let m2 = model(&ctx2, &config);
+    let c2 = m2.plan_for(5, 3).unwrap();
+    assert_eq!((c2.plan, c2.source), (report.chosen, PlanSource::Cached));
+    // The forward runs it, and its tape says so.
+    let x = ndarray::Array3::<f32>::ones((5, 3, 8));
+    let f = m2
+        .forward(x.view(), ForwardOptions::new().keep_tape())
+        .unwrap();
+    assert_eq!(f.tape.unwrap().plan(), report.chosen);
+    // A full-mode context does not take a quick-mode entry.
+    let ctx3 = context(TuneMode::Full, PlanCacheLocation::Dir(dir.clone())).unwrap();
+    let c3 = model(&ctx3, &config).plan_for(5, 3).unwrap();
+    assert_eq!(c3.source, PlanSource::Tuned);
+    assert!(c3.tuned_ms > 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_first_call_of_a_shape_tunes_it_and_its_results_match_the_cpu() {
+    let Some(ctx) = context(TuneMode::Quick, PlanCacheLocation::MemoryOnly) else {
+        return;
+    };
+    assert!(ctx.plan_cache_file().is_none());
+    let config = GruConfig::new(5, 12).layers(2);
+    let case = common::case(config.clone(), 6, 2, true, 77);
+    // The automatic plan: tuned by the forward itself.
+    let worst = common::check(&ctx, &case, None, 1e-5);
+    println!("tuned plan: worst relative error {worst:.3e}");
+    let m = model(&ctx, &config);
+    let c = m.plan_for(6, 2).unwrap();
+    assert_eq!(c.source, PlanSource::Cached, "the forward tuned it first");
+    assert!(m.check_plan(c.plan, 2).is_ok());
+}
+
+#[test]
+fn without_tuning_the_fixed_rule_runs_and_nothing_is_written() {
+    let dir = temp_dir("off");
+    let Some(ctx) = context(TuneMode::Off, PlanCacheLocation::Dir(dir.clone())) else {
+        return;
+    };
+    assert_eq!(ctx.tune_mode(), TuneMode::Off);
+    assert!(ctx.plan_cache_file().is_none());
+    let m = model(&ctx, &GruConfig::new(4, 8));
+    let c = m.plan_for(3, 2).unwrap();
+    assert_eq!(c.source, PlanSource::Fallback);
+    assert_eq!(c.plan, m.fallback_plan(2));
+    assert_eq!(c.tuned_ms, 0.0);
+    let x = ndarray::Array3::<f32>::ones((3, 2, 4));
+    m.forward(x.view(), ForwardOptions::new()).unwrap();
+    assert!(!dir.exists(), "nothing written without tuning");
+}
+
+#[test]
+fn a_forced_plan_runs_as_asked_and_one_that_does_not_apply_is_an_error() {
+    let Some(ctx) = context(TuneMode::Off, PlanCacheLocation::MemoryOnly) else {
+        return;
+    };
+    let small = model(&ctx, &GruConfig::new(4, 8));
+    for plan in small.candidates(2) {
+        small.set_plan(Some(plan));
+        let c = small.plan_for(3, 2).unwrap();
+        assert_eq!((c.plan, c.source), (plan, PlanSource::Forced));
+        let x = ndarray::Array3::<f32>::ones((3, 2, 4));
+        let f = small
+            .forward(x.view(), ForwardOptions::new().keep_tape())
+            .unwrap();
+        assert_eq!(f.tape.unwrap().plan(), plan);
+    }
+    // The sequence kernels take H <= 256.
+    let big = model(&ctx, &GruConfig::new(4, 300));
+    let seq = Plan::new(
+        Family::Gemm(gru_wgpu::gpu::GemmVariant::Simple),
+        Strategy::Sequence,
+    );
+    assert!(big.check_plan(seq, 1).unwrap_err().contains("256"));
+    big.set_plan(Some(seq));
+    let x = ndarray::Array3::<f32>::ones((2, 1, 4));
+    let e = big.forward(x.view(), ForwardOptions::new()).unwrap_err();
+    assert!(
+        e.to_string().contains("simple/sequence does not apply"),
+        "{e}"
+    );
+    // Unknown names list the known ones.
+    let e = Plan::from_name("fastest/step").unwrap_err().to_string();
+    assert!(
+        e.contains("unknown plan `fastest/step`") && e.contains("simple"),
+        "{e}"
+    );
+    assert!(TuneMode::from_name("sometimes").is_err());
+}
+
+#[test]
+fn the_window_family_is_a_candidate_where_it_fits() {
+    let Some(ctx) = context(TuneMode::Off, PlanCacheLocation::MemoryOnly) else {
+        return;
+    };
+    let fits = gru_wgpu::gpu::window_kernels_fit(ctx.limits()).is_ok();
+    assert_eq!(ctx.families().contains(&Family::Windows), fits);
+    let m = model(&ctx, &GruConfig::new(4, 8));
+    let windows = Plan::new(Family::Windows, Strategy::Products);
+    assert_eq!(m.candidates(2).contains(&windows), fits);
+    if !fits {
+        eprintln!("not run: the window family on {}", ctx.adapter());
+        assert!(!common::require_gpu() || !ctx.is_cpu());
+    }
+}
