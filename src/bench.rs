@@ -142,8 +142,9 @@ pub struct Record {
     pub submissions: Option<u32>,
     pub iters: usize,
     pub warmup: usize,
-    /// How the GPU ran it: the plan's name, such as `windows/products`
-    /// (null for the CPU and for PyTorch). The same as `plan`.
+    /// How the GPU ran it: the plan's name, such as `windows/products`,
+    /// after `auto:` where the plan was the automatic one (null for the CPU
+    /// and for PyTorch).
     #[serde(default)]
     pub path: Option<String>,
     /// The plan that ran (`family/strategy`, the names `gru-wgpu tune`
@@ -286,6 +287,7 @@ pub fn bench_gpu(
     model.set_plan(plan);
     // The plan, measured first where the shape's bucket has none cached.
     let choice = model.plan_for(shape.seq, shape.batch)?;
+    let forced = choice.source == crate::gpu::PlanSource::Forced;
     let path = choice.plan.name();
     let (t, b) = (shape.seq, shape.batch);
     let init = |data: Vec<f32>| {
@@ -348,8 +350,19 @@ pub fn bench_gpu(
     ))
     .map(|r| Record {
         tuned_ms: Some(choice.tuned_ms),
+        path: Some(match forced {
+            true => choice.plan.name(),
+            false => format!("auto:{}", choice.plan.name()),
+        }),
         ..r
     })
+}
+
+/// Every plan that applies to `shape` on `ctx` (see `GpuGru::candidates`).
+pub fn plans_for(ctx: &GpuContext, shape: &BenchShape) -> Result<Vec<Plan>> {
+    check_shape_sizes(shape)?;
+    let model = GpuGru::new(ctx, &GruParams::<f32>::zeros(&shape.config())?)?;
+    Ok(model.candidates(shape.batch))
 }
 
 /// A description of this machine's CPU, for the CPU reference's records.

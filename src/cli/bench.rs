@@ -50,8 +50,9 @@ pub struct BenchArgs {
     /// The GPU's product kernels: chosen by adapter type, or forced.
     #[arg(long, value_enum, default_value_t = ProductsArg::Auto)]
     pub products: ProductsArg,
-    /// The GPU's plan: `auto` (the shape's cached or measured plan), or a
-    /// plan by the name `gru-wgpu tune` prints, such as `simple/sequence`.
+    /// The GPU's plan: `auto` (the shape's cached or measured plan), a plan
+    /// by the name `gru-wgpu tune` prints, such as `simple/sequence`, or
+    /// `all` (the automatic plan, then every plan that applies, each forced).
     #[arg(long, default_value = "auto")]
     pub plan: String,
     /// Draw throughput against hidden size to this SVG file.
@@ -185,8 +186,8 @@ pub fn measure(
         )
         .expect("a valid template"),
     );
-    let plan = match args.plan.as_str() {
-        "auto" => None,
+    let forced = match args.plan.as_str() {
+        "auto" | "all" => None,
         name => Some(gru_wgpu::gpu::Plan::from_name(name)?),
     };
     let start = Instant::now();
@@ -211,22 +212,31 @@ pub fn measure(
                     RecurrenceArg::Persistent => gru_wgpu::gpu::Recurrence::Persistent,
                     RecurrenceArg::PerStep => gru_wgpu::gpu::Recurrence::PerStep,
                 };
-                let r = if dev == "gpu" {
+                if dev == "gpu" {
                     let ctx = ctx.expect("a GPU context");
-                    bench_gpu(
-                        ctx,
-                        shape,
-                        mode,
-                        args.iters,
-                        args.warmup,
-                        recurrence,
-                        plan,
-                        &mut tick,
-                    )?
+                    let mut plans = vec![forced];
+                    if args.plan == "all" {
+                        plans.extend(
+                            gru_wgpu::bench::plans_for(ctx, shape)?
+                                .into_iter()
+                                .map(Some),
+                        );
+                    }
+                    for plan in plans {
+                        records.push(bench_gpu(
+                            ctx,
+                            shape,
+                            mode,
+                            args.iters,
+                            args.warmup,
+                            recurrence,
+                            plan,
+                            &mut tick,
+                        )?);
+                    }
                 } else {
-                    bench_cpu(shape, mode, args.iters, args.warmup, &mut tick)?
-                };
-                records.push(r);
+                    records.push(bench_cpu(shape, mode, args.iters, args.warmup, &mut tick)?);
+                }
             }
         }
     }
@@ -247,7 +257,7 @@ pub fn run(args: &BenchArgs, adapter: Option<&str>) -> ExitCode {
         eprintln!("error: every size must be at least 1");
         return ExitCode::from(2);
     }
-    if args.plan != "auto" {
+    if args.plan != "auto" && args.plan != "all" {
         if let Err(e) = gru_wgpu::gpu::Plan::from_name(&args.plan) {
             eprintln!("error: --plan: {e}");
             return ExitCode::from(2);
