@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::cpu::{Gru, GruGrads};
 use crate::error::Result;
-use crate::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Recurrence};
+use crate::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Recurrence, Strategy};
 use crate::real::rel_error;
 use crate::{GruConfig, GruParams};
 
@@ -102,8 +102,27 @@ impl RandomCase {
         train_seed: Option<u32>,
         recurrence: Recurrence,
     ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
+        self.run_gpu_setup(ctx, train_seed, &|m| m.set_recurrence(recurrence))
+    }
+
+    /// The GPU with the time loop forced to `strategy`.
+    pub fn run_gpu_strategy(
+        &self,
+        ctx: &GpuContext,
+        train_seed: Option<u32>,
+        strategy: Strategy,
+    ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
+        self.run_gpu_setup(ctx, train_seed, &|m| m.set_strategy(Some(strategy)))
+    }
+
+    fn run_gpu_setup(
+        &self,
+        ctx: &GpuContext,
+        train_seed: Option<u32>,
+        setup: &dyn Fn(&GpuGru),
+    ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
         let m = GpuGru::new(ctx, &self.params)?;
-        m.set_recurrence(recurrence);
+        setup(&m);
         let h0 = self.h0.as_ref().map(|h| h.view());
         let opts = ForwardOptions::new()
             .h0(h0)
@@ -132,7 +151,26 @@ impl RandomCase {
         train_seed: Option<u32>,
         recurrence: Recurrence,
     ) -> Result<Vec<TensorError>> {
-        let (o, hn, g) = self.run_gpu_with(ctx, train_seed, recurrence)?;
+        let gpu = self.run_gpu_with(ctx, train_seed, recurrence)?;
+        self.compare_run(gpu, train_seed)
+    }
+
+    /// [`compare`](Self::compare) with the time loop forced to `strategy`.
+    pub fn compare_strategy(
+        &self,
+        ctx: &GpuContext,
+        train_seed: Option<u32>,
+        strategy: Strategy,
+    ) -> Result<Vec<TensorError>> {
+        let gpu = self.run_gpu_strategy(ctx, train_seed, strategy)?;
+        self.compare_run(gpu, train_seed)
+    }
+
+    fn compare_run(
+        &self,
+        (o, hn, g): (Array3<f32>, Array3<f32>, GruGrads<f32>),
+        train_seed: Option<u32>,
+    ) -> Result<Vec<TensorError>> {
         let (ro, rhn, rg) = self.run_cpu(train_seed)?;
         let err = |name: &str, forward: bool, ours: Vec<f64>, reference: Vec<f64>| TensorError {
             name: name.to_string(),

@@ -9,8 +9,11 @@ use crate::gpu::gru::forward::view3;
 use crate::gpu::gru::products::GradBufs;
 use crate::gpu::gru::types::{BackwardOut, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{seq_private_fits, StepShape};
-use crate::gpu::ops::gru_backward::{encode_backward_sequence, BackwardStepBufs};
+use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
+use crate::gpu::ops::gru_backward::{
+    encode_backward_resident, encode_backward_sequence, encode_backward_splitk,
+    encode_backward_steps, BackwardStepBufs,
+};
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
 use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
 use crate::gpu::pool::PooledBuffer;
@@ -47,7 +50,7 @@ impl GpuGru {
             .ctx
             .storage("grad_h0", cfg.num_layers * nd * batch * h)?;
         let mut grads: Vec<[Option<PooledBuffer>; 4]> = Vec::with_capacity(cfg.num_layers);
-        let persistent = self.persistent()?;
+        let strategy = self.strategy()?;
         for l in (0..cfg.num_layers).rev() {
             let lp = &self.layers[l];
             let layer = self.layer(l);
@@ -77,11 +80,16 @@ impl GpuGru {
                 dgi: dgi.buffer(),
                 dh: dh.buffer(),
             };
-            if persistent {
-                let private = self.ctx.is_cpu() && seq_private_fits(h);
-                encode_backward_sequence(rec, &shape, &bufs, private)?;
-            } else {
-                self.path.backward_steps(rec, &layer, &shape, &bufs)?;
+            // The time loop: the one place that maps a strategy to kernels.
+            match strategy {
+                Strategy::Sequence => {
+                    let private = self.ctx.is_cpu() && seq_private_fits(h);
+                    encode_backward_sequence(rec, &shape, &bufs, private)?;
+                }
+                Strategy::Step => encode_backward_steps(rec, &shape, &bufs)?,
+                Strategy::Products => self.path.backward_steps(rec, &layer, &shape, &bufs)?,
+                Strategy::SplitK => encode_backward_splitk(rec, &shape, &bufs)?,
+                Strategy::Resident => encode_backward_resident(rec, &shape, &bufs)?,
             }
             for d in 0..nd {
                 let slot = ((d * 2 + 1) * batch * h * 4) as u64;

@@ -6,8 +6,11 @@ use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::io::{Flat, Forward, ForwardOptions, OnDevice};
 use crate::gpu::gru::types::{ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{seq_private_fits, StepShape};
-use crate::gpu::ops::gru_forward::{encode_forward_sequence, ForwardStepBufs};
+use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
+use crate::gpu::ops::gru_forward::{
+    encode_forward_resident, encode_forward_sequence, encode_forward_splitk, encode_forward_steps,
+    ForwardStepBufs,
+};
 use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
 use crate::gpu::recorder::Recorder;
 
@@ -43,7 +46,7 @@ impl GpuGru {
         let h_n = self.ctx.storage("h_n", cfg.num_layers * nd * batch * h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         let state_bytes = (batch * h * 4) as u64;
-        let persistent = self.persistent()?;
+        let strategy = self.strategy()?;
         for (l, lp) in self.layers.iter().enumerate() {
             let layer = self.layer(l);
             let gi = self.ctx.storage("gi (input projections)", tb * nd * h3)?;
@@ -84,11 +87,16 @@ impl GpuGru {
                 out: out.buffer(),
                 gates: gates.as_ref().map(|g| g.buffer()),
             };
-            if persistent {
-                let private = self.ctx.is_cpu() && seq_private_fits(h);
-                encode_forward_sequence(rec, &shape, &bufs, private)?;
-            } else {
-                self.path.forward_steps(rec, &layer, &shape, &bufs, h0)?;
+            // The time loop: the one place that maps a strategy to kernels.
+            match strategy {
+                Strategy::Sequence => {
+                    let private = self.ctx.is_cpu() && seq_private_fits(h);
+                    encode_forward_sequence(rec, &shape, &bufs, private)?;
+                }
+                Strategy::Step => encode_forward_steps(rec, &shape, &bufs)?,
+                Strategy::Products => self.path.forward_steps(rec, &layer, &shape, &bufs, h0)?,
+                Strategy::SplitK => encode_forward_splitk(rec, &shape, &bufs)?,
+                Strategy::Resident => encode_forward_resident(rec, &shape, &bufs)?,
             }
             rec.keep(gi);
             for d in 0..nd {

@@ -36,7 +36,8 @@ mod windows;
 use crate::config::GruConfig;
 use crate::error::{elements, GruError, Result};
 use crate::gpu::context::GpuContext;
-use crate::gpu::ops::common::SEQ_HMAX;
+use crate::gpu::context::Products;
+use crate::gpu::ops::common::{Strategy, SEQ_HMAX};
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 use crate::params::GruParams;
@@ -75,6 +76,9 @@ pub struct GpuGru {
     timing: std::sync::atomic::AtomicBool,
     stats: std::sync::Mutex<CallStats>,
     recurrence: std::sync::Mutex<Recurrence>,
+    /// The time loop forced by [`set_strategy`](Self::set_strategy), over
+    /// the `recurrence` setting.
+    pub(crate) strategy_override: std::sync::Mutex<Option<Strategy>>,
 }
 
 impl std::fmt::Debug for GpuGru {
@@ -114,6 +118,7 @@ impl GpuGru {
             timing: false.into(),
             stats: Default::default(),
             recurrence: Default::default(),
+            strategy_override: Default::default(),
         };
         m.set_params(params)?;
         Ok(m)
@@ -146,17 +151,57 @@ impl GpuGru {
         *self.recurrence.lock().unwrap_or_else(|p| p.into_inner()) = r;
     }
 
-    /// Whether the time loop runs persistent: the setting, or the rule (see
-    /// `auto_persistent`).
+    /// Forces the time loop of every layer to `s` (`None`: back to the
+    /// [`set_recurrence`](Self::set_recurrence) setting). A strategy whose
+    /// [`Strategy::check`] refuses this model and device makes every call
+    /// fail with its reason.
+    pub fn set_strategy(&self, s: Option<Strategy>) {
+        *self
+            .strategy_override
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// Whether the time loop runs in one dispatch per layer.
     pub fn persistent(&self) -> Result<bool> {
+        Ok(matches!(
+            self.strategy()?,
+            Strategy::Sequence | Strategy::Resident
+        ))
+    }
+
+    /// The time loop of the layers: the forced strategy, or the recurrence
+    /// setting (`PerStep`: `Step` on the storage family, `Products` on the
+    /// window family; `Persistent`: `Sequence`; `Auto`: the rule of
+    /// `auto_persistent`), or why it cannot run.
+    pub fn strategy(&self) -> Result<Strategy> {
         let h = self.config.hidden_size;
+        let windows = self.ctx.products() == Products::Windows;
+        let forced = *self
+            .strategy_override
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = forced {
+            let dev = self.ctx.dev();
+            s.check(h, 1, &dev.limits, dev.features, windows)
+                .map_err(|why| {
+                    GruError::InvalidConfig(format!("the time loop {}: {why}", s.name()))
+                })?;
+            return Ok(s);
+        }
+        let per_step = if windows {
+            Strategy::Products
+        } else {
+            Strategy::Step
+        };
         match *self.recurrence.lock().unwrap_or_else(|p| p.into_inner()) {
             Recurrence::Persistent if h > SEQ_HMAX => Err(GruError::InvalidConfig(format!(
                 "the persistent kernels take hidden sizes up to {SEQ_HMAX}; this GRU has {h}"
             ))),
-            Recurrence::Persistent => Ok(true),
-            Recurrence::PerStep => Ok(false),
-            Recurrence::Auto => Ok(auto_persistent(self.ctx.is_cpu(), h)),
+            Recurrence::Persistent => Ok(Strategy::Sequence),
+            Recurrence::PerStep => Ok(per_step),
+            Recurrence::Auto if auto_persistent(self.ctx.is_cpu(), h) => Ok(Strategy::Sequence),
+            Recurrence::Auto => Ok(per_step),
         }
     }
 
