@@ -254,6 +254,20 @@ pub fn bench_gpu(
     recurrence: Recurrence,
     tick: &mut dyn FnMut(),
 ) -> Result<Record> {
+    bench_gpu_strategy(ctx, shape, mode, (iters, warmup), recurrence, None, tick)
+}
+
+/// [`bench_gpu`] with the time loop forced to `strategy` where given (over
+/// `recurrence`); the record's path then names the strategy.
+pub fn bench_gpu_strategy(
+    ctx: &GpuContext,
+    shape: &BenchShape,
+    mode: Mode,
+    (iters, warmup): (usize, usize),
+    recurrence: Recurrence,
+    strategy: Option<crate::gpu::Strategy>,
+    tick: &mut dyn FnMut(),
+) -> Result<Record> {
     check_shape_sizes(shape)?;
     let cfg = shape.config();
     // The host holds the parameters (and their upload) and the data once.
@@ -269,16 +283,17 @@ pub fn bench_gpu(
     model.check_fits(shape.seq, shape.batch)?;
     model.set_timing(ctx.has_timestamps());
     model.set_recurrence(recurrence);
+    model.set_strategy(strategy);
     let path = format!(
         "{}/{}",
         serde_json::to_value(ctx.products())
             .expect("serializes")
             .as_str()
             .unwrap_or("?"),
-        if model.persistent()? {
-            "persistent"
-        } else {
-            "per-step"
+        match strategy {
+            Some(s) => model.strategy().map(|_| s.name())?,
+            None if model.persistent()? => "persistent",
+            None => "per-step",
         }
     );
     let (t, b) = (shape.seq, shape.batch);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use gru_wgpu::bench::{
-    bench_cpu, bench_gpu, compare_table, default_shapes, table, BenchShape, Mode, Record,
+    bench_cpu, bench_gpu_strategy, compare_table, default_shapes, table, BenchShape, Mode, Record,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// The GPU's time loop: the measured rule, or forced.
     #[arg(long, value_enum, default_value_t = RecurrenceArg::Auto)]
     pub recurrence: RecurrenceArg,
+    /// The GPU's time loop forced by name (step, sequence, products, splitk,
+    /// resident), over --recurrence.
+    #[arg(long, value_parser = parse_strategy)]
+    pub strategy: Option<gru_wgpu::gpu::Strategy>,
     /// The GPU's product kernels: chosen by adapter type, or forced.
     #[arg(long, value_enum, default_value_t = ProductsArg::Auto)]
     pub products: ProductsArg,
@@ -73,11 +77,22 @@ impl Default for BenchArgs {
             json: false,
             device: DeviceArg::Gpu,
             recurrence: RecurrenceArg::Auto,
+            strategy: None,
             products: ProductsArg::Auto,
             plot: None,
             compare: None,
         }
     }
+}
+
+fn parse_strategy(name: &str) -> Result<gru_wgpu::gpu::Strategy, String> {
+    gru_wgpu::gpu::Strategy::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = gru_wgpu::gpu::Strategy::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect();
+        format!("unknown strategy {name:?}; one of {}", names.join(", "))
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -204,13 +219,13 @@ pub fn measure(
                 };
                 let r = if dev == "gpu" {
                     let ctx = ctx.expect("a GPU context");
-                    bench_gpu(
+                    bench_gpu_strategy(
                         ctx,
                         shape,
                         mode,
-                        args.iters,
-                        args.warmup,
+                        (args.iters, args.warmup),
                         recurrence,
+                        args.strategy,
                         &mut tick,
                     )?
                 } else {

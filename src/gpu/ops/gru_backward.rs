@@ -1,6 +1,7 @@
 //! The backward recurrence of a GRU layer (`shaders/gru_backward.wgsl`): the
 //! fused backward step, one dispatch per step (T-1 down to the step -1 that
-//! leaves dL/dh0), and the persistent kernel. The parameters are
+//! leaves dL/dh0: `step`, `splitk`, and the step after a precomputed
+//! product), and the persistent kernels (`sequence`, `resident`). The parameters are
 //! `StepParams` (see [`common`](super::common)).
 
 use crate::error::Result;

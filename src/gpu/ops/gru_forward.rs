@@ -1,6 +1,7 @@
 //! The forward recurrence of a GRU layer (`shaders/gru_forward.wgsl`): the
-//! fused step, one dispatch per step, and the persistent kernel that runs
-//! all T steps in one dispatch. The parameters are `StepParams` (see
+//! fused steps, one dispatch per step (`step`, `splitk`, and the step after
+//! a precomputed product), and the persistent kernels that run all T steps
+//! in one dispatch (`sequence`, `resident`). The parameters are `StepParams` (see
 //! [`common`](super::common)).
 
 use crate::error::GruError;
