@@ -173,3 +173,32 @@ fn a_refused_strategy_fails_the_call_with_its_reason() {
         assert!(e.to_string().contains(&why), "{e} / {why}");
     }
 }
+
+#[test]
+fn the_recurrence_setting_maps_to_strategies() {
+    let Some(ctxs) = common::gpu_all() else {
+        return;
+    };
+    use gru_wgpu::gpu::Recurrence;
+    let params = gru_wgpu::GruParams::<f32>::init(&cfg(3, 8, 1, false, true), 1).unwrap();
+    for (label, ctx) in &ctxs {
+        let m = GpuGru::new(ctx, &params).unwrap();
+        let per_step = match ctx.products() {
+            Products::Windows => Strategy::Products,
+            _ => Strategy::Step,
+        };
+        m.set_recurrence(Recurrence::PerStep);
+        assert_eq!(m.strategy().unwrap(), per_step, "{label}");
+        m.set_recurrence(Recurrence::Persistent);
+        assert_eq!(m.strategy().unwrap(), Strategy::Sequence, "{label}");
+        assert!(m.persistent().unwrap());
+        m.set_strategy(Some(Strategy::SplitK));
+        assert_eq!(m.strategy().unwrap(), Strategy::SplitK, "{label}");
+        assert!(!m.persistent().unwrap());
+        m.set_strategy(None);
+        assert_eq!(m.strategy().unwrap(), Strategy::Sequence, "{label}");
+        for &s in Strategy::ALL {
+            assert_eq!(Strategy::from_name(s.name()), Some(s));
+        }
+    }
+}
