@@ -202,3 +202,36 @@ fn the_recurrence_setting_maps_to_strategies() {
         }
     }
 }
+
+#[test]
+fn the_ranges_of_the_checks() {
+    let f = wgpu::Features::empty();
+    let webgpu = wgpu::Limits::default();
+    let big = wgpu::Limits {
+        max_compute_invocations_per_workgroup: 1024,
+        max_compute_workgroup_size_x: 1024,
+        ..Default::default()
+    };
+    for (limits, hmax) in [(&webgpu, 85), (&big, 170)] {
+        for h in [1, 5, 33, 64, hmax] {
+            Strategy::Resident.check(h, 1, limits, f, false).unwrap();
+        }
+        assert!(Strategy::Resident
+            .check(hmax + 1, 1, limits, f, false)
+            .is_err());
+    }
+    for windows in [false, true] {
+        for h in [1, 100, 257, 1000] {
+            Strategy::SplitK.check(h, 1, &webgpu, f, windows).unwrap();
+            Strategy::Products.check(h, 1, &webgpu, f, windows).unwrap();
+            Strategy::Step.check(h, 1, &webgpu, f, windows).unwrap();
+        }
+    }
+    assert!(Strategy::Sequence.check(257, 1, &webgpu, f, false).is_err());
+    let small = wgpu::Limits {
+        max_compute_invocations_per_workgroup: 128,
+        ..wgpu::Limits::downlevel_webgl2_defaults()
+    };
+    assert!(Strategy::SplitK.check(8, 1, &small, f, false).is_err());
+    assert!(Strategy::Resident.check(8, 1, &small, f, false).is_err());
+}

@@ -128,7 +128,8 @@ pub enum Strategy {
     SplitK,
     /// One dispatch for all T steps: a workgroup of 256 to 1024 threads owns
     /// one batch row of one direction and keeps `W_hh` in its threads'
-    /// private memory (`resident`); small hidden sizes (64 at 256 threads).
+    /// private memory (`resident`); H <= 85 at 256 threads, 128 at 512,
+    /// 170 at 1024.
     Resident,
 }
 
@@ -178,7 +179,12 @@ impl Strategy {
             )),
             Strategy::Sequence => Ok(()),
             Strategy::Products => Ok(()),
-            Strategy::SplitK if limits.max_compute_invocations_per_workgroup < 256 => {
+            Strategy::SplitK
+                if limits
+                    .max_compute_invocations_per_workgroup
+                    .min(limits.max_compute_workgroup_size_x)
+                    < 256 =>
+            {
                 Err("the split-K steps need workgroups of 256 invocations".into())
             }
             Strategy::SplitK => Ok(()),
