@@ -54,13 +54,14 @@ fn cfg(i: usize, h: usize, l: usize, bidir: bool, bias: bool) -> GruConfig {
 
 /// (I, H, L, bidirectional, bias, T, B, h0)
 type Case = (usize, usize, usize, bool, bool, usize, usize, bool);
-const CASES: [Case; 6] = [
+const CASES: [Case; 7] = [
     (3, 1, 1, false, true, 1, 1, true),
     (4, 5, 2, true, false, 3, 3, false),
     (7, 33, 1, true, true, 5, 17, true),
     (5, 64, 2, false, true, 4, 1, true),
     (6, 64, 1, true, false, 1, 3, true),
     (6, 100, 1, true, true, 3, 3, false),
+    (8, 64, 2, true, true, 16, 17, true),
 ];
 
 #[test]
