@@ -38,8 +38,15 @@
 // and dG_h of this step is also written, for the next product, into
 //   gwin   (2, D, B·3H chunked) rw  parity s mod 2, direction d, at
 //                                   ((k / kc)·B + b)·kc + k mod kc of the region
+//
+// Other time loops in this file: `sequence` (persistent), `splitk` (the
+// product split along K across a workgroup) and `resident` (persistent,
+// W_hh in registers); see their comments below.
 
 override PRECOMPUTED: bool = false;
+// With PRECOMPUTED on the storage family (`Products` there), the carry comes
+// from gemm.wgsl and no gwin is written.
+override STORAGE_GH: bool = false;
 
 // The parameters: StepParams of common.wgsl.
 @group(0) @binding(0) var<uniform> P: StepParams;
@@ -144,7 +151,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         let t = select(T - 1u - su, su, d == 0u);
         let dhs = carry[i] + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
         let g = gate_grads(d, su, t, b, j, dhs);
-        if (PRECOMPUTED) {
+        if (PRECOMPUTED && !STORAGE_GH) {
             let region = ((su % 2u) * P.dirs + d) * P.win_len;
             let kc = P.kc;
             gwin[region + ((j / kc) * B + b) * kc + j % kc] = g.x;
@@ -261,6 +268,179 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         g_sh[i * SEQ_H3MAX + 2u * H + j] = dgh[gh + 2u * H];
                     }
                 }
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// splitk: the backward step with the product dG_h,{s+1} · W_hh split along K
+// (3H), as the forward's `splitk`. Workgroup (256 threads) = (4 hidden units
+// j0..j0+3, 4 batch rows b0..b0+3, direction d); the dispatch is
+// (ceil(H/4), ceil(B/4), D). Thread li = q·4 + u sums k = q, q+64, ... < 3H
+// of unit j0+u for the four rows into workgroup memory; a tree reduction
+// over the 64 slices (fixed order); thread (u, row q < 4) then finishes the
+// step of its (unit, row) as `step` does.
+
+const SK_UNITS: u32 = 4u;
+const SK_ROWS: u32 = 4u;
+const SK_SLICES: u32 = 64u;
+const SK_THREADS: u32 = 256u;
+
+// (4 rows, 256 threads)
+var<workgroup> sk_red: array<f32, 1024>;
+
+@compute @workgroup_size(256, 1, 1)
+fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let u = li % SK_UNITS;
+    let q = li / SK_UNITS;
+    let j0 = wid.x * SK_UNITS;
+    let b0 = wid.y * SK_ROWS;
+    let d = wid.z;
+    let s = P.s;
+    let h3 = 3u * H;
+    let slot_this = u32(s + 2) % 2u;
+    let slot_next = u32(s + 3) % 2u;
+    let dh_this = (d * 2u + slot_this) * B * H;
+    let dh_next = (d * 2u + slot_next) * B * H;
+    let jl = min(j0 + u, H - 1u);
+    let bl = B - 1u;
+
+    var carry = vec4<f32>(0.0);
+    if (s != i32(T) - 1) {
+        let gbase = (d * T + u32(s + 1)) * B * h3;
+        let o0 = gbase + min(b0, bl) * h3;
+        let o1 = gbase + min(b0 + 1u, bl) * h3;
+        let o2 = gbase + min(b0 + 2u, bl) * h3;
+        let o3 = gbase + min(b0 + 3u, bl) * h3;
+        let wb = d * h3 * H + jl;
+        for (var k = q; k < h3; k = k + SK_SLICES) {
+            let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
+            carry = fma(gv, vec4<f32>(w_hh[wb + k * H]), carry);
+        }
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        sk_red[i * SK_THREADS + li] = carry[i];
+    }
+    for (var stride = SK_SLICES / 2u; stride > 0u; stride = stride / 2u) {
+        workgroupBarrier();
+        if (q < stride) {
+            for (var c = 0u; c < 4u; c = c + 1u) {
+                let o = c * SK_THREADS + li;
+                sk_red[o] = sk_red[o] + sk_red[o + stride * SK_UNITS];
+            }
+        }
+    }
+    workgroupBarrier();
+    let j = j0 + u;
+    let b = b0 + q;
+    if (q < SK_ROWS && j < H && b < B) {
+        var c: f32;
+        if (s == i32(T) - 1) {
+            // The host put grad_h_n in slot T mod 2 = slot_next.
+            c = dh[dh_next + b * H + j];
+        } else {
+            let z = gates[((d * T + u32(s + 1)) * B + b) * 4u * H + H + j];
+            c = sk_red[q * SK_THREADS + u] + z * dh[dh_next + b * H + j];
+        }
+        if (s < 0) {
+            dh[dh_this + b * H + j] = c;
+        } else {
+            let su = u32(s);
+            let t = select(T - 1u - su, su, d == 0u);
+            let dhs = c + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
+            gate_grads(d, su, t, b, j, dhs);
+            dh[dh_this + b * H + j] = dhs;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// resident: the whole backward time loop of one layer in one dispatch, W_hh
+// held in the threads' private memory, as the forward's `resident`.
+//
+// Workgroup (RES_WG threads) = (batch row b = wid.x, direction d = wid.y).
+// With S = RES_WG / H and L = ceil(3H / S) (<= 3·RES_KMAX where the
+// forward's slices fit), thread li owns unit j = li mod H and the K-slice
+// q = li / H of the 3H rows of W_hh (column j, rows [qL, qL + L)) in `rw`.
+// Each step: the partial dot product of dG_h,{s+1} (res_g, workgroup
+// memory) with the slice into res_red, a barrier, then thread (j, q = 0)
+// sums the partials in order, finishes the step as `step` and writes its
+// dG_h into res_g; a barrier.
+
+override RES_WG: u32 = 256u;
+const RES_KMAX3: u32 = 96u;
+
+var<workgroup> res_g: array<f32, 768>;
+// (S, H): S·H <= RES_WG <= 1024
+var<workgroup> res_red: array<f32, 1024>;
+var<private> rw: array<f32, 96>;
+
+@compute @workgroup_size(RES_WG, 1, 1)
+fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let b = wid.x;
+    let d = wid.y;
+    let h3 = 3u * H;
+    let len = (h3 + RES_WG / H - 1u) / (RES_WG / H);
+    let slices = (h3 + len - 1u) / len;
+    let j = li % H;
+    let q = li / H;
+    let k0 = min(q * len, h3);
+    let klen = select(0u, min(len, h3 - k0), q < slices);
+    let wb = d * h3 * H + j;
+    for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
+        if (kk < klen) {
+            rw[kk] = w_hh[wb + (k0 + kk) * H];
+        }
+    }
+
+    for (var si = i32(T) - 1; si >= -1; si = si - 1) {
+        let dh_this = (d * 2u + u32(si + 2) % 2u) * B * H;
+        let dh_next = (d * 2u + u32(si + 3) % 2u) * B * H;
+        if (si != i32(T) - 1) {
+            var a = 0.0;
+            for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
+                if (kk < klen) {
+                    a = fma(res_g[k0 + kk], rw[kk], a);
+                }
+            }
+            if (q < slices) {
+                res_red[q * H + j] = a;
+            }
+        }
+        workgroupBarrier();
+        if (q == 0u) {
+            var c: f32;
+            if (si == i32(T) - 1) {
+                c = dh[dh_next + b * H + j];
+            } else {
+                var sum = 0.0;
+                for (var p = 0u; p < slices; p = p + 1u) {
+                    sum = sum + res_red[p * H + j];
+                }
+                let z = gates[((d * T + u32(si + 1)) * B + b) * 4u * H + H + j];
+                c = sum + z * dh[dh_next + b * H + j];
+            }
+            if (si < 0) {
+                dh[dh_this + b * H + j] = c;
+            } else {
+                let su = u32(si);
+                let t = select(T - 1u - su, su, d == 0u);
+                let dhs = c + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
+                let g = gate_grads(d, su, t, b, j, dhs);
+                dh[dh_this + b * H + j] = dhs;
+                res_g[j] = g.x;
+                res_g[H + j] = g.y;
+                res_g[2u * H + j] = g.z;
             }
         }
         workgroupBarrier();

@@ -31,8 +31,15 @@
 // and the new state is also written, for the next step's product, into
 //   hwin   (2, D, B·H chunked) rw   parity (s+1) mod 2, direction d, at
 //                                   ((j / kc)·B + b)·kc + j mod kc of the region
+//
+// Other time loops in this file: `sequence` (persistent), `splitk` (the
+// product split along K across a workgroup) and `resident` (persistent,
+// W_hh in registers); see their comments below.
 
 override PRECOMPUTED: bool = false;
+// With PRECOMPUTED on the storage family (`Products` there), gh comes from
+// gemm.wgsl without the bias: the step adds b_hh and writes no hwin.
+override STORAGE_GH: bool = false;
 // Without TAPE (inference that keeps no tape) the gates are not written,
 // binding 6 is a placeholder, and hs is a ring of two slots (D, 2, B, H):
 // slot s at s mod 2.
@@ -123,7 +130,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     var br = 0.0;
     var bz = 0.0;
     var bn = 0.0;
-    if (P.has_bias != 0u && !PRECOMPUTED) {
+    if (P.has_bias != 0u && (!PRECOMPUTED || STORAGE_GH)) {
         br = b_hh[d * h3 + j];
         bz = b_hh[d * h3 + H + j];
         bn = b_hh[d * h3 + 2u * H + j];
@@ -138,12 +145,12 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         var ghn = an[i] + bn;
         if (PRECOMPUTED) {
             let o = (d * B + b) * h3 + j;
-            ghr = w_hhT[o];
-            ghz = w_hhT[o + H];
-            ghn = w_hhT[o + 2u * H];
+            ghr = w_hhT[o] + br;
+            ghz = w_hhT[o + H] + bz;
+            ghn = w_hhT[o + 2u * H] + bn;
         }
         let hn = gate_step(d, s, t, b, j, ghr, ghz, ghn);
-        if (PRECOMPUTED) {
+        if (PRECOMPUTED && !STORAGE_GH) {
             let region = (((s + 1u) % 2u) * P.dirs + d) * P.win_len;
             hwin[region + ((j / P.kc) * B + b) * P.kc + j % P.kc] = hn;
         }
@@ -266,6 +273,187 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                     h_sh[i * SEQ_HMAX + j] = hs[hnext + (b0 + i) * H + j];
                 }
             }
+        }
+        workgroupBarrier();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// splitk: the step with the recurrent product split along K, for small
+// batches on GPUs: many workgroups even at B = 1.
+//
+// Workgroup (256 threads) = (SK_UNITS = 4 hidden units j0..j0+3, SK_ROWS = 4
+// batch rows b0..b0+3, direction d); the dispatch is (ceil(H/4), ceil(B/4), D).
+// Thread li = q·4 + u computes, for unit j0+u and the four rows, the partial
+// dot products of the K-slice k = q, q+64, q+128, ... (SK_SLICES = 64 slices):
+// 12 values (3 gates x 4 rows) into workgroup memory, then a tree reduction
+// over the slices (fixed order, so the result is the same on every run), then
+// thread (u, row q < 4) applies the gate math of its (unit, row) as `step`.
+
+const SK_UNITS: u32 = 4u;
+const SK_ROWS: u32 = 4u;
+const SK_SLICES: u32 = 64u;
+const SK_THREADS: u32 = 256u;
+
+// (12 values: gate·4 + row, 256 threads)
+var<workgroup> sk_red: array<f32, 3072>;
+
+@compute @workgroup_size(256, 1, 1)
+fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let u = li % SK_UNITS;
+    let q = li / SK_UNITS;
+    let j0 = wid.x * SK_UNITS;
+    let b0 = wid.y * SK_ROWS;
+    let d = wid.z;
+    let s = u32(P.s);
+    let t = select(T - 1u - s, s, d == 0u);
+    let h3 = 3u * H;
+    // Units and rows past the ends are clamped for the loads, skipped for the stores.
+    let jl = min(j0 + u, H - 1u);
+    let bl = B - 1u;
+    let hprev = hs_slot(d, s);
+    let o0 = hprev + min(b0, bl) * H;
+    let o1 = hprev + min(b0 + 1u, bl) * H;
+    let o2 = hprev + min(b0 + 2u, bl) * H;
+    let o3 = hprev + min(b0 + 3u, bl) * H;
+    let wb = d * H * h3 + jl;
+
+    var ar = vec4<f32>(0.0);
+    var az = vec4<f32>(0.0);
+    var an = vec4<f32>(0.0);
+    for (var k = q; k < H; k = k + SK_SLICES) {
+        let w = wb + k * h3;
+        let hv = vec4<f32>(hs[o0 + k], hs[o1 + k], hs[o2 + k], hs[o3 + k]);
+        ar = fma(hv, vec4<f32>(w_hhT[w]), ar);
+        az = fma(hv, vec4<f32>(w_hhT[w + H]), az);
+        an = fma(hv, vec4<f32>(w_hhT[w + 2u * H]), an);
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        sk_red[i * SK_THREADS + li] = ar[i];
+        sk_red[(4u + i) * SK_THREADS + li] = az[i];
+        sk_red[(8u + i) * SK_THREADS + li] = an[i];
+    }
+    for (var stride = SK_SLICES / 2u; stride > 0u; stride = stride / 2u) {
+        workgroupBarrier();
+        if (q < stride) {
+            for (var c = 0u; c < 12u; c = c + 1u) {
+                let o = c * SK_THREADS + li;
+                sk_red[o] = sk_red[o] + sk_red[o + stride * SK_UNITS];
+            }
+        }
+    }
+    workgroupBarrier();
+    let j = j0 + u;
+    let b = b0 + q;
+    if (q < SK_ROWS && j < H && b < B) {
+        var br = 0.0;
+        var bz = 0.0;
+        var bn = 0.0;
+        if (P.has_bias != 0u) {
+            br = b_hh[d * h3 + j];
+            bz = b_hh[d * h3 + H + j];
+            bn = b_hh[d * h3 + 2u * H + j];
+        }
+        let ghr = sk_red[q * SK_THREADS + u] + br;
+        let ghz = sk_red[(4u + q) * SK_THREADS + u] + bz;
+        let ghn = sk_red[(8u + q) * SK_THREADS + u] + bn;
+        gate_step(d, s, t, b, j, ghr, ghz, ghn);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// resident: all T steps of one layer in one dispatch, W_hh held in the
+// threads' private memory (registers on GPUs) for the whole loop.
+//
+// Workgroup (RES_WG threads, the largest the device allows of 256, 512 and
+// 1024) = (batch row b = wid.x, direction d = wid.y); no workgroup waits for
+// another. With S = RES_WG / H slices of L = ceil(H / S) <= RES_KMAX rows of
+// W_hhᵀ (the host checks), thread li owns unit j = li mod H and K-slice
+// q = li / H (k in [qL, qL + L)): it keeps W_hhᵀ[k, j], [k, H+j], [k, 2H+j]
+// of its slice in `rw` (3·RES_KMAX floats, loops of constant trip count so
+// that compilers may keep them in registers). Each step: partial dot
+// products of the state (res_h, workgroup memory) with the slice into
+// res_red, a barrier, then thread (j, q = 0) sums the S partials in order
+// q = 0, 1, ... (reproducible), applies the gate math as `step` and writes
+// h' into res_h; a barrier; the next step.
+
+override RES_WG: u32 = 256u;
+const RES_KMAX: u32 = 32u;
+
+var<workgroup> res_h: array<f32, 256>;
+// (3, S, H): S·H <= RES_WG <= 1024
+var<workgroup> res_red: array<f32, 3072>;
+var<private> rw: array<f32, 96>;
+
+@compute @workgroup_size(RES_WG, 1, 1)
+fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let H = P.hidden;
+    let T = P.t_len;
+    let b = wid.x;
+    let d = wid.y;
+    let h3 = 3u * H;
+    let len = (H + RES_WG / H - 1u) / (RES_WG / H);
+    let slices = (H + len - 1u) / len;
+    let j = li % H;
+    let q = li / H;
+    let k0 = min(q * len, H);
+    let klen = select(0u, min(len, H - k0), q < slices);
+    let wb = d * H * h3 + j;
+    for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
+        if (kk < klen) {
+            let w = wb + (k0 + kk) * h3;
+            rw[kk] = w_hhT[w];
+            rw[RES_KMAX + kk] = w_hhT[w + H];
+            rw[2u * RES_KMAX + kk] = w_hhT[w + 2u * H];
+        }
+    }
+    var br = 0.0;
+    var bz = 0.0;
+    var bn = 0.0;
+    if (P.has_bias != 0u) {
+        br = b_hh[d * h3 + j];
+        bz = b_hh[d * h3 + H + j];
+        bn = b_hh[d * h3 + 2u * H + j];
+    }
+    if (li < H) {
+        res_h[li] = hs[hs_slot(d, 0u) + b * H + li];
+    }
+    workgroupBarrier();
+
+    for (var s = 0u; s < T; s = s + 1u) {
+        let t = select(T - 1u - s, s, d == 0u);
+        var ar = 0.0;
+        var az = 0.0;
+        var an = 0.0;
+        for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
+            if (kk < klen) {
+                let hv = res_h[k0 + kk];
+                ar = fma(hv, rw[kk], ar);
+                az = fma(hv, rw[RES_KMAX + kk], az);
+                an = fma(hv, rw[2u * RES_KMAX + kk], an);
+            }
+        }
+        if (q < slices) {
+            res_red[q * H + j] = ar;
+            res_red[(slices + q) * H + j] = az;
+            res_red[(2u * slices + q) * H + j] = an;
+        }
+        workgroupBarrier();
+        if (q == 0u) {
+            var sr = 0.0;
+            var sz = 0.0;
+            var sn = 0.0;
+            for (var p = 0u; p < slices; p = p + 1u) {
+                sr = sr + res_red[p * H + j];
+                sz = sz + res_red[(slices + p) * H + j];
+                sn = sn + res_red[(2u * slices + p) * H + j];
+            }
+            res_h[j] = gate_step(d, s, t, b, j, sr + br, sz + bz, sn + bn);
         }
         workgroupBarrier();
     }

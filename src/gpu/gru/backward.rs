@@ -11,7 +11,8 @@ use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads,
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
 use crate::gpu::ops::gru_backward::{
-    encode_backward_sequence, encode_backward_steps, BackwardStepBufs,
+    encode_backward_resident, encode_backward_sequence, encode_backward_splitk,
+    encode_backward_steps, BackwardStepBufs,
 };
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
 use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
@@ -202,6 +203,8 @@ impl GpuGru {
                 encode_backward_sequence(rec, shape, bufs, private)
             }
             Strategy::Products => path.backward_steps(rec, layer, shape, bufs),
+            Strategy::SplitK => encode_backward_splitk(rec, shape, bufs),
+            Strategy::Resident => encode_backward_resident(rec, shape, bufs),
         }
     }
 

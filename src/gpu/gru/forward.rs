@@ -9,7 +9,8 @@ use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTa
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
 use crate::gpu::ops::gru_forward::{
-    encode_forward_sequence, encode_forward_steps, ForwardStepBufs,
+    encode_forward_resident, encode_forward_sequence, encode_forward_splitk, encode_forward_steps,
+    ForwardStepBufs,
 };
 use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
 use crate::gpu::plan::Plan;
@@ -179,6 +180,8 @@ impl GpuGru {
                 encode_forward_sequence(rec, shape, bufs, private)
             }
             Strategy::Products => path.forward_steps(rec, layer, shape, bufs, h0),
+            Strategy::SplitK => encode_forward_splitk(rec, shape, bufs),
+            Strategy::Resident => encode_forward_resident(rec, shape, bufs),
         }
     }
 

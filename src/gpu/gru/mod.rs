@@ -5,21 +5,26 @@
 //! ```text
 //! Forward, per layer l (both directions together):
 //!   1. input projections: gi = X_l · W_ihᵀ + b_ih, all T steps at once   (T·B, D·3H)
-//!   2. time loop: T fused steps, or one persistent dispatch             hs, out, gates
+//!   2. time loop (a `Strategy`): per-step or persistent dispatches      hs, out, gates
 //!   3. dropout (training, between layers): X_{l+1} = out · mask / (1 - p)
 //! The tape keeps X_l, hs and gates of every layer, where it is kept (a
 //! training forward, or one asked for it); otherwise no gates are written.
 //!
 //! Backward, per layer from the top:
-//!   1. time loop: T + 1 backward steps                                  dG_i, dG_h, dL/dh0
+//!   1. time loop (the same `Strategy`): T + 1 backward steps           dG_i, dG_h, dL/dh0
 //!   2. products: dW_ih = dG_iᵀ · X_l, dW_hh = dG_hᵀ · H_prev, dX_l = dG_i · W_ih
 //!   3. column sums: db_ih, db_hh (of dG_i, dG_h)
 //!   4. dropout of dX_l with the forward's mask, which is dL/d(out) of layer l-1.
 //! ```
 //!
-//! The products (1 of the forward, the per-step time loops, 2 of the
-//! backward) go through one [`ProductPath`](products::ProductPath): storage
-//! kernels, or the window path of CPU adapters. Modules: `io` (the public
+//! The time loop is a [`Strategy`] (`GpuGru::strategy`: forced by
+//! `set_strategy`, or from the `set_recurrence` setting): `Step`, `SplitK`
+//! (per-step kernels), `Sequence`, `Resident` (persistent kernels) or
+//! `Products` (per step, the recurrent product through the path's product
+//! kernels, then the gates). The products (1 of the forward, the `Products`
+//! time loop, 2 of the backward) go through one
+//! [`ProductPath`](products::ProductPath): storage kernels, or the window
+//! path of CPU adapters. Modules: `io` (the public
 //! forward and backward with their options), `types` (tape, results,
 //! statistics), `params` (uploading and reading back the parameters,
 //! updates), `forward`, `backward`, `products`,

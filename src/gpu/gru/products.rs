@@ -10,8 +10,9 @@ use crate::gpu::gru::types::LayerTape;
 use crate::gpu::gru::LayerParams;
 use crate::gpu::ops::common::StepShape;
 use crate::gpu::ops::gemm::{encode_gemm, Gemm, GemmVariant};
-use crate::gpu::ops::gru_backward::{encode_backward_steps, BackwardStepBufs};
-use crate::gpu::ops::gru_forward::{encode_forward_steps, ForwardStepBufs};
+use crate::gpu::ops::gru_backward::{BackwardStepBufs, STEP_STORAGE_GH as BWD_STORAGE_GH};
+use crate::gpu::ops::gru_forward::{ForwardStepBufs, STEP_STORAGE_GH};
+use crate::gpu::pipeline::u32_of;
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 
@@ -105,8 +106,8 @@ pub(crate) trait ProductPath: Send + Sync {
     ) -> Result<()>;
 }
 
-/// The products on storage buffers: `gemm.wgsl`, and the recurrent product
-/// inside the fused steps.
+/// The products on storage buffers: `gemm.wgsl`, for the recurrent products
+/// of the per-step loop too (`Strategy::Products`).
 pub(crate) struct StoragePath {
     /// The kernel of `gemm.wgsl` that computes the products.
     pub gemm: GemmVariant,
@@ -157,7 +158,58 @@ impl ProductPath for StoragePath {
         bufs: &ForwardStepBufs,
         _h0: Option<&wgpu::Buffer>,
     ) -> Result<()> {
-        encode_forward_steps(rec, sh, bufs)
+        // Per step: gh (D, B, 3H) = h_s · W_hhᵀ (from W_hhᵀ (D, H, 3H))
+        // batched over the directions (the step adds b_hh), then the gate step.
+        let (t_len, b, h, nd) = (sh.t_len, sh.batch, sh.hidden, sh.dirs);
+        let h3 = 3 * h;
+        let tape = bufs.gates.is_some();
+        let slots = if tape { t_len + 1 } else { 2 };
+        let gh = rec.dev.storage("gh (recurrent products)", nd * b * h3)?;
+        let step = &STEP_STORAGE_GH[tape as usize];
+        let dev = rec.dev;
+        let bias = bufs.b_hh.unwrap_or(&dev.dummy);
+        let gates = bufs.gates.unwrap_or(&dev.dummy_rw);
+        let mut p = sh.params()?;
+        let grid = [
+            u32_of("hidden units", h.div_ceil(64))?,
+            u32_of("batch", b.div_ceil(4))?,
+            nd as u32,
+        ];
+        for s in 0..t_len {
+            let slot = if tape { s } else { s % 2 };
+            let g = Gemm {
+                m: b,
+                n: h3,
+                k: h,
+                lda: h,
+                ldb: h3,
+                ldc: h3,
+                a_off: slot * b * h,
+                batch: nd,
+                a_batch: slots * b * h,
+                b_batch: h3 * h,
+                c_batch: b * h3,
+                ..Default::default()
+            };
+            encode_gemm(rec, self.gemm, &g, bufs.hs, bufs.w_hh_t, None, gh.buffer())?;
+            p.s = s as i32;
+            rec.run(
+                step,
+                &p,
+                &[
+                    bufs.gi,
+                    gh.buffer(),
+                    bias,
+                    bufs.hs,
+                    bufs.out,
+                    gates,
+                    &dev.dummy_rw,
+                ],
+                grid,
+            )?;
+        }
+        rec.keep(gh);
+        Ok(())
     }
 
     fn backward_steps(
@@ -167,7 +219,63 @@ impl ProductPath for StoragePath {
         sh: &StepShape,
         bufs: &BackwardStepBufs,
     ) -> Result<()> {
-        encode_backward_steps(rec, sh, bufs)
+        // Per step s < T-1: carry (D, B, H) = dG_h,{s+1} · W_hh batched over
+        // the directions, then the gradient step.
+        let (t_len, b, h, nd) = (sh.t_len, sh.batch, sh.hidden, sh.dirs);
+        let h3 = 3 * h;
+        let carry = rec.dev.storage("carry (recurrent products)", nd * b * h)?;
+        let dev = rec.dev;
+        let mut p = sh.params()?;
+        let grid = [
+            u32_of("hidden units", h.div_ceil(64))?,
+            u32_of("batch", b.div_ceil(4))?,
+            nd as u32,
+        ];
+        for s in (-1..t_len as i32).rev() {
+            if s + 1 < t_len as i32 {
+                let g = Gemm {
+                    m: b,
+                    n: h,
+                    k: h3,
+                    lda: h3,
+                    ldb: h,
+                    ldc: h,
+                    a_off: (s + 1) as usize * b * h3,
+                    batch: nd,
+                    a_batch: t_len * b * h3,
+                    b_batch: h3 * h,
+                    c_batch: b * h,
+                    ..Default::default()
+                };
+                encode_gemm(
+                    rec,
+                    self.gemm,
+                    &g,
+                    bufs.dgh,
+                    bufs.w_hh,
+                    None,
+                    carry.buffer(),
+                )?;
+            }
+            p.s = s;
+            rec.run(
+                &BWD_STORAGE_GH,
+                &p,
+                &[
+                    bufs.d_out,
+                    bufs.gates,
+                    bufs.hs,
+                    carry.buffer(),
+                    bufs.dgh,
+                    bufs.dgi,
+                    bufs.dh,
+                    &dev.dummy_rw,
+                ],
+                grid,
+            )?;
+        }
+        rec.keep(carry);
+        Ok(())
     }
 
     fn weight_grads(

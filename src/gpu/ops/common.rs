@@ -57,6 +57,43 @@ impl StepShape {
         ];
         Ok(pieces(wg, max))
     }
+
+    /// The pieces of the grid of `splitk`: (ceil(H/4), ceil(B/4), D) workgroups.
+    pub(crate) fn splitk_pieces(&self, max: u32) -> Result<Vec<([u32; 3], [u32; 3])>> {
+        let wg = [
+            u32_of("hidden units", self.hidden.div_ceil(SK_UNITS))?,
+            u32_of("batch", self.batch.div_ceil(SK_ROWS))?,
+            self.dirs as u32,
+        ];
+        Ok(pieces(wg, max))
+    }
+}
+
+/// Hidden units and batch rows per workgroup of `splitk` (`SK_UNITS`, `SK_ROWS`).
+pub(crate) const SK_UNITS: usize = 4;
+pub(crate) const SK_ROWS: usize = 4;
+
+/// The workgroup sizes `resident` is built with (`RES_WG`), largest first.
+pub(crate) const RES_SIZES: [u32; 3] = [1024, 512, 256];
+/// Rows of `W_hhᵀ` per thread in `resident` (`RES_KMAX`).
+pub(crate) const RES_KMAX: usize = 32;
+/// The largest hidden size of `resident` (`res_h`).
+pub(crate) const RES_HMAX: usize = 256;
+
+/// The workgroup size of `resident` on a device with these limits: the
+/// largest of [`RES_SIZES`] it allows.
+pub(crate) fn resident_wg(limits: &wgpu::Limits) -> Option<u32> {
+    let most = limits
+        .max_compute_invocations_per_workgroup
+        .min(limits.max_compute_workgroup_size_x);
+    RES_SIZES.iter().copied().find(|&w| w <= most)
+}
+
+/// Whether `resident` with `wg` threads runs hidden size `h`: one K-slice
+/// per `wg / h` threads of a unit, each of at most `RES_KMAX` rows.
+pub(crate) fn resident_fits(h: usize, wg: u32) -> bool {
+    let wg = wg as usize;
+    (1..=RES_HMAX).contains(&h) && h <= wg && h.div_ceil(wg / h) <= RES_KMAX
 }
 
 /// Batch rows per workgroup of the persistent kernels (`SEQ_ROWS` in the shaders).
@@ -85,11 +122,26 @@ pub enum Strategy {
     /// Per step, the recurrent product through the family's matrix-product
     /// kernel, then a step that applies the gates (`step` with `PRECOMPUTED`).
     Products,
+    /// One dispatch per step; a 256-thread workgroup computes 4 hidden units
+    /// of 4 batch rows, the product split along K over 64 slices and reduced
+    /// in workgroup memory (`splitk`): many workgroups at small batches.
+    SplitK,
+    /// One dispatch for all T steps: a workgroup of 256 to 1024 threads owns
+    /// one batch row of one direction and keeps `W_hh` in its threads'
+    /// private memory (`resident`); H <= 85 at 256 threads, 128 at 512,
+    /// 170 at 1024.
+    Resident,
 }
 
 impl Strategy {
     /// Every strategy, the fallback first.
-    pub const ALL: &'static [Strategy] = &[Strategy::Step, Strategy::Sequence, Strategy::Products];
+    pub const ALL: &'static [Strategy] = &[
+        Strategy::Step,
+        Strategy::Sequence,
+        Strategy::Products,
+        Strategy::SplitK,
+        Strategy::Resident,
+    ];
 
     /// The strategy's stable name (no spaces, no `/`).
     pub fn name(self) -> &'static str {
@@ -97,6 +149,8 @@ impl Strategy {
             Strategy::Step => "step",
             Strategy::Sequence => "sequence",
             Strategy::Products => "products",
+            Strategy::SplitK => "splitk",
+            Strategy::Resident => "resident",
         }
     }
 
@@ -117,17 +171,32 @@ impl Strategy {
         features: wgpu::Features,
         windows: bool,
     ) -> std::result::Result<(), String> {
-        let _ = (batch, limits, features);
+        let _ = (batch, features, windows);
         match self {
             Strategy::Step => Ok(()),
             Strategy::Sequence if hidden > SEQ_HMAX => Err(format!(
                 "the sequence kernels take hidden sizes up to {SEQ_HMAX}; this GRU has {hidden}"
             )),
             Strategy::Sequence => Ok(()),
-            Strategy::Products if !windows => {
-                Err("the per-step products run on the window family only".into())
-            }
             Strategy::Products => Ok(()),
+            Strategy::SplitK
+                if limits
+                    .max_compute_invocations_per_workgroup
+                    .min(limits.max_compute_workgroup_size_x)
+                    < 256 =>
+            {
+                Err("the split-K steps need workgroups of 256 invocations".into())
+            }
+            Strategy::SplitK => Ok(()),
+            Strategy::Resident => match resident_wg(limits) {
+                None => Err("the resident kernels need workgroups of 256 invocations".into()),
+                Some(wg) if !resident_fits(hidden, wg) => Err(format!(
+                    "the resident kernels with {wg} threads take hidden sizes up to {} \
+                     (H <= {RES_HMAX}, ceil(H / floor({wg} / H)) <= {RES_KMAX}); this GRU has {hidden}",
+                    (1..=RES_HMAX).rev().find(|&h| resident_fits(h, wg)).unwrap_or(0)
+                )),
+                Some(_) => Ok(()),
+            },
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The backward recurrence of a GRU layer (`shaders/gru_backward.wgsl`): the
 //! fused backward step, one dispatch per step (T-1 down to the step -1 that
-//! leaves dL/dh0), and the persistent kernel. The parameters are
+//! leaves dL/dh0: `step`, `splitk`, and the step after a precomputed
+//! product), and the persistent kernels (`sequence`, `resident`). The parameters are
 //! `StepParams` (see [`common`](super::common)).
 
 use crate::error::Result;
 use crate::gpu::ops::common::{StepShape, SEQ_ROWS};
+use crate::gpu::ops::gru_forward::resident_index;
 use crate::gpu::pipeline::{u32_of, Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
@@ -36,12 +38,33 @@ const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) ->
 const STEP: KernelSpec = spec("step", &[("PRECOMPUTED", 0.0)]);
 /// The step of the window path: the recurrent product precomputed.
 pub(crate) const STEP_PRECOMPUTED: KernelSpec = spec("step", &[("PRECOMPUTED", 1.0)]);
+/// The step of `Products` on the storage family: the carry from
+/// `gemm.wgsl`, no window copy.
+pub(crate) const STEP_STORAGE_GH: KernelSpec =
+    spec("step", &[("PRECOMPUTED", 1.0), ("STORAGE_GH", 1.0)]);
+const SPLITK: KernelSpec = spec("splitk", &[]);
+/// `resident` for each workgroup size of `RES_SIZES`.
+const RESIDENT: [KernelSpec; 3] = [
+    spec("resident", &[("RES_WG", 1024.0)]),
+    spec("resident", &[("RES_WG", 512.0)]),
+    spec("resident", &[("RES_WG", 256.0)]),
+];
 const SEQUENCE: KernelSpec = spec("sequence", &[("W_PRIVATE", 0.0)]);
 const SEQUENCE_PRIVATE: KernelSpec = spec("sequence", &[("W_PRIVATE", 1.0)]);
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
-pub(crate) const SPECS: &[KernelSpec] = &[STEP, STEP_PRECOMPUTED, SEQUENCE, SEQUENCE_PRIVATE];
+pub(crate) const SPECS: &[KernelSpec] = &[
+    STEP,
+    STEP_PRECOMPUTED,
+    SEQUENCE,
+    SEQUENCE_PRIVATE,
+    STEP_STORAGE_GH,
+    SPLITK,
+    RESIDENT[0],
+    RESIDENT[1],
+    RESIDENT[2],
+];
 
 /// The buffers of the backward recurrence of one layer (shapes in the shader).
 pub(crate) struct BackwardStepBufs<'a> {
@@ -130,4 +153,44 @@ pub(crate) fn encode_backward_sequence(
         ],
         wg,
     )
+}
+
+/// The bindings of the backward kernels without a window copy.
+fn bound<'a>(b: &BackwardStepBufs<'a>, dummy_rw: &'a wgpu::Buffer) -> [&'a wgpu::Buffer; 8] {
+    [b.d_out, b.gates, b.hs, b.w_hh, b.dgh, b.dgi, b.dh, dummy_rw]
+}
+
+/// Records the backward steps T-1 down to -1 of one layer with the product
+/// split along K (the shader's `splitk`).
+pub(crate) fn encode_backward_splitk(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+) -> Result<()> {
+    let kernel = rec.kernel(&SPLITK)?;
+    let parts = sh.splitk_pieces(rec.max_groups())?;
+    let mut p = sh.params()?;
+    let dev = rec.dev;
+    rec.reserve((sh.t_len + 1) * parts.len());
+    let chunk = rec.current_chunk();
+    let bg = rec.bind(&kernel, chunk, &bound(b, &dev.dummy_rw));
+    for s in (-1..sh.t_len as i32).rev() {
+        p.s = s;
+        rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
+    }
+    Ok(())
+}
+
+/// Records the backward time loop of one layer in one dispatch of
+/// `resident`: one workgroup per (batch row, direction).
+pub(crate) fn encode_backward_resident(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+) -> Result<()> {
+    let spec = &RESIDENT[resident_index(&rec.dev.limits)?];
+    let p = sh.params()?;
+    let wg = [u32_of("batch", sh.batch)?, sh.dirs as u32, 1];
+    let dev = rec.dev;
+    rec.run(spec, &p, &bound(b, &dev.dummy_rw), wg)
 }

@@ -1,10 +1,12 @@
 //! The forward recurrence of a GRU layer (`shaders/gru_forward.wgsl`): the
-//! fused step, one dispatch per step, and the persistent kernel that runs
-//! all T steps in one dispatch. The parameters are `StepParams` (see
+//! fused steps, one dispatch per step (`step`, `splitk`, and the step after
+//! a precomputed product), and the persistent kernels that run all T steps
+//! in one dispatch (`sequence`, `resident`). The parameters are `StepParams` (see
 //! [`common`](super::common)).
 
+use crate::error::GruError;
 use crate::error::Result;
-use crate::gpu::ops::common::{StepShape, SEQ_ROWS};
+use crate::gpu::ops::common::{resident_wg, StepShape, RES_SIZES, SEQ_ROWS};
 use crate::gpu::pipeline::{u32_of, Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
@@ -42,6 +44,38 @@ pub(crate) const STEP_PRECOMPUTED: [KernelSpec; 2] = [
     spec("step", &[("PRECOMPUTED", 1.0), ("TAPE", 0.0)]),
     spec("step", &[("PRECOMPUTED", 1.0), ("TAPE", 1.0)]),
 ];
+/// The step of `Products` on the storage family: gh from `gemm.wgsl`
+/// without bias; no window copy (`[without tape, with tape]`).
+pub(crate) const STEP_STORAGE_GH: [KernelSpec; 2] = [
+    spec(
+        "step",
+        &[("PRECOMPUTED", 1.0), ("STORAGE_GH", 1.0), ("TAPE", 0.0)],
+    ),
+    spec(
+        "step",
+        &[("PRECOMPUTED", 1.0), ("STORAGE_GH", 1.0), ("TAPE", 1.0)],
+    ),
+];
+/// `[without tape, with tape]`
+const SPLITK: [KernelSpec; 2] = [
+    spec("splitk", &[("TAPE", 0.0)]),
+    spec("splitk", &[("TAPE", 1.0)]),
+];
+/// `[without tape, with tape]` for each workgroup size of `RES_SIZES`.
+const RESIDENT: [[KernelSpec; 2]; 3] = [
+    [
+        spec("resident", &[("RES_WG", 1024.0), ("TAPE", 0.0)]),
+        spec("resident", &[("RES_WG", 1024.0), ("TAPE", 1.0)]),
+    ],
+    [
+        spec("resident", &[("RES_WG", 512.0), ("TAPE", 0.0)]),
+        spec("resident", &[("RES_WG", 512.0), ("TAPE", 1.0)]),
+    ],
+    [
+        spec("resident", &[("RES_WG", 256.0), ("TAPE", 0.0)]),
+        spec("resident", &[("RES_WG", 256.0), ("TAPE", 1.0)]),
+    ],
+];
 /// `[[shared, private] without tape, [shared, private] with tape]`
 const SEQUENCE: [[KernelSpec; 2]; 2] = [
     [
@@ -65,6 +99,16 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     SEQUENCE[0][1],
     SEQUENCE[1][0],
     SEQUENCE[1][1],
+    STEP_STORAGE_GH[0],
+    STEP_STORAGE_GH[1],
+    SPLITK[0],
+    SPLITK[1],
+    RESIDENT[0][0],
+    RESIDENT[0][1],
+    RESIDENT[1][0],
+    RESIDENT[1][1],
+    RESIDENT[2][0],
+    RESIDENT[2][1],
 ];
 
 /// The buffers of the forward recurrence of one layer (shapes in the shader).
@@ -128,6 +172,66 @@ pub(crate) fn encode_forward_sequence(
         sh.dirs as u32,
         1,
     ];
+    let dev = rec.dev;
+    let bias = b.b_hh.unwrap_or(&dev.dummy);
+    let gates = b.gates.unwrap_or(&dev.dummy_rw);
+    rec.run(
+        spec,
+        &p,
+        &[b.gi, b.w_hh_t, bias, b.hs, b.out, gates, &dev.dummy_rw],
+        wg,
+    )
+}
+
+/// Records the T steps of one layer with the product split along K (the
+/// shader's `splitk`), both directions in each dispatch.
+pub(crate) fn encode_forward_splitk(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &ForwardStepBufs,
+) -> Result<()> {
+    let kernel = rec.kernel(&SPLITK[b.gates.is_some() as usize])?;
+    let parts = sh.splitk_pieces(rec.max_groups())?;
+    let mut p = sh.params()?;
+    let dev = rec.dev;
+    let bias = b.b_hh.unwrap_or(&dev.dummy);
+    let gates = b.gates.unwrap_or(&dev.dummy_rw);
+    rec.reserve(sh.t_len * parts.len());
+    let chunk = rec.current_chunk();
+    let bg = rec.bind(
+        &kernel,
+        chunk,
+        &[b.gi, b.w_hh_t, bias, b.hs, b.out, gates, &dev.dummy_rw],
+    );
+    for s in 0..sh.t_len {
+        p.s = s as i32;
+        rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
+    }
+    Ok(())
+}
+
+/// The index in `RES_SIZES` of the workgroup size of `resident` on this
+/// device, or why it has none.
+pub(crate) fn resident_index(limits: &wgpu::Limits) -> Result<usize> {
+    let wg = resident_wg(limits).ok_or_else(|| {
+        GruError::InvalidConfig("the resident kernels need workgroups of 256 invocations".into())
+    })?;
+    Ok(RES_SIZES
+        .iter()
+        .position(|&w| w == wg)
+        .expect("one of the sizes"))
+}
+
+/// Records the forward time loop of one layer in one dispatch of
+/// `resident`: one workgroup per (batch row, direction).
+pub(crate) fn encode_forward_resident(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &ForwardStepBufs,
+) -> Result<()> {
+    let spec = &RESIDENT[resident_index(&rec.dev.limits)?][b.gates.is_some() as usize];
+    let p = sh.params()?;
+    let wg = [u32_of("batch", sh.batch)?, sh.dirs as u32, 1];
     let dev = rec.dev;
     let bias = b.b_hh.unwrap_or(&dev.dummy);
     let gates = b.gates.unwrap_or(&dev.dummy_rw);

@@ -1,0 +1,249 @@
+//! Every time loop (`Strategy`) that `Strategy::check` accepts, forced (as
+//! a plan, with the simple GEMM and with the window family where it runs)
+//! on both limit profiles, against the f64 CPU reference: uni- and
+//! bidirectional, one and two layers, with and without bias, odd batch and
+//! hidden sizes, T = 1 and T > 1. Each also runs twice with bitwise equal
+//! results, and its forward without a tape gives bitwise what it gives with
+//! one. A strategy that should run on the adapter and is refused fails the
+//! test under `GRU_WGPU_REQUIRE_GPU`, with the reason.
+
+mod common;
+
+use gru_wgpu::check::RandomCase;
+use gru_wgpu::gpu::{Family, ForwardOptions, GemmVariant, GpuContext, GpuGru, Plan, Strategy};
+use gru_wgpu::GruConfig;
+
+const BOUND: f64 = 1e-5;
+
+/// Whether `s` should run hidden size `h` on every adapter this project
+/// tests on (WebGPU's default limits included).
+fn expected(s: Strategy, h: usize) -> bool {
+    match s {
+        Strategy::Sequence => h <= 256,
+        Strategy::Resident => h <= 64,
+        _ => true,
+    }
+}
+
+/// The plans (each strategy with the simple GEMM, and with the window
+/// family where the context has it) that run `h` on `ctx`; a refusal is
+/// printed, and fails under `GRU_WGPU_REQUIRE_GPU` where [`expected`] says
+/// it should run.
+fn accepted(label: &str, ctx: &GpuContext, h: usize, b: usize) -> Vec<Plan> {
+    let mut out = Vec::new();
+    let families = [Family::Gemm(GemmVariant::Simple), Family::Windows];
+    for (f, &s) in families
+        .into_iter()
+        .filter(|f| ctx.families().contains(f))
+        .flat_map(|f| Strategy::ALL.iter().map(move |s| (f, s)))
+    {
+        let windows = f == Family::Windows;
+        match s.check(h, b, ctx.limits(), ctx.features(), windows) {
+            Ok(()) => out.push(Plan::new(f, s)),
+            Err(why) if expected(s, h) && common::require_gpu() => {
+                panic!(
+                    "{label}: {} should run H={h} and is refused: {why}",
+                    s.name()
+                )
+            }
+            Err(why) => eprintln!("not run: {label}, {} at H={h}: {why}", s.name()),
+        }
+    }
+    out
+}
+
+fn cfg(i: usize, h: usize, l: usize, bidir: bool, bias: bool) -> GruConfig {
+    GruConfig::new(i, h)
+        .layers(l)
+        .bidirectional(bidir)
+        .bias(bias)
+}
+
+/// (I, H, L, bidirectional, bias, T, B, h0)
+type Case = (usize, usize, usize, bool, bool, usize, usize, bool);
+const CASES: [Case; 7] = [
+    (3, 1, 1, false, true, 1, 1, true),
+    (4, 5, 2, true, false, 3, 3, false),
+    (7, 33, 1, true, true, 5, 17, true),
+    (5, 64, 2, false, true, 4, 1, true),
+    (6, 64, 1, true, false, 1, 3, true),
+    (6, 100, 1, true, true, 3, 3, false),
+    (8, 64, 2, true, true, 16, 17, true),
+];
+
+#[test]
+fn every_strategy_matches_the_cpu_reference() {
+    let Some(ctxs) = common::gpu_all() else {
+        return;
+    };
+    let mut worst = 0.0f64;
+    let mut runs = 0;
+    for (n, &(i, h, l, bd, bias, t, b, h0)) in CASES.iter().enumerate() {
+        let case = common::case(cfg(i, h, l, bd, bias), t, b, h0, 700 + n as u64);
+        for (label, ctx) in &ctxs {
+            for s in accepted(label, ctx, h, b) {
+                let errors = case.compare_plan(ctx, None, Some(s)).unwrap();
+                for e in &errors {
+                    assert!(
+                        e.rel <= BOUND,
+                        "{label}, {s}: {:?} T={t} B={b}: {} relative error {:e} > {BOUND:e}",
+                        case.config,
+                        e.name,
+                        e.rel
+                    );
+                }
+                worst = worst.max(gru_wgpu::check::worst(&errors));
+                runs += 1;
+            }
+        }
+    }
+    println!("strategies: {runs} runs, worst relative error {worst:.3e}");
+}
+
+type Run = (
+    ndarray::Array3<f32>,
+    ndarray::Array3<f32>,
+    gru_wgpu::cpu::GruGrads<f32>,
+);
+
+fn bits(a: &ndarray::Array3<f32>) -> Vec<u32> {
+    a.iter().map(|v| v.to_bits()).collect()
+}
+
+fn assert_same(a: &Run, b: &Run, what: &str) {
+    assert_eq!(bits(&a.0), bits(&b.0), "{what}: output");
+    assert_eq!(bits(&a.1), bits(&b.1), "{what}: h_n");
+    assert_eq!(bits(&a.2.x), bits(&b.2.x), "{what}: grad x");
+    assert_eq!(bits(&a.2.h0), bits(&b.2.h0), "{what}: grad h0");
+    for ((n, x), (_, y)) in a.2.params.named().into_iter().zip(b.2.params.named()) {
+        let x: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
+        let y: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(x, y, "{what}: grad {}", n.name);
+    }
+}
+
+/// The forward without a tape against the forward with one, bitwise.
+fn assert_tape_free_same(case: &RandomCase, ctx: &GpuContext, s: Plan, what: &str) {
+    let m = GpuGru::new(ctx, &case.params).unwrap();
+    m.set_plan(Some(s));
+    let h0 = case.h0.as_ref().map(|h| h.view());
+    let with = m
+        .forward(case.x.view(), ForwardOptions::new().h0(h0).keep_tape())
+        .unwrap();
+    let h0 = case.h0.as_ref().map(|h| h.view());
+    let without = m
+        .forward(case.x.view(), ForwardOptions::new().h0(h0))
+        .unwrap();
+    assert!(without.tape.is_none());
+    assert_eq!(bits(&with.output), bits(&without.output), "{what}: output");
+    assert_eq!(bits(&with.h_n), bits(&without.h_n), "{what}: h_n");
+}
+
+#[test]
+fn every_strategy_is_reproducible_and_tape_free_forward_is_the_same() {
+    let Some(ctxs) = common::gpu_all() else {
+        return;
+    };
+    for (n, &(i, h, l, bd, bias, t, b)) in [
+        (9, 33, 2, true, true, 6, 5),
+        (4, 64, 1, false, false, 5, 1),
+        (5, 17, 1, true, true, 1, 3),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let case = common::case(cfg(i, h, l, bd, bias), t, b, true, 800 + n as u64);
+        for (label, ctx) in &ctxs {
+            for s in accepted(label, ctx, h, b) {
+                let what = format!("{label}, {s}, H={h} B={b} T={t}");
+                let a = case.run_gpu_plan(ctx, None, Some(s)).unwrap();
+                let c = case.run_gpu_plan(ctx, None, Some(s)).unwrap();
+                assert_same(&a, &c, &what);
+                assert_tape_free_same(&case, ctx, s, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_refused_strategy_fails_the_call_with_its_reason() {
+    let Some(ctx) = common::gpu() else {
+        return;
+    };
+    let case = common::case(cfg(3, 300, 1, false, true), 2, 2, false, 900);
+    for s in [Strategy::Sequence, Strategy::Resident] {
+        let why = s
+            .check(300, 2, ctx.limits(), ctx.features(), false)
+            .unwrap_err();
+        let plan = Plan::new(Family::Gemm(GemmVariant::Simple), s);
+        let e = case.run_gpu_plan(&ctx, None, Some(plan)).unwrap_err();
+        assert!(e.to_string().contains(&why), "{e} / {why}");
+    }
+}
+
+#[test]
+fn the_recurrence_setting_maps_to_strategies() {
+    let Some(ctxs) = common::gpu_all() else {
+        return;
+    };
+    use gru_wgpu::gpu::Recurrence;
+    let params = gru_wgpu::GruParams::<f32>::init(&cfg(3, 8, 1, false, true), 1).unwrap();
+    for (label, ctx) in &ctxs {
+        let m = GpuGru::new(ctx, &params).unwrap();
+        let family = match ctx.products() {
+            gru_wgpu::gpu::Products::Windows => Family::Windows,
+            _ => Family::Gemm(GemmVariant::Simple),
+        };
+        let per_step = match family {
+            Family::Windows => Strategy::Products,
+            _ => Strategy::Step,
+        };
+        let plan = |m: &GpuGru| m.plan_for(2, 1).unwrap().plan;
+        m.set_recurrence(Recurrence::PerStep);
+        assert_eq!(plan(&m), Plan::new(family, per_step), "{label}");
+        m.set_recurrence(Recurrence::Persistent);
+        assert_eq!(plan(&m), Plan::new(family, Strategy::Sequence), "{label}");
+        // A forced plan wins over the shorthand, until it is taken back.
+        let splitk = Plan::new(family, Strategy::SplitK);
+        m.set_plan(Some(splitk));
+        assert_eq!(plan(&m), splitk, "{label}");
+        m.set_plan(None);
+        assert_eq!(plan(&m), Plan::new(family, Strategy::Sequence), "{label}");
+        for &s in Strategy::ALL {
+            assert_eq!(Strategy::from_name(s.name()), Some(s));
+        }
+    }
+}
+
+#[test]
+fn the_ranges_of_the_checks() {
+    let f = wgpu::Features::empty();
+    let webgpu = wgpu::Limits::default();
+    let big = wgpu::Limits {
+        max_compute_invocations_per_workgroup: 1024,
+        max_compute_workgroup_size_x: 1024,
+        ..Default::default()
+    };
+    for (limits, hmax) in [(&webgpu, 85), (&big, 170)] {
+        for h in [1, 5, 33, 64, hmax] {
+            Strategy::Resident.check(h, 1, limits, f, false).unwrap();
+        }
+        assert!(Strategy::Resident
+            .check(hmax + 1, 1, limits, f, false)
+            .is_err());
+    }
+    for windows in [false, true] {
+        for h in [1, 100, 257, 1000] {
+            Strategy::SplitK.check(h, 1, &webgpu, f, windows).unwrap();
+            Strategy::Products.check(h, 1, &webgpu, f, windows).unwrap();
+            Strategy::Step.check(h, 1, &webgpu, f, windows).unwrap();
+        }
+    }
+    assert!(Strategy::Sequence.check(257, 1, &webgpu, f, false).is_err());
+    let small = wgpu::Limits {
+        max_compute_invocations_per_workgroup: 128,
+        ..wgpu::Limits::downlevel_webgl2_defaults()
+    };
+    assert!(Strategy::SplitK.check(8, 1, &small, f, false).is_err());
+    assert!(Strategy::Resident.check(8, 1, &small, f, false).is_err());
+}
