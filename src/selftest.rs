@@ -741,3 +741,34 @@ fn determinism(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> (Option<f6
     };
     (Some(w), outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_draws_shrink_as_plans_are_added() {
+        assert_eq!(quick_draws(0), 6);
+        assert_eq!(quick_draws(6), 6);
+        assert_eq!(quick_draws(8), 6);
+        assert_eq!(quick_draws(9), 5);
+        assert_eq!(quick_draws(20), 2);
+        assert_eq!(quick_draws(100), 2);
+        let (few, many) = (
+            random_specs(Level::Quick, 6),
+            random_specs(Level::Quick, 20),
+        );
+        assert_eq!(few.len(), many.len() + 4);
+        // The fixed sizes and dropout stay whatever the number of plans.
+        for s in &many {
+            assert!(few.iter().any(|f| f.describe() == s.describe()));
+        }
+        assert!(many.iter().any(|s| s.config.hidden_size == 257));
+        assert!(many.iter().any(|s| s.train_seed.is_some()));
+        // The thorough level keeps all of its draws.
+        assert_eq!(
+            random_specs(Level::Thorough, 6).len(),
+            random_specs(Level::Thorough, 20).len()
+        );
+    }
+}
