@@ -2,13 +2,31 @@
 //! GPU and its driver: the PyTorch reference cases built into the crate, then
 //! random configurations (sizes of 1, primes, sizes just past the kernels'
 //! tiles, layers, directions, layouts, with and without bias and `h0`,
-//! dropout) on every kernel path the adapter can run (each family of product
-//! kernels with each time loop), every buffer poisoned with NaN first, and
-//! bitwise determinism (the same call twice).
+//! dropout), and bitwise determinism (the same call twice), each on every
+//! plan of the adapter's coverage set, every buffer poisoned with NaN first.
 //!
-//! The checks are data ([`Check`]): a configuration, a path, the worst
-//! relative error, the bound and an [`Outcome`]. A path the adapter cannot run
-//! is a check that was not run, with the reason; it is not counted as passed.
+//! The suite opens one context under the chosen limits profile with every
+//! product family that runs there, the fixed fallback rule and no plan cache
+//! on disk, and forces each plan of [`GpuContext::coverage_plans`] in turn:
+//! plans (`family/strategy`, such as `simple/sequence` or
+//! `windows/products`) that together run every kernel the tuner's candidates
+//! run on that device. So the suite covers every candidate the adapter can
+//! run.
+//!
+//! The checks are data ([`Check`]): a configuration, a plan, the worst
+//! relative error, the bound and an [`Outcome`]. A plan that does not apply
+//! to a configuration (`GpuGru::check_plan` refuses it, such as the
+//! `sequence` loop past H = 256) is a check not run, with that reason; a
+//! family that does not run under the profile (the window kernels under
+//! WebGPU's limits) has each of its plans listed once as not run, with the
+//! reason. Neither is counted as passed.
+//!
+//! Time: each configuration runs once per plan. At the quick level the fixed
+//! edge sizes, the PyTorch cases, dropout and determinism run on every plan
+//! whatever their number, and the seeded random draws shrink as plans are
+//! added ([`quick_draws`]: six up to eight plans, then draws x plans <= 48,
+//! at least two), so the quick level stays well under a minute on llvmpipe.
+//! The thorough level keeps all of its draws.
 
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
@@ -16,12 +34,14 @@ use rand::{Rng, SeedableRng};
 use crate::check::RandomCase;
 use crate::cpu::GruGrads;
 use crate::error::Result;
+use crate::gpu::plan::coverage;
 use crate::gpu::{
-    window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products, Recurrence,
+    window_kernels_fit, ContextOptions, Family, GemmVariant, GpuContext, GpuGru, LimitsProfile,
+    Plan, PlanCacheLocation, TuneMode,
 };
 use crate::real::rel_error;
 use crate::reference::{ReferenceCase, RunResult, CPU_BOUND, GPU_BOUND};
-use crate::GruConfig;
+use crate::{GruConfig, GruParams};
 
 /// The PyTorch reference cases built into the crate (`tests/data/golden`),
 /// by name.
@@ -104,7 +124,7 @@ pub enum Outcome {
     Passed,
     /// Out of bound or an error, with what went wrong.
     Failed(String),
-    /// The path cannot run on this adapter (or this configuration), and why.
+    /// The plan cannot run on this adapter (or this configuration), and why.
     NotRun(String),
 }
 
@@ -127,14 +147,16 @@ impl Outcome {
     }
 }
 
-/// One check: a configuration on one path.
+/// One check: a configuration on one plan.
 #[derive(Clone, Debug)]
 pub struct Check {
-    /// `pytorch`, `cpu`, `random`, `dropout` or `determinism`.
+    /// `pytorch`, `cpu`, `random`, `dropout` or `determinism`; `path` for
+    /// a plan whose family does not run under the profile.
     pub kind: &'static str,
     /// The configuration, in words.
     pub config: String,
-    /// The kernel path (`storage/per-step`, ...), or `cpu-f64`.
+    /// The plan's name (`simple/sequence`, `windows/products`, ...), or
+    /// `cpu-f64` for the CPU reference (the `path` field of the JSON lines).
     pub path: String,
     /// The worst relative error over every tensor (output, `h_n` and every
     /// gradient); `None` where the check did not get as far. For a
@@ -179,46 +201,6 @@ impl Report {
         u8::from(self.failed() > 0)
     }
 }
-
-/// A kernel path: a family of product kernels and a time loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GpuPath {
-    pub products: Products,
-    pub recurrence: Recurrence,
-}
-
-impl GpuPath {
-    /// Every path: storage and window products, each per-step and persistent.
-    pub fn all() -> [GpuPath; 4] {
-        let p = |products, recurrence| GpuPath {
-            products,
-            recurrence,
-        };
-        [
-            p(Products::Storage, Recurrence::PerStep),
-            p(Products::Storage, Recurrence::Persistent),
-            p(Products::Windows, Recurrence::PerStep),
-            p(Products::Windows, Recurrence::Persistent),
-        ]
-    }
-
-    /// `storage/per-step`, `windows/persistent`, ...
-    pub fn label(&self) -> String {
-        let p = match self.products {
-            Products::Windows => "windows",
-            _ => "storage",
-        };
-        let r = match self.recurrence {
-            Recurrence::Persistent => "persistent",
-            Recurrence::PerStep => "per-step",
-            _ => "auto",
-        };
-        format!("{p}/{r}")
-    }
-}
-
-/// The largest hidden size of the persistent kernels.
-const PERSISTENT_HMAX: usize = 256;
 
 /// A random configuration: `(config, T, B, h0, train seed for dropout)`.
 #[derive(Clone, Debug)]
@@ -287,7 +269,10 @@ fn spec(
 /// past the tiles: the GEMM's 32 x 64, the window GEMM's 8 x 64 and 8-float
 /// chunks, the step kernels' 64 hidden units x 4 batch rows, the persistent
 /// kernels' 256), then seeded random draws, then dropout in training mode.
-pub fn random_specs(level: Level) -> Vec<RandomSpec> {
+/// `plans`: how many plans each configuration runs on; at the quick level
+/// the seeded draws shrink as plans are added (see [`quick_draws`]), the
+/// fixed sizes do not.
+pub fn random_specs(level: Level, plans: usize) -> Vec<RandomSpec> {
     let mut v = vec![
         spec((1, 1, 1), false, false, true, (1, 1), true, 100),
         spec((5, 7, 3), true, false, true, (11, 13), false, 101),
@@ -306,7 +291,7 @@ pub fn random_specs(level: Level) -> Vec<RandomSpec> {
         spec((9, 256, 1), false, false, true, (3, 5), true, 117),
     ]);
     let (draws, max_size, max_layers, max_t, max_b) = match level {
-        Level::Quick => (6, 96, 3, 24, 20),
+        Level::Quick => (quick_draws(plans), 96, 3, 24, 20),
         Level::Thorough => (40, 160, 4, 40, 40),
     };
     if level == Level::Thorough {
@@ -348,6 +333,13 @@ pub fn random_specs(level: Level) -> Vec<RandomSpec> {
         v.push(d);
     }
     v
+}
+
+/// The seeded random draws of the quick level on `plans` plans: six up to
+/// eight plans, then as many as keep draws x plans at 48 or under, at least
+/// two (the quick level stays under a minute on llvmpipe as plans are added).
+pub fn quick_draws(plans: usize) -> u64 {
+    (48 / plans.max(1)).clamp(2, 6) as u64
 }
 
 /// The configurations the determinism checks run twice.
@@ -435,46 +427,47 @@ fn judge(worst: f64, tensor: &str, bound: f64) -> Outcome {
     }
 }
 
-/// The contexts of each family of product kernels, or why one cannot run.
-type Families = Vec<(Products, std::result::Result<GpuContext, String>)>;
-
-/// Opens the contexts: the storage family must open (else the adapter cannot
-/// be used, an `Err`); the window family where the device's limits allow.
-fn open(options: &SelftestOptions) -> Result<Families> {
-    let with = |products| {
-        GpuContext::with_options(ContextOptions {
-            adapter: options.adapter.clone(),
-            profile: options.profile,
-            poison_buffers: true,
-            products: Some(products),
-            ..Default::default()
-        })
-    };
-    let storage = with(Products::Storage)?;
-    let windows = match window_kernels_fit(storage.limits()) {
-        Ok(()) => with(Products::Windows).map_err(|e| e.to_string()),
-        Err(why) => Err(why),
-    };
-    Ok(vec![
-        (Products::Storage, Ok(storage)),
-        (Products::Windows, windows),
-    ])
-}
-
-/// The context of a path's family, or why it cannot run.
-fn context_of(families: &Families, p: Products) -> std::result::Result<&GpuContext, &str> {
-    let (_, c) = families
-        .iter()
-        .find(|(q, _)| *q == p)
-        .expect("every family");
-    c.as_ref().map_err(|e| e.as_str())
-}
-
-/// Why a path cannot run a hidden size, if it cannot.
-fn path_refuses(path: GpuPath, hidden: usize) -> Option<String> {
-    (path.recurrence == Recurrence::Persistent && hidden > PERSISTENT_HMAX).then(|| {
-        format!("the persistent kernels take hidden sizes up to {PERSISTENT_HMAX}; this GRU has {hidden}")
+/// The suite's context: every product family that runs under the limits
+/// profile, the fixed fallback rule where no plan is forced (every check
+/// forces one), no plan cache on disk, every buffer poisoned with NaN.
+fn open(options: &SelftestOptions) -> Result<GpuContext> {
+    GpuContext::with_options(ContextOptions {
+        adapter: options.adapter.clone(),
+        profile: options.profile,
+        poison_buffers: true,
+        products: None,
+        tune: Some(TuneMode::Off),
+        plan_cache: PlanCacheLocation::MemoryOnly,
+        ..Default::default()
     })
+}
+
+/// The plans of the families that do not run on `ctx` (the window kernels
+/// under WebGPU's limits, a GEMM variant whose needs the device does not
+/// meet), each with the reason.
+fn plans_not_running(ctx: &GpuContext) -> Vec<(Plan, String)> {
+    let here = ctx.families();
+    let every: Vec<Family> = GemmVariant::ALL
+        .iter()
+        .map(|v| Family::Gemm(*v))
+        .chain([Family::Windows])
+        .collect();
+    coverage(&every)
+        .into_iter()
+        .filter(|p| !here.contains(&p.family))
+        .map(|p| {
+            let why = match p.family {
+                Family::Gemm(v) => v
+                    .check(ctx.limits(), ctx.features())
+                    .err()
+                    .unwrap_or_else(|| format!("the family `{}` is not open here", v.name())),
+                _ => window_kernels_fit(ctx.limits())
+                    .err()
+                    .unwrap_or_else(|| "the window family is not open on this context".to_string()),
+            };
+            (p, why)
+        })
+        .collect()
 }
 
 /// Runs the suite, calling `each` on every check as it completes (to print
@@ -483,59 +476,66 @@ pub fn run(options: &SelftestOptions, each: impl FnMut(&Check)) -> Result<Report
     Ok(Suite::open(options)?.run(each))
 }
 
-/// The suite on its open devices.
+/// The suite on its open device.
 pub struct Suite {
     options: SelftestOptions,
-    families: Families,
+    ctx: GpuContext,
 }
 
 impl Suite {
-    /// Opens the adapter (one device per family of product kernels it can
-    /// run). `Err` where no adapter can be used.
+    /// Opens the adapter under the options' limits profile. `Err` where no
+    /// adapter can be used.
     pub fn open(options: &SelftestOptions) -> Result<Suite> {
         Ok(Suite {
             options: options.clone(),
-            families: open(options)?,
+            ctx: open(options)?,
         })
     }
 
     /// The adapter, in words.
     pub fn adapter(&self) -> String {
-        context_of(&self.families, Products::Storage)
-            .expect("storage opened")
-            .adapter()
-            .to_string()
+        self.ctx.adapter().to_string()
+    }
+
+    /// The plans every check runs on: the context's coverage set.
+    pub fn plans(&self) -> Vec<Plan> {
+        self.ctx.coverage_plans()
     }
 
     /// Runs every check, calling `each` on each as it completes.
     pub fn run(&self, each: impl FnMut(&Check)) -> Report {
-        run_on(&self.options, &self.families, each)
+        run_on(&self.options, &self.ctx, each)
     }
 }
 
-/// One check on every runnable path: `run` on each path the GRU's hidden
-/// size allows (the others are not run, with the reason), each pushed with
-/// its time.
+/// One check on every plan: `run` on each plan that applies to the GRU of
+/// `params` on a batch of `batch` rows (the others are not run, with the
+/// reason `GpuGru::check_plan` gives), each pushed with its time.
 #[allow(clippy::too_many_arguments)]
-fn on_every_path(
-    runnable: &[(GpuPath, &GpuContext)],
-    hidden: usize,
+fn on_every_plan(
+    ctx: &GpuContext,
+    plans: &[Plan],
+    (params, batch): (&GruParams<f32>, usize),
     kind: &'static str,
     config: &str,
     bound: f64,
     push: &mut dyn FnMut(Check),
-    mut run: impl FnMut(&GpuContext, Recurrence) -> (Option<f64>, Outcome),
+    mut run: impl FnMut(Plan) -> (Option<f64>, Outcome),
 ) {
-    for &(path, ctx) in runnable {
+    let model = GpuGru::new(ctx, params);
+    for &plan in plans {
         let start = std::time::Instant::now();
-        let (worst, outcome) = match path_refuses(path, hidden) {
-            Some(why) => (None, Outcome::NotRun(why)),
-            None => run(ctx, path.recurrence),
+        let (worst, outcome) = match &model {
+            Err(e) => (None, Outcome::Failed(e.to_string())),
+            Ok(m) => match m.check_plan(plan, batch) {
+                Err(why) => (None, Outcome::NotRun(why)),
+                Ok(()) => run(plan),
+            },
         };
         push(Check {
             kind,
             config: config.to_string(),
-            path: path.label(),
+            path: plan.name(),
             worst,
             bound,
             outcome,
@@ -544,10 +544,9 @@ fn on_every_path(
     }
 }
 
-fn run_on(options: &SelftestOptions, families: &Families, mut each: impl FnMut(&Check)) -> Report {
-    let first = context_of(families, Products::Storage).expect("storage opened");
+fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Check)) -> Report {
     let mut report = Report {
-        adapter: first.adapter().to_string(),
+        adapter: ctx.adapter().to_string(),
         profile: options.profile,
         level: options.level,
         checks: Vec::new(),
@@ -558,24 +557,19 @@ fn run_on(options: &SelftestOptions, families: &Families, mut each: impl FnMut(&
     };
     let gpu_bound = options.gpu_bound;
 
-    // A family that cannot run: its paths, once each, not run.
-    for path in GpuPath::all() {
-        if let Err(why) = context_of(families, path.products) {
-            push(Check {
-                kind: "path",
-                config: "every configuration".to_string(),
-                path: path.label(),
-                worst: None,
-                bound: gpu_bound,
-                outcome: Outcome::NotRun(why.to_string()),
-                seconds: 0.0,
-            });
-        }
+    // A family that does not run here: its plans, once each, not run.
+    for (plan, why) in plans_not_running(ctx) {
+        push(Check {
+            kind: "path",
+            config: "every configuration".to_string(),
+            path: plan.name(),
+            worst: None,
+            bound: gpu_bound,
+            outcome: Outcome::NotRun(why),
+            seconds: 0.0,
+        });
     }
-    let runnable: Vec<(GpuPath, &GpuContext)> = GpuPath::all()
-        .into_iter()
-        .filter_map(|p| context_of(families, p.products).ok().map(|c| (p, c)))
-        .collect();
+    let plans = ctx.coverage_plans();
 
     // The PyTorch cases.
     for (name, bytes) in &PYTORCH_CASES {
@@ -614,14 +608,15 @@ fn run_on(options: &SelftestOptions, families: &Families, mut each: impl FnMut(&
             outcome,
             seconds: start.elapsed().as_secs_f64(),
         });
-        on_every_path(
-            &runnable,
-            case.config.hidden_size,
+        on_every_plan(
+            ctx,
+            &plans,
+            (&case.params, case.batch),
             "pytorch",
             &config,
             gpu_bound,
             &mut push,
-            |ctx, r| match case.run_gpu_with(ctx, r) {
+            |plan| match case.run_gpu_plan(ctx, Some(plan)) {
                 Ok(r) => {
                     let (w, t) = worst_against(&case, &r);
                     (Some(w), judge(w, &t, gpu_bound))
@@ -632,7 +627,7 @@ fn run_on(options: &SelftestOptions, families: &Families, mut each: impl FnMut(&
     }
 
     // Random configurations against the f64 CPU reference.
-    for s in random_specs(options.level) {
+    for s in random_specs(options.level, plans.len()) {
         let config = s.describe();
         let kind = if s.train_seed.is_some() {
             "dropout"
@@ -659,14 +654,15 @@ fn run_on(options: &SelftestOptions, families: &Families, mut each: impl FnMut(&
                 continue;
             }
         };
-        on_every_path(
-            &runnable,
-            s.config.hidden_size,
+        on_every_plan(
+            ctx,
+            &plans,
+            (&case.params, case.batch),
             kind,
             &config,
             gpu_bound,
             &mut push,
-            |ctx, r| match case.run_gpu_with(ctx, s.train_seed, r) {
+            |plan| match case.run_gpu_plan(ctx, s.train_seed, Some(plan)) {
                 Ok((o, hn, g)) => {
                     let (w, t) = worst_of(&widen(tensors_f32(&o, &hn, &g)), &reference);
                     (Some(w), judge(w, &t, gpu_bound))
@@ -679,27 +675,37 @@ fn run_on(options: &SelftestOptions, families: &Families, mut each: impl FnMut(&
     // Determinism: the same call twice, bit for bit.
     for s in determinism_specs(options.level) {
         let config = format!("{} (the same call twice)", s.describe());
-        let case = RandomCase::new(s.config.clone(), s.seq_len, s.batch, s.h0, s.seed);
-        on_every_path(
-            &runnable,
-            s.config.hidden_size,
+        let case = match RandomCase::new(s.config.clone(), s.seq_len, s.batch, s.h0, s.seed) {
+            Ok(c) => c,
+            Err(e) => {
+                push(Check {
+                    kind: "determinism",
+                    config,
+                    path: "cpu-f64".to_string(),
+                    worst: None,
+                    bound: 0.0,
+                    outcome: Outcome::Failed(e.to_string()),
+                    seconds: 0.0,
+                });
+                continue;
+            }
+        };
+        on_every_plan(
+            ctx,
+            &plans,
+            (&case.params, case.batch),
             "determinism",
             &config,
             0.0,
             &mut push,
-            |ctx, r| {
-                let twice = case.as_ref().map_err(|e| e.to_string()).and_then(|c| {
-                    let a = c
-                        .run_gpu_with(ctx, s.train_seed, r)
-                        .map_err(|e| e.to_string())?;
-                    let b = c
-                        .run_gpu_with(ctx, s.train_seed, r)
-                        .map_err(|e| e.to_string())?;
-                    Ok((tensors_f32(&a.0, &a.1, &a.2), tensors_f32(&b.0, &b.1, &b.2)))
-                });
-                match twice {
+            |plan| {
+                let once = || {
+                    case.run_gpu_plan(ctx, s.train_seed, Some(plan))
+                        .map(|r| tensors_f32(&r.0, &r.1, &r.2))
+                };
+                match once().and_then(|a| Ok((a, once()?))) {
                     Ok((a, b)) => determinism(&a, &b),
-                    Err(e) => (None, Outcome::Failed(e)),
+                    Err(e) => (None, Outcome::Failed(e.to_string())),
                 }
             },
         );
@@ -734,4 +740,35 @@ fn determinism(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> (Option<f6
         )),
     };
     (Some(w), outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_draws_shrink_as_plans_are_added() {
+        assert_eq!(quick_draws(0), 6);
+        assert_eq!(quick_draws(6), 6);
+        assert_eq!(quick_draws(8), 6);
+        assert_eq!(quick_draws(9), 5);
+        assert_eq!(quick_draws(20), 2);
+        assert_eq!(quick_draws(100), 2);
+        let (few, many) = (
+            random_specs(Level::Quick, 6),
+            random_specs(Level::Quick, 20),
+        );
+        assert_eq!(few.len(), many.len() + 4);
+        // The fixed sizes and dropout stay whatever the number of plans.
+        for s in &many {
+            assert!(few.iter().any(|f| f.describe() == s.describe()));
+        }
+        assert!(many.iter().any(|s| s.config.hidden_size == 257));
+        assert!(many.iter().any(|s| s.train_seed.is_some()));
+        // The thorough level keeps all of its draws.
+        assert_eq!(
+            random_specs(Level::Thorough, 6).len(),
+            random_specs(Level::Thorough, 20).len()
+        );
+    }
 }

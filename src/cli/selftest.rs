@@ -114,7 +114,7 @@ pub fn run(args: &SelftestArgs, adapter: Option<&str>) -> ExitCode {
         );
     } else {
         println!(
-            "selftest ({level}) on {}, {} limits; each line: configuration | path | worst relative error | bound | outcome",
+            "selftest ({level}) on {}, {} limits; each line: configuration | plan | worst relative error | bound | outcome",
             suite.adapter(),
             options.profile.name()
         );
