@@ -452,7 +452,8 @@ fn training_settings_that_cannot_train_are_refused() {
 #[test]
 fn a_plot_that_cannot_be_written_exits_2() {
     let bad = "/nonexistent-directory-of-gru-wgpu/plot.svg";
-    // bench, on the CPU alone (no adapter needed).
+    // Refused before any work (not after a whole run): bench, on the CPU
+    // alone (no adapter needed), prints no table.
     let r = refused(
         &[
             "bench", "--device", "cpu", "--batch", "1", "--seq", "2", "--input", "2", "--hidden",
@@ -461,8 +462,8 @@ fn a_plot_that_cannot_be_written_exits_2() {
         &[bad],
     );
     assert!(
-        r.stdout.contains("gru-wgpu"),
-        "the table is printed: {}",
+        !r.stdout.contains("gru-wgpu"),
+        "nothing measured: {}",
         r.stdout
     );
     if common::gpu().is_none() {
@@ -474,7 +475,36 @@ fn a_plot_that_cannot_be_written_exits_2() {
         ],
         &[bad],
     );
-    assert!(r.stdout.contains("held-out mse: "), "{}", r.stdout);
+    assert!(!r.stdout.contains("trained "), "no training: {}", r.stdout);
+    // A writable path is left as it was: no file where there was none.
+    let dir = std::env::temp_dir().join(format!("gru-wgpu-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ok = dir.join("p.svg");
+    let r = run_limited(
+        &[
+            "bench",
+            "--device",
+            "cpu",
+            "--batch",
+            "1",
+            "--seq",
+            "2",
+            "--input",
+            "2",
+            "--hidden",
+            "2",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--plot",
+            ok.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(std::fs::read_to_string(&ok).unwrap().starts_with("<svg"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 // ------------------------------ 6. parameters, optimisers, indexing

@@ -257,6 +257,12 @@ pub fn run(args: &BenchArgs, adapter: Option<&str>) -> ExitCode {
         eprintln!("error: every size must be at least 1");
         return ExitCode::from(2);
     }
+    if let Some(p) = &args.plot {
+        if let Err(e) = super::check_writable(p) {
+            eprintln!("error: {}: {e}", p.display());
+            return ExitCode::from(2);
+        }
+    }
     if args.plan != "auto" && args.plan != "all" {
         if let Err(e) = gru_wgpu::gpu::Plan::from_name(&args.plan) {
             eprintln!("error: --plan: {e}");

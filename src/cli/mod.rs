@@ -26,6 +26,22 @@ pub fn open_gpu_with(
     })
 }
 
+/// Checks, before any work, that a file can be written at `path` (its
+/// folder exists and is writable): a plot that cannot be written is refused
+/// at once, not after a whole run. Leaves no file behind where there was none.
+pub fn check_writable(path: &std::path::Path) -> Result<(), String> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 /// Prints a GPU that could not be opened, with the hint to install a
 /// software Vulkan device only where wgpu sees no adapter at all (not where
 /// adapters exist and none matches the selection). `alt` names what the user

@@ -53,6 +53,10 @@ pub fn run(args: &TrainArgs, adapter: Option<&str>) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    if let Err(e) = super::check_writable(&args.plot) {
+        eprintln!("error: {}: {e}", args.plot.display());
+        return ExitCode::from(2);
+    }
     let ctx = match super::open_gpu(adapter) {
         Ok(c) => c,
         Err(e) => {
