@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use wgpu::util::DeviceExt;
 
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuGru, Recurrence};
+use crate::gpu::{GemmVariant, GpuContext, GpuGru, Recurrence};
 use crate::{GruConfig, GruParams};
 
 /// One benchmark shape.
@@ -476,14 +476,55 @@ pub fn compare_table(ours: &[Record], theirs: &[Record]) -> String {
 }
 
 /// Which GEMM kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum GemmKernel {
-    /// Storage-buffer loads, register tiles (`gemm.wgsl`, `main`).
-    Storage,
-    /// Uniform-buffer windows on the chunked layout (`gemm.wgsl`, `windows`).
+    /// A storage-buffer kernel of `gemm.wgsl`: one [`GemmVariant`].
+    Storage(GemmVariant),
+    /// Uniform-buffer windows on the chunked layout (`windows.wgsl`).
     Windows,
+}
+
+impl GemmKernel {
+    /// Every kernel: the GEMM variants in their order, then the windows.
+    pub fn all() -> Vec<GemmKernel> {
+        let mut v: Vec<GemmKernel> = GemmVariant::ALL
+            .iter()
+            .map(|&g| GemmKernel::Storage(g))
+            .collect();
+        v.push(GemmKernel::Windows);
+        v
+    }
+
+    /// The variant's name, or `windows`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmKernel::Storage(v) => v.name(),
+            GemmKernel::Windows => "windows",
+        }
+    }
+
+    /// The kernels a `bench-gemm --kernel` value names: a variant name,
+    /// `windows`, `storage` (the simple kernel), `both` (simple and windows)
+    /// or `all`.
+    pub fn parse(name: &str) -> Option<Vec<GemmKernel>> {
+        Some(match name {
+            "storage" => vec![GemmKernel::Storage(GemmVariant::Simple)],
+            "windows" => vec![GemmKernel::Windows],
+            "both" => vec![
+                GemmKernel::Storage(GemmVariant::Simple),
+                GemmKernel::Windows,
+            ],
+            "all" => Self::all(),
+            _ => vec![GemmKernel::Storage(GemmVariant::from_name(name)?)],
+        })
+    }
+}
+
+impl serde::Serialize for GemmKernel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
 }
 
 /// One GEMM measurement.
@@ -575,9 +616,9 @@ pub fn bench_gemm(
         for i in 0..=iters {
             let mut rec = ctx.recorder(false);
             match kernel {
-                GemmKernel::Storage => encode_gemm(
+                GemmKernel::Storage(variant) => encode_gemm(
                     &mut rec,
-                    crate::gpu::ops::gemm::GemmVariant::Simple,
+                    variant,
                     &Gemm {
                         m,
                         n,
@@ -652,5 +693,76 @@ pub fn bench_gemm(
             rel_error: crate::real::rel_error(got.iter().map(|&v| v as f64), &reference),
             dispatches,
         })
+    })
+}
+
+/// A product for [`gemm_for_tests`]: `C = op(A) op(B) (+ bias)` for each of
+/// `batch` batches, A, B and C packed per batch (A (M, K), or (K, M) with
+/// `trans_a`; B (K, N), or (N, K) with `trans_b`; C (M, N)), each buffer
+/// starting at float `off`.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct GemmCase<'a> {
+    pub variant: GemmVariant,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub off: usize,
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    /// `n` floats, the same for every batch.
+    pub bias: Option<&'a [f32]>,
+}
+
+/// Runs one product through `encode_gemm` (for the tests of the GEMM
+/// kernels): C, `batch · m · n` floats.
+#[doc(hidden)]
+pub fn gemm_for_tests(ctx: &GpuContext, g: &GemmCase) -> Result<Vec<f32>> {
+    use crate::gpu::ops::gemm::{encode_gemm, Gemm};
+    let (m, n, k, batch, off) = (g.m, g.n, g.k, g.batch.max(1), g.off);
+    assert_eq!(g.a.len(), batch * m * k, "A");
+    assert_eq!(g.b.len(), batch * k * n, "B");
+    let padded = |v: &[f32]| {
+        let mut p = vec![f32::NAN; off];
+        p.extend_from_slice(v);
+        p
+    };
+    ctx.scoped(|| {
+        let ab = ctx.upload("A", &padded(g.a))?;
+        let bb = ctx.upload("B", &padded(g.b))?;
+        let biasb = g.bias.map(|v| ctx.upload("bias", &padded(v))).transpose()?;
+        let c = ctx.storage("C", off + batch * m * n)?;
+        let mut rec = ctx.recorder(false);
+        encode_gemm(
+            &mut rec,
+            g.variant,
+            &Gemm {
+                m,
+                n,
+                k,
+                trans_a: g.trans_a,
+                trans_b: g.trans_b,
+                lda: if g.trans_a { m } else { k },
+                ldb: if g.trans_b { k } else { n },
+                ldc: n,
+                a_off: off,
+                b_off: off,
+                c_off: off,
+                bias_off: off,
+                batch,
+                a_batch: m * k,
+                b_batch: k * n,
+                c_batch: m * n,
+            },
+            ab.buffer(),
+            bb.buffer(),
+            biasb.as_ref().map(|b| b.buffer()),
+            c.buffer(),
+        )?;
+        rec.submit()?;
+        ctx.read_back(c.buffer(), off, batch * m * n)
     })
 }

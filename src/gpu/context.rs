@@ -197,8 +197,11 @@ impl GpuContext {
                 options.profile.name()
             )));
         }
-        let wanted =
-            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        // Timestamps to time work on the device; subgroup operations for the
+        // GEMM variants that use them (each variant's `check` says).
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gru-wgpu"),
@@ -298,6 +301,12 @@ impl GpuContext {
         self.inner.dev.features.contains(
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
         )
+    }
+
+    /// The features the device was opened with (timestamp queries and
+    /// subgroup operations where the adapter has them).
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.dev.features
     }
 
     /// The wgpu device, for callers that keep their own data on it.
