@@ -350,7 +350,7 @@ pub struct GemmArgs {
     #[arg(long, value_delimiter = ',', default_value = "512")]
     pub k: Vec<usize>,
     /// Which kernels (comma-separated for several): a GEMM variant (simple,
-    /// tile64-k8, tile64-k16, tile128-k8, tile128-k16), `windows` (uniform
+    /// tile64-k8, tile64-k16, tile128-k8, tile128-k16, subgroup128-k16), `windows` (uniform
     /// windows), `storage` (= simple), `both` (simple and windows) or `all`
     /// (every variant and windows).
     #[arg(long, value_delimiter = ',', default_value = "both", value_parser = parse_gemm_kernel)]

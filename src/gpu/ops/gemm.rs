@@ -9,6 +9,9 @@ use crate::gpu::pipeline::{grid3, u32_of, Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/gemm.wgsl");
+/// The subgroup kernel, in a file of its own: a module that uses subgroup
+/// operations does not validate on a device without them.
+pub(crate) const SUBGROUP_SOURCE: &str = include_str!("../../../shaders/gemm_subgroup.wgsl");
 
 params_struct! {
     /// `Params` of `gemm.wgsl`.
@@ -103,6 +106,24 @@ const TILE64_K16: [KernelSpec; 3] = tiled!(64.0, 16.0);
 const TILE128_K8: [KernelSpec; 3] = tiled!(128.0, 8.0);
 const TILE128_K16: [KernelSpec; 3] = tiled!(128.0, 16.0);
 
+/// `gemm_subgroup.wgsl`'s `shared_a` (BM = BN = 128, BK = 16): NN, NT, TN.
+const fn sub_spec(constants: &'static [(&'static str, f64)]) -> KernelSpec {
+    KernelSpec {
+        file: "gemm_subgroup.wgsl",
+        source: SUBGROUP_SOURCE,
+        entry: "shared_a",
+        params_size: std::mem::size_of::<GemmParams>(),
+        bindings: BINDINGS,
+        constants,
+    }
+}
+
+const SUBGROUP128_K16: [KernelSpec; 3] = [
+    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0)]),
+    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0)]),
+    sub_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0)]),
+];
+
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
 pub(crate) const SPECS: &[KernelSpec] = &[
@@ -121,6 +142,9 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     TILE128_K16[0],
     TILE128_K16[1],
     TILE128_K16[2],
+    SUBGROUP128_K16[0],
+    SUBGROUP128_K16[1],
+    SUBGROUP128_K16[2],
 ];
 
 /// A kernel of `gemm.wgsl`: each computes every product of the family
@@ -149,6 +173,12 @@ pub enum GemmVariant {
     /// (WebGPU's default limit exactly).
     #[serde(rename = "tile128-k16")]
     Tile128K16,
+    /// `gemm_subgroup.wgsl`, 128 x 128 blocks, K steps of 16, 8 x 8 per
+    /// thread: B staged in workgroup memory (8 KiB), A's fragments shared
+    /// between the lanes of a subgroup by shuffles. Needs
+    /// `wgpu::Features::SUBGROUP`.
+    #[serde(rename = "subgroup128-k16")]
+    Subgroup128K16,
 }
 
 impl GemmVariant {
@@ -159,6 +189,7 @@ impl GemmVariant {
         GemmVariant::Tile64K16,
         GemmVariant::Tile128K8,
         GemmVariant::Tile128K16,
+        GemmVariant::Subgroup128K16,
     ];
 
     /// The variant's stable name (no spaces, no `/`).
@@ -169,6 +200,7 @@ impl GemmVariant {
             GemmVariant::Tile64K16 => "tile64-k16",
             GemmVariant::Tile128K8 => "tile128-k8",
             GemmVariant::Tile128K16 => "tile128-k16",
+            GemmVariant::Subgroup128K16 => "subgroup128-k16",
         }
     }
 
@@ -184,16 +216,23 @@ impl GemmVariant {
             GemmVariant::Tile64K8 => Some((64, 64, 8)),
             GemmVariant::Tile64K16 => Some((64, 64, 16)),
             GemmVariant::Tile128K8 => Some((128, 128, 8)),
-            GemmVariant::Tile128K16 => Some((128, 128, 16)),
+            GemmVariant::Tile128K16 | GemmVariant::Subgroup128K16 => Some((128, 128, 16)),
         }
     }
 
     /// Bytes of workgroup memory a workgroup uses.
     pub fn workgroup_bytes(self) -> u32 {
-        match self.tile() {
-            None => 0,
-            Some((bm, bn, bk)) => (4 * bk * (bm + bn)) as u32,
+        match (self, self.tile()) {
+            (_, None) => 0,
+            // Bs and a counter.
+            (GemmVariant::Subgroup128K16, Some((_, bn, bk))) => (4 * bk * bn + 4) as u32,
+            (_, Some((bm, bn, bk))) => (4 * bk * (bm + bn)) as u32,
         }
+    }
+
+    /// Whether the variant needs subgroup operations.
+    fn subgroups(self) -> bool {
+        self == GemmVariant::Subgroup128K16
     }
 
     /// Whether the variant runs on a device with these limits and features,
@@ -203,10 +242,17 @@ impl GemmVariant {
         limits: &wgpu::Limits,
         features: wgpu::Features,
     ) -> std::result::Result<(), String> {
-        let _ = features;
         let Some(_) = self.tile() else {
             return Ok(());
         };
+        if self.subgroups() && !features.contains(wgpu::Features::SUBGROUP) {
+            return Err(format!(
+                "GEMM variant `{}`: the device lacks subgroup operations (wgpu::Features::SUBGROUP)",
+                self.name()
+            ));
+        }
+        // `tiled`: 16 x 16 threads; `shared_a`: 256 x 1.
+        let (x, y) = if self.subgroups() { (256, 1) } else { (16, 16) };
         let need = [
             (
                 "max_compute_invocations_per_workgroup",
@@ -216,12 +262,12 @@ impl GemmVariant {
             (
                 "max_compute_workgroup_size_x",
                 limits.max_compute_workgroup_size_x,
-                16,
+                x,
             ),
             (
                 "max_compute_workgroup_size_y",
                 limits.max_compute_workgroup_size_y,
-                16,
+                y,
             ),
             (
                 "max_compute_workgroup_storage_size",
@@ -267,6 +313,7 @@ impl GemmVariant {
             GemmVariant::Tile64K16 => &TILE64_K16,
             GemmVariant::Tile128K8 => &TILE128_K8,
             GemmVariant::Tile128K16 => &TILE128_K16,
+            GemmVariant::Subgroup128K16 => &SUBGROUP128_K16,
         };
         let (bm, bn, _) = self.tile().expect("a tiled variant");
         (&specs[i], bm, bn)
