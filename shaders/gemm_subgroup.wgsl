@@ -18,19 +18,22 @@
 // (i*16 + t/16)*4 + r and columns (j*16 + t%16)*4 + c of the block (i < BM/64,
 // j < BN/64, r, c < 4): a TM x TN register tile. B's tile is staged in
 // workgroup memory, k-major (Bs[k][n], vec4s along n), as in `tiled`. A's tile
-// is not: the G = min(subgroup size, 16) threads of a subgroup that share a
-// row group t/16 load the row group's TM x BK fragment straight from A into
-// registers, G-th each (vec4s over r, fragment v = i*BK + k held by lane
-// v % G of the group, slot v / G), and per k each thread takes its vec4s of A
-// by subgroupShuffle from the lane that holds them. Half the workgroup
-// memory of `tiled`, no staging stores for A.
+// is not: each group of G consecutive lanes of a subgroup, which share a row
+// group t/16, loads the row group's TM x BK fragment straight from A into
+// registers, G-th each (vec4s over r: fragment v = i*BK + k is held by lane
+// v % G of the group, in slot v / G), and per k each thread takes its vec4s
+// of A by subgroupShuffle from the lane that holds them. G (an override
+// constant) is min(8, the adapter's smallest subgroup size), so that slots
+// and source lanes are constants once the k loop is unrolled; a row group of
+// 16 threads is then 2 groups (4 with G = 4), each loading the fragment (a
+// cache hit after the first). Half the workgroup memory of `tiled`, no staging stores or
+// reads of A in workgroup memory.
 //
 // Thread numbers t come from a workgroup counter (each subgroup takes
 // subgroup_size consecutive numbers, lane l the l-th), so the mapping holds
-// whatever the order of subgroups in the workgroup; the subgroup size is any
-// power of two (8 on llvmpipe, 32 on NVIDIA and Apple, 32 or 64 on AMD).
-// With a subgroup of fewer than 16 lanes, each of the 16/G subgroups of a row
-// group loads the fragment itself.
+// whatever the order of subgroups in the workgroup; any subgroup size from 4
+// to 128 (8 on llvmpipe, 32 on NVIDIA and Apple, 32 or 64 on AMD) works, as
+// long as it is the same for the whole dispatch.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -39,6 +42,8 @@ override BN: u32 = 128u;
 override BK: u32 = 16u;
 override TM4: u32 = BM / 64u;
 override TN4: u32 = BN / 64u;
+// Lanes that share one A fragment: 8, or 4 where subgroups may have 4 lanes.
+override G: u32 = 8u;
 
 struct Params {
     m: u32, n: u32, k: u32, k_chunk: u32,
@@ -113,12 +118,11 @@ fn shared_a(
     let t = subgroupBroadcast(first, 0u) + lane;
     let tx = t % 16u;
     let ty = t / 16u;
-    // The lanes sharing row group ty: G of them from lane g0.
-    let g = min(sg_size, 16u);
-    let q = lane % g;
+    // The group of lanes sharing ty: G of them from lane g0.
+    let q = lane % G;
     let g0 = lane - q;
     let frag = TM4 * BK;
-    let slots = (frag + g - 1u) / g;
+    let slots = (frag + G - 1u) / G;
 
     var acc: array<vec4<f32>, 16>;
     var held: array<vec4<f32>, 8>;
@@ -127,7 +131,7 @@ fn shared_a(
         // This lane's share of the row group's A fragment: vec4 v = i*BK + kk
         // (rows (i*16 + ty)*4 + r, column kt + kk) for v = s*G + q.
         for (var s = 0u; s < slots; s = s + 1u) {
-            let v = s * g + q;
+            let v = s * G + q;
             let i = v / BK;
             let k = kt + v % BK;
             let m = bm0 + (i * 16u + ty) * 4u;
@@ -159,7 +163,7 @@ fn shared_a(
             for (var i = 0u; i < TM4; i = i + 1u) {
                 // The same v in every lane: one slot, read from lane g0 + v % G.
                 let v = i * BK + kk;
-                av[i] = subgroupShuffle(held[v / g], g0 + v % g);
+                av[i] = subgroupShuffle(held[v / G], g0 + v % G);
             }
             for (var j = 0u; j < TN4; j = j + 1u) {
                 bv[j] = Bs[kk * bn4 + j * 16u + tx];

@@ -146,6 +146,18 @@ fn check_against_f64(label: &str, g: &GemmCase, got: &[f32]) -> f64 {
 }
 
 fn check_all(ctx: &GpuContext, profile: &str) {
+    let info = ctx.device().adapter_info();
+    eprintln!(
+        "{profile}: {} (subgroups of {} to {} lanes{})",
+        ctx.adapter(),
+        info.subgroup_min_size,
+        info.subgroup_max_size,
+        if ctx.features().contains(wgpu::Features::SUBGROUP) {
+            ""
+        } else {
+            "; no SUBGROUP feature"
+        }
+    );
     let mut runs = 0;
     for v in runnable(ctx, profile) {
         let mut worst = 0.0f64;
@@ -183,6 +195,10 @@ fn check_all(ctx: &GpuContext, profile: &str) {
         );
     }
     assert!(runs > 0, "{profile}: no variant ran");
+    eprintln!(
+        "{profile}: pipelines built: {}",
+        ctx.pipelines_built().join(" ")
+    );
 }
 
 #[test]

@@ -118,10 +118,17 @@ const fn sub_spec(constants: &'static [(&'static str, f64)]) -> KernelSpec {
     }
 }
 
+/// With groups of G = 8 lanes (subgroups of at least 8 lanes).
 const SUBGROUP128_K16: [KernelSpec; 3] = [
-    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0)]),
-    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0)]),
-    sub_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0)]),
+    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0), ("G", 8.0)]),
+    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0), ("G", 8.0)]),
+    sub_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0), ("G", 8.0)]),
+];
+/// With groups of G = 4 lanes, on adapters whose subgroups may have 4.
+const SUBGROUP128_K16_G4: [KernelSpec; 3] = [
+    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0), ("G", 4.0)]),
+    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0), ("G", 4.0)]),
+    sub_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0), ("G", 4.0)]),
 ];
 
 /// Every kernel of this module, as it is dispatched (see
@@ -145,6 +152,9 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     SUBGROUP128_K16[0],
     SUBGROUP128_K16[1],
     SUBGROUP128_K16[2],
+    SUBGROUP128_K16_G4[0],
+    SUBGROUP128_K16_G4[1],
+    SUBGROUP128_K16_G4[2],
 ];
 
 /// A kernel of `gemm.wgsl`: each computes every product of the family
@@ -291,9 +301,15 @@ impl GemmVariant {
         }
     }
 
-    /// The kernel for these transposes, and the rows and columns of C a
-    /// workgroup computes.
-    fn kernel(self, trans_a: bool, trans_b: bool) -> (&'static KernelSpec, usize, usize) {
+    /// The kernel for these transposes (and subgroups of at least
+    /// `subgroup_min` lanes), and the rows and columns of C a workgroup
+    /// computes.
+    fn kernel(
+        self,
+        trans_a: bool,
+        trans_b: bool,
+        subgroup_min: u32,
+    ) -> (&'static KernelSpec, usize, usize) {
         let i = match (trans_a, trans_b) {
             (false, false) => 0,
             (false, true) => 1,
@@ -313,7 +329,8 @@ impl GemmVariant {
             GemmVariant::Tile64K16 => &TILE64_K16,
             GemmVariant::Tile128K8 => &TILE128_K8,
             GemmVariant::Tile128K16 => &TILE128_K16,
-            GemmVariant::Subgroup128K16 => &SUBGROUP128_K16,
+            GemmVariant::Subgroup128K16 if subgroup_min >= 8 => &SUBGROUP128_K16,
+            GemmVariant::Subgroup128K16 => &SUBGROUP128_K16_G4,
         };
         let (bm, bn, _) = self.tile().expect("a tiled variant");
         (&specs[i], bm, bn)
@@ -364,7 +381,13 @@ pub(crate) fn encode_gemm(
     variant
         .check(&dev.limits, dev.features)
         .map_err(crate::error::GruError::Gpu)?;
-    let (spec, rows, cols) = variant.kernel(g.trans_a, g.trans_b);
+    let subgroup_min = if variant.subgroups() {
+        // The smallest subgroup the adapter may run.
+        dev.device.adapter_info().subgroup_min_size
+    } else {
+        0
+    };
+    let (spec, rows, cols) = variant.kernel(g.trans_a, g.trans_b, subgroup_min);
     let batch = g.batch.max(1);
     let mn = g.m * g.n * batch;
     let mut n_split = 1;
