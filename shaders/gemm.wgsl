@@ -34,7 +34,9 @@
 // (BM, BN = 64 or 128: override constants), stepping through K by BK (8 or
 // 16). Per step it stages the BK x BM tile of A and the BK x BN tile of B
 // in workgroup memory, both k-major (As[k][m], Bs[k][n], as vec4s along m
-// and n), so that the inner loop reads whole vec4s: per k, a thread reads
+// and n), so that the inner loop reads whole vec4s; the next step's tiles
+// are loaded into registers while the current one is multiplied (one
+// buffer in workgroup memory, two barriers per step): per k, a thread reads
 // TM/4 vec4s of As and TN/4 of Bs and does TM x TN fmas. Thread (tx, ty)
 // owns rows   (i*16 + ty)*4 + r   (i < TM/4 = BM/64, r < 4) and columns
 // (j*16 + tx)*4 + c   (j < TN/4 = BN/64, c < 4) of the block, so 16
@@ -175,6 +177,50 @@ fn b_el(base: u32, k: u32, n: u32, k1: u32) -> f32 {
     return select(0.0, v, n < P.n && k < k1);
 }
 
+// Staging index e of the A tile -> (kk, m4): As[kk][m4] holds A(bm0 + 4*m4 + r,
+// kt + kk), r < 4. Where k is contiguous in memory, neighbouring threads take
+// neighbouring k; where m is, neighbouring m4.
+fn a_pos(e: u32) -> vec2<u32> {
+    if (TRANS_A) {
+        return vec2<u32>(e / (BM / 4u), e % (BM / 4u));
+    }
+    return vec2<u32>(e % BK, e / BK);
+}
+
+// Staging index e of the B tile -> (kk, n4): Bs[kk][n4] holds B(kt + kk,
+// bn0 + 4*n4 + c), c < 4.
+fn b_pos(e: u32) -> vec2<u32> {
+    if (TRANS_B) {
+        return vec2<u32>(e % BK, e / BK);
+    }
+    return vec2<u32>(e / (BN / 4u), e % (BN / 4u));
+}
+
+// This thread's share of the A and B tiles of the K step at kt (staging
+// indices li and li + 256; at most 2 * 256 vec4s per tile).
+fn load_tiles(pa: ptr<function, array<vec4<f32>, 2>>, pb: ptr<function, array<vec4<f32>, 2>>,
+              li: u32, abase: u32, bbase: u32, bm0: u32, bn0: u32, kt: u32, k1: u32) {
+    for (var u = 0u; u < 2u; u = u + 1u) {
+        let e = li + 256u * u;
+        if (e < BK * (BM / 4u)) {
+            let p = a_pos(e);
+            let m = bm0 + 4u * p.y;
+            let k = kt + p.x;
+            (*pa)[u] = vec4<f32>(
+                a_el(abase, m, k, k1), a_el(abase, m + 1u, k, k1),
+                a_el(abase, m + 2u, k, k1), a_el(abase, m + 3u, k, k1));
+        }
+        if (e < BK * (BN / 4u)) {
+            let p = b_pos(e);
+            let n = bn0 + 4u * p.y;
+            let k = kt + p.x;
+            (*pb)[u] = vec4<f32>(
+                b_el(bbase, k, n, k1), b_el(bbase, k, n + 1u, k1),
+                b_el(bbase, k, n + 2u, k1), b_el(bbase, k, n + 3u, k1));
+        }
+    }
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn tiled(
     @builtin(workgroup_id) wid_in: vec3<u32>,
@@ -196,37 +242,30 @@ fn tiled(
     // acc[(i*4 + r)*TN4 + j]: row (i*16 + ty)*4 + r, columns (j*16 + tx)*4 .. +4.
     var acc: array<vec4<f32>, 16>;
 
+    // The next step's tiles, loaded into registers while the current one is
+    // multiplied: pa[u], pb[u] for staging index e = li + 256*u.
+    var pa: array<vec4<f32>, 2>;
+    var pb: array<vec4<f32>, 2>;
+    if (k0 < k1) {
+        load_tiles(&pa, &pb, li, abase, bbase, bm0, bn0, k0, k1);
+    }
+
     for (var kt = k0; kt < k1; kt = kt + BK) {
-        // As[kk][m4] = A(bm0 + 4*m4 + r, kt + kk), r < 4.
-        for (var e = li; e < BK * bm4; e = e + 256u) {
-            var m4 = e % bm4;
-            var kk = e / bm4;
-            if (!TRANS_A) {
-                // k contiguous in memory: neighbouring threads take neighbouring k.
-                kk = e % BK;
-                m4 = e / BK;
+        for (var u = 0u; u < 2u; u = u + 1u) {
+            let e = li + 256u * u;
+            if (e < BK * bm4) {
+                let p = a_pos(e);
+                As[p.x * bm4 + p.y] = pa[u];
             }
-            let m = bm0 + 4u * m4;
-            let k = kt + kk;
-            As[kk * bm4 + m4] = vec4<f32>(
-                a_el(abase, m, k, k1), a_el(abase, m + 1u, k, k1),
-                a_el(abase, m + 2u, k, k1), a_el(abase, m + 3u, k, k1));
-        }
-        // Bs[kk][n4] = B(kt + kk, bn0 + 4*n4 + c), c < 4.
-        for (var e = li; e < BK * bn4; e = e + 256u) {
-            var n4 = e % bn4;
-            var kk = e / bn4;
-            if (TRANS_B) {
-                kk = e % BK;
-                n4 = e / BK;
+            if (e < BK * bn4) {
+                let p = b_pos(e);
+                Bs[p.x * bn4 + p.y] = pb[u];
             }
-            let n = bn0 + 4u * n4;
-            let k = kt + kk;
-            Bs[kk * bn4 + n4] = vec4<f32>(
-                b_el(bbase, k, n, k1), b_el(bbase, k, n + 1u, k1),
-                b_el(bbase, k, n + 2u, k1), b_el(bbase, k, n + 3u, k1));
         }
         workgroupBarrier();
+        if (kt + BK < k1) {
+            load_tiles(&pa, &pb, li, abase, bbase, bm0, bn0, kt + BK, k1);
+        }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             var av: array<vec4<f32>, 2>;
             var bv: array<vec4<f32>, 2>;

@@ -400,7 +400,7 @@ pub fn run_gemm(args: &GemmArgs, adapter: Option<&str>) -> ExitCode {
     if !args.json {
         println!("adapter: {}", ctx.adapter());
         println!(
-            "{:<12} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>6}",
+            "{:<16} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>6}",
             "kernel", "M", "N", "K", "median ms", "GFLOP/s", "rel error", "disp"
         );
     }
@@ -414,7 +414,7 @@ pub fn run_gemm(args: &GemmArgs, adapter: Option<&str>) -> ExitCode {
                             println!("{}", serde_json::to_string(&r).expect("serializes"))
                         }
                         Ok(r) => println!(
-                            "{:<12} {:>6} {:>6} {:>6} {:>10.2} {:>9.2} {:>10.2e} {:>6}",
+                            "{:<16} {:>6} {:>6} {:>6} {:>10.2} {:>9.2} {:>10.2e} {:>6}",
                             r.kernel.name(),
                             m,
                             n,
