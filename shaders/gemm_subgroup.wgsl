@@ -26,8 +26,10 @@
 // constant) is min(8, the adapter's smallest subgroup size), so that slots
 // and source lanes are constants once the k loop is unrolled; a row group of
 // 16 threads is then 2 groups (4 with G = 4), each loading the fragment (a
-// cache hit after the first). Half the workgroup memory of `tiled`, no staging stores or
-// reads of A in workgroup memory.
+// cache hit after the first). Half the workgroup memory of `tiled`, no
+// staging stores or reads of A in workgroup memory. As in `tiled`, the next
+// K step's operands are loaded into registers while the current one is
+// multiplied.
 //
 // Thread numbers t come from a workgroup counter (each subgroup takes
 // subgroup_size consecutive numbers, lane l the l-th), so the mapping holds
@@ -88,6 +90,48 @@ fn b_el(base: u32, k: u32, n: u32, k1: u32) -> f32 {
     return select(0.0, v, n < P.n && k < k1);
 }
 
+// Staging index e of the B tile -> (kk, n4): Bs[kk][n4] holds B(kt + kk,
+// bn0 + 4*n4 + c), c < 4; neighbouring threads walk B's contiguous dimension.
+fn b_pos(e: u32) -> vec2<u32> {
+    if (TRANS_B) {
+        return vec2<u32>(e % BK, e / BK);
+    }
+    return vec2<u32>(e / (BN / 4u), e % (BN / 4u));
+}
+
+// The operands of the K step at kt: this lane's share of its row group's A
+// fragment (vec4 v = i*BK + kk, rows (i*16 + ty)*4 + r, column kt + kk, for
+// v = s*G + q in slot s), and its share of B's tile (staging indices li and
+// li + 256).
+fn load_step(held: ptr<function, array<vec4<f32>, 8>>, pb: ptr<function, array<vec4<f32>, 2>>,
+             li: u32, q: u32, ty: u32, abase: u32, bbase: u32, bm0: u32, bn0: u32,
+             kt: u32, k1: u32) {
+    let frag = TM4 * BK;
+    for (var s = 0u; s < (frag + G - 1u) / G; s = s + 1u) {
+        let v = s * G + q;
+        let i = v / BK;
+        let k = kt + v % BK;
+        let m = bm0 + (i * 16u + ty) * 4u;
+        var f = vec4<f32>(0.0);
+        if (v < frag) {
+            f = vec4<f32>(a_el(abase, m, k, k1), a_el(abase, m + 1u, k, k1),
+                          a_el(abase, m + 2u, k, k1), a_el(abase, m + 3u, k, k1));
+        }
+        (*held)[s] = f;
+    }
+    for (var u = 0u; u < 2u; u = u + 1u) {
+        let e = li + 256u * u;
+        if (e < BK * (BN / 4u)) {
+            let p = b_pos(e);
+            let n = bn0 + 4u * p.y;
+            let k = kt + p.x;
+            (*pb)[u] = vec4<f32>(
+                b_el(bbase, k, n, k1), b_el(bbase, k, n + 1u, k1),
+                b_el(bbase, k, n + 2u, k1), b_el(bbase, k, n + 3u, k1));
+        }
+    }
+}
+
 @compute @workgroup_size(256, 1, 1)
 fn shared_a(
     @builtin(workgroup_id) wid_in: vec3<u32>,
@@ -121,42 +165,29 @@ fn shared_a(
     // The group of lanes sharing ty: G of them from lane g0.
     let q = lane % G;
     let g0 = lane - q;
-    let frag = TM4 * BK;
-    let slots = (frag + G - 1u) / G;
 
     var acc: array<vec4<f32>, 16>;
-    var held: array<vec4<f32>, 8>;
+    // The next K step's operands, loaded while the current one is
+    // multiplied: A's fragment share (next) and B's staging share (pb).
+    var next: array<vec4<f32>, 8>;
+    var pb: array<vec4<f32>, 2>;
+    if (k0 < k1) {
+        load_step(&next, &pb, li, q, ty, abase, bbase, bm0, bn0, k0, k1);
+    }
 
     for (var kt = k0; kt < k1; kt = kt + BK) {
-        // This lane's share of the row group's A fragment: vec4 v = i*BK + kk
-        // (rows (i*16 + ty)*4 + r, column kt + kk) for v = s*G + q.
-        for (var s = 0u; s < slots; s = s + 1u) {
-            let v = s * G + q;
-            let i = v / BK;
-            let k = kt + v % BK;
-            let m = bm0 + (i * 16u + ty) * 4u;
-            var f = vec4<f32>(0.0);
-            if (v < frag) {
-                f = vec4<f32>(a_el(abase, m, k, k1), a_el(abase, m + 1u, k, k1),
-                              a_el(abase, m + 2u, k, k1), a_el(abase, m + 3u, k, k1));
+        var held = next;
+        for (var u = 0u; u < 2u; u = u + 1u) {
+            let e = li + 256u * u;
+            if (e < BK * bn4) {
+                let p = b_pos(e);
+                Bs[p.x * bn4 + p.y] = pb[u];
             }
-            held[s] = f;
-        }
-        // Bs[kk][n4] = B(kt + kk, bn0 + 4*n4 + c), c < 4.
-        for (var e = li; e < BK * bn4; e = e + 256u) {
-            var n4 = e % bn4;
-            var kk = e / bn4;
-            if (TRANS_B) {
-                kk = e % BK;
-                n4 = e / BK;
-            }
-            let n = bn0 + 4u * n4;
-            let k = kt + kk;
-            Bs[kk * bn4 + n4] = vec4<f32>(
-                b_el(bbase, k, n, k1), b_el(bbase, k, n + 1u, k1),
-                b_el(bbase, k, n + 2u, k1), b_el(bbase, k, n + 3u, k1));
         }
         workgroupBarrier();
+        if (kt + BK < k1) {
+            load_step(&next, &pb, li, q, ty, abase, bbase, bm0, bn0, kt + BK, k1);
+        }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             var av: array<vec4<f32>, 2>;
             var bv: array<vec4<f32>, 2>;
