@@ -286,6 +286,46 @@ fn a_variant_that_does_not_fit_is_refused_with_its_reason() {
 }
 
 #[test]
+fn grids_larger_than_the_device_allows_run_in_pieces() {
+    let Some(base) = common::gpu() else { return };
+    // At most 2 workgroups per dimension: every product below is cut into
+    // pieces in x, y and z (batches and splits).
+    let limits = wgpu::Limits {
+        max_compute_workgroups_per_dimension: 2,
+        ..wgpu::Limits::default()
+    };
+    let ctx = GpuContext::with_options(ContextOptions {
+        limits: Some(limits),
+        poison_buffers: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{}: {e}", base.adapter()));
+    for &(m, n, k, batch) in &[(300, 290, 40, 3), (140, 150, 700, 2)] {
+        let d = data(m, n, k, batch, 5);
+        for v in runnable(&ctx, "2 workgroups per dimension") {
+            for (trans_a, trans_b, layout) in LAYOUTS {
+                let g = GemmCase {
+                    variant: v,
+                    trans_a,
+                    trans_b,
+                    m,
+                    n,
+                    k,
+                    batch,
+                    off: 1,
+                    a: &d.a,
+                    b: &d.b,
+                    bias: None,
+                };
+                let label = format!("pieces, {} {layout} {m}x{n}x{k} batch {batch}", v.name());
+                let got = gemm_for_tests(&ctx, &g).unwrap_or_else(|e| panic!("{label}: {e}"));
+                check_against_f64(&label, &g, &got);
+            }
+        }
+    }
+}
+
+#[test]
 fn every_variant_fits_webgpu_default_limits() {
     let limits = wgpu::Limits::default();
     for &v in GemmVariant::ALL {
