@@ -223,9 +223,10 @@ impl GpuContext {
     /// storage buffers and 9 bindings per bind group, 12 KiB of workgroup
     /// memory, dynamic uniform buffers) and says which is missing; no
     /// feature is needed (timestamp queries are used where the device has
-    /// them). `options.adapter` and `options.limits` do not apply. The
-    /// device keeps its own uncaptured-error handler and device-lost
-    /// callback: every call of the crate runs inside error scopes of its own.
+    /// them, and the subgroup GEMM variant where it has subgroups).
+    /// `options.adapter` and `options.limits` do not apply. The device keeps
+    /// its own uncaptured-error handler and device-lost callback: every call
+    /// of the crate runs inside error scopes of its own.
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
