@@ -18,14 +18,40 @@
 //   dW_ih = dG_iᵀ · X                (D·3H, I)    TRANS_A, split-K (backward)
 //   dW_hh = dG_hᵀ · H_prev           (3H, H)      TRANS_A, split-K, batched over directions
 // Split-K partials are summed in a fixed order by reduce.wgsl: no atomics, so
-// the result is bitwise reproducible.
+// the result is bitwise reproducible. Every entry point sums each output's
+// products in increasing k, one fma at a time from 0, then adds the bias.
 //
-// One thread computes a TM x TN = 4 x 8 block of C, kept in registers (eight
-// vec4 accumulators), with one fma per element per k: the register tile
-// reuses every loaded value 4 or 8 times and needs no workgroup memory. A
-// workgroup of 8 x 8 threads covers a 32 x 64 tile of C. Rows and columns
-// past the edge of C are clamped for the loads (so every load is in bounds)
-// and masked for the stores.
+// Two entry points:
+//
+// `main` (the simple kernel): one thread computes a TM x TN = 4 x 8 block of
+// C, kept in registers (eight vec4 accumulators), with one fma per element
+// per k: the register tile reuses every loaded value 4 or 8 times and needs
+// no workgroup memory. A workgroup of 8 x 8 threads covers a 32 x 64 tile of
+// C. Rows and columns past the edge of C are clamped for the loads (so every
+// load is in bounds) and masked for the stores.
+//
+// `tiled`: a workgroup of 16 x 16 threads computes a BM x BN block of C
+// (BM, BN = 64 or 128: override constants), stepping through K by BK (8 or
+// 16). Per step it stages the BK x BM tile of A and the BK x BN tile of B
+// in workgroup memory, both k-major (As[k][m], Bs[k][n], as vec4s along m
+// and n), so that the inner loop reads whole vec4s; the next step's tiles
+// are loaded into registers while the current one is multiplied (one
+// buffer in workgroup memory, two barriers per step): per k, a thread reads
+// TM/4 vec4s of As and TN/4 of Bs and does TM x TN fmas. Thread (tx, ty)
+// owns rows   (i*16 + ty)*4 + r   (i < TM/4 = BM/64, r < 4) and columns
+// (j*16 + tx)*4 + c   (j < TN/4 = BN/64, c < 4) of the block, so 16
+// neighbouring threads read 16 consecutive vec4s of Bs (no bank conflict)
+// and a row of threads reads the same vec4 of As (a broadcast):
+//
+//   64 x 64:   TM x TN = 4 x 4,   As + Bs = BK*(64+64)*4 bytes   (4 or 8 KiB)
+//   128 x 128: TM x TN = 8 x 8,   As + Bs = BK*(128+128)*4 bytes (8 or 16 KiB)
+//
+// all within WebGPU's default 16 KiB and 256 invocations. The staging loads
+// walk the operand's contiguous dimension with neighbouring threads (4
+// consecutive floats a thread where that is m or n; BK consecutive k's across
+// threads where it is k), and load 0 past the edges of A and B (rows, columns,
+// and the k range of the split), so padded products add exactly 0; stores
+// past the edges of C are masked.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -122,6 +148,182 @@ fn store_row(cbase: u32, m: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     for (var i = 0u; i < 8u; i = i + 1u) {
         if (n0 + i < P.n) {
             c[row + n0 + i] = v[i];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `tiled` (see the top of the file).
+
+override BM: u32 = 64u;
+override BN: u32 = 64u;
+override BK: u32 = 8u;
+// vec4s of rows and of columns per thread: TM/4 and TN/4.
+override TM4: u32 = BM / 64u;
+override TN4: u32 = BN / 64u;
+
+var<workgroup> As: array<vec4<f32>, BK * BM / 4u>;
+var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>;
+
+// A(m, k), 0 outside rows [0, M) and the step's k range [.., k1).
+fn a_el(base: u32, m: u32, k: u32, k1: u32) -> f32 {
+    let v = a_at(base, min(m, P.m - 1u), min(k, P.k - 1u));
+    return select(0.0, v, m < P.m && k < k1);
+}
+
+// B(k, n), 0 outside columns [0, N) and the step's k range [.., k1).
+fn b_el(base: u32, k: u32, n: u32, k1: u32) -> f32 {
+    let v = b_at(base, min(k, P.k - 1u), min(n, P.n - 1u));
+    return select(0.0, v, n < P.n && k < k1);
+}
+
+// Staging index e of the A tile -> (kk, m4): As[kk][m4] holds A(bm0 + 4*m4 + r,
+// kt + kk), r < 4. Where k is contiguous in memory, neighbouring threads take
+// neighbouring k; where m is, neighbouring m4.
+fn a_pos(e: u32) -> vec2<u32> {
+    if (TRANS_A) {
+        return vec2<u32>(e / (BM / 4u), e % (BM / 4u));
+    }
+    return vec2<u32>(e % BK, e / BK);
+}
+
+// Staging index e of the B tile -> (kk, n4): Bs[kk][n4] holds B(kt + kk,
+// bn0 + 4*n4 + c), c < 4.
+fn b_pos(e: u32) -> vec2<u32> {
+    if (TRANS_B) {
+        return vec2<u32>(e % BK, e / BK);
+    }
+    return vec2<u32>(e / (BN / 4u), e % (BN / 4u));
+}
+
+// This thread's share of the A and B tiles of the K step at kt (staging
+// indices li and li + 256; at most 2 * 256 vec4s per tile).
+fn load_tiles(pa: ptr<function, array<vec4<f32>, 2>>, pb: ptr<function, array<vec4<f32>, 2>>,
+              li: u32, abase: u32, bbase: u32, bm0: u32, bn0: u32, kt: u32, k1: u32) {
+    for (var u = 0u; u < 2u; u = u + 1u) {
+        let e = li + 256u * u;
+        if (e < BK * (BM / 4u)) {
+            let p = a_pos(e);
+            let m = bm0 + 4u * p.y;
+            let k = kt + p.x;
+            (*pa)[u] = vec4<f32>(
+                a_el(abase, m, k, k1), a_el(abase, m + 1u, k, k1),
+                a_el(abase, m + 2u, k, k1), a_el(abase, m + 3u, k, k1));
+        }
+        if (e < BK * (BN / 4u)) {
+            let p = b_pos(e);
+            let n = bn0 + 4u * p.y;
+            let k = kt + p.x;
+            (*pb)[u] = vec4<f32>(
+                b_el(bbase, k, n, k1), b_el(bbase, k, n + 1u, k1),
+                b_el(bbase, k, n + 2u, k1), b_el(bbase, k, n + 3u, k1));
+        }
+    }
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn tiled(
+    @builtin(workgroup_id) wid_in: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let batch = wid.z / P.n_split;
+    let split = wid.z % P.n_split;
+    let k0 = split * P.k_chunk;
+    let k1 = min(P.k, k0 + P.k_chunk);
+    let abase = P.a_off + batch * P.a_batch;
+    let bbase = P.b_off + batch * P.b_batch;
+    let bm0 = wid.y * BM;
+    let bn0 = wid.x * BN;
+    let bm4 = BM / 4u;
+    let bn4 = BN / 4u;
+
+    // acc[(i*4 + r)*TN4 + j]: row (i*16 + ty)*4 + r, columns (j*16 + tx)*4 .. +4.
+    var acc: array<vec4<f32>, 16>;
+
+    // The next step's tiles, loaded into registers while the current one is
+    // multiplied: pa[u], pb[u] for staging index e = li + 256*u.
+    var pa: array<vec4<f32>, 2>;
+    var pb: array<vec4<f32>, 2>;
+    if (k0 < k1) {
+        load_tiles(&pa, &pb, li, abase, bbase, bm0, bn0, k0, k1);
+    }
+
+    for (var kt = k0; kt < k1; kt = kt + BK) {
+        for (var u = 0u; u < 2u; u = u + 1u) {
+            let e = li + 256u * u;
+            if (e < BK * bm4) {
+                let p = a_pos(e);
+                As[p.x * bm4 + p.y] = pa[u];
+            }
+            if (e < BK * bn4) {
+                let p = b_pos(e);
+                Bs[p.x * bn4 + p.y] = pb[u];
+            }
+        }
+        workgroupBarrier();
+        if (kt + BK < k1) {
+            load_tiles(&pa, &pb, li, abase, bbase, bm0, bn0, kt + BK, k1);
+        }
+        for (var kk = 0u; kk < BK; kk = kk + 1u) {
+            var av: array<vec4<f32>, 2>;
+            var bv: array<vec4<f32>, 2>;
+            for (var i = 0u; i < TM4; i = i + 1u) {
+                av[i] = As[kk * bm4 + i * 16u + lid.y];
+            }
+            for (var j = 0u; j < TN4; j = j + 1u) {
+                bv[j] = Bs[kk * bn4 + j * 16u + lid.x];
+            }
+            for (var i = 0u; i < TM4; i = i + 1u) {
+                for (var r = 0u; r < 4u; r = r + 1u) {
+                    let s = vec4<f32>(av[i][r]);
+                    for (var j = 0u; j < TN4; j = j + 1u) {
+                        let t = (i * 4u + r) * TN4 + j;
+                        acc[t] = fma(s, bv[j], acc[t]);
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    let cbase = P.c_off + batch * P.c_batch + split * P.c_split;
+    let has_bias = (P.flags & 1u) != 0u;
+    for (var j = 0u; j < TN4; j = j + 1u) {
+        let n = bn0 + (j * 16u + lid.x) * 4u;
+        var bv = vec4<f32>(0.0);
+        if (has_bias) {
+            let nl = P.n - 1u;
+            bv = vec4<f32>(bias[P.bias_off + min(n, nl)], bias[P.bias_off + min(n + 1u, nl)],
+                           bias[P.bias_off + min(n + 2u, nl)], bias[P.bias_off + min(n + 3u, nl)]);
+        }
+        for (var i = 0u; i < TM4; i = i + 1u) {
+            for (var r = 0u; r < 4u; r = r + 1u) {
+                let m = bm0 + (i * 16u + lid.y) * 4u + r;
+                var v = acc[(i * 4u + r) * TN4 + j];
+                if (has_bias) {
+                    v = v + bv;
+                }
+                store4(cbase, m, n, v);
+            }
+        }
+    }
+}
+
+// Columns n .. n+3 of row m of C, those inside C.
+fn store4(cbase: u32, m: u32, n: u32, v: vec4<f32>) {
+    if (m >= P.m) {
+        return;
+    }
+    let row = cbase + m * P.ldc;
+    if (n + 4u <= P.n) {
+        c[row + n] = v.x; c[row + n + 1u] = v.y; c[row + n + 2u] = v.z; c[row + n + 3u] = v.w;
+        return;
+    }
+    for (var q = 0u; q < 4u; q = q + 1u) {
+        if (n + q < P.n) {
+            c[row + n + q] = v[q];
         }
     }
 }

@@ -10,8 +10,11 @@
 //! - validation: `wgpu-core/src/device/resource.rs` (`create_shader_module`)
 //!   validates with `ValidationFlags::all()` and the capabilities of
 //!   `wgpu_naga_bridge::features_to_naga_capabilities(features, downlevel)`;
-//!   the crate asks for no feature that maps to a capability, and the
-//!   downlevel flags are taken as empty (the fewest capabilities);
+//!   the only feature the crate asks for that maps to a capability is
+//!   SUBGROUP, used by one shader (`gemm_subgroup.wgsl`, validated with it,
+//!   the others without), and the downlevel flags are taken as empty (the
+//!   fewest capabilities); the subgroup shader is not translated where wgpu
+//!   does not offer SUBGROUP (SPIR-V 1.0, shader model 5.1);
 //! - every back end first applies the override constants with
 //!   `naga::back::pipeline_constants::process_overrides`, for the one entry
 //!   point; `wgpu::Device::create_shader_module` gives
@@ -86,15 +89,27 @@ fn parse_and_validate(file: &str) -> (Module, ModuleInfo) {
     let module = naga::front::wgsl::parse_str(&src)
         .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
     // As wgpu-core: the capabilities of the features the crate may request
-    // (only timestamp queries) on an adapter with no downlevel flags.
-    let caps = wgpu_naga_bridge::features_to_naga_capabilities(
-        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
-        wgpu::DownlevelFlags::empty(),
-    );
+    // (timestamp queries; subgroup operations, for the one shader that
+    // needs them) on an adapter with no downlevel flags.
+    let mut features =
+        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+    if needs_subgroups(file) {
+        features |= wgpu::Features::SUBGROUP;
+    }
+    let caps =
+        wgpu_naga_bridge::features_to_naga_capabilities(features, wgpu::DownlevelFlags::empty());
     let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
     (module, info)
+}
+
+/// Whether a shader uses subgroup operations: it is compiled only where the
+/// device has wgpu's SUBGROUP feature, which wgpu offers with SPIR-V 1.3 and
+/// later (Vulkan 1.1) and shader model 6.0 and later (DX12), so it is not
+/// translated for SPIR-V 1.0 or shader model 5.1.
+fn needs_subgroups(file: &str) -> bool {
+    file == "gemm_subgroup.wgsl"
 }
 
 /// The bindings in the order of the bind group layout (wgpu-core sorts the
@@ -243,6 +258,21 @@ fn spv_options(v: &KernelVariant, lang_version: (u8, u8)) -> spv::Options<'stati
         spv::Capability::DerivativeControl,
         spv::Capability::StorageImageExtendedFormats,
     ];
+    // `vulkan/adapter.rs`: the capabilities of the SUBGROUP feature.
+    let subgroup = [
+        spv::Capability::GroupNonUniform,
+        spv::Capability::GroupNonUniformVote,
+        spv::Capability::GroupNonUniformArithmetic,
+        spv::Capability::GroupNonUniformBallot,
+        spv::Capability::GroupNonUniformShuffle,
+        spv::Capability::GroupNonUniformShuffleRelative,
+        spv::Capability::GroupNonUniformQuad,
+    ];
+    let capabilities: Vec<spv::Capability> = if needs_subgroups(v.file) {
+        capabilities.into_iter().chain(subgroup).collect()
+    } else {
+        capabilities.to_vec()
+    };
     let limits = wgpu::Limits::default();
     spv::Options {
         lang_version,
@@ -330,7 +360,11 @@ fn translate(v: &KernelVariant, module: &Module, info: &ModuleInfo) -> (usize, V
         }
     }
 
+    let sub = needs_subgroups(v.file);
     for sm in SHADER_MODELS {
+        if sub && sm < hlsl::ShaderModel::V6_0 {
+            continue;
+        }
         let mut src = String::new();
         let pipeline = hlsl::PipelineOptions {
             entry_point: Some((ShaderStage::Compute, v.entry.to_string())),
@@ -347,6 +381,9 @@ fn translate(v: &KernelVariant, module: &Module, info: &ModuleInfo) -> (usize, V
     }
 
     for lang in SPV_VERSIONS {
+        if sub && lang < (1, 3) {
+            continue;
+        }
         let pipeline = spv::PipelineOptions {
             shader_stage: ShaderStage::Compute,
             entry_point: v.entry.to_string(),
@@ -384,7 +421,9 @@ fn every_kernel_translates_for_metal_dx12_and_vulkan() {
         errors.join("\n")
     );
     let per_variant = MSL_VERSIONS.len() + SHADER_MODELS.len() + SPV_VERSIONS.len();
-    assert_eq!(done, variants.len() * per_variant);
+    // Subgroup kernels skip shader model 5.1 and SPIR-V 1.0.
+    let skipped = 2 * variants.iter().filter(|v| needs_subgroups(v.file)).count();
+    assert_eq!(done, variants.len() * per_variant - skipped);
     eprintln!(
         "{} variants x {per_variant} back-end versions = {done} translations",
         variants.len()

@@ -381,9 +381,12 @@ pub struct GemmArgs {
     /// The shared dimension.
     #[arg(long, value_delimiter = ',', default_value = "512")]
     pub k: Vec<usize>,
-    /// Which kernel: storage-buffer tiles, uniform windows, or both.
-    #[arg(long, value_enum, default_value_t = GemmKernelArg::Both)]
-    pub kernel: GemmKernelArg,
+    /// Which kernels (comma-separated for several): a GEMM variant (simple,
+    /// tile64-k8, tile64-k16, tile128-k8, tile128-k16, subgroup128-k16), `windows` (uniform
+    /// windows), `storage` (= simple), `both` (simple and windows) or `all`
+    /// (every variant and windows).
+    #[arg(long, value_delimiter = ',', default_value = "both", value_parser = parse_gemm_kernel)]
+    pub kernel: Vec<Vec<gru_wgpu::bench::GemmKernel>>,
     /// Timed runs (after one warm-up).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
@@ -392,11 +395,18 @@ pub struct GemmArgs {
     pub json: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum GemmKernelArg {
-    Storage,
-    Windows,
-    Both,
+/// A `--kernel` value of `bench-gemm`.
+fn parse_gemm_kernel(s: &str) -> Result<Vec<gru_wgpu::bench::GemmKernel>, String> {
+    gru_wgpu::bench::GemmKernel::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = gru_wgpu::gpu::GemmVariant::ALL
+            .iter()
+            .map(|v| v.name())
+            .collect();
+        format!(
+            "unknown kernel `{s}`; one of {}, windows, storage, both, all",
+            names.join(", ")
+        )
+    })
 }
 
 /// `gru-wgpu bench-gemm`: the GEMM kernels alone, `C = A · Bᵀ`, checked against the CPU.
@@ -413,15 +423,16 @@ pub fn run_gemm(args: &GemmArgs, adapter: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let kernels = match args.kernel {
-        GemmKernelArg::Storage => vec![GemmKernel::Storage],
-        GemmKernelArg::Windows => vec![GemmKernel::Windows],
-        GemmKernelArg::Both => vec![GemmKernel::Storage, GemmKernel::Windows],
-    };
+    let mut kernels: Vec<GemmKernel> = Vec::new();
+    for k in args.kernel.iter().flatten() {
+        if !kernels.contains(k) {
+            kernels.push(*k);
+        }
+    }
     if !args.json {
         println!("adapter: {}", ctx.adapter());
         println!(
-            "{:<8} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>6}",
+            "{:<16} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>6}",
             "kernel", "M", "N", "K", "median ms", "GFLOP/s", "rel error", "disp"
         );
     }
@@ -435,8 +446,8 @@ pub fn run_gemm(args: &GemmArgs, adapter: Option<&str>) -> ExitCode {
                             println!("{}", serde_json::to_string(&r).expect("serializes"))
                         }
                         Ok(r) => println!(
-                            "{:<8} {:>6} {:>6} {:>6} {:>10.2} {:>9.2} {:>10.2e} {:>6}",
-                            format!("{:?}", r.kernel).to_lowercase(),
+                            "{:<16} {:>6} {:>6} {:>6} {:>10.2} {:>9.2} {:>10.2e} {:>6}",
+                            r.kernel.name(),
                             m,
                             n,
                             k,

@@ -211,8 +211,11 @@ impl GpuContext {
                 options.profile.name()
             )));
         }
-        let wanted =
-            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        // Timestamps to time work on the device; subgroup operations for the
+        // GEMM variants that use them (each variant's `check` says).
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gru-wgpu"),
@@ -234,9 +237,10 @@ impl GpuContext {
     /// storage buffers and 9 bindings per bind group, 12 KiB of workgroup
     /// memory, dynamic uniform buffers) and says which is missing; no
     /// feature is needed (timestamp queries are used where the device has
-    /// them). `options.adapter` and `options.limits` do not apply. The
-    /// device keeps its own uncaptured-error handler and device-lost
-    /// callback: every call of the crate runs inside error scopes of its own.
+    /// them, and the subgroup GEMM variant where it has subgroups).
+    /// `options.adapter` and `options.limits` do not apply. The device keeps
+    /// its own uncaptured-error handler and device-lost callback: every call
+    /// of the crate runs inside error scopes of its own.
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -385,6 +389,12 @@ impl GpuContext {
         self.inner.dev.features.contains(
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
         )
+    }
+
+    /// The features the device was opened with (timestamp queries and
+    /// subgroup operations where the adapter has them).
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.dev.features
     }
 
     /// The wgpu device, for callers that keep their own data on it.

@@ -9,6 +9,9 @@ use crate::gpu::pipeline::{grid3, u32_of, Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/gemm.wgsl");
+/// The subgroup kernel, in a file of its own: a module that uses subgroup
+/// operations does not validate on a device without them.
+pub(crate) const SUBGROUP_SOURCE: &str = include_str!("../../../shaders/gemm_subgroup.wgsl");
 
 params_struct! {
     /// `Params` of `gemm.wgsl`.
@@ -45,52 +48,201 @@ const BINDINGS: &[(u32, Binding)] = &[
     (4, Binding::ReadWrite),
 ];
 
-const fn main_spec(constants: &'static [(&'static str, f64)]) -> KernelSpec {
+const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) -> KernelSpec {
     KernelSpec {
         file: "gemm.wgsl",
         source: SOURCE,
-        entry: "main",
+        entry,
         params_size: std::mem::size_of::<GemmParams>(),
         bindings: BINDINGS,
         constants,
     }
 }
 
-const GEMM_NN: KernelSpec = main_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0)]);
-const GEMM_NT: KernelSpec = main_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0)]);
-const GEMM_TN: KernelSpec = main_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0)]);
+const GEMM_NN: KernelSpec = spec("main", &[("TRANS_A", 0.0), ("TRANS_B", 0.0)]);
+const GEMM_NT: KernelSpec = spec("main", &[("TRANS_A", 0.0), ("TRANS_B", 1.0)]);
+const GEMM_TN: KernelSpec = spec("main", &[("TRANS_A", 1.0), ("TRANS_B", 0.0)]);
+
+/// The `tiled` kernels of one block tile (BM = BN = `$b`, BK = `$k`): NN, NT, TN.
+macro_rules! tiled {
+    ($b:literal, $k:literal) => {
+        [
+            spec(
+                "tiled",
+                &[
+                    ("TRANS_A", 0.0),
+                    ("TRANS_B", 0.0),
+                    ("BM", $b),
+                    ("BN", $b),
+                    ("BK", $k),
+                ],
+            ),
+            spec(
+                "tiled",
+                &[
+                    ("TRANS_A", 0.0),
+                    ("TRANS_B", 1.0),
+                    ("BM", $b),
+                    ("BN", $b),
+                    ("BK", $k),
+                ],
+            ),
+            spec(
+                "tiled",
+                &[
+                    ("TRANS_A", 1.0),
+                    ("TRANS_B", 0.0),
+                    ("BM", $b),
+                    ("BN", $b),
+                    ("BK", $k),
+                ],
+            ),
+        ]
+    };
+}
+
+const TILE64_K8: [KernelSpec; 3] = tiled!(64.0, 8.0);
+const TILE64_K16: [KernelSpec; 3] = tiled!(64.0, 16.0);
+const TILE128_K8: [KernelSpec; 3] = tiled!(128.0, 8.0);
+const TILE128_K16: [KernelSpec; 3] = tiled!(128.0, 16.0);
+
+/// `gemm_subgroup.wgsl`'s `shared_a` (BM = BN = 128, BK = 16): NN, NT, TN.
+const fn sub_spec(constants: &'static [(&'static str, f64)]) -> KernelSpec {
+    KernelSpec {
+        file: "gemm_subgroup.wgsl",
+        source: SUBGROUP_SOURCE,
+        entry: "shared_a",
+        params_size: std::mem::size_of::<GemmParams>(),
+        bindings: BINDINGS,
+        constants,
+    }
+}
+
+/// With groups of G = 8 lanes (subgroups of at least 8 lanes).
+const SUBGROUP128_K16: [KernelSpec; 3] = [
+    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0), ("G", 8.0)]),
+    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0), ("G", 8.0)]),
+    sub_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0), ("G", 8.0)]),
+];
+/// With groups of G = 4 lanes, on adapters whose subgroups may have 4.
+const SUBGROUP128_K16_G4: [KernelSpec; 3] = [
+    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0), ("G", 4.0)]),
+    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0), ("G", 4.0)]),
+    sub_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0), ("G", 4.0)]),
+];
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
-pub(crate) const SPECS: &[KernelSpec] = &[GEMM_NN, GEMM_NT, GEMM_TN];
+pub(crate) const SPECS: &[KernelSpec] = &[
+    GEMM_NN,
+    GEMM_NT,
+    GEMM_TN,
+    TILE64_K8[0],
+    TILE64_K8[1],
+    TILE64_K8[2],
+    TILE64_K16[0],
+    TILE64_K16[1],
+    TILE64_K16[2],
+    TILE128_K8[0],
+    TILE128_K8[1],
+    TILE128_K8[2],
+    TILE128_K16[0],
+    TILE128_K16[1],
+    TILE128_K16[2],
+    SUBGROUP128_K16[0],
+    SUBGROUP128_K16[1],
+    SUBGROUP128_K16[2],
+    SUBGROUP128_K16_G4[0],
+    SUBGROUP128_K16_G4[1],
+    SUBGROUP128_K16_G4[2],
+];
 
 /// A kernel of `gemm.wgsl`: each computes every product of the family
-/// (transposes, batching, split-K, bias) with the same summation order per
-/// output, so any of them may run any product. Names are stable: they
-/// appear in plan names (`gru-wgpu tune`, `bench --plan`) and plan caches.
+/// (transposes, batching, split-K, bias), summing each output's products in
+/// increasing k from 0 (then the bias), so any of them may run any product.
+/// Names are stable: they appear in plan names (`gru-wgpu tune`, `bench
+/// --plan`), plan caches and `gru-wgpu bench-gemm --kernel`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum GemmVariant {
     /// The first design: a 4 x 8 register tile per thread, operands read
-    /// straight from storage buffers, 8 x 8 threads.
+    /// straight from storage buffers, 8 x 8 threads (`main`).
     Simple,
+    /// `tiled`, 64 x 64 blocks, K steps of 8: 4 x 4 per thread, 4 KiB of
+    /// workgroup memory.
+    #[serde(rename = "tile64-k8")]
+    Tile64K8,
+    /// `tiled`, 64 x 64 blocks, K steps of 16: 4 x 4 per thread, 8 KiB.
+    #[serde(rename = "tile64-k16")]
+    Tile64K16,
+    /// `tiled`, 128 x 128 blocks, K steps of 8: 8 x 8 per thread, 8 KiB.
+    #[serde(rename = "tile128-k8")]
+    Tile128K8,
+    /// `tiled`, 128 x 128 blocks, K steps of 16: 8 x 8 per thread, 16 KiB
+    /// (WebGPU's default limit exactly).
+    #[serde(rename = "tile128-k16")]
+    Tile128K16,
+    /// `gemm_subgroup.wgsl`, 128 x 128 blocks, K steps of 16, 8 x 8 per
+    /// thread: B staged in workgroup memory (8 KiB), A's fragments shared
+    /// between the lanes of a subgroup by shuffles. Needs
+    /// `wgpu::Features::SUBGROUP`.
+    #[serde(rename = "subgroup128-k16")]
+    Subgroup128K16,
 }
 
 impl GemmVariant {
     /// Every variant, the baseline first.
-    pub const ALL: &'static [GemmVariant] = &[GemmVariant::Simple];
+    pub const ALL: &'static [GemmVariant] = &[
+        GemmVariant::Simple,
+        GemmVariant::Tile64K8,
+        GemmVariant::Tile64K16,
+        GemmVariant::Tile128K8,
+        GemmVariant::Tile128K16,
+        GemmVariant::Subgroup128K16,
+    ];
 
     /// The variant's stable name (no spaces, no `/`).
     pub fn name(self) -> &'static str {
         match self {
             GemmVariant::Simple => "simple",
+            GemmVariant::Tile64K8 => "tile64-k8",
+            GemmVariant::Tile64K16 => "tile64-k16",
+            GemmVariant::Tile128K8 => "tile128-k8",
+            GemmVariant::Tile128K16 => "tile128-k16",
+            GemmVariant::Subgroup128K16 => "subgroup128-k16",
         }
     }
 
     /// The variant of this name.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|v| v.name() == name)
+    }
+
+    /// `(block rows, block columns, K step)` of a `tiled` variant.
+    fn tile(self) -> Option<(usize, usize, usize)> {
+        match self {
+            GemmVariant::Simple => None,
+            GemmVariant::Tile64K8 => Some((64, 64, 8)),
+            GemmVariant::Tile64K16 => Some((64, 64, 16)),
+            GemmVariant::Tile128K8 => Some((128, 128, 8)),
+            GemmVariant::Tile128K16 | GemmVariant::Subgroup128K16 => Some((128, 128, 16)),
+        }
+    }
+
+    /// Bytes of workgroup memory a workgroup uses.
+    pub fn workgroup_bytes(self) -> u32 {
+        match (self, self.tile()) {
+            (_, None) => 0,
+            // Bs and a counter.
+            (GemmVariant::Subgroup128K16, Some((_, bn, bk))) => (4 * bk * bn + 4) as u32,
+            (_, Some((bm, bn, bk))) => (4 * bk * (bm + bn)) as u32,
+        }
+    }
+
+    /// Whether the variant needs subgroup operations.
+    fn subgroups(self) -> bool {
+        self == GemmVariant::Subgroup128K16
     }
 
     /// Whether the variant runs on a device with these limits and features,
@@ -100,10 +252,88 @@ impl GemmVariant {
         limits: &wgpu::Limits,
         features: wgpu::Features,
     ) -> std::result::Result<(), String> {
-        let _ = (limits, features);
-        match self {
-            GemmVariant::Simple => Ok(()),
+        let Some(_) = self.tile() else {
+            return Ok(());
+        };
+        if self.subgroups() && !features.contains(wgpu::Features::SUBGROUP) {
+            return Err(format!(
+                "GEMM variant `{}`: the device lacks subgroup operations (wgpu::Features::SUBGROUP)",
+                self.name()
+            ));
         }
+        // `tiled`: 16 x 16 threads; `shared_a`: 256 x 1.
+        let (x, y) = if self.subgroups() { (256, 1) } else { (16, 16) };
+        let need = [
+            (
+                "max_compute_invocations_per_workgroup",
+                limits.max_compute_invocations_per_workgroup,
+                256,
+            ),
+            (
+                "max_compute_workgroup_size_x",
+                limits.max_compute_workgroup_size_x,
+                x,
+            ),
+            (
+                "max_compute_workgroup_size_y",
+                limits.max_compute_workgroup_size_y,
+                y,
+            ),
+            (
+                "max_compute_workgroup_storage_size",
+                limits.max_compute_workgroup_storage_size,
+                self.workgroup_bytes(),
+            ),
+        ];
+        let missing: Vec<String> = need
+            .iter()
+            .filter(|(_, has, min)| has < min)
+            .map(|(name, has, min)| format!("{name}: has {has}, needs at least {min}"))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "GEMM variant `{}`: {}",
+                self.name(),
+                missing.join("; ")
+            ))
+        }
+    }
+
+    /// The kernel for these transposes (and subgroups of at least
+    /// `subgroup_min` lanes), and the rows and columns of C a workgroup
+    /// computes.
+    fn kernel(
+        self,
+        trans_a: bool,
+        trans_b: bool,
+        subgroup_min: u32,
+    ) -> (&'static KernelSpec, usize, usize) {
+        let i = match (trans_a, trans_b) {
+            (false, false) => 0,
+            (false, true) => 1,
+            (true, false) => 2,
+            (true, true) => unreachable!("no GRU product needs both operands transposed"),
+        };
+        let specs = match self {
+            GemmVariant::Simple => {
+                let spec = match i {
+                    0 => &GEMM_NN,
+                    1 => &GEMM_NT,
+                    _ => &GEMM_TN,
+                };
+                return (spec, 32, 64);
+            }
+            GemmVariant::Tile64K8 => &TILE64_K8,
+            GemmVariant::Tile64K16 => &TILE64_K16,
+            GemmVariant::Tile128K8 => &TILE128_K8,
+            GemmVariant::Tile128K16 => &TILE128_K16,
+            GemmVariant::Subgroup128K16 if subgroup_min >= 8 => &SUBGROUP128_K16,
+            GemmVariant::Subgroup128K16 => &SUBGROUP128_K16_G4,
+        };
+        let (bm, bn, _) = self.tile().expect("a tiled variant");
+        (&specs[i], bm, bn)
     }
 }
 
@@ -147,13 +377,17 @@ pub(crate) fn encode_gemm(
     bias: Option<&wgpu::Buffer>,
     c: &wgpu::Buffer,
 ) -> Result<()> {
-    let GemmVariant::Simple = variant;
-    let spec = match (g.trans_a, g.trans_b) {
-        (false, false) => &GEMM_NN,
-        (false, true) => &GEMM_NT,
-        (true, false) => &GEMM_TN,
-        (true, true) => unreachable!("no GRU product needs both operands transposed"),
+    let dev = rec.dev;
+    variant
+        .check(&dev.limits, dev.features)
+        .map_err(crate::error::GruError::Gpu)?;
+    let subgroup_min = if variant.subgroups() {
+        // The smallest subgroup the adapter may run.
+        dev.device.adapter_info().subgroup_min_size
+    } else {
+        0
     };
+    let (spec, rows, cols) = variant.kernel(g.trans_a, g.trans_b, subgroup_min);
     let batch = g.batch.max(1);
     let mn = g.m * g.n * batch;
     let mut n_split = 1;
@@ -163,11 +397,15 @@ pub(crate) fn encode_gemm(
                 .min(64)
                 .min((MAX_PARTIAL_FLOATS / mn.max(1)).max(1));
     }
-    let k_chunk = g.k.div_ceil(n_split);
+    let mut k_chunk = g.k.div_ceil(n_split);
+    if let Some((_, _, bk)) = variant.tile() {
+        // Whole K steps in each chunk but the last.
+        k_chunk = k_chunk.next_multiple_of(bk);
+    }
     let n_split = g.k.div_ceil(k_chunk);
     let wg = [
-        u32_of("GEMM columns", g.n.div_ceil(64))?,
-        u32_of("GEMM rows", g.m.div_ceil(32))?,
+        u32_of("GEMM columns", g.n.div_ceil(cols))?,
+        u32_of("GEMM rows", g.m.div_ceil(rows))?,
         u32_of("GEMM batch", batch * n_split)?,
     ];
     let mut p = GemmParams {
@@ -190,7 +428,6 @@ pub(crate) fn encode_gemm(
         flags: bias.is_some() as u32,
         ..Default::default()
     };
-    let dev = rec.dev;
     let bias_buf = bias.unwrap_or(&dev.dummy);
     if n_split == 1 {
         return rec.run(spec, &p, &[a, b, bias_buf, c], wg);

@@ -6,7 +6,8 @@
 //! encoder, so a whole call is one submission.
 //!
 //! - `common`: what `common.wgsl` defines for several shaders (the step parameters);
-//! - `gemm`: matrix products on storage buffers, split along K;
+//! - `gemm`: matrix products on storage buffers, split along K (and
+//!   `gemm_subgroup.wgsl`, the kernel that needs subgroup operations);
 //! - `windows`: the same products through uniform windows (CPU adapters),
 //!   with the chunked layout they read;
 //! - `gru_forward`, `gru_backward`: the recurrence steps and the persistent kernels;
@@ -26,8 +27,9 @@ pub(crate) mod util;
 pub(crate) mod windows;
 
 /// Every shader file, as it is on disk (without `common.wgsl`).
-pub const SHADERS: [(&str, &str); 8] = [
+pub const SHADERS: [(&str, &str); 9] = [
     ("gemm.wgsl", gemm::SOURCE),
+    ("gemm_subgroup.wgsl", gemm::SUBGROUP_SOURCE),
     ("windows.wgsl", windows::SOURCE),
     ("gru_forward.wgsl", gru_forward::SOURCE),
     ("gru_backward.wgsl", gru_backward::SOURCE),
@@ -121,6 +123,7 @@ pub fn params_layouts() -> Vec<ParamsLayout> {
     }
     vec![
         of::<gemm::GemmParams>("gemm.wgsl", "Params"),
+        of::<gemm::GemmParams>("gemm_subgroup.wgsl", "Params"),
         of::<windows::WinParams>("windows.wgsl", "Params"),
         of::<common::StepParams>("gru_forward.wgsl", "StepParams"),
         of::<common::StepParams>("gru_backward.wgsl", "StepParams"),
