@@ -359,11 +359,6 @@ impl GpuContext {
         self.inner.profile
     }
 
-    /// The features the device was opened with.
-    pub fn features(&self) -> wgpu::Features {
-        self.inner.dev.features
-    }
-
     /// How plans are chosen for new shapes.
     pub fn tune_mode(&self) -> TuneMode {
         self.inner.tune
