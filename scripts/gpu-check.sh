@@ -8,10 +8,14 @@
 #   adapters.txt          gru-wgpu adapters
 #   selftest-adapter.txt  gru-wgpu selftest --thorough --limits adapter
 #   selftest-webgpu.txt   gru-wgpu selftest --thorough --limits webgpu
+#   tune.jsonl            gru-wgpu tune --json: every candidate plan of each
+#                         shape below timed on this adapter, the fastest
+#                         marked and cached (the bench's automatic plans)
 #   bench.jsonl           gru-wgpu bench --json: the default shapes and
 #                         B=16 T=256 I=H=64, B=64 T=100 I=H=512, B=256 T=64 I=H=1024,
 #                         forward and forward+backward
-#   gemm.jsonl            gru-wgpu bench-gemm --json at 4096³ and the GRU's product shapes
+#   gemm.jsonl            gru-wgpu bench-gemm --json at 4096³ and the GRU's product shapes,
+#                         every GEMM kernel the adapter runs
 #   torch-cuda.jsonl      benches/torch_gru.py on CUDA, same shapes, TF32 off (float32 against float32)
 #   torch.txt             what the CUDA part said (or why it did not run; the
 #                         probe's own stderr is kept in torch-probe.err)
@@ -158,6 +162,15 @@ done
 big_shapes="16,256,64 64,100,512 256,64,1024"
 few=()
 [ $quick = 1 ] && few=(--iters 1 --warmup 0)
+# The plans, tuned first (their cache is the bench's automatic choice; a
+# cache of its own in OUTDIR, so every run measures).
+export GRU_WGPU_CACHE_DIR=$out/plan-cache
+: > "$out/tune.jsonl"
+run tune.jsonl "$budget" "$bin" tune --json
+for s in $big_shapes; do
+  IFS=, read -r b t h <<< "$s"
+  run tune.jsonl "$budget" "$bin" tune --json --batch "$b" --seq "$t" --input "$h" --hidden "$h"
+done
 : > "$out/bench.jsonl"
 run bench.jsonl "$budget" "$bin" bench --json --mode both
 for s in $big_shapes; do
@@ -171,7 +184,7 @@ done
 # The GEMMs: 4096³, then per large shape the input projection
 # (T·B x 3H x I), the weight gradient (3H x I x T·B) and one step's
 # recurrent product (B x 3H x H).
-kernel=storage
+kernel=all
 [ $quick = 1 ] && kernel=windows
 : > "$out/gemm.jsonl"
 gemm() {
@@ -249,21 +262,35 @@ ours = load("bench.jsonl")
 theirs = {}
 for r in load("torch-cuda.jsonl"):
     theirs[(r["mode"], r["batch"], r["seq"], r["input"], r["hidden"], r["layers"], r["bidirectional"])] = r
-print("| shape | mode | gru-wgpu ms | GFLOP/s | cuDNN ms | GFLOP/s | gru-wgpu / cuDNN |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("| shape | mode | gru-wgpu ms | GFLOP/s | plan | cuDNN ms | GFLOP/s | gru-wgpu / cuDNN |")
+print("|---|---|---:|---:|---|---:|---:|---:|")
 for r in ours:
     key = (r["mode"], r["batch"], r["seq"], r["input"], r["hidden"], r["layers"], r["bidirectional"])
     t = theirs.get(key)
     shape = f"B={r['batch']} T={r['seq']} I={r['input']} H={r['hidden']}"
     mode = "fwd" if r["mode"] == "fwd" else "fwd+bwd"
+    plan = r.get("plan") or "-"
     if t:
-        print(f"| {shape} | {mode} | {r['median_ms']:.3f} | {r['gflops']:.1f} | {t['median_ms']:.3f} | {t['gflops']:.1f} | {r['median_ms'] / t['median_ms']:.2f}x |")
+        print(f"| {shape} | {mode} | {r['median_ms']:.3f} | {r['gflops']:.1f} | {plan} | {t['median_ms']:.3f} | {t['gflops']:.1f} | {r['median_ms'] / t['median_ms']:.2f}x |")
     else:
-        print(f"| {shape} | {mode} | {r['median_ms']:.3f} | {r['gflops']:.1f} | - | - | - |")
+        print(f"| {shape} | {mode} | {r['median_ms']:.3f} | {r['gflops']:.1f} | {plan} | - | - | - |")
 print()
 print(f"gru-wgpu on: {ours[0]['adapter'] if ours else '-'}; iterations: " + ", ".join(sorted({str(r['iters']) for r in ours})))
 if theirs:
     print(f"cuDNN: {next(iter(theirs.values()))['adapter']}")
+print()
+print("| shape | plans timed | chosen | its ms | slowest ms |")
+print("|---|---:|---|---:|---:|")
+shapes = {}
+for c in load("tune.jsonl"):
+    shapes.setdefault((c["batch"], c["seq"], c["input"], c["hidden"]), []).append(c)
+for (b, t, i, h), cs in shapes.items():
+    ok = [c for c in cs if c.get("median_ms") is not None]
+    ch = [c for c in cs if c.get("chosen")]
+    slow = max((c["median_ms"] for c in ok), default=None)
+    print(f"| B={b} T={t} I={i} H={h} | {len(ok)} of {len(cs)} | {ch[0]['plan'] if ch else '-'} | "
+          f"{ch[0]['median_ms']:.3f} | {slow:.3f} |" if ch and slow is not None else
+          f"| B={b} T={t} I={i} H={h} | {len(ok)} of {len(cs)} | - | - | - |")
 print()
 print("| GEMM m x n x k | kernel | ms | GFLOP/s | rel error |")
 print("|---|---|---:|---:|---:|")
