@@ -313,4 +313,60 @@ fn hostile_models_are_refused_with_clear_errors() {
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not a valid ONNX model"), "{stderr}");
+    // Sizes whose product is zero but whose 3H would overflow.
+    let mut m = model("onnx_fwd_lbr0.onnx");
+    let r_name = gru_node(&mut m).input[2].clone();
+    let t = m
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == r_name)
+        .unwrap();
+    t.dims = vec![1, 0, i64::MAX];
+    t.raw_data.clear();
+    let e = load(&m, None).unwrap_err();
+    assert!(
+        e.to_string().contains("expected (D, 3H, I) and (D, 3H, H)"),
+        "{e}"
+    );
+}
+
+/// A copy of an onnx-gru-v1 case with its metadata edited, beside a copy of its model.
+fn edited_case(edit: impl FnOnce(&mut std::collections::HashMap<String, String>)) -> PathBuf {
+    let bytes = std::fs::read(extra("onnx_fwd_lbr0.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut m = meta.metadata().clone().unwrap();
+    edit(&mut m);
+    let out = safetensors::serialize(st.tensors(), Some(m)).unwrap();
+    let p = tmp("case.safetensors");
+    std::fs::write(&p, out).unwrap();
+    std::fs::copy(extra("onnx_fwd_lbr0.onnx"), tmp("onnx_fwd_lbr0.onnx")).unwrap();
+    p
+}
+
+#[test]
+fn hostile_onnx_cases_are_refused() {
+    for (edit, needle) in [
+        (
+            ("model", "../onnx_fwd_lbr0.onnx"),
+            "it must be a file name in the case's folder",
+        ),
+        (
+            ("linear_before_reset", "1"),
+            "metadata `linear_before_reset` is `1` but the model",
+        ),
+        (("layout", "1"), "layout 1 is not implemented"),
+        (("clip", "3"), "metadata `clip` = `3` is not supported"),
+        (("model", "missing.onnx"), "missing.onnx"),
+    ] {
+        let p = edited_case(|m| {
+            m.insert(edit.0.into(), edit.1.into());
+        });
+        let e = OnnxCase::load(&p).unwrap_err();
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+    assert!(OnnxCase::load(edited_case(|_| {})).is_ok());
 }
