@@ -19,6 +19,46 @@ pub struct GruConfig {
     pub bias: bool,
     /// Dropout probability on the outputs of every layer but the last, in training mode.
     pub dropout: f32,
+    /// Where the reset gate acts in the candidate: after the recurrent
+    /// product (PyTorch, the default) or before it (ONNX's default, Keras
+    /// `reset_after=False`, Cho et al. 2014).
+    #[serde(default)]
+    pub reset_form: ResetForm,
+}
+
+/// The form of the candidate state `n`.
+///
+/// ```text
+/// After:  n = tanh(W_in x + b_in + r * (W_hn h + b_hn))     (PyTorch nn.GRU)
+/// Before: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)     (ONNX linear_before_reset = 0)
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetForm {
+    /// PyTorch's form: the reset gate scales `W_hn h + b_hn`.
+    #[default]
+    After,
+    /// The reset gate scales `h` before the product with `W_hn`.
+    Before,
+}
+
+impl ResetForm {
+    /// `after` or `before`, as in the metadata key `reset_form`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResetForm::After => "after",
+            ResetForm::Before => "before",
+        }
+    }
+
+    /// Reads `after` or `before`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "after" => Some(ResetForm::After),
+            "before" => Some(ResetForm::Before),
+            _ => None,
+        }
+    }
 }
 
 /// Which of the four parameter tensors of a layer-direction.
@@ -79,7 +119,19 @@ impl GruConfig {
             batch_first: false,
             bias: true,
             dropout: 0.0,
+            reset_form: ResetForm::After,
         }
+    }
+
+    /// The reset-before form of the candidate when true, PyTorch's
+    /// reset-after form (the default) when false.
+    pub fn reset_before(mut self, yes: bool) -> Self {
+        self.reset_form = if yes {
+            ResetForm::Before
+        } else {
+            ResetForm::After
+        };
+        self
     }
 
     pub fn layers(mut self, num_layers: usize) -> Self {

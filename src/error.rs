@@ -206,6 +206,15 @@ pub enum GruError {
          (parameter version {recorded} then, {current} now); run the forward again"
     )]
     StaleTape { recorded: u64, current: u64 },
+
+    /// A feature that this part of gru-wgpu does not implement yet, such as
+    /// the reset-before form or variable lengths on the GPU: refused, never
+    /// computed with the wrong math.
+    #[error("{feature} is not implemented {place} yet")]
+    NotImplemented {
+        feature: String,
+        place: &'static str,
+    },
 }
 
 /// `"path: "` for an error about a tensor of a file, else nothing.

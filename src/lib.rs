@@ -19,6 +19,7 @@ pub mod dropout;
 pub mod error;
 pub mod gpu;
 pub mod memory;
+pub mod onnx;
 pub mod optim;
 pub mod params;
 pub mod real;
@@ -26,7 +27,7 @@ pub mod reference;
 pub mod selftest;
 pub mod train;
 
-pub use config::{GruConfig, ParamKind, ParamSpec};
+pub use config::{GruConfig, ParamKind, ParamSpec, ResetForm};
 pub use error::{GruError, Result, Shape};
 pub use params::{DirParams, GruParams};
 pub use real::Real;

@@ -25,6 +25,9 @@ struct Cli {
 enum Command {
     /// Check reference files (PyTorch-computed, format gru-golden-v1) on the CPU reference and the GPU.
     Verify(cli::verify::VerifyArgs),
+    /// Read the GRU node of an ONNX model and write its parameters in
+    /// PyTorch's names and order, with the configuration in the metadata.
+    ImportOnnx(cli::import_onnx::ImportOnnxArgs),
     /// Measure throughput (GPU and CPU reference), optionally beside PyTorch's.
     Bench(cli::bench::BenchArgs),
     /// Measure the GEMM kernels alone (C = A·Bᵀ), checked against the CPU.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Verify(args)) => cli::verify::run(&args, cli.adapter.as_deref()),
+        Some(Command::ImportOnnx(args)) => cli::import_onnx::run(&args),
         Some(Command::Bench(args)) => cli::bench::run(&args, cli.adapter.as_deref()),
         Some(Command::BenchGemm(args)) => cli::bench::run_gemm(&args, cli.adapter.as_deref()),
         Some(Command::Train(args)) => cli::train::run(&args, cli.adapter.as_deref()),

@@ -290,9 +290,24 @@ impl<F: Real> GruParams<F> {
 
     /// Like [`load_safetensors`](Self::load_safetensors), from bytes in memory;
     /// `origin` names them in errors.
+    ///
+    /// Where the file's metadata holds the configuration (as
+    /// [`to_safetensors_bytes`](Self::to_safetensors_bytes) writes it), every
+    /// key it holds must agree with `config`: a reset-before model is never
+    /// read as a reset-after one.
     pub fn from_safetensors_bytes(bytes: &[u8], config: &GruConfig, origin: &str) -> Result<Self> {
         config.validate()?;
         let file = SafeFile::parse(bytes, origin)?;
+        let ours = config_metadata(config);
+        for (key, want) in &ours {
+            if let Some(have) = file.metadata().get(*key) {
+                if have != want {
+                    return Err(GruError::InvalidConfig(format!(
+                        "{origin}: metadata `{key}` is `{have}`, the configuration asks for `{want}`"
+                    )));
+                }
+            }
+        }
         let specs = config.param_specs();
         // Every name and shape is checked before any tensor is read.
         for name in file.names() {
@@ -321,8 +336,61 @@ impl<F: Real> GruParams<F> {
         Self::from_named(config, &tensors).map_err(|e| e.in_file(origin))
     }
 
+    /// The configuration stored in the metadata of a parameter file written
+    /// by [`save_safetensors`](Self::save_safetensors) (or `gru-wgpu
+    /// import-onnx`), for [`load_safetensors`](Self::load_safetensors).
+    pub fn config_in_safetensors(path: impl AsRef<Path>) -> Result<GruConfig> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
+            path: origin.clone(),
+            source: e,
+        })?;
+        let file = SafeFile::parse(&bytes, &origin)?;
+        let m = file.metadata();
+        let get = |key: &str| {
+            m.get(key)
+                .map(String::as_str)
+                .ok_or_else(|| GruError::Format {
+                    path: origin.clone(),
+                    message: format!(
+                        "metadata `{key}` is missing: the file does not hold its configuration"
+                    ),
+                })
+        };
+        let bad = |key: &str, v: &str| GruError::Format {
+            path: origin.clone(),
+            message: format!("metadata `{key}` is `{v}`, not a valid value"),
+        };
+        let num = |key: &str| -> Result<usize> {
+            let v = get(key)?;
+            v.parse().map_err(|_| bad(key, v))
+        };
+        let flag = |key: &str| -> Result<bool> {
+            match get(key)? {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                v => Err(bad(key, v)),
+            }
+        };
+        let form = get("reset_form")?;
+        let config = GruConfig::new(num("input_size")?, num("hidden_size")?)
+            .layers(num("num_layers")?)
+            .bidirectional(flag("bidirectional")?)
+            .batch_first(flag("batch_first")?)
+            .bias(flag("bias")?)
+            .reset_before(match crate::config::ResetForm::parse(form) {
+                Some(f) => f == crate::config::ResetForm::Before,
+                None => return Err(bad("reset_form", form)),
+            });
+        config.validate()?;
+        Ok(config)
+    }
+
     /// The parameters as safetensors bytes under PyTorch's names, in this
-    /// type's dtype (`F32` or `F64`).
+    /// type's dtype (`F32` or `F64`), with the configuration in the metadata
+    /// (`input_size`, `hidden_size`, `num_layers`, `bidirectional`,
+    /// `batch_first`, `bias`, `reset_form`).
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>> {
         let named: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .named()
@@ -346,7 +414,11 @@ impl<F: Real> GruParams<F> {
                     })
             })
             .collect::<Result<Vec<_>>>()?;
-        safetensors::serialize(views, None).map_err(|e| GruError::SafeTensors {
+        let meta: HashMap<String, String> = config_metadata(&self.config)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        safetensors::serialize(views, Some(meta)).map_err(|e| GruError::SafeTensors {
             path: "<memory>".into(),
             message: e.to_string(),
         })
@@ -385,6 +457,19 @@ impl<F: Real> GruParams<F> {
         }
         Ok(())
     }
+}
+
+/// The configuration as the metadata of a parameter file.
+fn config_metadata(c: &GruConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("input_size", c.input_size.to_string()),
+        ("hidden_size", c.hidden_size.to_string()),
+        ("num_layers", c.num_layers.to_string()),
+        ("bidirectional", c.bidirectional.to_string()),
+        ("batch_first", c.batch_first.to_string()),
+        ("bias", c.bias.to_string()),
+        ("reset_form", c.reset_form.name().to_string()),
+    ]
 }
 
 /// A parsed safetensors file: its tensors, read as floats on demand, and its metadata.
@@ -469,6 +554,51 @@ impl<'a> SafeFile<'a> {
         ArrayD::from_shape_vec(IxDyn(view.shape()), values).map_err(|e| GruError::SafeTensors {
             path: self.origin.clone(),
             message: format!("tensor `{name}`: {e}"),
+        })
+    }
+
+    /// Reads an integer tensor that must have `dtype` (`I64`, `I32` or `U8`)
+    /// and `shape`, as `i64` values.
+    pub(crate) fn int_tensor(
+        &self,
+        name: &str,
+        dtype: safetensors::Dtype,
+        expected: &'static str,
+        shape: &[usize],
+    ) -> Result<Vec<i64>> {
+        if !self.has(name) {
+            return Err(GruError::MissingTensor {
+                name: name.to_string(),
+                expected: shape.into(),
+                file: Some(self.origin.clone()),
+            });
+        }
+        let view = self.view(name)?;
+        if view.dtype() != dtype {
+            return Err(GruError::DType {
+                name: name.to_string(),
+                expected,
+                actual: format!("{:?}", view.dtype()),
+                file: Some(self.origin.clone()),
+            });
+        }
+        if view.shape() != shape {
+            return Err(
+                GruError::shape(name, shape.to_vec(), view.shape().to_vec()).in_file(&self.origin)
+            );
+        }
+        let data = view.data();
+        Ok(match dtype {
+            safetensors::Dtype::I64 => data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")))
+                .collect(),
+            safetensors::Dtype::I32 => data
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("chunk of 4")) as i64)
+                .collect(),
+            safetensors::Dtype::U8 => data.iter().map(|&v| v as i64).collect(),
+            other => unreachable!("int_tensor called with {other:?}"),
         })
     }
 

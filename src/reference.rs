@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ndarray::{Array3, ArrayD, Ix3};
+use ndarray::{Array2, Array3, ArrayD, Ix3};
 
-use crate::config::GruConfig;
+use crate::config::{GruConfig, ResetForm};
 use crate::error::{GruError, Result};
 use crate::params::{GruParams, SafeFile};
 use crate::real::{max_abs_error, rel_error, Real};
@@ -29,6 +29,10 @@ pub struct ReferenceCase {
     pub grad_output: Array3<f32>,
     /// Upstream gradient of `h_n`.
     pub grad_h_n: Array3<f32>,
+    /// Per-sequence valid lengths (`has_lengths`), each in `1..=T`.
+    pub lengths: Option<Vec<usize>>,
+    /// Episode resets (`has_resets`), `(T, B)` or `(B, T)` where `batch_first`.
+    pub resets: Option<Array2<bool>>,
     /// What PyTorch computed, in float64.
     pub expected: RunResult,
 }
@@ -61,8 +65,9 @@ impl TensorCheck {
     }
 }
 
-/// The metadata keys of format `gru-golden-v1` that this reader implements.
-pub const KNOWN_METADATA: [&str; 12] = [
+/// The metadata keys of format `gru-golden-v1` that this reader implements
+/// (`has_lengths`, `has_resets` and `reset_form` are optional).
+pub const KNOWN_METADATA: [&str; 15] = [
     "format",
     "input_size",
     "hidden_size",
@@ -73,6 +78,9 @@ pub const KNOWN_METADATA: [&str; 12] = [
     "seq_len",
     "batch",
     "has_h0",
+    "has_lengths",
+    "has_resets",
+    "reset_form",
     "loss",
     "reference",
 ];
@@ -148,18 +156,29 @@ impl ReferenceCase {
             .collect();
         unknown.sort();
         if let Some((k, v)) = unknown.first() {
-            let what = match k.as_str() {
-                "has_lengths" => " (variable sequence lengths)",
-                "has_resets" => " (episode resets)",
-                "reset_form" => " (the reset-before form of the candidate)",
-                _ => "",
-            };
             return Err(format_err(format!(
-                "metadata `{k}` = `{v}`{what} is not supported by this reader; \
+                "metadata `{k}` = `{v}` is not supported by this reader; \
                  the file describes a computation it does not implement, so it is refused \
                  rather than checked against plain nn.GRU"
             )));
         }
+        let optional_bool = |key: &str| -> Result<bool> {
+            if file.metadata().contains_key(key) {
+                meta_bool(&file, key)
+            } else {
+                Ok(false)
+            }
+        };
+        let has_lengths = optional_bool("has_lengths")?;
+        let has_resets = optional_bool("has_resets")?;
+        let reset_form = match file.metadata().get("reset_form") {
+            None => ResetForm::After,
+            Some(v) => ResetForm::parse(v.trim()).ok_or_else(|| {
+                format_err(format!(
+                    "metadata `reset_form` is `{v}`, expected `after` or `before`"
+                ))
+            })?,
+        };
         let config = GruConfig {
             input_size: meta_usize(&file, "input_size")?,
             hidden_size: meta_usize(&file, "hidden_size")?,
@@ -168,6 +187,7 @@ impl ReferenceCase {
             batch_first: meta_bool(&file, "batch_first")?,
             bias: meta_bool(&file, "bias")?,
             dropout: 0.0,
+            reset_form,
         };
         config.validate().map_err(|e| format_err(e.to_string()))?;
         let seq_len = meta_usize(&file, "seq_len")?;
@@ -187,15 +207,18 @@ impl ReferenceCase {
             .num_layers
             .checked_mul(config.num_directions())
             .and_then(|n| n.checked_mul(2 * per_dir))
-            .and_then(|n| n.checked_add(if has_h0 { 8 } else { 6 }));
+            .and_then(|n| n.checked_add(if has_h0 { 8 } else { 6 }))
+            .and_then(|n| n.checked_add(has_lengths as usize + has_resets as usize));
         if needed != Some(held) {
             return Err(format_err(format!(
-                "the metadata (num_layers {}, bidirectional {}, bias {}, has_h0 {}) describes {} tensors, \
+                "the metadata (num_layers {}, bidirectional {}, bias {}, has_h0 {}{}{}) describes {} tensors, \
                  the file holds {held}",
                 config.num_layers,
                 config.bidirectional,
                 config.bias,
                 has_h0,
+                if has_lengths { ", has_lengths true" } else { "" },
+                if has_resets { ", has_resets true" } else { "" },
                 needed.map_or_else(|| "more".to_string(), |n| n.to_string()),
             )));
         }
@@ -206,6 +229,12 @@ impl ReferenceCase {
             .collect();
         if has_h0 {
             known.extend(["h0".to_string(), "grad.h0".to_string()]);
+        }
+        if has_lengths {
+            known.push("lengths".to_string());
+        }
+        if has_resets {
+            known.push("resets".to_string());
         }
         for spec in &specs {
             known.push(spec.name.clone());
@@ -232,6 +261,38 @@ impl ReferenceCase {
         let h_n = into3(f64_("h_n", &ss)?);
         let x = f32_("x", &xs)?;
         let h0 = if has_h0 { Some(f32_("h0", &ss)?) } else { None };
+        let lengths = if has_lengths {
+            let v = file.int_tensor("lengths", safetensors::Dtype::I64, "I64", &[batch])?;
+            if let Some((i, l)) = v
+                .iter()
+                .enumerate()
+                .find(|(_, &l)| l < 1 || l > seq_len as i64)
+            {
+                return Err(format_err(format!(
+                    "lengths[{i}] is {l}; every length must be in 1..={seq_len} (seq_len)"
+                )));
+            }
+            Some(v.into_iter().map(|l| l as usize).collect())
+        } else {
+            None
+        };
+        let resets = if has_resets {
+            let shape = if config.batch_first {
+                [batch, seq_len]
+            } else {
+                [seq_len, batch]
+            };
+            let v = file.int_tensor("resets", safetensors::Dtype::U8, "U8", &shape)?;
+            if let Some((i, r)) = v.iter().enumerate().find(|(_, &r)| r > 1) {
+                return Err(format_err(format!(
+                    "resets holds {r} at flat index {i}; every value must be 0 or 1"
+                )));
+            }
+            let flags = v.into_iter().map(|r| r == 1).collect();
+            Some(Array2::from_shape_vec(shape, flags).expect("shape checked"))
+        } else {
+            None
+        };
         let mut p32 = BTreeMap::new();
         let mut g64 = BTreeMap::new();
         for spec in &specs {
@@ -267,6 +328,8 @@ impl ReferenceCase {
             params,
             grad_output: f32_("grad_output", &os)?,
             grad_h_n: f32_("grad_h_n", &ss)?,
+            lengths,
+            resets,
             expected,
         })
     }
@@ -326,7 +389,11 @@ impl ReferenceCase {
         let c = |a: &Array3<f32>| a.mapv(|v| F::of(v as f64));
         let mut gru = crate::cpu::Gru::new(self.params.cast::<F>());
         let h0 = self.h0.as_ref().map(c);
-        let (output, h_n) = gru.forward(c(&self.x).view(), h0.as_ref().map(|h| h.view()))?;
+        let opts = crate::cpu::SeqOptions::new()
+            .lengths(self.lengths.clone())
+            .resets(self.resets.clone());
+        let (output, h_n) =
+            gru.forward_with(c(&self.x).view(), h0.as_ref().map(|h| h.view()), &opts)?;
         let g = gru.backward(c(&self.grad_output).view(), Some(c(&self.grad_h_n).view()))?;
         let to64 = |a: &Array3<F>| a.mapv(|v| v.f64());
         Ok(RunResult {
@@ -352,6 +419,7 @@ impl ReferenceCase {
         ctx: &crate::gpu::GpuContext,
         recurrence: crate::gpu::Recurrence,
     ) -> Result<RunResult> {
+        self.check_gpu()?;
         let model = crate::gpu::GpuGru::new(ctx, &self.params)?;
         model.set_recurrence(recurrence);
         self.run_model(&model)
@@ -363,9 +431,39 @@ impl ReferenceCase {
         ctx: &crate::gpu::GpuContext,
         plan: Option<crate::gpu::Plan>,
     ) -> Result<RunResult> {
+        self.check_gpu()?;
         let model = crate::gpu::GpuGru::new(ctx, &self.params)?;
         model.set_plan(plan);
         self.run_model(&model)
+    }
+
+    /// The features of this case beyond plain `nn.GRU` (variable lengths,
+    /// episode resets, the reset-before form), by name.
+    pub fn features(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.lengths.is_some() {
+            f.push("variable sequence lengths (has_lengths)");
+        }
+        if self.resets.is_some() {
+            f.push("episode resets (has_resets)");
+        }
+        if self.config.reset_form == ResetForm::Before {
+            f.push("the reset-before form (reset_form = before)");
+        }
+        f
+    }
+
+    /// Refuses a case with a feature the GPU does not implement yet, naming it.
+    fn check_gpu(&self) -> Result<()> {
+        let features = self.features();
+        if features.is_empty() {
+            Ok(())
+        } else {
+            Err(GruError::NotImplemented {
+                feature: features.join(", "),
+                place: "on the GPU",
+            })
+        }
     }
 
     fn run_model(&self, model: &crate::gpu::GpuGru) -> Result<RunResult> {
@@ -390,7 +488,7 @@ impl ReferenceCase {
     pub fn describe(&self) -> String {
         let c = &self.config;
         format!(
-            "I={} H={} layers={} bidirectional={} batch_first={} bias={} T={} B={} h0={}",
+            "I={} H={} layers={} bidirectional={} batch_first={} bias={} T={} B={} h0={}{}{}{}",
             c.input_size,
             c.hidden_size,
             c.num_layers,
@@ -399,7 +497,18 @@ impl ReferenceCase {
             c.bias,
             self.seq_len,
             self.batch,
-            self.h0.is_some()
+            self.h0.is_some(),
+            if self.lengths.is_some() {
+                " lengths"
+            } else {
+                ""
+            },
+            if self.resets.is_some() { " resets" } else { "" },
+            if c.reset_form == ResetForm::Before {
+                " reset_form=before"
+            } else {
+                ""
+            },
         )
     }
 }

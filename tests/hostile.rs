@@ -683,32 +683,108 @@ fn a_tensor_error_from_a_file_names_the_file() {
 
 #[test]
 fn reference_files_of_another_computation_or_dtype_are_refused() {
-    // The cases beyond nn.GRU, whose metadata this reader does not implement.
-    for (file, key) in [
-        (
-            "packed_basic.safetensors",
-            "metadata `has_lengths` = `true` (variable sequence lengths)",
-        ),
-        (
-            "seg_basic.safetensors",
-            "metadata `has_resets` = `true` (episode resets)",
-        ),
-        (
-            "rb_basic.safetensors",
-            "metadata `reset_form` = `before` (the reset-before form of the candidate)",
-        ),
+    // A metadata key this reader does not implement: refused, never ignored.
+    let bytes = crafted(|_, m| {
+        m.insert("has_masks".into(), "true".into());
+    });
+    let unknown = temp_file("unknown_key.safetensors", &bytes);
+    let e = ReferenceCase::load(&unknown).unwrap_err();
+    assert!(matches!(e, GruError::Format { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("unknown_key.safetensors"), "{msg}");
+    assert!(msg.contains("metadata `has_masks` = `true`"), "{msg}");
+    assert!(msg.contains("is not supported by this reader"), "{msg}");
+    // The cases beyond nn.GRU load, with their features.
+    for file in [
+        "packed_basic.safetensors",
+        "seg_basic.safetensors",
+        "rb_basic.safetensors",
     ] {
-        let e = ReferenceCase::load(extra(file)).unwrap_err();
-        assert!(matches!(e, GruError::Format { .. }), "{e:?}");
-        let msg = e.to_string();
-        assert!(msg.contains(file), "{msg}");
-        assert!(msg.contains(key), "{msg}");
-        assert!(msg.contains("is not supported by this reader"), "{msg}");
+        let case = ReferenceCase::load(extra(file)).unwrap();
+        assert_eq!(case.features().len(), 1, "{file}");
     }
+    // The ONNX format is not gru-golden-v1 (verify reads it with its own reader).
     let e = ReferenceCase::load(extra("onnx_fwd_lbr0.safetensors")).unwrap_err();
     assert!(
         e.to_string()
             .contains("metadata `format` is `onnx-gru-v1`, expected `gru-golden-v1`"),
+        "{e}"
+    );
+    // Hostile values of the new tensors and keys: typed errors.
+    for (edit, needle) in [
+        (
+            (
+                "has_lengths",
+                "true",
+                "lengths",
+                safetensors::Dtype::I64,
+                8,
+                8i64,
+            ),
+            "lengths[0] is 8; every length must be in 1..=7 (seq_len)",
+        ),
+        (
+            (
+                "has_lengths",
+                "true",
+                "lengths",
+                safetensors::Dtype::I64,
+                8,
+                0,
+            ),
+            "lengths[0] is 0; every length must be in 1..=7 (seq_len)",
+        ),
+        (
+            (
+                "has_lengths",
+                "true",
+                "lengths",
+                safetensors::Dtype::I32,
+                4,
+                1,
+            ),
+            "tensor `lengths`: expected dtype I64, got I32",
+        ),
+        (
+            ("has_resets", "true", "resets", safetensors::Dtype::U8, 1, 2),
+            "resets holds 2 at flat index 0; every value must be 0 or 1",
+        ),
+        (
+            ("has_resets", "yes", "resets", safetensors::Dtype::U8, 1, 1),
+            "metadata `has_resets` is `yes`, not true or false",
+        ),
+    ] {
+        let (key, val, name, dtype, width, first) = edit;
+        let bytes = crafted(|t, m| {
+            let (t_len, b) = (7usize, 4usize);
+            assert_eq!(m.get("seq_len").map(String::as_str), Some("7"));
+            assert_eq!(m.get("batch").map(String::as_str), Some("4"));
+            m.insert(key.into(), val.into());
+            let shape = if name == "lengths" {
+                vec![b]
+            } else {
+                vec![t_len, b]
+            };
+            let n: usize = shape.iter().product();
+            let mut data = vec![0u8; n * width];
+            data[0] = first as u8;
+            if name == "lengths" {
+                for i in 1..n {
+                    data[i * width] = 1;
+                }
+            }
+            t.push((name.into(), dtype, shape, data));
+        });
+        let e = ReferenceCase::from_bytes(&bytes, "new.safetensors").unwrap_err();
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+    let bytes = crafted(|_, m| {
+        m.insert("reset_form".into(), "sideways".into());
+    });
+    let e = ReferenceCase::from_bytes(&bytes, "form.safetensors").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("metadata `reset_form` is `sideways`, expected `after` or `before`"),
         "{e}"
     );
     // A float32 `output` (the format says float64).
@@ -747,13 +823,8 @@ fn reference_files_of_another_computation_or_dtype_are_refused() {
     );
     // And on the command line: exit 2, the file and the key named.
     let r = refused(
-        &[
-            "verify",
-            "--device",
-            "cpu",
-            extra("seg_basic.safetensors").to_str().unwrap(),
-        ],
-        &["seg_basic.safetensors", "has_resets"],
+        &["verify", "--device", "cpu", unknown.to_str().unwrap()],
+        &["unknown_key.safetensors", "has_masks"],
     );
     assert!(
         r.stdout.ends_with("worst relative error: cpu -, gpu -\n"),

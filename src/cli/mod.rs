@@ -1,6 +1,7 @@
 //! The subcommands of the command line.
 
 pub mod bench;
+pub mod import_onnx;
 pub mod main_job;
 pub mod selftest;
 pub mod train;

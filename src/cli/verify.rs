@@ -10,7 +10,8 @@ pub struct VerifyArgs {
     /// Where to run: the f64 CPU reference, the f32 GPU, or both.
     #[arg(long, value_enum, default_value_t = Device::Both)]
     device: Device,
-    /// Reference files (safetensors, format gru-golden-v1).
+    /// Reference files (safetensors, format gru-golden-v1, with lengths,
+    /// resets or the reset-before form, or onnx-gru-v1 beside its .onnx model).
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -40,6 +41,65 @@ fn worse(a: Option<f64>, b: f64) -> f64 {
     }
 }
 
+/// An onnx-gru-v1 case: the CPU reference (f64) against onnxruntime's float32
+/// `Y` and `Y_h`; the GPU refuses it by name.
+fn verify_onnx(
+    path: &std::path::Path,
+    want_cpu: bool,
+    want_gpu: bool,
+    status: &mut u8,
+    worst_cpu: &mut Option<f64>,
+) {
+    use gru_wgpu::onnx::{OnnxCase, ONNX_BOUND};
+    let case = match OnnxCase::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            *status = 2;
+            return;
+        }
+    };
+    println!("{}: {}", path.display(), case.describe());
+    println!(
+        "  {:<6} {:<28} {:>10} {:>10} {:>7}",
+        "device", "tensor", "max abs", "rel error", "bound"
+    );
+    if want_cpu {
+        match case.run_cpu::<f64>() {
+            Ok(r) => {
+                for c in case.compare(&r, ONNX_BOUND) {
+                    let ok = c.ok();
+                    println!(
+                        "  {:<6} {:<28} {:>10.3e} {:>10.3e} {:>7.0e} {}",
+                        "cpu",
+                        c.name,
+                        c.max_abs,
+                        c.rel,
+                        c.bound,
+                        if ok { "OK" } else { "FAIL" }
+                    );
+                    *worst_cpu = Some(worse(*worst_cpu, c.rel));
+                    if !ok && *status == 0 {
+                        *status = 1;
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: cpu on {}: {e}", path.display());
+                *status = 2;
+            }
+        }
+    }
+    if want_gpu {
+        let e = gru_wgpu::GruError::NotImplemented {
+            feature: "the ONNX GRU format (onnx-gru-v1)".into(),
+            place: "on the GPU",
+        };
+        eprintln!("error: gpu on {}: {e}", path.display());
+        *status = 2;
+    }
+}
+
 /// Exit status: 0 when every tensor is within its bound, 1 when one is not,
 /// 2 when a file or the GPU could not be used.
 pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
@@ -64,6 +124,10 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
     let mut worst_cpu: Option<f64> = None;
     let mut worst_gpu: Option<f64> = None;
     for path in &args.files {
+        if gru_wgpu::onnx::is_onnx_case(path) {
+            verify_onnx(path, want_cpu, ctx.is_some(), &mut status, &mut worst_cpu);
+            continue;
+        }
         let case = match ReferenceCase::load(path) {
             Ok(c) => c,
             Err(e) => {

@@ -13,9 +13,17 @@
 //!
 //! The tape of a step keeps `x`, `h`, `r`, `z`, `n` and `gh_n = W_hn h + b_hn`:
 //! everything backward needs, nothing recomputed.
+//!
+//! The reset-before form ([`ResetForm::Before`]) changes only the candidate:
+//!
+//! ```text
+//! gh_n = (r * h) W_hn^T + b_hn
+//! n    = tanh(gi_n + gh_n)
+//! ```
 
 use ndarray::{concatenate, s, Array2, ArrayView2, Axis};
 
+use crate::config::ResetForm;
 use crate::error::{check_shape, GruError, Result};
 use crate::params::DirParams;
 use crate::real::{sigmoid, Real};
@@ -33,12 +41,24 @@ pub struct StepTape<F> {
     pub z: Array2<F>,
     /// Candidate state, `(B, H)`.
     pub n: Array2<F>,
-    /// `W_hn h + b_hn`, `(B, H)`: the part of the candidate that the reset gate scales.
+    /// `W_hn h + b_hn`, `(B, H)`: the part of the candidate that the reset
+    /// gate scales (reset-before form: `W_hn (r * h) + b_hn`).
     pub ghn: Array2<F>,
 }
 
-/// One forward step. Shapes must already be checked: `x: (B, I)`, `h: (B, H)`.
+/// One forward step of PyTorch's (reset-after) form. Shapes must already be
+/// checked: `x: (B, I)`, `h: (B, H)`.
 pub fn step_forward<F: Real>(
+    p: &DirParams<F>,
+    x: ArrayView2<F>,
+    h: ArrayView2<F>,
+) -> (Array2<F>, StepTape<F>) {
+    step_forward_form(ResetForm::After, p, x, h)
+}
+
+/// One forward step in the given form of the candidate.
+pub fn step_forward_form<F: Real>(
+    form: ResetForm,
     p: &DirParams<F>,
     x: ArrayView2<F>,
     h: ArrayView2<F>,
@@ -55,8 +75,24 @@ pub fn step_forward<F: Real>(
     let part = |a: &Array2<F>, k: usize| a.slice(s![.., k * hs..(k + 1) * hs]).to_owned();
     let r = (part(&gi, 0) + part(&gh, 0)).mapv(sigmoid);
     let z = (part(&gi, 1) + part(&gh, 1)).mapv(sigmoid);
-    let ghn = part(&gh, 2);
-    let n = (part(&gi, 2) + &r * &ghn).mapv(|v| v.tanh());
+    let (ghn, n) = match form {
+        ResetForm::After => {
+            // n = tanh(gi_n + r * (W_hn h + b_hn))
+            let ghn = part(&gh, 2);
+            let n = (part(&gi, 2) + &r * &ghn).mapv(|v| v.tanh());
+            (ghn, n)
+        }
+        ResetForm::Before => {
+            // n = tanh(gi_n + (r * h) W_hn^T + b_hn); the gh_n column block above is unused.
+            let rh = &r * &h;
+            let mut ghn = rh.dot(&p.weight_hh.slice(s![2 * hs..3 * hs, ..]).t());
+            if let Some(b) = &p.bias_hh {
+                ghn += &b.slice(s![2 * hs..3 * hs]);
+            }
+            let n = (part(&gi, 2) + &ghn).mapv(|v| v.tanh());
+            (ghn, n)
+        }
+    };
     let one = F::one();
     let h_next = z.mapv(|z| one - z) * &n + &z * &h;
     let tape = StepTape {
@@ -70,15 +106,29 @@ pub fn step_forward<F: Real>(
     (h_next, tape)
 }
 
-/// One backward step: from `dh = dL/dh'` and the step's tape, returns
-/// `(dx, dh_prev)` and adds the step's parameter gradients into `grads`.
+/// One backward step of PyTorch's (reset-after) form: from `dh = dL/dh'`
+/// and the step's tape, returns `(dx, dh_prev)` and adds the step's
+/// parameter gradients into `grads`.
 pub fn step_backward<F: Real>(
     p: &DirParams<F>,
     tape: &StepTape<F>,
     dh: ArrayView2<F>,
     grads: &mut DirParams<F>,
 ) -> (Array2<F>, Array2<F>) {
+    step_backward_form(ResetForm::After, p, tape, dh, grads)
+}
+
+/// One backward step in the given form of the candidate (the form of the
+/// forward step that made `tape`).
+pub fn step_backward_form<F: Real>(
+    form: ResetForm,
+    p: &DirParams<F>,
+    tape: &StepTape<F>,
+    dh: ArrayView2<F>,
+    grads: &mut DirParams<F>,
+) -> (Array2<F>, Array2<F>) {
     let one = F::one();
+    let hs = p.weight_hh.ncols();
     let StepTape {
         x,
         h_prev,
@@ -93,17 +143,43 @@ pub fn step_backward<F: Real>(
     // dL/dz through h' = ... - z n + z h
     let dz = &dh * &(h_prev - n);
     // dL/dh_prev, direct path through z h
-    let dh_direct = &dh * z;
+    let mut dh_prev = &dh * z;
     // n = tanh(a_n): dL/da_n = dn (1 - n^2)
     let da_n = dn * n.mapv(|n| one - n * n);
-    // a_n = gi_n + r gh_n: dL/dr = da_n gh_n
-    let dr = &da_n * ghn;
-    // r = sigmoid(a_r): dL/da_r = dr r (1 - r)
-    let da_r = dr * r.mapv(|r| r * (one - r));
     // z = sigmoid(a_z): dL/da_z = dz z (1 - z)
     let da_z = dz * z.mapv(|z| z * (one - z));
-    // a_n = gi_n + r gh_n: dL/dgh_n = da_n r
-    let dgh_n = &da_n * r;
+    // gh = h W_hh^T + b_hh: its r and z blocks are the same in both forms.
+    let (da_r, dgh_n) = match form {
+        ResetForm::After => {
+            // a_n = gi_n + r gh_n: dL/dr = da_n gh_n
+            let dr = &da_n * ghn;
+            // r = sigmoid(a_r): dL/da_r = dr r (1 - r)
+            let da_r = dr * r.mapv(|r| r * (one - r));
+            // a_n = gi_n + r gh_n: dL/dgh_n = da_n r
+            let dgh_n = &da_n * r;
+            (da_r, dgh_n)
+        }
+        ResetForm::Before => {
+            // a_n = gi_n + (r h) W_hn^T + b_hn:
+            //   dW_hn += da_n^T (r h), db_hn += sum over the batch of da_n
+            let rh = r * h_prev;
+            let mut gw = grads.weight_hh.slice_mut(s![2 * hs..3 * hs, ..]);
+            gw += &da_n.t().dot(&rh);
+            if let Some(b) = grads.bias_hh.as_mut() {
+                let mut gb = b.slice_mut(s![2 * hs..3 * hs]);
+                gb += &da_n.sum_axis(Axis(0));
+            }
+            //   dL/d(r h) = da_n W_hn
+            let drh = da_n.dot(&p.weight_hh.slice(s![2 * hs..3 * hs, ..]));
+            //   dL/dr = dL/d(r h) h_prev; dL/dh_prev += dL/d(r h) r
+            let dr = &drh * h_prev;
+            dh_prev += &(&drh * r);
+            // r = sigmoid(a_r): dL/da_r = dr r (1 - r)
+            let da_r = dr * r.mapv(|r| r * (one - r));
+            // The n block of gh (h W_hn^T) is not part of this form: no gradient.
+            (da_r, Array2::zeros(da_n.raw_dim()))
+        }
+    };
     // Pre-activation gradients of the input part (B, 3H) and of the hidden part.
     let dgi = concatenate![Axis(1), da_r, da_z, da_n];
     let dgh = concatenate![Axis(1), da_r, da_z, dgh_n];
@@ -113,14 +189,15 @@ pub fn step_backward<F: Real>(
         *b += &dgi.sum_axis(Axis(0));
     }
     // gh = h W_hh^T + b_hh: dW_hh += dgh^T h_prev, db_hh += sum over the batch of dgh
+    // (reset-before: the n block of dgh is zero, its terms were added above)
     grads.weight_hh += &dgh.t().dot(h_prev);
     if let Some(b) = grads.bias_hh.as_mut() {
         *b += &dgh.sum_axis(Axis(0));
     }
     // dL/dx = dgi W_ih
     let dx = dgi.dot(&p.weight_ih);
-    // dL/dh_prev = direct path + the recurrent path dgh W_hh
-    let dh_prev = dh_direct + dgh.dot(&p.weight_hh);
+    // dL/dh_prev += the recurrent path dgh W_hh
+    dh_prev += &dgh.dot(&p.weight_hh);
     (dx, dh_prev)
 }
 

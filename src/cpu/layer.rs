@@ -6,10 +6,23 @@
 //! the first layer, and the concatenated outputs of both directions of layer
 //! `l - 1` above it (after dropout in training mode). `output` is the last
 //! layer's hidden states, `h_n[l*D + d]` the final state of each layer-direction.
+//!
+//! [`SeqOptions`] adds, per call:
+//! - `lengths`: PyTorch's packed sequences. Batch element `b` has
+//!   `lengths[b]` valid steps (any order); the forward direction runs steps
+//!   `0..len`, the reverse direction `len-1` down to `0`; `output` is zero past
+//!   the length and `h_n` is the state after the last valid step. Padding
+//!   steps are not computed: each step runs the cell on the rows still valid.
+//! - `resets`: episode boundaries, `(T, B)` (`(B, T)` where `batch_first`).
+//!   `resets[t, b]` starts a new sequence at step `t` of column `b`: the
+//!   forward direction's state before step `t` is zero; the reverse
+//!   direction's state before step `t - 1` (the segment ending there) is zero.
+//!   The first segment's forward pass and the last segment's reverse pass
+//!   start from `h0`. Every layer resets at the same points.
 
-use ndarray::{s, Array3, ArrayView3, Axis};
+use ndarray::{s, Array2, Array3, ArrayView3, Axis};
 
-use super::cell::{step_backward, step_forward, StepTape};
+use super::cell::{step_backward_form, step_forward_form, StepTape};
 use crate::config::GruConfig;
 use crate::dropout;
 use crate::error::{GruError, Result};
@@ -28,13 +41,102 @@ pub struct GruGrads<F> {
     pub params: GruParams<F>,
 }
 
+/// Per-call options of the forward beyond `x` and `h0`: variable lengths and
+/// episode resets (see the module documentation). The default is neither:
+/// every column runs all `T` steps as one sequence.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SeqOptions {
+    /// The valid length of each batch element, each in `1..=T` (PyTorch's
+    /// `pack_padded_sequence` with `enforce_sorted=False`).
+    pub lengths: Option<Vec<usize>>,
+    /// `true` where a new sequence starts: `(T, B)`, or `(B, T)` where
+    /// `batch_first` (the layout of `x`).
+    pub resets: Option<Array2<bool>>,
+}
+
+impl SeqOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Per-sequence valid lengths.
+    pub fn lengths(mut self, lengths: Option<Vec<usize>>) -> Self {
+        self.lengths = lengths;
+        self
+    }
+
+    /// Episode resets, in the layout of `x`.
+    pub fn resets(mut self, resets: Option<Array2<bool>>) -> Self {
+        self.resets = resets;
+        self
+    }
+
+    /// Checks the options against a call of `t` steps and `b` columns and
+    /// returns them sequence-first: every length (all `T` when none) and the
+    /// resets as `(T, B)`.
+    fn resolve(
+        &self,
+        cfg: &GruConfig,
+        t: usize,
+        b: usize,
+    ) -> Result<(Vec<usize>, Option<Array2<bool>>)> {
+        let lengths = match &self.lengths {
+            None => vec![t; b],
+            Some(l) => {
+                if l.len() != b {
+                    return Err(GruError::LengthMismatch {
+                        name: "lengths".into(),
+                        expected: b as u64,
+                        unit: "values (one per batch element)",
+                        actual: l.len() as u64,
+                    });
+                }
+                if let Some((i, v)) = l.iter().enumerate().find(|(_, &v)| v == 0 || v > t) {
+                    return Err(GruError::InvalidConfig(format!(
+                        "lengths[{i}] is {v}; every length must be in 1..={t} (T)"
+                    )));
+                }
+                l.clone()
+            }
+        };
+        let resets = match &self.resets {
+            None => None,
+            Some(r) => {
+                let (want, dims) = if cfg.batch_first {
+                    ([b, t], ["B", "T"])
+                } else {
+                    ([t, b], ["T", "B"])
+                };
+                crate::error::check_shape("resets", &want, r.shape(), &dims)?;
+                Some(if cfg.batch_first {
+                    r.t().to_owned()
+                } else {
+                    r.clone()
+                })
+            }
+        };
+        Ok((lengths, resets))
+    }
+}
+
+/// One step of one layer-direction on the tape: the batch rows it ran
+/// (those whose length reaches the step), the rows among them whose state
+/// was reset to zero before it (positions in `rows`), and the cell's tape.
+#[derive(Debug)]
+struct RowStep<F> {
+    rows: Vec<usize>,
+    cut: Vec<usize>,
+    tape: StepTape<F>,
+}
+
 /// What the forward keeps for the backward.
 #[derive(Debug)]
 struct SeqTape<F> {
     t: usize,
     b: usize,
-    /// Step tapes per layer-direction (`l * D + d`), in processing order.
-    steps: Vec<Vec<StepTape<F>>>,
+    /// Step tapes per layer-direction (`l * D + d`), in processing order;
+    /// `None` for a step no row ran.
+    steps: Vec<Vec<Option<RowStep<F>>>>,
     /// Dropout applied to the output of each layer but the last: `(seed, p)`.
     dropout: Option<(u32, f32)>,
 }
@@ -92,7 +194,18 @@ impl<F: Real> Gru<F> {
         x: ArrayView3<F>,
         h0: Option<ArrayView3<F>>,
     ) -> Result<(Array3<F>, Array3<F>)> {
-        self.forward_impl(x, h0, None)
+        self.forward_impl(x, h0, None, &SeqOptions::default())
+    }
+
+    /// Evaluation-mode forward with variable lengths and/or episode resets
+    /// (see [`SeqOptions`]); [`backward`](Self::backward) follows it as usual.
+    pub fn forward_with(
+        &mut self,
+        x: ArrayView3<F>,
+        h0: Option<ArrayView3<F>>,
+        opts: &SeqOptions,
+    ) -> Result<(Array3<F>, Array3<F>)> {
+        self.forward_impl(x, h0, None, opts)
     }
 
     /// Training-mode forward: as [`forward`](Self::forward), with dropout of
@@ -105,7 +218,25 @@ impl<F: Real> Gru<F> {
         seed: u32,
     ) -> Result<(Array3<F>, Array3<F>)> {
         let p = self.config().dropout;
-        self.forward_impl(x, h0, (p > 0.0).then_some((seed, p)))
+        self.forward_impl(
+            x,
+            h0,
+            (p > 0.0).then_some((seed, p)),
+            &SeqOptions::default(),
+        )
+    }
+
+    /// [`forward_train`](Self::forward_train) with variable lengths and/or
+    /// episode resets.
+    pub fn forward_train_with(
+        &mut self,
+        x: ArrayView3<F>,
+        h0: Option<ArrayView3<F>>,
+        seed: u32,
+        opts: &SeqOptions,
+    ) -> Result<(Array3<F>, Array3<F>)> {
+        let p = self.config().dropout;
+        self.forward_impl(x, h0, (p > 0.0).then_some((seed, p)), opts)
     }
 
     fn forward_impl(
@@ -113,6 +244,7 @@ impl<F: Real> Gru<F> {
         x: ArrayView3<F>,
         h0: Option<ArrayView3<F>>,
         dropout: Option<(u32, f32)>,
+        opts: &SeqOptions,
     ) -> Result<(Array3<F>, Array3<F>)> {
         self.params.check()?;
         let cfg = self.params.config().clone();
@@ -124,6 +256,8 @@ impl<F: Real> Gru<F> {
         if let Some(h0) = &h0 {
             cfg.check_state("h0", h0.shape(), b)?;
         }
+        let (lengths, resets) = opts.resolve(&cfg, t_len, b)?;
+        let form = cfg.reset_form;
         let (nd, hs) = (cfg.num_directions(), cfg.hidden_size);
         // Work sequence-first: (T, B, C).
         let mut input = if cfg.batch_first {
@@ -145,11 +279,38 @@ impl<F: Real> Gru<F> {
                 let mut tapes = Vec::with_capacity(t_len);
                 for s in 0..t_len {
                     let t = if d == 0 { s } else { t_len - 1 - s };
-                    let (h_next, tape) = step_forward(p, input.index_axis(Axis(0), t), h.view());
-                    out.slice_mut(s![t, .., d * hs..(d + 1) * hs])
-                        .assign(&h_next);
-                    tapes.push(tape);
-                    h = h_next;
+                    // The rows whose sequence reaches step t; padding is not computed.
+                    let rows: Vec<usize> = (0..b).filter(|&i| t < lengths[i]).collect();
+                    if rows.is_empty() {
+                        tapes.push(None);
+                        continue;
+                    }
+                    // The rows whose state restarts from zero before this step.
+                    let cut: Vec<usize> = match &resets {
+                        None => Vec::new(),
+                        Some(r) => (0..rows.len())
+                            .filter(|&j| {
+                                let i = rows[j];
+                                if d == 0 {
+                                    r[[t, i]]
+                                } else {
+                                    t + 1 < lengths[i] && r[[t + 1, i]]
+                                }
+                            })
+                            .collect(),
+                    };
+                    let xs = input.index_axis(Axis(0), t).select(Axis(0), &rows);
+                    let mut hp = h.select(Axis(0), &rows);
+                    for &j in &cut {
+                        hp.row_mut(j).fill(F::zero());
+                    }
+                    let (h_next, tape) = step_forward_form(form, p, xs.view(), hp.view());
+                    for (j, &i) in rows.iter().enumerate() {
+                        h.row_mut(i).assign(&h_next.row(j));
+                        out.slice_mut(s![t, i, d * hs..(d + 1) * hs])
+                            .assign(&h_next.row(j));
+                    }
+                    tapes.push(Some(RowStep { rows, cut, tape }));
                 }
                 h_n.index_axis_mut(Axis(0), k).assign(&h);
                 steps.push(tapes);
@@ -199,6 +360,7 @@ impl<F: Real> Gru<F> {
             cfg.check_state("grad_h_n", g.shape(), b)?;
         }
         let tape = self.tape.take().expect("checked above");
+        let form = cfg.reset_form;
         let (nd, hs) = (cfg.num_directions(), cfg.hidden_size);
         let mut grads = GruParams::<F>::zeros(&cfg)?;
         let mut grad_h0 = Array3::<F>::zeros((cfg.num_layers * nd, b, hs));
@@ -222,13 +384,29 @@ impl<F: Real> Gru<F> {
                 };
                 for s in (0..t_len).rev() {
                     let t = if d == 0 { s } else { t_len - 1 - s };
-                    // h_t feeds the output at t and the next step: add the output's gradient.
-                    dh += &d_out.slice(s![t, .., d * hs..(d + 1) * hs]);
-                    let (dx, dh_prev) = step_backward(p, &tape.steps[k][s], dh.view(), g);
-                    // The layer input at t feeds both directions: the gradients add.
-                    let mut row = d_in.index_axis_mut(Axis(0), t);
-                    row += &dx;
-                    dh = dh_prev;
+                    let Some(step) = &tape.steps[k][s] else {
+                        continue;
+                    };
+                    // h_t feeds the output at t and the next step: add the
+                    // output's gradient (rows past their length have none:
+                    // their output is the constant zero).
+                    let mut dh_rows = dh.select(Axis(0), &step.rows);
+                    for (j, &i) in step.rows.iter().enumerate() {
+                        let mut row = dh_rows.row_mut(j);
+                        row += &d_out.slice(s![t, i, d * hs..(d + 1) * hs]);
+                    }
+                    let (dx, mut dh_prev) =
+                        step_backward_form(form, p, &step.tape, dh_rows.view(), g);
+                    // A reset cut the path to the previous state.
+                    for &j in &step.cut {
+                        dh_prev.row_mut(j).fill(F::zero());
+                    }
+                    for (j, &i) in step.rows.iter().enumerate() {
+                        dh.row_mut(i).assign(&dh_prev.row(j));
+                        // The layer input at t feeds both directions: the gradients add.
+                        let mut row = d_in.slice_mut(s![t, i, ..]);
+                        row += &dx.row(j);
+                    }
                 }
                 grad_h0.index_axis_mut(Axis(0), k).assign(&dh);
             }

@@ -7,5 +7,7 @@
 pub mod cell;
 pub mod layer;
 
-pub use cell::{step_backward, step_forward, GruCell, StepTape};
-pub use layer::{Gru, GruGrads};
+pub use cell::{
+    step_backward, step_backward_form, step_forward, step_forward_form, GruCell, StepTape,
+};
+pub use layer::{Gru, GruGrads, SeqOptions};

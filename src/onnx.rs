@@ -1,0 +1,838 @@
+//! ONNX models: the `GRU` node of an `.onnx` file as parameters in
+//! PyTorch's names and order, and the reference cases of format
+//! `onnx-gru-v1` (outputs computed by onnxruntime).
+//!
+//! The protobuf is read with `prost`, from the subset of `onnx.proto`'s
+//! messages defined here (unknown fields are skipped, as protobuf does).
+//!
+//! ONNX stacks the gate blocks **z, r, h** and `B = [Wb_z, Wb_r, Wb_h, Rb_z,
+//! Rb_r, Rb_h]`; PyTorch stacks r, z, n with `bias_ih = [b_ir, b_iz, b_in]`,
+//! `bias_hh = [b_hr, b_hz, b_hn]`. `linear_before_reset = 1` is PyTorch's
+//! reset-after form, `0` (the ONNX default) the reset-before form; `layout =
+//! 1` is `batch_first`; `direction = bidirectional` is `bidirectional`. A
+//! single `reverse` direction has no `nn.GRU` equivalent and is refused, as
+//! are a `clip`, activations other than the default (`Sigmoid`, `Tanh`) and
+//! weights in external data files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ndarray::{s, Array2, Array3, ArrayD, Axis, IxDyn};
+
+use crate::config::GruConfig;
+use crate::error::{GruError, Result};
+use crate::params::{GruParams, SafeFile};
+use crate::real::{max_abs_error, rel_error, Real};
+use crate::reference::TensorCheck;
+
+/// The subset of `onnx.proto` that a GRU node needs.
+pub mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        #[prost(int64, tag = "1")]
+        pub ir_version: i64,
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        #[prost(message, repeated, tag = "1")]
+        pub node: Vec<NodeProto>,
+        #[prost(string, tag = "2")]
+        pub name: String,
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<TensorProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NodeProto {
+        #[prost(string, repeated, tag = "1")]
+        pub input: Vec<String>,
+        #[prost(string, repeated, tag = "2")]
+        pub output: Vec<String>,
+        #[prost(string, tag = "3")]
+        pub name: String,
+        #[prost(string, tag = "4")]
+        pub op_type: String,
+        #[prost(message, repeated, tag = "5")]
+        pub attribute: Vec<AttributeProto>,
+        #[prost(string, tag = "7")]
+        pub domain: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AttributeProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(float, tag = "2")]
+        pub f: f32,
+        #[prost(int64, tag = "3")]
+        pub i: i64,
+        #[prost(bytes = "vec", tag = "4")]
+        pub s: Vec<u8>,
+        #[prost(float, repeated, tag = "7")]
+        pub floats: Vec<f32>,
+        #[prost(int64, repeated, tag = "8")]
+        pub ints: Vec<i64>,
+        #[prost(bytes = "vec", repeated, tag = "9")]
+        pub strings: Vec<Vec<u8>>,
+        #[prost(int32, tag = "20")]
+        pub r#type: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StringStringEntryProto {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorProto {
+        #[prost(int64, repeated, tag = "1")]
+        pub dims: Vec<i64>,
+        #[prost(int32, tag = "2")]
+        pub data_type: i32,
+        #[prost(float, repeated, tag = "4")]
+        pub float_data: Vec<f32>,
+        #[prost(string, tag = "8")]
+        pub name: String,
+        #[prost(bytes = "vec", tag = "9")]
+        pub raw_data: Vec<u8>,
+        #[prost(message, repeated, tag = "13")]
+        pub external_data: Vec<StringStringEntryProto>,
+        #[prost(int32, tag = "14")]
+        pub data_location: i32,
+    }
+
+    /// `TensorProto.DataType.FLOAT`.
+    pub const FLOAT: i32 = 1;
+    /// `TensorProto.DataLocation.EXTERNAL`.
+    pub const EXTERNAL: i32 = 1;
+}
+
+/// The `direction` attribute of an ONNX recurrent node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Reverse,
+    Bidirectional,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Forward => "forward",
+            Direction::Reverse => "reverse",
+            Direction::Bidirectional => "bidirectional",
+        }
+    }
+
+    fn count(self) -> usize {
+        if self == Direction::Bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// One ONNX `GRU` node with its weights, in ONNX's layout (gates z, r, h).
+#[derive(Clone, Debug)]
+pub struct OnnxGru {
+    /// The node's name (may be empty).
+    pub name: String,
+    pub direction: Direction,
+    pub linear_before_reset: bool,
+    /// 0: `(T, B, I)`; 1: `(B, T, I)`.
+    pub layout: i64,
+    pub hidden_size: usize,
+    pub input_size: usize,
+    /// `(D, 3H, I)`
+    pub w: Array3<f32>,
+    /// `(D, 3H, H)`
+    pub r: Array3<f32>,
+    /// `(D, 6H)`, where the node has a `B` input.
+    pub b: Option<Array2<f32>>,
+}
+
+fn err(origin: &str, message: impl Into<String>) -> GruError {
+    GruError::Format {
+        path: origin.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The values of an initializer, checked: float32, stored in the file.
+fn tensor_values(t: &proto::TensorProto, origin: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let name = &t.name;
+    if t.data_location == proto::EXTERNAL || !t.external_data.is_empty() {
+        let file = t
+            .external_data
+            .iter()
+            .find(|e| e.key == "location")
+            .map(|e| format!(" (`{}`)", e.value))
+            .unwrap_or_default();
+        return Err(err(
+            origin,
+            format!(
+                "initializer `{name}` is stored in an external data file{file}; \
+                 only weights inside the .onnx file are supported"
+            ),
+        ));
+    }
+    if t.data_type != proto::FLOAT {
+        return Err(err(
+            origin,
+            format!(
+                "initializer `{name}` has ONNX data type {}, expected 1 (FLOAT)",
+                t.data_type
+            ),
+        ));
+    }
+    let mut dims = Vec::with_capacity(t.dims.len());
+    let mut count = Some(1usize);
+    for &d in &t.dims {
+        let d = usize::try_from(d).map_err(|_| {
+            err(
+                origin,
+                format!("initializer `{name}` has a negative size {d}"),
+            )
+        })?;
+        count = count.and_then(|c| c.checked_mul(d));
+        dims.push(d);
+    }
+    let count = count.ok_or_else(|| err(origin, format!("initializer `{name}` is too large")))?;
+    let values: Vec<f32> = if !t.raw_data.is_empty() {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    } else {
+        t.float_data.clone()
+    };
+    if values.len() != count || (!t.raw_data.is_empty() && t.raw_data.len() != 4 * count) {
+        return Err(err(
+            origin,
+            format!(
+                "initializer `{name}` has shape {dims:?} ({count} values) but holds {} bytes of raw data and {} float values",
+                t.raw_data.len(),
+                t.float_data.len()
+            ),
+        ));
+    }
+    Ok((dims, values))
+}
+
+/// The default activations of a GRU: `Sigmoid`, `Tanh` per direction.
+fn default_activations(list: &[Vec<u8>], directions: usize) -> bool {
+    list.len() == 2 * directions
+        && list.iter().enumerate().all(|(i, a)| {
+            let want = if i % 2 == 0 { "sigmoid" } else { "tanh" };
+            String::from_utf8_lossy(a).eq_ignore_ascii_case(want)
+        })
+}
+
+impl OnnxGru {
+    /// Reads the `GRU` node of an `.onnx` file: the only one, or the one named `node`.
+    pub fn load(path: impl AsRef<Path>, node: Option<&str>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        Self::from_bytes(&bytes, &path.display().to_string(), node)
+    }
+
+    /// [`load`](Self::load) from bytes in memory; `origin` names them in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &str, node: Option<&str>) -> Result<Self> {
+        use prost::Message;
+        let model = proto::ModelProto::decode(bytes)
+            .map_err(|e| err(origin, format!("not a valid ONNX model: {e}")))?;
+        let graph = model
+            .graph
+            .ok_or_else(|| err(origin, "the ONNX model has no graph"))?;
+        let grus: Vec<&proto::NodeProto> = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "GRU" && (n.domain.is_empty() || n.domain == "ai.onnx"))
+            .collect();
+        let names = || {
+            grus.iter()
+                .map(|n| format!("`{}`", n.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let n = match (node, grus.len()) {
+            (_, 0) => return Err(err(origin, "the ONNX model has no GRU node")),
+            (None, 1) => grus[0],
+            (None, k) => {
+                return Err(err(
+                    origin,
+                    format!(
+                        "the ONNX model has {k} GRU nodes ({}); name the one wanted (--node NAME)",
+                        names()
+                    ),
+                ))
+            }
+            (Some(want), _) => *grus.iter().find(|n| n.name == want).ok_or_else(|| {
+                err(
+                    origin,
+                    format!(
+                        "the ONNX model has no GRU node named `{want}`; its GRU nodes: {}",
+                        names()
+                    ),
+                )
+            })?,
+        };
+        let label = format!("GRU node `{}`", n.name);
+        let mut direction = Direction::Forward;
+        let mut linear_before_reset = false;
+        let mut layout = 0i64;
+        let mut hidden_attr = None;
+        let mut activations = None;
+        for a in &n.attribute {
+            match a.name.as_str() {
+                "direction" => {
+                    direction = match String::from_utf8_lossy(&a.s).as_ref() {
+                        "forward" => Direction::Forward,
+                        "reverse" => Direction::Reverse,
+                        "bidirectional" => Direction::Bidirectional,
+                        other => {
+                            return Err(err(
+                                origin,
+                                format!("{label}: direction `{other}` is not an ONNX direction"),
+                            ))
+                        }
+                    }
+                }
+                "linear_before_reset" => match a.i {
+                    0 => linear_before_reset = false,
+                    1 => linear_before_reset = true,
+                    v => {
+                        return Err(err(
+                            origin,
+                            format!("{label}: linear_before_reset is {v}, expected 0 or 1"),
+                        ))
+                    }
+                },
+                "layout" => match a.i {
+                    0 | 1 => layout = a.i,
+                    v => {
+                        return Err(err(
+                            origin,
+                            format!("{label}: layout is {v}, expected 0 or 1"),
+                        ))
+                    }
+                },
+                "hidden_size" => hidden_attr = Some(a.i),
+                "activations" => activations = Some(a.strings.clone()),
+                "clip" => {
+                    return Err(err(
+                        origin,
+                        format!(
+                            "{label}: the `clip` attribute ({}) is not supported (nn.GRU has no clipping)",
+                            a.f
+                        ),
+                    ))
+                }
+                "activation_alpha" | "activation_beta" => {
+                    return Err(err(
+                        origin,
+                        format!("{label}: the `{}` attribute is not supported", a.name),
+                    ))
+                }
+                other => {
+                    return Err(err(
+                        origin,
+                        format!("{label}: unknown attribute `{other}`"),
+                    ))
+                }
+            }
+        }
+        let d = direction.count();
+        if let Some(list) = &activations {
+            if !default_activations(list, d) {
+                let names: Vec<String> = list
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                return Err(err(
+                    origin,
+                    format!(
+                        "{label}: activations {names:?} are not supported; only the default \
+                         (Sigmoid, Tanh per direction) is"
+                    ),
+                ));
+            }
+        }
+        let input = |i: usize| n.input.get(i).filter(|s| !s.is_empty());
+        let init = |i: usize, what: &str| -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+            let Some(name) = input(i) else {
+                return Ok(None);
+            };
+            let t = graph
+                .initializer
+                .iter()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| {
+                    err(
+                        origin,
+                        format!(
+                            "{label}: its input {what} (`{name}`) is not an initializer of the graph; \
+                             only weights stored as initializers can be imported"
+                        ),
+                    )
+                })?;
+            tensor_values(t, origin).map(Some)
+        };
+        let (wd, wv) =
+            init(1, "W")?.ok_or_else(|| err(origin, format!("{label} has no W input")))?;
+        let (rd, rv) =
+            init(2, "R")?.ok_or_else(|| err(origin, format!("{label} has no R input")))?;
+        let b = init(3, "B")?;
+        if wd.len() != 3 || rd.len() != 3 || wd[0] != d || rd[0] != d {
+            return Err(err(
+                origin,
+                format!(
+                    "{label}: W has shape {wd:?} and R {rd:?}; expected (D, 3H, I) and (D, 3H, H) with D = {d} ({})",
+                    direction.name()
+                ),
+            ));
+        }
+        let h = rd[2];
+        let h3 = h.checked_mul(3);
+        if h == 0 || wd[2] == 0 || h3 != Some(rd[1]) || h3 != Some(wd[1]) {
+            return Err(err(
+                origin,
+                format!("{label}: W has shape {wd:?} and R {rd:?}; expected (D, 3H, I) and (D, 3H, H) with sizes of at least 1"),
+            ));
+        }
+        if let Some(hs) = hidden_attr {
+            if hs != h as i64 {
+                return Err(err(
+                    origin,
+                    format!("{label}: hidden_size is {hs} but R has shape {rd:?}"),
+                ));
+            }
+        }
+        let b = match b {
+            None => None,
+            Some((bd, bv)) => {
+                if bd != [d, 2 * rd[1]] {
+                    return Err(err(
+                        origin,
+                        format!("{label}: B has shape {bd:?}, expected [{d}, {}]", 6 * h),
+                    ));
+                }
+                Some(Array2::from_shape_vec((d, 6 * h), bv).expect("shape checked"))
+            }
+        };
+        Ok(OnnxGru {
+            name: n.name.clone(),
+            direction,
+            linear_before_reset,
+            layout,
+            hidden_size: h,
+            input_size: wd[2],
+            w: Array3::from_shape_vec((d, 3 * h, wd[2]), wv).expect("shape checked"),
+            r: Array3::from_shape_vec((d, 3 * h, h), rv).expect("shape checked"),
+            b,
+        })
+    }
+
+    /// The equivalent `nn.GRU` configuration: one layer, bidirectional for
+    /// `bidirectional`, `batch_first` for layout 1, biases where the node has
+    /// `B`, the reset-before form for `linear_before_reset = 0`. A single
+    /// `reverse` direction is refused: `nn.GRU` has no such layer.
+    pub fn config(&self) -> Result<GruConfig> {
+        if self.direction == Direction::Reverse {
+            return Err(GruError::NotImplemented {
+                feature: format!(
+                    "ONNX GRU node `{}`: direction `reverse` (a single reverse-direction layer, \
+                     which nn.GRU does not have)",
+                    self.name
+                ),
+                place: "in gru-wgpu",
+            });
+        }
+        let c = GruConfig::new(self.input_size, self.hidden_size)
+            .bidirectional(self.direction == Direction::Bidirectional)
+            .batch_first(self.layout == 1)
+            .bias(self.b.is_some())
+            .reset_before(!self.linear_before_reset);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The parameters in PyTorch's names and order (gates r, z, n).
+    pub fn params(&self) -> Result<GruParams<f32>> {
+        let config = self.config()?;
+        let h = self.hidden_size;
+        // z, r, h blocks -> r, z, n.
+        let reorder = |a: ndarray::ArrayView2<f32>| -> ArrayD<f32> {
+            ndarray::concatenate![
+                Axis(0),
+                a.slice(s![h..2 * h, ..]),
+                a.slice(s![0..h, ..]),
+                a.slice(s![2 * h..3 * h, ..])
+            ]
+            .into_dyn()
+        };
+        let reorder1 = |a: ndarray::ArrayView1<f32>| -> ArrayD<f32> {
+            ndarray::concatenate![
+                Axis(0),
+                a.slice(s![h..2 * h]),
+                a.slice(s![0..h]),
+                a.slice(s![2 * h..3 * h])
+            ]
+            .into_dyn()
+        };
+        let mut named = BTreeMap::new();
+        for d in 0..config.num_directions() {
+            use crate::config::ParamKind::*;
+            let name = |k| GruConfig::param_name(k, 0, d);
+            named.insert(name(WeightIh), reorder(self.w.index_axis(Axis(0), d)));
+            named.insert(name(WeightHh), reorder(self.r.index_axis(Axis(0), d)));
+            if let Some(b) = &self.b {
+                let row = b.row(d);
+                named.insert(name(BiasIh), reorder1(row.slice(s![0..3 * h])));
+                named.insert(name(BiasHh), reorder1(row.slice(s![3 * h..6 * h])));
+            }
+        }
+        GruParams::from_named(&config, &named)
+    }
+}
+
+/// The bound of the CPU reference against onnxruntime's float32 results.
+pub const ONNX_BOUND: f64 = 1e-5;
+
+/// The metadata keys of format `onnx-gru-v1`.
+pub const ONNX_METADATA: [&str; 10] = [
+    "format",
+    "hidden_size",
+    "input_size",
+    "direction",
+    "linear_before_reset",
+    "layout",
+    "seq_len",
+    "batch",
+    "model",
+    "reference",
+];
+
+/// One onnxruntime reference case (format `onnx-gru-v1`): the inputs, the
+/// model's GRU node, and what onnxruntime computed.
+#[derive(Clone, Debug)]
+pub struct OnnxCase {
+    pub origin: String,
+    /// The GRU node of the `.onnx` model the metadata names.
+    pub gru: OnnxGru,
+    pub config: GruConfig,
+    pub seq_len: usize,
+    pub batch: usize,
+    /// `(T, B, I)`
+    pub x: Array3<f32>,
+    /// `(D, B, H)`
+    pub initial_h: Array3<f32>,
+    /// Per-sequence lengths, each in `1..=T`.
+    pub lengths: Vec<usize>,
+    /// `(T, D, B, H)`
+    pub y: ArrayD<f64>,
+    /// `(D, B, H)`
+    pub y_h: Array3<f64>,
+}
+
+/// What the CPU reference computes for an ONNX case, in ONNX's shapes.
+#[derive(Clone, Debug)]
+pub struct OnnxResult {
+    /// `(T, D, B, H)`
+    pub y: ArrayD<f64>,
+    /// `(D, B, H)`
+    pub y_h: Array3<f64>,
+}
+
+impl OnnxCase {
+    /// Reads a case and the model its metadata `model` names (in the same folder).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
+            path: origin.clone(),
+            source: e,
+        })?;
+        let file = SafeFile::parse(&bytes, &origin)?;
+        let m = file.metadata();
+        let get = |key: &str| -> Result<&str> {
+            m.get(key)
+                .map(String::as_str)
+                .ok_or_else(|| err(&origin, format!("metadata `{key}` is missing")))
+        };
+        let num = |key: &str| -> Result<usize> {
+            let v = get(key)?;
+            v.trim().parse().map_err(|_| {
+                err(
+                    &origin,
+                    format!("metadata `{key}` is `{v}`, not a non-negative integer"),
+                )
+            })
+        };
+        if get("format")? != "onnx-gru-v1" {
+            return Err(err(
+                &origin,
+                format!(
+                    "metadata `format` is `{}`, expected `onnx-gru-v1`",
+                    get("format")?
+                ),
+            ));
+        }
+        let mut unknown: Vec<&String> = m
+            .keys()
+            .filter(|k| !ONNX_METADATA.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some(k) = unknown.first() {
+            return Err(err(
+                &origin,
+                format!(
+                    "metadata `{k}` = `{}` is not supported by this reader; the file is refused",
+                    m[*k]
+                ),
+            ));
+        }
+        if num("layout")? != 0 {
+            return Err(GruError::NotImplemented {
+                feature: format!(
+                    "{origin}: an onnx-gru-v1 case with layout {}",
+                    get("layout")?
+                ),
+                place: "in this reader",
+            });
+        }
+        let model = get("model")?;
+        if model.is_empty()
+            || model.contains('/')
+            || model.contains('\\')
+            || model == "."
+            || model == ".."
+        {
+            return Err(err(
+                &origin,
+                format!(
+                    "metadata `model` is `{model}`; it must be a file name in the case's folder"
+                ),
+            ));
+        }
+        let model_path = path.parent().unwrap_or(Path::new(".")).join(model);
+        let gru = OnnxGru::load(&model_path, None)?;
+        let config = gru.config()?;
+        let (seq_len, batch) = (num("seq_len")?, num("batch")?);
+        if seq_len == 0 || batch == 0 {
+            return Err(err(
+                &origin,
+                format!("seq_len {seq_len} and batch {batch} must both be at least 1"),
+            ));
+        }
+        let (i, h) = (config.input_size, config.hidden_size);
+        let d = config.num_directions();
+        for (key, want) in [
+            ("hidden_size", h.to_string()),
+            ("input_size", i.to_string()),
+            ("direction", gru.direction.name().to_string()),
+            (
+                "linear_before_reset",
+                (gru.linear_before_reset as u8).to_string(),
+            ),
+        ] {
+            let have = get(key)?;
+            if have != want {
+                return Err(err(
+                    &origin,
+                    format!("metadata `{key}` is `{have}` but the model {model} has `{want}`"),
+                ));
+            }
+        }
+        let known = ["X", "W", "R", "B", "sequence_lens", "initial_h", "Y", "Y_h"];
+        if let Some(name) = file
+            .names()
+            .into_iter()
+            .find(|n| !known.contains(&n.as_str()))
+        {
+            return Err(GruError::UnexpectedTensor {
+                shape: file.shape(&name)?.into(),
+                name,
+                file: Some(origin.clone()),
+            });
+        }
+        let f32_ = |name: &str, shape: &[usize]| {
+            file.tensor_typed::<f32>(name, safetensors::Dtype::F32, shape)
+        };
+        let three = |a: ArrayD<f32>| {
+            a.into_dimensionality::<ndarray::Ix3>()
+                .expect("shape checked")
+        };
+        // The weights of the file must be the model's.
+        let w = three(f32_("W", &[d, 3 * h, i])?);
+        let r = three(f32_("R", &[d, 3 * h, h])?);
+        let same = |name: &str, a: &[f32], b: &[f32]| -> Result<()> {
+            if a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()) && a.len() == b.len() {
+                Ok(())
+            } else {
+                Err(err(
+                    &origin,
+                    format!("tensor `{name}` differs from the initializer of the model {model}"),
+                ))
+            }
+        };
+        same(
+            "W",
+            &w.iter().copied().collect::<Vec<_>>(),
+            &gru.w.iter().copied().collect::<Vec<_>>(),
+        )?;
+        same(
+            "R",
+            &r.iter().copied().collect::<Vec<_>>(),
+            &gru.r.iter().copied().collect::<Vec<_>>(),
+        )?;
+        match (&gru.b, file.has("B")) {
+            (Some(mb), true) => {
+                let b = f32_("B", &[d, 6 * h])?;
+                same(
+                    "B",
+                    &b.iter().copied().collect::<Vec<_>>(),
+                    &mb.iter().copied().collect::<Vec<_>>(),
+                )?;
+            }
+            (None, false) => {}
+            (mb, _) => {
+                return Err(err(
+                    &origin,
+                    format!(
+                        "the file {} a tensor `B` but the model {model} {} one",
+                        if file.has("B") { "has" } else { "has no" },
+                        if mb.is_some() { "has" } else { "has no" }
+                    ),
+                ))
+            }
+        }
+        let x = three(f32_("X", &[seq_len, batch, i])?);
+        let initial_h = if file.has("initial_h") {
+            three(f32_("initial_h", &[d, batch, h])?)
+        } else {
+            Array3::zeros((d, batch, h))
+        };
+        let lengths = if file.has("sequence_lens") {
+            let v = file.int_tensor("sequence_lens", safetensors::Dtype::I32, "I32", &[batch])?;
+            if let Some((k, l)) = v
+                .iter()
+                .enumerate()
+                .find(|(_, &l)| l < 1 || l > seq_len as i64)
+            {
+                return Err(err(
+                    &origin,
+                    format!("sequence_lens[{k}] is {l}; every length must be in 1..={seq_len} (seq_len)"),
+                ));
+            }
+            v.into_iter().map(|l| l as usize).collect()
+        } else {
+            vec![seq_len; batch]
+        };
+        let y = file.tensor_typed::<f64>("Y", safetensors::Dtype::F32, &[seq_len, d, batch, h])?;
+        let y_h = file
+            .tensor_typed::<f64>("Y_h", safetensors::Dtype::F32, &[d, batch, h])?
+            .into_dimensionality::<ndarray::Ix3>()
+            .expect("shape checked");
+        Ok(OnnxCase {
+            origin,
+            gru,
+            config,
+            seq_len,
+            batch,
+            x,
+            initial_h,
+            lengths,
+            y,
+            y_h,
+        })
+    }
+
+    /// Runs the CPU reference in `F`: the model's parameters, `X`,
+    /// `initial_h` and `sequence_lens`, with `Y` and `Y_h` in ONNX's shapes.
+    pub fn run_cpu<F: Real>(&self) -> Result<OnnxResult> {
+        let params = self.gru.params()?.cast::<F>();
+        let c = |a: &Array3<f32>| a.mapv(|v| F::of(v as f64));
+        let mut gru = crate::cpu::Gru::new(params);
+        let opts = crate::cpu::SeqOptions::new().lengths(Some(self.lengths.clone()));
+        let h0 = c(&self.initial_h);
+        let (out, h_n) = gru.forward_with(c(&self.x).view(), Some(h0.view()), &opts)?;
+        let (t, b) = (self.seq_len, self.batch);
+        let (d, h) = (self.config.num_directions(), self.config.hidden_size);
+        // (T, B, D*H) -> (T, D, B, H)
+        let y = out
+            .mapv(|v| v.f64())
+            .into_shape_with_order((t, b, d, h))
+            .expect("the output is (T, B, D*H)")
+            .permuted_axes([0, 2, 1, 3])
+            .as_standard_layout()
+            .to_owned()
+            .into_dimensionality::<IxDyn>()
+            .expect("any rank");
+        Ok(OnnxResult {
+            y,
+            y_h: h_n.mapv(|v| v.f64()),
+        })
+    }
+
+    /// Compares `Y` and `Y_h` against onnxruntime's, each against `bound`.
+    pub fn compare(&self, ours: &OnnxResult, bound: f64) -> Vec<TensorCheck> {
+        let check = |name: &str, a: &mut dyn Iterator<Item = f64>, b: Vec<f64>| {
+            let a: Vec<f64> = a.collect();
+            TensorCheck {
+                name: name.to_string(),
+                max_abs: max_abs_error(a.iter().copied(), b.iter()),
+                rel: rel_error(a.iter().copied(), b.iter()),
+                bound,
+            }
+        };
+        vec![
+            check(
+                "Y",
+                &mut ours.y.iter().copied(),
+                self.y.iter().copied().collect(),
+            ),
+            check(
+                "Y_h",
+                &mut ours.y_h.iter().copied(),
+                self.y_h.iter().copied().collect(),
+            ),
+        ]
+    }
+
+    /// A one-line description.
+    pub fn describe(&self) -> String {
+        format!(
+            "ONNX GRU node `{}` I={} H={} direction={} linear_before_reset={} T={} B={} lengths={:?}",
+            self.gru.name,
+            self.config.input_size,
+            self.config.hidden_size,
+            self.gru.direction.name(),
+            self.gru.linear_before_reset as u8,
+            self.seq_len,
+            self.batch,
+            self.lengths
+        )
+    }
+}
+
+/// Whether a safetensors file says it is of format `onnx-gru-v1` (an
+/// unreadable file is not; its reader reports why).
+pub fn is_onnx_case(path: impl AsRef<Path>) -> bool {
+    let Ok(bytes) = std::fs::read(path.as_ref()) else {
+        return false;
+    };
+    SafeFile::parse(&bytes, "")
+        .map(|f| f.metadata().get("format").map(String::as_str) == Some("onnx-gru-v1"))
+        .unwrap_or(false)
+}
