@@ -361,11 +361,17 @@ pub fn bench_gpu(
     })
 }
 
-/// Every plan that applies to `shape` on `ctx` (see `GpuGru::candidates`).
+/// The plans of the context's coverage set that apply to `shape` (every
+/// GEMM kernel with the `step` and `products` loops, the simple kernel and
+/// the window family with every loop; see `GpuContext::coverage_plans`).
 pub fn plans_for(ctx: &GpuContext, shape: &BenchShape) -> Result<Vec<Plan>> {
     check_shape_sizes(shape)?;
     let model = GpuGru::new(ctx, &GruParams::<f32>::zeros(&shape.config())?)?;
-    Ok(model.candidates(shape.batch))
+    Ok(ctx
+        .coverage_plans()
+        .into_iter()
+        .filter(|p| model.check_plan(*p, shape.batch).is_ok())
+        .collect())
 }
 
 /// A description of this machine's CPU, for the CPU reference's records.

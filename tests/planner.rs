@@ -80,12 +80,19 @@ fn tuning_times_every_candidate_and_a_second_process_reads_the_winner() {
     let chosen: Vec<_> = report.candidates.iter().filter(|c| c.chosen).collect();
     assert_eq!(chosen.len(), 1);
     assert_eq!(chosen[0].plan, report.chosen);
+    assert_eq!(chosen[0].stage, "loop");
+    // The score is the fastest sample, among the final round's candidates.
     let fastest = report
         .candidates
         .iter()
-        .map(|c| c.median_ms.unwrap())
+        .filter(|c| c.stage == "loop")
+        .map(|c| c.min_ms.unwrap())
         .fold(f64::INFINITY, f64::min);
-    assert_eq!(chosen[0].median_ms.unwrap(), fastest);
+    assert_eq!(chosen[0].min_ms.unwrap(), fastest);
+    for c in &report.candidates {
+        assert!(c.min_ms.unwrap() <= c.median_ms.unwrap());
+        assert_eq!(c.seq, 5, "T = 5 is below both step limits");
+    }
     // In memory: a call of the same bucket (T 5..8, B 3..4) runs it untuned.
     let again = m.plan_for(7, 4).unwrap();
     assert_eq!(

@@ -52,7 +52,9 @@ pub struct BenchArgs {
     pub products: ProductsArg,
     /// The GPU's plan: `auto` (the shape's cached or measured plan), a plan
     /// by the name `gru-wgpu tune` prints, such as `simple/sequence`, or
-    /// `all` (the automatic plan, then every plan that applies, each forced).
+    /// `all` (the automatic plan, then every plan of the coverage set that
+    /// applies, each forced: each GEMM kernel with the `step` and `products`
+    /// loops, the simple kernel and the window family with every loop).
     #[arg(long, default_value = "auto")]
     pub plan: String,
     /// Draw throughput against hidden size to this SVG file.

@@ -47,6 +47,9 @@ struct Line<'a> {
     plan: String,
     median_ms: Option<f64>,
     chosen: bool,
+    min_ms: Option<f64>,
+    stage: &'static str,
+    steps: usize,
     samples_ms: &'a [f64],
     error: Option<&'a str>,
     adapter: String,
@@ -141,6 +144,9 @@ fn print_report(
                 plan: c.plan.name(),
                 median_ms: c.median_ms,
                 chosen: c.chosen,
+                min_ms: c.min_ms,
+                stage: c.stage,
+                steps: c.seq,
                 samples_ms: &c.samples_ms,
                 error: c.error.as_deref(),
                 adapter: ctx.adapter().to_string(),
@@ -156,24 +162,30 @@ fn print_report(
         return;
     }
     println!(
-        "\n{shape}: {} candidates on {} steps ({} clock, {} mode), {:.0} ms",
+        "\n{shape}: {} candidates ({} clock, {} mode), {:.0} ms",
         r.candidates.len(),
-        r.seq_measured,
         r.clock,
         r.mode.name(),
         r.tuned_ms
     );
-    println!("  {:<24} {:>12}  samples (ms)", "plan", "median ms");
+    println!(
+        "  {:<26} {:<5} {:>5} {:>12} {:>12}  samples (ms)",
+        "plan", "stage", "steps", "median ms", "fastest ms"
+    );
     for c in &r.candidates {
         let median = c
             .median_ms
             .map_or("failed".to_string(), |m| format!("{m:.3}"));
         let samples: Vec<String> = c.samples_ms.iter().map(|s| format!("{s:.3}")).collect();
         let mark = if c.chosen { "  <- chosen" } else { "" };
+        let fastest = c.min_ms.map_or("-".to_string(), |m| format!("{m:.3}"));
         println!(
-            "  {:<24} {:>12}  {}{mark}",
+            "  {:<26} {:<5} {:>5} {:>12} {:>12}  {}{mark}",
             c.plan.name(),
+            c.stage,
+            c.seq,
             median,
+            fastest,
             samples.join(" ")
         );
         if let Some(e) = &c.error {

@@ -6,20 +6,23 @@
 //! where the cache has none (`TuneMode::Quick` or `Full`), or the fixed
 //! fallback rule (`TuneMode::Off`).
 //!
-//! Tuning times whole forward+backward calls of the shape (at most 16
-//! steps of it in quick mode) on random data, on the device's own clock
-//! (timestamp queries) where it has one, else the wall clock around the
-//! calls and a wait. The candidates, about ten:
+//! Tuning times whole forward+backward calls of the shape on random data,
+//! on the device's own clock (timestamp queries) where it has one, else the
+//! wall clock around the calls and a wait:
 //!
-//! 1. every GEMM variant the device runs, with the fallback time loop;
-//! 2. the fastest of those with every other time loop that applies;
-//! 3. the window family (where it runs) with its per-step products, and
-//!    with the fastest time loop of 1-2.
+//! 1. every GEMM variant the device runs, with the fallback time loop, on at
+//!    most 16 steps (its share of a call grows with T·B as the call's does):
+//!    the fastest goes on;
+//! 2. that variant with every time loop that applies, on at most 64 steps;
+//! 3. the window family (where it runs) with its per-step products, and with
+//!    the fastest loop of 2, on as many steps.
 //!
 //! A candidate that fails (a kernel the driver refuses) is reported and
 //! skipped. Each is first run once on two steps (building its pipelines, off
-//! the clock); quick mode times each once and the ones within 15% of the
-//! best once more, full mode three times; the score is the median.
+//! the clock); quick mode times each once and those of 2-3 within 20% of the
+//! best once more, full mode three times on the whole shape. A candidate's
+//! score is its fastest sample (interference only adds time); the fastest of
+//! 2-3 is chosen.
 
 use std::time::Instant;
 
@@ -64,12 +67,28 @@ pub struct Candidate {
     /// `family/strategy`.
     #[serde(serialize_with = "plan_name")]
     pub plan: Plan,
+    /// `gemm`: a GEMM kernel's ranking (with the fallback loop, on fewer
+    /// steps: only the fastest goes on); `loop`: the final round, among
+    /// which the fastest is chosen.
+    pub stage: &'static str,
+    /// The steps of each timed forward+backward.
+    pub seq: usize,
     /// The median of the samples, in milliseconds of forward+backward.
     pub median_ms: Option<f64>,
+    /// The fastest sample: the score (interference only adds time).
+    pub min_ms: Option<f64>,
     pub samples_ms: Vec<f64>,
     /// Why it could not run, where it could not.
     pub error: Option<String>,
     pub chosen: bool,
+}
+
+impl Candidate {
+    fn set_samples(&mut self, s: Vec<f64>) {
+        self.median_ms = Some(median(&s));
+        self.min_ms = s.iter().copied().min_by(f64::total_cmp);
+        self.samples_ms = s;
+    }
 }
 
 fn plan_name<S: serde::Serializer>(p: &Plan, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -307,9 +326,12 @@ impl GpuGru {
     fn tune_locked(&self, t_len: usize, batch: usize, mode: TuneMode) -> Result<TuneReport> {
         self.check_dims(t_len, batch)?;
         let start = Instant::now();
-        let seq = match mode {
-            TuneMode::Full => t_len,
-            _ => t_len.min(16),
+        let full = mode == TuneMode::Full;
+        // Steps timed: the GEMM kernels' ranking (their share of a call grows
+        // with T·B like the call) on at most 16, the time loops on at most 64.
+        let (seq_gemm, seq_loop) = match full {
+            true => (t_len, t_len),
+            false => (t_len.min(16), t_len.min(64)),
         };
         let key = self.plan_key(t_len, batch);
         let all = self.candidates(batch);
@@ -318,123 +340,141 @@ impl GpuGru {
                 "no plan runs this GRU on a batch of {batch} on this device"
             )));
         }
-        let bench = Bench::new(self, seq, batch)?;
-        let reps = if mode == TuneMode::Full { 3 } else { 1 };
-        let mut cands: Vec<Candidate> = Vec::new();
-        let run = |plan: Plan, cands: &mut Vec<Candidate>| {
-            if cands.iter().any(|c| c.plan == plan) || !all.contains(&plan) {
-                return;
-            }
+        let bench = Bench::new(self, seq_loop, batch)?;
+        let reps = if full { 3 } else { 1 };
+        let measure = |plan: Plan, seq: usize, stage: &'static str| -> Candidate {
             let mut c = Candidate {
                 plan,
+                stage,
+                seq,
                 median_ms: None,
+                min_ms: None,
                 samples_ms: Vec::new(),
                 error: None,
                 chosen: false,
             };
-            match bench.time(plan, reps, true) {
-                Ok(s) => {
-                    c.median_ms = Some(median(&s));
-                    c.samples_ms = s;
-                }
+            match bench.time(plan, seq, reps, true) {
+                Ok(s) => c.set_samples(s),
                 Err(e) => c.error = Some(e.to_string()),
             }
-            cands.push(c);
+            c
         };
-        let best = |cands: &[Candidate], family: Option<Family>| -> Option<Plan> {
+        // The fastest of `cands` (by its fastest sample).
+        let best = |cands: &[Candidate]| -> Option<Plan> {
             cands
                 .iter()
-                .filter(|c| family.is_none_or(|f| c.plan.family == f))
-                .filter_map(|c| c.median_ms.map(|m| (m, c.plan)))
+                .filter_map(|c| c.min_ms.map(|m| (m, c.plan)))
                 .min_by(|a, b| a.0.total_cmp(&b.0))
                 .map(|(_, p)| p)
         };
-        if all.len() == 1 {
-            run(all[0], &mut cands);
-        } else {
-            let families = self.ctx.families();
-            let gemms: Vec<Family> = families
-                .iter()
-                .copied()
-                .filter(|f| !f.is_windows())
-                .collect();
-            // 1. every GEMM variant with the fallback loop;
+        let families = self.ctx.families();
+        let gemms: Vec<Family> = families
+            .iter()
+            .copied()
+            .filter(|f| !f.is_windows())
+            .collect();
+        // 1. every GEMM variant with the fallback loop, on `seq_gemm` steps;
+        let mut ranking: Vec<Candidate> = Vec::new();
+        if gemms.len() > 1 {
             for f in &gemms {
-                run(self.default_loop(*f, batch), &mut cands);
-            }
-            // 2. the fastest with every other loop;
-            if let Some(b) = best(&cands, None) {
-                for s in Strategy::ALL {
-                    run(Plan::new(b.family, *s), &mut cands);
-                }
-            }
-            // 3. the window family: its per-step products, and the best loop so far
-            //    (every loop where it is the only family).
-            if families.contains(&Family::Windows) {
-                if gemms.is_empty() {
-                    for s in Strategy::ALL {
-                        run(Plan::new(Family::Windows, *s), &mut cands);
-                    }
-                } else {
-                    let best_loop = best(&cands, None).map(|b| b.strategy);
-                    run(Plan::new(Family::Windows, Strategy::Products), &mut cands);
-                    if let Some(s) = best_loop {
-                        run(Plan::new(Family::Windows, s), &mut cands);
-                    }
+                let p = self.default_loop(*f, batch);
+                if all.contains(&p) {
+                    ranking.push(measure(p, seq_gemm, "gemm"));
                 }
             }
         }
-        // Quick mode: the close ones once more.
-        if mode != TuneMode::Full {
-            if let Some(b) = cands
+        let gemm = best(&ranking).map(|p| p.family).or(gemms.first().copied());
+        // 2. the fastest (or only) variant with every loop that applies, and
+        // 3. the window family with its per-step products and the best loop
+        //    of 2 (with every loop where it is the only family), on `seq_loop`.
+        let mut plans: Vec<Plan> = Vec::new();
+        if let Some(g) = gemm {
+            plans.extend(Strategy::ALL.iter().map(|s| Plan::new(g, *s)));
+        }
+        let mut finals: Vec<Candidate> = Vec::new();
+        let run = |p: Plan, finals: &mut Vec<Candidate>| {
+            if !all.contains(&p) || finals.iter().any(|c| c.plan == p) {
+                return;
+            }
+            // A ranking sample on the same steps counts.
+            let reuse = ranking.iter().find(|c| c.plan == p && c.seq == seq_loop);
+            let mut c = match reuse {
+                Some(c) => c.clone(),
+                None => measure(p, seq_loop, "loop"),
+            };
+            c.stage = "loop";
+            finals.push(c);
+        };
+        for p in plans {
+            run(p, &mut finals);
+        }
+        if families.contains(&Family::Windows) {
+            if gemms.is_empty() {
+                for s in Strategy::ALL {
+                    run(Plan::new(Family::Windows, *s), &mut finals);
+                }
+            } else {
+                let best_loop = best(&finals).map(|b| b.strategy);
+                run(Plan::new(Family::Windows, Strategy::Products), &mut finals);
+                if let Some(s) = best_loop {
+                    run(Plan::new(Family::Windows, s), &mut finals);
+                }
+            }
+        }
+        // Quick mode: the ones within 20% of the best once more.
+        if !full {
+            if let Some(b) = finals
                 .iter()
-                .filter_map(|c| c.median_ms)
+                .filter_map(|c| c.min_ms)
                 .min_by(f64::total_cmp)
             {
-                for c in cands.iter_mut() {
-                    if c.median_ms.is_some_and(|m| m <= b * 1.15) && cands_len_ok(&c.samples_ms) {
-                        if let Ok(s) = bench.time(c.plan, 1, false) {
-                            c.samples_ms.extend(s);
-                            c.median_ms = Some(median(&c.samples_ms));
+                for c in finals.iter_mut() {
+                    if c.min_ms.is_some_and(|m| m <= b * 1.2) && c.samples_ms.len() == 1 {
+                        if let Ok(s) = bench.time(c.plan, seq_loop, 1, false) {
+                            let mut all_samples = c.samples_ms.clone();
+                            all_samples.extend(s);
+                            c.set_samples(all_samples);
                         }
                     }
                 }
             }
         }
-        let chosen = best(&cands, None).ok_or_else(|| {
-            let why: Vec<String> = cands
+        let chosen = best(&finals).ok_or_else(|| {
+            let why: Vec<String> = ranking
                 .iter()
+                .chain(&finals)
                 .map(|c| format!("{}: {}", c.plan, c.error.as_deref().unwrap_or("?")))
                 .collect();
             GruError::InvalidConfig(format!("no candidate plan ran: {}", why.join("; ")))
         })?;
-        for c in cands.iter_mut() {
+        for c in finals.iter_mut() {
             c.chosen = c.plan == chosen;
         }
+        let mut cands = ranking;
+        cands.extend(finals);
         self.ctx.plans().put(
             &key,
             CachedPlan {
                 plan: chosen.name(),
                 mode,
                 candidates_hash: self.candidates_hash(batch),
-                timings: cands.iter().map(|c| (c.plan.name(), c.median_ms)).collect(),
+                timings: cands
+                    .iter()
+                    .filter(|c| c.stage == "loop")
+                    .map(|c| (c.plan.name(), c.min_ms))
+                    .collect(),
             },
         );
         Ok(TuneReport {
             key,
             mode,
-            seq_measured: seq,
+            seq_measured: seq_loop,
             clock: if bench.gpu_clock { "gpu" } else { "wall" },
             candidates: cands,
             chosen,
             tuned_ms: start.elapsed().as_secs_f64() * 1e3,
         })
     }
-}
-
-/// Only candidates timed once get a second sample in quick mode.
-fn cands_len_ok(samples: &[f64]) -> bool {
-    samples.len() == 1
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -501,11 +541,13 @@ impl<'a> Bench<'a> {
         }
     }
 
-    /// `reps` timed calls, after one untimed call on two steps where `warm`.
-    fn time(&self, plan: Plan, reps: usize, warm: bool) -> Result<Vec<f64>> {
+    /// `reps` timed calls of `seq` steps (at most the data's), after one
+    /// untimed call on two steps where `warm`.
+    fn time(&self, plan: Plan, seq: usize, reps: usize, warm: bool) -> Result<Vec<f64>> {
+        let seq = seq.min(self.seq);
         if warm {
-            self.call(plan, self.seq.min(2), false)?;
+            self.call(plan, seq.min(2), false)?;
         }
-        (0..reps).map(|_| self.call(plan, self.seq, true)).collect()
+        (0..reps).map(|_| self.call(plan, seq, true)).collect()
     }
 }
