@@ -29,8 +29,9 @@ pub struct TuneArgs {
     /// Two directions per layer.
     #[arg(long)]
     pub bidirectional: bool,
-    /// How thoroughly: `quick` (each candidate once on at most 16 steps, the
-    /// closest twice) or `full` (three times on the whole shape).
+    /// How thoroughly: `quick` (each candidate once, on at most 16 steps for
+    /// the GEMM ranking and 256 for the final round, the closest twice) or
+    /// `full` (three times on the whole shape).
     #[arg(long, default_value = "quick")]
     pub mode: String,
     /// The product families measured: all that run here, or one.

@@ -140,8 +140,9 @@ pub fn coverage(families: &[Family]) -> Vec<Plan> {
 pub enum TuneMode {
     /// No measurement and no cache: the fixed fallback rule.
     Off,
-    /// Each candidate timed once on at most 16 steps of the shape (the
-    /// closest again), the winner cached.
+    /// Each candidate timed once (the GEMM kernels' ranking on at most 16
+    /// steps of the shape, the final round on at most 256, its closest
+    /// again), the winner cached.
     #[default]
     Quick,
     /// Each candidate timed three times on the whole shape, the winner cached.

@@ -13,7 +13,7 @@
 //! 1. every GEMM variant the device runs, with the fallback time loop, on at
 //!    most 16 steps (its share of a call grows with T·B as the call's does):
 //!    the fastest goes on;
-//! 2. that variant with every time loop that applies, on at most 64 steps;
+//! 2. that variant with every time loop that applies, on at most 256 steps;
 //! 3. the window family (where it runs) with its per-step products, and with
 //!    the fastest loop of 2, on as many steps.
 //!
@@ -328,10 +328,12 @@ impl GpuGru {
         let start = Instant::now();
         let full = mode == TuneMode::Full;
         // Steps timed: the GEMM kernels' ranking (their share of a call grows
-        // with T·B like the call) on at most 16, the time loops on at most 64.
+        // with T·B like the call) on at most 16, the final round on at most
+        // 256 (on fewer, a family whose products are faster but whose fixed
+        // cost is higher loses where it wins at full length).
         let (seq_gemm, seq_loop) = match full {
             true => (t_len, t_len),
-            false => (t_len.min(16), t_len.min(64)),
+            false => (t_len.min(16), t_len.min(256)),
         };
         let key = self.plan_key(t_len, batch);
         let all = self.candidates(batch);
