@@ -9,8 +9,9 @@ use gru_wgpu::bench::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-#[derive(clap::Args, Clone, Debug)]
-pub struct BenchArgs {
+/// The shape flags of `bench` and `tune`: without any, the default shapes.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ShapeArgs {
     /// Batch sizes (comma-separated for several).
     #[arg(long, value_delimiter = ',')]
     pub batch: Vec<usize>,
@@ -29,6 +30,47 @@ pub struct BenchArgs {
     /// Two directions per layer.
     #[arg(long)]
     pub bidirectional: bool,
+}
+
+impl ShapeArgs {
+    /// The shapes asked for: every combination of the lists, or the default
+    /// shapes where no flag is given.
+    pub fn shapes(&self) -> Vec<BenchShape> {
+        let custom = !(self.batch.is_empty()
+            && self.seq.is_empty()
+            && self.input.is_empty()
+            && self.hidden.is_empty()
+            && self.layers.is_none()
+            && !self.bidirectional);
+        if !custom {
+            return default_shapes();
+        }
+        let or = |v: &Vec<usize>, d: usize| if v.is_empty() { vec![d] } else { v.clone() };
+        let mut out = Vec::new();
+        for &batch in &or(&self.batch, 16) {
+            for &seq in &or(&self.seq, 64) {
+                for &hidden in &or(&self.hidden, 128) {
+                    for &input in &or(&self.input, hidden) {
+                        out.push(BenchShape {
+                            batch,
+                            seq,
+                            input,
+                            hidden,
+                            layers: self.layers.unwrap_or(1),
+                            bidirectional: self.bidirectional,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     /// Forward only, forward and backward, or both.
     #[arg(long, value_enum, default_value_t = ModeArg::Both)]
     pub mode: ModeArg,
@@ -68,12 +110,7 @@ pub struct BenchArgs {
 impl Default for BenchArgs {
     fn default() -> Self {
         BenchArgs {
-            batch: vec![],
-            seq: vec![],
-            input: vec![],
-            hidden: vec![],
-            layers: None,
-            bidirectional: false,
+            shape: ShapeArgs::default(),
             mode: ModeArg::Both,
             iters: 5,
             warmup: 1,
@@ -128,34 +165,7 @@ pub enum DeviceArg {
 
 impl BenchArgs {
     pub fn shapes(&self) -> Vec<BenchShape> {
-        let custom = !(self.batch.is_empty()
-            && self.seq.is_empty()
-            && self.input.is_empty()
-            && self.hidden.is_empty()
-            && self.layers.is_none()
-            && !self.bidirectional);
-        if !custom {
-            return default_shapes();
-        }
-        let or = |v: &Vec<usize>, d: usize| if v.is_empty() { vec![d] } else { v.clone() };
-        let mut out = Vec::new();
-        for &batch in &or(&self.batch, 16) {
-            for &seq in &or(&self.seq, 64) {
-                for &hidden in &or(&self.hidden, 128) {
-                    for &input in &or(&self.input, hidden) {
-                        out.push(BenchShape {
-                            batch,
-                            seq,
-                            input,
-                            hidden,
-                            layers: self.layers.unwrap_or(1),
-                            bidirectional: self.bidirectional,
-                        });
-                    }
-                }
-            }
-        }
-        out
+        self.shape.shapes()
     }
 
     fn modes(&self) -> Vec<Mode> {

@@ -7,28 +7,12 @@ use gru_wgpu::bench::BenchShape;
 use gru_wgpu::gpu::{GpuGru, TuneMode, TuneReport};
 use gru_wgpu::GruParams;
 
-use super::bench::{BenchArgs, ProductsArg};
+use super::bench::{ProductsArg, ShapeArgs};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct TuneArgs {
-    /// Batch sizes (comma-separated for several).
-    #[arg(long, value_delimiter = ',')]
-    pub batch: Vec<usize>,
-    /// Sequence lengths.
-    #[arg(long, value_delimiter = ',')]
-    pub seq: Vec<usize>,
-    /// Input sizes (default: the hidden size).
-    #[arg(long, value_delimiter = ',')]
-    pub input: Vec<usize>,
-    /// Hidden sizes.
-    #[arg(long, value_delimiter = ',')]
-    pub hidden: Vec<usize>,
-    /// Stacked layers.
-    #[arg(long)]
-    pub layers: Option<usize>,
-    /// Two directions per layer.
-    #[arg(long)]
-    pub bidirectional: bool,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     /// How thoroughly: `quick` (each candidate once, on at most 16 steps for
     /// the GEMM ranking and 256 for the final round, the closest twice) or
     /// `full` (three times on the whole shape).
@@ -63,19 +47,6 @@ struct Line<'a> {
     tuned_ms: f64,
 }
 
-fn shapes(args: &TuneArgs) -> Vec<BenchShape> {
-    BenchArgs {
-        batch: args.batch.clone(),
-        seq: args.seq.clone(),
-        input: args.input.clone(),
-        hidden: args.hidden.clone(),
-        layers: args.layers,
-        bidirectional: args.bidirectional,
-        ..Default::default()
-    }
-    .shapes()
-}
-
 pub fn run(args: &TuneArgs, adapter: Option<&str>) -> ExitCode {
     let mode = match TuneMode::from_name(&args.mode) {
         Ok(TuneMode::Off) => {
@@ -88,7 +59,7 @@ pub fn run(args: &TuneArgs, adapter: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let shapes = shapes(args);
+    let shapes = args.shape.shapes();
     for s in &shapes {
         if s.batch == 0 || s.seq == 0 || s.input == 0 || s.hidden == 0 || s.layers == 0 {
             eprintln!("error: every size must be at least 1");
