@@ -77,9 +77,37 @@ fn flat_id(wid: vec3<u32>, gtx: u32, lid: vec3<u32>) -> u32 {
 //                                floats of one state region (PRECOMPUTED)
 //   gx, gy, gz                   the offset of this piece of the grid
 //   rows                         batch rows per workgroup of `sequence`
+//   flags, flags_at              1 where the call has step flags, and the
+//                                word of `hs` where they start (below)
+//
+// Step flags (variable lengths and episode resets). Where `flags` is 1, the
+// T·B words of `hs` from `flags_at` on hold, as floats 0..7, the flags of
+// step t of batch row b at flags_at + t·B + b (t in time order):
+//   F_VALID      t < lengths[b]: the step runs. A step past a row's length
+//                is padding: its output is 0 and the state passes through
+//                unchanged (h' = h), so that the forward direction's last
+//                state is that of the last valid step and the reverse
+//                direction starts its row at length - 1 from h0; on the tape
+//                it has z = 1 and no gate gradients.
+//   F_FWD_ZERO   the forward direction's state is 0 before step t (a reset
+//                at t).
+//   F_REV_ZERO   the reverse direction's state is 0 before step t (a reset
+//                at t + 1 < lengths[b]).
+// The state a step writes into `hs` for the next step is 0 where the next
+// step starts from zero (so the tape's h_prev is what the step used), while
+// the output keeps h'; the backward cuts the gradient into h there.
+const F_VALID: u32 = 1u;
+const F_FWD_ZERO: u32 = 2u;
+const F_REV_ZERO: u32 = 4u;
+
+// Whether direction d starts step t (flags f) from a zero state.
+fn zero_before(d: u32, f: u32) -> bool {
+    return (f & select(F_REV_ZERO, F_FWD_ZERO, d == 0u)) != 0u;
+}
 
 struct StepParams {
     t_len: u32, batch: u32, hidden: u32, dirs: u32,
     s: i32, has_bias: u32, kc: u32, win_len: u32,
     gx: u32, gy: u32, gz: u32, rows: u32,
+    flags: u32, flags_at: u32, pad0: u32, pad1: u32,
 }

@@ -87,6 +87,73 @@ fn gate_grads(d: u32, su: u32, t: u32, b: u32, j: u32, dhs: f32) -> vec3<f32> {
     return vec3<f32>(da_r, da_z, da_n * r);
 }
 
+// The step flags of time t, batch row b (common.wgsl): F_VALID alone
+// where the call has none. They follow the states in `hs`.
+fn step_flags(t: u32, b: u32) -> u32 {
+    if (P.flags == 0u) {
+        return F_VALID;
+    }
+    return u32(hs[P.flags_at + t * P.batch + b]);
+}
+
+// Whether any of the n rows from b0 runs the step at processing position
+// su (so that its dG_h may be nonzero).
+fn rows_active_s(d: u32, su: u32, b0: u32, n: u32) -> bool {
+    if (P.flags == 0u) {
+        return true;
+    }
+    let t = select(P.t_len - 1u - su, su, d == 0u);
+    for (var i = 0u; i < n; i = i + 1u) {
+        if (b0 + i < P.batch && (step_flags(t, b0 + i) & F_VALID) != 0u) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Finishes backward step s (processing order; -1: dL/dh0 only) of unit j,
+// batch row b, direction d from the carry c, the gradient that reaches h_s
+// from step s + 1 (grad_h_n for s = T-1): cuts it where step s + 1 started
+// from zero (an episode reset), adds dOut and writes the gate gradients (a
+// padding step writes zeros and passes c through), and writes dh_s. Returns
+// dG_h of the unit's r, z, n rows. Shared by every loop.
+fn back_step(d: u32, s: i32, b: u32, j: u32, c_in: f32) -> vec3<f32> {
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    var c = c_in;
+    if (s + 1 < i32(T)) {
+        let sn = u32(s + 1);
+        if (zero_before(d, step_flags(select(T - 1u - sn, sn, d == 0u), b))) {
+            c = 0.0;
+        }
+    }
+    let dh_at = (d * 2u + u32(s + 2) % 2u) * B * H + b * H + j;
+    if (s < 0) {
+        dh[dh_at] = c;
+        return vec3<f32>(0.0);
+    }
+    let su = u32(s);
+    let t = select(T - 1u - su, su, d == 0u);
+    if ((step_flags(t, b) & F_VALID) == 0u) {
+        let h3 = 3u * H;
+        let gh = ((d * T + su) * B + b) * h3 + j;
+        dgh[gh] = 0.0;
+        dgh[gh + H] = 0.0;
+        dgh[gh + 2u * H] = 0.0;
+        let gi = (t * B + b) * (P.dirs * h3) + d * h3 + j;
+        dgi[gi] = 0.0;
+        dgi[gi + H] = 0.0;
+        dgi[gi + 2u * H] = 0.0;
+        dh[dh_at] = c;
+        return vec3<f32>(0.0);
+    }
+    let dhs = c + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
+    let g = gate_grads(d, su, t, b, j, dhs);
+    dh[dh_at] = dhs;
+    return g;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
@@ -101,9 +168,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     }
     let s = P.s;
     let h3 = 3u * H;
-    let slot_this = u32(s + 2) % 2u;
     let slot_next = u32(s + 3) % 2u;
-    let dh_this = (d * 2u + slot_this) * B * H;
     let dh_next = (d * 2u + slot_next) * B * H;
     let bl = B - 1u;
 
@@ -121,7 +186,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         let o2 = gbase + min(b0 + 2u, bl) * h3;
         let o3 = gbase + min(b0 + 3u, bl) * h3;
         let wb = d * h3 * H + j;
-        let kmax = select(h3, 0u, PRECOMPUTED);
+        let kmax = select(h3, 0u, PRECOMPUTED || !rows_active_s(d, sn, b0, 4u));
         for (var k = 0u; k < kmax; k = k + 1u) {
             let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
             carry = fma(gv, vec4<f32>(w_hh[wb + k * H]), carry);
@@ -142,23 +207,15 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         if (b >= B) {
             break;
         }
-        if (s < 0) {
-            // dL/dh0.
-            dh[dh_this + b * H + j] = carry[i];
-            continue;
-        }
-        let su = u32(s);
-        let t = select(T - 1u - su, su, d == 0u);
-        let dhs = carry[i] + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
-        let g = gate_grads(d, su, t, b, j, dhs);
-        if (PRECOMPUTED && !STORAGE_GH) {
+        let g = back_step(d, s, b, j, carry[i]);
+        if (s >= 0 && PRECOMPUTED && !STORAGE_GH) {
+            let su = u32(s);
             let region = ((su % 2u) * P.dirs + d) * P.win_len;
             let kc = P.kc;
             gwin[region + ((j / kc) * B + b) * kc + j % kc] = g.x;
             gwin[region + (((H + j) / kc) * B + b) * kc + (H + j) % kc] = g.y;
             gwin[region + (((2u * H + j) / kc) * B + b) * kc + (2u * H + j) % kc] = g.z;
         }
-        dh[dh_this + b * H + j] = dhs;
     }
 }
 
@@ -211,9 +268,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     }
 
     for (var si = i32(T) - 1; si >= -1; si = si - 1) {
-        let slot_this = u32(si + 2) % 2u;
         let slot_next = u32(si + 3) % 2u;
-        let dh_this = (d * 2u + slot_this) * B * H;
         let dh_next = (d * 2u + slot_next) * B * H;
         for (var u = 0u; u < units; u = u + 1u) {
             let j = lid.x + 64u * u;
@@ -224,7 +279,8 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         carry[i] = dh[dh_next + (b0 + i) * H + j];
                     }
                 } else {
-                    for (var k = 0u; k < h3; k = k + 1u) {
+                    let kmax = select(0u, h3, rows_active_s(d, u32(si + 1), b0, nrows));
+                    for (var k = 0u; k < kmax; k = k + 1u) {
                         let gv = vec4<f32>(g_sh[k], g_sh[r1 * SEQ_H3MAX + k], g_sh[r2 * SEQ_H3MAX + k], g_sh[r3 * SEQ_H3MAX + k]);
                         var w: f32;
                         if (W_PRIVATE) {
@@ -242,16 +298,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                     }
                 }
                 for (var i = 0u; i < nrows; i = i + 1u) {
-                    let b = b0 + i;
-                    if (si < 0) {
-                        dh[dh_this + b * H + j] = carry[i];
-                        continue;
-                    }
-                    let su = u32(si);
-                    let t = select(T - 1u - su, su, d == 0u);
-                    let dhs = carry[i] + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
-                    gate_grads(d, su, t, b, j, dhs);
-                    dh[dh_this + b * H + j] = dhs;
+                    back_step(d, si, b0 + i, j, carry[i]);
                 }
             }
         }
@@ -304,9 +351,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
     let d = wid.z;
     let s = P.s;
     let h3 = 3u * H;
-    let slot_this = u32(s + 2) % 2u;
     let slot_next = u32(s + 3) % 2u;
-    let dh_this = (d * 2u + slot_this) * B * H;
     let dh_next = (d * 2u + slot_next) * B * H;
     let jl = min(j0 + u, H - 1u);
     let bl = B - 1u;
@@ -319,7 +364,8 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         let o2 = gbase + min(b0 + 2u, bl) * h3;
         let o3 = gbase + min(b0 + 3u, bl) * h3;
         let wb = d * h3 * H + jl;
-        for (var k = q; k < h3; k = k + SK_SLICES) {
+        let kmax = select(0u, h3, rows_active_s(d, u32(s + 1), b0, SK_ROWS));
+        for (var k = q; k < kmax; k = k + SK_SLICES) {
             let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
             carry = fma(gv, vec4<f32>(w_hh[wb + k * H]), carry);
         }
@@ -348,15 +394,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
             let z = gates[((d * T + u32(s + 1)) * B + b) * 4u * H + H + j];
             c = sk_red[q * SK_THREADS + u] + z * dh[dh_next + b * H + j];
         }
-        if (s < 0) {
-            dh[dh_this + b * H + j] = c;
-        } else {
-            let su = u32(s);
-            let t = select(T - 1u - su, su, d == 0u);
-            let dhs = c + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
-            gate_grads(d, su, t, b, j, dhs);
-            dh[dh_this + b * H + j] = dhs;
-        }
+        back_step(d, s, b, j, c);
     }
 }
 
@@ -404,12 +442,12 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     }
 
     for (var si = i32(T) - 1; si >= -1; si = si - 1) {
-        let dh_this = (d * 2u + u32(si + 2) % 2u) * B * H;
         let dh_next = (d * 2u + u32(si + 3) % 2u) * B * H;
         if (si != i32(T) - 1) {
             var a = 0.0;
+            let kl = select(0u, klen, rows_active_s(d, u32(si + 1), b, 1u));
             for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
-                if (kk < klen) {
+                if (kk < kl) {
                     a = fma(res_g[k0 + kk], rw[kk], a);
                 }
             }
@@ -430,14 +468,8 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 let z = gates[((d * T + u32(si + 1)) * B + b) * 4u * H + H + j];
                 c = sum + z * dh[dh_next + b * H + j];
             }
-            if (si < 0) {
-                dh[dh_this + b * H + j] = c;
-            } else {
-                let su = u32(si);
-                let t = select(T - 1u - su, su, d == 0u);
-                let dhs = c + d_out[(t * B + b) * (P.dirs * H) + d * H + j];
-                let g = gate_grads(d, su, t, b, j, dhs);
-                dh[dh_this + b * H + j] = dhs;
+            let g = back_step(d, si, b, j, c);
+            if (si >= 0) {
                 res_g[j] = g.x;
                 res_g[H + j] = g.y;
                 res_g[2u * H + j] = g.z;

@@ -63,30 +63,72 @@ fn hs_slot(d: u32, s: u32) -> u32 {
 @group(0) @binding(6) var<storage, read_write> gates: array<f32>;
 @group(0) @binding(7) var<storage, read_write> hwin: array<f32>;
 
+// The step flags of time t, batch row b (common.wgsl): F_VALID alone
+// where the call has none.
+fn step_flags(t: u32, b: u32) -> u32 {
+    if (P.flags == 0u) {
+        return F_VALID;
+    }
+    return u32(hs[P.flags_at + t * P.batch + b]);
+}
+
+// Whether any of the n rows from b0 runs step t (otherwise the recurrent
+// product of those rows is skipped: padding passes the state through).
+fn rows_active(t: u32, b0: u32, n: u32) -> bool {
+    if (P.flags == 0u) {
+        return true;
+    }
+    for (var i = 0u; i < n; i = i + 1u) {
+        if (b0 + i < P.batch && (step_flags(t, b0 + i) & F_VALID) != 0u) {
+            return true;
+        }
+    }
+    return false;
+}
+
 // The gate math of unit j, batch row b, direction d at step s (time t), from
 // gh = h·W_hhᵀ + b_hh of that unit: writes h', the output and the tape, and
-// returns h'. Shared by `step` and `sequence`.
+// returns the state the next step reads (h', or 0 where the next step starts
+// from zero). A padding step (not F_VALID) passes h through, writes a zero
+// output and a tape with z = 1 and r = n = gh_n = 0. Shared by every loop.
 fn gate_step(d: u32, s: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, ghn: f32) -> f32 {
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
     let h3 = 3u * H;
-    let g = (t * B + b) * (P.dirs * h3) + d * h3;
-    let r = sigmoid_stable(gi[g + j] + ghr);
-    let z = sigmoid_stable(gi[g + H + j] + ghz);
-    let n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
     let hp = hs[hs_slot(d, s) + b * H + j];
-    let hn = (1.0 - z) * n + z * hp;
-    hs[hs_slot(d, s + 1u) + b * H + j] = hn;
-    out[(t * B + b) * (P.dirs * H) + d * H + j] = hn;
+    var r = 0.0;
+    var z = 1.0;
+    var n = 0.0;
+    var gn = 0.0;
+    var hn = hp;
+    var o = 0.0;
+    if ((step_flags(t, b) & F_VALID) != 0u) {
+        let g = (t * B + b) * (P.dirs * h3) + d * h3;
+        r = sigmoid_stable(gi[g + j] + ghr);
+        z = sigmoid_stable(gi[g + H + j] + ghz);
+        n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
+        gn = ghn;
+        hn = (1.0 - z) * n + z * hp;
+        o = hn;
+    }
+    var keep = hn;
+    if (s + 1u < T) {
+        let tn = select(t - 1u, t + 1u, d == 0u);
+        if (zero_before(d, step_flags(tn, b))) {
+            keep = 0.0;
+        }
+    }
+    hs[hs_slot(d, s + 1u) + b * H + j] = keep;
+    out[(t * B + b) * (P.dirs * H) + d * H + j] = o;
     if (TAPE) {
         let tp = ((d * T + s) * B + b) * 4u * H + j;
         gates[tp] = r;
         gates[tp + H] = z;
         gates[tp + 2u * H] = n;
-        gates[tp + 3u * H] = ghn;
+        gates[tp + 3u * H] = gn;
     }
-    return hn;
+    return keep;
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -116,7 +158,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     var ar = vec4<f32>(0.0);
     var az = vec4<f32>(0.0);
     var an = vec4<f32>(0.0);
-    let kmax = select(H, 0u, PRECOMPUTED);
+    let kmax = select(H, 0u, PRECOMPUTED || !rows_active(t, b0, 4u));
     for (var k = 0u; k < kmax; k = k + 1u) {
         let w = wb + k * h3 + j;
         let wr = w_hhT[w];
@@ -226,13 +268,15 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     for (var s = 0u; s < T; s = s + 1u) {
         let t = select(T - 1u - s, s, d == 0u);
         let hnext = hs_slot(d, s + 1u);
+        let live = rows_active(t, b0, nrows);
         for (var u = 0u; u < units; u = u + 1u) {
             let j = lid.x + 64u * u;
             if (j < H) {
                 var ar = vec4<f32>(0.0);
                 var az = vec4<f32>(0.0);
                 var an = vec4<f32>(0.0);
-                for (var k = 0u; k < H; k = k + 1u) {
+                let kmax = select(0u, H, live);
+                for (var k = 0u; k < kmax; k = k + 1u) {
                     let hv = vec4<f32>(h_sh[k], h_sh[r1 * SEQ_HMAX + k], h_sh[r2 * SEQ_HMAX + k], h_sh[r3 * SEQ_HMAX + k]);
                     var wr: f32;
                     var wz: f32;
@@ -325,7 +369,8 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
     var ar = vec4<f32>(0.0);
     var az = vec4<f32>(0.0);
     var an = vec4<f32>(0.0);
-    for (var k = q; k < H; k = k + SK_SLICES) {
+    let kmax = select(0u, H, rows_active(t, b0, SK_ROWS));
+    for (var k = q; k < kmax; k = k + SK_SLICES) {
         let w = wb + k * h3;
         let hv = vec4<f32>(hs[o0 + k], hs[o1 + k], hs[o2 + k], hs[o3 + k]);
         ar = fma(hv, vec4<f32>(w_hhT[w]), ar);
@@ -430,8 +475,9 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         var ar = 0.0;
         var az = 0.0;
         var an = 0.0;
+        let kl = select(0u, klen, rows_active(t, b, 1u));
         for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
-            if (kk < klen) {
+            if (kk < kl) {
                 let hv = res_h[k0 + kk];
                 ar = fma(hv, rw[kk], ar);
                 az = fma(hv, rw[RES_KMAX + kk], az);

@@ -4,7 +4,7 @@
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
 
-use crate::cpu::{Gru, GruGrads};
+use crate::cpu::{Gru, GruGrads, SeqOptions};
 use crate::error::Result;
 use crate::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Plan, Recurrence};
 use crate::real::rel_error;
@@ -21,6 +21,8 @@ pub struct RandomCase {
     pub h0: Option<Array3<f32>>,
     pub grad_output: Array3<f32>,
     pub grad_h_n: Array3<f32>,
+    /// Variable lengths and episode resets of both runs (default: neither).
+    pub seq: SeqOptions,
 }
 
 /// The relative error `||gpu - cpu|| / ||cpu||` of one tensor.
@@ -66,7 +68,14 @@ impl RandomCase {
             h0,
             grad_output,
             grad_h_n,
+            seq: SeqOptions::default(),
         })
+    }
+
+    /// The same case with lengths and resets.
+    pub fn with_seq(mut self, seq: SeqOptions) -> Self {
+        self.seq = seq;
+        self
     }
 
     /// The f64 CPU reference on the same values: `(output, h_n, gradients)`.
@@ -79,8 +88,8 @@ impl RandomCase {
         let h0 = self.h0.as_ref().map(c);
         let h0v = h0.as_ref().map(|h| h.view());
         let (o, hn) = match train_seed {
-            Some(s) => g.forward_train(c(&self.x).view(), h0v, s)?,
-            None => g.forward(c(&self.x).view(), h0v)?,
+            Some(s) => g.forward_train_with(c(&self.x).view(), h0v, s, &self.seq)?,
+            None => g.forward_with(c(&self.x).view(), h0v, &self.seq)?,
         };
         let grads = g.backward(c(&self.grad_output).view(), Some(c(&self.grad_h_n).view()))?;
         Ok((o, hn, grads))
@@ -128,6 +137,7 @@ impl RandomCase {
         let opts = ForwardOptions::new()
             .h0(h0)
             .train_if(train_seed)
+            .seq(self.seq.clone())
             .keep_tape();
         let f = m.forward(self.x.view(), opts)?;
         let (o, hn, tape) = (f.output, f.h_n, f.tape.expect("kept"));

@@ -74,7 +74,7 @@ impl SeqOptions {
     /// Checks the options against a call of `t` steps and `b` columns and
     /// returns them sequence-first: every length (all `T` when none) and the
     /// resets as `(T, B)`.
-    fn resolve(
+    pub(crate) fn resolve(
         &self,
         cfg: &GruConfig,
         t: usize,

@@ -31,19 +31,23 @@ impl GpuGru {
     ) -> Result<BackwardOut> {
         let cfg = &self.config;
         let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
-        let (t_len, batch) = (tape.t_len, tape.batch);
+        // Every buffer of the tape has the `t_len` steps the forward ran;
+        // `t_full` is the caller's `T`.
+        let (t_len, t_full, batch) = (tape.t_len, tape.t_full, tape.batch);
         let (tb, h3) = (t_len * batch, 3 * h);
         let state_bytes = (batch * h * 4) as u64;
-        // dL/d(output of the top layer), sequence-first.
-        let mut d_out = self.ctx.storage("grad_output", tb * nd * h)?;
+        // dL/d(output of the top layer), sequence-first (its first `t_len` steps).
+        let mut d_out;
         if cfg.batch_first {
+            d_out = self.ctx.storage("grad_output", t_full * batch * nd * h)?;
             encode_permute01(
                 rec,
-                [batch, t_len, nd * h],
+                [batch, t_full, nd * h],
                 (grad_output, 0),
                 (d_out.buffer(), 0),
             )?;
         } else {
+            d_out = self.ctx.storage("grad_output", tb * nd * h)?;
             rec.copy(grad_output, 0, d_out.buffer(), 0, (tb * nd * h * 4) as u64);
         }
         let grad_h0 = self
@@ -74,6 +78,7 @@ impl GpuGru {
                 hidden: h,
                 dirs: nd,
                 has_bias: cfg.bias,
+                flags_at: tape.flags.then_some(nd * (t_len + 1) * batch * h),
             };
             let bufs = BackwardStepBufs {
                 d_out: d_out.buffer(),
@@ -166,6 +171,16 @@ impl GpuGru {
             grads.push([Some(dw_ih), Some(dw_hh), db_ih, db_hh]);
         }
         grads.reverse();
+        // Past the steps the forward ran, the gradient of x is zero.
+        if t_len < t_full {
+            let i = cfg.input_size;
+            let full = self.ctx.storage("grad_x", t_full * batch * i)?;
+            let done = (tb * i * 4) as u64;
+            rec.copy(d_out.buffer(), 0, full.buffer(), 0, done);
+            rec.clear(full.buffer(), done, ((t_full - t_len) * batch * i * 4) as u64);
+            rec.keep(std::mem::replace(&mut d_out, full));
+        }
+        let (t_len, tb) = (t_full, t_full * batch);
         let grad_x = if cfg.batch_first {
             let g = self.ctx.storage("grad_x", tb * cfg.input_size)?;
             encode_permute01(

@@ -5,6 +5,7 @@ use ndarray::{Array3, ArrayView3};
 use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::io::{Flat, Forward, ForwardOptions, OnDevice};
 use crate::gpu::gru::products::{Layer, ProductPath};
+use crate::gpu::gru::seq::SeqRun;
 use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
@@ -27,26 +28,37 @@ impl GpuGru {
         rec: &mut Recorder,
         x: &wgpu::Buffer,
         h0: Option<&wgpu::Buffer>,
-        (t_len, batch): (usize, usize),
+        (seq, batch): (&SeqRun, usize),
         dropout: Option<(u32, f32)>,
         keep_tape: bool,
         plan: Plan,
     ) -> Result<ForwardOut> {
         let cfg = &self.config;
         let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+        // The loop runs the first `t_run` steps (the longest length); every
+        // buffer below but the output has `t_run` steps.
+        let (t_full, t_len) = (seq.t_len, seq.t_run);
         let (tb, h3) = (t_len * batch, 3 * h);
         // Layer 0's input, sequence-first, owned by the tape.
-        let mut xin = self.ctx.storage("x", tb * cfg.input_size)?;
-        if cfg.batch_first {
+        let mut xin = if cfg.batch_first {
+            let xin = self.ctx.storage("x", t_full * batch * cfg.input_size)?;
             encode_permute01(
                 rec,
-                [batch, t_len, cfg.input_size],
+                [batch, t_full, cfg.input_size],
                 (x, 0),
                 (xin.buffer(), 0),
             )?;
+            xin
         } else {
+            let xin = self.ctx.storage("x", tb * cfg.input_size)?;
             rec.copy(x, 0, xin.buffer(), 0, (tb * cfg.input_size * 4) as u64);
-        }
+            xin
+        };
+        let flags = seq
+            .flags
+            .as_ref()
+            .map(|f| self.ctx.upload("step flags", f))
+            .transpose()?;
         let h_n = self.ctx.storage("h_n", cfg.num_layers * nd * batch * h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         let state_bytes = (batch * h * 4) as u64;
@@ -66,7 +78,12 @@ impl GpuGru {
                 };
                 (at * batch * h * 4) as u64
             };
-            let hs = self.ctx.storage("hidden states", nd * slots * batch * h)?;
+            let hs_len = nd * slots * batch * h;
+            let flags_at = flags.as_ref().map(|_| hs_len);
+            let hs = self.ctx.storage("hidden states", hs_len + flags.as_ref().map_or(0, |_| tb))?;
+            if let Some(f) = &flags {
+                rec.copy(f.buffer(), 0, hs.buffer(), (hs_len * 4) as u64, (tb * 4) as u64);
+            }
             // The tape's gates, where it is kept (the steps write them then only).
             let gates = match keep_tape {
                 true => Some(self.ctx.storage("gates", nd * t_len * batch * 4 * h)?),
@@ -77,12 +94,18 @@ impl GpuGru {
                 let src = h0.map(|b| (b, ((l * nd + d) as u64) * state_bytes));
                 rec.copy_or_clear(src, hs.buffer(), slot(d, 0), state_bytes);
             }
+            // A reset at step 0: the forward direction starts those rows from zero.
+            for &b in &seq.zero0 {
+                let row = (b * h * 4) as u64;
+                rec.clear(hs.buffer(), slot(0, 0) + row, (h * 4) as u64);
+            }
             let shape = StepShape {
                 t_len,
                 batch,
                 hidden: h,
                 dirs: nd,
                 has_bias: cfg.bias,
+                flags_at,
             };
             let bufs = ForwardStepBufs {
                 gi: gi.buffer(),
@@ -132,7 +155,23 @@ impl GpuGru {
                 }
             }
         }
-        // `xin` now holds the last layer's output, sequence-first.
+        if let Some(f) = flags {
+            rec.keep(f);
+        }
+        // `xin` now holds the last layer's output, sequence-first; past
+        // `t_run` the output is zeros.
+        if t_len < t_full {
+            let full = self.ctx.storage("layer output", t_full * batch * nd * h)?;
+            let done = (tb * nd * h * 4) as u64;
+            rec.copy(xin.buffer(), 0, full.buffer(), 0, done);
+            rec.clear(
+                full.buffer(),
+                done,
+                ((t_full - t_len) * batch * nd * h * 4) as u64,
+            );
+            rec.keep(std::mem::replace(&mut xin, full));
+        }
+        let (t_len, tb) = (t_full, t_full * batch);
         let output = if cfg.batch_first {
             let o = self.ctx.storage("output", tb * nd * h)?;
             encode_permute01(
@@ -152,7 +191,9 @@ impl GpuGru {
             tape: keep_tape.then(|| GpuTape {
                 model_id: self.id,
                 version: self.params_version(),
-                t_len,
+                t_len: seq.t_run,
+                t_full,
+                flags: seq.flags.is_some(),
                 batch,
                 dropout,
                 plan,
@@ -207,7 +248,8 @@ impl GpuGru {
         if let Some(h0) = opts.h0 {
             Self::check_buffer("h0", h0, elements("h0", &cfg.state_shape(batch))?)?;
         }
-        let plan = self.plan_for(seq_len, batch)?.plan;
+        let seq = SeqRun::new(cfg, &opts.seq, seq_len, batch)?;
+        let plan = self.plan_for(seq.t_run, batch)?.plan;
         self.forward_with_plan(x, opts, plan, self.timing_on())
             .map(|(f, _)| f)
     }
@@ -221,13 +263,14 @@ impl GpuGru {
         plan: Plan,
         timed: bool,
     ) -> Result<(GpuForward, CallStats)> {
+        let seq = SeqRun::new(&self.config, &opts.seq, x.seq_len, x.batch)?;
         self.ctx.scoped(|| {
             let mut rec = self.ctx.recorder(timed);
             let out = self.record_forward(
                 &mut rec,
                 x.buffer,
                 opts.h0,
-                (x.seq_len, x.batch),
+                (&seq, x.batch),
                 self.dropout_of(opts),
                 opts.tape(),
                 plan,
@@ -269,7 +312,23 @@ impl GpuGru {
             cfg.check_state("h0", h0.shape(), batch)?;
         }
         self.check_sizes(t_len, batch)?;
-        let plan = self.plan_for(t_len, batch)?.plan;
+        let seq = SeqRun::new(cfg, &opts.seq, t_len, batch)?;
+        let plan = self.plan_for(seq.t_run, batch)?.plan;
+        // Padding is never read, but the weight gradient multiplies it by
+        // zero: zeros make a NaN or an infinity there harmless.
+        let masked = seq.lengths.as_ref().map(|lengths| {
+            let mut x = x.to_owned();
+            for (b, &len) in lengths.iter().enumerate() {
+                let pad = if cfg.batch_first {
+                    x.slice_mut(ndarray::s![b, len.., ..])
+                } else {
+                    x.slice_mut(ndarray::s![len.., b, ..])
+                };
+                pad.into_iter().for_each(|v| *v = 0.0);
+            }
+            x
+        });
+        let x = masked.as_ref().map_or(x, |m| m.view());
         self.ctx.scoped(|| {
             let xb = self.ctx.upload_array("x", x.view())?;
             let h0b = h0
@@ -281,7 +340,7 @@ impl GpuGru {
                 &mut rec,
                 xb.buffer(),
                 h0b.as_ref().map(|b| b.buffer()),
-                (t_len, batch),
+                (&seq, batch),
                 self.dropout_of(opts),
                 opts.tape(),
                 plan,

@@ -7,7 +7,7 @@
 
 use ndarray::{Array3, ArrayView3};
 
-use crate::cpu::GruGrads;
+use crate::cpu::{GruGrads, SeqOptions};
 use crate::error::Result;
 use crate::gpu::gru::types::{GpuBackward, GpuForward, GpuTape};
 use crate::gpu::gru::GpuGru;
@@ -26,6 +26,9 @@ pub struct ForwardOptions<S> {
     /// evaluation forward writes no gates and hands out no tape: it holds
     /// only the output and the states.
     pub keep_tape: bool,
+    /// Variable lengths and episode resets (see [`SeqOptions`]); the
+    /// default is neither. Steps past the longest length are not run.
+    pub seq: SeqOptions,
 }
 
 impl<S> Default for ForwardOptions<S> {
@@ -34,6 +37,7 @@ impl<S> Default for ForwardOptions<S> {
             h0: None,
             train: None,
             keep_tape: false,
+            seq: SeqOptions::default(),
         }
     }
 }
@@ -65,6 +69,28 @@ impl<S> ForwardOptions<S> {
     /// Keeps the tape for a backward.
     pub fn keep_tape(mut self) -> Self {
         self.keep_tape = true;
+        self
+    }
+
+    /// Per-sequence valid lengths, each in `1..=T` (PyTorch's packed
+    /// sequences: output zero past each length, `h_n` at each sequence's last
+    /// valid step, the reverse direction starting at `length - 1`).
+    pub fn lengths(mut self, lengths: impl Into<Option<Vec<usize>>>) -> Self {
+        self.seq.lengths = lengths.into();
+        self
+    }
+
+    /// Episode resets, `(T, B)` (or `(B, T)` where `batch_first`): `true`
+    /// starts a new sequence at that step of that column (see
+    /// [`SeqOptions`]).
+    pub fn resets(mut self, resets: impl Into<Option<ndarray::Array2<bool>>>) -> Self {
+        self.seq.resets = resets.into();
+        self
+    }
+
+    /// Lengths and resets together.
+    pub fn seq(mut self, seq: SeqOptions) -> Self {
+        self.seq = seq;
         self
     }
 

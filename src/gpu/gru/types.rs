@@ -12,7 +12,13 @@ pub struct GpuTape {
     pub(crate) model_id: u64,
     /// The version of the model's parameters the forward read.
     pub(crate) version: u64,
+    /// The steps the forward ran (the longest length, or `T`): the
+    /// length of every buffer on the tape.
     pub(crate) t_len: usize,
+    /// The caller's `T`.
+    pub(crate) t_full: usize,
+    /// Whether the layers' `hs` carry step flags after the states.
+    pub(crate) flags: bool,
     pub(crate) batch: usize,
     pub(crate) dropout: Option<(u32, f32)>,
     /// The plan the forward ran; the backward runs it too.
@@ -38,7 +44,7 @@ impl GpuTape {
 
     /// `(T, B)` of the forward that made it.
     pub fn dims(&self) -> (usize, usize) {
-        (self.t_len, self.batch)
+        (self.t_full, self.batch)
     }
 }
 

@@ -186,14 +186,17 @@ impl ProductPath for WindowPath {
         let hwin = window_storage(dev, "h, chunked", 2 * nd * state.len())?;
         // The steps write only the H columns: the padding must be zero.
         rec.clear(hwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
-        // Parity 0 holds h0 for the first product.
-        if let Some(h0) = h0 {
+        // Parity 0 holds the state before the first step for the first
+        // product: h0 as the steps' `hs` holds it in slot 0 (zeros where a
+        // reset at step 0 cleared it).
+        if h0.is_some() || sh.flags_at.is_some() {
+            let slots = if bufs.gates.is_some() { sh.t_len + 1 } else { 2 };
             let src = Strided {
-                buf: h0,
-                off: layer.l * nd * batch * h,
+                buf: bufs.hs,
+                off: 0,
                 rs: h,
                 ks: 1,
-                batch: batch * h,
+                batch: slots * batch * h,
             };
             encode_chunk(rec, &src, hwin.buffer(), &state, state.len(), nd)?;
         }

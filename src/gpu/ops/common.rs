@@ -21,6 +21,10 @@ params_struct! {
         gy: u32,
         gz: u32,
         rows: u32,
+        flags: u32,
+        flags_at: u32,
+        pad0: u32,
+        pad1: u32,
     }
 }
 grid3!(StepParams);
@@ -33,6 +37,10 @@ pub(crate) struct StepShape {
     pub hidden: usize,
     pub dirs: usize,
     pub has_bias: bool,
+    /// Where the step flags (lengths and episode resets, see
+    /// `common.wgsl`) lie in `hs`, in words; `None` where every step of
+    /// every row is a plain step.
+    pub flags_at: Option<usize>,
 }
 
 impl StepShape {
@@ -44,6 +52,8 @@ impl StepShape {
             hidden: u32_of("hidden size", self.hidden)?,
             dirs: self.dirs as u32,
             has_bias: self.has_bias as u32,
+            flags: self.flags_at.is_some() as u32,
+            flags_at: u32_of("the step flags' offset", self.flags_at.unwrap_or(0))?,
             ..Default::default()
         })
     }

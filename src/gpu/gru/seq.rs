@@ -1,0 +1,105 @@
+//! Variable lengths and episode resets on the GPU: what a call's
+//! [`SeqOptions`] become before anything is recorded.
+//!
+//! - The loop runs `t_run` steps, the longest length (all `T` without
+//!   lengths): steps past every row's length are not run at all, and the
+//!   output past `t_run` is zeros, the gradient of `x` there too.
+//! - Within those steps each row's padding is masked by the step flags
+//!   (`common.wgsl`): a padding step passes the state through and writes a
+//!   zero output; a group of rows that is all padding skips its recurrent
+//!   product. Sorting the batch by length (longest first) lets whole groups
+//!   skip.
+//! - Resets zero the state before a step: the forward direction's before
+//!   step `t` where `resets[t, b]`, the reverse direction's before step `t`
+//!   where `resets[t + 1, b]` and `t + 1 < lengths[b]`, as the CPU reference
+//!   (`crate::cpu::layer`) does.
+
+use ndarray::Array2;
+
+use crate::config::GruConfig;
+use crate::cpu::SeqOptions;
+use crate::error::Result;
+
+/// `F_VALID`, `F_FWD_ZERO`, `F_REV_ZERO` of `common.wgsl`.
+const F_VALID: u32 = 1;
+const F_FWD_ZERO: u32 = 2;
+const F_REV_ZERO: u32 = 4;
+
+/// A call's lengths and resets, resolved for the GPU.
+#[derive(Clone, Debug)]
+pub(crate) struct SeqRun {
+    /// The caller's `T`.
+    pub t_len: usize,
+    /// The steps the loop runs: the longest length, or `T`.
+    pub t_run: usize,
+    /// The step flags, `(t_run, B)` in time order, as the floats the
+    /// shaders read; `None` where every step of every row is plain.
+    pub flags: Option<Vec<f32>>,
+    /// Rows whose forward direction starts from zero (a reset at step 0):
+    /// their `h0` is not read, and its gradient is zero.
+    pub zero0: Vec<usize>,
+    /// The lengths, where some row is shorter than `t_run`.
+    pub lengths: Option<Vec<usize>>,
+}
+
+impl SeqRun {
+    /// A call of `t_len` steps with neither lengths nor resets.
+    pub(crate) fn plain(t_len: usize) -> Self {
+        SeqRun {
+            t_len,
+            t_run: t_len,
+            flags: None,
+            zero0: Vec::new(),
+            lengths: None,
+        }
+    }
+
+    /// Checks `opts` against a call of `t_len` steps on `batch` rows (the
+    /// CPU reference's errors) and resolves them.
+    pub(crate) fn new(
+        cfg: &GruConfig,
+        opts: &SeqOptions,
+        t_len: usize,
+        batch: usize,
+    ) -> Result<Self> {
+        let (lengths, resets) = opts.resolve(cfg, t_len, batch)?;
+        let t_run = lengths.iter().copied().max().unwrap_or(t_len);
+        let ragged = lengths.iter().any(|&l| l < t_run);
+        let resets = resets.filter(|r| r.iter().any(|&v| v));
+        if !ragged && resets.is_none() {
+            return Ok(SeqRun::plain(t_len).with_run(t_run));
+        }
+        let mut flags = vec![0f32; t_run * batch];
+        let mut zero0 = Vec::new();
+        for b in 0..batch {
+            let len = lengths[b];
+            for t in 0..len {
+                let mut f = F_VALID;
+                if let Some(r) = &resets {
+                    if r[[t, b]] {
+                        f |= F_FWD_ZERO;
+                    }
+                    if t + 1 < len && r[[t + 1, b]] {
+                        f |= F_REV_ZERO;
+                    }
+                }
+                flags[t * batch + b] = f as f32;
+            }
+            if resets.as_ref().is_some_and(|r: &Array2<bool>| r[[0, b]]) {
+                zero0.push(b);
+            }
+        }
+        Ok(SeqRun {
+            t_len,
+            t_run,
+            flags: Some(flags),
+            zero0,
+            lengths: ragged.then_some(lengths),
+        })
+    }
+
+    fn with_run(mut self, t_run: usize) -> Self {
+        self.t_run = t_run;
+        self
+    }
+}

@@ -1,0 +1,95 @@
+//! Variable lengths and episode resets on the GPU, every coverage plan
+//! (each GEMM family with each time loop that applies, the window family,
+//! both limit profiles) against the f64 CPU reference, forward and backward:
+//! lengths in any order with the longest shorter than T (steps past it are
+//! not run), lengths equal to T, resets at step 0 and inside, both together,
+//! uni- and bidirectional, one and two layers, sequence- and batch-first.
+
+mod common;
+
+use gru_wgpu::cpu::SeqOptions;
+use gru_wgpu::GruConfig;
+use ndarray::Array2;
+use rand::Rng;
+
+const BOUND: f64 = 1e-5;
+
+fn lengths(t: usize, b: usize, seed: u64, full: bool) -> Vec<usize> {
+    let mut r = common::rng(seed);
+    let mut l: Vec<usize> = (0..b).map(|_| r.random_range(1..=t)).collect();
+    if full {
+        l[b / 2] = t;
+    } else {
+        // The longest is shorter than T: the last steps are not run.
+        l.iter_mut().for_each(|v| *v = (*v).min(t - 2).max(1));
+    }
+    l
+}
+
+fn resets(t: usize, b: usize, seed: u64, batch_first: bool) -> Array2<bool> {
+    let mut r = common::rng(seed);
+    let mut a = Array2::from_shape_fn((t, b), |_| r.random_bool(0.2));
+    a[[0, 0]] = true;
+    a[[1, b - 1]] = true;
+    if batch_first {
+        a.t().to_owned()
+    } else {
+        a
+    }
+}
+
+/// (I, H, L, bidirectional, batch_first, T, B)
+type Shape = (usize, usize, usize, bool, bool, usize, usize);
+const SHAPES: [Shape; 3] = [
+    (5, 7, 1, false, false, 9, 5),
+    (4, 9, 2, true, true, 8, 6),
+    (6, 33, 1, true, false, 6, 9),
+];
+
+#[test]
+fn lengths_and_resets_match_the_cpu_reference_on_every_plan() {
+    let paths = common::gpu_paths();
+    let mut runs = 0;
+    let mut worst = 0.0f64;
+    for (n, &(i, h, l, bidir, bf, t, b)) in SHAPES.iter().enumerate() {
+        let config = GruConfig::new(i, h)
+            .layers(l)
+            .bidirectional(bidir)
+            .batch_first(bf);
+        let seed = 40 + n as u64;
+        let variants = [
+            ("lengths < T", SeqOptions::new().lengths(Some(lengths(t, b, seed, false)))),
+            ("lengths", SeqOptions::new().lengths(Some(lengths(t, b, seed, true)))),
+            ("resets", SeqOptions::new().resets(Some(resets(t, b, seed, bf)))),
+            (
+                "lengths and resets",
+                SeqOptions::new()
+                    .lengths(Some(lengths(t, b, seed, true)))
+                    .resets(Some(resets(t, b, seed + 1, bf))),
+            ),
+        ];
+        for (label, ctx, plan) in &paths {
+            if !common::applies(ctx, &config, b, *plan, label) {
+                continue;
+            }
+            for (what, seq) in &variants {
+                let case = common::case(config.clone(), t, b, n != 1, seed).with_seq(seq.clone());
+                let errors = case.compare_plan(ctx, None, Some(*plan)).unwrap();
+                for e in &errors {
+                    assert!(
+                        e.rel <= BOUND,
+                        "{label} {config:?} {what}: {} relative error {:e} > {BOUND:e}",
+                        e.name,
+                        e.rel
+                    );
+                }
+                worst = worst.max(gru_wgpu::check::worst(&errors));
+                runs += 1;
+            }
+        }
+    }
+    eprintln!("{runs} runs, worst relative error {worst:e}");
+    if common::require_gpu() {
+        assert!(runs > 0, "no plan ran");
+    }
+}
