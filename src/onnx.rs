@@ -767,11 +767,26 @@ impl OnnxCase {
         let opts = crate::cpu::SeqOptions::new().lengths(Some(self.lengths.clone()));
         let h0 = c(&self.initial_h);
         let (out, h_n) = gru.forward_with(c(&self.x).view(), Some(h0.view()), &opts)?;
+        Ok(self.result(out.mapv(|v| v.f64()), h_n.mapv(|v| v.f64())))
+    }
+
+    /// Runs the GPU (f32): the model's parameters, `X`, `initial_h` and
+    /// `sequence_lens`, with `Y` and `Y_h` in ONNX's shapes.
+    pub fn run_gpu(&self, ctx: &crate::gpu::GpuContext) -> Result<OnnxResult> {
+        let model = crate::gpu::GpuGru::new(ctx, &self.gru.params()?)?;
+        let opts = crate::gpu::ForwardOptions::new()
+            .h0(self.initial_h.view())
+            .lengths(self.lengths.clone());
+        let f = model.forward(self.x.view(), opts)?;
+        Ok(self.result(f.output.mapv(|v| v as f64), f.h_n.mapv(|v| v as f64)))
+    }
+
+    /// `Y` `(T, D, B, H)` and `Y_h` from nn.GRU's `output` `(T, B, D·H)` and `h_n`.
+    fn result(&self, out: Array3<f64>, h_n: Array3<f64>) -> OnnxResult {
         let (t, b) = (self.seq_len, self.batch);
         let (d, h) = (self.config.num_directions(), self.config.hidden_size);
         // (T, B, D*H) -> (T, D, B, H)
         let y = out
-            .mapv(|v| v.f64())
             .into_shape_with_order((t, b, d, h))
             .expect("the output is (T, B, D*H)")
             .permuted_axes([0, 2, 1, 3])
@@ -779,10 +794,7 @@ impl OnnxCase {
             .to_owned()
             .into_dimensionality::<IxDyn>()
             .expect("any rank");
-        Ok(OnnxResult {
-            y,
-            y_h: h_n.mapv(|v| v.f64()),
-        })
+        OnnxResult { y, y_h: h_n }
     }
 
     /// Compares `Y` and `Y_h` against onnxruntime's, each against `bound`.

@@ -58,9 +58,18 @@ fn lengths_and_resets_match_the_cpu_reference_on_every_plan() {
             .batch_first(bf);
         let seed = 40 + n as u64;
         let variants = [
-            ("lengths < T", SeqOptions::new().lengths(Some(lengths(t, b, seed, false)))),
-            ("lengths", SeqOptions::new().lengths(Some(lengths(t, b, seed, true)))),
-            ("resets", SeqOptions::new().resets(Some(resets(t, b, seed, bf)))),
+            (
+                "lengths < T",
+                SeqOptions::new().lengths(Some(lengths(t, b, seed, false))),
+            ),
+            (
+                "lengths",
+                SeqOptions::new().lengths(Some(lengths(t, b, seed, true))),
+            ),
+            (
+                "resets",
+                SeqOptions::new().resets(Some(resets(t, b, seed, bf))),
+            ),
             (
                 "lengths and resets",
                 SeqOptions::new()

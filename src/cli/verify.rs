@@ -41,14 +41,14 @@ fn worse(a: Option<f64>, b: f64) -> f64 {
     }
 }
 
-/// An onnx-gru-v1 case: the CPU reference (f64) against onnxruntime's float32
-/// `Y` and `Y_h`; the GPU refuses it by name.
+/// An onnx-gru-v1 case: the CPU reference (f64) and the GPU (f32) against
+/// onnxruntime's float32 `Y` and `Y_h`, both within `ONNX_BOUND`.
 fn verify_onnx(
     path: &std::path::Path,
     want_cpu: bool,
-    want_gpu: bool,
+    ctx: Option<&gru_wgpu::gpu::GpuContext>,
     status: &mut u8,
-    worst_cpu: &mut Option<f64>,
+    (worst_cpu, worst_gpu): (&mut Option<f64>, &mut Option<f64>),
 ) {
     use gru_wgpu::onnx::{OnnxCase, ONNX_BOUND};
     let case = match OnnxCase::load(path) {
@@ -64,39 +64,37 @@ fn verify_onnx(
         "  {:<6} {:<28} {:>10} {:>10} {:>7}",
         "device", "tensor", "max abs", "rel error", "bound"
     );
-    if want_cpu {
-        match case.run_cpu::<f64>() {
-            Ok(r) => {
-                for c in case.compare(&r, ONNX_BOUND) {
-                    let ok = c.ok();
-                    println!(
-                        "  {:<6} {:<28} {:>10.3e} {:>10.3e} {:>7.0e} {}",
-                        "cpu",
-                        c.name,
-                        c.max_abs,
-                        c.rel,
-                        c.bound,
-                        if ok { "OK" } else { "FAIL" }
-                    );
-                    *worst_cpu = Some(worse(*worst_cpu, c.rel));
-                    if !ok && *status == 0 {
-                        *status = 1;
-                    }
+    let mut report = |device: &str,
+                      res: gru_wgpu::Result<gru_wgpu::onnx::OnnxResult>,
+                      worst: &mut Option<f64>| match res {
+        Ok(r) => {
+            for c in case.compare(&r, ONNX_BOUND) {
+                let ok = c.ok();
+                println!(
+                    "  {:<6} {:<28} {:>10.3e} {:>10.3e} {:>7.0e} {}",
+                    device,
+                    c.name,
+                    c.max_abs,
+                    c.rel,
+                    c.bound,
+                    if ok { "OK" } else { "FAIL" }
+                );
+                *worst = Some(worse(*worst, c.rel));
+                if !ok && *status == 0 {
+                    *status = 1;
                 }
             }
-            Err(e) => {
-                eprintln!("error: cpu on {}: {e}", path.display());
-                *status = 2;
-            }
         }
+        Err(e) => {
+            eprintln!("error: {device} on {}: {e}", path.display());
+            *status = 2;
+        }
+    };
+    if want_cpu {
+        report("cpu", case.run_cpu::<f64>(), worst_cpu);
     }
-    if want_gpu {
-        let e = gru_wgpu::GruError::NotImplemented {
-            feature: "the ONNX GRU format (onnx-gru-v1)".into(),
-            place: "on the GPU",
-        };
-        eprintln!("error: gpu on {}: {e}", path.display());
-        *status = 2;
+    if let Some(ctx) = ctx {
+        report("gpu", case.run_gpu(ctx), worst_gpu);
     }
 }
 
@@ -125,7 +123,13 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
     let mut worst_gpu: Option<f64> = None;
     for path in &args.files {
         if gru_wgpu::onnx::is_onnx_case(path) {
-            verify_onnx(path, want_cpu, ctx.is_some(), &mut status, &mut worst_cpu);
+            verify_onnx(
+                path,
+                want_cpu,
+                ctx.as_ref(),
+                &mut status,
+                (&mut worst_cpu, &mut worst_gpu),
+            );
             continue;
         }
         let case = match ReferenceCase::load(path) {

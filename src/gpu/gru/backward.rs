@@ -177,7 +177,11 @@ impl GpuGru {
             let full = self.ctx.storage("grad_x", t_full * batch * i)?;
             let done = (tb * i * 4) as u64;
             rec.copy(d_out.buffer(), 0, full.buffer(), 0, done);
-            rec.clear(full.buffer(), done, ((t_full - t_len) * batch * i * 4) as u64);
+            rec.clear(
+                full.buffer(),
+                done,
+                ((t_full - t_len) * batch * i * 4) as u64,
+            );
             rec.keep(std::mem::replace(&mut d_out, full));
         }
         let (t_len, tb) = (t_full, t_full * batch);

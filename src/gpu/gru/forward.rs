@@ -80,9 +80,17 @@ impl GpuGru {
             };
             let hs_len = nd * slots * batch * h;
             let flags_at = flags.as_ref().map(|_| hs_len);
-            let hs = self.ctx.storage("hidden states", hs_len + flags.as_ref().map_or(0, |_| tb))?;
+            let hs = self
+                .ctx
+                .storage("hidden states", hs_len + flags.as_ref().map_or(0, |_| tb))?;
             if let Some(f) = &flags {
-                rec.copy(f.buffer(), 0, hs.buffer(), (hs_len * 4) as u64, (tb * 4) as u64);
+                rec.copy(
+                    f.buffer(),
+                    0,
+                    hs.buffer(),
+                    (hs_len * 4) as u64,
+                    (tb * 4) as u64,
+                );
             }
             // The tape's gates, where it is kept (the steps write them then only).
             let gates = match keep_tape {

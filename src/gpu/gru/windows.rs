@@ -190,7 +190,11 @@ impl ProductPath for WindowPath {
         // product: h0 as the steps' `hs` holds it in slot 0 (zeros where a
         // reset at step 0 cleared it).
         if h0.is_some() || sh.flags_at.is_some() {
-            let slots = if bufs.gates.is_some() { sh.t_len + 1 } else { 2 };
+            let slots = if bufs.gates.is_some() {
+                sh.t_len + 1
+            } else {
+                2
+            };
             let src = Strided {
                 buf: bufs.hs,
                 off: 0,
