@@ -48,6 +48,18 @@ override PRECOMPUTED: bool = false;
 // from gemm.wgsl and no gwin is written.
 override STORAGE_GH: bool = false;
 
+// RB: the reset-before form (n = tanh(gi_n + W_hn (r * h) + b_hn); the
+// tape's fourth gate holds r * h), in two dispatches per step:
+//   `step` with RB:  carry_s = z dh_{s+1} + [da_r, da_z]_{s+1} · W_h{r,z}
+//                              + c2_{s+1}                (c2 from the scratch)
+//                    dh_s, da_n = dh_s (1 - z)(1 - n²), da_z as above;
+//                    dG_h = dG_i = [., da_z, da_n]
+//   `rb_dr`:         d(rh) = da_n · W_hn, dr = d(rh) h, da_r = dr r (1 - r),
+//                    the r columns of dG_h and dG_i, and c2_s = d(rh) r into
+//                    the scratch (binding 8, (D, B, H)).
+// The weight gradient of W_hn is then da_nᵀ (r * h), from the tape.
+override RB: bool = false;
+
 // The parameters: StepParams of common.wgsl.
 @group(0) @binding(0) var<uniform> P: StepParams;
 @group(0) @binding(1) var<storage, read> d_out: array<f32>;
@@ -75,12 +87,20 @@ fn gate_grads(d: u32, su: u32, t: u32, b: u32, j: u32, dhs: f32) -> vec3<f32> {
     let hp = hs[((d * (T + 1u) + su) * B + b) * H + j];
     let da_n = dhs * (1.0 - z) * (1.0 - n * n);
     let da_z = dhs * (hp - n) * z * (1.0 - z);
-    let da_r = da_n * ghn * r * (1.0 - r);
     let gh = ((d * T + su) * B + b) * h3 + j;
+    let gi = (t * B + b) * (P.dirs * h3) + d * h3 + j;
+    if (RB) {
+        // The r columns come from `rb_dr`.
+        dgh[gh + H] = da_z;
+        dgh[gh + 2u * H] = da_n;
+        dgi[gi + H] = da_z;
+        dgi[gi + 2u * H] = da_n;
+        return vec3<f32>(0.0, da_z, da_n);
+    }
+    let da_r = da_n * ghn * r * (1.0 - r);
     dgh[gh] = da_r;
     dgh[gh + H] = da_z;
     dgh[gh + 2u * H] = da_n * r;
-    let gi = (t * B + b) * (P.dirs * h3) + d * h3 + j;
     dgi[gi] = da_r;
     dgi[gi + H] = da_z;
     dgi[gi + 2u * H] = da_n;
@@ -186,7 +206,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         let o2 = gbase + min(b0 + 2u, bl) * h3;
         let o3 = gbase + min(b0 + 3u, bl) * h3;
         let wb = d * h3 * H + j;
-        let kmax = select(h3, 0u, PRECOMPUTED || !rows_active_s(d, sn, b0, 4u));
+        let kmax = select(select(h3, 2u * H, RB), 0u, PRECOMPUTED || !rows_active_s(d, sn, b0, 4u));
         for (var k = 0u; k < kmax; k = k + 1u) {
             let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
             carry = fma(gv, vec4<f32>(w_hh[wb + k * H]), carry);
@@ -199,6 +219,9 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
             }
             let z = gates[((d * T + sn) * B + b) * 4u * H + H + j];
             carry[i] = carry[i] + z * dh[dh_next + b * H + j];
+            if (RB) {
+                carry[i] = carry[i] + gwin[(d * B + b) * H + j];
+            }
         }
     }
 
@@ -208,7 +231,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
             break;
         }
         let g = back_step(d, s, b, j, carry[i]);
-        if (s >= 0 && PRECOMPUTED && !STORAGE_GH) {
+        if (s >= 0 && PRECOMPUTED && !STORAGE_GH && !RB) {
             let su = u32(s);
             let region = ((su % 2u) * P.dirs + d) * P.win_len;
             let kc = P.kc;
@@ -216,6 +239,56 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
             gwin[region + (((H + j) / kc) * B + b) * kc + (H + j) % kc] = g.y;
             gwin[region + (((2u * H + j) / kc) * B + b) * kc + (2u * H + j) % kc] = g.z;
         }
+    }
+}
+
+// rb_dr: the second half of a reset-before backward step s >= 0 (see RB):
+// thread k of rows b0..b0+3 computes d(rh)_k = sum_j da_n[j] W_hn[j, k],
+// then da_r and c2 of unit k. Grid as `step`.
+@compute @workgroup_size(64, 1, 1)
+fn rb_dr(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let k = gid.x;
+    let d = gid.z;
+    let b0 = gid.y * 4u;
+    if (k >= H || b0 >= B) {
+        return;
+    }
+    let su = u32(P.s);
+    let t = select(T - 1u - su, su, d == 0u);
+    let h3 = 3u * H;
+    let bl = B - 1u;
+    let gbase = (d * T + su) * B * h3 + 2u * H;
+    let o0 = gbase + min(b0, bl) * h3;
+    let o1 = gbase + min(b0 + 1u, bl) * h3;
+    let o2 = gbase + min(b0 + 2u, bl) * h3;
+    let o3 = gbase + min(b0 + 3u, bl) * h3;
+    let wb = (d * h3 + 2u * H) * H + k;
+    var drh = vec4<f32>(0.0);
+    let jmax = select(0u, H, rows_active_s(d, su, b0, 4u));
+    for (var j = 0u; j < jmax; j = j + 1u) {
+        let gv = vec4<f32>(dgh[o0 + j], dgh[o1 + j], dgh[o2 + j], dgh[o3 + j]);
+        drh = fma(gv, vec4<f32>(w_hh[wb + j * H]), drh);
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let b = b0 + i;
+        if (b >= B) {
+            break;
+        }
+        var da_r = 0.0;
+        var c2 = 0.0;
+        if ((step_flags(t, b) & F_VALID) != 0u) {
+            let r = gates[((d * T + su) * B + b) * 4u * H + k];
+            let hp = hs[((d * (T + 1u) + su) * B + b) * H + k];
+            da_r = drh[i] * hp * r * (1.0 - r);
+            c2 = drh[i] * r;
+        }
+        dgh[((d * T + su) * B + b) * h3 + k] = da_r;
+        dgi[(t * B + b) * (P.dirs * h3) + d * h3 + k] = da_r;
+        gwin[(d * B + b) * H + k] = c2;
     }
 }
 

@@ -40,6 +40,12 @@ override PRECOMPUTED: bool = false;
 // With PRECOMPUTED on the storage family (`Products` there), gh comes from
 // gemm.wgsl without the bias: the step adds b_hh and writes no hwin.
 override STORAGE_GH: bool = false;
+// RB: the reset-before form, n = tanh(gi_n + W_hn (r * h) + b_hn), in two
+// dispatches per step: `rb_rz` computes r, z and r * h into the scratch
+// (binding 7, (D, B, 3H): r, z, r·h per row), then `step` with RB computes
+// gh_n = W_hn (r * h) + b_hn from it and applies the gates. The tape's
+// fourth gate holds r * h instead of gh_n.
+override RB: bool = false;
 // Without TAPE (inference that keeps no tape) the gates are not written,
 // binding 6 is a placeholder, and hs is a ring of two slots (D, 2, B, H):
 // slot s at s mod 2.
@@ -105,10 +111,20 @@ fn gate_step(d: u32, s: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, ghn: f3
     var o = 0.0;
     if ((step_flags(t, b) & F_VALID) != 0u) {
         let g = (t * B + b) * (P.dirs * h3) + d * h3;
-        r = sigmoid_stable(gi[g + j] + ghr);
-        z = sigmoid_stable(gi[g + H + j] + ghz);
-        n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
-        gn = ghn;
+        if (RB) {
+            // r and z from `rb_rz`; gh_n = W_hn (r * h) + b_hn; the tape
+            // keeps r * h in gh_n's place (the backward's dW_hn needs it).
+            let q = (d * B + b) * h3;
+            r = hwin[q + j];
+            z = hwin[q + H + j];
+            n = tanh_stable(gi[g + 2u * H + j] + ghn);
+            gn = hwin[q + 2u * H + j];
+        } else {
+            r = sigmoid_stable(gi[g + j] + ghr);
+            z = sigmoid_stable(gi[g + H + j] + ghz);
+            n = tanh_stable(gi[g + 2u * H + j] + r * ghn);
+            gn = ghn;
+        }
         hn = (1.0 - z) * n + z * hp;
         o = hn;
     }
@@ -158,7 +174,20 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     var ar = vec4<f32>(0.0);
     var az = vec4<f32>(0.0);
     var an = vec4<f32>(0.0);
-    let kmax = select(H, 0u, PRECOMPUTED || !rows_active(t, b0, 4u));
+    let live = rows_active(t, b0, 4u);
+    if (RB && live) {
+        // gh_n = W_hn (r * h), r * h from `rb_rz` in the scratch.
+        let q0 = (d * B + min(b0, bl)) * h3 + 2u * H;
+        let q1 = (d * B + min(b0 + 1u, bl)) * h3 + 2u * H;
+        let q2 = (d * B + min(b0 + 2u, bl)) * h3 + 2u * H;
+        let q3 = (d * B + min(b0 + 3u, bl)) * h3 + 2u * H;
+        for (var k = 0u; k < H; k = k + 1u) {
+            let wn = w_hhT[wb + k * h3 + j + 2u * H];
+            let hv = vec4<f32>(hwin[q0 + k], hwin[q1 + k], hwin[q2 + k], hwin[q3 + k]);
+            an = fma(hv, vec4<f32>(wn), an);
+        }
+    }
+    let kmax = select(H, 0u, PRECOMPUTED || RB || !live);
     for (var k = 0u; k < kmax; k = k + 1u) {
         let w = wb + k * h3 + j;
         let wr = w_hhT[w];
@@ -192,10 +221,65 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
             ghn = w_hhT[o + 2u * H] + bn;
         }
         let hn = gate_step(d, s, t, b, j, ghr, ghz, ghn);
-        if (PRECOMPUTED && !STORAGE_GH) {
+        if (PRECOMPUTED && !STORAGE_GH && !RB) {
             let region = (((s + 1u) % 2u) * P.dirs + d) * P.win_len;
             hwin[region + ((j / P.kc) * B + b) * P.kc + j % P.kc] = hn;
         }
+    }
+}
+
+// rb_rz: the first half of a reset-before step (see RB): thread j of rows
+// b0..b0+3 computes gh_r, gh_z = W_h{r,z} h + b_h{r,z}, r, z, and writes r,
+// z and r_j h_j into the scratch. Grid as `step`.
+@compute @workgroup_size(64, 1, 1)
+fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let j = gid.x;
+    let d = gid.z;
+    let b0 = gid.y * 4u;
+    if (j >= H || b0 >= B) {
+        return;
+    }
+    let s = u32(P.s);
+    let t = select(T - 1u - s, s, d == 0u);
+    let h3 = 3u * H;
+    let hprev = hs_slot(d, s);
+    let wb = d * H * h3;
+    let bl = B - 1u;
+    let o0 = hprev + min(b0, bl) * H;
+    let o1 = hprev + min(b0 + 1u, bl) * H;
+    let o2 = hprev + min(b0 + 2u, bl) * H;
+    let o3 = hprev + min(b0 + 3u, bl) * H;
+    var ar = vec4<f32>(0.0);
+    var az = vec4<f32>(0.0);
+    let kmax = select(0u, H, rows_active(t, b0, 4u));
+    for (var k = 0u; k < kmax; k = k + 1u) {
+        let w = wb + k * h3 + j;
+        let hv = vec4<f32>(hs[o0 + k], hs[o1 + k], hs[o2 + k], hs[o3 + k]);
+        ar = fma(hv, vec4<f32>(w_hhT[w]), ar);
+        az = fma(hv, vec4<f32>(w_hhT[w + H]), az);
+    }
+    var br = 0.0;
+    var bz = 0.0;
+    if (P.has_bias != 0u) {
+        br = b_hh[d * h3 + j];
+        bz = b_hh[d * h3 + H + j];
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let b = b0 + i;
+        if (b >= B) {
+            break;
+        }
+        let g = (t * B + b) * (P.dirs * h3) + d * h3;
+        let r = sigmoid_stable(gi[g + j] + ar[i] + br);
+        let z = sigmoid_stable(gi[g + H + j] + az[i] + bz);
+        let q = (d * B + b) * h3;
+        hwin[q + j] = r;
+        hwin[q + H + j] = z;
+        hwin[q + 2u * H + j] = r * hs[hprev + b * H + j];
     }
 }
 

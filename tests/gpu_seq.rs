@@ -102,3 +102,69 @@ fn lengths_and_resets_match_the_cpu_reference_on_every_plan() {
         assert!(runs > 0, "no plan ran");
     }
 }
+
+/// The reset-before form on every plan that runs it (the `step` loop of each
+/// storage family), alone and with lengths and resets; every other plan is
+/// refused by `check_plan` with the reason.
+#[test]
+fn the_reset_before_form_matches_the_cpu_reference() {
+    let paths = common::gpu_paths();
+    let mut runs = 0;
+    let mut worst = 0.0f64;
+    for (n, &(i, h, l, bidir, bf, t, b)) in SHAPES.iter().enumerate() {
+        let config = GruConfig::new(i, h)
+            .layers(l)
+            .bidirectional(bidir)
+            .batch_first(bf)
+            .reset_before(true);
+        let seed = 60 + n as u64;
+        let variants = [
+            ("plain", SeqOptions::new()),
+            (
+                "lengths < T and resets",
+                SeqOptions::new()
+                    .lengths(Some(lengths(t, b, seed, false)))
+                    .resets(Some(resets(t, b, seed + 1, bf))),
+            ),
+        ];
+        for (label, ctx, plan) in &paths {
+            let params = gru_wgpu::GruParams::<f32>::zeros(&config).unwrap();
+            let m = gru_wgpu::gpu::GpuGru::new(ctx, &params).unwrap();
+            let runs_here =
+                plan.strategy == gru_wgpu::gpu::Strategy::Step && !plan.family.is_windows();
+            match m.check_plan(*plan, b) {
+                Ok(()) => assert!(runs_here, "{label}: the reset-before form accepted"),
+                Err(why) => {
+                    assert!(!runs_here, "{label}: refused: {why}");
+                    assert!(why.contains("reset-before"), "{label}: {why}");
+                    continue;
+                }
+            }
+            for (what, seq) in &variants {
+                let case = common::case(config.clone(), t, b, n != 1, seed).with_seq(seq.clone());
+                let errors = case.compare_plan(ctx, None, Some(*plan)).unwrap();
+                for e in &errors {
+                    assert!(
+                        e.rel <= BOUND,
+                        "{label} {config:?} {what}: {} relative error {:e} > {BOUND:e}",
+                        e.name,
+                        e.rel
+                    );
+                }
+                worst = worst.max(gru_wgpu::check::worst(&errors));
+                runs += 1;
+            }
+        }
+        // The automatic plan runs it too (the fallback rule, or the tuner).
+        let ctx = common::gpu();
+        if let Some(ctx) = ctx {
+            let case = common::case(config.clone(), t, b, true, seed);
+            let errors = case.compare_plan(&ctx, None, None).unwrap();
+            assert!(gru_wgpu::check::worst(&errors) <= BOUND, "{errors:?}");
+        }
+    }
+    eprintln!("{runs} reset-before runs, worst relative error {worst:e}");
+    if common::require_gpu() {
+        assert!(runs > 0, "no plan ran");
+    }
+}

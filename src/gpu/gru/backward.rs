@@ -3,16 +3,17 @@
 
 use ndarray::{Array1, Array2, Array3, ArrayView3};
 
+use crate::config::ResetForm;
 use crate::cpu::GruGrads;
 use crate::error::{elements, GruError, Result};
-use crate::gpu::gru::forward::view3;
+use crate::gpu::gru::forward::{rb_loop_error, view3};
 use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
 use crate::gpu::ops::gru_backward::{
     encode_backward_resident, encode_backward_sequence, encode_backward_splitk,
-    encode_backward_steps, BackwardStepBufs,
+    encode_backward_steps, encode_backward_steps_rb, BackwardStepBufs,
 };
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
 use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
@@ -215,6 +216,18 @@ impl GpuGru {
         shape: &StepShape,
         bufs: &BackwardStepBufs,
     ) -> Result<()> {
+        if self.config.reset_form == ResetForm::Before {
+            if strategy != Strategy::Step {
+                return Err(rb_loop_error(strategy));
+            }
+            let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
+            // c2 of the step after (zero before the last step).
+            let scratch = self.ctx.storage("d(r·h) r of a step", nd * b * h)?;
+            rec.clear(scratch.buffer(), 0, (nd * b * h * 4) as u64);
+            encode_backward_steps_rb(rec, shape, bufs, scratch.buffer())?;
+            rec.keep(scratch);
+            return Ok(());
+        }
         match strategy {
             Strategy::Step => encode_backward_steps(rec, shape, bufs),
             Strategy::Sequence => {

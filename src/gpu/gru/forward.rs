@@ -2,6 +2,7 @@
 
 use ndarray::{Array3, ArrayView3};
 
+use crate::config::ResetForm;
 use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::io::{Flat, Forward, ForwardOptions, OnDevice};
 use crate::gpu::gru::products::{Layer, ProductPath};
@@ -11,7 +12,7 @@ use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
 use crate::gpu::ops::gru_forward::{
     encode_forward_resident, encode_forward_sequence, encode_forward_splitk, encode_forward_steps,
-    ForwardStepBufs,
+    encode_forward_steps_rb, ForwardStepBufs,
 };
 use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
 use crate::gpu::plan::Plan;
@@ -222,6 +223,16 @@ impl GpuGru {
         bufs: &ForwardStepBufs,
         h0: Option<&wgpu::Buffer>,
     ) -> Result<()> {
+        if self.config.reset_form == ResetForm::Before {
+            if strategy != Strategy::Step {
+                return Err(rb_loop_error(strategy));
+            }
+            let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
+            let scratch = self.ctx.storage("r, z and r·h of a step", nd * b * 3 * h)?;
+            encode_forward_steps_rb(rec, shape, bufs, scratch.buffer())?;
+            rec.keep(scratch);
+            return Ok(());
+        }
         match strategy {
             Strategy::Step => encode_forward_steps(rec, shape, bufs),
             Strategy::Sequence => {
@@ -395,4 +406,15 @@ pub(crate) fn view3<'a>(
         });
     }
     Ok(ArrayView3::from_shape(shape, data).expect("length checked"))
+}
+
+/// Why a time loop other than `step` cannot run the reset-before form.
+pub(crate) fn rb_loop_error(strategy: Strategy) -> GruError {
+    GruError::NotImplemented {
+        feature: format!(
+            "the reset-before form (reset_form = before) on the `{}` time loop (it runs on `step`)",
+            strategy.name()
+        ),
+        place: "on the GPU",
+    }
 }

@@ -101,12 +101,6 @@ impl GpuGru {
     /// Uploads `params` to the device of `ctx`.
     pub fn new(ctx: &GpuContext, params: &GruParams<f32>) -> Result<Self> {
         params.config().validate()?;
-        if params.config().reset_form != crate::config::ResetForm::After {
-            return Err(GruError::NotImplemented {
-                feature: "the reset-before form of the candidate (reset_form = before)".into(),
-                place: "on the GPU",
-            });
-        }
         params.check()?;
         let mut m = GpuGru {
             ctx: ctx.clone(),

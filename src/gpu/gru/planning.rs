@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 
+use crate::config::ResetForm;
 use crate::error::{GruError, Result};
 use crate::gpu::gru::products::{ProductPath, StoragePath};
 use crate::gpu::gru::windows::WindowPath;
@@ -162,6 +163,19 @@ impl GpuGru {
                     .join(", ")
             ));
         }
+        if self.config.reset_form == ResetForm::Before {
+            if plan.family.is_windows() {
+                return Err("the reset-before form runs on the storage families, \
+                     not the window family"
+                    .into());
+            }
+            if plan.strategy != Strategy::Step {
+                return Err(format!(
+                    "the reset-before form runs on the `step` loop, not `{}`",
+                    plan.strategy.name()
+                ));
+            }
+        }
         let limits = self.ctx.limits();
         plan.strategy.check(
             self.config.hidden_size,
@@ -193,7 +207,7 @@ impl GpuGru {
         let families = self.ctx.families();
         let tiled = Family::Gemm(GemmVariant::Tile64K8);
         let family = match self.ctx.products() {
-            Products::Windows if self.windows.is_some() => Family::Windows,
+            Products::Windows if self.windows.is_some() && !self.reset_before() => Family::Windows,
             _ if families.contains(&tiled) => tiled,
             _ => Family::Gemm(GemmVariant::Simple),
         };
@@ -217,7 +231,7 @@ impl GpuGru {
     fn shorthand(&self, batch: usize) -> Option<Plan> {
         let r = *self.recurrence.lock().unwrap_or_else(|p| p.into_inner());
         let family = match self.ctx.products() {
-            Products::Windows if self.windows.is_some() => Family::Windows,
+            Products::Windows if self.windows.is_some() && !self.reset_before() => Family::Windows,
             _ => Family::Gemm(GemmVariant::Simple),
         };
         let strategy = match r {
@@ -242,6 +256,16 @@ impl GpuGru {
             hidden: cfg.hidden_size,
         }
         .key(self.ctx.profile().name())
+            + if self.reset_before() {
+                "/reset-before"
+            } else {
+                ""
+            }
+    }
+
+    /// Whether the model has the reset-before form (which runs on fewer plans).
+    fn reset_before(&self) -> bool {
+        self.config.reset_form == ResetForm::Before
     }
 
     /// The plan a call of `(t_len, batch)` runs, and how it was chosen; it

@@ -5,6 +5,7 @@
 //! `windows.wgsl`. A model picks its path once, when its parameters are set.
 
 use crate::config::GruConfig;
+use crate::config::ResetForm;
 use crate::error::Result;
 use crate::gpu::gru::types::LayerTape;
 use crate::gpu::gru::LayerParams;
@@ -308,8 +309,11 @@ impl ProductPath for StoragePath {
             None,
             g.dw_ih.buffer(),
         )?;
+        // dW_hh = dG_hᵀ H_prev; in the reset-before form the n rows are
+        // da_nᵀ (r * h), with r * h from the tape's fourth gate.
+        let rb = layer.cfg.reset_form == ResetForm::Before;
         let hh = Gemm {
-            m: h3,
+            m: if rb { 2 * h } else { h3 },
             n: h,
             k: tb,
             trans_a: true,
@@ -330,7 +334,36 @@ impl ProductPath for StoragePath {
             lt.hs.buffer(),
             None,
             g.dw_hh.buffer(),
-        )
+        )?;
+        if rb {
+            let n = Gemm {
+                m: h,
+                n: h,
+                k: tb,
+                trans_a: true,
+                lda: h3,
+                ldb: 4 * h,
+                ldc: h,
+                a_off: 2 * h,
+                b_off: 3 * h,
+                c_off: 2 * h * h,
+                batch: nd,
+                a_batch: tb * h3,
+                b_batch: tb * 4 * h,
+                c_batch: h3 * h,
+                ..Default::default()
+            };
+            encode_gemm(
+                rec,
+                self.gemm,
+                &n,
+                g.dgh.buffer(),
+                lt.gates.buffer(),
+                None,
+                g.dw_hh.buffer(),
+            )?;
+        }
+        Ok(())
     }
 
     fn input_grad(

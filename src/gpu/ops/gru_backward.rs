@@ -43,6 +43,9 @@ pub(crate) const STEP_PRECOMPUTED: KernelSpec = spec("step", &[("PRECOMPUTED", 1
 pub(crate) const STEP_STORAGE_GH: KernelSpec =
     spec("step", &[("PRECOMPUTED", 1.0), ("STORAGE_GH", 1.0)]);
 const SPLITK: KernelSpec = spec("splitk", &[]);
+/// The reset-before step: `step` with `RB`, then `rb_dr`.
+const STEP_RB: KernelSpec = spec("step", &[("RB", 1.0)]);
+const RB_DR: KernelSpec = spec("rb_dr", &[]);
 /// `resident` for each workgroup size of `RES_SIZES`.
 const RESIDENT: [KernelSpec; 3] = [
     spec("resident", &[("RES_WG", 1024.0)]),
@@ -64,6 +67,8 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     RESIDENT[0],
     RESIDENT[1],
     RESIDENT[2],
+    STEP_RB,
+    RB_DR,
 ];
 
 /// The buffers of the backward recurrence of one layer (shapes in the shader).
@@ -114,6 +119,34 @@ pub(crate) fn encode_backward_steps(
     for s in (-1..sh.t_len as i32).rev() {
         p.s = s;
         rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
+    }
+    Ok(())
+}
+
+/// Records the backward steps T-1 to -1 of one layer in the reset-before
+/// form: per step `step` with `RB`, then (for s >= 0) `rb_dr`; `scratch`
+/// `(D, B, H)` carries c2 = d(r·h) r from one step to the next.
+pub(crate) fn encode_backward_steps_rb(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+    scratch: &wgpu::Buffer,
+) -> Result<()> {
+    let step = rec.kernel(&STEP_RB)?;
+    let dr = rec.kernel(&RB_DR)?;
+    let parts = sh.step_pieces(rec.max_groups())?;
+    let mut p = sh.params()?;
+    rec.reserve((2 * sh.t_len + 1) * parts.len());
+    let chunk = rec.current_chunk();
+    let bufs = [b.d_out, b.gates, b.hs, b.w_hh, b.dgh, b.dgi, b.dh, scratch];
+    let bg_step = rec.bind(&step, chunk, &bufs);
+    let bg_dr = rec.bind(&dr, chunk, &bufs);
+    for s in (-1..sh.t_len as i32).rev() {
+        p.s = s;
+        rec.dispatch_pieces(&step, &bg_step, chunk, p, &parts)?;
+        if s >= 0 {
+            rec.dispatch_pieces(&dr, &bg_dr, chunk, p, &parts)?;
+        }
     }
     Ok(())
 }

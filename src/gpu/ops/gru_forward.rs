@@ -56,6 +56,16 @@ pub(crate) const STEP_STORAGE_GH: [KernelSpec; 2] = [
         &[("PRECOMPUTED", 1.0), ("STORAGE_GH", 1.0), ("TAPE", 1.0)],
     ),
 ];
+/// The reset-before step: `rb_rz`, then `step` with `RB`
+/// (`[without tape, with tape]` each).
+const RB_RZ: [KernelSpec; 2] = [
+    spec("rb_rz", &[("TAPE", 0.0)]),
+    spec("rb_rz", &[("TAPE", 1.0)]),
+];
+const STEP_RB: [KernelSpec; 2] = [
+    spec("step", &[("RB", 1.0), ("TAPE", 0.0)]),
+    spec("step", &[("RB", 1.0), ("TAPE", 1.0)]),
+];
 /// `[without tape, with tape]`
 const SPLITK: [KernelSpec; 2] = [
     spec("splitk", &[("TAPE", 0.0)]),
@@ -109,6 +119,10 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     RESIDENT[1][1],
     RESIDENT[2][0],
     RESIDENT[2][1],
+    RB_RZ[0],
+    RB_RZ[1],
+    STEP_RB[0],
+    STEP_RB[1],
 ];
 
 /// The buffers of the forward recurrence of one layer (shapes in the shader).
@@ -151,6 +165,36 @@ pub(crate) fn encode_forward_steps(
     for s in 0..sh.t_len {
         p.s = s as i32;
         rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
+    }
+    Ok(())
+}
+
+/// Records the T steps of one layer in the reset-before form: per step
+/// `rb_rz` (r, z and r·h into `scratch`, `(D, B, 3H)`), then `step` with
+/// `RB` (gh_n from r·h, the gates), both directions in each dispatch.
+pub(crate) fn encode_forward_steps_rb(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &ForwardStepBufs,
+    scratch: &wgpu::Buffer,
+) -> Result<()> {
+    let tape = b.gates.is_some() as usize;
+    let rz = rec.kernel(&RB_RZ[tape])?;
+    let step = rec.kernel(&STEP_RB[tape])?;
+    let parts = sh.step_pieces(rec.max_groups())?;
+    let mut p = sh.params()?;
+    let dev = rec.dev;
+    let bias = b.b_hh.unwrap_or(&dev.dummy);
+    let gates = b.gates.unwrap_or(&dev.dummy_rw);
+    rec.reserve(2 * sh.t_len * parts.len());
+    let chunk = rec.current_chunk();
+    let bufs = [b.gi, b.w_hh_t, bias, b.hs, b.out, gates, scratch];
+    let bg_rz = rec.bind(&rz, chunk, &bufs);
+    let bg_step = rec.bind(&step, chunk, &bufs);
+    for s in 0..sh.t_len {
+        p.s = s as i32;
+        rec.dispatch_pieces(&rz, &bg_rz, chunk, p, &parts)?;
+        rec.dispatch_pieces(&step, &bg_step, chunk, p, &parts)?;
     }
     Ok(())
 }
