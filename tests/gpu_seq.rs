@@ -168,3 +168,146 @@ fn the_reset_before_form_matches_the_cpu_reference() {
         assert!(runs > 0, "no plan ran");
     }
 }
+
+fn upload(ctx: &gru_wgpu::gpu::GpuContext, data: &[f32]) -> wgpu::Buffer {
+    use wgpu::util::DeviceExt;
+    ctx.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("test input"),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        })
+}
+
+/// Device buffers with lengths (the longest shorter than T, batch-first)
+/// give bitwise what host arrays give; NaN in the host array's padding
+/// changes nothing (the padding is never read, and is zeroed before the
+/// weight gradients see it).
+#[test]
+fn lengths_on_device_buffers_and_nan_padding() {
+    use gru_wgpu::gpu::{BackwardOptions, ForwardOptions, GpuGru, OnDevice};
+    let Some(ctx) = common::gpu() else {
+        return;
+    };
+    let (t, b) = (7, 4);
+    let config = GruConfig::new(5, 8)
+        .layers(2)
+        .bidirectional(true)
+        .batch_first(true);
+    let lens = vec![3, 5, 1, 4];
+    let mut case = common::case(config, t, b, true, 77);
+    for (bi, &len) in lens.iter().enumerate() {
+        case.x.slice_mut(ndarray::s![bi, len.., ..]).fill(0.0);
+    }
+    let model = GpuGru::new(&ctx, &case.params).unwrap();
+    let run_host = |x: &ndarray::Array3<f32>| {
+        let f = model
+            .forward(
+                x.view(),
+                ForwardOptions::new()
+                    .h0(case.h0.as_ref().map(|h| h.view()))
+                    .lengths(lens.clone())
+                    .keep_tape(),
+            )
+            .unwrap();
+        let g = model
+            .backward(
+                f.tape.unwrap(),
+                case.grad_output.view(),
+                BackwardOptions::new().grad_h_n(case.grad_h_n.view()),
+            )
+            .unwrap();
+        (f.output, f.h_n, g)
+    };
+    let (o, hn, g) = run_host(&case.x);
+    // Zeros past each length and past the longest (5 < T = 7).
+    for (bi, &len) in lens.iter().enumerate() {
+        assert!(o
+            .slice(ndarray::s![bi, len.., ..])
+            .iter()
+            .all(|&v| v == 0.0));
+        assert!(g
+            .x
+            .slice(ndarray::s![bi, len.., ..])
+            .iter()
+            .all(|&v| v == 0.0));
+    }
+    let mut nan = case.x.clone();
+    for (bi, &len) in lens.iter().enumerate() {
+        nan.slice_mut(ndarray::s![bi, len.., ..]).fill(f32::NAN);
+    }
+    let (o2, hn2, g2) = run_host(&nan);
+    assert_eq!(o, o2);
+    assert_eq!(hn, hn2);
+    assert_eq!(g.x, g2.x);
+    for ((_, a), (_, c)) in g.params.named().into_iter().zip(g2.params.named()) {
+        assert_eq!(a, c);
+    }
+
+    let xb = upload(&ctx, case.x.as_slice().unwrap());
+    let h0b = upload(&ctx, case.h0.as_ref().unwrap().as_slice().unwrap());
+    let f = model
+        .forward(
+            OnDevice {
+                buffer: &xb,
+                seq_len: t,
+                batch: b,
+            },
+            ForwardOptions::new()
+                .h0(&h0b)
+                .lengths(lens.clone())
+                .keep_tape(),
+        )
+        .unwrap();
+    assert_eq!(
+        common::download(&ctx, f.output.buffer(), o.len()),
+        o.as_slice().unwrap()
+    );
+    assert_eq!(
+        common::download(&ctx, f.h_n.buffer(), hn.len()),
+        hn.as_slice().unwrap()
+    );
+    let gob = upload(&ctx, case.grad_output.as_slice().unwrap());
+    let ghb = upload(&ctx, case.grad_h_n.as_slice().unwrap());
+    let bw = model
+        .backward(f.tape.unwrap(), &gob, BackwardOptions::new().grad_h_n(&ghb))
+        .unwrap();
+    assert_eq!(
+        common::download(&ctx, bw.grad_x.buffer(), g.x.len()),
+        g.x.as_slice().unwrap()
+    );
+    assert_eq!(
+        common::download(&ctx, bw.grad_h0.buffer(), g.h0.len()),
+        g.h0.as_slice().unwrap()
+    );
+}
+
+/// Bad lengths and resets are refused with the CPU reference's typed
+/// errors, before any work; nothing panics.
+#[test]
+fn bad_lengths_and_resets_are_refused_on_the_gpu() {
+    use gru_wgpu::gpu::{ForwardOptions, GpuGru};
+    use gru_wgpu::GruError;
+    let Some(ctx) = common::gpu() else {
+        return;
+    };
+    let case = common::case(GruConfig::new(3, 4), 5, 2, false, 3);
+    let model = GpuGru::new(&ctx, &case.params).unwrap();
+    let run = |o: ForwardOptions<ndarray::ArrayView3<f32>>| model.forward(case.x.view(), o);
+    let e = run(ForwardOptions::new().lengths(vec![5])).unwrap_err();
+    assert!(matches!(e, GruError::LengthMismatch { .. }), "{e:?}");
+    let e = run(ForwardOptions::new().lengths(vec![0, 5])).unwrap_err();
+    assert!(e.to_string().contains("lengths[0] is 0"), "{e}");
+    let e = run(ForwardOptions::new().lengths(vec![6, 5])).unwrap_err();
+    assert!(e.to_string().contains("lengths[0] is 6"), "{e}");
+    let e = run(ForwardOptions::new().resets(Array2::from_elem((2, 5), false))).unwrap_err();
+    assert!(e.to_string().contains("resets"), "{e}");
+    // Lengths all T and no resets at all: the plain call, bitwise.
+    let plain = run(ForwardOptions::new()).unwrap();
+    let full = run(ForwardOptions::new()
+        .lengths(vec![5, 5])
+        .resets(Array2::from_elem((5, 2), false)))
+    .unwrap();
+    assert_eq!(plain.output, full.output);
+    assert_eq!(plain.h_n, full.h_n);
+}
