@@ -45,7 +45,7 @@ use crate::{GruConfig, GruParams};
 
 /// The PyTorch reference cases built into the crate (`tests/data/golden`),
 /// by name.
-pub const PYTORCH_CASES: [(&str, &[u8]); 8] = [
+pub const PYTORCH_CASES: [(&str, &[u8]); 10] = [
     (
         "seq_basic",
         include_bytes!("../tests/data/golden/seq_basic.safetensors"),
@@ -77,6 +77,14 @@ pub const PYTORCH_CASES: [(&str, &[u8]); 8] = [
     (
         "medium",
         include_bytes!("../tests/data/golden/medium.safetensors"),
+    ),
+    (
+        "packed_basic",
+        include_bytes!("../tests/data/golden-extra/packed_basic.safetensors"),
+    ),
+    (
+        "packed_bidir_bf",
+        include_bytes!("../tests/data/golden-extra/packed_bidir_bf.safetensors"),
     ),
 ];
 
@@ -211,6 +219,8 @@ pub struct RandomSpec {
     pub h0: bool,
     pub train_seed: Option<u32>,
     pub seed: u64,
+    /// Variable lengths and episode resets (default: neither).
+    pub seq: crate::cpu::SeqOptions,
 }
 
 impl RandomSpec {
@@ -235,6 +245,15 @@ impl RandomSpec {
         );
         if let Some(t) = self.train_seed {
             s.push_str(&format!(" dropout={} train_seed={t}", c.dropout));
+        }
+        if let Some(l) = &self.seq.lengths {
+            s.push_str(&format!(" lengths={l:?}"));
+        }
+        if let Some(r) = &self.seq.resets {
+            s.push_str(&format!(" resets={}", r.iter().filter(|&&v| v).count()));
+        }
+        if c.reset_form == crate::config::ResetForm::Before {
+            s.push_str(" reset_before");
         }
         s.push_str(&format!(" seed={}", self.seed));
         s
@@ -262,6 +281,7 @@ fn spec(
         h0,
         train_seed: None,
         seed,
+        seq: Default::default(),
     }
 }
 
@@ -290,6 +310,18 @@ pub fn random_specs(level: Level, plans: usize) -> Vec<RandomSpec> {
         spec((3, 193, 1), true, false, true, (2, 67), true, 116),
         spec((9, 256, 1), false, false, true, (3, 5), true, 117),
     ]);
+    // Beyond nn.GRU: lengths (the longest shorter than T), episode resets,
+    // the reset-before form with lengths (which runs on the `step` loops).
+    let mut lengths = spec((6, 12, 2), true, true, true, (9, 6), true, 130);
+    lengths.seq.lengths = Some(vec![3, 7, 1, 7, 5, 2]);
+    let mut resets = spec((5, 10, 1), true, false, true, (10, 5), true, 131);
+    resets.seq.resets = Some(ndarray::Array2::from_shape_fn((10, 5), |(t, b)| {
+        (t * 7 + b * 3) % 5 == 0
+    }));
+    let mut rb = spec((5, 8, 2), true, false, true, (7, 5), true, 132);
+    rb.config = rb.config.reset_before(true);
+    rb.seq.lengths = Some(vec![7, 2, 5, 1, 6]);
+    v.extend([lengths, resets, rb]);
     let (draws, max_size, max_layers, max_t, max_b) = match level {
         Level::Quick => (quick_draws(plans), 96, 3, 24, 20),
         Level::Thorough => (40, 160, 4, 40, 40),
@@ -635,6 +667,7 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
             "random"
         };
         let prepared = RandomCase::new(s.config.clone(), s.seq_len, s.batch, s.h0, s.seed)
+            .map(|c| c.with_seq(s.seq.clone()))
             .and_then(|c| {
                 let (o, hn, g) = c.run_cpu(s.train_seed)?;
                 Ok((c, tensors_f64(&o, &hn, &g)))
