@@ -159,7 +159,9 @@ fn a_reset_row_starts_again_from_zero_and_the_others_go_on() {
             match r {
                 1 => assert!(got.iter().all(|v| v.to_bits() == 0), "{label}: row 1 zero"),
                 _ => assert!(
-                    got.iter().zip(want).all(|(g, w)| g.to_bits() == w.to_bits()),
+                    got.iter()
+                        .zip(want)
+                        .all(|(g, w)| g.to_bits() == w.to_bits()),
                     "{label}: row {r} untouched"
                 ),
             }
@@ -246,7 +248,9 @@ fn bad_models_chunks_rows_and_states_are_refused_and_change_nothing() {
         assert_eq!(stream.frames_seen(), 2, "{what}");
         let now = stream.state().unwrap();
         assert!(
-            now.iter().zip(&state).all(|(a, b)| a.to_bits() == b.to_bits()),
+            now.iter()
+                .zip(&state)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{what}: the state changed"
         );
     };

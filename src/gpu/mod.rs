@@ -11,8 +11,9 @@
 //! - [`context`]: [`GpuContext`], the handle that holds the device and the
 //!   pipeline cache;
 //! - on top, the GRU: [`GpuGru`] (device weights, forward, backward),
-//!   [`GpuGruCell`], [`GpuStream`] (streaming inference in chunks), the optimisers of [`optim`], and the regression head
-//!   of [`head`].
+//!   [`GpuGruCell`], [`GpuStream`] (streaming inference, a chunk of frames
+//!   per call), the optimisers of [`optim`], and the regression head of
+//!   [`head`].
 
 pub mod cell;
 pub mod context;
