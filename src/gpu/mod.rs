@@ -11,8 +11,9 @@
 //! - [`context`]: [`GpuContext`], the handle that holds the device and the
 //!   pipeline cache;
 //! - on top, the GRU: [`GpuGru`] (device weights, forward, backward),
-//!   [`GpuGruCell`], the optimisers of [`optim`], and the regression head
-//!   of [`head`].
+//!   [`GpuGruCell`], [`GpuStream`] (streaming inference, a chunk of frames
+//!   per call), the optimisers of [`optim`], and the regression head of
+//!   [`head`].
 
 pub mod cell;
 pub mod context;
@@ -26,6 +27,7 @@ pub mod plan;
 pub(crate) mod pool;
 pub use plan::{Family, Plan, PlanCacheLocation, TuneMode};
 pub(crate) mod recorder;
+pub mod stream;
 
 pub use cell::GpuGruCell;
 pub use context::{window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products};
@@ -40,3 +42,4 @@ pub use ops::common::Strategy;
 pub use ops::gemm::GemmVariant;
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
 pub use pool::PooledBuffer;
+pub use stream::GpuStream;

@@ -36,7 +36,7 @@ mod io;
 mod params;
 mod planning;
 pub(crate) mod products;
-mod seq;
+pub(crate) mod seq;
 mod types;
 mod windows;
 
