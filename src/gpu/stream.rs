@@ -8,12 +8,8 @@
 //! host. The stream fixes one [`Plan`] for its whole life: every plan sums
 //! in its own order, and the same plan on every call is what makes a
 //! stream fed in chunks of any size give, bit for bit, the output and final
-//! state of one forward over the whole sequence with that plan. (The one
-//! exception known is in that one-shot forward: without biases, where a
-//! layer's input size `I_l` is over 512, the GEMM of its input projection
-//! splits its sums by a rule that depends on T·B once T·B·3H passes
-//! 2^24/⌈I_l/256⌉ floats, and a long sequence then differs from its chunks
-//! in the last bits.)
+//! state of one forward over the whole sequence with that plan (the GEMMs
+//! split their sums by K and N only, never by the number of rows T·B).
 //!
 //! Evaluation mode only: no dropout, no tape. A bidirectional GRU cannot
 //! stream (its reverse direction starts at the end of the sequence) and is

@@ -392,10 +392,31 @@ pub(crate) fn encode_gemm(
     let mn = g.m * g.n * batch;
     let mut n_split = 1;
     if bias.is_none() && g.ldc == g.n && g.k > 2 * K_CHUNK {
+        // The split depends on K, N and the batch only, never on M: the same
+        // row of C sums in the same order however many rows there are (a
+        // stream's chunks equal one call over the whole sequence). Where
+        // the partials of all M rows would pass the bound, the rows go in
+        // slices instead.
         n_split =
             g.k.div_ceil(K_CHUNK)
                 .min(64)
-                .min((MAX_PARTIAL_FLOATS / mn.max(1)).max(1));
+                .min((MAX_PARTIAL_FLOATS / (g.n * batch).max(1)).max(1));
+        if n_split > 1 && n_split * mn > MAX_PARTIAL_FLOATS {
+            let slice = (MAX_PARTIAL_FLOATS / (n_split * g.n * batch)).max(1);
+            let row_step = if g.trans_a { 1 } else { g.lda };
+            let mut r0 = 0;
+            while r0 < g.m {
+                let part = Gemm {
+                    m: slice.min(g.m - r0),
+                    a_off: g.a_off + r0 * row_step,
+                    c_off: g.c_off + r0 * g.ldc,
+                    ..*g
+                };
+                encode_gemm(rec, variant, &part, a, b, bias, c)?;
+                r0 += slice;
+            }
+            return Ok(());
+        }
     }
     let mut k_chunk = g.k.div_ceil(n_split);
     if let Some((_, _, bk)) = variant.tile() {
