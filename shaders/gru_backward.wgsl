@@ -352,7 +352,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         carry[i] = dh[dh_next + (b0 + i) * H + j];
                     }
                 } else {
-                    let kmax = select(0u, h3, rows_active_s(d, u32(si + 1), b0, nrows));
+                    let kmax = select(0u, select(h3, 2u * H, RB), rows_active_s(d, u32(si + 1), b0, nrows));
                     for (var k = 0u; k < kmax; k = k + 1u) {
                         let gv = vec4<f32>(g_sh[k], g_sh[r1 * SEQ_H3MAX + k], g_sh[r2 * SEQ_H3MAX + k], g_sh[r3 * SEQ_H3MAX + k]);
                         var w: f32;
@@ -368,14 +368,54 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         let b = b0 + i;
                         let z = gates[((d * T + sn) * B + b) * 4u * H + H + j];
                         carry[i] = carry[i] + z * dh[dh_next + b * H + j];
+                        if (RB) {
+                            carry[i] = carry[i] + gwin[(d * B + b) * H + j];
+                        }
                     }
                 }
                 for (var i = 0u; i < nrows; i = i + 1u) {
-                    back_step(d, si, b0 + i, j, carry[i]);
+                    let g = back_step(d, si, b0 + i, j, carry[i]);
+                    if (RB) {
+                        // da_n of this step, for d(r * h) below.
+                        g_sh[i * SEQ_H3MAX + 2u * H + j] = g.z;
+                    }
                 }
             }
         }
         workgroupBarrier();
+        if (RB && si >= 0) {
+            // The second half of a reset-before step (as `rb_dr`): unit k
+            // of the slice's rows, d(r * h) = da_n W_hn from g_sh's n block.
+            let su = u32(si);
+            let t = select(T - 1u - su, su, d == 0u);
+            let jmax = select(0u, H, rows_active_s(d, su, b0, nrows));
+            for (var u = 0u; u < units; u = u + 1u) {
+                let k = lid.x + 64u * u;
+                if (k < H) {
+                    var drh = vec4<f32>(0.0);
+                    let wb = (d * h3 + 2u * H) * H + k;
+                    for (var j = 0u; j < jmax; j = j + 1u) {
+                        let o = 2u * H + j;
+                        let gv = vec4<f32>(g_sh[o], g_sh[r1 * SEQ_H3MAX + o], g_sh[r2 * SEQ_H3MAX + o], g_sh[r3 * SEQ_H3MAX + o]);
+                        drh = fma(gv, vec4<f32>(w_hh[wb + j * H]), drh);
+                    }
+                    for (var i = 0u; i < nrows; i = i + 1u) {
+                        let b = b0 + i;
+                        var da_r = 0.0;
+                        var c2 = 0.0;
+                        if ((step_flags(t, b) & F_VALID) != 0u) {
+                            let r = gates[((d * T + su) * B + b) * 4u * H + k];
+                            let hp = hs[((d * (T + 1u) + su) * B + b) * H + k];
+                            da_r = drh[i] * hp * r * (1.0 - r);
+                            c2 = drh[i] * r;
+                        }
+                        dgh[((d * T + su) * B + b) * h3 + k] = da_r;
+                        dgi[(t * B + b) * (P.dirs * h3) + d * h3 + k] = da_r;
+                        gwin[(d * B + b) * H + k] = c2;
+                    }
+                }
+            }
+        }
         if (si >= 0) {
             let su = u32(si);
             for (var u = 0u; u < units; u = u + 1u) {
@@ -385,7 +425,9 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         let gh = ((d * T + su) * B + b0 + i) * h3 + j;
                         g_sh[i * SEQ_H3MAX + j] = dgh[gh];
                         g_sh[i * SEQ_H3MAX + H + j] = dgh[gh + H];
-                        g_sh[i * SEQ_H3MAX + 2u * H + j] = dgh[gh + 2u * H];
+                        if (!RB) {
+                            g_sh[i * SEQ_H3MAX + 2u * H + j] = dgh[gh + 2u * H];
+                        }
                     }
                 }
             }

@@ -309,6 +309,8 @@ const SEQ_HMAX: u32 = 256u;
 override W_PRIVATE: bool = false;
 
 var<workgroup> h_sh: array<f32, 1024>;
+// r * h of the slice's rows (RB only)
+var<workgroup> rh_sh: array<f32, 1024>;
 var<private> wp: array<f32, 768>;
 
 @compute @workgroup_size(64, 1, 1)
@@ -353,6 +355,53 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         let t = select(T - 1u - s, s, d == 0u);
         let hnext = hs_slot(d, s + 1u);
         let live = rows_active(t, b0, nrows);
+        if (RB) {
+            // The first half of a reset-before step (as `rb_rz`): r, z and
+            // r * h of the slice's rows into the scratch, r * h into rh_sh.
+            for (var u = 0u; u < units; u = u + 1u) {
+                let j = lid.x + 64u * u;
+                if (j < H) {
+                    var ar = vec4<f32>(0.0);
+                    var az = vec4<f32>(0.0);
+                    let kmax = select(0u, H, live);
+                    for (var k = 0u; k < kmax; k = k + 1u) {
+                        let hv = vec4<f32>(h_sh[k], h_sh[r1 * SEQ_HMAX + k], h_sh[r2 * SEQ_HMAX + k], h_sh[r3 * SEQ_HMAX + k]);
+                        var wr: f32;
+                        var wz: f32;
+                        if (W_PRIVATE) {
+                            let o = (u * 3u) * H + k;
+                            wr = wp[o];
+                            wz = wp[o + H];
+                        } else {
+                            let w = wb + k * h3 + j;
+                            wr = w_hhT[w];
+                            wz = w_hhT[w + H];
+                        }
+                        ar = fma(hv, vec4<f32>(wr), ar);
+                        az = fma(hv, vec4<f32>(wz), az);
+                    }
+                    var br = 0.0;
+                    var bz = 0.0;
+                    if (P.has_bias != 0u) {
+                        br = b_hh[d * h3 + j];
+                        bz = b_hh[d * h3 + H + j];
+                    }
+                    for (var i = 0u; i < nrows; i = i + 1u) {
+                        let b = b0 + i;
+                        let g = (t * B + b) * (P.dirs * h3) + d * h3;
+                        let r = sigmoid_stable(gi[g + j] + ar[i] + br);
+                        let z = sigmoid_stable(gi[g + H + j] + az[i] + bz);
+                        let q = (d * B + b) * h3;
+                        let rh = r * h_sh[i * SEQ_HMAX + j];
+                        hwin[q + j] = r;
+                        hwin[q + H + j] = z;
+                        hwin[q + 2u * H + j] = rh;
+                        rh_sh[i * SEQ_HMAX + j] = rh;
+                    }
+                }
+            }
+            workgroupBarrier();
+        }
         for (var u = 0u; u < units; u = u + 1u) {
             let j = lid.x + 64u * u;
             if (j < H) {
@@ -361,7 +410,11 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 var an = vec4<f32>(0.0);
                 let kmax = select(0u, H, live);
                 for (var k = 0u; k < kmax; k = k + 1u) {
-                    let hv = vec4<f32>(h_sh[k], h_sh[r1 * SEQ_HMAX + k], h_sh[r2 * SEQ_HMAX + k], h_sh[r3 * SEQ_HMAX + k]);
+                    var hv = vec4<f32>(h_sh[k], h_sh[r1 * SEQ_HMAX + k], h_sh[r2 * SEQ_HMAX + k], h_sh[r3 * SEQ_HMAX + k]);
+                    if (RB) {
+                        // gh_n = W_hn (r * h)
+                        hv = vec4<f32>(rh_sh[k], rh_sh[r1 * SEQ_HMAX + k], rh_sh[r2 * SEQ_HMAX + k], rh_sh[r3 * SEQ_HMAX + k]);
+                    }
                     var wr: f32;
                     var wz: f32;
                     var wn: f32;

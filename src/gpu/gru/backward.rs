@@ -217,14 +217,18 @@ impl GpuGru {
         bufs: &BackwardStepBufs,
     ) -> Result<()> {
         if self.config.reset_form == ResetForm::Before {
-            if strategy != Strategy::Step {
-                return Err(rb_loop_error(strategy));
-            }
             let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
             // c2 of the step after (zero before the last step).
             let scratch = self.ctx.storage("d(r·h) r of a step", nd * b * h)?;
             rec.clear(scratch.buffer(), 0, (nd * b * h * 4) as u64);
-            encode_backward_steps_rb(rec, shape, bufs, scratch.buffer())?;
+            match strategy {
+                Strategy::Step => encode_backward_steps_rb(rec, shape, bufs, scratch.buffer())?,
+                Strategy::Sequence => {
+                    let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
+                    encode_backward_sequence(rec, shape, bufs, private, Some(scratch.buffer()))?
+                }
+                _ => return Err(rb_loop_error(strategy)),
+            }
             rec.keep(scratch);
             return Ok(());
         }
@@ -232,7 +236,7 @@ impl GpuGru {
             Strategy::Step => encode_backward_steps(rec, shape, bufs),
             Strategy::Sequence => {
                 let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
-                encode_backward_sequence(rec, shape, bufs, private)
+                encode_backward_sequence(rec, shape, bufs, private, None)
             }
             Strategy::Products => path.backward_steps(rec, layer, shape, bufs),
             Strategy::SplitK => encode_backward_splitk(rec, shape, bufs),

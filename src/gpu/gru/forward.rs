@@ -224,12 +224,16 @@ impl GpuGru {
         h0: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         if self.config.reset_form == ResetForm::Before {
-            if strategy != Strategy::Step {
-                return Err(rb_loop_error(strategy));
-            }
             let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
             let scratch = self.ctx.storage("r, z and r·h of a step", nd * b * 3 * h)?;
-            encode_forward_steps_rb(rec, shape, bufs, scratch.buffer())?;
+            match strategy {
+                Strategy::Step => encode_forward_steps_rb(rec, shape, bufs, scratch.buffer())?,
+                Strategy::Sequence => {
+                    let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
+                    encode_forward_sequence(rec, shape, bufs, private, Some(scratch.buffer()))?
+                }
+                _ => return Err(rb_loop_error(strategy)),
+            }
             rec.keep(scratch);
             return Ok(());
         }
@@ -237,7 +241,7 @@ impl GpuGru {
             Strategy::Step => encode_forward_steps(rec, shape, bufs),
             Strategy::Sequence => {
                 let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
-                encode_forward_sequence(rec, shape, bufs, private)
+                encode_forward_sequence(rec, shape, bufs, private, None)
             }
             Strategy::Products => path.forward_steps(rec, layer, shape, bufs, h0),
             Strategy::SplitK => encode_forward_splitk(rec, shape, bufs),
@@ -412,7 +416,7 @@ pub(crate) fn view3<'a>(
 pub(crate) fn rb_loop_error(strategy: Strategy) -> GruError {
     GruError::NotImplemented {
         feature: format!(
-            "the reset-before form (reset_form = before) on the `{}` time loop (it runs on `step`)",
+            "the reset-before form (reset_form = before) on the `{}` time loop (it runs on `step` and `sequence`)",
             strategy.name()
         ),
         place: "on the GPU",

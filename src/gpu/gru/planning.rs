@@ -169,9 +169,9 @@ impl GpuGru {
                      not the window family"
                     .into());
             }
-            if plan.strategy != Strategy::Step {
+            if !matches!(plan.strategy, Strategy::Step | Strategy::Sequence) {
                 return Err(format!(
-                    "the reset-before form runs on the `step` loop, not `{}`",
+                    "the reset-before form runs on the `step` and `sequence` loops, not `{}`",
                     plan.strategy.name()
                 ));
             }

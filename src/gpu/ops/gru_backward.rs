@@ -46,6 +46,8 @@ const SPLITK: KernelSpec = spec("splitk", &[]);
 /// The reset-before step: `step` with `RB`, then `rb_dr`.
 const STEP_RB: KernelSpec = spec("step", &[("RB", 1.0)]);
 const RB_DR: KernelSpec = spec("rb_dr", &[]);
+const SEQUENCE_RB: KernelSpec = spec("sequence", &[("W_PRIVATE", 0.0), ("RB", 1.0)]);
+const SEQUENCE_RB_PRIVATE: KernelSpec = spec("sequence", &[("W_PRIVATE", 1.0), ("RB", 1.0)]);
 /// `resident` for each workgroup size of `RES_SIZES`.
 const RESIDENT: [KernelSpec; 3] = [
     spec("resident", &[("RES_WG", 1024.0)]),
@@ -69,6 +71,8 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     RESIDENT[2],
     STEP_RB,
     RB_DR,
+    SEQUENCE_RB,
+    SEQUENCE_RB_PRIVATE,
 ];
 
 /// The buffers of the backward recurrence of one layer (shapes in the shader).
@@ -152,16 +156,21 @@ pub(crate) fn encode_backward_steps_rb(
 }
 
 /// Records the backward time loop of one layer in one dispatch (steps T-1 to -1).
+///
+/// `rb_scratch`: the reset-before form (`RB`), with its scratch `(D, B, H)`
+/// (zeros before the call).
 pub(crate) fn encode_backward_sequence(
     rec: &mut Recorder,
     sh: &StepShape,
     b: &BackwardStepBufs,
     w_private: bool,
+    rb_scratch: Option<&wgpu::Buffer>,
 ) -> Result<()> {
-    let spec = if w_private {
-        &SEQUENCE_PRIVATE
-    } else {
-        &SEQUENCE
+    let spec = match (rb_scratch.is_some(), w_private) {
+        (false, false) => &SEQUENCE,
+        (false, true) => &SEQUENCE_PRIVATE,
+        (true, false) => &SEQUENCE_RB,
+        (true, true) => &SEQUENCE_RB_PRIVATE,
     };
     let mut p = sh.params()?;
     p.rows = SEQ_ROWS as u32;
@@ -182,7 +191,7 @@ pub(crate) fn encode_backward_sequence(
             b.dgh,
             b.dgi,
             b.dh,
-            &dev.dummy_rw,
+            rb_scratch.unwrap_or(&dev.dummy_rw),
         ],
         wg,
     )

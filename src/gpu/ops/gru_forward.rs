@@ -66,6 +66,29 @@ const STEP_RB: [KernelSpec; 2] = [
     spec("step", &[("RB", 1.0), ("TAPE", 0.0)]),
     spec("step", &[("RB", 1.0), ("TAPE", 1.0)]),
 ];
+/// The reset-before `sequence`: `[[shared, private] without tape, [shared, private] with tape]`.
+const SEQUENCE_RB: [[KernelSpec; 2]; 2] = [
+    [
+        spec(
+            "sequence",
+            &[("W_PRIVATE", 0.0), ("TAPE", 0.0), ("RB", 1.0)],
+        ),
+        spec(
+            "sequence",
+            &[("W_PRIVATE", 1.0), ("TAPE", 0.0), ("RB", 1.0)],
+        ),
+    ],
+    [
+        spec(
+            "sequence",
+            &[("W_PRIVATE", 0.0), ("TAPE", 1.0), ("RB", 1.0)],
+        ),
+        spec(
+            "sequence",
+            &[("W_PRIVATE", 1.0), ("TAPE", 1.0), ("RB", 1.0)],
+        ),
+    ],
+];
 /// `[without tape, with tape]`
 const SPLITK: [KernelSpec; 2] = [
     spec("splitk", &[("TAPE", 0.0)]),
@@ -123,6 +146,10 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     RB_RZ[1],
     STEP_RB[0],
     STEP_RB[1],
+    SEQUENCE_RB[0][0],
+    SEQUENCE_RB[0][1],
+    SEQUENCE_RB[1][0],
+    SEQUENCE_RB[1][1],
 ];
 
 /// The buffers of the forward recurrence of one layer (shapes in the shader).
@@ -202,13 +229,20 @@ pub(crate) fn encode_forward_steps_rb(
 /// Records the forward time loop of one layer in one dispatch: workgroups of
 /// `SEQ_ROWS` batch rows by direction (see the shader's `sequence`). With
 /// `w_private`, each thread keeps its columns of `W_hh` in private memory.
+///
+/// `rb_scratch`: the reset-before form (`RB`), with its scratch `(D, B, 3H)`.
 pub(crate) fn encode_forward_sequence(
     rec: &mut Recorder,
     sh: &StepShape,
     b: &ForwardStepBufs,
     w_private: bool,
+    rb_scratch: Option<&wgpu::Buffer>,
 ) -> Result<()> {
-    let spec = &SEQUENCE[b.gates.is_some() as usize][w_private as usize];
+    let tape = b.gates.is_some() as usize;
+    let spec = match rb_scratch {
+        None => &SEQUENCE[tape][w_private as usize],
+        Some(_) => &SEQUENCE_RB[tape][w_private as usize],
+    };
     let mut p = sh.params()?;
     p.rows = SEQ_ROWS as u32;
     let wg = [
@@ -222,7 +256,15 @@ pub(crate) fn encode_forward_sequence(
     rec.run(
         spec,
         &p,
-        &[b.gi, b.w_hh_t, bias, b.hs, b.out, gates, &dev.dummy_rw],
+        &[
+            b.gi,
+            b.w_hh_t,
+            bias,
+            b.hs,
+            b.out,
+            gates,
+            rb_scratch.unwrap_or(&dev.dummy_rw),
+        ],
         wg,
     )
 }
