@@ -393,8 +393,14 @@ pub fn bench_gpu_with_lengths(
     model.set_timing(ctx.has_timestamps());
     model.set_recurrence(recurrence);
     model.set_plan(plan);
-    // The plan, measured first where the shape's bucket has none cached.
-    let choice = model.plan_for(shape.seq, shape.batch)?;
+    // The plan, measured first where the shape's bucket has none cached:
+    // with lengths, that of the steps the loop runs (the longest length),
+    // as the forward chooses it.
+    let t_run = lens
+        .as_ref()
+        .and_then(|l| l.iter().copied().max())
+        .unwrap_or(shape.seq);
+    let choice = model.plan_for(t_run, shape.batch)?;
     let forced = choice.source == crate::gpu::PlanSource::Forced;
     let path = choice.plan.name();
     let (t, b) = (shape.seq, shape.batch);
