@@ -30,24 +30,24 @@ if [ "$part" != forced ]; then
     : > "$out/devbox-torch-packed.jsonl"
   fi
   for round in $(seq "$first" "$rounds"); do
-  for s in "${shapes[@]}"; do
-    for l in "${lengths[@]}"; do
+    for s in "${shapes[@]}"; do
+      for l in "${lengths[@]}"; do
+        # shellcheck disable=SC2086
+        $bin bench --device both --json $s $l | tag "$round" >> "$out/devbox-lengths.jsonl"
+      done
       # shellcheck disable=SC2086
-      $bin bench --device both --json $s $l | tag "$round" >> "$out/devbox-lengths.jsonl"
+      python3 benches/torch_packed.py --json --lengths uniform,random,random-sorted $s 2>/dev/null \
+        | tag "$round" >> "$out/devbox-torch-packed.jsonl"
     done
-    # shellcheck disable=SC2086
-    python3 benches/torch_packed.py --json --lengths uniform,random,random-sorted $s 2>/dev/null \
-      | tag "$round" >> "$out/devbox-torch-packed.jsonl"
   done
-done
 fi
 if [ "$part" != main ]; then
   [ "$first" = 1 ] && : > "$out/devbox-lengths-forced.jsonl"
   for round in $(seq "$first" "$rounds"); do
-  for l in "${lengths[@]}"; do
-    # shellcheck disable=SC2086
-    $bin bench --json --plan windows/sequence --batch 64 --seq 128 --hidden 128 --input 64 $l \
-      | tag "$round" >> "$out/devbox-lengths-forced.jsonl"
+    for l in "${lengths[@]}"; do
+      # shellcheck disable=SC2086
+      $bin bench --json --plan windows/sequence --batch 64 --seq 128 --hidden 128 --input 64 $l \
+        | tag "$round" >> "$out/devbox-lengths-forced.jsonl"
+    done
   done
-done
 fi

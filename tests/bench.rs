@@ -282,4 +282,20 @@ fn compare_table_matches_shape_and_mode() {
     let rows: Vec<&str> = t.lines().skip(1).collect();
     assert_eq!(rows.len(), 1, "{t}");
     assert!(rows[0].trim_end().ends_with("4.00"), "{t}");
+    // Rows with lengths pair with rows of the same lengths only (PyTorch's
+    // packed rows from benches/torch_packed.py), never with the padded ones.
+    let with = |r: Record, l: Option<Lengths>| Record { lengths: l, ..r };
+    let ours = [with(
+        rec("gru-wgpu", Mode::Fwd, 4, 2.0),
+        Some(Lengths::Random),
+    )];
+    let theirs = [
+        rec("torch", Mode::Fwd, 4, 8.0),
+        with(rec("torch", Mode::Fwd, 4, 3.0), Some(Lengths::Random)),
+        with(rec("torch", Mode::Fwd, 4, 5.0), Some(Lengths::Uniform)),
+    ];
+    let t = compare_table(&ours, &theirs);
+    let rows: Vec<&str> = t.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{t}");
+    assert!(rows[0].trim_end().ends_with("1.50"), "{t}");
 }
