@@ -115,6 +115,63 @@ pub fn default_shapes() -> Vec<BenchShape> {
     ]
 }
 
+/// The lengths a bench call passes (`gru-wgpu bench --lengths`); without
+/// any, every sequence runs all `T` steps and no lengths are passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lengths {
+    /// Every length is `T`: the lengths' handling at no saving.
+    Uniform,
+    /// Lengths drawn independently and uniformly from `1..=T`
+    /// ([`LENGTHS_SEED`]), in the batch's order (unsorted).
+    Random,
+    /// The same draws as [`Lengths::Random`], sorted longest first.
+    RandomSorted,
+}
+
+/// The seed of [`Lengths::Random`]: `ChaCha8Rng::seed_from_u64(LENGTHS_SEED)`,
+/// then `random_range(1..=T)` once per batch element, in order.
+pub const LENGTHS_SEED: u64 = 5;
+
+impl Lengths {
+    /// The name `--lengths` takes and the JSON's `lengths` holds.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lengths::Uniform => "uniform",
+            Lengths::Random => "random",
+            Lengths::RandomSorted => "random-sorted",
+        }
+    }
+
+    /// The lengths of a batch of `batch` sequences of `seq` steps: the same
+    /// for the same `(batch, seq)` on every run.
+    pub fn draw(self, batch: usize, seq: usize) -> Vec<usize> {
+        match self {
+            Lengths::Uniform => vec![seq; batch],
+            Lengths::Random | Lengths::RandomSorted => {
+                let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(LENGTHS_SEED);
+                let mut l: Vec<usize> = (0..batch).map(|_| r.random_range(1..=seq)).collect();
+                if self == Lengths::RandomSorted {
+                    l.sort_unstable_by(|a, b| b.cmp(a));
+                }
+                l
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Lengths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The valid steps' share of the padded batch's `B·T` steps.
+pub fn valid_fraction(lengths: &[usize], seq: usize) -> f64 {
+    let valid: usize = lengths.iter().sum();
+    valid as f64 / (lengths.len() * seq) as f64
+}
+
 /// One measured row (one JSON line of `--json`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
@@ -159,6 +216,31 @@ pub struct Record {
     /// (null for the CPU and for PyTorch).
     #[serde(default)]
     pub tuned_ms: Option<f64>,
+    /// The lengths passed (`bench --lengths`); absent from the JSON where
+    /// none were (the padded batch). The flop count, `gflops` and
+    /// `seqs_per_s` are those of the padded shape all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lengths: Option<Lengths>,
+    /// The mean length, where lengths were passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_length: Option<f64>,
+    /// The valid steps' share of `B·T`, where lengths were passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_fraction: Option<f64>,
+}
+
+impl Record {
+    /// This record with the lengths it ran with.
+    fn with_lengths(self, kind: Option<Lengths>, lengths: Option<&[usize]>) -> Record {
+        let Some(l) = lengths else { return self };
+        let seq = self.shape.seq;
+        Record {
+            lengths: kind,
+            mean_length: Some(l.iter().sum::<usize>() as f64 / l.len() as f64),
+            valid_fraction: Some(valid_fraction(l, seq)),
+            ..self
+        }
+    }
 }
 
 /// `(median, min, max)`; the median of an even count is the mean of the middle two.
@@ -210,6 +292,9 @@ fn make_record(
         plan: path.clone(),
         path,
         tuned_ms: None,
+        lengths: None,
+        mean_length: None,
+        valid_fraction: None,
     }
 }
 
@@ -272,7 +357,27 @@ pub fn bench_gpu(
     plan: Option<Plan>,
     tick: &mut dyn FnMut(),
 ) -> Result<Record> {
+    bench_gpu_with_lengths(
+        ctx, shape, mode, iters, warmup, recurrence, plan, None, tick,
+    )
+}
+
+/// [`bench_gpu`] with the lengths of `lengths` passed to every forward
+/// (the backward follows its tape's lengths); `None` is [`bench_gpu`].
+#[allow(clippy::too_many_arguments)]
+pub fn bench_gpu_with_lengths(
+    ctx: &GpuContext,
+    shape: &BenchShape,
+    mode: Mode,
+    iters: usize,
+    warmup: usize,
+    recurrence: Recurrence,
+    plan: Option<Plan>,
+    lengths: Option<Lengths>,
+    tick: &mut dyn FnMut(),
+) -> Result<Record> {
     check_shape_sizes(shape)?;
+    let lens = lengths.map(|l| l.draw(shape.batch, shape.seq));
     let cfg = shape.config();
     // The host holds the parameters (and their upload) and the data once.
     crate::memory::check_host(
@@ -288,8 +393,14 @@ pub fn bench_gpu(
     model.set_timing(ctx.has_timestamps());
     model.set_recurrence(recurrence);
     model.set_plan(plan);
-    // The plan, measured first where the shape's bucket has none cached.
-    let choice = model.plan_for(shape.seq, shape.batch)?;
+    // The plan, measured first where the shape's bucket has none cached:
+    // with lengths, that of the steps the loop runs (the longest length),
+    // as the forward chooses it.
+    let t_run = lens
+        .as_ref()
+        .and_then(|l| l.iter().copied().max())
+        .unwrap_or(shape.seq);
+    let choice = model.plan_for(t_run, shape.batch)?;
     let forced = choice.source == crate::gpu::PlanSource::Forced;
     let path = choice.plan.name();
     let (t, b) = (shape.seq, shape.batch);
@@ -317,7 +428,12 @@ pub fn bench_gpu(
             seq_len: t,
             batch: b,
         };
-        let f = model.forward(input, crate::gpu::ForwardOptions::new().keep_tape())?;
+        let f = model.forward(
+            input,
+            crate::gpu::ForwardOptions::new()
+                .keep_tape()
+                .lengths(lens.clone()),
+        )?;
         let s1 = model.last_call_stats();
         let (mut dispatches, mut submissions, mut gpu) = (s1.dispatches, s1.submissions, s1.gpu_ms);
         if mode == Mode::Fwdbwd {
@@ -357,7 +473,7 @@ pub fn bench_gpu(
             true => choice.plan.name(),
             false => format!("auto:{}", choice.plan.name()),
         }),
-        ..r
+        ..r.with_lengths(lengths, lens.as_deref())
     })
 }
 
@@ -396,7 +512,22 @@ pub fn bench_cpu(
     warmup: usize,
     tick: &mut dyn FnMut(),
 ) -> Result<Record> {
+    bench_cpu_with_lengths(shape, mode, iters, warmup, None, tick)
+}
+
+/// [`bench_cpu`] with the lengths of `lengths` passed to every forward
+/// (`cpu::Gru::forward_with`); `None` is [`bench_cpu`].
+pub fn bench_cpu_with_lengths(
+    shape: &BenchShape,
+    mode: Mode,
+    iters: usize,
+    warmup: usize,
+    lengths: Option<Lengths>,
+    tick: &mut dyn FnMut(),
+) -> Result<Record> {
     check_cpu_fits(shape)?;
+    let lens = lengths.map(|l| l.draw(shape.batch, shape.seq));
+    let seq_opts = crate::cpu::SeqOptions::new().lengths(lens.clone());
     let cfg = shape.config();
     let mut gru = crate::cpu::Gru::new(GruParams::<f32>::init(&cfg, 1)?);
     let (t, b) = (shape.seq, shape.batch);
@@ -410,7 +541,7 @@ pub fn bench_cpu(
     let mut times = Vec::new();
     for i in 0..warmup + iters {
         let start = Instant::now();
-        gru.forward(x.view(), None)?;
+        gru.forward_with(x.view(), None, &seq_opts)?;
         if mode == Mode::Fwdbwd {
             gru.backward(go.view(), None)?;
         }
@@ -431,7 +562,8 @@ pub fn bench_cpu(
         iters,
         warmup,
         None,
-    ))
+    )
+    .with_lengths(lengths, lens.as_deref()))
 }
 
 fn shape_label(r: &Record) -> String {
@@ -470,13 +602,19 @@ pub fn table(records: &[Record]) -> String {
             r.dispatches.map_or("-".to_string(), |v| v.to_string()),
             r.path.as_deref().unwrap_or("-")
         ));
+        if let (Some(l), Some(v)) = (r.lengths, r.valid_fraction) {
+            // After the path, so that the columns stay as they were.
+            out.pop();
+            out.push_str(&format!("  lengths={l} valid={v:.3}\n"));
+        }
     }
     out
 }
 
 /// Ours beside theirs (say PyTorch's, from `benches/torch_gru.py --json`),
 /// row by row where shape and mode match, with `their median / our median`
-/// (above 1: ours is faster).
+/// (above 1: ours is faster). Rows with lengths match rows with the same
+/// `lengths` only (PyTorch's packed batch, `benches/torch_packed.py`).
 pub fn compare_table(ours: &[Record], theirs: &[Record]) -> String {
     let mut out = format!(
         "{:<7} {:<28} {:<14} {:>10} {:<14} {:>10} {:>8}\n",
@@ -486,7 +624,7 @@ pub fn compare_table(ours: &[Record], theirs: &[Record]) -> String {
     for o in ours {
         for t in theirs
             .iter()
-            .filter(|t| t.shape == o.shape && t.mode == o.mode)
+            .filter(|t| t.shape == o.shape && t.mode == o.mode && t.lengths == o.lengths)
         {
             any = true;
             out.push_str(&format!(

@@ -4,7 +4,9 @@ mod common;
 
 use std::process::Command;
 
-use gru_wgpu::bench::{compare_table, flops, summarize, BenchShape, Mode, Record};
+use gru_wgpu::bench::{
+    compare_table, flops, summarize, valid_fraction, BenchShape, Lengths, Mode, Record,
+};
 
 fn shape(
     batch: usize,
@@ -137,6 +139,78 @@ fn json_lines_of_the_gpu() {
     assert!(r["dispatches"].as_u64().unwrap() > 0);
 }
 
+/// `bench --lengths`: the new fields on the CPU reference (always) and the
+/// GPU (where there is one), absent without the flag; every old field kept.
+#[test]
+fn lengths_flag() {
+    let base = [
+        "--batch", "4", "--seq", "6", "--hidden", "5", "--input", "3", "--iters", "1", "--warmup",
+        "0",
+    ];
+    let mut devices = vec!["cpu"];
+    if common::gpu().is_some() {
+        devices.push("gpu");
+    }
+    for dev in devices {
+        let plain = run_json(&[&base[..], &["--device", dev]].concat());
+        for r in &plain {
+            for f in ["lengths", "mean_length", "valid_fraction"] {
+                assert!(r.get(f).is_none(), "{f} without --lengths: {r}");
+            }
+        }
+        for kind in ["uniform", "random", "random-sorted"] {
+            let rows = run_json(&[&base[..], &["--device", dev, "--lengths", kind]].concat());
+            assert_eq!(rows.len(), 2, "two modes");
+            for r in &rows {
+                for f in FIELDS {
+                    assert!(r.get(f).is_some(), "field {f} missing in {r}");
+                }
+                assert_eq!(r["impl"], dev);
+                assert_eq!(r["lengths"], kind, "{r}");
+                let mean = r["mean_length"].as_f64().unwrap();
+                let frac = r["valid_fraction"].as_f64().unwrap();
+                assert!((mean / 6.0 - frac).abs() < 1e-12, "{r}");
+                let rec: Record = serde_json::from_value(r.clone()).unwrap();
+                assert_eq!(rec.lengths.map(|l| l.name()), Some(kind));
+            }
+            if kind == "uniform" {
+                assert_eq!(rows[0]["valid_fraction"], 1.0);
+            }
+        }
+    }
+    // The draw: in 1..=T, fixed, and the sorted case the same lengths.
+    let r = Lengths::Random.draw(64, 10);
+    assert_eq!(r, Lengths::Random.draw(64, 10), "deterministic");
+    assert!(r.iter().all(|&l| (1..=10).contains(&l)));
+    let mut sorted = r.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(Lengths::RandomSorted.draw(64, 10), sorted);
+    assert_eq!(Lengths::Uniform.draw(3, 7), vec![7; 3]);
+    assert!((valid_fraction(&[1, 3], 4) - 0.5).abs() < 1e-12);
+}
+
+#[test]
+fn lengths_flag_refuses_an_unknown_value() {
+    for bad in [
+        &["--lengths", "sorted"][..],
+        &["--lengths"][..],
+        &["--lengths", ""][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gru-wgpu"))
+            .args([
+                "bench", "--device", "cpu", "--batch", "2", "--seq", "3", "--hidden", "4",
+            ])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--lengths"), "{bad:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
 #[test]
 fn compare_and_plot() {
     let dir = std::env::temp_dir().join(format!("gru_wgpu_bench_{}", std::process::id()));
@@ -192,6 +266,9 @@ fn compare_table_matches_shape_and_mode() {
         path: None,
         plan: None,
         tuned_ms: None,
+        lengths: None,
+        mean_length: None,
+        valid_fraction: None,
     };
     let ours = [
         rec("gru-wgpu", Mode::Fwd, 4, 2.0),
@@ -205,4 +282,20 @@ fn compare_table_matches_shape_and_mode() {
     let rows: Vec<&str> = t.lines().skip(1).collect();
     assert_eq!(rows.len(), 1, "{t}");
     assert!(rows[0].trim_end().ends_with("4.00"), "{t}");
+    // Rows with lengths pair with rows of the same lengths only (PyTorch's
+    // packed rows from benches/torch_packed.py), never with the padded ones.
+    let with = |r: Record, l: Option<Lengths>| Record { lengths: l, ..r };
+    let ours = [with(
+        rec("gru-wgpu", Mode::Fwd, 4, 2.0),
+        Some(Lengths::Random),
+    )];
+    let theirs = [
+        rec("torch", Mode::Fwd, 4, 8.0),
+        with(rec("torch", Mode::Fwd, 4, 3.0), Some(Lengths::Random)),
+        with(rec("torch", Mode::Fwd, 4, 5.0), Some(Lengths::Uniform)),
+    ];
+    let t = compare_table(&ours, &theirs);
+    let rows: Vec<&str> = t.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{t}");
+    assert!(rows[0].trim_end().ends_with("1.50"), "{t}");
 }

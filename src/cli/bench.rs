@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use gru_wgpu::bench::{
-    bench_cpu, bench_gpu, compare_table, default_shapes, table, BenchShape, Mode, Record,
+    bench_cpu_with_lengths, bench_gpu_with_lengths, compare_table, default_shapes, table,
+    BenchShape, Lengths, Mode, Record,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -105,6 +106,14 @@ pub struct BenchArgs {
     /// JSON lines of another implementation (benches/torch_gru.py --json) to print beside ours.
     #[arg(long)]
     pub compare: Option<PathBuf>,
+    /// Pass per-sequence lengths to every forward (GPU and CPU reference):
+    /// `uniform` (all T: the cost of handling lengths), `random` (drawn
+    /// uniformly from 1..=T with a fixed seed, in batch order), or
+    /// `random-sorted` (the same lengths, longest first). Without it, the
+    /// padded batch and no lengths. The JSON gains `lengths`, `mean_length`
+    /// and `valid_fraction`; the flops stay the padded shape's.
+    #[arg(long, value_enum)]
+    pub lengths: Option<LengthsArg>,
 }
 
 impl Default for BenchArgs {
@@ -121,6 +130,7 @@ impl Default for BenchArgs {
             plan: "auto".into(),
             plot: None,
             compare: None,
+            lengths: None,
         }
     }
 }
@@ -130,6 +140,23 @@ pub enum ModeArg {
     Fwd,
     Fwdbwd,
     Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LengthsArg {
+    Uniform,
+    Random,
+    RandomSorted,
+}
+
+impl LengthsArg {
+    pub fn get(self) -> Lengths {
+        match self {
+            LengthsArg::Uniform => Lengths::Uniform,
+            LengthsArg::Random => Lengths::Random,
+            LengthsArg::RandomSorted => Lengths::RandomSorted,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -202,6 +229,7 @@ pub fn measure(
         "auto" | "all" => None,
         name => Some(gru_wgpu::gpu::Plan::from_name(name)?),
     };
+    let lengths = args.lengths.map(LengthsArg::get);
     let start = Instant::now();
     let mut shown = false;
     let mut records = Vec::new();
@@ -235,7 +263,7 @@ pub fn measure(
                         );
                     }
                     for plan in plans {
-                        records.push(bench_gpu(
+                        records.push(bench_gpu_with_lengths(
                             ctx,
                             shape,
                             mode,
@@ -243,11 +271,19 @@ pub fn measure(
                             args.warmup,
                             recurrence,
                             plan,
+                            lengths,
                             &mut tick,
                         )?);
                     }
                 } else {
-                    records.push(bench_cpu(shape, mode, args.iters, args.warmup, &mut tick)?);
+                    records.push(bench_cpu_with_lengths(
+                        shape,
+                        mode,
+                        args.iters,
+                        args.warmup,
+                        lengths,
+                        &mut tick,
+                    )?);
                 }
             }
         }
