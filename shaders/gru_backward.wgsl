@@ -215,7 +215,12 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         for (var i = 0u; i < 4u; i = i + 1u) {
             let b = min(b0 + i, bl);
             if (PRECOMPUTED) {
-                carry[i] = w_hh[(d * B + b) * H + j];
+                // A row that did not run step s + 1 gets no product (the
+                // storage family does not compute it there).
+                carry[i] = 0.0;
+                if ((step_flags(select(T - 1u - sn, sn, d == 0u), b) & F_VALID) != 0u) {
+                    carry[i] = w_hh[(d * B + b) * H + j];
+                }
             }
             let z = gates[((d * T + sn) * B + b) * 4u * H + H + j];
             carry[i] = carry[i] + z * dh[dh_next + b * H + j];

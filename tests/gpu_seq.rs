@@ -67,6 +67,15 @@ fn lengths_and_resets_match_the_cpu_reference_on_every_plan() {
                 SeqOptions::new().lengths(Some(lengths(t, b, seed, true))),
             ),
             (
+                // Longest first: the products cover fewer rows step by step.
+                "lengths sorted",
+                SeqOptions::new().lengths(Some({
+                    let mut l = lengths(t, b, seed + 2, true);
+                    l.sort_unstable_by(|a, b| b.cmp(a));
+                    l
+                })),
+            ),
+            (
                 "resets",
                 SeqOptions::new().resets(Some(resets(t, b, seed, bf))),
             ),

@@ -80,6 +80,7 @@ impl GpuGru {
                 dirs: nd,
                 has_bias: cfg.bias,
                 flags_at: tape.flags.then_some(nd * (t_len + 1) * batch * h),
+                active: tape.active.clone(),
             };
             let bufs = BackwardStepBufs {
                 d_out: d_out.buffer(),

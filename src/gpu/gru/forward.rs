@@ -55,6 +55,7 @@ impl GpuGru {
             rec.copy(x, 0, xin.buffer(), 0, (tb * cfg.input_size * 4) as u64);
             xin
         };
+        let active = seq.active_rows(nd);
         let flags = seq
             .flags
             .as_ref()
@@ -115,6 +116,7 @@ impl GpuGru {
                 dirs: nd,
                 has_bias: cfg.bias,
                 flags_at,
+                active: active.clone(),
             };
             let bufs = ForwardStepBufs {
                 gi: gi.buffer(),
@@ -203,6 +205,7 @@ impl GpuGru {
                 t_len: seq.t_run,
                 t_full,
                 flags: seq.flags.is_some(),
+                active,
                 batch,
                 dropout,
                 plan,

@@ -178,8 +178,10 @@ impl ProductPath for StoragePath {
         ];
         for s in 0..t_len {
             let slot = if tape { s } else { s % 2 };
+            // Rows past `rows_at(s)` are padding at this step: their state
+            // passes through without the product.
             let g = Gemm {
-                m: b,
+                m: sh.rows_at(s),
                 n: h3,
                 k: h,
                 lda: h,
@@ -234,8 +236,10 @@ impl ProductPath for StoragePath {
         ];
         for s in (-1..t_len as i32).rev() {
             if s + 1 < t_len as i32 {
+                // Rows past `rows_at(s + 1)` were padding at step s + 1: no
+                // product reaches them (the step reads it as zero there).
                 let g = Gemm {
-                    m: b,
+                    m: sh.rows_at((s + 1) as usize),
                     n: h,
                     k: h3,
                     lda: h3,

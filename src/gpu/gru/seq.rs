@@ -43,6 +43,29 @@ pub(crate) struct SeqRun {
 }
 
 impl SeqRun {
+    /// Per processing step of a layer with `dirs` directions, one past the
+    /// last row that runs it in either direction (see
+    /// `StepShape::active`); `None` without lengths.
+    pub(crate) fn active_rows(&self, dirs: usize) -> Option<std::sync::Arc<[usize]>> {
+        let lengths = self.lengths.as_ref()?;
+        let t = self.t_run;
+        let last = |time: usize| lengths.iter().rposition(|&l| time < l).map_or(0, |b| b + 1);
+        Some(
+            (0..t)
+                .map(|s| {
+                    let fwd = last(s);
+                    if dirs == 2 {
+                        fwd.max(last(t - 1 - s))
+                    } else {
+                        fwd
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+impl SeqRun {
     /// A call of `t_len` steps with neither lengths nor resets.
     pub(crate) fn plain(t_len: usize) -> Self {
         SeqRun {

@@ -19,6 +19,9 @@ pub struct GpuTape {
     pub(crate) t_full: usize,
     /// Whether the layers' `hs` carry step flags after the states.
     pub(crate) flags: bool,
+    /// Per step, the rows its recurrent product covers (see
+    /// `StepShape::active`); `None`: every row.
+    pub(crate) active: Option<std::sync::Arc<[usize]>>,
     pub(crate) batch: usize,
     pub(crate) dropout: Option<(u32, f32)>,
     /// The plan the forward ran; the backward runs it too.

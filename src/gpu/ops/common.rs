@@ -30,7 +30,7 @@ params_struct! {
 grid3!(StepParams);
 
 /// The sizes of the fused steps of one layer (see the shaders for the buffers).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct StepShape {
     pub t_len: usize,
     pub batch: usize,
@@ -41,6 +41,17 @@ pub(crate) struct StepShape {
     /// `common.wgsl`) lie in `hs`, in words; `None` where every step of
     /// every row is a plain step.
     pub flags_at: Option<usize>,
+    /// Per step (processing order), the rows a recurrent product must
+    /// cover: one past the last row that runs the step in either direction
+    /// (rows past it are padding there); `None`: every row.
+    pub active: Option<std::sync::Arc<[usize]>>,
+}
+
+impl StepShape {
+    /// The rows the recurrent product of step `s` covers (see `active`).
+    pub(crate) fn rows_at(&self, s: usize) -> usize {
+        self.active.as_ref().map_or(self.batch, |a| a[s])
+    }
 }
 
 impl StepShape {

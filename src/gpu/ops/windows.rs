@@ -217,24 +217,27 @@ pub(crate) fn encode_windows(
     let chunk = rec.current_chunk();
     let dev = rec.dev;
     let bg = rec.bind(&kernel, chunk, &[bias.unwrap_or(&dev.dummy), c, a, b]);
-    record_windows(rec, &kernel.pipeline, &bg, chunk, la, lb, o)
+    record_windows(rec, &kernel.pipeline, &bg, chunk, (la, la.rows), lb, o)
 }
 
 /// Records the dispatches of one window product with a bind group made for
 /// arena chunk `chunk` (whose slots must have been reserved).
+///
+/// Only the first `m_rows` rows of A (and of C) are computed (a step whose
+/// later rows are padding); the layout keeps all `la.rows`.
 fn record_windows(
     rec: &mut Recorder,
     pipeline: &wgpu::ComputePipeline,
     bg: &wgpu::BindGroup,
     chunk: usize,
-    la: &Chunked,
+    (la, m_rows): (&Chunked, usize),
     lb: &Chunked,
     o: &WinOut,
 ) -> Result<()> {
     debug_assert_eq!((la.kc, la.k), (lb.kc, lb.k));
     let kc = la.kc;
     let rows_per_window = WINDOW_FLOATS / kc;
-    let (m, n) = (la.rows, lb.rows);
+    let (m, n) = (m_rows.min(la.rows), lb.rows);
     let max = rec.max_groups().max(1);
     for ch in 0..la.chunks() {
         for n0 in (0..n).step_by(rows_per_window) {
@@ -258,7 +261,7 @@ fn record_windows(
                     u32_of("GEMM rows", (p.ra as usize).div_ceil(8))?,
                     1,
                 ];
-                let a_off = u32_of("window offset", (la.off + (ch * m + m0) * kc) * 4)?;
+                let a_off = u32_of("window offset", (la.off + (ch * la.rows + m0) * kc) * 4)?;
                 let b_off = u32_of("window offset", (lb.off + (ch * n + n0) * kc) * 4)?;
                 for gy in (0..wg[1]).step_by(max as usize) {
                     for gx in (0..wg[0]).step_by(max as usize) {
@@ -325,7 +328,16 @@ pub(crate) fn encode_forward_steps(
                 ldc: h3,
                 bias_off: b.b_hh.map(|_| d * h3),
             };
-            record_windows(rec, &gemm.pipeline, &bg_gemm, chunk, &state, &weights, &o)?;
+            let rows = sh.rows_at(s);
+            record_windows(
+                rec,
+                &gemm.pipeline,
+                &bg_gemm,
+                chunk,
+                (&state, rows),
+                &weights,
+                &o,
+            )?;
         }
         p.s = s as i32;
         rec.dispatch_pieces(&step, &bg_step, chunk, p, &parts)?;
@@ -383,7 +395,16 @@ pub(crate) fn encode_backward_steps(
                     ldc: h,
                     bias_off: None,
                 };
-                record_windows(rec, &gemm.pipeline, &bg_gemm, chunk, &state, &weights, &o)?;
+                let rows = sh.rows_at((s + 1) as usize);
+                record_windows(
+                    rec,
+                    &gemm.pipeline,
+                    &bg_gemm,
+                    chunk,
+                    (&state, rows),
+                    &weights,
+                    &o,
+                )?;
             }
         }
         p.s = s;
