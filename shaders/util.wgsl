@@ -16,6 +16,8 @@
 //            with keep(...) = pcg_hash(e ^ pcg_hash(layer ^ pcg_hash(seed))) >> 8 >= threshold,
 //            the same function as src/dropout.rs, on the sequence-first (T, B, D·H) index e.
 // add        out[out_off + e] = out[out_off + e] + inp[in_off + e]   (gradient accumulation)
+// gather_rows (A, B, C) rows of B reordered: out[out_off + (a*B + i)*C + c] = inp[in_off + (a*B + idx[i])*C + c]
+//            the batch sorted by length (longest first) and back (binding 3: idx, B u32 values).
 // chunk      the logical (R, K) matrix M(r, k) = inp[in_off + z*in_batch + r*rs + k*ks] into the
 //            chunked layout the window GEMM reads: ceil(K / Kc) chunks of (R, Kc), zero past K:
 //            out[out_off + z*out_batch + (c*R + r)*Kc + kk] = M(r, c*Kc + kk)   (R = a, K = b, Kc = kc)
@@ -33,6 +35,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+// gather_rows only.
+@group(0) @binding(3) var<storage, read> idx: array<u32>;
 
 fn group(wid_in: vec3<u32>) -> vec3<u32> {
     return grid_id(wid_in, P.gx, P.gy, P.gz);
@@ -105,4 +109,18 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid:
         return;
     }
     out[P.out_off + e] = out[P.out_off + e] + inp[P.in_off + e];
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, lid);
+    if (e >= P.count) {
+        return;
+    }
+    // e indexes the output (A, B, C).
+    let c = e % P.c;
+    let ab = e / P.c;
+    let i = ab % P.b;
+    let a = ab / P.b;
+    out[P.out_off + e] = inp[P.in_off + (a * P.b + idx[i]) * P.c + c];
 }

@@ -334,3 +334,71 @@ fn bad_lengths_and_resets_are_refused_on_the_gpu() {
     assert_eq!(plain.output, full.output);
     assert_eq!(plain.h_n, full.h_n);
 }
+
+/// Ragged lengths run longest first (the rows gathered into that order and
+/// back): the result is bitwise that of the caller sorting the batch
+/// themselves, forward and backward; and a training forward with dropout
+/// (whose mask follows the caller's order, so no sorting there) matches the
+/// CPU reference.
+#[test]
+fn rows_run_longest_first_bitwise_and_dropout_keeps_the_callers_order() {
+    use gru_wgpu::gpu::{BackwardOptions, ForwardOptions, GpuGru};
+    let Some(ctx) = common::gpu() else {
+        return;
+    };
+    let (t, b) = (6, 5);
+    let config = GruConfig::new(4, 9).layers(2).bidirectional(true);
+    let case = common::case(config.clone(), t, b, true, 91);
+    let lens = vec![2, 6, 1, 4, 6];
+    let order = [1, 4, 3, 0, 2]; // longest first, stable
+    let pick = |a: &ndarray::Array3<f32>| a.select(ndarray::Axis(1), &order);
+    let model = GpuGru::new(&ctx, &case.params).unwrap();
+    let run = |x: ndarray::Array3<f32>,
+               h0: ndarray::Array3<f32>,
+               go: ndarray::Array3<f32>,
+               ghn: ndarray::Array3<f32>,
+               l: Vec<usize>| {
+        let f = model
+            .forward(
+                x.view(),
+                ForwardOptions::new().h0(h0.view()).lengths(l).keep_tape(),
+            )
+            .unwrap();
+        let g = model
+            .backward(
+                f.tape.unwrap(),
+                go.view(),
+                BackwardOptions::new().grad_h_n(ghn.view()),
+            )
+            .unwrap();
+        (f.output, f.h_n, g)
+    };
+    let h0 = case.h0.clone().unwrap();
+    let (o, hn, g) = run(
+        case.x.clone(),
+        h0.clone(),
+        case.grad_output.clone(),
+        case.grad_h_n.clone(),
+        lens.clone(),
+    );
+    let (o2, hn2, g2) = run(
+        pick(&case.x),
+        pick(&h0),
+        pick(&case.grad_output),
+        pick(&case.grad_h_n),
+        order.iter().map(|&i| lens[i]).collect(),
+    );
+    assert_eq!(pick(&o), o2);
+    assert_eq!(pick(&hn), hn2);
+    assert_eq!(pick(&g.x), g2.x);
+    assert_eq!(pick(&g.h0), g2.h0);
+    for ((_, a), (_, c)) in g.params.named().into_iter().zip(g2.params.named()) {
+        assert_eq!(a, c);
+    }
+
+    let dropped = config.dropout(0.4);
+    let case = common::case(dropped, t, b, true, 92)
+        .with_seq(SeqOptions::new().lengths(Some(lens.clone())));
+    let errors = case.compare_plan(&ctx, Some(17), None).unwrap();
+    assert!(gru_wgpu::check::worst(&errors) <= BOUND, "{errors:?}");
+}

@@ -8,6 +8,7 @@ use crate::cpu::GruGrads;
 use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::forward::{rb_loop_error, view3};
 use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
+use crate::gpu::gru::seq::perm_indices;
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
@@ -16,7 +17,7 @@ use crate::gpu::ops::gru_backward::{
     encode_backward_steps, encode_backward_steps_rb, BackwardStepBufs,
 };
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
-use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
+use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout};
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 use crate::params::GruParams;
@@ -37,6 +38,54 @@ impl GpuGru {
         let (t_len, t_full, batch) = (tape.t_len, tape.t_full, tape.batch);
         let (tb, h3) = (t_len * batch, 3 * h);
         let state_bytes = (batch * h * 4) as u64;
+        // Where the forward ran the rows in another order, grad_output and
+        // grad_h_n are gathered into it, and dL/dx and dL/dh0 back at the end.
+        let perm = match &tape.perm {
+            Some(p) => {
+                let (fwd, inv) = perm_indices(p);
+                Some((
+                    self.ctx.upload("row order", bytemuck::cast_slice(&fwd))?,
+                    self.ctx
+                        .upload("row order, inverse", bytemuck::cast_slice(&inv))?,
+                ))
+            }
+            None => None,
+        };
+        let mut sorted_go = None;
+        let grad_output = match &perm {
+            Some((fwd, _)) => {
+                let shape = if cfg.batch_first {
+                    [1, batch, t_full * nd * h]
+                } else {
+                    [t_full, batch, nd * h]
+                };
+                let b = sorted_go.insert(
+                    self.ctx
+                        .storage("grad_output, rows sorted", t_full * batch * nd * h)?,
+                );
+                encode_gather_rows(rec, shape, grad_output, fwd.buffer(), b.buffer())?;
+                b.buffer()
+            }
+            None => grad_output,
+        };
+        let mut sorted_ghn = None;
+        let grad_h_n = match (&perm, grad_h_n) {
+            (Some((fwd, _)), Some(g)) => {
+                let b = sorted_ghn.insert(
+                    self.ctx
+                        .storage("grad_h_n, rows sorted", cfg.num_layers * nd * batch * h)?,
+                );
+                encode_gather_rows(
+                    rec,
+                    [cfg.num_layers * nd, batch, h],
+                    g,
+                    fwd.buffer(),
+                    b.buffer(),
+                )?;
+                Some(b.buffer())
+            }
+            (_, g) => g,
+        };
         // dL/d(output of the top layer), sequence-first (its first `t_len` steps).
         let mut d_out;
         if cfg.batch_first {
@@ -187,6 +236,41 @@ impl GpuGru {
             rec.keep(std::mem::replace(&mut d_out, full));
         }
         let (t_len, tb) = (t_full, t_full * batch);
+        let mut grad_h0 = grad_h0;
+        if let Some((_, inv)) = &perm {
+            let i = cfg.input_size;
+            let g = self.ctx.storage("grad_x", tb * i)?;
+            encode_gather_rows(
+                rec,
+                [t_len, batch, i],
+                d_out.buffer(),
+                inv.buffer(),
+                g.buffer(),
+            )?;
+            rec.keep(std::mem::replace(&mut d_out, g));
+            let g0 = self
+                .ctx
+                .storage("grad_h0", cfg.num_layers * nd * batch * h)?;
+            encode_gather_rows(
+                rec,
+                [cfg.num_layers * nd, batch, h],
+                grad_h0.buffer(),
+                inv.buffer(),
+                g0.buffer(),
+            )?;
+            rec.keep(std::mem::replace(&mut grad_h0, g0));
+        }
+        if let Some((fwd, inv)) = perm {
+            rec.keep(fwd);
+            rec.keep(inv);
+            // Until the submission: the pool must not hand them out again.
+            if let Some(b) = sorted_go {
+                rec.keep(b);
+            }
+            if let Some(b) = sorted_ghn {
+                rec.keep(b);
+            }
+        }
         let grad_x = if cfg.batch_first {
             let g = self.ctx.storage("grad_x", tb * cfg.input_size)?;
             encode_permute01(

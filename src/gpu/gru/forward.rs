@@ -6,7 +6,7 @@ use crate::config::ResetForm;
 use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::io::{Flat, Forward, ForwardOptions, OnDevice};
 use crate::gpu::gru::products::{Layer, ProductPath};
-use crate::gpu::gru::seq::SeqRun;
+use crate::gpu::gru::seq::{perm_indices, SeqRun};
 use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
@@ -14,7 +14,7 @@ use crate::gpu::ops::gru_forward::{
     encode_forward_resident, encode_forward_sequence, encode_forward_splitk, encode_forward_steps,
     encode_forward_steps_rb, ForwardStepBufs,
 };
-use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout};
+use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout};
 use crate::gpu::plan::Plan;
 use crate::gpu::recorder::Recorder;
 
@@ -40,19 +40,62 @@ impl GpuGru {
         // buffer below but the output has `t_run` steps.
         let (t_full, t_len) = (seq.t_len, seq.t_run);
         let (tb, h3) = (t_len * batch, 3 * h);
+        // Where the rows run in another order (ragged lengths, longest
+        // first), x and h0 are gathered into it here, and the output and h_n
+        // back at the end.
+        let perm = match &seq.perm {
+            Some(p) => {
+                let (fwd, inv) = perm_indices(p);
+                Some((
+                    self.ctx.upload("row order", bytemuck::cast_slice(&fwd))?,
+                    self.ctx
+                        .upload("row order, inverse", bytemuck::cast_slice(&inv))?,
+                ))
+            }
+            None => None,
+        };
+        let i_sz = cfg.input_size;
+        let mut sorted_x = None;
+        let x = match &perm {
+            Some((fwd, _)) => {
+                // (T, B, I) or (B, T, I): rows of B reordered.
+                let shape = if cfg.batch_first {
+                    [1, batch, t_full * i_sz]
+                } else {
+                    [t_full, batch, i_sz]
+                };
+                let b = sorted_x.insert(self.ctx.storage("x, rows sorted", t_full * batch * i_sz)?);
+                encode_gather_rows(rec, shape, x, fwd.buffer(), b.buffer())?;
+                b.buffer()
+            }
+            None => x,
+        };
+        let mut sorted_h0 = None;
+        let h0 = match (&perm, h0) {
+            (Some((fwd, _)), Some(h0)) => {
+                let b = sorted_h0.insert(
+                    self.ctx
+                        .storage("h0, rows sorted", cfg.num_layers * nd * batch * h)?,
+                );
+                encode_gather_rows(
+                    rec,
+                    [cfg.num_layers * nd, batch, h],
+                    h0,
+                    fwd.buffer(),
+                    b.buffer(),
+                )?;
+                Some(b.buffer())
+            }
+            (_, h0) => h0,
+        };
         // Layer 0's input, sequence-first, owned by the tape.
         let mut xin = if cfg.batch_first {
-            let xin = self.ctx.storage("x", t_full * batch * cfg.input_size)?;
-            encode_permute01(
-                rec,
-                [batch, t_full, cfg.input_size],
-                (x, 0),
-                (xin.buffer(), 0),
-            )?;
+            let xin = self.ctx.storage("x", t_full * batch * i_sz)?;
+            encode_permute01(rec, [batch, t_full, i_sz], (x, 0), (xin.buffer(), 0))?;
             xin
         } else {
-            let xin = self.ctx.storage("x", tb * cfg.input_size)?;
-            rec.copy(x, 0, xin.buffer(), 0, (tb * cfg.input_size * 4) as u64);
+            let xin = self.ctx.storage("x", tb * i_sz)?;
+            rec.copy(x, 0, xin.buffer(), 0, (tb * i_sz * 4) as u64);
             xin
         };
         let active = seq.active_rows(nd);
@@ -183,6 +226,38 @@ impl GpuGru {
             rec.keep(std::mem::replace(&mut xin, full));
         }
         let (t_len, tb) = (t_full, t_full * batch);
+        let mut h_n = h_n;
+        if let Some((_, inv)) = &perm {
+            let o = self.ctx.storage("layer output", tb * nd * h)?;
+            encode_gather_rows(
+                rec,
+                [t_len, batch, nd * h],
+                xin.buffer(),
+                inv.buffer(),
+                o.buffer(),
+            )?;
+            rec.keep(std::mem::replace(&mut xin, o));
+            let hn = self.ctx.storage("h_n", cfg.num_layers * nd * batch * h)?;
+            encode_gather_rows(
+                rec,
+                [cfg.num_layers * nd, batch, h],
+                h_n.buffer(),
+                inv.buffer(),
+                hn.buffer(),
+            )?;
+            rec.keep(std::mem::replace(&mut h_n, hn));
+        }
+        if let Some((fwd, inv)) = perm {
+            rec.keep(fwd);
+            rec.keep(inv);
+            // Until the submission: the pool must not hand them out again.
+            if let Some(b) = sorted_x {
+                rec.keep(b);
+            }
+            if let Some(b) = sorted_h0 {
+                rec.keep(b);
+            }
+        }
         let output = if cfg.batch_first {
             let o = self.ctx.storage("output", tb * nd * h)?;
             encode_permute01(
@@ -206,6 +281,7 @@ impl GpuGru {
                 t_full,
                 flags: seq.flags.is_some(),
                 active,
+                perm: seq.perm.clone(),
                 batch,
                 dropout,
                 plan,
@@ -274,7 +350,13 @@ impl GpuGru {
         if let Some(h0) = opts.h0 {
             Self::check_buffer("h0", h0, elements("h0", &cfg.state_shape(batch))?)?;
         }
-        let seq = SeqRun::new(cfg, &opts.seq, seq_len, batch)?;
+        let seq = SeqRun::new(
+            cfg,
+            &opts.seq,
+            seq_len,
+            batch,
+            self.dropout_of(opts).is_none(),
+        )?;
         let plan = self.plan_for(seq.t_run, batch)?.plan;
         self.forward_with_plan(x, opts, plan, self.timing_on())
             .map(|(f, _)| f)
@@ -289,7 +371,13 @@ impl GpuGru {
         plan: Plan,
         timed: bool,
     ) -> Result<(GpuForward, CallStats)> {
-        let seq = SeqRun::new(&self.config, &opts.seq, x.seq_len, x.batch)?;
+        let seq = SeqRun::new(
+            &self.config,
+            &opts.seq,
+            x.seq_len,
+            x.batch,
+            self.dropout_of(opts).is_none(),
+        )?;
         self.ctx.scoped(|| {
             let mut rec = self.ctx.recorder(timed);
             let out = self.record_forward(
@@ -338,11 +426,19 @@ impl GpuGru {
             cfg.check_state("h0", h0.shape(), batch)?;
         }
         self.check_sizes(t_len, batch)?;
-        let seq = SeqRun::new(cfg, &opts.seq, t_len, batch)?;
+        let seq = SeqRun::new(
+            cfg,
+            &opts.seq,
+            t_len,
+            batch,
+            self.dropout_of(opts).is_none(),
+        )?;
         let plan = self.plan_for(seq.t_run, batch)?.plan;
         // Padding is never read, but the weight gradient multiplies it by
         // zero: zeros make a NaN or an infinity there harmless.
-        let masked = seq.lengths.as_ref().map(|lengths| {
+        // (`seq.lengths` are in the order the rows run; x is in the caller's.)
+        let ragged = seq.lengths.is_some();
+        let masked = opts.seq.lengths.as_ref().filter(|_| ragged).map(|lengths| {
             let mut x = x.to_owned();
             for (b, &len) in lengths.iter().enumerate() {
                 let pad = if cfg.batch_first {

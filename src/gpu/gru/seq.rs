@@ -7,8 +7,10 @@
 //! - Within those steps each row's padding is masked by the step flags
 //!   (`common.wgsl`): a padding step passes the state through and writes a
 //!   zero output; a group of rows that is all padding skips its recurrent
-//!   product. Sorting the batch by length (longest first) lets whole groups
-//!   skip.
+//!   product, and the products of the product-kernel loops cover only the
+//!   rows up to the last one still running. The rows run longest first (the
+//!   call gathers them into that order and back), so that both skip the
+//!   most.
 //! - Resets zero the state before a step: the forward direction's before
 //!   step `t` where `resets[t, b]`, the reverse direction's before step `t`
 //!   where `resets[t + 1, b]` and `t + 1 < lengths[b]`, as the CPU reference
@@ -38,8 +40,13 @@ pub(crate) struct SeqRun {
     /// Rows whose forward direction starts from zero (a reset at step 0):
     /// their `h0` is not read, and its gradient is zero.
     pub zero0: Vec<usize>,
-    /// The lengths, where some row is shorter than `t_run`.
+    /// The lengths, where some row is shorter than `t_run` (in the order
+    /// the rows run).
     pub lengths: Option<Vec<usize>>,
+    /// The order the rows run in, where it is not the caller's: row `i` of
+    /// the run is the caller's row `perm[i]` (longest first). Every
+    /// field above is in that order.
+    pub perm: Option<Vec<usize>>,
 }
 
 impl SeqRun {
@@ -74,16 +81,20 @@ impl SeqRun {
             flags: None,
             zero0: Vec::new(),
             lengths: None,
+            perm: None,
         }
     }
 
     /// Checks `opts` against a call of `t_len` steps on `batch` rows (the
-    /// CPU reference's errors) and resolves them.
+    /// CPU reference's errors) and resolves them. `sort_rows`: let ragged
+    /// lengths run longest first (not with dropout, whose mask is a function
+    /// of each element's place in the caller's order).
     pub(crate) fn new(
         cfg: &GruConfig,
         opts: &SeqOptions,
         t_len: usize,
         batch: usize,
+        sort_rows: bool,
     ) -> Result<Self> {
         let (lengths, resets) = opts.resolve(cfg, t_len, batch)?;
         let t_run = lengths.iter().copied().max().unwrap_or(t_len);
@@ -92,6 +103,20 @@ impl SeqRun {
         if !ragged && resets.is_none() {
             return Ok(SeqRun::plain(t_len).with_run(t_run));
         }
+        // Ragged lengths: the rows run longest first (a stable sort), so that
+        // at each step the rows still running come first and the products
+        // cover a prefix of the batch.
+        let mut order: Vec<usize> = (0..batch).collect();
+        if ragged && sort_rows {
+            order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
+        }
+        let perm = order
+            .iter()
+            .enumerate()
+            .any(|(i, &o)| i != o)
+            .then(|| order.clone());
+        let lengths: Vec<usize> = order.iter().map(|&o| lengths[o]).collect();
+        let resets = resets.map(|r| r.select(ndarray::Axis(1), &order));
         let mut flags = vec![0f32; t_run * batch];
         let mut zero0 = Vec::new();
         for b in 0..batch {
@@ -118,6 +143,7 @@ impl SeqRun {
             flags: Some(flags),
             zero0,
             lengths: ragged.then_some(lengths),
+            perm,
         })
     }
 
@@ -125,4 +151,14 @@ impl SeqRun {
         self.t_run = t_run;
         self
     }
+}
+
+/// `perm` and its inverse as the `u32` index buffers of `gather_rows`.
+pub(crate) fn perm_indices(perm: &[usize]) -> (Vec<u32>, Vec<u32>) {
+    let fwd: Vec<u32> = perm.iter().map(|&p| p as u32).collect();
+    let mut inv = vec![0u32; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inv[p] = i as u32;
+    }
+    (fwd, inv)
 }

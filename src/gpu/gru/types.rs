@@ -22,6 +22,9 @@ pub struct GpuTape {
     /// Per step, the rows its recurrent product covers (see
     /// `StepShape::active`); `None`: every row.
     pub(crate) active: Option<std::sync::Arc<[usize]>>,
+    /// The order the rows ran in, where it is not the caller's (see
+    /// `SeqRun::perm`): the backward gathers into it and back too.
+    pub(crate) perm: Option<Vec<usize>>,
     pub(crate) batch: usize,
     pub(crate) dropout: Option<(u32, f32)>,
     /// The plan the forward ran; the backward runs it too.

@@ -60,6 +60,19 @@ pub(crate) const fn spec(entry: &'static str) -> KernelSpec {
     }
 }
 
+const GATHER_ROWS: KernelSpec = KernelSpec {
+    file: "util.wgsl",
+    source: SOURCE,
+    entry: "gather_rows",
+    params_size: std::mem::size_of::<UtilParams>(),
+    bindings: &[
+        (0, Binding::Params),
+        (1, Binding::Read),
+        (2, Binding::ReadWrite),
+        (3, Binding::Read),
+    ],
+    constants: &[],
+};
 const PERMUTE01: KernelSpec = spec("permute01");
 const TRANSPOSE: KernelSpec = spec("transpose");
 const DROPOUT: KernelSpec = spec("dropout");
@@ -67,7 +80,7 @@ const ADD: KernelSpec = spec("add");
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
-pub(crate) const SPECS: &[KernelSpec] = &[PERMUTE01, TRANSPOSE, DROPOUT, ADD];
+pub(crate) const SPECS: &[KernelSpec] = &[PERMUTE01, TRANSPOSE, DROPOUT, ADD, GATHER_ROWS];
 
 /// `(A, B, C) -> (B, A, C)`: between `batch_first` and sequence-first.
 /// Offsets in floats.
@@ -88,6 +101,26 @@ pub(crate) fn encode_permute01(
         ..Default::default()
     };
     rec.run_1d(&PERMUTE01, &p, &[inp.0, out.0], count)
+}
+
+/// `(A, B, C)` with the rows of B reordered: row `i` of the output is row
+/// `idx[i]` of the input (`idx`: B `u32` values).
+pub(crate) fn encode_gather_rows(
+    rec: &mut Recorder,
+    [a, b, c]: [usize; 3],
+    inp: &wgpu::Buffer,
+    idx: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let count = a * b * c;
+    let p = UtilParams {
+        count: u32_of("gather", count)?,
+        a: u32_of("gather", a)?,
+        b: u32_of("gather", b)?,
+        c: u32_of("gather", c)?,
+        ..Default::default()
+    };
+    rec.run_1d(&GATHER_ROWS, &p, &[inp, out, idx], count)
 }
 
 /// `(Z, R, C) -> (Z, C, R)`.
