@@ -484,7 +484,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         let o2 = gbase + min(b0 + 2u, bl) * h3;
         let o3 = gbase + min(b0 + 3u, bl) * h3;
         let wb = d * h3 * H + jl;
-        let kmax = select(0u, h3, rows_active_s(d, u32(s + 1), b0, SK_ROWS));
+        let kmax = select(0u, select(h3, 2u * H, RB), rows_active_s(d, u32(s + 1), b0, SK_ROWS));
         for (var k = q; k < kmax; k = k + SK_SLICES) {
             let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
             carry = fma(gv, vec4<f32>(w_hh[wb + k * H]), carry);
@@ -513,6 +513,9 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         } else {
             let z = gates[((d * T + u32(s + 1)) * B + b) * 4u * H + H + j];
             c = sk_red[q * SK_THREADS + u] + z * dh[dh_next + b * H + j];
+            if (RB) {
+                c = c + gwin[(d * B + b) * H + j];
+            }
         }
         back_step(d, s, b, j, c);
     }

@@ -507,12 +507,26 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
     var az = vec4<f32>(0.0);
     var an = vec4<f32>(0.0);
     let kmax = select(0u, H, rows_active(t, b0, SK_ROWS));
+    // RB: phase 0 computes r and z into the scratch (as `rb_rz`), phase 1
+    // gh_n = W_hn (r * h) from it and the gates.
+    let rb_n = RB && P.phase == 1u;
+    let q0 = (d * B + min(b0, bl)) * h3 + 2u * H;
+    let q1 = (d * B + min(b0 + 1u, bl)) * h3 + 2u * H;
+    let q2 = (d * B + min(b0 + 2u, bl)) * h3 + 2u * H;
+    let q3 = (d * B + min(b0 + 3u, bl)) * h3 + 2u * H;
     for (var k = q; k < kmax; k = k + SK_SLICES) {
         let w = wb + k * h3;
-        let hv = vec4<f32>(hs[o0 + k], hs[o1 + k], hs[o2 + k], hs[o3 + k]);
-        ar = fma(hv, vec4<f32>(w_hhT[w]), ar);
-        az = fma(hv, vec4<f32>(w_hhT[w + H]), az);
-        an = fma(hv, vec4<f32>(w_hhT[w + 2u * H]), an);
+        if (rb_n) {
+            let rh = vec4<f32>(hwin[q0 + k], hwin[q1 + k], hwin[q2 + k], hwin[q3 + k]);
+            an = fma(rh, vec4<f32>(w_hhT[w + 2u * H]), an);
+        } else {
+            let hv = vec4<f32>(hs[o0 + k], hs[o1 + k], hs[o2 + k], hs[o3 + k]);
+            ar = fma(hv, vec4<f32>(w_hhT[w]), ar);
+            az = fma(hv, vec4<f32>(w_hhT[w + H]), az);
+            if (!RB) {
+                an = fma(hv, vec4<f32>(w_hhT[w + 2u * H]), an);
+            }
+        }
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
         sk_red[i * SK_THREADS + li] = ar[i];
@@ -543,7 +557,17 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         let ghr = sk_red[q * SK_THREADS + u] + br;
         let ghz = sk_red[(4u + q) * SK_THREADS + u] + bz;
         let ghn = sk_red[(8u + q) * SK_THREADS + u] + bn;
-        gate_step(d, s, t, b, j, ghr, ghz, ghn);
+        if (RB && P.phase == 0u) {
+            let g = (t * B + b) * (P.dirs * h3) + d * h3;
+            let r = sigmoid_stable(gi[g + j] + ghr);
+            let z = sigmoid_stable(gi[g + H + j] + ghz);
+            let qq = (d * B + b) * h3;
+            hwin[qq + j] = r;
+            hwin[qq + H + j] = z;
+            hwin[qq + 2u * H + j] = r * hs[hprev + b * H + j];
+        } else {
+            gate_step(d, s, t, b, j, ghr, ghz, ghn);
+        }
     }
 }
 

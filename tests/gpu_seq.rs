@@ -112,8 +112,8 @@ fn lengths_and_resets_match_the_cpu_reference_on_every_plan() {
     }
 }
 
-/// The reset-before form on every plan that runs it (the `step` and
-/// `sequence` loops of each storage family), alone and with lengths and
+/// The reset-before form on every plan that runs it (the `step`, `sequence`
+/// and `splitk` loops of each storage family), alone and with lengths and
 /// resets; every other plan is refused by `check_plan` with the reason.
 #[test]
 fn the_reset_before_form_matches_the_cpu_reference() {
@@ -149,7 +149,9 @@ fn the_reset_before_form_matches_the_cpu_reference() {
             let m = gru_wgpu::gpu::GpuGru::new(ctx, &params).unwrap();
             let runs_here = matches!(
                 plan.strategy,
-                gru_wgpu::gpu::Strategy::Step | gru_wgpu::gpu::Strategy::Sequence
+                gru_wgpu::gpu::Strategy::Step
+                    | gru_wgpu::gpu::Strategy::Sequence
+                    | gru_wgpu::gpu::Strategy::SplitK
             ) && !plan.family.is_windows()
                 && plan
                     .strategy

@@ -13,7 +13,7 @@ fn layer(module: &str) -> Option<u32> {
         "ops" => 3,
         "context" | "plan" => 4,
         "gru" => 5,
-        "cell" | "optim" | "head" => 6,
+        "cell" | "optim" | "head" | "stream" => 6,
         _ => return None,
     })
 }

@@ -14,7 +14,7 @@ use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
 use crate::gpu::ops::gru_backward::{
     encode_backward_resident, encode_backward_sequence, encode_backward_splitk,
-    encode_backward_steps, encode_backward_steps_rb, BackwardStepBufs,
+    encode_backward_splitk_rb, encode_backward_steps, encode_backward_steps_rb, BackwardStepBufs,
 };
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
 use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout};
@@ -312,6 +312,7 @@ impl GpuGru {
                     let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
                     encode_backward_sequence(rec, shape, bufs, private, Some(scratch.buffer()))?
                 }
+                Strategy::SplitK => encode_backward_splitk_rb(rec, shape, bufs, scratch.buffer())?,
                 _ => return Err(rb_loop_error(strategy)),
             }
             rec.keep(scratch);

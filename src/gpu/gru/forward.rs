@@ -11,8 +11,8 @@ use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTa
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
 use crate::gpu::ops::gru_forward::{
-    encode_forward_resident, encode_forward_sequence, encode_forward_splitk, encode_forward_steps,
-    encode_forward_steps_rb, ForwardStepBufs,
+    encode_forward_resident, encode_forward_sequence, encode_forward_splitk,
+    encode_forward_splitk_rb, encode_forward_steps, encode_forward_steps_rb, ForwardStepBufs,
 };
 use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout};
 use crate::gpu::plan::Plan;
@@ -311,6 +311,7 @@ impl GpuGru {
                     let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
                     encode_forward_sequence(rec, shape, bufs, private, Some(scratch.buffer()))?
                 }
+                Strategy::SplitK => encode_forward_splitk_rb(rec, shape, bufs, scratch.buffer())?,
                 _ => return Err(rb_loop_error(strategy)),
             }
             rec.keep(scratch);
@@ -515,7 +516,7 @@ pub(crate) fn view3<'a>(
 pub(crate) fn rb_loop_error(strategy: Strategy) -> GruError {
     GruError::NotImplemented {
         feature: format!(
-            "the reset-before form (reset_form = before) on the `{}` time loop (it runs on `step` and `sequence`)",
+            "the reset-before form (reset_form = before) on the `{}` time loop (it runs on `step`, `sequence` and `splitk`)",
             strategy.name()
         ),
         place: "on the GPU",

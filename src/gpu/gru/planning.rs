@@ -169,9 +169,12 @@ impl GpuGru {
                      not the window family"
                     .into());
             }
-            if !matches!(plan.strategy, Strategy::Step | Strategy::Sequence) {
+            if !matches!(
+                plan.strategy,
+                Strategy::Step | Strategy::Sequence | Strategy::SplitK
+            ) {
                 return Err(format!(
-                    "the reset-before form runs on the `step` and `sequence` loops, not `{}`",
+                    "the reset-before form runs on the `step`, `sequence` and `splitk` loops, not `{}`",
                     plan.strategy.name()
                 ));
             }

@@ -23,7 +23,7 @@ params_struct! {
         rows: u32,
         flags: u32,
         flags_at: u32,
-        pad0: u32,
+        phase: u32,
         pad1: u32,
     }
 }

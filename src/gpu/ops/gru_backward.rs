@@ -46,6 +46,7 @@ const SPLITK: KernelSpec = spec("splitk", &[]);
 /// The reset-before step: `step` with `RB`, then `rb_dr`.
 const STEP_RB: KernelSpec = spec("step", &[("RB", 1.0)]);
 const RB_DR: KernelSpec = spec("rb_dr", &[]);
+const SPLITK_RB: KernelSpec = spec("splitk", &[("RB", 1.0)]);
 const SEQUENCE_RB: KernelSpec = spec("sequence", &[("W_PRIVATE", 0.0), ("RB", 1.0)]);
 const SEQUENCE_RB_PRIVATE: KernelSpec = spec("sequence", &[("W_PRIVATE", 1.0), ("RB", 1.0)]);
 /// `resident` for each workgroup size of `RES_SIZES`.
@@ -73,6 +74,7 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     RB_DR,
     SEQUENCE_RB,
     SEQUENCE_RB_PRIVATE,
+    SPLITK_RB,
 ];
 
 /// The buffers of the backward recurrence of one layer (shapes in the shader).
@@ -148,6 +150,34 @@ pub(crate) fn encode_backward_steps_rb(
     for s in (-1..sh.t_len as i32).rev() {
         p.s = s;
         rec.dispatch_pieces(&step, &bg_step, chunk, p, &parts)?;
+        if s >= 0 {
+            rec.dispatch_pieces(&dr, &bg_dr, chunk, p, &parts)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`encode_backward_steps_rb`] with the carry product split along K
+/// (`splitk` with `RB`), then `rb_dr`, per step.
+pub(crate) fn encode_backward_splitk_rb(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+    scratch: &wgpu::Buffer,
+) -> Result<()> {
+    let step = rec.kernel(&SPLITK_RB)?;
+    let dr = rec.kernel(&RB_DR)?;
+    let sk_parts = sh.splitk_pieces(rec.max_groups())?;
+    let parts = sh.step_pieces(rec.max_groups())?;
+    let mut p = sh.params()?;
+    rec.reserve((sh.t_len + 1) * (sk_parts.len() + parts.len()));
+    let chunk = rec.current_chunk();
+    let bufs = [b.d_out, b.gates, b.hs, b.w_hh, b.dgh, b.dgi, b.dh, scratch];
+    let bg_step = rec.bind(&step, chunk, &bufs);
+    let bg_dr = rec.bind(&dr, chunk, &bufs);
+    for s in (-1..sh.t_len as i32).rev() {
+        p.s = s;
+        rec.dispatch_pieces(&step, &bg_step, chunk, p, &sk_parts)?;
         if s >= 0 {
             rec.dispatch_pieces(&dr, &bg_dr, chunk, p, &parts)?;
         }

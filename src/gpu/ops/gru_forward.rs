@@ -89,6 +89,12 @@ const SEQUENCE_RB: [[KernelSpec; 2]; 2] = [
         ),
     ],
 ];
+/// The reset-before `splitk` (two dispatches a step: `phase` 0 and 1),
+/// `[without tape, with tape]`.
+const SPLITK_RB: [KernelSpec; 2] = [
+    spec("splitk", &[("TAPE", 0.0), ("RB", 1.0)]),
+    spec("splitk", &[("TAPE", 1.0), ("RB", 1.0)]),
+];
 /// `[without tape, with tape]`
 const SPLITK: [KernelSpec; 2] = [
     spec("splitk", &[("TAPE", 0.0)]),
@@ -150,6 +156,8 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     SEQUENCE_RB[0][1],
     SEQUENCE_RB[1][0],
     SEQUENCE_RB[1][1],
+    SPLITK_RB[0],
+    SPLITK_RB[1],
 ];
 
 /// The buffers of the forward recurrence of one layer (shapes in the shader).
@@ -292,6 +300,38 @@ pub(crate) fn encode_forward_splitk(
     for s in 0..sh.t_len {
         p.s = s as i32;
         rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
+    }
+    Ok(())
+}
+
+/// Records the T steps of one layer in the reset-before form with the
+/// product split along K: per step `splitk` with `RB` twice (`phase` 0: r,
+/// z and r·h into `scratch`; `phase` 1: gh_n from r·h and the gates).
+pub(crate) fn encode_forward_splitk_rb(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &ForwardStepBufs,
+    scratch: &wgpu::Buffer,
+) -> Result<()> {
+    let kernel = rec.kernel(&SPLITK_RB[b.gates.is_some() as usize])?;
+    let parts = sh.splitk_pieces(rec.max_groups())?;
+    let mut p = sh.params()?;
+    let dev = rec.dev;
+    let bias = b.b_hh.unwrap_or(&dev.dummy);
+    let gates = b.gates.unwrap_or(&dev.dummy_rw);
+    rec.reserve(2 * sh.t_len * parts.len());
+    let chunk = rec.current_chunk();
+    let bg = rec.bind(
+        &kernel,
+        chunk,
+        &[b.gi, b.w_hh_t, bias, b.hs, b.out, gates, scratch],
+    );
+    for s in 0..sh.t_len {
+        p.s = s as i32;
+        for phase in 0..2 {
+            p.phase = phase;
+            rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
+        }
     }
     Ok(())
 }
