@@ -570,7 +570,8 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             var a = 0.0;
             let kl = select(0u, klen, rows_active_s(d, u32(si + 1), b, 1u));
             for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
-                if (kk < kl) {
+                // RB: the carry takes the r and z rows only (see RB).
+                if (kk < kl && (!RB || k0 + kk < 2u * H)) {
                     a = fma(res_g[k0 + kk], rw[kk], a);
                 }
             }
@@ -590,6 +591,9 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 }
                 let z = gates[((d * T + u32(si + 1)) * B + b) * 4u * H + H + j];
                 c = sum + z * dh[dh_next + b * H + j];
+                if (RB) {
+                    c = c + gwin[(d * B + b) * H + j];
+                }
             }
             let g = back_step(d, si, b, j, c);
             if (si >= 0) {
@@ -599,5 +603,42 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             }
         }
         workgroupBarrier();
+        if (RB && si >= 0) {
+            // The second half (as `rb_dr`): d(r * h) of unit j from the n rows
+            // of its column of W_hh and da_n in res_g's n block, then da_r
+            // (res_g's r block) and c2 (the scratch).
+            let su = u32(si);
+            var a2 = 0.0;
+            let kl2 = select(0u, klen, rows_active_s(d, su, b, 1u));
+            for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
+                if (kk < kl2 && k0 + kk >= 2u * H) {
+                    a2 = fma(res_g[k0 + kk], rw[kk], a2);
+                }
+            }
+            if (q < slices) {
+                res_red[q * H + j] = a2;
+            }
+            workgroupBarrier();
+            if (q == 0u) {
+                var drh = 0.0;
+                for (var p = 0u; p < slices; p = p + 1u) {
+                    drh = drh + res_red[p * H + j];
+                }
+                let t = select(T - 1u - su, su, d == 0u);
+                var da_r = 0.0;
+                var c2 = 0.0;
+                if ((step_flags(t, b) & F_VALID) != 0u) {
+                    let r = gates[((d * T + su) * B + b) * 4u * H + j];
+                    let hp = hs[((d * (T + 1u) + su) * B + b) * H + j];
+                    da_r = drh * hp * r * (1.0 - r);
+                    c2 = drh * r;
+                }
+                dgh[((d * T + su) * B + b) * h3 + j] = da_r;
+                dgi[(t * B + b) * (P.dirs * h3) + d * h3 + j] = da_r;
+                gwin[(d * B + b) * H + j] = c2;
+                res_g[j] = da_r;
+            }
+            workgroupBarrier();
+        }
     }
 }

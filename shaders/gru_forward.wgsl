@@ -591,6 +591,8 @@ override RES_WG: u32 = 256u;
 const RES_KMAX: u32 = 32u;
 
 var<workgroup> res_h: array<f32, 256>;
+// r * h (RB only)
+var<workgroup> res_rh: array<f32, 256>;
 // (3, S, H): S·H <= RES_WG <= 1024
 var<workgroup> res_red: array<f32, 3072>;
 var<private> rw: array<f32, 96>;
@@ -633,10 +635,66 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
 
     for (var s = 0u; s < T; s = s + 1u) {
         let t = select(T - 1u - s, s, d == 0u);
+        let kl = select(0u, klen, rows_active(t, b, 1u));
+        if (RB) {
+            // The reset-before step in two halves (as `rb_rz`, then `step`
+            // with RB): r and z, r * h into res_rh (and the scratch), then
+            // gh_n = W_hn (r * h) and the gates.
+            var pr = 0.0;
+            var pz = 0.0;
+            for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
+                if (kk < kl) {
+                    let hv = res_h[k0 + kk];
+                    pr = fma(hv, rw[kk], pr);
+                    pz = fma(hv, rw[RES_KMAX + kk], pz);
+                }
+            }
+            if (q < slices) {
+                res_red[q * H + j] = pr;
+                res_red[(slices + q) * H + j] = pz;
+            }
+            workgroupBarrier();
+            if (q == 0u) {
+                var sr = 0.0;
+                var sz = 0.0;
+                for (var p = 0u; p < slices; p = p + 1u) {
+                    sr = sr + res_red[p * H + j];
+                    sz = sz + res_red[(slices + p) * H + j];
+                }
+                let g = (t * P.batch + b) * (P.dirs * h3) + d * h3;
+                let r = sigmoid_stable(gi[g + j] + sr + br);
+                let z = sigmoid_stable(gi[g + H + j] + sz + bz);
+                let qq = (d * P.batch + b) * h3;
+                let rh = r * res_h[j];
+                hwin[qq + j] = r;
+                hwin[qq + H + j] = z;
+                hwin[qq + 2u * H + j] = rh;
+                res_rh[j] = rh;
+            }
+            workgroupBarrier();
+            var pn = 0.0;
+            for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
+                if (kk < kl) {
+                    pn = fma(res_rh[k0 + kk], rw[2u * RES_KMAX + kk], pn);
+                }
+            }
+            if (q < slices) {
+                res_red[(2u * slices + q) * H + j] = pn;
+            }
+            workgroupBarrier();
+            if (q == 0u) {
+                var sn = 0.0;
+                for (var p = 0u; p < slices; p = p + 1u) {
+                    sn = sn + res_red[(2u * slices + p) * H + j];
+                }
+                res_h[j] = gate_step(d, s, t, b, j, 0.0, 0.0, sn + bn);
+            }
+            workgroupBarrier();
+            continue;
+        }
         var ar = 0.0;
         var az = 0.0;
         var an = 0.0;
-        let kl = select(0u, klen, rows_active(t, b, 1u));
         for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
             if (kk < kl) {
                 let hv = res_h[k0 + kk];

@@ -313,6 +313,9 @@ impl GpuGru {
                     encode_backward_sequence(rec, shape, bufs, private, Some(scratch.buffer()))?
                 }
                 Strategy::SplitK => encode_backward_splitk_rb(rec, shape, bufs, scratch.buffer())?,
+                Strategy::Resident => {
+                    encode_backward_resident(rec, shape, bufs, Some(scratch.buffer()))?
+                }
                 _ => return Err(rb_loop_error(strategy)),
             }
             rec.keep(scratch);
@@ -326,7 +329,7 @@ impl GpuGru {
             }
             Strategy::Products => path.backward_steps(rec, layer, shape, bufs),
             Strategy::SplitK => encode_backward_splitk(rec, shape, bufs),
-            Strategy::Resident => encode_backward_resident(rec, shape, bufs),
+            Strategy::Resident => encode_backward_resident(rec, shape, bufs, None),
         }
     }
 

@@ -312,6 +312,9 @@ impl GpuGru {
                     encode_forward_sequence(rec, shape, bufs, private, Some(scratch.buffer()))?
                 }
                 Strategy::SplitK => encode_forward_splitk_rb(rec, shape, bufs, scratch.buffer())?,
+                Strategy::Resident => {
+                    encode_forward_resident(rec, shape, bufs, Some(scratch.buffer()))?
+                }
                 _ => return Err(rb_loop_error(strategy)),
             }
             rec.keep(scratch);
@@ -325,7 +328,7 @@ impl GpuGru {
             }
             Strategy::Products => path.forward_steps(rec, layer, shape, bufs, h0),
             Strategy::SplitK => encode_forward_splitk(rec, shape, bufs),
-            Strategy::Resident => encode_forward_resident(rec, shape, bufs),
+            Strategy::Resident => encode_forward_resident(rec, shape, bufs, None),
         }
     }
 
@@ -516,7 +519,7 @@ pub(crate) fn view3<'a>(
 pub(crate) fn rb_loop_error(strategy: Strategy) -> GruError {
     GruError::NotImplemented {
         feature: format!(
-            "the reset-before form (reset_form = before) on the `{}` time loop (it runs on `step`, `sequence` and `splitk`)",
+            "the reset-before form (reset_form = before) on the `{}` time loop (it runs on `step`, `sequence`, `splitk` and `resident`)",
             strategy.name()
         ),
         place: "on the GPU",

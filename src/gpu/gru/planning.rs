@@ -169,12 +169,9 @@ impl GpuGru {
                      not the window family"
                     .into());
             }
-            if !matches!(
-                plan.strategy,
-                Strategy::Step | Strategy::Sequence | Strategy::SplitK
-            ) {
+            if plan.strategy == Strategy::Products {
                 return Err(format!(
-                    "the reset-before form runs on the `step`, `sequence` and `splitk` loops, not `{}`",
+                    "the reset-before form runs on the `step`, `sequence`, `splitk` and `resident` loops, not `{}`",
                     plan.strategy.name()
                 ));
             }

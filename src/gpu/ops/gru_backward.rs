@@ -47,6 +47,11 @@ const SPLITK: KernelSpec = spec("splitk", &[]);
 const STEP_RB: KernelSpec = spec("step", &[("RB", 1.0)]);
 const RB_DR: KernelSpec = spec("rb_dr", &[]);
 const SPLITK_RB: KernelSpec = spec("splitk", &[("RB", 1.0)]);
+const RESIDENT_RB: [KernelSpec; 3] = [
+    spec("resident", &[("RES_WG", 1024.0), ("RB", 1.0)]),
+    spec("resident", &[("RES_WG", 512.0), ("RB", 1.0)]),
+    spec("resident", &[("RES_WG", 256.0), ("RB", 1.0)]),
+];
 const SEQUENCE_RB: KernelSpec = spec("sequence", &[("W_PRIVATE", 0.0), ("RB", 1.0)]);
 const SEQUENCE_RB_PRIVATE: KernelSpec = spec("sequence", &[("W_PRIVATE", 1.0), ("RB", 1.0)]);
 /// `resident` for each workgroup size of `RES_SIZES`.
@@ -75,6 +80,9 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     SEQUENCE_RB,
     SEQUENCE_RB_PRIVATE,
     SPLITK_RB,
+    RESIDENT_RB[0],
+    RESIDENT_RB[1],
+    RESIDENT_RB[2],
 ];
 
 /// The buffers of the backward recurrence of one layer (shapes in the shader).
@@ -255,14 +263,22 @@ pub(crate) fn encode_backward_splitk(
 
 /// Records the backward time loop of one layer in one dispatch of
 /// `resident`: one workgroup per (batch row, direction).
+///
+/// `rb_scratch`: the reset-before form (`RB`), with its scratch `(D, B, H)`
+/// (zeros before the call).
 pub(crate) fn encode_backward_resident(
     rec: &mut Recorder,
     sh: &StepShape,
     b: &BackwardStepBufs,
+    rb_scratch: Option<&wgpu::Buffer>,
 ) -> Result<()> {
-    let spec = &RESIDENT[resident_index(&rec.dev.limits)?];
+    let at = resident_index(&rec.dev.limits)?;
+    let spec = match rb_scratch {
+        None => &RESIDENT[at],
+        Some(_) => &RESIDENT_RB[at],
+    };
     let p = sh.params()?;
     let wg = [u32_of("batch", sh.batch)?, sh.dirs as u32, 1];
     let dev = rec.dev;
-    rec.run(spec, &p, &bound(b, &dev.dummy_rw), wg)
+    rec.run(spec, &p, &bound(b, rb_scratch.unwrap_or(&dev.dummy_rw)), wg)
 }

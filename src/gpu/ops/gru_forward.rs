@@ -89,6 +89,27 @@ const SEQUENCE_RB: [[KernelSpec; 2]; 2] = [
         ),
     ],
 ];
+/// The reset-before `resident`, as `RESIDENT`.
+const RESIDENT_RB: [[KernelSpec; 2]; 3] = [
+    [
+        spec(
+            "resident",
+            &[("RES_WG", 1024.0), ("TAPE", 0.0), ("RB", 1.0)],
+        ),
+        spec(
+            "resident",
+            &[("RES_WG", 1024.0), ("TAPE", 1.0), ("RB", 1.0)],
+        ),
+    ],
+    [
+        spec("resident", &[("RES_WG", 512.0), ("TAPE", 0.0), ("RB", 1.0)]),
+        spec("resident", &[("RES_WG", 512.0), ("TAPE", 1.0), ("RB", 1.0)]),
+    ],
+    [
+        spec("resident", &[("RES_WG", 256.0), ("TAPE", 0.0), ("RB", 1.0)]),
+        spec("resident", &[("RES_WG", 256.0), ("TAPE", 1.0), ("RB", 1.0)]),
+    ],
+];
 /// The reset-before `splitk` (two dispatches a step: `phase` 0 and 1),
 /// `[without tape, with tape]`.
 const SPLITK_RB: [KernelSpec; 2] = [
@@ -158,6 +179,12 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     SEQUENCE_RB[1][1],
     SPLITK_RB[0],
     SPLITK_RB[1],
+    RESIDENT_RB[0][0],
+    RESIDENT_RB[0][1],
+    RESIDENT_RB[1][0],
+    RESIDENT_RB[1][1],
+    RESIDENT_RB[2][0],
+    RESIDENT_RB[2][1],
 ];
 
 /// The buffers of the forward recurrence of one layer (shapes in the shader).
@@ -350,12 +377,20 @@ pub(crate) fn resident_index(limits: &wgpu::Limits) -> Result<usize> {
 
 /// Records the forward time loop of one layer in one dispatch of
 /// `resident`: one workgroup per (batch row, direction).
+///
+/// `rb_scratch`: the reset-before form (`RB`), with its scratch `(D, B, 3H)`.
 pub(crate) fn encode_forward_resident(
     rec: &mut Recorder,
     sh: &StepShape,
     b: &ForwardStepBufs,
+    rb_scratch: Option<&wgpu::Buffer>,
 ) -> Result<()> {
-    let spec = &RESIDENT[resident_index(&rec.dev.limits)?][b.gates.is_some() as usize];
+    let at = resident_index(&rec.dev.limits)?;
+    let tape = b.gates.is_some() as usize;
+    let spec = match rb_scratch {
+        None => &RESIDENT[at][tape],
+        Some(_) => &RESIDENT_RB[at][tape],
+    };
     let p = sh.params()?;
     let wg = [u32_of("batch", sh.batch)?, sh.dirs as u32, 1];
     let dev = rec.dev;
@@ -364,7 +399,15 @@ pub(crate) fn encode_forward_resident(
     rec.run(
         spec,
         &p,
-        &[b.gi, b.w_hh_t, bias, b.hs, b.out, gates, &dev.dummy_rw],
+        &[
+            b.gi,
+            b.w_hh_t,
+            bias,
+            b.hs,
+            b.out,
+            gates,
+            rb_scratch.unwrap_or(&dev.dummy_rw),
+        ],
         wg,
     )
 }
