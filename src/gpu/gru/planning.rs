@@ -164,11 +164,6 @@ impl GpuGru {
             ));
         }
         if self.config.reset_form == ResetForm::Before {
-            if plan.family.is_windows() {
-                return Err("the reset-before form runs on the storage families, \
-                     not the window family"
-                    .into());
-            }
             if plan.strategy == Strategy::Products {
                 return Err(format!(
                     "the reset-before form runs on the `step`, `sequence`, `splitk` and `resident` loops, not `{}`",
@@ -207,7 +202,7 @@ impl GpuGru {
         let families = self.ctx.families();
         let tiled = Family::Gemm(GemmVariant::Tile64K8);
         let family = match self.ctx.products() {
-            Products::Windows if self.windows.is_some() && !self.reset_before() => Family::Windows,
+            Products::Windows if self.windows.is_some() => Family::Windows,
             _ if families.contains(&tiled) => tiled,
             _ => Family::Gemm(GemmVariant::Simple),
         };

@@ -5,6 +5,7 @@
 //! the usage `UNIFORM`.
 
 use crate::config::GruConfig;
+use crate::config::ResetForm;
 use crate::error::Result;
 use crate::gpu::device::Device;
 use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
@@ -318,6 +319,49 @@ impl ProductPath for WindowPath {
         }
         for b in [gt, xt, ght, ht] {
             rec.keep(b);
+        }
+        if layer.cfg.reset_form == ResetForm::Before {
+            // The reset-before form: the n rows of dW_hh are da_nᵀ (r * h),
+            // r * h from the tape's fourth gate; they replace those above.
+            let (ln, lrh) = (Chunked::new(h, tb, 0), Chunked::new(h, tb, 0));
+            let nt = window_storage(dev, "da_n transposed, chunked", nd * ln.len())?;
+            let rht = window_storage(dev, "r·h transposed, chunked", nd * lrh.len())?;
+            let dan = Strided {
+                buf: g.dgh.buffer(),
+                off: 2 * h,
+                rs: 1,
+                ks: h3,
+                batch: tb * h3,
+            };
+            encode_chunk(rec, &dan, nt.buffer(), &ln, ln.len(), nd)?;
+            let rh = Strided {
+                buf: lt.gates.buffer(),
+                off: 3 * h,
+                rs: 1,
+                ks: 4 * h,
+                batch: tb * 4 * h,
+            };
+            encode_chunk(rec, &rh, rht.buffer(), &lrh, lrh.len(), nd)?;
+            for d in 0..nd {
+                let o = WinOut {
+                    c_off: d * h3 * h + 2 * h * h,
+                    ldc: h,
+                    bias_off: None,
+                };
+                let (a, b) = (ln.at(d * ln.len()), lrh.at(d * lrh.len()));
+                encode_windows(
+                    rec,
+                    nt.buffer(),
+                    &a,
+                    rht.buffer(),
+                    &b,
+                    None,
+                    g.dw_hh.buffer(),
+                    &o,
+                )?;
+            }
+            rec.keep(nt);
+            rec.keep(rht);
         }
         Ok(())
     }
