@@ -163,13 +163,12 @@ impl GpuGru {
                     .join(", ")
             ));
         }
-        if self.config.reset_form == ResetForm::Before {
-            if plan.strategy == Strategy::Products {
-                return Err(format!(
-                    "the reset-before form runs on the `step`, `sequence`, `splitk` and `resident` loops, not `{}`",
-                    plan.strategy.name()
-                ));
-            }
+        if self.config.reset_form == ResetForm::Before && plan.strategy == Strategy::Products {
+            return Err(
+                "the reset-before form runs on the `step`, `sequence`, `splitk` and `resident` \
+                 loops, not `products`"
+                    .into(),
+            );
         }
         let limits = self.ctx.limits();
         plan.strategy.check(
