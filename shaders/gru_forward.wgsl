@@ -175,7 +175,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     var az = vec4<f32>(0.0);
     var an = vec4<f32>(0.0);
     let live = rows_active(t, b0, 4u);
-    if (RB && live) {
+    if (RB && live && !PRECOMPUTED) {
         // gh_n = W_hn (r * h), r * h from `rb_rz` in the scratch.
         let q0 = (d * B + min(b0, bl)) * h3 + 2u * H;
         let q1 = (d * B + min(b0 + 1u, bl)) * h3 + 2u * H;
@@ -255,7 +255,9 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
     let o3 = hprev + min(b0 + 3u, bl) * H;
     var ar = vec4<f32>(0.0);
     var az = vec4<f32>(0.0);
-    let kmax = select(0u, H, rows_active(t, b0, 4u));
+    // With PRECOMPUTED (the `products` loop), gh_r and gh_z come from
+    // gemm.wgsl in binding 2, (D, B, 3H) without the bias.
+    let kmax = select(0u, H, rows_active(t, b0, 4u) && !PRECOMPUTED);
     for (var k = 0u; k < kmax; k = k + 1u) {
         let w = wb + k * h3 + j;
         let hv = vec4<f32>(hs[o0 + k], hs[o1 + k], hs[o2 + k], hs[o3 + k]);
@@ -274,8 +276,14 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
             break;
         }
         let g = (t * B + b) * (P.dirs * h3) + d * h3;
-        let r = sigmoid_stable(gi[g + j] + ar[i] + br);
-        let z = sigmoid_stable(gi[g + H + j] + az[i] + bz);
+        var pr = ar[i];
+        var pz = az[i];
+        if (PRECOMPUTED) {
+            pr = w_hhT[(d * B + b) * h3 + j];
+            pz = w_hhT[(d * B + b) * h3 + H + j];
+        }
+        let r = sigmoid_stable(gi[g + j] + pr + br);
+        let z = sigmoid_stable(gi[g + H + j] + pz + bz);
         let q = (d * B + b) * h3;
         hwin[q + j] = r;
         hwin[q + H + j] = z;

@@ -6,7 +6,7 @@ use ndarray::{Array1, Array2, Array3, ArrayView3};
 use crate::config::ResetForm;
 use crate::cpu::GruGrads;
 use crate::error::{elements, GruError, Result};
-use crate::gpu::gru::forward::{rb_loop_error, view3};
+use crate::gpu::gru::forward::view3;
 use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
 use crate::gpu::gru::seq::perm_indices;
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
@@ -316,7 +316,8 @@ impl GpuGru {
                 Strategy::Resident => {
                     encode_backward_resident(rec, shape, bufs, Some(scratch.buffer()))?
                 }
-                _ => return Err(rb_loop_error(strategy)),
+                // (its own scratch; the window family's is refused by the plan check)
+                Strategy::Products => path.backward_steps(rec, layer, shape, bufs)?,
             }
             rec.keep(scratch);
             return Ok(());

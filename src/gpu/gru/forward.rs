@@ -315,7 +315,8 @@ impl GpuGru {
                 Strategy::Resident => {
                     encode_forward_resident(rec, shape, bufs, Some(scratch.buffer()))?
                 }
-                _ => return Err(rb_loop_error(strategy)),
+                // (its own scratch; the window family's is refused by the plan check)
+                Strategy::Products => path.forward_steps(rec, layer, shape, bufs, h0)?,
             }
             rec.keep(scratch);
             return Ok(());
@@ -513,15 +514,4 @@ pub(crate) fn view3<'a>(
         });
     }
     Ok(ArrayView3::from_shape(shape, data).expect("length checked"))
-}
-
-/// Why a time loop other than `step` cannot run the reset-before form.
-pub(crate) fn rb_loop_error(strategy: Strategy) -> GruError {
-    GruError::NotImplemented {
-        feature: format!(
-            "the reset-before form (reset_form = before) on the `{}` time loop (it runs on `step`, `sequence`, `splitk` and `resident`)",
-            strategy.name()
-        ),
-        place: "on the GPU",
-    }
 }

@@ -163,10 +163,12 @@ impl GpuGru {
                     .join(", ")
             ));
         }
-        if self.config.reset_form == ResetForm::Before && plan.strategy == Strategy::Products {
+        if self.config.reset_form == ResetForm::Before
+            && plan.strategy == Strategy::Products
+            && plan.family.is_windows()
+        {
             return Err(
-                "the reset-before form runs on the `step`, `sequence`, `splitk` and `resident` \
-                 loops, not `products`"
+                "the reset-before form runs on every loop but the window family's `products`"
                     .into(),
             );
         }

@@ -11,8 +11,13 @@ use crate::gpu::gru::types::LayerTape;
 use crate::gpu::gru::LayerParams;
 use crate::gpu::ops::common::StepShape;
 use crate::gpu::ops::gemm::{encode_gemm, Gemm, GemmVariant};
-use crate::gpu::ops::gru_backward::{BackwardStepBufs, STEP_STORAGE_GH as BWD_STORAGE_GH};
-use crate::gpu::ops::gru_forward::{ForwardStepBufs, STEP_STORAGE_GH};
+use crate::gpu::ops::gru_backward::{
+    BackwardStepBufs, RB_DR, STEP_STORAGE_GH as BWD_STORAGE_GH,
+    STEP_STORAGE_GH_RB as BWD_STORAGE_GH_RB,
+};
+use crate::gpu::ops::gru_forward::{
+    ForwardStepBufs, RB_RZ_STORAGE_GH, STEP_STORAGE_GH, STEP_STORAGE_GH_RB,
+};
 use crate::gpu::pipeline::u32_of;
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
@@ -154,7 +159,7 @@ impl ProductPath for StoragePath {
     fn forward_steps(
         &self,
         rec: &mut Recorder,
-        _layer: &Layer,
+        layer: &Layer,
         sh: &StepShape,
         bufs: &ForwardStepBufs,
         _h0: Option<&wgpu::Buffer>,
@@ -166,7 +171,17 @@ impl ProductPath for StoragePath {
         let tape = bufs.gates.is_some();
         let slots = if tape { t_len + 1 } else { 2 };
         let gh = rec.dev.storage("gh (recurrent products)", nd * b * h3)?;
-        let step = &STEP_STORAGE_GH[tape as usize];
+        // The reset-before form: gh_r, gh_z first, `rb_rz` (r, z, r·h into
+        // the scratch), then gh_n = (r·h) W_hnᵀ and the step.
+        let rb = layer.cfg.reset_form == ResetForm::Before;
+        let scratch = match rb {
+            true => Some(rec.dev.storage("r, z and r·h of a step", nd * b * h3)?),
+            false => None,
+        };
+        let step = match rb {
+            true => &STEP_STORAGE_GH_RB[tape as usize],
+            false => &STEP_STORAGE_GH[tape as usize],
+        };
         let dev = rec.dev;
         let bias = bufs.b_hh.unwrap_or(&dev.dummy);
         let gates = bufs.gates.unwrap_or(&dev.dummy_rw);
@@ -182,7 +197,7 @@ impl ProductPath for StoragePath {
             // passes through without the product.
             let g = Gemm {
                 m: sh.rows_at(s),
-                n: h3,
+                n: if rb { 2 * h } else { h3 },
                 k: h,
                 lda: h,
                 ldb: h3,
@@ -196,6 +211,47 @@ impl ProductPath for StoragePath {
             };
             encode_gemm(rec, self.gemm, &g, bufs.hs, bufs.w_hh_t, None, gh.buffer())?;
             p.s = s as i32;
+            if let Some(scratch) = &scratch {
+                rec.run(
+                    &RB_RZ_STORAGE_GH[tape as usize],
+                    &p,
+                    &[
+                        bufs.gi,
+                        gh.buffer(),
+                        bias,
+                        bufs.hs,
+                        bufs.out,
+                        gates,
+                        scratch.buffer(),
+                    ],
+                    grid,
+                )?;
+                let n = Gemm {
+                    m: sh.rows_at(s),
+                    n: h,
+                    k: h,
+                    lda: h3,
+                    ldb: h3,
+                    ldc: h3,
+                    a_off: 2 * h,
+                    b_off: 2 * h,
+                    c_off: 2 * h,
+                    batch: nd,
+                    a_batch: b * h3,
+                    b_batch: h3 * h,
+                    c_batch: b * h3,
+                    ..Default::default()
+                };
+                encode_gemm(
+                    rec,
+                    self.gemm,
+                    &n,
+                    scratch.buffer(),
+                    bufs.w_hh_t,
+                    None,
+                    gh.buffer(),
+                )?;
+            }
             rec.run(
                 step,
                 &p,
@@ -206,19 +262,22 @@ impl ProductPath for StoragePath {
                     bufs.hs,
                     bufs.out,
                     gates,
-                    &dev.dummy_rw,
+                    scratch.as_ref().map_or(&dev.dummy_rw, |b| b.buffer()),
                 ],
                 grid,
             )?;
         }
         rec.keep(gh);
+        if let Some(b) = scratch {
+            rec.keep(b);
+        }
         Ok(())
     }
 
     fn backward_steps(
         &self,
         rec: &mut Recorder,
-        _layer: &Layer,
+        layer: &Layer,
         sh: &StepShape,
         bufs: &BackwardStepBufs,
     ) -> Result<()> {
@@ -227,6 +286,18 @@ impl ProductPath for StoragePath {
         let (t_len, b, h, nd) = (sh.t_len, sh.batch, sh.hidden, sh.dirs);
         let h3 = 3 * h;
         let carry = rec.dev.storage("carry (recurrent products)", nd * b * h)?;
+        // The reset-before form: the carry product takes the r and z rows of
+        // W_hh (K = 2H), the step adds c2 from the scratch, and `rb_dr`
+        // finishes each step (d(r·h) = da_n W_hn, da_r, c2).
+        let rb = layer.cfg.reset_form == ResetForm::Before;
+        let scratch = match rb {
+            true => {
+                let sc = rec.dev.storage("d(r·h) r of a step", nd * b * h)?;
+                rec.clear(sc.buffer(), 0, (nd * b * h * 4) as u64);
+                Some(sc)
+            }
+            false => None,
+        };
         let dev = rec.dev;
         let mut p = sh.params()?;
         let grid = [
@@ -241,7 +312,7 @@ impl ProductPath for StoragePath {
                 let g = Gemm {
                     m: sh.rows_at((s + 1) as usize),
                     n: h,
-                    k: h3,
+                    k: if rb { 2 * h } else { h3 },
                     lda: h3,
                     ldb: h,
                     ldc: h,
@@ -264,7 +335,11 @@ impl ProductPath for StoragePath {
             }
             p.s = s;
             rec.run(
-                &BWD_STORAGE_GH,
+                if rb {
+                    &BWD_STORAGE_GH_RB
+                } else {
+                    &BWD_STORAGE_GH
+                },
                 &p,
                 &[
                     bufs.d_out,
@@ -274,12 +349,32 @@ impl ProductPath for StoragePath {
                     bufs.dgh,
                     bufs.dgi,
                     bufs.dh,
-                    &dev.dummy_rw,
+                    scratch.as_ref().map_or(&dev.dummy_rw, |b| b.buffer()),
                 ],
                 grid,
             )?;
+            if let (Some(sc), true) = (&scratch, s >= 0) {
+                rec.run(
+                    &RB_DR,
+                    &p,
+                    &[
+                        bufs.d_out,
+                        bufs.gates,
+                        bufs.hs,
+                        bufs.w_hh,
+                        bufs.dgh,
+                        bufs.dgi,
+                        bufs.dh,
+                        sc.buffer(),
+                    ],
+                    grid,
+                )?;
+            }
         }
         rec.keep(carry);
+        if let Some(b) = scratch {
+            rec.keep(b);
+        }
         Ok(())
     }
 

@@ -45,7 +45,12 @@ pub(crate) const STEP_STORAGE_GH: KernelSpec =
 const SPLITK: KernelSpec = spec("splitk", &[]);
 /// The reset-before step: `step` with `RB`, then `rb_dr`.
 const STEP_RB: KernelSpec = spec("step", &[("RB", 1.0)]);
-const RB_DR: KernelSpec = spec("rb_dr", &[]);
+pub(crate) const RB_DR: KernelSpec = spec("rb_dr", &[]);
+/// The reset-before form of `Products` on the storage family.
+pub(crate) const STEP_STORAGE_GH_RB: KernelSpec = spec(
+    "step",
+    &[("PRECOMPUTED", 1.0), ("STORAGE_GH", 1.0), ("RB", 1.0)],
+);
 const SPLITK_RB: KernelSpec = spec("splitk", &[("RB", 1.0)]);
 const RESIDENT_RB: [KernelSpec; 3] = [
     spec("resident", &[("RES_WG", 1024.0), ("RB", 1.0)]),
@@ -80,6 +85,7 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     SEQUENCE_RB,
     SEQUENCE_RB_PRIVATE,
     SPLITK_RB,
+    STEP_STORAGE_GH_RB,
     RESIDENT_RB[0],
     RESIDENT_RB[1],
     RESIDENT_RB[2],

@@ -62,6 +62,38 @@ const RB_RZ: [KernelSpec; 2] = [
     spec("rb_rz", &[("TAPE", 0.0)]),
     spec("rb_rz", &[("TAPE", 1.0)]),
 ];
+/// The reset-before form of `Products` on the storage family: `rb_rz`
+/// from gh_r and gh_z of gemm.wgsl, then the step from gh_n of gemm.wgsl.
+pub(crate) const RB_RZ_STORAGE_GH: [KernelSpec; 2] = [
+    spec(
+        "rb_rz",
+        &[("PRECOMPUTED", 1.0), ("STORAGE_GH", 1.0), ("TAPE", 0.0)],
+    ),
+    spec(
+        "rb_rz",
+        &[("PRECOMPUTED", 1.0), ("STORAGE_GH", 1.0), ("TAPE", 1.0)],
+    ),
+];
+pub(crate) const STEP_STORAGE_GH_RB: [KernelSpec; 2] = [
+    spec(
+        "step",
+        &[
+            ("PRECOMPUTED", 1.0),
+            ("STORAGE_GH", 1.0),
+            ("RB", 1.0),
+            ("TAPE", 0.0),
+        ],
+    ),
+    spec(
+        "step",
+        &[
+            ("PRECOMPUTED", 1.0),
+            ("STORAGE_GH", 1.0),
+            ("RB", 1.0),
+            ("TAPE", 1.0),
+        ],
+    ),
+];
 const STEP_RB: [KernelSpec; 2] = [
     spec("step", &[("RB", 1.0), ("TAPE", 0.0)]),
     spec("step", &[("RB", 1.0), ("TAPE", 1.0)]),
@@ -185,6 +217,10 @@ pub(crate) const SPECS: &[KernelSpec] = &[
     RESIDENT_RB[1][1],
     RESIDENT_RB[2][0],
     RESIDENT_RB[2][1],
+    RB_RZ_STORAGE_GH[0],
+    RB_RZ_STORAGE_GH[1],
+    STEP_STORAGE_GH_RB[0],
+    STEP_STORAGE_GH_RB[1],
 ];
 
 /// The buffers of the forward recurrence of one layer (shapes in the shader).
