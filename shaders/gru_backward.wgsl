@@ -174,6 +174,31 @@ fn back_step(d: u32, s: i32, b: u32, j: u32, c_in: f32) -> vec3<f32> {
     return g;
 }
 
+// The second half of a reset-before backward step su (RB) for unit k,
+// batch row b, direction d, from d(r * h)_k = drh: writes da_r into the r
+// columns of dG_h and dG_i and c2 = d(r * h)_k r_k into the scratch
+// (binding 8), zeros for a padding step, and returns da_r. Shared by
+// `rb_dr`, `sequence` and `resident`.
+fn rb_back_half(d: u32, su: u32, b: u32, k: u32, drh: f32) -> f32 {
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let h3 = 3u * H;
+    let t = select(T - 1u - su, su, d == 0u);
+    var da_r = 0.0;
+    var c2 = 0.0;
+    if ((step_flags(t, b) & F_VALID) != 0u) {
+        let r = gates[((d * T + su) * B + b) * 4u * H + k];
+        let hp = hs[((d * (T + 1u) + su) * B + b) * H + k];
+        da_r = drh * hp * r * (1.0 - r);
+        c2 = drh * r;
+    }
+    dgh[((d * T + su) * B + b) * h3 + k] = da_r;
+    dgi[(t * B + b) * (P.dirs * h3) + d * h3 + k] = da_r;
+    gwin[(d * B + b) * H + k] = c2;
+    return da_r;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
@@ -283,17 +308,7 @@ fn rb_dr(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
         if (b >= B) {
             break;
         }
-        var da_r = 0.0;
-        var c2 = 0.0;
-        if ((step_flags(t, b) & F_VALID) != 0u) {
-            let r = gates[((d * T + su) * B + b) * 4u * H + k];
-            let hp = hs[((d * (T + 1u) + su) * B + b) * H + k];
-            da_r = drh[i] * hp * r * (1.0 - r);
-            c2 = drh[i] * r;
-        }
-        dgh[((d * T + su) * B + b) * h3 + k] = da_r;
-        dgi[(t * B + b) * (P.dirs * h3) + d * h3 + k] = da_r;
-        gwin[(d * B + b) * H + k] = c2;
+        rb_back_half(d, su, b, k, drh[i]);
     }
 }
 
@@ -405,18 +420,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         drh = fma(gv, vec4<f32>(w_hh[wb + j * H]), drh);
                     }
                     for (var i = 0u; i < nrows; i = i + 1u) {
-                        let b = b0 + i;
-                        var da_r = 0.0;
-                        var c2 = 0.0;
-                        if ((step_flags(t, b) & F_VALID) != 0u) {
-                            let r = gates[((d * T + su) * B + b) * 4u * H + k];
-                            let hp = hs[((d * (T + 1u) + su) * B + b) * H + k];
-                            da_r = drh[i] * hp * r * (1.0 - r);
-                            c2 = drh[i] * r;
-                        }
-                        dgh[((d * T + su) * B + b) * h3 + k] = da_r;
-                        dgi[(t * B + b) * (P.dirs * h3) + d * h3 + k] = da_r;
-                        gwin[(d * B + b) * H + k] = c2;
+                        rb_back_half(d, su, b0 + i, k, drh[i]);
                     }
                 }
             }
@@ -624,19 +628,7 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 for (var p = 0u; p < slices; p = p + 1u) {
                     drh = drh + res_red[p * H + j];
                 }
-                let t = select(T - 1u - su, su, d == 0u);
-                var da_r = 0.0;
-                var c2 = 0.0;
-                if ((step_flags(t, b) & F_VALID) != 0u) {
-                    let r = gates[((d * T + su) * B + b) * 4u * H + j];
-                    let hp = hs[((d * (T + 1u) + su) * B + b) * H + j];
-                    da_r = drh * hp * r * (1.0 - r);
-                    c2 = drh * r;
-                }
-                dgh[((d * T + su) * B + b) * h3 + j] = da_r;
-                dgi[(t * B + b) * (P.dirs * h3) + d * h3 + j] = da_r;
-                gwin[(d * B + b) * H + j] = c2;
-                res_g[j] = da_r;
+                res_g[j] = rb_back_half(d, su, b, j, drh);
             }
             workgroupBarrier();
         }

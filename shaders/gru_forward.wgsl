@@ -147,6 +147,24 @@ fn gate_step(d: u32, s: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, ghn: f3
     return keep;
 }
 
+// The first half of a reset-before step (RB) for unit j, batch row b,
+// direction d at time t, from gh_r, gh_z (bias included) and the state h_j:
+// writes r, z and r_j h_j into the scratch (binding 7) and returns r_j h_j.
+// Shared by `rb_rz`, `sequence`, `splitk` and `resident`.
+fn rb_half(d: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, hj: f32) -> f32 {
+    let H = P.hidden;
+    let h3 = 3u * H;
+    let g = (t * P.batch + b) * (P.dirs * h3) + d * h3;
+    let r = sigmoid_stable(gi[g + j] + ghr);
+    let z = sigmoid_stable(gi[g + H + j] + ghz);
+    let q = (d * P.batch + b) * h3;
+    let rh = r * hj;
+    hwin[q + j] = r;
+    hwin[q + H + j] = z;
+    hwin[q + 2u * H + j] = rh;
+    return rh;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
@@ -275,19 +293,13 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
         if (b >= B) {
             break;
         }
-        let g = (t * B + b) * (P.dirs * h3) + d * h3;
         var pr = ar[i];
         var pz = az[i];
         if (PRECOMPUTED) {
             pr = w_hhT[(d * B + b) * h3 + j];
             pz = w_hhT[(d * B + b) * h3 + H + j];
         }
-        let r = sigmoid_stable(gi[g + j] + pr + br);
-        let z = sigmoid_stable(gi[g + H + j] + pz + bz);
-        let q = (d * B + b) * h3;
-        hwin[q + j] = r;
-        hwin[q + H + j] = z;
-        hwin[q + 2u * H + j] = r * hs[hprev + b * H + j];
+        rb_half(d, t, b, j, pr + br, pz + bz, hs[hprev + b * H + j]);
     }
 }
 
@@ -395,16 +407,8 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         bz = b_hh[d * h3 + H + j];
                     }
                     for (var i = 0u; i < nrows; i = i + 1u) {
-                        let b = b0 + i;
-                        let g = (t * B + b) * (P.dirs * h3) + d * h3;
-                        let r = sigmoid_stable(gi[g + j] + ar[i] + br);
-                        let z = sigmoid_stable(gi[g + H + j] + az[i] + bz);
-                        let q = (d * B + b) * h3;
-                        let rh = r * h_sh[i * SEQ_HMAX + j];
-                        hwin[q + j] = r;
-                        hwin[q + H + j] = z;
-                        hwin[q + 2u * H + j] = rh;
-                        rh_sh[i * SEQ_HMAX + j] = rh;
+                        let hj = h_sh[i * SEQ_HMAX + j];
+                        rh_sh[i * SEQ_HMAX + j] = rb_half(d, t, b0 + i, j, ar[i] + br, az[i] + bz, hj);
                     }
                 }
             }
@@ -566,13 +570,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         let ghz = sk_red[(4u + q) * SK_THREADS + u] + bz;
         let ghn = sk_red[(8u + q) * SK_THREADS + u] + bn;
         if (RB && P.phase == 0u) {
-            let g = (t * B + b) * (P.dirs * h3) + d * h3;
-            let r = sigmoid_stable(gi[g + j] + ghr);
-            let z = sigmoid_stable(gi[g + H + j] + ghz);
-            let qq = (d * B + b) * h3;
-            hwin[qq + j] = r;
-            hwin[qq + H + j] = z;
-            hwin[qq + 2u * H + j] = r * hs[hprev + b * H + j];
+            rb_half(d, t, b, j, ghr, ghz, hs[hprev + b * H + j]);
         } else {
             gate_step(d, s, t, b, j, ghr, ghz, ghn);
         }
@@ -669,15 +667,7 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                     sr = sr + res_red[p * H + j];
                     sz = sz + res_red[(slices + p) * H + j];
                 }
-                let g = (t * P.batch + b) * (P.dirs * h3) + d * h3;
-                let r = sigmoid_stable(gi[g + j] + sr + br);
-                let z = sigmoid_stable(gi[g + H + j] + sz + bz);
-                let qq = (d * P.batch + b) * h3;
-                let rh = r * res_h[j];
-                hwin[qq + j] = r;
-                hwin[qq + H + j] = z;
-                hwin[qq + 2u * H + j] = rh;
-                res_rh[j] = rh;
+                res_rh[j] = rb_half(d, t, b, j, sr + br, sz + bz, res_h[j]);
             }
             workgroupBarrier();
             var pn = 0.0;

@@ -8,7 +8,7 @@ use crate::cpu::GruGrads;
 use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::forward::view3;
 use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
-use crate::gpu::gru::seq::perm_indices;
+use crate::gpu::gru::seq::upload_perm;
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
@@ -40,17 +40,7 @@ impl GpuGru {
         let state_bytes = (batch * h * 4) as u64;
         // Where the forward ran the rows in another order, grad_output and
         // grad_h_n are gathered into it, and dL/dx and dL/dh0 back at the end.
-        let perm = match &tape.perm {
-            Some(p) => {
-                let (fwd, inv) = perm_indices(p);
-                Some((
-                    self.ctx.upload("row order", bytemuck::cast_slice(&fwd))?,
-                    self.ctx
-                        .upload("row order, inverse", bytemuck::cast_slice(&inv))?,
-                ))
-            }
-            None => None,
-        };
+        let perm = upload_perm(&self.ctx, tape.perm.as_deref())?;
         let mut sorted_go = None;
         let grad_output = match &perm {
             Some((fwd, _)) => {

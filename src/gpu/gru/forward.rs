@@ -6,7 +6,7 @@ use crate::config::ResetForm;
 use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::io::{Flat, Forward, ForwardOptions, OnDevice};
 use crate::gpu::gru::products::{Layer, ProductPath};
-use crate::gpu::gru::seq::{perm_indices, SeqRun};
+use crate::gpu::gru::seq::{upload_perm, SeqRun};
 use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
@@ -43,17 +43,7 @@ impl GpuGru {
         // Where the rows run in another order (ragged lengths, longest
         // first), x and h0 are gathered into it here, and the output and h_n
         // back at the end.
-        let perm = match &seq.perm {
-            Some(p) => {
-                let (fwd, inv) = perm_indices(p);
-                Some((
-                    self.ctx.upload("row order", bytemuck::cast_slice(&fwd))?,
-                    self.ctx
-                        .upload("row order, inverse", bytemuck::cast_slice(&inv))?,
-                ))
-            }
-            None => None,
-        };
+        let perm = upload_perm(&self.ctx, seq.perm.as_deref())?;
         let i_sz = cfg.input_size;
         let mut sorted_x = None;
         let x = match &perm {

@@ -21,6 +21,7 @@ use ndarray::Array2;
 use crate::config::GruConfig;
 use crate::cpu::SeqOptions;
 use crate::error::Result;
+use crate::gpu::pool::PooledBuffer;
 
 /// `F_VALID`, `F_FWD_ZERO`, `F_REV_ZERO` of `common.wgsl`.
 const F_VALID: u32 = 1;
@@ -153,8 +154,24 @@ impl SeqRun {
     }
 }
 
+/// `perm` and its inverse uploaded as the index buffers of `gather_rows`
+/// (`None` without a permutation).
+pub(crate) fn upload_perm(
+    ctx: &crate::gpu::context::GpuContext,
+    perm: Option<&[usize]>,
+) -> Result<Option<(PooledBuffer, PooledBuffer)>> {
+    let Some(perm) = perm else {
+        return Ok(None);
+    };
+    let (fwd, inv) = perm_indices(perm);
+    Ok(Some((
+        ctx.upload("row order", bytemuck::cast_slice(&fwd))?,
+        ctx.upload("row order, inverse", bytemuck::cast_slice(&inv))?,
+    )))
+}
+
 /// `perm` and its inverse as the `u32` index buffers of `gather_rows`.
-pub(crate) fn perm_indices(perm: &[usize]) -> (Vec<u32>, Vec<u32>) {
+fn perm_indices(perm: &[usize]) -> (Vec<u32>, Vec<u32>) {
     let fwd: Vec<u32> = perm.iter().map(|&p| p as u32).collect();
     let mut inv = vec![0u32; perm.len()];
     for (i, &p) in perm.iter().enumerate() {
