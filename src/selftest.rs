@@ -16,8 +16,7 @@
 //! The checks are data ([`Check`]): a configuration, a plan, the worst
 //! relative error, the bound and an [`Outcome`]. A plan that does not apply
 //! to a configuration (`GpuGru::check_plan` refuses it, such as the
-//! `sequence` loop past H = 256, or `windows/products` for the reset-before
-//! form) is a check not run, with that reason; a
+//! `sequence` loop past H = 256) is a check not run, with that reason; a
 //! family that does not run under the profile (the window kernels under
 //! WebGPU's limits) has each of its plans listed once as not run, with the
 //! reason. Neither is counted as passed.

@@ -292,6 +292,10 @@ impl GpuGru {
         bufs: &BackwardStepBufs,
     ) -> Result<()> {
         if self.config.reset_form == ResetForm::Before {
+            if strategy == Strategy::Products {
+                // The product path keeps its own scratch.
+                return path.backward_steps(rec, layer, shape, bufs);
+            }
             let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
             // c2 of the step after (zero before the last step).
             let scratch = self.ctx.storage("d(r·h) r of a step", nd * b * h)?;
@@ -306,8 +310,7 @@ impl GpuGru {
                 Strategy::Resident => {
                     encode_backward_resident(rec, shape, bufs, Some(scratch.buffer()))?
                 }
-                // (its own scratch; the window family's is refused by the plan check)
-                Strategy::Products => path.backward_steps(rec, layer, shape, bufs)?,
+                Strategy::Products => unreachable!("handled above"),
             }
             rec.keep(scratch);
             return Ok(());

@@ -293,6 +293,10 @@ impl GpuGru {
         h0: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         if self.config.reset_form == ResetForm::Before {
+            if strategy == Strategy::Products {
+                // The product path keeps its own scratch.
+                return path.forward_steps(rec, layer, shape, bufs, h0);
+            }
             let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
             let scratch = self.ctx.storage("r, z and r·h of a step", nd * b * 3 * h)?;
             match strategy {
@@ -305,8 +309,7 @@ impl GpuGru {
                 Strategy::Resident => {
                     encode_forward_resident(rec, shape, bufs, Some(scratch.buffer()))?
                 }
-                // (its own scratch; the window family's is refused by the plan check)
-                Strategy::Products => path.forward_steps(rec, layer, shape, bufs, h0)?,
+                Strategy::Products => unreachable!("handled above"),
             }
             rec.keep(scratch);
             return Ok(());

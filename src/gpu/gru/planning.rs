@@ -163,15 +163,6 @@ impl GpuGru {
                     .join(", ")
             ));
         }
-        if self.config.reset_form == ResetForm::Before
-            && plan.strategy == Strategy::Products
-            && plan.family.is_windows()
-        {
-            return Err(
-                "the reset-before form runs on every loop but the window family's `products`"
-                    .into(),
-            );
-        }
         let limits = self.ctx.limits();
         plan.strategy.check(
             self.config.hidden_size,
@@ -227,7 +218,7 @@ impl GpuGru {
     fn shorthand(&self, batch: usize) -> Option<Plan> {
         let r = *self.recurrence.lock().unwrap_or_else(|p| p.into_inner());
         let family = match self.ctx.products() {
-            Products::Windows if self.windows.is_some() && !self.reset_before() => Family::Windows,
+            Products::Windows if self.windows.is_some() => Family::Windows,
             _ => Family::Gemm(GemmVariant::Simple),
         };
         let strategy = match r {
@@ -259,7 +250,7 @@ impl GpuGru {
             }
     }
 
-    /// Whether the model has the reset-before form (which runs on fewer plans).
+    /// Whether the model has the reset-before form (its plans are tuned apart).
     fn reset_before(&self) -> bool {
         self.config.reset_form == ResetForm::Before
     }

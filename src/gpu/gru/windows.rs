@@ -14,8 +14,9 @@ use crate::gpu::ops::common::StepShape;
 use crate::gpu::ops::gru_backward::BackwardStepBufs;
 use crate::gpu::ops::gru_forward::ForwardStepBufs;
 use crate::gpu::ops::windows::{
-    encode_backward_steps, encode_chunk, encode_forward_steps, encode_windows, window_storage,
-    Chunked, StepWindows, Strided, WinOut,
+    encode_backward_steps, encode_backward_steps_rb, encode_chunk, encode_forward_steps,
+    encode_forward_steps_rb, encode_windows, window_storage, Chunked, RbWindows, StepWindows,
+    Strided, WinOut,
 };
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
@@ -29,7 +30,8 @@ struct LayerWindows {
     w_ih_t: PooledBuffer,
     /// `W_hh` as `(3H, H)` per direction: the forward recurrent product.
     w_hh: PooledBuffer,
-    /// `W_hhᵀ` as `(H, 3H)` per direction: the backward recurrent product.
+    /// `W_hhᵀ` as `(H, 3H)` per direction: the backward recurrent product
+    /// (`(H, 2H)`, the r and z rows, in the reset-before form).
     w_hh_t: PooledBuffer,
 }
 
@@ -51,7 +53,11 @@ fn window_layouts(cfg: &GruConfig, layer: usize) -> WindowLayouts {
         w_ih: Chunked::new(nd * 3 * h, i_l, 0),
         w_ih_t: Chunked::new(i_l, nd * 3 * h, 0),
         w_hh: Chunked::new(3 * h, h, 0),
-        w_hh_t: Chunked::new(h, 3 * h, 0),
+        // The reset-before form's carry takes only the r and z rows of W_hh.
+        w_hh_t: match cfg.reset_form {
+            ResetForm::After => Chunked::new(h, 3 * h, 0),
+            ResetForm::Before => Chunked::new(h, 2 * h, 0),
+        },
     }
 }
 
@@ -184,6 +190,23 @@ impl ProductPath for WindowPath {
         let (batch, dev) = (sh.batch, rec.dev);
         let state = Chunked::new(batch, h, 0);
         let gh = dev.storage("gh (recurrent products)", nd * batch * 3 * h)?;
+        if layer.cfg.reset_form == ResetForm::Before {
+            let operand = window_storage(dev, "h and r·h, chunked", nd * state.len())?;
+            let scratch = dev.storage("r, z and r·h of a step", nd * batch * 3 * h)?;
+            let w = RbWindows {
+                product: gh.buffer(),
+                operand_buf: operand.buffer(),
+                operand: state,
+                weights_buf: self.layers[layer.l].w_hh.buffer(),
+                weights: window_layouts(layer.cfg, layer.l).w_hh,
+                scratch: scratch.buffer(),
+            };
+            encode_forward_steps_rb(rec, sh, bufs, &w)?;
+            for b in [gh, operand, scratch] {
+                rec.keep(b);
+            }
+            return Ok(());
+        }
         let hwin = window_storage(dev, "h, chunked", 2 * nd * state.len())?;
         // The steps write only the H columns: the padding must be zero.
         rec.clear(hwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
@@ -227,8 +250,27 @@ impl ProductPath for WindowPath {
     ) -> Result<()> {
         let (nd, h, _) = layer.dims();
         let (batch, dev) = (sh.batch, rec.dev);
-        let state = Chunked::new(batch, 3 * h, 0);
         let carry = dev.storage("carry (recurrent products)", nd * batch * h)?;
+        if layer.cfg.reset_form == ResetForm::Before {
+            let operand_layout = Chunked::new(batch, 2 * h, 0);
+            let operand = window_storage(dev, "dG_h (r, z), chunked", nd * operand_layout.len())?;
+            let scratch = dev.storage("d(r·h) r of a step", nd * batch * h)?;
+            rec.clear(scratch.buffer(), 0, (nd * batch * h * 4) as u64);
+            let w = RbWindows {
+                product: carry.buffer(),
+                operand_buf: operand.buffer(),
+                operand: operand_layout,
+                weights_buf: self.layers[layer.l].w_hh_t.buffer(),
+                weights: window_layouts(layer.cfg, layer.l).w_hh_t,
+                scratch: scratch.buffer(),
+            };
+            encode_backward_steps_rb(rec, sh, bufs, &w)?;
+            for b in [carry, operand, scratch] {
+                rec.keep(b);
+            }
+            return Ok(());
+        }
+        let state = Chunked::new(batch, 3 * h, 0);
         let gwin = window_storage(dev, "dG_h, chunked", 2 * nd * state.len())?;
         // The steps write only the 3H columns: the padding must be zero.
         rec.clear(gwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);

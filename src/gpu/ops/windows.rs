@@ -10,6 +10,8 @@
 //! no other buffer carries), and its pipelines are built the first time a
 //! window product is recorded.
 
+use std::ops::Range;
+
 use crate::error::Result;
 use crate::gpu::device::Device;
 use crate::gpu::ops::common::StepShape;
@@ -212,35 +214,50 @@ pub(crate) fn encode_windows(
     c: &wgpu::Buffer,
     o: &WinOut,
 ) -> Result<()> {
+    encode_windows_part(rec, (a, la, la.rows), (b, lb, 0..lb.rows), bias, c, o)
+}
+
+/// [`encode_windows`] for the first `m_rows` rows of A and the rows `n` of
+/// B only: `C[m][n]` for `m < m_rows` and `n` in the range (C's columns keep
+/// their numbers; nothing else of C is written).
+pub(crate) fn encode_windows_part(
+    rec: &mut Recorder,
+    (a, la, m_rows): (&wgpu::Buffer, &Chunked, usize),
+    (b, lb, n): (&wgpu::Buffer, &Chunked, Range<usize>),
+    bias: Option<&wgpu::Buffer>,
+    c: &wgpu::Buffer,
+    o: &WinOut,
+) -> Result<()> {
     let kernel = rec.kernel(&WINDOWS)?;
     rec.reserve(windows_dispatches(la, lb, rec.max_groups()));
     let chunk = rec.current_chunk();
     let dev = rec.dev;
     let bg = rec.bind(&kernel, chunk, &[bias.unwrap_or(&dev.dummy), c, a, b]);
-    record_windows(rec, &kernel.pipeline, &bg, chunk, (la, la.rows), lb, o)
+    record_windows(rec, &kernel.pipeline, &bg, chunk, (la, m_rows), (lb, n), o)
 }
 
 /// Records the dispatches of one window product with a bind group made for
 /// arena chunk `chunk` (whose slots must have been reserved).
 ///
 /// Only the first `m_rows` rows of A (and of C) are computed (a step whose
-/// later rows are padding); the layout keeps all `la.rows`.
+/// later rows are padding), and only the rows `n_rows` of B (the columns of
+/// C with those numbers); the layouts keep all their rows.
 fn record_windows(
     rec: &mut Recorder,
     pipeline: &wgpu::ComputePipeline,
     bg: &wgpu::BindGroup,
     chunk: usize,
     (la, m_rows): (&Chunked, usize),
-    lb: &Chunked,
+    (lb, n_rows): (&Chunked, Range<usize>),
     o: &WinOut,
 ) -> Result<()> {
     debug_assert_eq!((la.kc, la.k), (lb.kc, lb.k));
     let kc = la.kc;
     let rows_per_window = WINDOW_FLOATS / kc;
-    let (m, n) = (m_rows.min(la.rows), lb.rows);
+    let (m, n) = (m_rows.min(la.rows), n_rows.end.min(lb.rows));
     let max = rec.max_groups().max(1);
     for ch in 0..la.chunks() {
-        for n0 in (0..n).step_by(rows_per_window) {
+        for n0 in (n_rows.start..n).step_by(rows_per_window) {
             for m0 in (0..m).step_by(rows_per_window) {
                 let p = WinParams {
                     ra: (m - m0).min(rows_per_window) as u32,
@@ -262,7 +279,7 @@ fn record_windows(
                     1,
                 ];
                 let a_off = u32_of("window offset", (la.off + (ch * la.rows + m0) * kc) * 4)?;
-                let b_off = u32_of("window offset", (lb.off + (ch * n + n0) * kc) * 4)?;
+                let b_off = u32_of("window offset", (lb.off + (ch * lb.rows + n0) * kc) * 4)?;
                 for gy in (0..wg[1]).step_by(max as usize) {
                     for gx in (0..wg[0]).step_by(max as usize) {
                         let slot = rec.slot_in(&WinParams { gx, gy, ..p }, chunk)?;
@@ -335,7 +352,7 @@ pub(crate) fn encode_forward_steps(
                 &bg_gemm,
                 chunk,
                 (&state, rows),
-                &weights,
+                (&weights, 0..weights.rows),
                 &o,
             )?;
         }
@@ -402,13 +419,183 @@ pub(crate) fn encode_backward_steps(
                     &bg_gemm,
                     chunk,
                     (&state, rows),
-                    &weights,
+                    (&weights, 0..weights.rows),
                     &o,
                 )?;
             }
         }
         p.s = s;
         rec.dispatch_pieces(&step, &bg_step, chunk, p, &parts)?;
+    }
+    Ok(())
+}
+
+/// The buffers of a reset-before time loop on the window path: the product
+/// of each step and one chunked operand region per direction, which the loop
+/// fills by a chunked copy before each product.
+pub(crate) struct RbWindows<'a> {
+    /// `gh` `(D, B, 3H)` forward (without the bias), the carry `(D, B, H)` backward.
+    pub product: &'a wgpu::Buffer,
+    /// The chunked operand, D regions of `operand`.
+    pub operand_buf: &'a wgpu::Buffer,
+    /// `(B, H)` forward (h, then r·h); `(B, 2H)` backward (dG_h's r and z columns).
+    pub operand: Chunked,
+    /// `W_hh` `(3H, H)` forward, `W_hhᵀ`'s r and z columns `(H, 2H)` backward,
+    /// chunked, one region per direction.
+    pub weights_buf: &'a wgpu::Buffer,
+    pub weights: Chunked,
+    /// The scratch of the reset-before kernels: r, z and r·h `(D, B, 3H)`
+    /// forward, d(r·h)·r `(D, B, H)` backward (zeroed by the caller).
+    pub scratch: &'a wgpu::Buffer,
+}
+
+/// The grid of the step kernels: `(ceil(H/64), ceil(B/4), D)`.
+fn step_grid(sh: &StepShape) -> Result<[u32; 3]> {
+    Ok([
+        u32_of("hidden units", sh.hidden.div_ceil(64))?,
+        u32_of("batch", sh.batch.div_ceil(4))?,
+        u32_of("directions", sh.dirs)?,
+    ])
+}
+
+/// The forward time loop of a reset-before layer on the window path. Each
+/// step: h_s chunked; `gh_{r,z} = h_s W_h{r,z}ᵀ`; `rb_rz` (r, z, r·h into
+/// the scratch, with b_hh); r·h chunked; `gh_n = (r·h) W_hnᵀ`; the step
+/// (with b_hn). The kernels are those of the storage family's `products`.
+pub(crate) fn encode_forward_steps_rb(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &ForwardStepBufs,
+    w: &RbWindows,
+) -> Result<()> {
+    let (batch, h, nd) = (sh.batch, sh.hidden, sh.dirs);
+    let h3 = 3 * h;
+    let tape = b.gates.is_some();
+    let slots = if tape { sh.t_len + 1 } else { 2 };
+    let dev = rec.dev;
+    let bufs = [
+        b.gi,
+        w.product,
+        b.b_hh.unwrap_or(&dev.dummy),
+        b.hs,
+        b.out,
+        b.gates.unwrap_or(&dev.dummy_rw),
+        w.scratch,
+    ];
+    let grid = step_grid(sh)?;
+    let mut p = sh.params()?;
+    let (op, wt) = (&w.operand, &w.weights);
+    // The products of one step for the weight rows `rows` (C's columns).
+    let products = |rec: &mut Recorder, m: usize, rows: Range<usize>| -> Result<()> {
+        for d in 0..nd {
+            let o = WinOut {
+                c_off: d * batch * h3,
+                ldc: h3,
+                bias_off: None,
+            };
+            encode_windows_part(
+                rec,
+                (w.operand_buf, &op.at(d * op.len()), m),
+                (w.weights_buf, &wt.at(d * wt.len()), rows.clone()),
+                None,
+                w.product,
+                &o,
+            )?;
+        }
+        Ok(())
+    };
+    for s in 0..sh.t_len {
+        let slot = if tape { s } else { s % 2 };
+        let rows = sh.rows_at(s);
+        let h_s = Strided {
+            buf: b.hs,
+            off: slot * batch * h,
+            rs: h,
+            ks: 1,
+            batch: slots * batch * h,
+        };
+        encode_chunk(rec, &h_s, w.operand_buf, op, op.len(), nd)?;
+        products(rec, rows, 0..2 * h)?;
+        p.s = s as i32;
+        rec.run(
+            &gru_forward::RB_RZ_STORAGE_GH[tape as usize],
+            &p,
+            &bufs,
+            grid,
+        )?;
+        let rh = Strided {
+            buf: w.scratch,
+            off: 2 * h,
+            rs: h3,
+            ks: 1,
+            batch: batch * h3,
+        };
+        encode_chunk(rec, &rh, w.operand_buf, op, op.len(), nd)?;
+        products(rec, rows, 2 * h..h3)?;
+        rec.run(
+            &gru_forward::STEP_STORAGE_GH_RB[tape as usize],
+            &p,
+            &bufs,
+            grid,
+        )?;
+    }
+    Ok(())
+}
+
+/// The backward time loop of a reset-before layer on the window path. Each
+/// step s < T-1 first makes the carry `dG_h,{s+1}[:, :2H] · W_h{r,z}`
+/// (dG_h's r and z columns chunked), then runs the storage family's
+/// reset-before gradient step and, for s ≥ 0, `rb_dr`, which reads W_hn
+/// from the dense weights.
+pub(crate) fn encode_backward_steps_rb(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+    w: &RbWindows,
+) -> Result<()> {
+    let (batch, h, nd, t_len) = (sh.batch, sh.hidden, sh.dirs, sh.t_len);
+    let h3 = 3 * h;
+    let grid = step_grid(sh)?;
+    let mut p = sh.params()?;
+    let (op, wt) = (&w.operand, &w.weights);
+    for s in (-1..t_len as i32).rev() {
+        if s + 1 < t_len as i32 {
+            let next = (s + 1) as usize;
+            let dg = Strided {
+                buf: b.dgh,
+                off: next * batch * h3,
+                rs: h3,
+                ks: 1,
+                batch: t_len * batch * h3,
+            };
+            encode_chunk(rec, &dg, w.operand_buf, op, op.len(), nd)?;
+            for d in 0..nd {
+                let o = WinOut {
+                    c_off: d * batch * h,
+                    ldc: h,
+                    bias_off: None,
+                };
+                encode_windows_part(
+                    rec,
+                    (w.operand_buf, &op.at(d * op.len()), sh.rows_at(next)),
+                    (w.weights_buf, &wt.at(d * wt.len()), 0..h),
+                    None,
+                    w.product,
+                    &o,
+                )?;
+            }
+        }
+        p.s = s;
+        let bufs = [
+            b.d_out, b.gates, b.hs, w.product, b.dgh, b.dgi, b.dh, w.scratch,
+        ];
+        rec.run(&gru_backward::STEP_STORAGE_GH_RB, &p, &bufs, grid)?;
+        if s >= 0 {
+            let bufs = [
+                b.d_out, b.gates, b.hs, b.w_hh, b.dgh, b.dgi, b.dh, w.scratch,
+            ];
+            rec.run(&gru_backward::RB_DR, &p, &bufs, grid)?;
+        }
     }
     Ok(())
 }
