@@ -65,9 +65,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<SA>;
+@group(0) @binding(2) var<storage, read> b: array<SB>;
+@group(0) @binding(3) var<storage, read> bias: array<SB>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
 const TM: u32 = 4u;
@@ -76,16 +76,16 @@ const WG: u32 = 8u;
 
 fn a_at(base: u32, m: u32, k: u32) -> f32 {
     if (TRANS_A) {
-        return a[base + k * P.lda + m];
+        return f32(a[base + k * P.lda + m]);
     }
-    return a[base + m * P.lda + k];
+    return f32(a[base + m * P.lda + k]);
 }
 
 fn b_at(base: u32, k: u32, n: u32) -> f32 {
     if (TRANS_B) {
-        return b[base + n * P.ldb + k];
+        return f32(b[base + n * P.ldb + k]);
     }
-    return b[base + k * P.ldb + n];
+    return f32(b[base + k * P.ldb + n]);
 }
 
 @compute @workgroup_size(8, 8, 1)
@@ -121,8 +121,8 @@ fn main(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     }
 
     if ((P.flags & 1u) != 0u) {
-        let bv0 = vec4<f32>(bias[P.bias_off + q0], bias[P.bias_off + q1], bias[P.bias_off + q2], bias[P.bias_off + q3]);
-        let bv1 = vec4<f32>(bias[P.bias_off + q4], bias[P.bias_off + q5], bias[P.bias_off + q6], bias[P.bias_off + q7]);
+        let bv0 = vec4<f32>(f32(bias[P.bias_off + q0]), f32(bias[P.bias_off + q1]), f32(bias[P.bias_off + q2]), f32(bias[P.bias_off + q3]));
+        let bv1 = vec4<f32>(f32(bias[P.bias_off + q4]), f32(bias[P.bias_off + q5]), f32(bias[P.bias_off + q6]), f32(bias[P.bias_off + q7]));
         c0 += bv0; c1 += bv0; c2 += bv0; c3 += bv0;
         d0 += bv1; d1 += bv1; d2 += bv1; d3 += bv1;
     }
@@ -295,8 +295,8 @@ fn tiled(
         var bv = vec4<f32>(0.0);
         if (has_bias) {
             let nl = P.n - 1u;
-            bv = vec4<f32>(bias[P.bias_off + min(n, nl)], bias[P.bias_off + min(n + 1u, nl)],
-                           bias[P.bias_off + min(n + 2u, nl)], bias[P.bias_off + min(n + 3u, nl)]);
+            bv = vec4<f32>(f32(bias[P.bias_off + min(n, nl)]), f32(bias[P.bias_off + min(n + 1u, nl)]),
+                           f32(bias[P.bias_off + min(n + 2u, nl)]), f32(bias[P.bias_off + min(n + 3u, nl)]));
         }
         for (var i = 0u; i < TM4; i = i + 1u) {
             for (var r = 0u; r < 4u; r = r + 1u) {

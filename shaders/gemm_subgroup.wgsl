@@ -56,9 +56,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<SA>;
+@group(0) @binding(2) var<storage, read> b: array<SB>;
+@group(0) @binding(3) var<storage, read> bias: array<SB>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
 var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>;
@@ -70,9 +70,9 @@ fn a_el(base: u32, m: u32, k: u32, k1: u32) -> f32 {
     let kk = min(k, P.k - 1u);
     var v: f32;
     if (TRANS_A) {
-        v = a[base + kk * P.lda + mm];
+        v = f32(a[base + kk * P.lda + mm]);
     } else {
-        v = a[base + mm * P.lda + kk];
+        v = f32(a[base + mm * P.lda + kk]);
     }
     return select(0.0, v, m < P.m && k < k1);
 }
@@ -83,9 +83,9 @@ fn b_el(base: u32, k: u32, n: u32, k1: u32) -> f32 {
     let nn = min(n, P.n - 1u);
     var v: f32;
     if (TRANS_B) {
-        v = b[base + nn * P.ldb + kk];
+        v = f32(b[base + nn * P.ldb + kk]);
     } else {
-        v = b[base + kk * P.ldb + nn];
+        v = f32(b[base + kk * P.ldb + nn]);
     }
     return select(0.0, v, n < P.n && k < k1);
 }
@@ -219,8 +219,8 @@ fn shared_a(
         var bb = vec4<f32>(0.0);
         if (has_bias) {
             let nl = P.n - 1u;
-            bb = vec4<f32>(bias[P.bias_off + min(n, nl)], bias[P.bias_off + min(n + 1u, nl)],
-                           bias[P.bias_off + min(n + 2u, nl)], bias[P.bias_off + min(n + 3u, nl)]);
+            bb = vec4<f32>(f32(bias[P.bias_off + min(n, nl)]), f32(bias[P.bias_off + min(n + 1u, nl)]),
+                           f32(bias[P.bias_off + min(n + 2u, nl)]), f32(bias[P.bias_off + min(n + 3u, nl)]));
         }
         for (var i = 0u; i < TM4; i = i + 1u) {
             for (var r = 0u; r < 4u; r = r + 1u) {

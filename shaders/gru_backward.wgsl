@@ -63,9 +63,9 @@ override RB: bool = false;
 // The parameters: StepParams of common.wgsl.
 @group(0) @binding(0) var<uniform> P: StepParams;
 @group(0) @binding(1) var<storage, read> d_out: array<f32>;
-@group(0) @binding(2) var<storage, read> gates: array<f32>;
-@group(0) @binding(3) var<storage, read> hs: array<f32>;
-@group(0) @binding(4) var<storage, read> w_hh: array<f32>;
+@group(0) @binding(2) var<storage, read> gates: array<S>;
+@group(0) @binding(3) var<storage, read> hs: array<S>;
+@group(0) @binding(4) var<storage, read> w_hh: array<SW>;
 @group(0) @binding(5) var<storage, read_write> dgh: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dgi: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dh: array<f32>;
@@ -80,11 +80,11 @@ fn gate_grads(d: u32, su: u32, t: u32, b: u32, j: u32, dhs: f32) -> vec3<f32> {
     let T = P.t_len;
     let h3 = 3u * H;
     let tp = ((d * T + su) * B + b) * 4u * H + j;
-    let r = gates[tp];
-    let z = gates[tp + H];
-    let n = gates[tp + 2u * H];
-    let ghn = gates[tp + 3u * H];
-    let hp = hs[((d * (T + 1u) + su) * B + b) * H + j];
+    let r = f32(gates[tp]);
+    let z = f32(gates[tp + H]);
+    let n = f32(gates[tp + 2u * H]);
+    let ghn = f32(gates[tp + 3u * H]);
+    let hp = f32(hs[((d * (T + 1u) + su) * B + b) * H + j]);
     let da_n = dhs * (1.0 - z) * (1.0 - n * n);
     let da_z = dhs * (hp - n) * z * (1.0 - z);
     let gh = ((d * T + su) * B + b) * h3 + j;
@@ -113,7 +113,7 @@ fn step_flags(t: u32, b: u32) -> u32 {
     if (P.flags == 0u) {
         return F_VALID;
     }
-    return u32(hs[P.flags_at + t * P.batch + b]);
+    return u32(f32(hs[P.flags_at + t * P.batch + b]));
 }
 
 // Whether any of the n rows from b0 runs the step at processing position
@@ -188,8 +188,8 @@ fn rb_back_half(d: u32, su: u32, b: u32, k: u32, drh: f32) -> f32 {
     var da_r = 0.0;
     var c2 = 0.0;
     if ((step_flags(t, b) & F_VALID) != 0u) {
-        let r = gates[((d * T + su) * B + b) * 4u * H + k];
-        let hp = hs[((d * (T + 1u) + su) * B + b) * H + k];
+        let r = f32(gates[((d * T + su) * B + b) * 4u * H + k]);
+        let hp = f32(hs[((d * (T + 1u) + su) * B + b) * H + k]);
         da_r = drh * hp * r * (1.0 - r);
         c2 = drh * r;
     }
@@ -234,7 +234,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         let kmax = select(select(h3, 2u * H, RB), 0u, PRECOMPUTED || !rows_active_s(d, sn, b0, 4u));
         for (var k = 0u; k < kmax; k = k + 1u) {
             let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
-            carry = fma(gv, vec4<f32>(w_hh[wb + k * H]), carry);
+            carry = fma(gv, vec4<f32>(f32(w_hh[wb + k * H])), carry);
         }
         // The direct path of h_s into h_{s+1} = (1 - z) n + z h_s.
         for (var i = 0u; i < 4u; i = i + 1u) {
@@ -244,10 +244,10 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
                 // storage family does not compute it there).
                 carry[i] = 0.0;
                 if ((step_flags(select(T - 1u - sn, sn, d == 0u), b) & F_VALID) != 0u) {
-                    carry[i] = w_hh[(d * B + b) * H + j];
+                    carry[i] = f32(w_hh[(d * B + b) * H + j]);
                 }
             }
-            let z = gates[((d * T + sn) * B + b) * 4u * H + H + j];
+            let z = f32(gates[((d * T + sn) * B + b) * 4u * H + H + j]);
             carry[i] = carry[i] + z * dh[dh_next + b * H + j];
             if (RB) {
                 carry[i] = carry[i] + gwin[(d * B + b) * H + j];
@@ -301,7 +301,7 @@ fn rb_dr(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
     let jmax = select(0u, H, rows_active_s(d, su, b0, 4u));
     for (var j = 0u; j < jmax; j = j + 1u) {
         let gv = vec4<f32>(dgh[o0 + j], dgh[o1 + j], dgh[o2 + j], dgh[o3 + j]);
-        drh = fma(gv, vec4<f32>(w_hh[wb + j * H]), drh);
+        drh = fma(gv, vec4<f32>(f32(w_hh[wb + j * H])), drh);
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
         let b = b0 + i;
@@ -354,7 +354,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             let j = lid.x + 64u * u;
             if (j < H) {
                 for (var k = 0u; k < h3; k = k + 1u) {
-                    wp[u * h3 + k] = w_hh[d * h3 * H + k * H + j];
+                    wp[u * h3 + k] = f32(w_hh[d * h3 * H + k * H + j]);
                 }
             }
         }
@@ -379,14 +379,14 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         if (W_PRIVATE) {
                             w = wp[u * h3 + k];
                         } else {
-                            w = w_hh[d * h3 * H + k * H + j];
+                            w = f32(w_hh[d * h3 * H + k * H + j]);
                         }
                         carry = fma(gv, vec4<f32>(w), carry);
                     }
                     let sn = u32(si + 1);
                     for (var i = 0u; i < nrows; i = i + 1u) {
                         let b = b0 + i;
-                        let z = gates[((d * T + sn) * B + b) * 4u * H + H + j];
+                        let z = f32(gates[((d * T + sn) * B + b) * 4u * H + H + j]);
                         carry[i] = carry[i] + z * dh[dh_next + b * H + j];
                         if (RB) {
                             carry[i] = carry[i] + gwin[(d * B + b) * H + j];
@@ -417,7 +417,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                     for (var j = 0u; j < jmax; j = j + 1u) {
                         let o = 2u * H + j;
                         let gv = vec4<f32>(g_sh[o], g_sh[r1 * SEQ_H3MAX + o], g_sh[r2 * SEQ_H3MAX + o], g_sh[r3 * SEQ_H3MAX + o]);
-                        drh = fma(gv, vec4<f32>(w_hh[wb + j * H]), drh);
+                        drh = fma(gv, vec4<f32>(f32(w_hh[wb + j * H])), drh);
                     }
                     for (var i = 0u; i < nrows; i = i + 1u) {
                         rb_back_half(d, su, b0 + i, k, drh[i]);
@@ -491,7 +491,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         let kmax = select(0u, select(h3, 2u * H, RB), rows_active_s(d, u32(s + 1), b0, SK_ROWS));
         for (var k = q; k < kmax; k = k + SK_SLICES) {
             let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
-            carry = fma(gv, vec4<f32>(w_hh[wb + k * H]), carry);
+            carry = fma(gv, vec4<f32>(f32(w_hh[wb + k * H])), carry);
         }
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
@@ -515,7 +515,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
             // The host put grad_h_n in slot T mod 2 = slot_next.
             c = dh[dh_next + b * H + j];
         } else {
-            let z = gates[((d * T + u32(s + 1)) * B + b) * 4u * H + H + j];
+            let z = f32(gates[((d * T + u32(s + 1)) * B + b) * 4u * H + H + j]);
             c = sk_red[q * SK_THREADS + u] + z * dh[dh_next + b * H + j];
             if (RB) {
                 c = c + gwin[(d * B + b) * H + j];
@@ -564,7 +564,7 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     let wb = d * h3 * H + j;
     for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
         if (kk < klen) {
-            rw[kk] = w_hh[wb + (k0 + kk) * H];
+            rw[kk] = f32(w_hh[wb + (k0 + kk) * H]);
         }
     }
 
@@ -593,7 +593,7 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 for (var p = 0u; p < slices; p = p + 1u) {
                     sum = sum + res_red[p * H + j];
                 }
-                let z = gates[((d * T + u32(si + 1)) * B + b) * 4u * H + H + j];
+                let z = f32(gates[((d * T + u32(si + 1)) * B + b) * 4u * H + H + j]);
                 c = sum + z * dh[dh_next + b * H + j];
                 if (RB) {
                     c = c + gwin[(d * B + b) * H + j];

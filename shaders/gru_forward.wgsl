@@ -62,11 +62,11 @@ fn hs_slot(d: u32, s: u32) -> u32 {
 // The parameters: StepParams of common.wgsl.
 @group(0) @binding(0) var<uniform> P: StepParams;
 @group(0) @binding(1) var<storage, read> gi: array<f32>;
-@group(0) @binding(2) var<storage, read> w_hhT: array<f32>;
-@group(0) @binding(3) var<storage, read> b_hh: array<f32>;
-@group(0) @binding(4) var<storage, read_write> hs: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> gates: array<f32>;
+@group(0) @binding(2) var<storage, read> w_hhT: array<SW>;
+@group(0) @binding(3) var<storage, read> b_hh: array<S>;
+@group(0) @binding(4) var<storage, read_write> hs: array<S>;
+@group(0) @binding(5) var<storage, read_write> out: array<S>;
+@group(0) @binding(6) var<storage, read_write> gates: array<S>;
 @group(0) @binding(7) var<storage, read_write> hwin: array<f32>;
 
 // The step flags of time t, batch row b (common.wgsl): F_VALID alone
@@ -75,7 +75,7 @@ fn step_flags(t: u32, b: u32) -> u32 {
     if (P.flags == 0u) {
         return F_VALID;
     }
-    return u32(hs[P.flags_at + t * P.batch + b]);
+    return u32(f32(hs[P.flags_at + t * P.batch + b]));
 }
 
 // Whether any of the n rows from b0 runs step t (otherwise the recurrent
@@ -102,7 +102,7 @@ fn gate_step(d: u32, s: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, ghn: f3
     let B = P.batch;
     let T = P.t_len;
     let h3 = 3u * H;
-    let hp = hs[hs_slot(d, s) + b * H + j];
+    let hp = f32(hs[hs_slot(d, s) + b * H + j]);
     var r = 0.0;
     var z = 1.0;
     var n = 0.0;
@@ -135,16 +135,18 @@ fn gate_step(d: u32, s: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, ghn: f3
             keep = 0.0;
         }
     }
-    hs[hs_slot(d, s + 1u) + b * H + j] = keep;
-    out[(t * B + b) * (P.dirs * H) + d * H + j] = o;
+    // The state as stored (rounded to S): what the next step and the tape read.
+    let stored = S(keep);
+    hs[hs_slot(d, s + 1u) + b * H + j] = stored;
+    out[(t * B + b) * (P.dirs * H) + d * H + j] = S(o);
     if (TAPE) {
         let tp = ((d * T + s) * B + b) * 4u * H + j;
-        gates[tp] = r;
-        gates[tp + H] = z;
-        gates[tp + 2u * H] = n;
-        gates[tp + 3u * H] = gn;
+        gates[tp] = S(r);
+        gates[tp + H] = S(z);
+        gates[tp + 2u * H] = S(n);
+        gates[tp + 3u * H] = S(gn);
     }
-    return keep;
+    return f32(stored);
 }
 
 // The first half of a reset-before step (RB) for unit j, batch row b,
@@ -200,7 +202,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         let q2 = (d * B + min(b0 + 2u, bl)) * h3 + 2u * H;
         let q3 = (d * B + min(b0 + 3u, bl)) * h3 + 2u * H;
         for (var k = 0u; k < H; k = k + 1u) {
-            let wn = w_hhT[wb + k * h3 + j + 2u * H];
+            let wn = f32(w_hhT[wb + k * h3 + j + 2u * H]);
             let hv = vec4<f32>(hwin[q0 + k], hwin[q1 + k], hwin[q2 + k], hwin[q3 + k]);
             an = fma(hv, vec4<f32>(wn), an);
         }
@@ -208,10 +210,10 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     let kmax = select(H, 0u, PRECOMPUTED || RB || !live);
     for (var k = 0u; k < kmax; k = k + 1u) {
         let w = wb + k * h3 + j;
-        let wr = w_hhT[w];
-        let wz = w_hhT[w + H];
-        let wn = w_hhT[w + 2u * H];
-        let hv = vec4<f32>(hs[o0 + k], hs[o1 + k], hs[o2 + k], hs[o3 + k]);
+        let wr = f32(w_hhT[w]);
+        let wz = f32(w_hhT[w + H]);
+        let wn = f32(w_hhT[w + 2u * H]);
+        let hv = vec4<f32>(f32(hs[o0 + k]), f32(hs[o1 + k]), f32(hs[o2 + k]), f32(hs[o3 + k]));
         ar = fma(hv, vec4<f32>(wr), ar);
         az = fma(hv, vec4<f32>(wz), az);
         an = fma(hv, vec4<f32>(wn), an);
@@ -220,9 +222,9 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     var bz = 0.0;
     var bn = 0.0;
     if (P.has_bias != 0u && (!PRECOMPUTED || STORAGE_GH)) {
-        br = b_hh[d * h3 + j];
-        bz = b_hh[d * h3 + H + j];
-        bn = b_hh[d * h3 + 2u * H + j];
+        br = f32(b_hh[d * h3 + j]);
+        bz = f32(b_hh[d * h3 + H + j]);
+        bn = f32(b_hh[d * h3 + 2u * H + j]);
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
         let b = b0 + i;
@@ -234,9 +236,9 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         var ghn = an[i] + bn;
         if (PRECOMPUTED) {
             let o = (d * B + b) * h3 + j;
-            ghr = w_hhT[o] + br;
-            ghz = w_hhT[o + H] + bz;
-            ghn = w_hhT[o + 2u * H] + bn;
+            ghr = f32(w_hhT[o]) + br;
+            ghz = f32(w_hhT[o + H]) + bz;
+            ghn = f32(w_hhT[o + 2u * H]) + bn;
         }
         let hn = gate_step(d, s, t, b, j, ghr, ghz, ghn);
         if (PRECOMPUTED && !STORAGE_GH && !RB) {
@@ -278,15 +280,15 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
     let kmax = select(0u, H, rows_active(t, b0, 4u) && !PRECOMPUTED);
     for (var k = 0u; k < kmax; k = k + 1u) {
         let w = wb + k * h3 + j;
-        let hv = vec4<f32>(hs[o0 + k], hs[o1 + k], hs[o2 + k], hs[o3 + k]);
-        ar = fma(hv, vec4<f32>(w_hhT[w]), ar);
-        az = fma(hv, vec4<f32>(w_hhT[w + H]), az);
+        let hv = vec4<f32>(f32(hs[o0 + k]), f32(hs[o1 + k]), f32(hs[o2 + k]), f32(hs[o3 + k]));
+        ar = fma(hv, vec4<f32>(f32(w_hhT[w])), ar);
+        az = fma(hv, vec4<f32>(f32(w_hhT[w + H])), az);
     }
     var br = 0.0;
     var bz = 0.0;
     if (P.has_bias != 0u) {
-        br = b_hh[d * h3 + j];
-        bz = b_hh[d * h3 + H + j];
+        br = f32(b_hh[d * h3 + j]);
+        bz = f32(b_hh[d * h3 + H + j]);
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
         let b = b0 + i;
@@ -296,10 +298,10 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
         var pr = ar[i];
         var pz = az[i];
         if (PRECOMPUTED) {
-            pr = w_hhT[(d * B + b) * h3 + j];
-            pz = w_hhT[(d * B + b) * h3 + H + j];
+            pr = f32(w_hhT[(d * B + b) * h3 + j]);
+            pz = f32(w_hhT[(d * B + b) * h3 + H + j]);
         }
-        rb_half(d, t, b, j, pr + br, pz + bz, hs[hprev + b * H + j]);
+        rb_half(d, t, b, j, pr + br, pz + bz, f32(hs[hprev + b * H + j]));
     }
 }
 
@@ -356,15 +358,15 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         if (j < H) {
             for (var r = 0u; r < SEQ_ROWS; r = r + 1u) {
                 let b = b0 + min(r, nrows - 1u);
-                h_sh[r * SEQ_HMAX + j] = hs[hs_slot(d, 0u) + b * H + j];
+                h_sh[r * SEQ_HMAX + j] = f32(hs[hs_slot(d, 0u) + b * H + j]);
             }
             if (W_PRIVATE) {
                 for (var k = 0u; k < H; k = k + 1u) {
                     let w = wb + k * h3 + j;
                     let o = (u * 3u) * H + k;
-                    wp[o] = w_hhT[w];
-                    wp[o + H] = w_hhT[w + H];
-                    wp[o + 2u * H] = w_hhT[w + 2u * H];
+                    wp[o] = f32(w_hhT[w]);
+                    wp[o + H] = f32(w_hhT[w + H]);
+                    wp[o + 2u * H] = f32(w_hhT[w + 2u * H]);
                 }
             }
         }
@@ -394,8 +396,8 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                             wz = wp[o + H];
                         } else {
                             let w = wb + k * h3 + j;
-                            wr = w_hhT[w];
-                            wz = w_hhT[w + H];
+                            wr = f32(w_hhT[w]);
+                            wz = f32(w_hhT[w + H]);
                         }
                         ar = fma(hv, vec4<f32>(wr), ar);
                         az = fma(hv, vec4<f32>(wz), az);
@@ -403,8 +405,8 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                     var br = 0.0;
                     var bz = 0.0;
                     if (P.has_bias != 0u) {
-                        br = b_hh[d * h3 + j];
-                        bz = b_hh[d * h3 + H + j];
+                        br = f32(b_hh[d * h3 + j]);
+                        bz = f32(b_hh[d * h3 + H + j]);
                     }
                     for (var i = 0u; i < nrows; i = i + 1u) {
                         let hj = h_sh[i * SEQ_HMAX + j];
@@ -437,9 +439,9 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         wn = wp[o + 2u * H];
                     } else {
                         let w = wb + k * h3 + j;
-                        wr = w_hhT[w];
-                        wz = w_hhT[w + H];
-                        wn = w_hhT[w + 2u * H];
+                        wr = f32(w_hhT[w]);
+                        wz = f32(w_hhT[w + H]);
+                        wn = f32(w_hhT[w + 2u * H]);
                     }
                     ar = fma(hv, vec4<f32>(wr), ar);
                     az = fma(hv, vec4<f32>(wz), az);
@@ -449,9 +451,9 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 var bz = 0.0;
                 var bn = 0.0;
                 if (P.has_bias != 0u) {
-                    br = b_hh[d * h3 + j];
-                    bz = b_hh[d * h3 + H + j];
-                    bn = b_hh[d * h3 + 2u * H + j];
+                    br = f32(b_hh[d * h3 + j]);
+                    bz = f32(b_hh[d * h3 + H + j]);
+                    bn = f32(b_hh[d * h3 + 2u * H + j]);
                 }
                 for (var i = 0u; i < nrows; i = i + 1u) {
                     gate_step(d, s, t, b0 + i, j, ar[i] + br, az[i] + bz, an[i] + bn);
@@ -463,7 +465,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             let j = lid.x + 64u * u;
             if (j < H) {
                 for (var i = 0u; i < nrows; i = i + 1u) {
-                    h_sh[i * SEQ_HMAX + j] = hs[hnext + (b0 + i) * H + j];
+                    h_sh[i * SEQ_HMAX + j] = f32(hs[hnext + (b0 + i) * H + j]);
                 }
             }
         }
@@ -530,13 +532,13 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         let w = wb + k * h3;
         if (rb_n) {
             let rh = vec4<f32>(hwin[q0 + k], hwin[q1 + k], hwin[q2 + k], hwin[q3 + k]);
-            an = fma(rh, vec4<f32>(w_hhT[w + 2u * H]), an);
+            an = fma(rh, vec4<f32>(f32(w_hhT[w + 2u * H])), an);
         } else {
-            let hv = vec4<f32>(hs[o0 + k], hs[o1 + k], hs[o2 + k], hs[o3 + k]);
-            ar = fma(hv, vec4<f32>(w_hhT[w]), ar);
-            az = fma(hv, vec4<f32>(w_hhT[w + H]), az);
+            let hv = vec4<f32>(f32(hs[o0 + k]), f32(hs[o1 + k]), f32(hs[o2 + k]), f32(hs[o3 + k]));
+            ar = fma(hv, vec4<f32>(f32(w_hhT[w])), ar);
+            az = fma(hv, vec4<f32>(f32(w_hhT[w + H])), az);
             if (!RB) {
-                an = fma(hv, vec4<f32>(w_hhT[w + 2u * H]), an);
+                an = fma(hv, vec4<f32>(f32(w_hhT[w + 2u * H])), an);
             }
         }
     }
@@ -562,15 +564,15 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         var bz = 0.0;
         var bn = 0.0;
         if (P.has_bias != 0u) {
-            br = b_hh[d * h3 + j];
-            bz = b_hh[d * h3 + H + j];
-            bn = b_hh[d * h3 + 2u * H + j];
+            br = f32(b_hh[d * h3 + j]);
+            bz = f32(b_hh[d * h3 + H + j]);
+            bn = f32(b_hh[d * h3 + 2u * H + j]);
         }
         let ghr = sk_red[q * SK_THREADS + u] + br;
         let ghz = sk_red[(4u + q) * SK_THREADS + u] + bz;
         let ghn = sk_red[(8u + q) * SK_THREADS + u] + bn;
         if (RB && P.phase == 0u) {
-            rb_half(d, t, b, j, ghr, ghz, hs[hprev + b * H + j]);
+            rb_half(d, t, b, j, ghr, ghz, f32(hs[hprev + b * H + j]));
         } else {
             gate_step(d, s, t, b, j, ghr, ghz, ghn);
         }
@@ -621,21 +623,21 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
         if (kk < klen) {
             let w = wb + (k0 + kk) * h3;
-            rw[kk] = w_hhT[w];
-            rw[RES_KMAX + kk] = w_hhT[w + H];
-            rw[2u * RES_KMAX + kk] = w_hhT[w + 2u * H];
+            rw[kk] = f32(w_hhT[w]);
+            rw[RES_KMAX + kk] = f32(w_hhT[w + H]);
+            rw[2u * RES_KMAX + kk] = f32(w_hhT[w + 2u * H]);
         }
     }
     var br = 0.0;
     var bz = 0.0;
     var bn = 0.0;
     if (P.has_bias != 0u) {
-        br = b_hh[d * h3 + j];
-        bz = b_hh[d * h3 + H + j];
-        bn = b_hh[d * h3 + 2u * H + j];
+        br = f32(b_hh[d * h3 + j]);
+        bz = f32(b_hh[d * h3 + H + j]);
+        bn = f32(b_hh[d * h3 + 2u * H + j]);
     }
     if (li < H) {
-        res_h[li] = hs[hs_slot(d, 0u) + b * H + li];
+        res_h[li] = f32(hs[hs_slot(d, 0u) + b * H + li]);
     }
     workgroupBarrier();
 

@@ -8,6 +8,10 @@
 // input, outermost first: (A, B, C) for permute01, (Z, R, C) for transpose,
 // (R, K) for chunk; kc is chunk's chunk width.
 //
+// Buffers: inp (binding 1) and out (binding 2) are arrays of SI and SO, each
+// f32 or f16 (the storage of an f16 model): values are converted on the way
+// (f16 -> f32 exactly, f32 -> f16 rounded to nearest).
+//
 // permute01  (A, B, C) -> (B, A, C):  out[out_off + (b*A + a)*C + c] = inp[in_off + (a*B + b)*C + c]
 //            batch_first inputs to the sequence-first layout the kernels use, and back.
 // transpose  (Z, R, C) -> (Z, C, R):  out[out_off + z*R*C + c*R + r] = inp[in_off + z*R*C + r*C + c]
@@ -16,6 +20,10 @@
 //            with keep(...) = pcg_hash(e ^ pcg_hash(layer ^ pcg_hash(seed))) >> 8 >= threshold,
 //            the same function as src/dropout.rs, on the sequence-first (T, B, D·H) index e.
 // add        out[out_off + e] = out[out_off + e] + inp[in_off + e]   (gradient accumulation)
+// copy       out[out_off + e] = inp[in_off + e]   (converting between f32 and f16: copies
+//            of f16 data at offsets that a buffer copy cannot take, the f16 weights from
+//            the f32 masters)
+// fill       out[out_off + e] = 0
 // gather_rows (A, B, C) rows of B reordered: out[out_off + (a*B + i)*C + c] = inp[in_off + (a*B + idx[i])*C + c]
 //            the batch sorted by length (longest first) and back (binding 3: idx, B u32 values).
 // chunk      the logical (R, K) matrix M(r, k) = inp[in_off + z*in_batch + r*rs + k*ks] into the
@@ -33,8 +41,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> inp: array<SI>;
+@group(0) @binding(2) var<storage, read_write> out: array<SO>;
 // gather_rows only.
 @group(0) @binding(3) var<storage, read> idx: array<u32>;
 
@@ -57,7 +65,7 @@ fn permute01(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let ba = e / P.c;
     let a = ba % P.a;
     let b = ba / P.a;
-    out[P.out_off + e] = inp[P.in_off + (a * P.b + b) * P.c + c];
+    out[P.out_off + e] = SO(f32(inp[P.in_off + (a * P.b + b) * P.c + c]));
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -71,7 +79,7 @@ fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let zc = e / P.b;
     let c = zc % P.c;
     let z = zc / P.c;
-    out[P.out_off + e] = inp[P.in_off + (z * P.b + r) * P.c + c];
+    out[P.out_off + e] = SO(f32(inp[P.in_off + (z * P.b + r) * P.c + c]));
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -82,7 +90,7 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     }
     let keep = (pcg_hash(e ^ pcg_hash(P.layer ^ pcg_hash(P.seed))) >> 8u) >= P.threshold;
     // x * 0 for a dropped element, so that a NaN stays NaN, as in PyTorch.
-    out[P.out_off + e] = inp[P.in_off + e] * select(0.0, P.scale, keep);
+    out[P.out_off + e] = SO(f32(inp[P.in_off + e]) * select(0.0, P.scale, keep));
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -97,9 +105,9 @@ fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
     let k = (e / (kc * P.a)) * kc + kk;
     var v = 0.0;
     if (k < P.b) {
-        v = inp[P.in_off + group(wid).z * P.in_batch + r * P.rs + k * P.ks];
+        v = f32(inp[P.in_off + group(wid).z * P.in_batch + r * P.rs + k * P.ks]);
     }
-    out[P.out_off + group(wid).z * P.out_batch + e] = v;
+    out[P.out_off + group(wid).z * P.out_batch + e] = SO(v);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -108,7 +116,7 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid:
     if (e >= P.count) {
         return;
     }
-    out[P.out_off + e] = out[P.out_off + e] + inp[P.in_off + e];
+    out[P.out_off + e] = SO(f32(out[P.out_off + e]) + f32(inp[P.in_off + e]));
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -122,5 +130,23 @@ fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let ab = e / P.c;
     let i = ab % P.b;
     let a = ab / P.b;
-    out[P.out_off + e] = inp[P.in_off + (a * P.b + idx[i]) * P.c + c];
+    out[P.out_off + e] = SO(f32(inp[P.in_off + (a * P.b + idx[i]) * P.c + c]));
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, lid);
+    if (e >= P.count) {
+        return;
+    }
+    out[P.out_off + e] = SO(f32(inp[P.in_off + e]));
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = flat(wid, lid);
+    if (e >= P.count) {
+        return;
+    }
+    out[P.out_off + e] = SO(0.0);
 }

@@ -22,7 +22,7 @@
 // threads (one SIMD vector on llvmpipe) covers 8 rows x 64 columns, and its
 // 8 rows are the same for all 8 lanes, so the A loads are uniform.
 
-// Buffers (f32): A and B in the chunked layout, bound as windows of 64 KiB at
+// Buffers (f32, but the bias: SB, f16 for an f16 model): A and B in the chunked layout, bound as windows of 64 KiB at
 // the dispatch's dynamic offsets; C (M, N) row-major with stride ldc from
 // c_off; the bias (N) from bias_off. The bindings keep the numbers they had
 // beside gemm.wgsl's `main`.
@@ -38,7 +38,7 @@ struct Params {
     gy: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<SB>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<uniform> W: Params;
 @group(0) @binding(6) var<uniform> wa: array<vec4<f32>, 4096>;
@@ -56,7 +56,7 @@ fn win_store(i: u32, j: u32, v: f32) {
         out = c[at] + v;
     }
     if ((W.flags & 1u) != 0u) {
-        out = out + bias[W.bias_off + n];
+        out = out + f32(bias[W.bias_off + n]);
     }
     c[at] = out;
 }

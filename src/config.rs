@@ -24,6 +24,62 @@ pub struct GruConfig {
     /// `reset_after=False`, Cho et al. 2014).
     #[serde(default)]
     pub reset_form: ResetForm,
+    /// How the GPU stores the weights and activations (the CPU reference
+    /// ignores it): f32 (the default), or f16 with f32 arithmetic.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// The storage precision of a GPU model.
+///
+/// Under `F16` the weights, the inputs, the states, the outputs and the tape
+/// are stored as IEEE half floats in device memory; every product and every
+/// sum is computed in f32; gradients are f32, and so are the parameters as
+/// the host sees them (an f32 master copy that the optimisers update). It
+/// needs the adapter's `SHADER_F16` feature: without it a model is refused
+/// with [`GruError::MissingFeature`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats everywhere (the default).
+    #[default]
+    F32,
+    /// 16-bit storage, 32-bit arithmetic.
+    F16,
+}
+
+impl Precision {
+    /// `f32` or `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+
+    /// Bytes of one stored element: 4 or 2.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = GruError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(GruError::InvalidConfig(format!(
+                "precision `{s}`: expected `f32` or `f16`"
+            ))),
+        }
+    }
 }
 
 /// The form of the candidate state `n`.
@@ -120,7 +176,14 @@ impl GruConfig {
             bias: true,
             dropout: 0.0,
             reset_form: ResetForm::After,
+            precision: Precision::F32,
         }
+    }
+
+    /// The GPU's storage precision (see [`Precision`]).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// The reset-before form of the candidate when true, PyTorch's

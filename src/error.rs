@@ -215,6 +215,14 @@ pub enum GruError {
         feature: String,
         place: &'static str,
     },
+
+    /// What was asked for needs a feature the adapter does not have.
+    #[error("{what} needs the adapter feature {feature}, which {adapter} does not have")]
+    MissingFeature {
+        what: String,
+        feature: &'static str,
+        adapter: String,
+    },
 }
 
 /// `"path: "` for an error about a tensor of a file, else nothing.

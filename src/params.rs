@@ -115,6 +115,14 @@ impl<F: Real> GruParams<F> {
         &self.config
     }
 
+    /// The same values for a GPU model that stores them in `precision`
+    /// (the configuration's [`Precision`](crate::Precision); the CPU
+    /// reference ignores it).
+    pub fn with_precision(mut self, precision: crate::config::Precision) -> Self {
+        self.config.precision = precision;
+        self
+    }
+
     /// Layer `layer`, direction `direction` (0 forward, 1 reverse), or
     /// [`GruError::OutOfRange`] where there is no such layer or direction.
     pub fn dir(&self, layer: usize, direction: usize) -> Result<&DirParams<F>> {

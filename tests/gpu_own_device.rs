@@ -101,3 +101,31 @@ fn a_device_without_the_limits_the_kernels_need_is_refused_with_the_limit_named(
         "{e}"
     );
 }
+
+/// A device opened without `SHADER_F16` refuses a model in f16 with an
+/// error that names the feature (never a silent fall back to f32).
+#[test]
+fn an_f16_model_needs_shader_f16() {
+    let Some((device, queue)) = own_device(None) else {
+        return;
+    };
+    let ctx = GpuContext::from_device(device, queue, ContextOptions::default()).unwrap();
+    assert!(!ctx.features().contains(wgpu::Features::SHADER_F16));
+    let config = GruConfig::new(3, 4).precision(gru_wgpu::Precision::F16);
+    let p = GruParams::<f32>::init(&config, 1).unwrap();
+    let e = GpuGru::new(&ctx, &p).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GruError::MissingFeature {
+                feature: "SHADER_F16",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("SHADER_F16"), "{e}");
+    // f32 runs there.
+    let p = GruParams::<f32>::init(&GruConfig::new(3, 4), 1).unwrap();
+    GpuGru::new(&ctx, &p).unwrap();
+}

@@ -7,7 +7,7 @@
 
 mod common;
 
-use gru_wgpu::gpu::{Family, ForwardOptions, GpuContext, GpuGru, GpuStream, OnDevice, Strategy};
+use gru_wgpu::gpu::{Family, ForwardOptions, GpuGru, GpuStream, OnDevice, Strategy};
 use gru_wgpu::{GruConfig, GruError, GruParams};
 use ndarray::{s, Array3, Axis};
 
@@ -36,7 +36,8 @@ fn random(shape: (usize, usize, usize), seed: u64) -> Array3<f32> {
 }
 
 /// The GRUs streamed: one layer from zero state; two layers from a state
-/// set with `set_state`; two layers, batch first, without bias.
+/// set with `set_state`; two layers, batch first, without bias; and the
+/// second again with f16 storage.
 fn configs() -> Vec<(GruConfig, bool)> {
     vec![
         (GruConfig::new(I, H), false),
@@ -44,6 +45,12 @@ fn configs() -> Vec<(GruConfig, bool)> {
         (
             GruConfig::new(I, H).layers(2).batch_first(true).bias(false),
             false,
+        ),
+        (
+            GruConfig::new(I, H)
+                .layers(2)
+                .precision(gru_wgpu::Precision::F16),
+            true,
         ),
     ]
 }
@@ -64,14 +71,12 @@ fn concat_time(cfg: &GruConfig, parts: &[Array3<f32>]) -> Array3<f32> {
 }
 
 /// A chunk on the device, pushed with `push_device`, its output read back.
-fn push_on_device(
-    ctx: &GpuContext,
-    stream: &mut GpuStream,
-    cfg: &GruConfig,
-    chunk: &Array3<f32>,
-) -> Array3<f32> {
+fn push_on_device(stream: &mut GpuStream, cfg: &GruConfig, chunk: &Array3<f32>) -> Array3<f32> {
     let t = chunk.shape()[cfg.batch_first as usize];
-    let buf = ctx.upload_array("chunk", chunk.view()).unwrap();
+    let buf = stream
+        .model()
+        .upload_input("chunk", chunk.as_standard_layout().as_slice().unwrap())
+        .unwrap();
     let out = stream
         .push_device(OnDevice {
             buffer: buf.buffer(),
@@ -80,7 +85,10 @@ fn push_on_device(
         })
         .unwrap();
     let shape = cfg.output_shape(t, B);
-    let v = common::download(ctx, out.buffer(), shape.iter().product());
+    let v = stream
+        .model()
+        .read_stored(out.buffer(), shape.iter().product())
+        .unwrap();
     Array3::from_shape_vec(shape, v).unwrap()
 }
 
@@ -113,7 +121,7 @@ fn chunks_of_one_three_and_the_rest_give_one_forward_bit_for_bit() {
             }
             // 1 frame from the host, 3 on the device, the rest from the host.
             let a = stream.push(frames(&cfg, &x, 0, 1).view()).unwrap();
-            let b = push_on_device(&ctx, &mut stream, &cfg, &frames(&cfg, &x, 1, 4));
+            let b = push_on_device(&mut stream, &cfg, &frames(&cfg, &x, 1, 4));
             let c = stream.push(frames(&cfg, &x, 4, T).view()).unwrap();
             assert_eq!(stream.frames_seen(), T as u64);
             assert_eq!(stream.row_frames(), &[T as u64; B]);

@@ -136,6 +136,7 @@ pub fn bench_gemm(
             rs: k,
             ks: 1,
             batch: 0,
+            f16: false,
         };
         if kernel == GemmKernel::Windows {
             let mut rec = ctx.recorder(false);
@@ -289,6 +290,7 @@ pub fn gemm_for_tests(ctx: &GpuContext, g: &GemmCase) -> Result<Vec<f32>> {
                 a_batch: m * k,
                 b_batch: k * n,
                 c_batch: m * n,
+                ..Default::default()
             },
             ab.buffer(),
             bb.buffer(),

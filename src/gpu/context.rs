@@ -213,9 +213,11 @@ impl GpuContext {
         }
         // Timestamps to time work on the device; subgroup operations for the
         // GEMM variants that use them (each variant's `check` says).
+        // and half floats in shaders for models in f16 (`Precision::F16`).
         let wanted = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-            | wgpu::Features::SUBGROUP;
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::SHADER_F16;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gru-wgpu"),

@@ -13,9 +13,61 @@ use crate::gpu::device::Device;
 /// each shader before compiling it.
 pub(crate) const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
-/// The source of a shader as compiled: `common.wgsl` followed by the file.
-pub(crate) fn compose(body: &str) -> String {
-    format!("{COMMON}\n{body}")
+/// The storage types a shader's buffers are declared with: WGSL aliases
+/// that the host defines before compiling it. `S` is the precision of the
+/// model's weights and activations (`f32`, or `f16` under
+/// [`Precision::F16`](crate::Precision)); `SA`, `SB` (the GEMM's operands)
+/// and `SI`, `SO` (the input and output of the data-movement kernels) are
+/// each `f32` or `S`. Everything is computed and accumulated in f32: a
+/// shader converts what it loads with `f32(..)` and what it stores with
+/// the buffer's type.
+pub(crate) const TYPE_ALIASES: [&str; 6] = ["S", "SW", "SA", "SB", "SI", "SO"];
+
+/// The storage-type sets the kernels are built with (see [`TYPE_ALIASES`]).
+pub(crate) mod types {
+    type Set = &'static [(&'static str, &'static str)];
+    /// The step kernels of an f16 model: weights, states, outputs and tape in f16.
+    pub(crate) const STEP_F16: Set = &[("S", "f16"), ("SW", "f16")];
+    /// The same where binding `SW` holds a precomputed f32 product instead of weights.
+    pub(crate) const STEP_F16_PRECOMPUTED: Set = &[("S", "f16")];
+
+    /// A GEMM whose operands A and B are f16 where `a16`, `b16` (the bias is of B's type).
+    pub(crate) fn gemm(a16: bool, b16: bool) -> Set {
+        match (a16, b16) {
+            (false, false) => &[],
+            (true, false) => &[("SA", "f16")],
+            (false, true) => &[("SB", "f16")],
+            (true, true) => &[("SA", "f16"), ("SB", "f16")],
+        }
+    }
+
+    /// A data-movement kernel whose input and output are f16 where `in16`, `out16`.
+    pub(crate) fn io(in16: bool, out16: bool) -> Set {
+        match (in16, out16) {
+            (false, false) => &[],
+            (true, false) => &[("SI", "f16")],
+            (false, true) => &[("SO", "f16")],
+            (true, true) => &[("SI", "f16"), ("SO", "f16")],
+        }
+    }
+}
+
+/// The source of a shader as compiled: `enable f16;` where a type is f16,
+/// the aliases of [`TYPE_ALIASES`] (`f32` unless `types` says otherwise),
+/// `common.wgsl`, and the file.
+pub(crate) fn compose(body: &str, types: &[(&str, &str)]) -> String {
+    let mut head = String::new();
+    if types.iter().any(|&(_, t)| t == "f16") {
+        head.push_str("enable f16;\n");
+    }
+    for name in TYPE_ALIASES {
+        let t = types
+            .iter()
+            .find(|&&(n, _)| n == name)
+            .map_or("f32", |&(_, t)| t);
+        head.push_str(&format!("alias {name} = {t};\n"));
+    }
+    format!("{head}{COMMON}\n{body}")
 }
 
 /// What a binding of a kernel is.
@@ -44,6 +96,15 @@ pub(crate) struct KernelSpec {
     pub params_size: usize,
     pub bindings: &'static [(u32, Binding)],
     pub constants: &'static [(&'static str, f64)],
+    /// The storage types of [`TYPE_ALIASES`] that are not `f32`.
+    pub types: &'static [(&'static str, &'static str)],
+}
+
+impl KernelSpec {
+    /// The same kernel with the storage types `types` (see [`TYPE_ALIASES`]).
+    pub(crate) const fn typed(self, types: &'static [(&'static str, &'static str)]) -> Self {
+        KernelSpec { types, ..self }
+    }
 }
 
 /// One pipeline and its bind group layout.
@@ -158,15 +219,23 @@ impl Kernel {
     }
 }
 
-/// The key of a cached pipeline: shader file, entry point, and the override
-/// constants sorted by name, as the bits of their values.
-type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+/// The key of a cached pipeline: shader file, entry point, the override
+/// constants sorted by name, as the bits of their values, and the storage types.
+type PipelineKey = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, u64)>,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The key of a shader module: the file and its storage types.
+type ModuleKey = (&'static str, &'static [(&'static str, &'static str)]);
 
 /// The pipelines built so far, and their shader modules.
 #[derive(Default)]
 pub(crate) struct Pipelines {
     kernels: RwLock<HashMap<PipelineKey, Arc<Kernel>>>,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>,
 }
 
 impl Pipelines {
@@ -181,7 +250,7 @@ impl Pipelines {
             .map(|&(n, v)| (n, v.to_bits()))
             .collect();
         consts.sort_unstable();
-        let key = (spec.file, spec.entry, consts);
+        let key = (spec.file, spec.entry, consts, spec.types);
         if let Some(k) = self
             .kernels
             .read()
@@ -197,11 +266,13 @@ impl Pipelines {
         let kernel = dev
             .checked(|| {
                 let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-                let module = modules.entry(spec.file).or_insert_with(|| {
+                let module = modules.entry((spec.file, spec.types)).or_insert_with(|| {
                     dev.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(spec.file),
-                            source: wgpu::ShaderSource::Wgsl(compose(spec.source).into()),
+                            source: wgpu::ShaderSource::Wgsl(
+                                compose(spec.source, spec.types).into(),
+                            ),
                         })
                 });
                 Kernel::build(&dev.device, module, spec)
@@ -217,17 +288,19 @@ impl Pipelines {
         Ok(kernel)
     }
 
-    /// The pipelines built so far, as `file:entry` and their constants, sorted.
+    /// The pipelines built so far, as `file:entry` and their constants (and
+    /// storage types other than f32), sorted.
     pub(crate) fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .kernels
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
-            .map(|(file, entry, consts)| {
+            .map(|(file, entry, consts, types)| {
                 let c: Vec<String> = consts
                     .iter()
                     .map(|(n, bits)| format!("{n}={}", f64::from_bits(*bits)))
+                    .chain(types.iter().map(|(n, t)| format!("{n}:{t}")))
                     .collect();
                 format!("{file}:{entry}({})", c.join(","))
             })

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::gpu::device::Device;
-use crate::gpu::pipeline::{groups_1d, pieces, Flat, Grid, Kernel, KernelSpec, Pipelines};
+use crate::gpu::pipeline::{groups_1d, pieces, types, Flat, Grid, Kernel, KernelSpec, Pipelines};
 use crate::gpu::pool::PooledBuffer;
 
 /// Slots per arena chunk when no more are reserved.
@@ -30,6 +30,8 @@ pub(crate) struct Recorder<'c> {
     keep: Vec<PooledBuffer>,
     timestamps: Option<(wgpu::QuerySet, PooledBuffer, PooledBuffer)>,
     pub(crate) dispatches: u32,
+    /// The step kernels store f16 (a recording for an f16 model).
+    f16: bool,
 }
 
 /// A reference to a slot of the arena, for a bind group and its dynamic offset.
@@ -77,6 +79,7 @@ impl<'c> Recorder<'c> {
             keep: Vec::new(),
             timestamps,
             dispatches: 0,
+            f16: false,
         }
     }
 
@@ -154,9 +157,31 @@ impl<'c> Recorder<'c> {
         }
     }
 
-    /// The kernel of `spec`, from the context's cache (built on first use).
+    /// The kernel of `spec`, from the context's cache (built on first use);
+    /// in a recording for an f16 model ([`set_f16`](Self::set_f16)), the
+    /// step kernels (`gru_forward.wgsl`, `gru_backward.wgsl`) with f16 storage.
     pub(crate) fn kernel(&self, spec: &KernelSpec) -> Result<Arc<Kernel>> {
+        let steps = matches!(spec.file, "gru_forward.wgsl" | "gru_backward.wgsl");
+        if self.f16 && steps && spec.types.is_empty() {
+            let precomputed = spec.constants.contains(&("PRECOMPUTED", 1.0));
+            let t = match precomputed {
+                true => types::STEP_F16_PRECOMPUTED,
+                false => types::STEP_F16,
+            };
+            return self.pipelines.get(self.dev, &spec.typed(t));
+        }
         self.pipelines.get(self.dev, spec)
+    }
+
+    /// Records for a model whose weights, states, outputs and tape are f16
+    /// (see [`kernel`](Self::kernel)).
+    pub(crate) fn set_f16(&mut self, yes: bool) {
+        self.f16 = yes;
+    }
+
+    /// Whether this recording is for an f16 model.
+    pub(crate) fn is_f16(&self) -> bool {
+        self.f16
     }
 
     /// A bind group of `kernel` for the arena chunk `chunk` and `buffers`, one

@@ -90,9 +90,9 @@ impl<'m> GpuStream<'m> {
         let len = elements("the stream's state", &model.config().state_shape(batch))?;
         let ctx = model.context();
         let state = ctx.scoped(|| {
-            let state = ctx.storage("stream state", len)?;
-            let mut rec = ctx.recorder(false);
-            rec.clear(state.buffer(), 0, (len * 4) as u64);
+            let state = model.act("stream state", len)?;
+            let mut rec = model.recorder_timed(false);
+            model.clear_act(&mut rec, (state.buffer(), 0), len)?;
             rec.submit()?;
             Ok(state)
         })?;
@@ -167,8 +167,9 @@ impl<'m> GpuStream<'m> {
         model.check_sizes(t_len, batch)?;
         let ctx = model.context();
         let (output, h_n) = ctx.scoped(|| {
-            let xb = ctx.upload_array("x", x.view())?;
             let mut rec = model.recorder();
+            let xb = ctx.upload_array("x", x.view())?;
+            let xb = model.f32_to_act(&mut rec, "x (f16)", xb)?;
             let out = model.record_forward(
                 &mut rec,
                 xb.buffer(),
@@ -180,9 +181,10 @@ impl<'m> GpuStream<'m> {
             )?;
             let o_len = t_len * batch * cfg.hidden_size;
             let so = ctx.staging((o_len * 4) as u64);
-            rec.copy(out.output.buffer(), 0, so.buffer(), 0, (o_len * 4) as u64);
+            let output = model.act_to_f32(&mut rec, "output (f32)", out.output)?;
+            rec.copy(output.buffer(), 0, so.buffer(), 0, (o_len * 4) as u64);
             rec.keep(xb);
-            rec.keep(out.output);
+            rec.keep(output);
             model.finish(rec)?;
             let data = ctx.read_staging(&[(&so, o_len)])?.pop().expect("read");
             let output = Array3::from_shape_vec(cfg.output_shape(t_len, batch), data)
@@ -205,7 +207,10 @@ impl<'m> GpuStream<'m> {
         let shape = cfg.input_shape(t_len, batch);
         model.check_dims(t_len, batch)?;
         self.check_batch(t_len, batch, &shape)?;
-        GpuGru::check_buffer("x", x.buffer, elements("x", &shape)?)?;
+        let n = elements("x", &shape)?;
+        // (An f16 model's chunk holds f16 values: two to a float's bytes.)
+        let words = if model.f16() { n.div_ceil(2) } else { n };
+        GpuGru::check_buffer("x", x.buffer, words)?;
         let ctx = model.context();
         let (output, h_n) = ctx.scoped(|| {
             let mut rec = model.recorder();
@@ -264,14 +269,13 @@ impl<'m> GpuStream<'m> {
         }
         let h = self.model.config().hidden_size;
         let layers = self.model.config().state_shape(self.batch)[0];
-        let row_bytes = (h * 4) as u64;
-        let ctx = self.model.context();
+        let (model, ctx) = (self.model, self.model.context());
         ctx.scoped(|| {
-            let mut rec = ctx.recorder(false);
+            let mut rec = model.recorder_timed(false);
             for l in 0..layers {
                 for &r in rows {
-                    let at = ((l * self.batch + r) as u64) * row_bytes;
-                    rec.clear(self.state.buffer(), at, row_bytes);
+                    let at = (l * self.batch + r) * h;
+                    model.clear_act(&mut rec, (self.state.buffer(), at), h)?;
                 }
             }
             rec.submit().map(|_| ())
@@ -292,8 +296,20 @@ impl<'m> GpuStream<'m> {
     /// everything pushed would be (one submission and a wait).
     pub fn state(&self) -> Result<Array3<f32>> {
         let shape = self.model.config().state_shape(self.batch);
-        let ctx = self.model.context();
-        ctx.scoped(|| ctx.read_array(self.state.buffer(), ndarray::Dim(shape)))
+        let (model, ctx) = (self.model, self.model.context());
+        if !model.f16() {
+            return ctx.scoped(|| ctx.read_array(self.state.buffer(), ndarray::Dim(shape)));
+        }
+        // f16: converted to f32 on the device first.
+        ctx.scoped(|| {
+            let len = shape.iter().product();
+            let copy = model.act("stream state", len)?;
+            let mut rec = model.recorder_timed(false);
+            model.copy_act(&mut rec, (self.state.buffer(), 0), (copy.buffer(), 0), len)?;
+            let f32s = model.act_to_f32(&mut rec, "stream state (f32)", copy)?;
+            rec.submit()?;
+            ctx.read_array(f32s.buffer(), ndarray::Dim(shape))
+        })
     }
 
     /// Sets the state of every row to `state` `(L, B, H)`: the next chunk
@@ -302,13 +318,21 @@ impl<'m> GpuStream<'m> {
     pub fn set_state(&mut self, state: ArrayView3<f32>) -> Result<()> {
         let cfg = self.model.config();
         cfg.check_state("state", state.shape(), self.batch)?;
-        self.state = self.model.context().upload_array("stream state", state)?;
+        let (model, ctx) = (self.model, self.model.context());
+        self.state = ctx.scoped(|| {
+            let b = ctx.upload_array("stream state", state)?;
+            let mut rec = model.recorder_timed(false);
+            let b = model.f32_to_act(&mut rec, "stream state (f16)", b)?;
+            rec.submit()?;
+            Ok(b)
+        })?;
         self.row_frames.iter_mut().for_each(|f| *f = 0);
         Ok(())
     }
 
     /// The state on the device, `(L, B, H)` row-major (for callers that
-    /// read it there; the next call replaces the buffer).
+    /// read it there; the next call replaces the buffer): f16 values for a
+    /// model in [`Precision::F16`](crate::Precision).
     pub fn state_buffer(&self) -> &wgpu::Buffer {
         self.state.buffer()
     }

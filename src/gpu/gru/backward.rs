@@ -17,7 +17,7 @@ use crate::gpu::ops::gru_backward::{
     encode_backward_splitk_rb, encode_backward_steps, encode_backward_steps_rb, BackwardStepBufs,
 };
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
-use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout};
+use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout, Io};
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 use crate::params::GruParams;
@@ -53,7 +53,7 @@ impl GpuGru {
                     self.ctx
                         .storage("grad_output, rows sorted", t_full * batch * nd * h)?,
                 );
-                encode_gather_rows(rec, shape, grad_output, fwd.buffer(), b.buffer())?;
+                encode_gather_rows(rec, Io::F32, shape, grad_output, fwd.buffer(), b.buffer())?;
                 b.buffer()
             }
             None => grad_output,
@@ -67,6 +67,7 @@ impl GpuGru {
                 );
                 encode_gather_rows(
                     rec,
+                    Io::F32,
                     [cfg.num_layers * nd, batch, h],
                     g,
                     fwd.buffer(),
@@ -82,6 +83,7 @@ impl GpuGru {
             d_out = self.ctx.storage("grad_output", t_full * batch * nd * h)?;
             encode_permute01(
                 rec,
+                Io::F32,
                 [batch, t_full, nd * h],
                 (grad_output, 0),
                 (d_out.buffer(), 0),
@@ -202,7 +204,7 @@ impl GpuGru {
                         layer: (l - 1) as u32,
                         prob,
                     };
-                    encode_dropout(rec, &mask, tb * i_l, dx.buffer(), masked.buffer())?;
+                    encode_dropout(rec, Io::F32, &mask, tb * i_l, dx.buffer(), masked.buffer())?;
                     rec.keep(dx);
                     masked
                 }
@@ -232,6 +234,7 @@ impl GpuGru {
             let g = self.ctx.storage("grad_x", tb * i)?;
             encode_gather_rows(
                 rec,
+                Io::F32,
                 [t_len, batch, i],
                 d_out.buffer(),
                 inv.buffer(),
@@ -243,6 +246,7 @@ impl GpuGru {
                 .storage("grad_h0", cfg.num_layers * nd * batch * h)?;
             encode_gather_rows(
                 rec,
+                Io::F32,
                 [cfg.num_layers * nd, batch, h],
                 grad_h0.buffer(),
                 inv.buffer(),
@@ -265,6 +269,7 @@ impl GpuGru {
             let g = self.ctx.storage("grad_x", tb * cfg.input_size)?;
             encode_permute01(
                 rec,
+                Io::F32,
                 [t_len, batch, cfg.input_size],
                 (d_out.buffer(), 0),
                 (g.buffer(), 0),
@@ -390,7 +395,7 @@ impl GpuGru {
         timed: bool,
     ) -> Result<(GpuBackward, CallStats)> {
         self.ctx.scoped(|| {
-            let mut rec = self.ctx.recorder(timed);
+            let mut rec = self.recorder_timed(timed);
             let out = self.record_backward(&mut rec, &tape, grad_output, grad_h_n)?;
             let stats = self.finish(rec)?;
             let b = GpuBackward {

@@ -14,7 +14,9 @@ use crate::gpu::ops::gru_forward::{
     encode_forward_resident, encode_forward_sequence, encode_forward_splitk,
     encode_forward_splitk_rb, encode_forward_steps, encode_forward_steps_rb, ForwardStepBufs,
 };
-use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout};
+use crate::gpu::ops::util::{
+    encode_copy, encode_dropout, encode_gather_rows, encode_permute01, Dropout, Io,
+};
 use crate::gpu::plan::Plan;
 use crate::gpu::recorder::Recorder;
 
@@ -44,6 +46,8 @@ impl GpuGru {
         // first), x and h0 are gathered into it here, and the output and h_n
         // back at the end.
         let perm = upload_perm(&self.ctx, seq.perm.as_deref())?;
+        // x, h0, the states and the outputs are in the model's storage precision.
+        let io = Io::same(self.f16());
         let i_sz = cfg.input_size;
         let mut sorted_x = None;
         let x = match &perm {
@@ -54,8 +58,8 @@ impl GpuGru {
                 } else {
                     [t_full, batch, i_sz]
                 };
-                let b = sorted_x.insert(self.ctx.storage("x, rows sorted", t_full * batch * i_sz)?);
-                encode_gather_rows(rec, shape, x, fwd.buffer(), b.buffer())?;
+                let b = sorted_x.insert(self.act("x, rows sorted", t_full * batch * i_sz)?);
+                encode_gather_rows(rec, io, shape, x, fwd.buffer(), b.buffer())?;
                 b.buffer()
             }
             None => x,
@@ -63,12 +67,11 @@ impl GpuGru {
         let mut sorted_h0 = None;
         let h0 = match (&perm, h0) {
             (Some((fwd, _)), Some(h0)) => {
-                let b = sorted_h0.insert(
-                    self.ctx
-                        .storage("h0, rows sorted", cfg.num_layers * nd * batch * h)?,
-                );
+                let b =
+                    sorted_h0.insert(self.act("h0, rows sorted", cfg.num_layers * nd * batch * h)?);
                 encode_gather_rows(
                     rec,
+                    io,
                     [cfg.num_layers * nd, batch, h],
                     h0,
                     fwd.buffer(),
@@ -80,12 +83,12 @@ impl GpuGru {
         };
         // Layer 0's input, sequence-first, owned by the tape.
         let mut xin = if cfg.batch_first {
-            let xin = self.ctx.storage("x", t_full * batch * i_sz)?;
-            encode_permute01(rec, [batch, t_full, i_sz], (x, 0), (xin.buffer(), 0))?;
+            let xin = self.act("x", t_full * batch * i_sz)?;
+            encode_permute01(rec, io, [batch, t_full, i_sz], (x, 0), (xin.buffer(), 0))?;
             xin
         } else {
-            let xin = self.ctx.storage("x", tb * i_sz)?;
-            rec.copy(x, 0, xin.buffer(), 0, (tb * i_sz * 4) as u64);
+            let xin = self.act("x", tb * i_sz)?;
+            self.copy_act(rec, (x, 0), (xin.buffer(), 0), tb * i_sz)?;
             xin
         };
         let active = seq.active_rows(nd);
@@ -94,9 +97,9 @@ impl GpuGru {
             .as_ref()
             .map(|f| self.ctx.upload("step flags", f))
             .transpose()?;
-        let h_n = self.ctx.storage("h_n", cfg.num_layers * nd * batch * h)?;
+        let h_n = self.act("h_n", cfg.num_layers * nd * batch * h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
-        let state_bytes = (batch * h * 4) as u64;
+        let state = batch * h;
         let path = self.path_of(plan.family)?;
         let path = path.get();
         for (l, lp) in self.layers.iter().enumerate() {
@@ -105,42 +108,42 @@ impl GpuGru {
             path.input_projection(rec, &layer, &xin, &gi, tb)?;
             // All T + 1 states for the tape; without it a ring of two.
             let slots = if keep_tape { t_len + 1 } else { 2 };
-            let slot = |d: usize, s: usize| -> u64 {
+            // The element where slot s of direction d starts.
+            let slot = |d: usize, s: usize| -> usize {
                 let at = if keep_tape {
                     d * (t_len + 1) + s
                 } else {
                     d * 2 + s % 2
                 };
-                (at * batch * h * 4) as u64
+                at * state
             };
             let hs_len = nd * slots * batch * h;
             let flags_at = flags.as_ref().map(|_| hs_len);
-            let hs = self
-                .ctx
-                .storage("hidden states", hs_len + flags.as_ref().map_or(0, |_| tb))?;
+            let hs = self.act("hidden states", hs_len + flags.as_ref().map_or(0, |_| tb))?;
             if let Some(f) = &flags {
-                rec.copy(
-                    f.buffer(),
-                    0,
-                    hs.buffer(),
-                    (hs_len * 4) as u64,
-                    (tb * 4) as u64,
-                );
+                // (f32 on the host; in hs's storage precision here, 0..7 exactly)
+                let io = Io {
+                    inp: false,
+                    out: self.f16(),
+                };
+                encode_copy(rec, io, tb, (f.buffer(), 0), (hs.buffer(), hs_len))?;
             }
             // The tape's gates, where it is kept (the steps write them then only).
             let gates = match keep_tape {
-                true => Some(self.ctx.storage("gates", nd * t_len * batch * 4 * h)?),
+                true => Some(self.act("gates", nd * t_len * batch * 4 * h)?),
                 false => None,
             };
-            let out = self.ctx.storage("layer output", tb * nd * h)?;
+            let out = self.act("layer output", tb * nd * h)?;
             for d in 0..nd {
-                let src = h0.map(|b| (b, ((l * nd + d) as u64) * state_bytes));
-                rec.copy_or_clear(src, hs.buffer(), slot(d, 0), state_bytes);
+                let dst = (hs.buffer(), slot(d, 0));
+                match h0 {
+                    Some(b) => self.copy_act(rec, (b, (l * nd + d) * state), dst, state)?,
+                    None => self.clear_act(rec, dst, state)?,
+                }
             }
             // A reset at step 0: the forward direction starts those rows from zero.
             for &b in &seq.zero0 {
-                let row = (b * h * 4) as u64;
-                rec.clear(hs.buffer(), slot(0, 0) + row, (h * 4) as u64);
+                self.clear_act(rec, (hs.buffer(), slot(0, 0) + b * h), h)?;
             }
             let shape = StepShape {
                 t_len,
@@ -162,25 +165,18 @@ impl GpuGru {
             self.forward_loop(rec, plan.strategy, path, &layer, &shape, &bufs, h0)?;
             rec.keep(gi);
             for d in 0..nd {
-                rec.copy(
-                    hs.buffer(),
-                    slot(d, t_len),
-                    h_n.buffer(),
-                    ((l * nd + d) as u64) * state_bytes,
-                    state_bytes,
-                );
+                let src = (hs.buffer(), slot(d, t_len));
+                self.copy_act(rec, src, (h_n.buffer(), (l * nd + d) * state), state)?;
             }
             let next = match dropout {
                 Some((seed, prob)) if l + 1 < cfg.num_layers => {
-                    let dropped = self
-                        .ctx
-                        .storage("layer output after dropout", tb * nd * h)?;
+                    let dropped = self.act("layer output after dropout", tb * nd * h)?;
                     let mask = Dropout {
                         seed,
                         layer: l as u32,
                         prob,
                     };
-                    encode_dropout(rec, &mask, tb * nd * h, out.buffer(), dropped.buffer())?;
+                    encode_dropout(rec, io, &mask, tb * nd * h, out.buffer(), dropped.buffer())?;
                     rec.keep(out);
                     dropped
                 }
@@ -205,31 +201,30 @@ impl GpuGru {
         // `xin` now holds the last layer's output, sequence-first; past
         // `t_run` the output is zeros.
         if t_len < t_full {
-            let full = self.ctx.storage("layer output", t_full * batch * nd * h)?;
-            let done = (tb * nd * h * 4) as u64;
-            rec.copy(xin.buffer(), 0, full.buffer(), 0, done);
-            rec.clear(
-                full.buffer(),
-                done,
-                ((t_full - t_len) * batch * nd * h * 4) as u64,
-            );
+            let full = self.act("layer output", t_full * batch * nd * h)?;
+            let done = tb * nd * h;
+            self.copy_act(rec, (xin.buffer(), 0), (full.buffer(), 0), done)?;
+            let rest = (t_full - t_len) * batch * nd * h;
+            self.clear_act(rec, (full.buffer(), done), rest)?;
             rec.keep(std::mem::replace(&mut xin, full));
         }
         let (t_len, tb) = (t_full, t_full * batch);
         let mut h_n = h_n;
         if let Some((_, inv)) = &perm {
-            let o = self.ctx.storage("layer output", tb * nd * h)?;
+            let o = self.act("layer output", tb * nd * h)?;
             encode_gather_rows(
                 rec,
+                io,
                 [t_len, batch, nd * h],
                 xin.buffer(),
                 inv.buffer(),
                 o.buffer(),
             )?;
             rec.keep(std::mem::replace(&mut xin, o));
-            let hn = self.ctx.storage("h_n", cfg.num_layers * nd * batch * h)?;
+            let hn = self.act("h_n", cfg.num_layers * nd * batch * h)?;
             encode_gather_rows(
                 rec,
+                io,
                 [cfg.num_layers * nd, batch, h],
                 h_n.buffer(),
                 inv.buffer(),
@@ -249,9 +244,10 @@ impl GpuGru {
             }
         }
         let output = if cfg.batch_first {
-            let o = self.ctx.storage("output", tb * nd * h)?;
+            let o = self.act("output", tb * nd * h)?;
             encode_permute01(
                 rec,
+                io,
                 [t_len, batch, nd * h],
                 (xin.buffer(), 0),
                 (o.buffer(), 0),
@@ -344,9 +340,12 @@ impl GpuGru {
         self.check_dims(seq_len, batch)?;
         let cfg = &self.config;
         let xe = elements("x", &cfg.input_shape(seq_len, batch))?;
-        Self::check_buffer("x", x.buffer, xe)?;
+        // (In f16, the caller's buffers hold f16 values: two to a float's bytes.)
+        let words = |n: usize| if self.f16() { n.div_ceil(2) } else { n };
+        Self::check_buffer("x", x.buffer, words(xe))?;
         if let Some(h0) = opts.h0 {
-            Self::check_buffer("h0", h0, elements("h0", &cfg.state_shape(batch))?)?;
+            let n = elements("h0", &cfg.state_shape(batch))?;
+            Self::check_buffer("h0", h0, words(n))?;
         }
         let seq = SeqRun::new(
             cfg,
@@ -377,7 +376,7 @@ impl GpuGru {
             self.dropout_of(opts).is_none(),
         )?;
         self.ctx.scoped(|| {
-            let mut rec = self.ctx.recorder(timed);
+            let mut rec = self.recorder_timed(timed);
             let out = self.record_forward(
                 &mut rec,
                 x.buffer,
@@ -450,12 +449,16 @@ impl GpuGru {
         });
         let x = masked.as_ref().map_or(x, |m| m.view());
         self.ctx.scoped(|| {
+            let mut rec = self.recorder();
             let xb = self.ctx.upload_array("x", x.view())?;
+            let xb = self.f32_to_act(&mut rec, "x (f16)", xb)?;
             let h0b = h0
                 .as_ref()
-                .map(|h| self.ctx.upload_array("h0", h.view()))
+                .map(|h| {
+                    let b = self.ctx.upload_array("h0", h.view())?;
+                    self.f32_to_act(&mut rec, "h0 (f16)", b)
+                })
                 .transpose()?;
-            let mut rec = self.recorder();
             let out = self.record_forward(
                 &mut rec,
                 xb.buffer(),
@@ -469,9 +472,16 @@ impl GpuGru {
             let s_len = cfg.state_shape(batch).iter().product();
             let so = self.ctx.staging((o_len * 4) as u64);
             let sh = self.ctx.staging((s_len * 4) as u64);
-            rec.copy(out.output.buffer(), 0, so.buffer(), 0, (o_len * 4) as u64);
-            rec.copy(out.h_n.buffer(), 0, sh.buffer(), 0, (s_len * 4) as u64);
+            let output = self.act_to_f32(&mut rec, "output (f32)", out.output)?;
+            let h_n = self.act_to_f32(&mut rec, "h_n (f32)", out.h_n)?;
+            rec.copy(output.buffer(), 0, so.buffer(), 0, (o_len * 4) as u64);
+            rec.copy(h_n.buffer(), 0, sh.buffer(), 0, (s_len * 4) as u64);
             rec.keep(xb);
+            rec.keep(output);
+            rec.keep(h_n);
+            if let Some(b) = h0b {
+                rec.keep(b);
+            }
             self.finish(rec)?;
             let mut data = self
                 .ctx

@@ -40,9 +40,10 @@ pub(crate) mod seq;
 mod types;
 mod windows;
 
-use crate::config::GruConfig;
+use crate::config::{GruConfig, Precision};
 use crate::error::{elements, GruError, Result};
 use crate::gpu::context::GpuContext;
+use crate::gpu::ops::util::{encode_copy, encode_fill, Io};
 use crate::gpu::plan::Plan;
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
@@ -67,6 +68,35 @@ pub(crate) struct LayerParams {
     pub(crate) w_hh_t: PooledBuffer,
     /// `(D·3H)`
     pub(crate) b_hh: Option<PooledBuffer>,
+    /// An f16 model's f32 master copies of `w_ih`, `w_hh`, `b_ih`, `b_hh`
+    /// (the biases where the GRU has them): what the optimisers update and
+    /// [`GpuGru::params`] reads; the f16 tensors above are made from them.
+    /// Empty in f32.
+    pub(crate) master: Vec<PooledBuffer>,
+}
+
+impl LayerParams {
+    /// `w_ih`, `w_hh`, `b_ih`, `b_hh` as the kernels read them (the biases
+    /// where the GRU has them).
+    pub(crate) fn stored(&self) -> Vec<&PooledBuffer> {
+        [
+            Some(&self.w_ih),
+            Some(&self.w_hh),
+            self.b_ih.as_ref(),
+            self.b_hh.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// The same tensors in f32: the masters of an f16 model, else `stored`.
+    pub(crate) fn f32_tensors(&self) -> Vec<&PooledBuffer> {
+        match self.master.is_empty() {
+            true => self.stored(),
+            false => self.master.iter().collect(),
+        }
+    }
 }
 
 /// A GRU whose parameters live on the GPU.
@@ -102,6 +132,15 @@ impl GpuGru {
     pub fn new(ctx: &GpuContext, params: &GruParams<f32>) -> Result<Self> {
         params.config().validate()?;
         params.check()?;
+        if params.config().precision == Precision::F16
+            && !ctx.features().contains(wgpu::Features::SHADER_F16)
+        {
+            return Err(GruError::MissingFeature {
+                what: "a model in f16 (Precision::F16)".into(),
+                feature: "SHADER_F16",
+                adapter: ctx.adapter().to_string(),
+            });
+        }
         let mut m = GpuGru {
             ctx: ctx.clone(),
             config: params.config().clone(),
@@ -150,7 +189,169 @@ impl GpuGru {
     }
 
     pub(crate) fn recorder(&self) -> Recorder<'_> {
-        self.ctx.recorder(self.timing_on())
+        self.recorder_timed(self.timing_on())
+    }
+
+    /// A recorder for this model's work, timed where `timed`: with its step
+    /// kernels in the model's storage precision.
+    pub(crate) fn recorder_timed(&self, timed: bool) -> Recorder<'_> {
+        let mut rec = self.ctx.recorder(timed);
+        rec.set_f16(self.f16());
+        rec
+    }
+
+    /// Whether the model stores its weights and activations in f16.
+    pub(crate) fn f16(&self) -> bool {
+        self.config.precision == Precision::F16
+    }
+
+    /// A buffer of `len` elements in the model's storage precision (the
+    /// weights and activations: layer inputs and outputs, states, the tape).
+    pub(crate) fn act(&self, what: &str, len: usize) -> Result<PooledBuffer> {
+        match self.f16() {
+            true => {
+                let mut b = self.ctx.storage(what, len.div_ceil(2))?;
+                b.len = len;
+                Ok(b)
+            }
+            false => self.ctx.storage(what, len),
+        }
+    }
+
+    /// Records the copy of `n` elements in the model's storage precision
+    /// (offsets in elements): a buffer copy in f32, a kernel in f16 (whose
+    /// offsets a buffer copy cannot always take).
+    pub(crate) fn copy_act(
+        &self,
+        rec: &mut Recorder,
+        src: (&wgpu::Buffer, usize),
+        dst: (&wgpu::Buffer, usize),
+        n: usize,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        match self.f16() {
+            true => encode_copy(rec, Io::same(true), n, src, dst),
+            false => {
+                rec.copy(
+                    src.0,
+                    (src.1 * 4) as u64,
+                    dst.0,
+                    (dst.1 * 4) as u64,
+                    (n * 4) as u64,
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Records zeros into `n` elements in the model's storage precision.
+    pub(crate) fn clear_act(
+        &self,
+        rec: &mut Recorder,
+        dst: (&wgpu::Buffer, usize),
+        n: usize,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        match self.f16() {
+            true => encode_fill(rec, true, n, dst),
+            false => {
+                rec.clear(dst.0, (dst.1 * 4) as u64, (n * 4) as u64);
+                Ok(())
+            }
+        }
+    }
+
+    /// `len` f32 values of `src` in the model's storage precision: `src`
+    /// itself in f32, a converted copy in f16 (kept by `rec` until submission).
+    pub(crate) fn f32_to_act(
+        &self,
+        rec: &mut Recorder,
+        what: &str,
+        src: PooledBuffer,
+    ) -> Result<PooledBuffer> {
+        if !self.f16() {
+            return Ok(src);
+        }
+        let len = src.len();
+        let b = self.act(what, len)?;
+        encode_copy(
+            rec,
+            Io {
+                inp: false,
+                out: true,
+            },
+            len,
+            (src.buffer(), 0),
+            (b.buffer(), 0),
+        )?;
+        rec.keep(src);
+        Ok(b)
+    }
+
+    /// A buffer holding `data` in the model's storage precision (converted
+    /// on the device in f16), as a device forward's `x` or `h0` takes it.
+    pub fn upload_input(&self, what: &str, data: &[f32]) -> Result<PooledBuffer> {
+        let b = self.ctx.upload(what, data)?;
+        if !self.f16() {
+            return Ok(b);
+        }
+        self.ctx.scoped(|| {
+            let mut rec = self.ctx.recorder(false);
+            let out = self.f32_to_act(&mut rec, what, b)?;
+            rec.submit()?;
+            Ok(out)
+        })
+    }
+
+    /// Reads back `len` values of a buffer in the model's storage precision
+    /// (a device forward's `output` and `h_n`, a stream's state): as they
+    /// are in f32, converted from f16 on the device in f16.
+    pub fn read_stored(&self, buf: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        if !self.f16() {
+            return self.ctx.read_back(buf, 0, len);
+        }
+        self.ctx.scoped(|| {
+            let out = self.ctx.storage("read back (f32)", len)?;
+            let mut rec = self.ctx.recorder(false);
+            let io = Io {
+                inp: true,
+                out: false,
+            };
+            encode_copy(&mut rec, io, len, (buf, 0), (out.buffer(), 0))?;
+            rec.submit()?;
+            self.ctx.read_back(out.buffer(), 0, len)
+        })
+    }
+
+    /// `len` values of `src`, stored in the model's precision, as f32: `src`
+    /// itself in f32, a converted copy in f16.
+    pub(crate) fn act_to_f32(
+        &self,
+        rec: &mut Recorder,
+        what: &str,
+        src: PooledBuffer,
+    ) -> Result<PooledBuffer> {
+        if !self.f16() {
+            return Ok(src);
+        }
+        let len = src.len();
+        let b = self.ctx.storage(what, len)?;
+        encode_copy(
+            rec,
+            Io {
+                inp: true,
+                out: false,
+            },
+            len,
+            (src.buffer(), 0),
+            (b.buffer(), 0),
+        )?;
+        rec.keep(src);
+        Ok(b)
     }
 
     /// Whether calls are timed (see `set_timing`).

@@ -7,7 +7,7 @@ use crate::error::{GruError, Result};
 use crate::gpu::gru::products::ProductPath;
 use crate::gpu::gru::windows::WindowPath;
 use crate::gpu::gru::{GpuBackward, GpuGru, LayerParams};
-use crate::gpu::ops::util::encode_transpose;
+use crate::gpu::ops::util::{encode_copy, encode_transpose, Io};
 use crate::gpu::plan::Family;
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
@@ -77,14 +77,40 @@ impl GpuGru {
                 };
                 let b_ih = bias(|p| &p.bias_ih, "bias_ih")?;
                 let b_hh = bias(|p| &p.bias_hh, "bias_hh")?;
-                let w_hh_t = ctx.storage("weight_hh transposed", nd * 3 * h * h)?;
-                layers.push(LayerParams {
-                    w_ih,
-                    b_ih,
-                    w_hh,
-                    w_hh_t,
-                    b_hh,
-                });
+                let w_hh_t = self.act("weight_hh transposed", nd * 3 * h * h)?;
+                let lp = match self.f16() {
+                    // f16: the uploads are the f32 masters; `record_derived`
+                    // makes the f16 tensors from them.
+                    true => {
+                        let half = |b: &PooledBuffer, what| self.act(what, b.len());
+                        LayerParams {
+                            w_ih: half(&w_ih, "weight_ih (f16)")?,
+                            w_hh: half(&w_hh, "weight_hh (f16)")?,
+                            b_ih: b_ih
+                                .as_ref()
+                                .map(|b| half(b, "bias_ih (f16)"))
+                                .transpose()?,
+                            b_hh: b_hh
+                                .as_ref()
+                                .map(|b| half(b, "bias_hh (f16)"))
+                                .transpose()?,
+                            w_hh_t,
+                            master: [Some(w_ih), Some(w_hh), b_ih, b_hh]
+                                .into_iter()
+                                .flatten()
+                                .collect(),
+                        }
+                    }
+                    false => LayerParams {
+                        w_ih,
+                        b_ih,
+                        w_hh,
+                        w_hh_t,
+                        b_hh,
+                        master: Vec::new(),
+                    },
+                };
+                layers.push(lp);
             }
             self.layers = layers;
             // The window family's chunked weights, where plans may use it.
@@ -100,13 +126,27 @@ impl GpuGru {
     }
 
     /// Records the copies of the weights that the kernels read besides the
-    /// weights themselves: `W_hhᵀ`, and on the window path the chunked
-    /// layouts. After the weights change on the device (an optimiser step),
-    /// these are recorded again.
+    /// weights themselves: an f16 model's f16 tensors from the f32 masters,
+    /// `W_hhᵀ`, and on the window path the chunked layouts. After the weights
+    /// change on the device (an optimiser step), these are recorded again.
     pub(crate) fn record_derived(&self, rec: &mut Recorder) -> Result<()> {
         let (nd, h) = (self.config.num_directions(), self.config.hidden_size);
+        let f16 = self.f16();
         for (l, lp) in self.layers.iter().enumerate() {
-            encode_transpose(rec, [nd, 3 * h, h], lp.w_hh.buffer(), lp.w_hh_t.buffer())?;
+            for (m, t) in lp.master.iter().zip(lp.stored()) {
+                let io = Io {
+                    inp: false,
+                    out: true,
+                };
+                encode_copy(rec, io, m.len(), (m.buffer(), 0), (t.buffer(), 0))?;
+            }
+            encode_transpose(
+                rec,
+                Io::same(f16),
+                [nd, 3 * h, h],
+                lp.w_hh.buffer(),
+                lp.w_hh_t.buffer(),
+            )?;
             if let Some(w) = &self.windows {
                 w.derive(rec, &self.layer(l))?;
             }
@@ -116,7 +156,8 @@ impl GpuGru {
 
     /// The parameter tensors on the device, in the order of the gradients of
     /// [`GpuLayerGrads::tensors`](crate::gpu::GpuLayerGrads::tensors) layer by layer (`w_ih`, `w_hh`, `b_ih`,
-    /// `b_hh`; both directions stacked), with their lengths in floats.
+    /// `b_hh`; both directions stacked), with their lengths in floats: f32
+    /// (an f16 model's f32 masters).
     ///
     /// Change the parameters through [`update`](Self::update) or
     /// [`set_params`](Self::set_params): a write into these buffers by other
@@ -125,15 +166,7 @@ impl GpuGru {
     pub fn param_buffers(&self) -> Vec<(&wgpu::Buffer, usize)> {
         self.layers
             .iter()
-            .flat_map(|lp| {
-                [
-                    Some(&lp.w_ih),
-                    Some(&lp.w_hh),
-                    lp.b_ih.as_ref(),
-                    lp.b_hh.as_ref(),
-                ]
-            })
-            .flatten()
+            .flat_map(|lp| lp.f32_tensors())
             .map(|b| (b.buffer(), b.len()))
             .collect()
     }
@@ -191,15 +224,7 @@ impl GpuGru {
             let mut rec = self.ctx.recorder(false);
             let mut reads = Vec::new();
             for lp in &self.layers {
-                for b in [
-                    Some(&lp.w_ih),
-                    Some(&lp.w_hh),
-                    lp.b_ih.as_ref(),
-                    lp.b_hh.as_ref(),
-                ]
-                .into_iter()
-                .flatten()
-                {
+                for b in lp.f32_tensors() {
                     let len = b.len();
                     let st = self.ctx.staging((len * 4) as u64);
                     rec.copy(b.buffer(), 0, st.buffer(), 0, (len * 4) as u64);

@@ -248,6 +248,7 @@ impl GpuGru {
             } else {
                 ""
             }
+            + if self.f16() { "/f16" } else { "" }
     }
 
     /// Whether the model has the reset-before form (its plans are tuned apart).
@@ -517,9 +518,7 @@ impl<'a> Bench<'a> {
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let mut rand =
             |n: usize| -> Vec<f32> { (0..n).map(|_| r.random_range(-1.0..1.0)).collect() };
-        let x = model
-            .ctx
-            .upload("tuning x", &rand(seq * batch * cfg.input_size))?;
+        let x = model.upload_input("tuning x", &rand(seq * batch * cfg.input_size))?;
         let g = model.ctx.upload(
             "tuning grad_output",
             &rand(seq * batch * cfg.num_directions() * cfg.hidden_size),

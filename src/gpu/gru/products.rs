@@ -31,6 +31,11 @@ pub(crate) struct Layer<'a> {
 }
 
 impl Layer<'_> {
+    /// Whether the layer's weights and activations are stored as f16.
+    pub(crate) fn f16(&self) -> bool {
+        self.cfg.precision == crate::config::Precision::F16
+    }
+
     /// `(D, H, I_l)`
     pub(crate) fn dims(&self) -> (usize, usize, usize) {
         (
@@ -142,6 +147,9 @@ impl ProductPath for StoragePath {
             lda: i_l,
             ldb: i_l,
             ldc: n3,
+            a16: layer.f16(),
+            b16: layer.f16(),
+
             ..Default::default()
         };
         let bias = layer.p.b_ih.as_ref().map(|b| b.buffer());
@@ -203,10 +211,13 @@ impl ProductPath for StoragePath {
                 ldb: h3,
                 ldc: h3,
                 a_off: slot * b * h,
+                a16: layer.f16(),
                 batch: nd,
                 a_batch: slots * b * h,
                 b_batch: h3 * h,
                 c_batch: b * h3,
+                b16: layer.f16(),
+
                 ..Default::default()
             };
             encode_gemm(rec, self.gemm, &g, bufs.hs, bufs.w_hh_t, None, gh.buffer())?;
@@ -240,6 +251,8 @@ impl ProductPath for StoragePath {
                     a_batch: b * h3,
                     b_batch: h3 * h,
                     c_batch: b * h3,
+                    b16: layer.f16(),
+
                     ..Default::default()
                 };
                 encode_gemm(
@@ -321,6 +334,8 @@ impl ProductPath for StoragePath {
                     a_batch: t_len * b * h3,
                     b_batch: h3 * h,
                     c_batch: b * h,
+                    b16: layer.f16(),
+
                     ..Default::default()
                 };
                 encode_gemm(
@@ -397,6 +412,8 @@ impl ProductPath for StoragePath {
             lda: nd * h3,
             ldb: i_l,
             ldc: i_l,
+            b16: layer.f16(),
+
             ..Default::default()
         };
         encode_gemm(
@@ -423,6 +440,8 @@ impl ProductPath for StoragePath {
             a_batch: tb * h3,
             b_batch: (t_len + 1) * batch * h,
             c_batch: h3 * h,
+            b16: layer.f16(),
+
             ..Default::default()
         };
         encode_gemm(
@@ -450,6 +469,8 @@ impl ProductPath for StoragePath {
                 a_batch: tb * h3,
                 b_batch: tb * 4 * h,
                 c_batch: h3 * h,
+                b16: layer.f16(),
+
                 ..Default::default()
             };
             encode_gemm(
@@ -482,6 +503,8 @@ impl ProductPath for StoragePath {
             lda: n3,
             ldb: i_l,
             ldc: i_l,
+            b16: layer.f16(),
+
             ..Default::default()
         };
         encode_gemm(

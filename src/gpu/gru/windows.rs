@@ -91,7 +91,14 @@ impl WindowPath {
 
 /// The rows of a row-major `(rows, cols)` matrix at `buf[off..]`, as the
 /// source of a chunked copy (`transposed`: its columns).
-fn strided(buf: &wgpu::Buffer, cols: usize, transposed: bool, batch: usize) -> Strided<'_> {
+/// `f16`: the matrix is stored as f16 (an f16 model's weights and activations).
+fn strided(
+    buf: &wgpu::Buffer,
+    cols: usize,
+    transposed: bool,
+    batch: usize,
+    f16: bool,
+) -> Strided<'_> {
     let (rs, ks) = if transposed { (1, cols) } else { (cols, 1) };
     Strided {
         buf,
@@ -99,6 +106,7 @@ fn strided(buf: &wgpu::Buffer, cols: usize, transposed: bool, batch: usize) -> S
         rs,
         ks,
         batch,
+        f16,
     }
 }
 
@@ -108,10 +116,11 @@ impl ProductPath for WindowPath {
         let win = &self.layers[layer.l];
         let lay = window_layouts(layer.cfg, layer.l);
         let (w_ih, w_hh) = (layer.p.w_ih.buffer(), layer.p.w_hh.buffer());
+        let f16 = layer.f16();
         // W_ih (D·3H, I_l) row-major: element (r, k) at r·I_l + k; its transpose (k, r).
         encode_chunk(
             rec,
-            &strided(w_ih, i_l, false, 0),
+            &strided(w_ih, i_l, false, 0, f16),
             win.w_ih.buffer(),
             &lay.w_ih,
             0,
@@ -119,7 +128,7 @@ impl ProductPath for WindowPath {
         )?;
         encode_chunk(
             rec,
-            &strided(w_ih, i_l, true, 0),
+            &strided(w_ih, i_l, true, 0, f16),
             win.w_ih_t.buffer(),
             &lay.w_ih_t,
             0,
@@ -129,7 +138,7 @@ impl ProductPath for WindowPath {
         let hh = 3 * h * h;
         encode_chunk(
             rec,
-            &strided(w_hh, h, false, hh),
+            &strided(w_hh, h, false, hh, f16),
             win.w_hh.buffer(),
             &lay.w_hh,
             lay.w_hh.len(),
@@ -137,7 +146,7 @@ impl ProductPath for WindowPath {
         )?;
         encode_chunk(
             rec,
-            &strided(w_hh, h, true, hh),
+            &strided(w_hh, h, true, hh, f16),
             win.w_hh_t.buffer(),
             &lay.w_hh_t,
             lay.w_hh_t.len(),
@@ -159,7 +168,7 @@ impl ProductPath for WindowPath {
         let xc = window_storage(rec.dev, "layer input, chunked", lx.len())?;
         encode_chunk(
             rec,
-            &strided(xin.buffer(), i_l, false, 0),
+            &strided(xin.buffer(), i_l, false, 0, layer.f16()),
             xc.buffer(),
             &lx,
             0,
@@ -225,6 +234,7 @@ impl ProductPath for WindowPath {
                 rs: h,
                 ks: 1,
                 batch: slots * batch * h,
+                f16: layer.f16(),
             };
             encode_chunk(rec, &src, hwin.buffer(), &state, state.len(), nd)?;
         }
@@ -305,7 +315,7 @@ impl ProductPath for WindowPath {
         let xt = window_storage(dev, "layer input transposed, chunked", lx.len())?;
         encode_chunk(
             rec,
-            &strided(g.dgi.buffer(), nd * h3, true, 0),
+            &strided(g.dgi.buffer(), nd * h3, true, 0, false),
             gt.buffer(),
             &lg,
             0,
@@ -313,7 +323,7 @@ impl ProductPath for WindowPath {
         )?;
         encode_chunk(
             rec,
-            &strided(lt.xin.buffer(), i_l, true, 0),
+            &strided(lt.xin.buffer(), i_l, true, 0, layer.f16()),
             xt.buffer(),
             &lx,
             0,
@@ -337,9 +347,15 @@ impl ProductPath for WindowPath {
         let (lgh, lh) = (Chunked::new(h3, tb, 0), Chunked::new(h, tb, 0));
         let ght = window_storage(dev, "dG_h transposed, chunked", nd * lgh.len())?;
         let ht = window_storage(dev, "previous states transposed, chunked", nd * lh.len())?;
-        let dgh = strided(g.dgh.buffer(), h3, true, tb * h3);
+        let dgh = strided(g.dgh.buffer(), h3, true, tb * h3, false);
         encode_chunk(rec, &dgh, ght.buffer(), &lgh, lgh.len(), nd)?;
-        let hs = strided(lt.hs.buffer(), h, true, (t_len + 1) * batch * h);
+        let hs = strided(
+            lt.hs.buffer(),
+            h,
+            true,
+            (t_len + 1) * batch * h,
+            layer.f16(),
+        );
         encode_chunk(rec, &hs, ht.buffer(), &lh, lh.len(), nd)?;
         for d in 0..nd {
             let o = WinOut {
@@ -374,6 +390,7 @@ impl ProductPath for WindowPath {
                 rs: 1,
                 ks: h3,
                 batch: tb * h3,
+                f16: false,
             };
             encode_chunk(rec, &dan, nt.buffer(), &ln, ln.len(), nd)?;
             let rh = Strided {
@@ -382,6 +399,7 @@ impl ProductPath for WindowPath {
                 rs: 1,
                 ks: 4 * h,
                 batch: tb * 4 * h,
+                f16: layer.f16(),
             };
             encode_chunk(rec, &rh, rht.buffer(), &lrh, lrh.len(), nd)?;
             for d in 0..nd {
@@ -422,7 +440,7 @@ impl ProductPath for WindowPath {
         let gc = window_storage(rec.dev, "dG_i chunked", lg.len())?;
         encode_chunk(
             rec,
-            &strided(dgi.buffer(), n3, false, 0),
+            &strided(dgi.buffer(), n3, false, 0, false),
             gc.buffer(),
             &lg,
             0,

@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::gpu::ops::params_struct;
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
-use crate::gpu::pipeline::{grid3, u32_of, Binding, KernelSpec};
+use crate::gpu::pipeline::{grid3, types, u32_of, Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/gemm.wgsl");
@@ -56,6 +56,7 @@ const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) ->
         params_size: std::mem::size_of::<GemmParams>(),
         bindings: BINDINGS,
         constants,
+        types: &[],
     }
 }
 
@@ -115,6 +116,7 @@ const fn sub_spec(constants: &'static [(&'static str, f64)]) -> KernelSpec {
         params_size: std::mem::size_of::<GemmParams>(),
         bindings: BINDINGS,
         constants,
+        types: &[],
     }
 }
 
@@ -357,6 +359,10 @@ pub(crate) struct Gemm {
     pub a_batch: usize,
     pub b_batch: usize,
     pub c_batch: usize,
+    /// A is stored as f16 (an f16 model's activations or weights); C is f32.
+    pub a16: bool,
+    /// B (and the bias) are stored as f16.
+    pub b16: bool,
 }
 
 /// Rows of a split-K chunk.
@@ -388,6 +394,8 @@ pub(crate) fn encode_gemm(
         0
     };
     let (spec, rows, cols) = variant.kernel(g.trans_a, g.trans_b, subgroup_min);
+    let typed = spec.typed(types::gemm(g.a16, g.b16));
+    let spec = &typed;
     let batch = g.batch.max(1);
     let mn = g.m * g.n * batch;
     let mut n_split = 1;

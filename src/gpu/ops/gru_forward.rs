@@ -31,6 +31,7 @@ const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) ->
         params_size: std::mem::size_of::<crate::gpu::ops::common::StepParams>(),
         bindings: BINDINGS,
         constants,
+        types: &[],
     }
 }
 

@@ -44,6 +44,7 @@ const fn spec(entry: &'static str) -> KernelSpec {
             (8, ReadWrite),
         ],
         constants: &[],
+        types: &[],
     }
 }
 

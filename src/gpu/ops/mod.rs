@@ -44,7 +44,7 @@ pub fn shader_source(file: &str) -> Option<String> {
     SHADERS
         .iter()
         .find(|(f, _)| *f == file)
-        .map(|(_, src)| crate::gpu::pipeline::compose(src))
+        .map(|(_, src)| crate::gpu::pipeline::compose(src, &[]))
 }
 
 pub use crate::gpu::pipeline::Binding;

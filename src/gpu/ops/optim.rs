@@ -57,6 +57,7 @@ const fn spec(entry: &'static str) -> KernelSpec {
             (4, Binding::ReadWrite),
         ],
         constants: &[],
+        types: &[],
     }
 }
 

@@ -39,6 +39,7 @@ const SUM_ROWS: KernelSpec = KernelSpec {
         (2, Binding::ReadWrite),
     ],
     constants: &[],
+    types: &[],
 };
 
 /// Every kernel of this module, as it is dispatched (see

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::gpu::ops::params_struct;
-use crate::gpu::pipeline::{grid3, u32_of, Binding, Flat, KernelSpec};
+use crate::gpu::pipeline::{grid3, types, u32_of, Binding, Flat, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/util.wgsl");
@@ -57,6 +57,7 @@ pub(crate) const fn spec(entry: &'static str) -> KernelSpec {
             (2, Binding::ReadWrite),
         ],
         constants: &[],
+        types: &[],
     }
 }
 
@@ -72,20 +73,89 @@ const GATHER_ROWS: KernelSpec = KernelSpec {
         (3, Binding::Read),
     ],
     constants: &[],
+    types: &[],
 };
 const PERMUTE01: KernelSpec = spec("permute01");
 const TRANSPOSE: KernelSpec = spec("transpose");
 const DROPOUT: KernelSpec = spec("dropout");
 const ADD: KernelSpec = spec("add");
+const COPY: KernelSpec = spec("copy");
+const FILL: KernelSpec = spec("fill");
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
-pub(crate) const SPECS: &[KernelSpec] = &[PERMUTE01, TRANSPOSE, DROPOUT, ADD, GATHER_ROWS];
+pub(crate) const SPECS: &[KernelSpec] =
+    &[PERMUTE01, TRANSPOSE, DROPOUT, ADD, GATHER_ROWS, COPY, FILL];
+
+/// The storage of a data-movement kernel's input and output: f16 where true
+/// (an f16 model's weights and activations), else f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Io {
+    pub inp: bool,
+    pub out: bool,
+}
+
+impl Io {
+    /// f32 in and out.
+    pub(crate) const F32: Io = Io {
+        inp: false,
+        out: false,
+    };
+
+    /// The same storage in and out: f16 where `f16`.
+    pub(crate) fn same(f16: bool) -> Io {
+        Io { inp: f16, out: f16 }
+    }
+
+    fn spec(self, spec: &KernelSpec) -> KernelSpec {
+        spec.typed(types::io(self.inp, self.out))
+    }
+}
+
+/// `out[out_off..][..count] = inp[in_off..][..count]`, converted between the
+/// storage types of `io`. Offsets in elements.
+pub(crate) fn encode_copy(
+    rec: &mut Recorder,
+    io: Io,
+    count: usize,
+    inp: (&wgpu::Buffer, usize),
+    out: (&wgpu::Buffer, usize),
+) -> Result<()> {
+    let p = UtilParams {
+        count: u32_of("copy", count)?,
+        in_off: u32_of("copy", inp.1)?,
+        out_off: u32_of("copy", out.1)?,
+        ..Default::default()
+    };
+    rec.run_1d(&io.spec(&COPY), &p, &[inp.0, out.0], count)
+}
+
+/// `out[out_off..][..count] = 0` in storage `f16` or f32. Offsets in elements.
+pub(crate) fn encode_fill(
+    rec: &mut Recorder,
+    f16: bool,
+    count: usize,
+    out: (&wgpu::Buffer, usize),
+) -> Result<()> {
+    let p = UtilParams {
+        count: u32_of("fill", count)?,
+        out_off: u32_of("fill", out.1)?,
+        ..Default::default()
+    };
+    let dev = rec.dev;
+    let spec = Io {
+        inp: false,
+        out: f16,
+    }
+    .spec(&FILL);
+    rec.run_1d(&spec, &p, &[&dev.dummy, out.0], count)
+}
 
 /// `(A, B, C) -> (B, A, C)`: between `batch_first` and sequence-first.
 /// Offsets in floats.
 pub(crate) fn encode_permute01(
     rec: &mut Recorder,
+    io: Io,
     [a, b, c]: [usize; 3],
     inp: (&wgpu::Buffer, usize),
     out: (&wgpu::Buffer, usize),
@@ -100,13 +170,14 @@ pub(crate) fn encode_permute01(
         c: c as u32,
         ..Default::default()
     };
-    rec.run_1d(&PERMUTE01, &p, &[inp.0, out.0], count)
+    rec.run_1d(&io.spec(&PERMUTE01), &p, &[inp.0, out.0], count)
 }
 
 /// `(A, B, C)` with the rows of B reordered: row `i` of the output is row
 /// `idx[i]` of the input (`idx`: B `u32` values).
 pub(crate) fn encode_gather_rows(
     rec: &mut Recorder,
+    io: Io,
     [a, b, c]: [usize; 3],
     inp: &wgpu::Buffer,
     idx: &wgpu::Buffer,
@@ -120,12 +191,13 @@ pub(crate) fn encode_gather_rows(
         c: u32_of("gather", c)?,
         ..Default::default()
     };
-    rec.run_1d(&GATHER_ROWS, &p, &[inp, out, idx], count)
+    rec.run_1d(&io.spec(&GATHER_ROWS), &p, &[inp, out, idx], count)
 }
 
 /// `(Z, R, C) -> (Z, C, R)`.
 pub(crate) fn encode_transpose(
     rec: &mut Recorder,
+    io: Io,
     [z, r, c]: [usize; 3],
     inp: &wgpu::Buffer,
     out: &wgpu::Buffer,
@@ -138,7 +210,7 @@ pub(crate) fn encode_transpose(
         c: u32_of("transpose", c)?,
         ..Default::default()
     };
-    rec.run_1d(&TRANSPOSE, &p, &[inp, out], count)
+    rec.run_1d(&io.spec(&TRANSPOSE), &p, &[inp, out], count)
 }
 
 /// A dropout mask: that of [`crate::dropout`] for `seed` and `layer`, each
@@ -153,6 +225,7 @@ pub(crate) struct Dropout {
 /// `out = inp * mask / (1 - p)` over `count` floats.
 pub(crate) fn encode_dropout(
     rec: &mut Recorder,
+    io: Io,
     d: &Dropout,
     count: usize,
     inp: &wgpu::Buffer,
@@ -166,7 +239,7 @@ pub(crate) fn encode_dropout(
         scale: (1.0 / (1.0 - d.prob as f64)) as f32,
         ..Default::default()
     };
-    rec.run_1d(&DROPOUT, &p, &[inp, out], count)
+    rec.run_1d(&io.spec(&DROPOUT), &p, &[inp, out], count)
 }
 
 /// `out[..len] += inp[..len]`.

@@ -19,7 +19,7 @@ use crate::gpu::ops::gru_backward::{self, BackwardStepBufs};
 use crate::gpu::ops::gru_forward::{self, ForwardStepBufs};
 use crate::gpu::ops::params_struct;
 use crate::gpu::ops::util::{self, UtilParams};
-use crate::gpu::pipeline::{groups_1d, u32_of, Binding, Grid, KernelSpec};
+use crate::gpu::pipeline::{groups_1d, types, u32_of, Binding, Grid, KernelSpec};
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 
@@ -74,9 +74,16 @@ const WINDOWS: KernelSpec = KernelSpec {
         (7, Binding::Window(WINDOW_BYTES)),
     ],
     constants: &[],
+    types: &[],
 };
 
 const CHUNK: KernelSpec = util::spec("chunk");
+
+/// The window kernel of a recording: in one for an f16 model the bias (a
+/// parameter) is f16; the windows themselves are always f32.
+fn windows_kernel(rec: &Recorder) -> KernelSpec {
+    WINDOWS.typed(types::gemm(false, rec.is_f16()))
+}
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
@@ -142,6 +149,9 @@ pub(crate) struct Strided<'a> {
     pub rs: usize,
     pub ks: usize,
     pub batch: usize,
+    /// The source is f16 (an f16 model's weights or activations); the
+    /// chunked copy is always f32.
+    pub f16: bool,
 }
 
 /// Records the copy of `count` matrices `src` into the chunked layout `dst`
@@ -172,7 +182,8 @@ pub(crate) fn encode_chunk(
     let mut wg = groups_1d(n, rec.max_groups());
     wg[2] = u32_of(what, count)?;
     let p = UtilParams { gtx: wg[0], ..p };
-    rec.run(&CHUNK, &p, &[src.buf, out], wg)
+    let spec = CHUNK.typed(types::io(src.f16, false));
+    rec.run(&spec, &p, &[src.buf, out], wg)
 }
 
 /// The number of dispatches of one window product on a device that allows
@@ -228,7 +239,7 @@ pub(crate) fn encode_windows_part(
     c: &wgpu::Buffer,
     o: &WinOut,
 ) -> Result<()> {
-    let kernel = rec.kernel(&WINDOWS)?;
+    let kernel = rec.kernel(&windows_kernel(rec))?;
     rec.reserve(windows_dispatches(la, lb, rec.max_groups()));
     let chunk = rec.current_chunk();
     let dev = rec.dev;
@@ -318,7 +329,7 @@ pub(crate) fn encode_forward_steps(
     w: &StepWindows,
 ) -> Result<()> {
     let step = rec.kernel(&gru_forward::STEP_PRECOMPUTED[b.gates.is_some() as usize])?;
-    let gemm = rec.kernel(&WINDOWS)?;
+    let gemm = rec.kernel(&windows_kernel(rec))?;
     let parts = sh.step_pieces(rec.max_groups())?;
     let mut p = sh.params()?;
     p.kc = w.state.kc as u32;
@@ -371,7 +382,7 @@ pub(crate) fn encode_backward_steps(
     w: &StepWindows,
 ) -> Result<()> {
     let step = rec.kernel(&gru_backward::STEP_PRECOMPUTED)?;
-    let gemm = rec.kernel(&WINDOWS)?;
+    let gemm = rec.kernel(&windows_kernel(rec))?;
     let parts = sh.step_pieces(rec.max_groups())?;
     let mut p = sh.params()?;
     p.kc = w.state.kc as u32;
@@ -513,6 +524,7 @@ pub(crate) fn encode_forward_steps_rb(
             rs: h,
             ks: 1,
             batch: slots * batch * h,
+            f16: rec.is_f16(),
         };
         encode_chunk(rec, &h_s, w.operand_buf, op, op.len(), nd)?;
         products(rec, rows, 0..2 * h)?;
@@ -529,6 +541,7 @@ pub(crate) fn encode_forward_steps_rb(
             rs: h3,
             ks: 1,
             batch: batch * h3,
+            f16: false,
         };
         encode_chunk(rec, &rh, w.operand_buf, op, op.len(), nd)?;
         products(rec, rows, 2 * h..h3)?;
@@ -567,6 +580,7 @@ pub(crate) fn encode_backward_steps_rb(
                 rs: h3,
                 ks: 1,
                 batch: t_len * batch * h3,
+                f16: false,
             };
             encode_chunk(rec, &dg, w.operand_buf, op, op.len(), nd)?;
             for d in 0..nd {
