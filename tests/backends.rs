@@ -4,7 +4,9 @@
 //! options wgpu 30 passes them, and any error fails the test. A shader that
 //! cannot translate for a back end is a bug, not a skip. The list is checked
 //! complete against the shaders' entry points, the op modules' `KernelSpec`
-//! constants, and the pipelines the GRU builds on the adapter.
+//! constants, and the pipelines the GRU builds on the adapter. The
+//! pipelines of f16 models (`kernel_variants_f16`) go through the same back
+//! ends wherever wgpu offers SHADER_F16.
 //!
 //! What wgpu does, and where (wgpu-hal 30 and wgpu-core 30):
 //! - validation: `wgpu-core/src/device/resource.rs` (`create_shader_module`)
@@ -41,7 +43,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gru_wgpu::gpu::ops::{kernel_variants, shader_source, Binding, KernelVariant, SHADERS};
+use gru_wgpu::gpu::ops::{
+    kernel_variants, kernel_variants_f16, shader_source_typed, Binding, KernelVariant, SHADERS,
+};
 use naga::back::{hlsl, msl, spv};
 use naga::proc::{BoundsCheckPolicies, BoundsCheckPolicy};
 use naga::valid::{ModuleInfo, ValidationFlags, Validator};
@@ -85,7 +89,13 @@ const SPV_VERSIONS: [(u8, u8); 4] = [(1, 0), (1, 3), (1, 5), (1, 6)];
 const ZERO_INIT_WORKGROUP: bool = false;
 
 fn parse_and_validate(file: &str) -> (Module, ModuleInfo) {
-    let src = shader_source(file).unwrap();
+    parse_and_validate_typed(file, &[])
+}
+
+/// [`parse_and_validate`] with the storage types `types`; where one is f16,
+/// with the SHADER_F16 feature's capabilities too.
+fn parse_and_validate_typed(file: &str, types: &[(&str, &str)]) -> (Module, ModuleInfo) {
+    let src = shader_source_typed(file, types).unwrap();
     let module = naga::front::wgsl::parse_str(&src)
         .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
     // As wgpu-core: the capabilities of the features the crate may request
@@ -96,12 +106,23 @@ fn parse_and_validate(file: &str) -> (Module, ModuleInfo) {
     if needs_subgroups(file) {
         features |= wgpu::Features::SUBGROUP;
     }
+    if is_f16(types) {
+        features |= wgpu::Features::SHADER_F16;
+    }
     let caps =
         wgpu_naga_bridge::features_to_naga_capabilities(features, wgpu::DownlevelFlags::empty());
     let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
     (module, info)
+}
+
+/// Whether a variant has f16 storage: it is compiled only where the device
+/// has SHADER_F16, which wgpu offers on Metal (every MSL version), on DX12
+/// from shader model 6.2 (`dx12/adapter.rs`), and on Vulkan with the
+/// `Float16` capability (`vulkan/adapter.rs`).
+fn is_f16(types: &[(&str, &str)]) -> bool {
+    types.iter().any(|&(_, t)| t == "f16")
 }
 
 /// Whether a shader uses subgroup operations: it is compiled only where the
@@ -268,11 +289,15 @@ fn spv_options(v: &KernelVariant, lang_version: (u8, u8)) -> spv::Options<'stati
         spv::Capability::GroupNonUniformShuffleRelative,
         spv::Capability::GroupNonUniformQuad,
     ];
-    let capabilities: Vec<spv::Capability> = if needs_subgroups(v.file) {
+    let mut capabilities: Vec<spv::Capability> = if needs_subgroups(v.file) {
         capabilities.into_iter().chain(subgroup).collect()
     } else {
         capabilities.to_vec()
     };
+    // `vulkan/adapter.rs`: the capability of the SHADER_F16 feature.
+    if is_f16(v.types) {
+        capabilities.push(spv::Capability::Float16);
+    }
     let limits = wgpu::Limits::default();
     spv::Options {
         lang_version,
@@ -312,6 +337,7 @@ fn describe(v: &KernelVariant) -> String {
         .constants
         .iter()
         .map(|(n, x)| format!("{n}={x}"))
+        .chain(v.types.iter().map(|(n, t)| format!("{n}:{t}")))
         .collect();
     format!("{}:{}({})", v.file, v.entry, c.join(","))
 }
@@ -363,6 +389,9 @@ fn translate(v: &KernelVariant, module: &Module, info: &ModuleInfo) -> (usize, V
     let sub = needs_subgroups(v.file);
     for sm in SHADER_MODELS {
         if sub && sm < hlsl::ShaderModel::V6_0 {
+            continue;
+        }
+        if is_f16(v.types) && sm < hlsl::ShaderModel::V6_2 {
             continue;
         }
         let mut src = String::new();
@@ -428,6 +457,56 @@ fn every_kernel_translates_for_metal_dx12_and_vulkan() {
         "{} variants x {per_variant} back-end versions = {done} translations",
         variants.len()
     );
+}
+
+/// The pipelines of f16 models (`kernel_variants_f16`) translate for every
+/// back-end version where wgpu offers SHADER_F16: every MSL version, shader
+/// model 6.2 and later, and every SPIR-V version (with `Float16`).
+#[test]
+fn every_f16_kernel_translates_for_metal_dx12_and_vulkan() {
+    let variants = kernel_variants_f16();
+    let mut modules: BTreeMap<(&str, String), (Module, ModuleInfo)> = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut done = 0;
+    let mut expected = 0;
+    for v in &variants {
+        assert!(is_f16(v.types), "{}", describe(v));
+        let key = (v.file, format!("{:?}", v.types));
+        let (module, info) = modules
+            .entry(key)
+            .or_insert_with(|| parse_and_validate_typed(v.file, v.types));
+        let (n, e) = translate(v, module, info);
+        done += n;
+        errors.extend(e);
+        let hlsl = SHADER_MODELS
+            .iter()
+            .filter(|&&sm| sm >= hlsl::ShaderModel::V6_2)
+            .count();
+        let spv = match needs_subgroups(v.file) {
+            true => SPV_VERSIONS.len() - 1,
+            false => SPV_VERSIONS.len(),
+        };
+        expected += MSL_VERSIONS.len() + hlsl + spv;
+    }
+    assert!(
+        errors.is_empty(),
+        "{} translations failed:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+    // Every shader that holds an f16 model's data has f16 variants.
+    for file in [
+        "gemm.wgsl",
+        "gemm_subgroup.wgsl",
+        "windows.wgsl",
+        "util.wgsl",
+        "gru_forward.wgsl",
+        "gru_backward.wgsl",
+    ] {
+        assert!(variants.iter().any(|v| v.file == file), "{file}");
+    }
+    assert_eq!(done, expected);
+    eprintln!("{} f16 variants: {done} translations", variants.len());
 }
 
 /// The list is the code's: every entry point of every shader is in it, its

@@ -41,10 +41,15 @@ pub const SHADERS: [(&str, &str); 9] = [
 
 /// The source of a shader as compiled: `common.wgsl` followed by the file.
 pub fn shader_source(file: &str) -> Option<String> {
+    shader_source_typed(file, &[])
+}
+
+/// [`shader_source`] with the storage types `types` (see [`KernelVariant::types`]).
+pub fn shader_source_typed(file: &str, types: &[(&str, &str)]) -> Option<String> {
     SHADERS
         .iter()
         .find(|(f, _)| *f == file)
-        .map(|(_, src)| crate::gpu::pipeline::compose(src, &[]))
+        .map(|(_, src)| crate::gpu::pipeline::compose(src, types))
 }
 
 pub use crate::gpu::pipeline::Binding;
@@ -63,6 +68,9 @@ pub struct KernelVariant {
     pub constants: &'static [(&'static str, f64)],
     /// `(binding, kind)` of group 0, as the bind group layout declares them.
     pub bindings: &'static [(u32, Binding)],
+    /// The storage types other than f32 (`("S", "f16")`, ...: the WGSL
+    /// aliases the host defines before the shader); empty for f32.
+    pub types: &'static [(&'static str, &'static str)],
 }
 
 /// Every pipeline the crate can dispatch, from the same `KernelSpec` values
@@ -88,8 +96,45 @@ pub fn kernel_variants() -> Vec<KernelVariant> {
         entry: s.entry,
         constants: s.constants,
         bindings: s.bindings,
+        types: s.types,
     })
     .collect()
+}
+
+/// The pipelines of models in f16 (`Precision::F16`): each variant of
+/// [`kernel_variants`] whose shader reads or writes an f16 model's storage,
+/// with each set of storage types the host builds it with.
+#[doc(hidden)]
+pub fn kernel_variants_f16() -> Vec<KernelVariant> {
+    use crate::gpu::pipeline::types;
+    kernel_variants()
+        .into_iter()
+        .flat_map(|v| {
+            let sets: Vec<&'static [(&'static str, &'static str)]> = match v.file {
+                "gemm.wgsl" | "gemm_subgroup.wgsl" => {
+                    vec![types::gemm(false, true), types::gemm(true, true)]
+                }
+                "windows.wgsl" => vec![types::gemm(false, true)],
+                "util.wgsl" => vec![
+                    types::io(true, true),
+                    types::io(false, true),
+                    types::io(true, false),
+                ],
+                "gru_forward.wgsl" | "gru_backward.wgsl" => {
+                    if v.constants.contains(&("PRECOMPUTED", 1.0)) {
+                        vec![types::STEP_F16_PRECOMPUTED]
+                    } else {
+                        vec![types::STEP_F16]
+                    }
+                }
+                _ => vec![],
+            };
+            sets.into_iter().map(move |t| KernelVariant {
+                types: t,
+                ..v.clone()
+            })
+        })
+        .collect()
 }
 
 /// The layout of a parameter struct on the Rust side, to check against the
