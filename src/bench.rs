@@ -19,7 +19,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuGru, Plan, Recurrence};
-use crate::{GruConfig, GruParams};
+use crate::{GruConfig, GruParams, Precision};
 
 /// One benchmark shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -30,6 +30,10 @@ pub struct BenchShape {
     pub hidden: usize,
     pub layers: usize,
     pub bidirectional: bool,
+    /// The GPU's storage precision (`bench --precision`; the CPU reference
+    /// always runs in f32, and says so); `f32` where a record has none.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl BenchShape {
@@ -37,6 +41,7 @@ impl BenchShape {
         GruConfig::new(self.input, self.hidden)
             .layers(self.layers)
             .bidirectional(self.bidirectional)
+            .precision(self.precision)
     }
 }
 
@@ -52,6 +57,9 @@ impl std::fmt::Display for BenchShape {
         }
         if self.bidirectional {
             write!(f, " bidir")?;
+        }
+        if self.precision != Precision::F32 {
+            write!(f, " {}", self.precision.name())?;
         }
         Ok(())
     }
@@ -104,6 +112,7 @@ pub fn default_shapes() -> Vec<BenchShape> {
         hidden: h,
         layers: 1,
         bidirectional: false,
+        precision: Precision::F32,
     };
     vec![
         s(1, 256, 64),
@@ -412,7 +421,9 @@ pub fn bench_gpu_with_lengths(
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             })
     };
-    let x = init(random_vec(t * b * cfg.input_size, 2));
+    // x in the model's storage precision (f16 under `--precision f16`);
+    // the upstream gradient is f32 in both.
+    let x = model.upload_input("bench x", &random_vec(t * b * cfg.input_size, 2))?;
     let go = init(random_vec(
         t * b * cfg.num_directions() * cfg.hidden_size,
         3,
@@ -424,7 +435,7 @@ pub fn bench_gpu_with_lengths(
         let start = Instant::now();
         // The tape is kept in both modes (the forward of training).
         let input = crate::gpu::OnDevice {
-            buffer: &x,
+            buffer: x.buffer(),
             seq_len: t,
             batch: b,
         };
@@ -525,6 +536,12 @@ pub fn bench_cpu_with_lengths(
     lengths: Option<Lengths>,
     tick: &mut dyn FnMut(),
 ) -> Result<Record> {
+    // The CPU reference computes in f32 whatever the GPU's precision: its
+    // record says so.
+    let shape = &BenchShape {
+        precision: Precision::F32,
+        ..*shape
+    };
     check_cpu_fits(shape)?;
     let lens = lengths.map(|l| l.draw(shape.batch, shape.seq));
     let seq_opts = crate::cpu::SeqOptions::new().lengths(lens.clone());

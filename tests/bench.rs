@@ -23,6 +23,7 @@ fn shape(
         hidden,
         layers,
         bidirectional,
+        precision: gru_wgpu::Precision::F32,
     }
 }
 

@@ -352,6 +352,7 @@ fn the_bench_checks_its_own_buffers_against_the_device_first() {
         hidden: 64,
         layers: 1,
         bidirectional: false,
+        precision: gru_wgpu::Precision::F32,
     };
     let e = gru_wgpu::bench::bench_gpu(
         &ctx,

@@ -59,6 +59,7 @@ impl ShapeArgs {
                             hidden,
                             layers: self.layers.unwrap_or(1),
                             bidirectional: self.bidirectional,
+                            precision: gru_wgpu::Precision::F32,
                         });
                     }
                 }
@@ -114,6 +115,27 @@ pub struct BenchArgs {
     /// and `valid_fraction`; the flops stay the padded shape's.
     #[arg(long, value_enum)]
     pub lengths: Option<LengthsArg>,
+    /// The GPU's storage precision: `f32`, or `f16` (weights, inputs,
+    /// states, outputs and tape in f16, arithmetic in f32; it needs the
+    /// adapter's SHADER_F16). The JSON's `precision` says which; the CPU
+    /// reference always runs in f32.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    F16,
+}
+
+impl PrecisionArg {
+    pub fn get(self) -> gru_wgpu::Precision {
+        match self {
+            PrecisionArg::F32 => gru_wgpu::Precision::F32,
+            PrecisionArg::F16 => gru_wgpu::Precision::F16,
+        }
+    }
 }
 
 impl Default for BenchArgs {
@@ -131,6 +153,7 @@ impl Default for BenchArgs {
             plot: None,
             compare: None,
             lengths: None,
+            precision: PrecisionArg::F32,
         }
     }
 }
@@ -233,6 +256,13 @@ pub fn measure(
     let start = Instant::now();
     let mut shown = false;
     let mut records = Vec::new();
+    let shapes: Vec<BenchShape> = shapes
+        .iter()
+        .map(|s| BenchShape {
+            precision: args.precision.get(),
+            ..*s
+        })
+        .collect();
     for shape in &shapes {
         for &mode in &modes {
             for &dev in &devices {
