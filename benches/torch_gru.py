@@ -12,6 +12,9 @@ median of CUDA events around each call where on CUDA, else null. The flop count 
 gru-wgpu's: per layer-direction forward 2*T*B*3H*(I_l + H), backward twice that.
 """
 
+# benches/torch_packed.py imports its flags, timing loop and JSON row from here;
+# this file stays standalone (scripts/gpu-check.sh runs it copied alone).
+
 import argparse
 import json
 import platform
@@ -44,14 +47,10 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def bench(shape, mode, device, iters, warmup):
-    batch, seq, inp, hidden, layers, bidir = shape
-    torch.manual_seed(1)
-    model = torch.nn.GRU(inp, hidden, num_layers=layers, bidirectional=bidir).to(device)
-    d = 2 if bidir else 1
-    x = (torch.rand(seq, batch, inp, device=device) * 2 - 1).requires_grad_(mode == "fwdbwd")
-    go = torch.rand(seq, batch, d * hidden, device=device) * 2 - 1
-    cuda = device.type == "cuda"
+def time_calls(call, iters, warmup, cuda=False):
+    """Runs call() warmup + iters times; returns the wall times (ms) of the last
+    iters calls and, on CUDA, their CUDA event times (ms, else an empty list).
+    On CUDA each call is waited to completion (torch.cuda.synchronize)."""
     times, gpu_times = [], []
     for i in range(warmup + iters):
         if cuda:
@@ -60,13 +59,7 @@ def bench(shape, mode, device, iters, warmup):
         t0 = time.perf_counter()
         if cuda:
             start_ev.record()
-        if mode == "fwd":
-            with torch.no_grad():
-                out, _ = model(x)
-        else:
-            model.zero_grad(set_to_none=True)
-            out, _ = model(x)
-            out.backward(go)
+        call()
         if cuda:
             end_ev.record()
             torch.cuda.synchronize()
@@ -75,15 +68,16 @@ def bench(shape, mode, device, iters, warmup):
             times.append(ms)
             if cuda:
                 gpu_times.append(start_ev.elapsed_time(end_ev))
+    return times, gpu_times
+
+
+def result_row(shape, mode, times, gpu_times, iters, warmup, impl, adapter):
+    """The JSON fields of `gru-wgpu bench --json` for one timed shape and mode."""
+    batch, seq, inp, hidden, layers, bidir = shape
     med = statistics.median(times)
-    if cuda:
-        tf32 = "on" if torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32 else "off"
-        adapter = f"torch {torch.__version__} cuDNN {torch.backends.cudnn.version()} on {torch.cuda.get_device_name(device)}, TF32 {tf32}"
-    else:
-        adapter = f"torch {torch.__version__} CPU ({torch.get_num_threads()} threads) on {cpu_name()}"
     return {
         "framework": "torch",
-        "impl": "gpu" if cuda else "cpu",
+        "impl": impl,
         "adapter": adapter,
         "mode": mode,
         "batch": batch,
@@ -105,8 +99,40 @@ def bench(shape, mode, device, iters, warmup):
     }
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cpu_adapter():
+    return f"torch {torch.__version__} CPU ({torch.get_num_threads()} threads) on {cpu_name()}"
+
+
+def bench(shape, mode, device, iters, warmup):
+    batch, seq, inp, hidden, layers, bidir = shape
+    torch.manual_seed(1)
+    model = torch.nn.GRU(inp, hidden, num_layers=layers, bidirectional=bidir).to(device)
+    d = 2 if bidir else 1
+    x = (torch.rand(seq, batch, inp, device=device) * 2 - 1).requires_grad_(mode == "fwdbwd")
+    go = torch.rand(seq, batch, d * hidden, device=device) * 2 - 1
+    cuda = device.type == "cuda"
+
+    def call():
+        if mode == "fwd":
+            with torch.no_grad():
+                out, _ = model(x)
+        else:
+            model.zero_grad(set_to_none=True)
+            out, _ = model(x)
+            out.backward(go)
+
+    times, gpu_times = time_calls(call, iters, warmup, cuda)
+    if cuda:
+        tf32 = "on" if torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32 else "off"
+        adapter = f"torch {torch.__version__} cuDNN {torch.backends.cudnn.version()} on {torch.cuda.get_device_name(device)}, TF32 {tf32}"
+    else:
+        adapter = cpu_adapter()
+    return result_row(shape, mode, times, gpu_times, iters, warmup, "gpu" if cuda else "cpu", adapter)
+
+
+def add_shape_args(ap):
+    """--batch, --seq, --input, --hidden (comma-separated lists), --layers,
+    --bidirectional and --mode."""
     ints = lambda s: [int(v) for v in s.split(",")]
     ap.add_argument("--batch", type=ints)
     ap.add_argument("--seq", type=ints)
@@ -115,8 +141,37 @@ def main():
     ap.add_argument("--layers", type=int)
     ap.add_argument("--bidirectional", action="store_true")
     ap.add_argument("--mode", choices=["fwd", "fwdbwd", "both"], default="both")
+
+
+def add_timing_args(ap):
+    """--iters and --warmup."""
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+
+
+def shapes_and_modes(a):
+    """The (batch, seq, input, hidden, layers, bidirectional) shapes and the
+    modes the parsed flags of add_shape_args ask for: DEFAULT_SHAPES without
+    any shape flag, else every combination of the lists (batch 16, seq 64,
+    hidden 128, input the hidden size and one layer where not given)."""
+    custom = any(v is not None for v in (a.batch, a.seq, a.input, a.hidden, a.layers)) or a.bidirectional
+    if custom:
+        shapes = []
+        for b in a.batch or [16]:
+            for t in a.seq or [64]:
+                for h in a.hidden or [128]:
+                    for i in a.input or [h]:
+                        shapes.append((b, t, i, h, a.layers or 1, a.bidirectional))
+    else:
+        shapes = [(b, t, h, h, 1, False) for (b, t, h) in DEFAULT_SHAPES]
+    modes = ["fwd", "fwdbwd"] if a.mode == "both" else [a.mode]
+    return shapes, modes
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_shape_args(ap)
+    add_timing_args(ap)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--json", action="store_true", help="one JSON object a line")
     ap.add_argument("--no-tf32", action="store_true",
@@ -129,17 +184,7 @@ def main():
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(a.device)
-    custom = any(v is not None for v in (a.batch, a.seq, a.input, a.hidden, a.layers)) or a.bidirectional
-    if custom:
-        shapes = []
-        for b in a.batch or [16]:
-            for t in a.seq or [64]:
-                for h in a.hidden or [128]:
-                    for i in a.input or [h]:
-                        shapes.append((b, t, i, h, a.layers or 1, a.bidirectional))
-    else:
-        shapes = [(b, t, h, h, 1, False) for (b, t, h) in DEFAULT_SHAPES]
-    modes = ["fwd", "fwdbwd"] if a.mode == "both" else [a.mode]
+    shapes, modes = shapes_and_modes(a)
     if not a.json:
         print(f"{'mode':<7} {'shape':<28} {'median ms':>10} {'min ms':>10} {'max ms':>10} {'GFLOP/s':>9} {'seqs/s':>10}")
     for shape in shapes:

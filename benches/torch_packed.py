@@ -29,36 +29,16 @@ padded shape, for every row.
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import time
 
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-DEFAULT_SHAPES = [(1, 256, 64), (16, 64, 32), (16, 64, 64), (16, 64, 128), (16, 64, 256), (64, 64, 256)]
+# The flags, timing loop and JSON row shared with torch_gru.py (this script's
+# folder is on sys.path when it runs).
+from torch_gru import add_shape_args, add_timing_args, cpu_adapter, result_row, shapes_and_modes, time_calls
+
 LENGTHS_SEED = 5
-
-
-def flops(batch, seq, inp, hidden, layers, bidir, mode):
-    d = 2 if bidir else 1
-    fwd = 0.0
-    for layer in range(layers):
-        i_l = inp if layer == 0 else d * hidden
-        fwd += d * 2.0 * seq * batch * 3 * hidden * (i_l + hidden)
-    return fwd if mode == "fwd" else 3.0 * fwd
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def draw_lengths(kind, batch, seq):
@@ -88,9 +68,7 @@ def bench(shape, mode, kind, iters, warmup):
         out, _ = model(packed)
         return pad_packed_sequence(out, total_length=seq)[0]
 
-    times = []
-    for i in range(warmup + iters):
-        t0 = time.perf_counter()
+    def timed():
         if mode == "fwd":
             with torch.no_grad():
                 call()
@@ -98,32 +76,9 @@ def bench(shape, mode, kind, iters, warmup):
             model.zero_grad(set_to_none=True)
             x.grad = None
             call().backward(go)
-        ms = (time.perf_counter() - t0) * 1e3
-        if i >= warmup:
-            times.append(ms)
-    med = statistics.median(times)
-    row = {
-        "framework": "torch",
-        "impl": "cpu",
-        "adapter": f"torch {torch.__version__} CPU ({torch.get_num_threads()} threads) on {cpu_name()}",
-        "mode": mode,
-        "batch": batch,
-        "seq": seq,
-        "input": inp,
-        "hidden": hidden,
-        "layers": layers,
-        "bidirectional": bidir,
-        "median_ms": med,
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "gpu_ms": None,
-        "gflops": flops(batch, seq, inp, hidden, layers, bidir, mode) / (med * 1e-3) / 1e9,
-        "seqs_per_s": batch / (med * 1e-3),
-        "dispatches": None,
-        "submissions": None,
-        "iters": iters,
-        "warmup": warmup,
-    }
+
+    times, _ = time_calls(timed, iters, warmup)
+    row = result_row(shape, mode, times, [], iters, warmup, "cpu", cpu_adapter())
     if lengths is not None:
         total = int(lengths.sum())
         row["lengths"] = kind
@@ -134,7 +89,6 @@ def bench(shape, mode, kind, iters, warmup):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ints = lambda s: [int(v) for v in s.split(",")]
     kinds = ["uniform", "random", "random-sorted"]
 
     def kind_list(s):
@@ -144,37 +98,20 @@ def main():
             raise argparse.ArgumentTypeError(f"unknown lengths {bad or [s]}; one or more of {', '.join(kinds)}")
         return out
 
-    ap.add_argument("--batch", type=ints)
-    ap.add_argument("--seq", type=ints)
-    ap.add_argument("--input", type=ints, help="default: the hidden size")
-    ap.add_argument("--hidden", type=ints)
-    ap.add_argument("--layers", type=int)
-    ap.add_argument("--bidirectional", action="store_true")
-    ap.add_argument("--mode", choices=["fwd", "fwdbwd", "both"], default="both")
+    add_shape_args(ap)
     ap.add_argument("--lengths", type=kind_list, default=["random"],
                     help="packed variants after the padded one, comma-separated: uniform, random, random-sorted")
     ap.add_argument("--no-padded", action="store_true", help="skip the padded rows")
-    ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
+    add_timing_args(ap)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="one JSON object a line")
     a = ap.parse_args()
     if a.iters < 1 or a.warmup < 0 or a.threads < 1:
         ap.error("--iters and --threads must be at least 1, --warmup at least 0")
     torch.set_num_threads(a.threads)
-    custom = any(v is not None for v in (a.batch, a.seq, a.input, a.hidden, a.layers)) or a.bidirectional
-    if custom:
-        shapes = []
-        for b in a.batch or [16]:
-            for t in a.seq or [64]:
-                for h in a.hidden or [128]:
-                    for i in a.input or [h]:
-                        shapes.append((b, t, i, h, a.layers or 1, a.bidirectional))
-    else:
-        shapes = [(b, t, h, h, 1, False) for (b, t, h) in DEFAULT_SHAPES]
+    shapes, modes = shapes_and_modes(a)
     if any(v < 1 for s in shapes for v in s[:5]):
         ap.error("every size must be at least 1")
-    modes = ["fwd", "fwdbwd"] if a.mode == "both" else [a.mode]
     variants = ([] if a.no_padded else ["padded"]) + a.lengths
     if not a.json:
         print(f"{'mode':<7} {'shape':<28} {'lengths':<14} {'valid':>6} {'median ms':>10} {'min ms':>10} {'max ms':>10}")

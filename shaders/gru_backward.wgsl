@@ -199,75 +199,88 @@ fn rb_back_half(d: u32, su: u32, b: u32, k: u32, drh: f32) -> f32 {
     return da_r;
 }
 
-@compute @workgroup_size(64, 1, 1)
-fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+// Where a thread of `step` and `rb_dr` works: hidden unit j of batch rows
+// b0..b0+3 of direction d. `rows` are those rows clamped to the batch (rows
+// past it are clamped for the loads and skipped for the stores). A thread
+// past the hidden units or the batch has `inside` false and returns at once.
+struct StepAt {
+    inside: bool,
+    j: u32,
+    d: u32,
+    b0: u32,
+    rows: vec4<u32>,
+}
+
+fn step_at(wid_in: vec3<u32>, lid: vec3<u32>) -> StepAt {
     let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
-    let H = P.hidden;
-    let B = P.batch;
-    let T = P.t_len;
     let j = gid.x;
     let d = gid.z;
     let b0 = gid.y * 4u;
-    if (j >= H || b0 >= B) {
+    let rows = min(vec4<u32>(b0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(P.batch - 1u));
+    return StepAt(j < P.hidden && b0 < P.batch, j, d, b0, rows);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let at = step_at(wid_in, lid);
+    if (!at.inside) {
         return;
     }
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
     let s = P.s;
     let h3 = 3u * H;
     let slot_next = u32(s + 3) % 2u;
-    let dh_next = (d * 2u + slot_next) * B * H;
-    let bl = B - 1u;
+    let dh_next = (at.d * 2u + slot_next) * B * H;
 
     var carry = vec4<f32>(0.0);
     if (s == i32(T) - 1) {
         // The host put grad_h_n in slot T mod 2 = slot_next.
         for (var i = 0u; i < 4u; i = i + 1u) {
-            carry[i] = dh[dh_next + min(b0 + i, bl) * H + j];
+            carry[i] = dh[dh_next + at.rows[i] * H + at.j];
         }
     } else {
         let sn = u32(s + 1);
-        let gbase = (d * T + sn) * B * h3;
-        let o0 = gbase + min(b0, bl) * h3;
-        let o1 = gbase + min(b0 + 1u, bl) * h3;
-        let o2 = gbase + min(b0 + 2u, bl) * h3;
-        let o3 = gbase + min(b0 + 3u, bl) * h3;
-        let wb = d * h3 * H + j;
-        let kmax = select(select(h3, 2u * H, RB), 0u, PRECOMPUTED || !rows_active_s(d, sn, b0, 4u));
+        let o = vec4<u32>((at.d * T + sn) * B * h3) + at.rows * h3;
+        let wb = at.d * h3 * H + at.j;
+        let kmax = select(select(h3, 2u * H, RB), 0u, PRECOMPUTED || !rows_active_s(at.d, sn, at.b0, 4u));
         for (var k = 0u; k < kmax; k = k + 1u) {
-            let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
+            let gv = vec4<f32>(dgh[o.x + k], dgh[o.y + k], dgh[o.z + k], dgh[o.w + k]);
             carry = fma(gv, vec4<f32>(f32(w_hh[wb + k * H])), carry);
         }
         // The direct path of h_s into h_{s+1} = (1 - z) n + z h_s.
         for (var i = 0u; i < 4u; i = i + 1u) {
-            let b = min(b0 + i, bl);
+            let b = at.rows[i];
             if (PRECOMPUTED) {
                 // A row that did not run step s + 1 gets no product (the
                 // storage family does not compute it there).
                 carry[i] = 0.0;
-                if ((step_flags(select(T - 1u - sn, sn, d == 0u), b) & F_VALID) != 0u) {
-                    carry[i] = f32(w_hh[(d * B + b) * H + j]);
+                if ((step_flags(select(T - 1u - sn, sn, at.d == 0u), b) & F_VALID) != 0u) {
+                    carry[i] = f32(w_hh[(at.d * B + b) * H + at.j]);
                 }
             }
-            let z = f32(gates[((d * T + sn) * B + b) * 4u * H + H + j]);
-            carry[i] = carry[i] + z * dh[dh_next + b * H + j];
+            let z = f32(gates[((at.d * T + sn) * B + b) * 4u * H + H + at.j]);
+            carry[i] = carry[i] + z * dh[dh_next + b * H + at.j];
             if (RB) {
-                carry[i] = carry[i] + gwin[(d * B + b) * H + j];
+                carry[i] = carry[i] + gwin[(at.d * B + b) * H + at.j];
             }
         }
     }
 
     for (var i = 0u; i < 4u; i = i + 1u) {
-        let b = b0 + i;
+        let b = at.b0 + i;
         if (b >= B) {
             break;
         }
-        let g = back_step(d, s, b, j, carry[i]);
+        let g = back_step(at.d, s, b, at.j, carry[i]);
         if (s >= 0 && PRECOMPUTED && !STORAGE_GH && !RB) {
             let su = u32(s);
-            let region = ((su % 2u) * P.dirs + d) * P.win_len;
+            let region = ((su % 2u) * P.dirs + at.d) * P.win_len;
             let kc = P.kc;
-            gwin[region + ((j / kc) * B + b) * kc + j % kc] = g.x;
-            gwin[region + (((H + j) / kc) * B + b) * kc + (H + j) % kc] = g.y;
-            gwin[region + (((2u * H + j) / kc) * B + b) * kc + (2u * H + j) % kc] = g.z;
+            gwin[region + ((at.j / kc) * B + b) * kc + at.j % kc] = g.x;
+            gwin[region + (((H + at.j) / kc) * B + b) * kc + (H + at.j) % kc] = g.y;
+            gwin[region + (((2u * H + at.j) / kc) * B + b) * kc + (2u * H + at.j) % kc] = g.z;
         }
     }
 }
@@ -277,38 +290,31 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
 // then da_r and c2 of unit k. Grid as `step`.
 @compute @workgroup_size(64, 1, 1)
 fn rb_dr(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
+    let at = step_at(wid_in, lid);
+    if (!at.inside) {
+        return;
+    }
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
-    let k = gid.x;
-    let d = gid.z;
-    let b0 = gid.y * 4u;
-    if (k >= H || b0 >= B) {
-        return;
-    }
+    // Unit k here: the thread's column of W_hn.
+    let k = at.j;
     let su = u32(P.s);
-    let t = select(T - 1u - su, su, d == 0u);
     let h3 = 3u * H;
-    let bl = B - 1u;
-    let gbase = (d * T + su) * B * h3 + 2u * H;
-    let o0 = gbase + min(b0, bl) * h3;
-    let o1 = gbase + min(b0 + 1u, bl) * h3;
-    let o2 = gbase + min(b0 + 2u, bl) * h3;
-    let o3 = gbase + min(b0 + 3u, bl) * h3;
-    let wb = (d * h3 + 2u * H) * H + k;
+    let o = vec4<u32>((at.d * T + su) * B * h3 + 2u * H) + at.rows * h3;
+    let wb = (at.d * h3 + 2u * H) * H + k;
     var drh = vec4<f32>(0.0);
-    let jmax = select(0u, H, rows_active_s(d, su, b0, 4u));
+    let jmax = select(0u, H, rows_active_s(at.d, su, at.b0, 4u));
     for (var j = 0u; j < jmax; j = j + 1u) {
-        let gv = vec4<f32>(dgh[o0 + j], dgh[o1 + j], dgh[o2 + j], dgh[o3 + j]);
+        let gv = vec4<f32>(dgh[o.x + j], dgh[o.y + j], dgh[o.z + j], dgh[o.w + j]);
         drh = fma(gv, vec4<f32>(f32(w_hh[wb + j * H])), drh);
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
-        let b = b0 + i;
+        let b = at.b0 + i;
         if (b >= B) {
             break;
         }
-        rb_back_half(d, su, b, k, drh[i]);
+        rb_back_half(at.d, su, b, k, drh[i]);
     }
 }
 

@@ -167,53 +167,71 @@ fn rb_half(d: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, hj: f32) -> f32 {
     return rh;
 }
 
-@compute @workgroup_size(64, 1, 1)
-fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+// Where a thread of `step` and `rb_rz` works: hidden unit j of batch rows
+// b0..b0+3 of direction d at step s (time t). `rows` are those rows clamped
+// to the batch (rows past it are clamped for the loads and skipped for the
+// stores), `o` the offsets of their states h_s in hs, `hprev` that of slot s
+// and `wb` that of direction d in W_hhᵀ. A thread past the hidden units or
+// the batch has `inside` false and returns at once.
+struct StepAt {
+    inside: bool,
+    j: u32,
+    d: u32,
+    b0: u32,
+    s: u32,
+    t: u32,
+    hprev: u32,
+    wb: u32,
+    rows: vec4<u32>,
+    o: vec4<u32>,
+}
+
+fn step_at(wid_in: vec3<u32>, lid: vec3<u32>) -> StepAt {
     let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
     let H = P.hidden;
     let B = P.batch;
-    let T = P.t_len;
     let j = gid.x;
     let d = gid.z;
     let b0 = gid.y * 4u;
-    if (j >= H || b0 >= B) {
+    let s = u32(P.s);
+    let t = select(P.t_len - 1u - s, s, d == 0u);
+    let hprev = hs_slot(d, s);
+    let wb = d * H * (3u * H);
+    let rows = min(vec4<u32>(b0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(B - 1u));
+    let o = vec4<u32>(hprev) + rows * H;
+    return StepAt(j < H && b0 < B, j, d, b0, s, t, hprev, wb, rows, o);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let at = step_at(wid_in, lid);
+    if (!at.inside) {
         return;
     }
-    let s = u32(P.s);
-    let t = select(T - 1u - s, s, d == 0u);
+    let H = P.hidden;
+    let B = P.batch;
     let h3 = 3u * H;
-    let hprev = hs_slot(d, s);
-    let wb = d * H * h3;
-    // Rows past the batch are clamped for the loads and skipped for the stores.
-    let bl = B - 1u;
-    let o0 = hprev + min(b0, bl) * H;
-    let o1 = hprev + min(b0 + 1u, bl) * H;
-    let o2 = hprev + min(b0 + 2u, bl) * H;
-    let o3 = hprev + min(b0 + 3u, bl) * H;
 
     var ar = vec4<f32>(0.0);
     var az = vec4<f32>(0.0);
     var an = vec4<f32>(0.0);
-    let live = rows_active(t, b0, 4u);
+    let live = rows_active(at.t, at.b0, 4u);
     if (RB && live && !PRECOMPUTED) {
         // gh_n = W_hn (r * h), r * h from `rb_rz` in the scratch.
-        let q0 = (d * B + min(b0, bl)) * h3 + 2u * H;
-        let q1 = (d * B + min(b0 + 1u, bl)) * h3 + 2u * H;
-        let q2 = (d * B + min(b0 + 2u, bl)) * h3 + 2u * H;
-        let q3 = (d * B + min(b0 + 3u, bl)) * h3 + 2u * H;
+        let q = (vec4<u32>(at.d * B) + at.rows) * h3 + vec4<u32>(2u * H);
         for (var k = 0u; k < H; k = k + 1u) {
-            let wn = f32(w_hhT[wb + k * h3 + j + 2u * H]);
-            let hv = vec4<f32>(hwin[q0 + k], hwin[q1 + k], hwin[q2 + k], hwin[q3 + k]);
+            let wn = f32(w_hhT[at.wb + k * h3 + at.j + 2u * H]);
+            let hv = vec4<f32>(hwin[q.x + k], hwin[q.y + k], hwin[q.z + k], hwin[q.w + k]);
             an = fma(hv, vec4<f32>(wn), an);
         }
     }
     let kmax = select(H, 0u, PRECOMPUTED || RB || !live);
     for (var k = 0u; k < kmax; k = k + 1u) {
-        let w = wb + k * h3 + j;
+        let w = at.wb + k * h3 + at.j;
         let wr = f32(w_hhT[w]);
         let wz = f32(w_hhT[w + H]);
         let wn = f32(w_hhT[w + 2u * H]);
-        let hv = vec4<f32>(f32(hs[o0 + k]), f32(hs[o1 + k]), f32(hs[o2 + k]), f32(hs[o3 + k]));
+        let hv = vec4<f32>(f32(hs[at.o.x + k]), f32(hs[at.o.y + k]), f32(hs[at.o.z + k]), f32(hs[at.o.w + k]));
         ar = fma(hv, vec4<f32>(wr), ar);
         az = fma(hv, vec4<f32>(wz), az);
         an = fma(hv, vec4<f32>(wn), an);
@@ -222,12 +240,12 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     var bz = 0.0;
     var bn = 0.0;
     if (P.has_bias != 0u && (!PRECOMPUTED || STORAGE_GH)) {
-        br = f32(b_hh[d * h3 + j]);
-        bz = f32(b_hh[d * h3 + H + j]);
-        bn = f32(b_hh[d * h3 + 2u * H + j]);
+        br = f32(b_hh[at.d * h3 + at.j]);
+        bz = f32(b_hh[at.d * h3 + H + at.j]);
+        bn = f32(b_hh[at.d * h3 + 2u * H + at.j]);
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
-        let b = b0 + i;
+        let b = at.b0 + i;
         if (b >= B) {
             break;
         }
@@ -235,15 +253,15 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         var ghz = az[i] + bz;
         var ghn = an[i] + bn;
         if (PRECOMPUTED) {
-            let o = (d * B + b) * h3 + j;
+            let o = (at.d * B + b) * h3 + at.j;
             ghr = f32(w_hhT[o]) + br;
             ghz = f32(w_hhT[o + H]) + bz;
             ghn = f32(w_hhT[o + 2u * H]) + bn;
         }
-        let hn = gate_step(d, s, t, b, j, ghr, ghz, ghn);
+        let hn = gate_step(at.d, at.s, at.t, b, at.j, ghr, ghz, ghn);
         if (PRECOMPUTED && !STORAGE_GH && !RB) {
-            let region = (((s + 1u) % 2u) * P.dirs + d) * P.win_len;
-            hwin[region + ((j / P.kc) * B + b) * P.kc + j % P.kc] = hn;
+            let region = (((at.s + 1u) % 2u) * P.dirs + at.d) * P.win_len;
+            hwin[region + ((at.j / P.kc) * B + b) * P.kc + at.j % P.kc] = hn;
         }
     }
 }
@@ -253,55 +271,42 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
 // z and r_j h_j into the scratch. Grid as `step`.
 @compute @workgroup_size(64, 1, 1)
 fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let gid = grid_id(wid_in, P.gx, P.gy, P.gz) * vec3<u32>(64u, 1u, 1u) + lid;
-    let H = P.hidden;
-    let B = P.batch;
-    let T = P.t_len;
-    let j = gid.x;
-    let d = gid.z;
-    let b0 = gid.y * 4u;
-    if (j >= H || b0 >= B) {
+    let at = step_at(wid_in, lid);
+    if (!at.inside) {
         return;
     }
-    let s = u32(P.s);
-    let t = select(T - 1u - s, s, d == 0u);
+    let H = P.hidden;
+    let B = P.batch;
     let h3 = 3u * H;
-    let hprev = hs_slot(d, s);
-    let wb = d * H * h3;
-    let bl = B - 1u;
-    let o0 = hprev + min(b0, bl) * H;
-    let o1 = hprev + min(b0 + 1u, bl) * H;
-    let o2 = hprev + min(b0 + 2u, bl) * H;
-    let o3 = hprev + min(b0 + 3u, bl) * H;
     var ar = vec4<f32>(0.0);
     var az = vec4<f32>(0.0);
     // With PRECOMPUTED (the `products` loop), gh_r and gh_z come from
     // gemm.wgsl in binding 2, (D, B, 3H) without the bias.
-    let kmax = select(0u, H, rows_active(t, b0, 4u) && !PRECOMPUTED);
+    let kmax = select(0u, H, rows_active(at.t, at.b0, 4u) && !PRECOMPUTED);
     for (var k = 0u; k < kmax; k = k + 1u) {
-        let w = wb + k * h3 + j;
-        let hv = vec4<f32>(f32(hs[o0 + k]), f32(hs[o1 + k]), f32(hs[o2 + k]), f32(hs[o3 + k]));
+        let w = at.wb + k * h3 + at.j;
+        let hv = vec4<f32>(f32(hs[at.o.x + k]), f32(hs[at.o.y + k]), f32(hs[at.o.z + k]), f32(hs[at.o.w + k]));
         ar = fma(hv, vec4<f32>(f32(w_hhT[w])), ar);
         az = fma(hv, vec4<f32>(f32(w_hhT[w + H])), az);
     }
     var br = 0.0;
     var bz = 0.0;
     if (P.has_bias != 0u) {
-        br = f32(b_hh[d * h3 + j]);
-        bz = f32(b_hh[d * h3 + H + j]);
+        br = f32(b_hh[at.d * h3 + at.j]);
+        bz = f32(b_hh[at.d * h3 + H + at.j]);
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
-        let b = b0 + i;
+        let b = at.b0 + i;
         if (b >= B) {
             break;
         }
         var pr = ar[i];
         var pz = az[i];
         if (PRECOMPUTED) {
-            pr = f32(w_hhT[(d * B + b) * h3 + j]);
-            pz = f32(w_hhT[(d * B + b) * h3 + H + j]);
+            pr = f32(w_hhT[(at.d * B + b) * h3 + at.j]);
+            pz = f32(w_hhT[(at.d * B + b) * h3 + H + at.j]);
         }
-        rb_half(d, t, b, j, pr + br, pz + bz, f32(hs[hprev + b * H + j]));
+        rb_half(at.d, at.t, b, at.j, pr + br, pz + bz, f32(hs[at.hprev + b * H + at.j]));
     }
 }
 

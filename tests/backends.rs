@@ -578,7 +578,9 @@ fn the_variant_list_is_complete() {
         let path = entry.unwrap().path();
         let src = std::fs::read_to_string(&path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let specs_at = src.find("const SPECS: &[KernelSpec] = &[");
+        let specs_at = src
+            .find("const SPECS: &[KernelSpec] =")
+            .map(|at| at + src[at..].find('=').unwrap());
         // `(name, type)` of each `const NAME: KernelSpec` or array of them.
         let decls: Vec<(&str, &str)> = src
             .lines()
@@ -601,7 +603,7 @@ fn the_variant_list_is_complete() {
         let at = specs_at.unwrap_or_else(|| panic!("{name} declares kernels but no SPECS"));
         let list = &src[at..at + src[at..].find("];").unwrap()];
         let items: BTreeSet<String> = list
-            .split_once("= &[")
+            .split_once("&[")
             .unwrap()
             .1
             .split(',')

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use gru_wgpu::reference::{ReferenceCase, RunResult, CPU_BOUND, GPU_BOUND};
+use gru_wgpu::reference::{ReferenceCase, TensorCheck, CPU_BOUND, GPU_BOUND};
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
@@ -41,34 +41,27 @@ fn worse(a: Option<f64>, b: f64) -> f64 {
     }
 }
 
-/// An onnx-gru-v1 case: the CPU reference (f64) and the GPU (f32) against
-/// onnxruntime's float32 `Y` and `Y_h`, both within `ONNX_BOUND`.
-fn verify_onnx(
-    path: &std::path::Path,
-    want_cpu: bool,
-    ctx: Option<&gru_wgpu::gpu::GpuContext>,
-    status: &mut u8,
-    (worst_cpu, worst_gpu): (&mut Option<f64>, &mut Option<f64>),
-) {
-    use gru_wgpu::onnx::{OnnxCase, ONNX_BOUND};
-    let case = match OnnxCase::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            *status = 2;
-            return;
-        }
-    };
-    println!("{}: {}", path.display(), case.describe());
+/// The header of a case's table of checks.
+fn print_header() {
     println!(
         "  {:<6} {:<28} {:>10} {:>10} {:>7}",
         "device", "tensor", "max abs", "rel error", "bound"
     );
-    let mut report = |device: &str,
-                      res: gru_wgpu::Result<gru_wgpu::onnx::OnnxResult>,
-                      worst: &mut Option<f64>| match res {
-        Ok(r) => {
-            for c in case.compare(&r, ONNX_BOUND) {
+}
+
+/// One device's rows of a case's table: each tensor's errors against its
+/// bound, OK or FAIL. A FAIL sets `status` to 1 if it is still 0; a run
+/// that failed prints its error and sets `status` to 2.
+fn print_checks(
+    path: &std::path::Path,
+    device: &str,
+    checks: gru_wgpu::Result<Vec<TensorCheck>>,
+    status: &mut u8,
+    worst: &mut Option<f64>,
+) {
+    match checks {
+        Ok(checks) => {
+            for c in checks {
                 let ok = c.ok();
                 println!(
                     "  {:<6} {:<28} {:>10.3e} {:>10.3e} {:>7.0e} {}",
@@ -89,12 +82,36 @@ fn verify_onnx(
             eprintln!("error: {device} on {}: {e}", path.display());
             *status = 2;
         }
+    }
+}
+
+/// An onnx-gru-v1 case: the CPU reference (f64) and the GPU (f32) against
+/// onnxruntime's float32 `Y` and `Y_h`, both within `ONNX_BOUND`.
+fn verify_onnx(
+    path: &std::path::Path,
+    want_cpu: bool,
+    ctx: Option<&gru_wgpu::gpu::GpuContext>,
+    status: &mut u8,
+    (worst_cpu, worst_gpu): (&mut Option<f64>, &mut Option<f64>),
+) {
+    use gru_wgpu::onnx::{OnnxCase, ONNX_BOUND};
+    let case = match OnnxCase::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            *status = 2;
+            return;
+        }
     };
+    println!("{}: {}", path.display(), case.describe());
+    print_header();
     if want_cpu {
-        report("cpu", case.run_cpu::<f64>(), worst_cpu);
+        let checks = case.run_cpu::<f64>().map(|r| case.compare(&r, ONNX_BOUND));
+        print_checks(path, "cpu", checks, status, worst_cpu);
     }
     if let Some(ctx) = ctx {
-        report("gpu", case.run_gpu(ctx), worst_gpu);
+        let checks = case.run_gpu(ctx).map(|r| case.compare(&r, ONNX_BOUND));
+        print_checks(path, "gpu", checks, status, worst_gpu);
     }
 }
 
@@ -141,42 +158,14 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
             }
         };
         println!("{}: {}", path.display(), case.describe());
-        println!(
-            "  {:<6} {:<28} {:>10} {:>10} {:>7}",
-            "device", "tensor", "max abs", "rel error", "bound"
-        );
-        let mut report = |device: &str,
-                          res: gru_wgpu::Result<RunResult>,
-                          bound: f64,
-                          worst: &mut Option<f64>| match res {
-            Ok(r) => {
-                for c in case.compare(&r, bound) {
-                    let ok = c.ok();
-                    println!(
-                        "  {:<6} {:<28} {:>10.3e} {:>10.3e} {:>7.0e} {}",
-                        device,
-                        c.name,
-                        c.max_abs,
-                        c.rel,
-                        c.bound,
-                        if ok { "OK" } else { "FAIL" }
-                    );
-                    *worst = Some(worse(*worst, c.rel));
-                    if !ok && status == 0 {
-                        status = 1;
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {device} on {}: {e}", path.display());
-                status = 2;
-            }
-        };
+        print_header();
         if want_cpu {
-            report("cpu", case.run_cpu::<f64>(), CPU_BOUND, &mut worst_cpu);
+            let checks = case.run_cpu::<f64>().map(|r| case.compare(&r, CPU_BOUND));
+            print_checks(path, "cpu", checks, &mut status, &mut worst_cpu);
         }
         if let Some(ctx) = &ctx {
-            report("gpu", case.run_gpu(ctx), GPU_BOUND, &mut worst_gpu);
+            let checks = case.run_gpu(ctx).map(|r| case.compare(&r, GPU_BOUND));
+            print_checks(path, "gpu", checks, &mut status, &mut worst_gpu);
         }
     }
     println!(

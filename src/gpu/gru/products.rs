@@ -237,23 +237,18 @@ impl ProductPath for StoragePath {
                     ],
                     grid,
                 )?;
+                // gh_n: g's product over the n columns, with A = r·h from
+                // the scratch (D, B, 3H).
                 let n = Gemm {
-                    m: sh.rows_at(s),
                     n: h,
-                    k: h,
                     lda: h3,
-                    ldb: h3,
-                    ldc: h3,
                     a_off: 2 * h,
                     b_off: 2 * h,
                     c_off: 2 * h,
-                    batch: nd,
                     a_batch: b * h3,
-                    b_batch: h3 * h,
-                    c_batch: b * h3,
-                    b16: layer.f16(),
-
-                    ..Default::default()
+                    // (the scratch is f32)
+                    a16: false,
+                    ..g
                 };
                 encode_gemm(
                     rec,
@@ -454,24 +449,16 @@ impl ProductPath for StoragePath {
             g.dw_hh.buffer(),
         )?;
         if rb {
+            // hh's product for the n rows, with B = r·h, the tape's fourth
+            // gate (D, T·B, 4H).
             let n = Gemm {
                 m: h,
-                n: h,
-                k: tb,
-                trans_a: true,
-                lda: h3,
                 ldb: 4 * h,
-                ldc: h,
                 a_off: 2 * h,
                 b_off: 3 * h,
                 c_off: 2 * h * h,
-                batch: nd,
-                a_batch: tb * h3,
                 b_batch: tb * 4 * h,
-                c_batch: h3 * h,
-                b16: layer.f16(),
-
-                ..Default::default()
+                ..hh
             };
             encode_gemm(
                 rec,
