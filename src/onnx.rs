@@ -773,7 +773,17 @@ impl OnnxCase {
     /// Runs the GPU (f32): the model's parameters, `X`, `initial_h` and
     /// `sequence_lens`, with `Y` and `Y_h` in ONNX's shapes.
     pub fn run_gpu(&self, ctx: &crate::gpu::GpuContext) -> Result<OnnxResult> {
-        let model = crate::gpu::GpuGru::new(ctx, &self.gru.params()?)?;
+        self.run_gpu_in(ctx, crate::config::Precision::F32)
+    }
+
+    /// [`run_gpu`](Self::run_gpu) with the GPU model in `precision`.
+    pub fn run_gpu_in(
+        &self,
+        ctx: &crate::gpu::GpuContext,
+        precision: crate::config::Precision,
+    ) -> Result<OnnxResult> {
+        let params = self.gru.params()?.with_precision(precision);
+        let model = crate::gpu::GpuGru::new(ctx, &params)?;
         let opts = crate::gpu::ForwardOptions::new()
             .h0(self.initial_h.view())
             .lengths(self.lengths.clone());

@@ -364,3 +364,87 @@ fn the_main_job_with_an_adapter() {
         "{stdout}"
     );
 }
+
+/// `verify --precision f16` runs the GPU in f16 against the bound 2e-3 (the
+/// ONNX cases too), says so, and fails a wrong reference; `bench
+/// --precision f16` says `"precision": "f16"` in its JSON.
+#[test]
+fn verify_and_bench_take_the_precision() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let extra = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/golden-extra/onnx_fwd_lbr0.safetensors");
+    let out = bin()
+        .args(["verify", "--device", "gpu", "--precision", "f16"])
+        .arg(golden("seq_basic.safetensors"))
+        .arg(golden("saturated_inputs.safetensors"))
+        .arg(&extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.lines().next().unwrap().ends_with("(f16 storage)"),
+        "{stdout}"
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("gpu "))
+        .collect();
+    assert!(rows.len() > 10, "{stdout}");
+    assert!(rows.iter().all(|l| l.ends_with("2e-3 OK")), "{stdout}");
+    let last = stdout.lines().last().unwrap();
+    let gpu: f64 = last
+        .strip_prefix("worst relative error: cpu -, gpu ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Above f32's rounding, within f16's bound.
+    assert!(gpu > 1e-5 && gpu <= 2e-3, "{last}");
+
+    let dir = std::env::temp_dir().join(format!("gru_wgpu_cli_f16_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = bin()
+        .args(["verify", "--device", "gpu", "--precision", "f16"])
+        .arg(tampered(&dir))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let out = bin()
+        .args([
+            "bench",
+            "--batch",
+            "2",
+            "--seq",
+            "3",
+            "--hidden",
+            "8",
+            "--mode",
+            "fwd",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            "--precision",
+            "f16",
+            "--device",
+            "both",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = json_lines(&out.stdout);
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        let want = if r["impl"] == "gpu" { "f16" } else { "f32" };
+        assert_eq!(r["precision"], want, "{r}");
+    }
+}

@@ -1,15 +1,21 @@
-//! `gru-wgpu verify [--device cpu|gpu|both] FILE...`
+//! `gru-wgpu verify [--device cpu|gpu|both] [--precision f32|f16] FILE...`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use gru_wgpu::reference::{ReferenceCase, TensorCheck, CPU_BOUND, GPU_BOUND};
+use gru_wgpu::reference::{ReferenceCase, TensorCheck, CPU_BOUND, GPU_F16_BOUND};
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
     /// Where to run: the f64 CPU reference, the f32 GPU, or both.
     #[arg(long, value_enum, default_value_t = Device::Both)]
     device: Device,
+    /// The GPU's storage precision: `f32` (bound 1e-5), or `f16` (weights,
+    /// inputs, states, outputs and tape in f16, arithmetic in f32; bound
+    /// 2e-3; it needs the adapter's SHADER_F16). The CPU reference is f64
+    /// either way.
+    #[arg(long, value_enum, default_value_t = super::bench::PrecisionArg::F32)]
+    precision: super::bench::PrecisionArg,
     /// Reference files (safetensors, format gru-golden-v1, with lengths,
     /// resets or the reset-before form, or onnx-gru-v1 beside its .onnx model).
     #[arg(required = true)]
@@ -90,7 +96,7 @@ fn print_checks(
 fn verify_onnx(
     path: &std::path::Path,
     want_cpu: bool,
-    ctx: Option<&gru_wgpu::gpu::GpuContext>,
+    (ctx, precision): (Option<&gru_wgpu::gpu::GpuContext>, gru_wgpu::Precision),
     status: &mut u8,
     (worst_cpu, worst_gpu): (&mut Option<f64>, &mut Option<f64>),
 ) {
@@ -110,7 +116,14 @@ fn verify_onnx(
         print_checks(path, "cpu", checks, status, worst_cpu);
     }
     if let Some(ctx) = ctx {
-        let checks = case.run_gpu(ctx).map(|r| case.compare(&r, ONNX_BOUND));
+        // onnxruntime's float32 bound, or f16's where that is wider.
+        let bound = match precision {
+            gru_wgpu::Precision::F32 => ONNX_BOUND,
+            gru_wgpu::Precision::F16 => ONNX_BOUND.max(GPU_F16_BOUND),
+        };
+        let checks = case
+            .run_gpu_in(ctx, precision)
+            .map(|r| case.compare(&r, bound));
         print_checks(path, "gpu", checks, status, worst_gpu);
     }
 }
@@ -120,11 +133,15 @@ fn verify_onnx(
 pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
     let want_cpu = args.device != Device::Gpu;
     let want_gpu = args.device != Device::Cpu;
+    let precision = args.precision.get();
     let mut status = 0u8;
     let ctx = if want_gpu {
         match super::open_gpu(adapter) {
             Ok(c) => {
-                println!("gpu: {}", c.adapter());
+                match precision {
+                    gru_wgpu::Precision::F32 => println!("gpu: {}", c.adapter()),
+                    p => println!("gpu: {} ({} storage)", c.adapter(), p.name()),
+                }
                 Some(c)
             }
             Err(e) => {
@@ -143,7 +160,7 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
             verify_onnx(
                 path,
                 want_cpu,
-                ctx.as_ref(),
+                (ctx.as_ref(), precision),
                 &mut status,
                 (&mut worst_cpu, &mut worst_gpu),
             );
@@ -164,7 +181,9 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
             print_checks(path, "cpu", checks, &mut status, &mut worst_cpu);
         }
         if let Some(ctx) = &ctx {
-            let checks = case.run_gpu(ctx).map(|r| case.compare(&r, GPU_BOUND));
+            let case = case.with_precision(precision);
+            let bound = case.gpu_bound();
+            let checks = case.run_gpu(ctx).map(|r| case.compare(&r, bound));
             print_checks(path, "gpu", checks, &mut status, &mut worst_gpu);
         }
     }
