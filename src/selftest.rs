@@ -27,6 +27,12 @@
 //! added ([`quick_draws`]: six up to eight plans, then draws x plans <= 48,
 //! at least two), so the quick level stays well under a minute on llvmpipe.
 //! The thorough level keeps all of its draws.
+//!
+//! Precision: the suite runs in f32, then again in f16 storage
+//! ([`Precision::F16`]) where the adapter has SHADER_F16 (the PyTorch cases
+//! against the bound 2e-3, the random configurations, determinism; the CPU
+//! reference's checks once). On an adapter without it the f16 checks are one
+//! check not run, with that reason; [`SelftestOptions::precision`] picks one.
 
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
@@ -40,8 +46,8 @@ use crate::gpu::{
     Plan, PlanCacheLocation, TuneMode,
 };
 use crate::real::rel_error;
-use crate::reference::{ReferenceCase, RunResult, CPU_BOUND, GPU_BOUND};
-use crate::{GruConfig, GruParams};
+use crate::reference::{ReferenceCase, RunResult, CPU_BOUND, GPU_BOUND, GPU_F16_BOUND};
+use crate::{GruConfig, GruParams, Precision};
 
 /// The PyTorch reference cases built into the crate (`tests/data/golden`),
 /// by name.
@@ -112,6 +118,14 @@ pub struct SelftestOptions {
     pub gpu_bound: f64,
     /// The bound of the f64 CPU reference against PyTorch, [`CPU_BOUND`] by default.
     pub cpu_bound: f64,
+    /// The GPU's storage precision to check: `None` (the default) checks
+    /// f32, then f16 where the adapter has SHADER_F16 (where it does not,
+    /// the f16 checks are one check not run, with the reason); `Some(p)`
+    /// only `p` (f16 without SHADER_F16 is then a failed check).
+    pub precision: Option<Precision>,
+    /// The bound of the GPU in f16 against the f64 references,
+    /// [`GPU_F16_BOUND`] by default.
+    pub gpu_f16_bound: f64,
 }
 
 impl Default for SelftestOptions {
@@ -122,6 +136,8 @@ impl Default for SelftestOptions {
             level: Level::Quick,
             gpu_bound: GPU_BOUND,
             cpu_bound: CPU_BOUND,
+            precision: None,
+            gpu_f16_bound: GPU_F16_BOUND,
         }
     }
 }
@@ -175,6 +191,8 @@ pub struct Check {
     pub outcome: Outcome,
     /// Seconds the check took.
     pub seconds: f64,
+    /// The GPU's storage precision (f32 for the CPU reference's checks).
+    pub precision: Precision,
 }
 
 /// The whole run.
@@ -572,6 +590,7 @@ fn on_every_plan(
             bound,
             outcome,
             seconds: start.elapsed().as_secs_f64(),
+            precision: params.config().precision,
         });
     }
 }
@@ -589,7 +608,8 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
     };
     let gpu_bound = options.gpu_bound;
 
-    // A family that does not run here: its plans, once each, not run.
+    // A family that does not run here: its plans, once each, not run (for
+    // every precision; labelled with the first the suite runs).
     for (plan, why) in plans_not_running(ctx) {
         push(Check {
             kind: "path",
@@ -599,9 +619,57 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
             bound: gpu_bound,
             outcome: Outcome::NotRun(why),
             seconds: 0.0,
+            precision: options.precision.unwrap_or(Precision::F32),
         });
     }
     let plans = ctx.coverage_plans();
+    let has_f16 = ctx.features().contains(wgpu::Features::SHADER_F16);
+    let precisions = match options.precision {
+        Some(p) => vec![p],
+        None => vec![Precision::F32, Precision::F16],
+    };
+    for precision in precisions {
+        if precision == Precision::F16 && !has_f16 {
+            let why = "f16 storage needs the adapter feature SHADER_F16, which this adapter \
+                       does not have"
+                .to_string();
+            push(Check {
+                kind: "path",
+                config: "every configuration (f16)".to_string(),
+                path: "every plan".to_string(),
+                worst: None,
+                bound: options.gpu_f16_bound,
+                outcome: match options.precision {
+                    Some(_) => Outcome::Failed(why),
+                    None => Outcome::NotRun(why),
+                },
+                seconds: 0.0,
+                precision,
+            });
+            continue;
+        }
+        run_precision(options, ctx, &plans, precision, &mut push);
+    }
+    report
+}
+
+/// Every check of the suite in one storage precision: the PyTorch cases
+/// (and, in f32, the CPU reference on them), the random configurations and
+/// determinism, each on every plan. In f16 each configuration is named with
+/// "f16" and judged against the f16 bound.
+fn run_precision(
+    options: &SelftestOptions,
+    ctx: &GpuContext,
+    plans: &[Plan],
+    precision: Precision,
+    push: &mut dyn FnMut(Check),
+) {
+    let f16 = precision == Precision::F16;
+    let gpu_bound = match f16 {
+        true => options.gpu_f16_bound,
+        false => options.gpu_bound,
+    };
+    let tag = |s: String| if f16 { format!("{s} f16") } else { s };
 
     // The PyTorch cases.
     for (name, bytes) in &PYTORCH_CASES {
@@ -618,36 +686,41 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
                     bound: options.cpu_bound,
                     outcome: Outcome::Failed(e.to_string()),
                     seconds: start.elapsed().as_secs_f64(),
+                    precision,
                 });
                 continue;
             }
         };
-        let config = format!("PyTorch {name} ({})", case.describe());
-        let cpu = case.run_cpu::<f64>();
-        let (worst, outcome) = match cpu {
-            Ok(r) => {
-                let (w, t) = worst_against(&case, &r);
-                (Some(w), judge(w, &t, options.cpu_bound))
-            }
-            Err(e) => (None, Outcome::Failed(e.to_string())),
-        };
-        push(Check {
-            kind: "cpu",
-            config: config.clone(),
-            path: "cpu-f64".to_string(),
-            worst,
-            bound: options.cpu_bound,
-            outcome,
-            seconds: start.elapsed().as_secs_f64(),
-        });
+        let case = case.with_precision(precision);
+        let config = tag(format!("PyTorch {name} ({})", case.describe()));
+        // The CPU reference against PyTorch: once, in the f32 pass.
+        if !f16 {
+            let (worst, outcome) = match case.run_cpu::<f64>() {
+                Ok(r) => {
+                    let (w, t) = worst_against(&case, &r);
+                    (Some(w), judge(w, &t, options.cpu_bound))
+                }
+                Err(e) => (None, Outcome::Failed(e.to_string())),
+            };
+            push(Check {
+                kind: "cpu",
+                config: config.clone(),
+                path: "cpu-f64".to_string(),
+                worst,
+                bound: options.cpu_bound,
+                outcome,
+                seconds: start.elapsed().as_secs_f64(),
+                precision,
+            });
+        }
         on_every_plan(
             ctx,
-            &plans,
+            plans,
             (&case.params, case.batch),
             "pytorch",
             &config,
             gpu_bound,
-            &mut push,
+            push,
             |plan| match case.run_gpu_plan(ctx, Some(plan)) {
                 Ok(r) => {
                     let (w, t) = worst_against(&case, &r);
@@ -659,8 +732,9 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
     }
 
     // Random configurations against the f64 CPU reference.
-    for s in random_specs(options.level, plans.len()) {
-        let config = s.describe();
+    for mut s in random_specs(options.level, plans.len()) {
+        s.config = s.config.precision(precision);
+        let config = tag(s.describe());
         let kind = if s.train_seed.is_some() {
             "dropout"
         } else {
@@ -683,18 +757,19 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
                     bound: gpu_bound,
                     outcome: Outcome::Failed(e.to_string()),
                     seconds: 0.0,
+                    precision,
                 });
                 continue;
             }
         };
         on_every_plan(
             ctx,
-            &plans,
+            plans,
             (&case.params, case.batch),
             kind,
             &config,
             gpu_bound,
-            &mut push,
+            push,
             |plan| match case.run_gpu_plan(ctx, s.train_seed, Some(plan)) {
                 Ok((o, hn, g)) => {
                     let (w, t) = worst_of(&widen(tensors_f32(&o, &hn, &g)), &reference);
@@ -706,8 +781,9 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
     }
 
     // Determinism: the same call twice, bit for bit.
-    for s in determinism_specs(options.level) {
-        let config = format!("{} (the same call twice)", s.describe());
+    for mut s in determinism_specs(options.level) {
+        s.config = s.config.precision(precision);
+        let config = tag(format!("{} (the same call twice)", s.describe()));
         let case = match RandomCase::new(s.config.clone(), s.seq_len, s.batch, s.h0, s.seed) {
             Ok(c) => c,
             Err(e) => {
@@ -719,18 +795,19 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
                     bound: 0.0,
                     outcome: Outcome::Failed(e.to_string()),
                     seconds: 0.0,
+                    precision,
                 });
                 continue;
             }
         };
         on_every_plan(
             ctx,
-            &plans,
+            plans,
             (&case.params, case.batch),
             "determinism",
             &config,
             0.0,
-            &mut push,
+            push,
             |plan| {
                 let once = || {
                     case.run_gpu_plan(ctx, s.train_seed, Some(plan))
@@ -743,7 +820,6 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
             },
         );
     }
-    report
 }
 
 /// Compares two runs bit for bit: the relative difference of the second from

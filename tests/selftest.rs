@@ -22,10 +22,11 @@ fn selftest(args: &[&str]) -> (Output, String) {
 /// documented in `src/selftest.rs` and the README: the `sequence` loop past
 /// H = 256, the `resident` loop past the hidden sizes its workgroup holds,
 /// the window family under limits with uniform offsets above 32 bytes.
-const DOCUMENTED_NOT_RUN: [&str; 3] = [
+const DOCUMENTED_NOT_RUN: [&str; 4] = [
     "the sequence kernels take hidden sizes up to 256",
     "the resident kernels with",
     "32-byte offsets",
+    "f16 storage needs the adapter feature SHADER_F16",
 ];
 
 /// The shared test context of a limits profile: the same families as the
@@ -159,6 +160,38 @@ fn quick_passes(limits: &str) {
     ] {
         assert!(stdout.contains(needle), "{needle}:\n{stdout}");
     }
+    // Then all of it again in f16 where the adapter has SHADER_F16 (lavapipe
+    // has it), against the bound 2e-3; the CPU reference once.
+    if ctx.features().contains(wgpu::Features::SHADER_F16) {
+        let f16: Vec<&&str> = lines.iter().filter(|l| l.contains(" f16 | ")).collect();
+        assert!(
+            f16.iter()
+                .any(|l| l.starts_with("PyTorch seq_basic") && l.ends_with("| OK")),
+            "{stdout}"
+        );
+        for l in &f16 {
+            assert!(!l.contains("| cpu-f64 |"), "{l}");
+            assert!(
+                l.contains("| bound 2e-3 |")
+                    || l.contains("(the same call twice)")
+                    || l.contains("| not run: "),
+                "{l}"
+            );
+        }
+        let all = lines
+            .iter()
+            .filter(|l| l.contains(" | simple/step |"))
+            .count();
+        let f16_configs = f16
+            .iter()
+            .filter(|l| l.contains(" | simple/step |"))
+            .count();
+        assert_eq!(
+            2 * f16_configs,
+            all,
+            "as many configurations in each precision"
+        );
+    }
 }
 
 #[test]
@@ -176,7 +209,15 @@ fn json_lines_carry_every_field() {
     if common::gpu().is_none() {
         return;
     }
-    let (out, stdout) = selftest(&["--quick", "--json", "--limits", "webgpu"]);
+    // (f16 only: the JSON of the f32 checks is the same but for `precision`.)
+    let (out, stdout) = selftest(&[
+        "--quick",
+        "--json",
+        "--limits",
+        "webgpu",
+        "--precision",
+        "f16",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let objs: Vec<serde_json::Value> = stdout
         .lines()
@@ -207,6 +248,7 @@ fn json_lines_carry_every_field() {
         );
         assert!(c["bound"].is_number(), "{c}");
         assert!(c["seconds"].is_number(), "{c}");
+        assert_eq!(c["precision"], "f16", "{c}");
         if c["outcome"] == "passed" {
             assert!(c["worst"].as_f64().unwrap() <= c["bound"].as_f64().unwrap());
             assert!(c["reason"].is_null());
@@ -245,6 +287,7 @@ fn a_failing_check_fails_the_suite() {
     let options = SelftestOptions {
         profile: LimitsProfile::WebGpu,
         gpu_bound: -1.0,
+        gpu_f16_bound: -1.0,
         ..Default::default()
     };
     let mut seen = 0;
@@ -261,6 +304,7 @@ fn a_failing_check_fails_the_suite() {
     }
     let ok = SelftestOptions {
         profile: LimitsProfile::WebGpu,
+        precision: Some(gru_wgpu::Precision::F32),
         ..Default::default()
     };
     assert_eq!(selftest::run(&ok, |_| {}).unwrap().exit_status(), 0);

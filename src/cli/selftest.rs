@@ -20,6 +20,19 @@ pub struct SelftestArgs {
     /// One JSON object a line: the adapter, each check, then the summary.
     #[arg(long)]
     json: bool,
+    /// The GPU's storage precision to check: `all` (f32, then f16 where the
+    /// adapter has SHADER_F16: a configuration in f16 ends in "f16" and has
+    /// the bound 2e-3), `f32`, or `f16` (a failure where the adapter lacks
+    /// SHADER_F16).
+    #[arg(long, value_enum, default_value_t = PrecisionChoice::All)]
+    precision: PrecisionChoice,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PrecisionChoice {
+    All,
+    F32,
+    F16,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +87,7 @@ pub fn json(c: &Check) -> serde_json::Value {
         "outcome": c.outcome.name(),
         "reason": c.outcome.reason(),
         "seconds": c.seconds,
+        "precision": c.precision,
     })
 }
 
@@ -90,6 +104,11 @@ pub fn run(args: &SelftestArgs, adapter: Option<&str>) -> ExitCode {
             Level::Thorough
         } else {
             Level::Quick
+        },
+        precision: match args.precision {
+            PrecisionChoice::All => None,
+            PrecisionChoice::F32 => Some(gru_wgpu::Precision::F32),
+            PrecisionChoice::F16 => Some(gru_wgpu::Precision::F16),
         },
         ..Default::default()
     };
