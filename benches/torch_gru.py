@@ -71,8 +71,9 @@ def time_calls(call, iters, warmup, cuda=False):
     return times, gpu_times
 
 
-def result_row(shape, mode, times, gpu_times, iters, warmup, impl, adapter):
-    """The JSON fields of `gru-wgpu bench --json` for one timed shape and mode."""
+def result_row(shape, mode, times, gpu_times, iters, warmup, impl, adapter, precision="f32"):
+    """The JSON fields of `gru-wgpu bench --json` for one timed shape and mode
+    (`precision`: "f32", or "f16" for a half-precision model and data)."""
     batch, seq, inp, hidden, layers, bidir = shape
     med = statistics.median(times)
     return {
@@ -86,6 +87,7 @@ def result_row(shape, mode, times, gpu_times, iters, warmup, impl, adapter):
         "hidden": hidden,
         "layers": layers,
         "bidirectional": bidir,
+        "precision": precision,
         "median_ms": med,
         "min_ms": min(times),
         "max_ms": max(times),
@@ -103,13 +105,13 @@ def cpu_adapter():
     return f"torch {torch.__version__} CPU ({torch.get_num_threads()} threads) on {cpu_name()}"
 
 
-def bench(shape, mode, device, iters, warmup):
+def bench(shape, mode, device, iters, warmup, dtype=torch.float32):
     batch, seq, inp, hidden, layers, bidir = shape
     torch.manual_seed(1)
-    model = torch.nn.GRU(inp, hidden, num_layers=layers, bidirectional=bidir).to(device)
+    model = torch.nn.GRU(inp, hidden, num_layers=layers, bidirectional=bidir).to(device, dtype)
     d = 2 if bidir else 1
-    x = (torch.rand(seq, batch, inp, device=device) * 2 - 1).requires_grad_(mode == "fwdbwd")
-    go = torch.rand(seq, batch, d * hidden, device=device) * 2 - 1
+    x = (torch.rand(seq, batch, inp, device=device, dtype=dtype) * 2 - 1).requires_grad_(mode == "fwdbwd")
+    go = torch.rand(seq, batch, d * hidden, device=device, dtype=dtype) * 2 - 1
     cuda = device.type == "cuda"
 
     def call():
@@ -127,7 +129,8 @@ def bench(shape, mode, device, iters, warmup):
         adapter = f"torch {torch.__version__} cuDNN {torch.backends.cudnn.version()} on {torch.cuda.get_device_name(device)}, TF32 {tf32}"
     else:
         adapter = cpu_adapter()
-    return result_row(shape, mode, times, gpu_times, iters, warmup, "gpu" if cuda else "cpu", adapter)
+    precision = "f16" if dtype == torch.float16 else "f32"
+    return result_row(shape, mode, times, gpu_times, iters, warmup, "gpu" if cuda else "cpu", adapter, precision)
 
 
 def add_shape_args(ap):
@@ -176,7 +179,11 @@ def main():
     ap.add_argument("--json", action="store_true", help="one JSON object a line")
     ap.add_argument("--no-tf32", action="store_true",
                     help="float32 products on CUDA (cuDNN and matmul TF32 off), as gru-wgpu computes them")
+    ap.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                    help="the model's and the data's dtype (float16: cuDNN's half-precision GRU, "
+                    "as `gru-wgpu bench --precision f16`); the JSON's precision says which")
     a = ap.parse_args()
+    dtype = torch.float16 if a.dtype == "float16" else torch.float32
     if a.no_tf32:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -189,7 +196,7 @@ def main():
         print(f"{'mode':<7} {'shape':<28} {'median ms':>10} {'min ms':>10} {'max ms':>10} {'GFLOP/s':>9} {'seqs/s':>10}")
     for shape in shapes:
         for mode in modes:
-            r = bench(shape, mode, device, a.iters, a.warmup)
+            r = bench(shape, mode, device, a.iters, a.warmup, dtype)
             if a.json:
                 print(json.dumps(r), flush=True)
             else:

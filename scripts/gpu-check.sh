@@ -13,13 +13,15 @@
 #                         marked and cached (the bench's automatic plans)
 #   bench.jsonl           gru-wgpu bench --json: the default shapes and
 #                         B=16 T=256 I=H=64, B=64 T=100 I=H=512, B=256 T=64 I=H=1024,
-#                         forward and forward+backward
+#                         forward and forward+backward; then the same with
+#                         --precision f16 (f16 storage) where the adapter has SHADER_F16
 #   gemm.jsonl            gru-wgpu bench-gemm --json at 4096³ and the GRU's product shapes,
 #                         every GEMM kernel the adapter runs
-#   torch-cuda.jsonl      benches/torch_gru.py on CUDA, same shapes, TF32 off (float32 against float32)
+#   torch-cuda.jsonl      benches/torch_gru.py on CUDA, same shapes, TF32 off (float32 against float32),
+#                         then --dtype float16 (cuDNN's f16 GRU, the anchor of our f16 rows)
 #   torch.txt             what the CUDA part said (or why it did not run; the
 #                         probe's own stderr is kept in torch-probe.err)
-#   summary.md            the table: per shape and mode, gru-wgpu, cuDNN, the ratio
+#   summary.md            the table: per shape, mode and precision, gru-wgpu, cuDNN, the ratio
 #   log.txt               every command run, its exit status and its seconds
 #
 # Environment:
@@ -172,12 +174,16 @@ for s in $big_shapes; do
   run tune.jsonl "$budget" "$bin" tune --json --batch "$b" --seq "$t" --input "$h" --hidden "$h"
 done
 : > "$out/bench.jsonl"
-run bench.jsonl "$budget" "$bin" bench --json --mode both
-for s in $big_shapes; do
-  IFS=, read -r b t h <<< "$s"
-  # One mode a command: a shape whose backward does not fit still has its forward.
-  for m in fwd fwdbwd; do
-    run bench.jsonl "$budget" "$bin" bench --json --mode $m --batch "$b" --seq "$t" --input "$h" --hidden "$h" "${few[@]}"
+# f32, then f16 where the adapter has SHADER_F16 (a bench in f16 without it
+# fails with the reason, which the log keeps).
+for p in f32 f16; do
+  run bench.jsonl "$budget" "$bin" bench --json --mode both --precision $p
+  for s in $big_shapes; do
+    IFS=, read -r b t h <<< "$s"
+    # One mode a command: a shape whose backward does not fit still has its forward.
+    for m in fwd fwdbwd; do
+      run bench.jsonl "$budget" "$bin" bench --json --mode $m --batch "$b" --seq "$t" --input "$h" --hidden "$h" --precision $p "${few[@]}"
+    done
   done
 done
 
@@ -214,12 +220,14 @@ if [ $probe_rc -ne 0 ]; then
   echo "CUDA part not run: PyTorch cannot be imported by $py ($reason); no CUDA device could be checked" > "$out/torch.txt"
 elif echo "$probe" | grep -q '^cuda: '; then
   echo "$probe" > "$out/torch.txt"
-  tf32=(--no-tf32 --device cuda --json)
-  run torch-cuda.jsonl "$budget" "$py" "$torch_script" "${tf32[@]}"
-  for s in $big_shapes; do
-    IFS=, read -r b t h <<< "$s"
-    for m in fwd fwdbwd; do
-      run torch-cuda.jsonl "$budget" "$py" "$torch_script" "${tf32[@]}" --mode $m --batch "$b" --seq "$t" --input "$h" --hidden "$h"
+  for dt in float32 float16; do
+    tf32=(--no-tf32 --device cuda --json --dtype $dt)
+    run torch-cuda.jsonl "$budget" "$py" "$torch_script" "${tf32[@]}"
+    for s in $big_shapes; do
+      IFS=, read -r b t h <<< "$s"
+      for m in fwd fwdbwd; do
+        run torch-cuda.jsonl "$budget" "$py" "$torch_script" "${tf32[@]}" --mode $m --batch "$b" --seq "$t" --input "$h" --hidden "$h"
+      done
     done
   done
 else
@@ -261,19 +269,20 @@ def load(name):
 ours = load("bench.jsonl")
 theirs = {}
 for r in load("torch-cuda.jsonl"):
-    theirs[(r["mode"], r["batch"], r["seq"], r["input"], r["hidden"], r["layers"], r["bidirectional"])] = r
-print("| shape | mode | gru-wgpu ms | GFLOP/s | plan | cuDNN ms | GFLOP/s | gru-wgpu / cuDNN |")
-print("|---|---|---:|---:|---|---:|---:|---:|")
+    theirs[(r["mode"], r["batch"], r["seq"], r["input"], r["hidden"], r["layers"], r["bidirectional"], r.get("precision", "f32"))] = r
+print("| shape | mode | precision | gru-wgpu ms | GFLOP/s | plan | cuDNN ms | GFLOP/s | gru-wgpu / cuDNN |")
+print("|---|---|---|---:|---:|---|---:|---:|---:|")
 for r in ours:
-    key = (r["mode"], r["batch"], r["seq"], r["input"], r["hidden"], r["layers"], r["bidirectional"])
+    prec = r.get("precision", "f32")
+    key = (r["mode"], r["batch"], r["seq"], r["input"], r["hidden"], r["layers"], r["bidirectional"], prec)
     t = theirs.get(key)
     shape = f"B={r['batch']} T={r['seq']} I={r['input']} H={r['hidden']}"
     mode = "fwd" if r["mode"] == "fwd" else "fwd+bwd"
     plan = r.get("plan") or "-"
     if t:
-        print(f"| {shape} | {mode} | {r['median_ms']:.3f} | {r['gflops']:.1f} | {plan} | {t['median_ms']:.3f} | {t['gflops']:.1f} | {r['median_ms'] / t['median_ms']:.2f}x |")
+        print(f"| {shape} | {mode} | {prec} | {r['median_ms']:.3f} | {r['gflops']:.1f} | {plan} | {t['median_ms']:.3f} | {t['gflops']:.1f} | {r['median_ms'] / t['median_ms']:.2f}x |")
     else:
-        print(f"| {shape} | {mode} | {r['median_ms']:.3f} | {r['gflops']:.1f} | {plan} | - | - | - |")
+        print(f"| {shape} | {mode} | {prec} | {r['median_ms']:.3f} | {r['gflops']:.1f} | {plan} | - | - | - |")
 print()
 print(f"gru-wgpu on: {ours[0]['adapter'] if ours else '-'}; iterations: " + ", ".join(sorted({str(r['iters']) for r in ours})))
 if theirs:

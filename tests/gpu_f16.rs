@@ -287,3 +287,35 @@ fn m_before_output(
         .unwrap()
         .output
 }
+
+/// The planner tunes an f16 model like an f32 one, apart: every candidate
+/// timed in f16 (none failing), the fastest cached under a key of its own
+/// (`/f16`), and the model's automatic plan is then that one.
+#[test]
+fn the_planner_tunes_f16_plans_apart() {
+    let Some(base) = common::gpu() else { return };
+    let _ = base;
+    let ctx = gru_wgpu::gpu::GpuContext::with_options(gru_wgpu::gpu::ContextOptions {
+        tune: Some(gru_wgpu::gpu::TuneMode::Quick),
+        plan_cache: gru_wgpu::gpu::PlanCacheLocation::MemoryOnly,
+        ..Default::default()
+    })
+    .unwrap();
+    let config = GruConfig::new(8, 16).precision(Precision::F16);
+    let m = gru_wgpu::gpu::GpuGru::new(&ctx, &GruParams::<f32>::init(&config, 4).unwrap()).unwrap();
+    let report = m.tune(6, 4, gru_wgpu::gpu::TuneMode::Quick).unwrap();
+    assert!(report.key.ends_with("/f16"), "{}", report.key);
+    assert!(report.candidates.len() > 1);
+    for c in &report.candidates {
+        assert!(c.error.is_none(), "{:?}: {:?}", c.plan, c.error);
+    }
+    assert_eq!(m.plan_for(6, 4).unwrap().plan, report.chosen);
+    // The same shape in f32 has a bucket of its own.
+    let f32m = gru_wgpu::gpu::GpuGru::new(
+        &ctx,
+        &GruParams::<f32>::init(&config.clone().precision(Precision::F32), 4).unwrap(),
+    )
+    .unwrap();
+    let r32 = f32m.tune(6, 4, gru_wgpu::gpu::TuneMode::Quick).unwrap();
+    assert_ne!(r32.key, report.key);
+}
