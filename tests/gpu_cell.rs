@@ -121,6 +121,45 @@ fn cell_chains_match_the_cpu_cell() {
     }
 }
 
+/// The cell in f16 storage (`GpuGruCell::with_precision`): chains against
+/// the f64 CPU cell within the f16 bound, 2e-3.
+#[test]
+fn an_f16_cell_chains_within_the_f16_bound() {
+    let Some(ctx) = common::gpu() else { return };
+    for (n, &(i, h, b, t, bias)) in [(7, 16, 5, 12, true), (33, 65, 3, 9, false)]
+        .iter()
+        .enumerate()
+    {
+        let mut r = common::rng(90 + n as u64);
+        let cpu0 = GruCell::<f64>::new(i, h, bias, 3 + n as u64).unwrap();
+        let p = cpu0.params();
+        let p32 = gru_wgpu::DirParams {
+            weight_ih: p.weight_ih.mapv(|v| v as f32),
+            weight_hh: p.weight_hh.mapv(|v| v as f32),
+            bias_ih: p.bias_ih.as_ref().map(|b| b.mapv(|v| v as f32)),
+            bias_hh: p.bias_hh.as_ref().map(|b| b.mapv(|v| v as f32)),
+        };
+        let mut cpu = GruCell::from_params(gru_wgpu::DirParams {
+            weight_ih: p32.weight_ih.mapv(|v| v as f64),
+            weight_hh: p32.weight_hh.mapv(|v| v as f64),
+            bias_ih: p32.bias_ih.as_ref().map(|b| b.mapv(|v| v as f64)),
+            bias_hh: p32.bias_hh.as_ref().map(|b| b.mapv(|v| v as f64)),
+        })
+        .unwrap();
+        let mut gpu = GpuGruCell::with_precision(&ctx, &p32, gru_wgpu::Precision::F16).unwrap();
+        assert_eq!(gpu.model().config().precision, gru_wgpu::Precision::F16);
+        let xs = common::random((t, b, i), 1.0, &mut r).mapv(|v| v as f32);
+        let h0 = common::random((b, h), 1.0, &mut r).mapv(|v| v as f32);
+        let dhs = common::random((t, b, h), 1.0, &mut r).mapv(|v| v as f32);
+        let worst = chain(&ctx, &mut cpu, &mut gpu, &xs, &h0, &dhs);
+        // Above f32's rounding (it is f16), within f16's bound.
+        assert!(
+            worst > 1e-5 && worst <= 2e-3,
+            "I={i} H={h} B={b} T={t}: {worst:e}"
+        );
+    }
+}
+
 #[test]
 fn cell_matches_pytorch_grucell_and_a_longer_chain() {
     let Some(ctx) = common::gpu() else { return };

@@ -12,7 +12,7 @@
 
 use ndarray::{Array1, Array2, ArrayView2};
 
-use crate::config::GruConfig;
+use crate::config::{GruConfig, Precision};
 use crate::error::{check_shape, GruError, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::gru::{ForwardOptions, GpuGru, GpuTape, OnDevice};
@@ -44,10 +44,24 @@ impl std::fmt::Debug for GpuGruCell {
 impl GpuGruCell {
     /// A cell with the given parameters (checked as the CPU cell checks them).
     pub fn new(ctx: &GpuContext, params: &DirParams<f32>) -> Result<Self> {
+        Self::with_precision(ctx, params, Precision::F32)
+    }
+
+    /// [`new`](Self::new) storing its weights and states in `precision`
+    /// (see [`Precision`]: in f16 the device buffers of `x`, `h_prev` and
+    /// `h_next` hold f16 values, made and read by `GpuGru::upload_input`
+    /// and `read_stored` of [`model`](Self::model); the gradients stay f32).
+    pub fn with_precision(
+        ctx: &GpuContext,
+        params: &DirParams<f32>,
+        precision: Precision,
+    ) -> Result<Self> {
         // The CPU cell's checks: consistent shapes, no zero size, both biases or neither.
         crate::cpu::GruCell::from_params(params.clone())?;
         let (input, hidden) = (params.weight_ih.ncols(), params.weight_hh.ncols());
-        let config = GruConfig::new(input, hidden).bias(params.bias_ih.is_some());
+        let config = GruConfig::new(input, hidden)
+            .bias(params.bias_ih.is_some())
+            .precision(precision);
         let mut p = GruParams::<f32>::zeros(&config)?;
         *p.dir_mut(0, 0)? = params.clone();
         let model = GpuGru::new(ctx, &p)?;
@@ -88,6 +102,11 @@ impl GpuGruCell {
 
     pub fn context(&self) -> &GpuContext {
         self.model.context()
+    }
+
+    /// The one-step GRU that runs the cell.
+    pub fn model(&self) -> &GpuGru {
+        &self.model
     }
 
     /// Steps on the tape, waiting for their backward.
@@ -249,11 +268,12 @@ impl GpuGruCell {
             h_prev.shape(),
             &["B", "H"],
         )?;
-        let ctx = self.context().clone();
-        let xb = ctx.upload_array("x", x.view())?;
-        let hb = ctx.upload_array("h_prev", h_prev.view())?;
+        // (In the model's storage precision: converted on the device in f16.)
+        let std = |a: ArrayView2<f32>| a.iter().copied().collect::<Vec<_>>();
+        let xb = self.model.upload_input("x", &std(x))?;
+        let hb = self.model.upload_input("h_prev", &std(h_prev))?;
         let h = self.forward(xb.buffer(), hb.buffer(), b)?;
-        let v = ctx.read_back(h.buffer(), 0, h.len())?;
+        let v = self.model.read_stored(h.buffer(), h.len())?;
         Ok(Array2::from_shape_vec((b, self.hidden_size()), v).expect("length matches"))
     }
 
