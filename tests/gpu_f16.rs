@@ -212,6 +212,16 @@ fn f16_keeps_f32_master_parameters() {
     for (b, len) in m.param_buffers() {
         assert_eq!(b.size(), (len * 4) as u64, "f32 masters");
     }
+    // Parameters of the same GRU, whatever their configuration's precision
+    // (a file loads as f32): the model keeps f16 storage.
+    let mut m = m;
+    let q = GruParams::<f32>::init(&config.clone().precision(Precision::F32), 4).unwrap();
+    m.set_params(&q).unwrap();
+    assert_eq!(m.config().precision, Precision::F16);
+    assert_eq!(m.params().unwrap(), q.with_precision(Precision::F16));
+    // Another GRU is refused.
+    let other = GruParams::<f32>::init(&GruConfig::new(3, 6), 4).unwrap();
+    assert!(m.set_params(&other).is_err());
 }
 
 /// An optimiser step on an f16 model updates its f32 masters (SGD: exactly

@@ -99,7 +99,8 @@ impl GpuLinearHead {
     }
 
     /// Forward, loss and backward on `h` `(batch, H)` against `targets`
-    /// `(batch)`, both device buffers with the usage `STORAGE`: one
+    /// `(batch)`, both device buffers with the usage `STORAGE` holding f32
+    /// values (the output of a model in f32; the head has no f16 mode): one
     /// submission, nothing read back.
     pub fn step(&self, h: &wgpu::Buffer, targets: &wgpu::Buffer, batch: usize) -> Result<HeadStep> {
         if batch == 0 {

@@ -33,9 +33,10 @@ fn std_slice<D: ndarray::Dimension>(
 }
 
 impl GpuGru {
-    /// Replaces the parameters (of the same configuration).
+    /// Replaces the parameters (of the same configuration; their
+    /// configuration's storage precision is ignored: the model keeps its own).
     pub fn set_params(&mut self, params: &GruParams<f32>) -> Result<()> {
-        if params.config() != &self.config {
+        if params.config().clone().precision(self.config.precision) != self.config {
             return Err(GruError::InvalidConfig(format!(
                 "parameters of {:?} given to a model of {:?}",
                 params.config(),

@@ -58,7 +58,10 @@ impl GpuTape {
 ///
 /// The buffers come from the context's pool and go back to it when dropped
 /// (`PooledBuffer::into_inner` keeps one); `.buffer()` is the `wgpu::Buffer`,
-/// `.len()` the floats of data at its start (the buffer may be longer).
+/// `.len()` the values of data at its start (the buffer may be longer). For
+/// a model in [`Precision::F16`](crate::Precision) `output` and `h_n` hold
+/// f16 values, two to a float's bytes ([`GpuGru::read_stored`] reads them as
+/// f32).
 #[derive(Debug)]
 pub struct GpuForward {
     /// `output`, in the layout of the configuration.
