@@ -338,6 +338,20 @@ impl Device {
         Ok(buf)
     }
 
+    /// A storage buffer of `len` f16 values (`len / 2` floats, rounded up),
+    /// every half filled with an f16 NaN when poisoning.
+    pub(crate) fn storage_f16(&self, what: &str, len: usize) -> Result<PooledBuffer> {
+        let mut buf = self.storage_with(what, len.div_ceil(2), 0, wgpu::BufferUsages::empty())?;
+        buf.len = len;
+        if self.poison {
+            // 0x7E00 is a quiet NaN in f16: both halves of each word.
+            let nan = vec![0x7E00_7E00u32; len.div_ceil(2).max(1)];
+            self.queue
+                .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(&nan));
+        }
+        Ok(buf)
+    }
+
     /// A storage buffer holding `data`.
     pub(crate) fn upload(&self, what: &str, data: &[f32]) -> Result<PooledBuffer> {
         let buf = self.storage(what, data.len())?;

@@ -209,11 +209,7 @@ impl GpuGru {
     /// weights and activations: layer inputs and outputs, states, the tape).
     pub(crate) fn act(&self, what: &str, len: usize) -> Result<PooledBuffer> {
         match self.f16() {
-            true => {
-                let mut b = self.ctx.storage(what, len.div_ceil(2))?;
-                b.len = len;
-                Ok(b)
-            }
+            true => self.ctx.dev().storage_f16(what, len),
             false => self.ctx.storage(what, len),
         }
     }
