@@ -261,29 +261,50 @@ impl GpuGru {
         }
     }
 
-    /// `len` f32 values of `src` in the model's storage precision: `src`
-    /// itself in f32, a converted copy in f16 (kept by `rec` until submission).
+    /// `src` (f32) in the model's storage precision: `src` itself in f32, a
+    /// converted copy in f16 (`src` kept by `rec` until submission).
     pub(crate) fn f32_to_act(
         &self,
         rec: &mut Recorder,
         what: &str,
         src: PooledBuffer,
     ) -> Result<PooledBuffer> {
+        self.convert(rec, what, src, true)
+    }
+
+    /// `src` (in the model's storage precision) as f32: `src` itself in f32,
+    /// a converted copy in f16.
+    pub(crate) fn act_to_f32(
+        &self,
+        rec: &mut Recorder,
+        what: &str,
+        src: PooledBuffer,
+    ) -> Result<PooledBuffer> {
+        self.convert(rec, what, src, false)
+    }
+
+    /// In f16, a copy of `src` converted to f16 (`to_f16`) or from it, `src`
+    /// kept by `rec`; in f32, `src`.
+    fn convert(
+        &self,
+        rec: &mut Recorder,
+        what: &str,
+        src: PooledBuffer,
+        to_f16: bool,
+    ) -> Result<PooledBuffer> {
         if !self.f16() {
             return Ok(src);
         }
         let len = src.len();
-        let b = self.act(what, len)?;
-        encode_copy(
-            rec,
-            Io {
-                inp: false,
-                out: true,
-            },
-            len,
-            (src.buffer(), 0),
-            (b.buffer(), 0),
-        )?;
+        let b = match to_f16 {
+            true => self.act(what, len)?,
+            false => self.ctx.storage(what, len)?,
+        };
+        let io = Io {
+            inp: !to_f16,
+            out: to_f16,
+        };
+        encode_copy(rec, io, len, (src.buffer(), 0), (b.buffer(), 0))?;
         rec.keep(src);
         Ok(b)
     }
@@ -321,33 +342,6 @@ impl GpuGru {
             rec.submit()?;
             self.ctx.read_back(out.buffer(), 0, len)
         })
-    }
-
-    /// `len` values of `src`, stored in the model's precision, as f32: `src`
-    /// itself in f32, a converted copy in f16.
-    pub(crate) fn act_to_f32(
-        &self,
-        rec: &mut Recorder,
-        what: &str,
-        src: PooledBuffer,
-    ) -> Result<PooledBuffer> {
-        if !self.f16() {
-            return Ok(src);
-        }
-        let len = src.len();
-        let b = self.ctx.storage(what, len)?;
-        encode_copy(
-            rec,
-            Io {
-                inp: true,
-                out: false,
-            },
-            len,
-            (src.buffer(), 0),
-            (b.buffer(), 0),
-        )?;
-        rec.keep(src);
-        Ok(b)
     }
 
     /// Whether calls are timed (see `set_timing`).
