@@ -641,22 +641,35 @@ fn the_variant_list_is_complete() {
 fn built_name(v: &KernelVariant) -> String {
     let mut c: Vec<(&str, f64)> = v.constants.to_vec();
     c.sort_by(|a, b| a.0.cmp(b.0));
-    let c: Vec<String> = c.iter().map(|(n, x)| format!("{n}={x}")).collect();
+    let c: Vec<String> = c
+        .iter()
+        .map(|(n, x)| format!("{n}={x}"))
+        .chain(v.types.iter().map(|(n, t)| format!("{n}:{t}")))
+        .collect();
     format!("{}:{}({})", v.file, v.entry, c.join(","))
 }
 
 /// On the adapter, every pipeline the GRU builds on every path (both
-/// product families, both time loops, with and without a tape) is one of
-/// `kernel_variants`: the list the translations above run over.
+/// product families, both time loops, with and without a tape, in f32 and
+/// in f16) is one of `kernel_variants` or `kernel_variants_f16`: the lists
+/// the translations above run over.
 #[test]
 fn every_pipeline_built_on_the_adapter_is_listed() {
     use gru_wgpu::gpu::{BackwardOptions, ForwardOptions, GpuGru};
     use gru_wgpu::reference::ReferenceCase;
 
-    let listed: BTreeSet<String> = kernel_variants().iter().map(built_name).collect();
+    let listed: BTreeSet<String> = kernel_variants()
+        .iter()
+        .chain(&kernel_variants_f16())
+        .map(built_name)
+        .collect();
+    let f16 = gru_wgpu::Precision::F16;
     for (label, ctx, r) in common::gpu_paths() {
-        for path in common::golden_files() {
+        let cases = common::golden_files().into_iter().flat_map(|path| {
             let case = ReferenceCase::load(&path).unwrap();
+            [case.clone().with_precision(f16), case]
+        });
+        for case in cases {
             let model = GpuGru::new(&ctx, &case.params).unwrap();
             model.set_plan(Some(r));
             let batch = case.x.shape()[usize::from(case.config.batch_first)];

@@ -18,7 +18,6 @@ use crate::gpu::ops::gru_backward::{
 use crate::gpu::ops::gru_forward::{
     ForwardStepBufs, RB_RZ_STORAGE_GH, STEP_STORAGE_GH, STEP_STORAGE_GH_RB,
 };
-use crate::gpu::pipeline::u32_of;
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 
@@ -194,11 +193,7 @@ impl ProductPath for StoragePath {
         let bias = bufs.b_hh.unwrap_or(&dev.dummy);
         let gates = bufs.gates.unwrap_or(&dev.dummy_rw);
         let mut p = sh.params()?;
-        let grid = [
-            u32_of("hidden units", h.div_ceil(64))?,
-            u32_of("batch", b.div_ceil(4))?,
-            nd as u32,
-        ];
+        let grid = sh.step_grid()?;
         for s in 0..t_len {
             let slot = if tape { s } else { s % 2 };
             // Rows past `rows_at(s)` are padding at this step: their state
@@ -308,11 +303,7 @@ impl ProductPath for StoragePath {
         };
         let dev = rec.dev;
         let mut p = sh.params()?;
-        let grid = [
-            u32_of("hidden units", h.div_ceil(64))?,
-            u32_of("batch", b.div_ceil(4))?,
-            nd as u32,
-        ];
+        let grid = sh.step_grid()?;
         for s in (-1..t_len as i32).rev() {
             if s + 1 < t_len as i32 {
                 // Rows past `rows_at(s + 1)` were padding at step s + 1: no

@@ -69,14 +69,19 @@ impl StepShape {
         })
     }
 
-    /// The pieces of the grid of a step: (ceil(H/64), ceil(B/4), D) workgroups.
-    pub(crate) fn step_pieces(&self, max: u32) -> Result<Vec<([u32; 3], [u32; 3])>> {
-        let wg = [
+    /// The grid of a step: (ceil(H/64), ceil(B/4), D) workgroups.
+    pub(crate) fn step_grid(&self) -> Result<[u32; 3]> {
+        Ok([
             u32_of("hidden units", self.hidden.div_ceil(64))?,
             u32_of("batch", self.batch.div_ceil(4))?,
             self.dirs as u32,
-        ];
-        Ok(pieces(wg, max))
+        ])
+    }
+
+    /// The pieces of [`step_grid`](Self::step_grid) on a device that allows
+    /// `max` workgroups per dimension.
+    pub(crate) fn step_pieces(&self, max: u32) -> Result<Vec<([u32; 3], [u32; 3])>> {
+        Ok(pieces(self.step_grid()?, max))
     }
 
     /// The pieces of the grid of `splitk`: (ceil(H/4), ceil(B/4), D) workgroups.

@@ -153,23 +153,8 @@ pub(crate) fn encode_backward_steps_rb(
     b: &BackwardStepBufs,
     scratch: &wgpu::Buffer,
 ) -> Result<()> {
-    let step = rec.kernel(&STEP_RB)?;
-    let dr = rec.kernel(&RB_DR)?;
     let parts = sh.step_pieces(rec.max_groups())?;
-    let mut p = sh.params()?;
-    rec.reserve((2 * sh.t_len + 1) * parts.len());
-    let chunk = rec.current_chunk();
-    let bufs = [b.d_out, b.gates, b.hs, b.w_hh, b.dgh, b.dgi, b.dh, scratch];
-    let bg_step = rec.bind(&step, chunk, &bufs);
-    let bg_dr = rec.bind(&dr, chunk, &bufs);
-    for s in (-1..sh.t_len as i32).rev() {
-        p.s = s;
-        rec.dispatch_pieces(&step, &bg_step, chunk, p, &parts)?;
-        if s >= 0 {
-            rec.dispatch_pieces(&dr, &bg_dr, chunk, p, &parts)?;
-        }
-    }
-    Ok(())
+    backward_rb_loop(rec, sh, b, scratch, &STEP_RB, &parts)
 }
 
 /// [`encode_backward_steps_rb`] with the carry product split along K
@@ -180,19 +165,32 @@ pub(crate) fn encode_backward_splitk_rb(
     b: &BackwardStepBufs,
     scratch: &wgpu::Buffer,
 ) -> Result<()> {
-    let step = rec.kernel(&SPLITK_RB)?;
+    let parts = sh.splitk_pieces(rec.max_groups())?;
+    backward_rb_loop(rec, sh, b, scratch, &SPLITK_RB, &parts)
+}
+
+/// The reset-before backward loop: per step s (T-1 down to -1) the gradient
+/// step `step` over its grid pieces, then for s >= 0 `rb_dr`.
+fn backward_rb_loop(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+    scratch: &wgpu::Buffer,
+    step: &KernelSpec,
+    step_parts: &[([u32; 3], [u32; 3])],
+) -> Result<()> {
+    let step = rec.kernel(step)?;
     let dr = rec.kernel(&RB_DR)?;
-    let sk_parts = sh.splitk_pieces(rec.max_groups())?;
     let parts = sh.step_pieces(rec.max_groups())?;
     let mut p = sh.params()?;
-    rec.reserve((sh.t_len + 1) * (sk_parts.len() + parts.len()));
+    rec.reserve((sh.t_len + 1) * (step_parts.len() + parts.len()));
     let chunk = rec.current_chunk();
     let bufs = [b.d_out, b.gates, b.hs, b.w_hh, b.dgh, b.dgi, b.dh, scratch];
     let bg_step = rec.bind(&step, chunk, &bufs);
     let bg_dr = rec.bind(&dr, chunk, &bufs);
     for s in (-1..sh.t_len as i32).rev() {
         p.s = s;
-        rec.dispatch_pieces(&step, &bg_step, chunk, p, &sk_parts)?;
+        rec.dispatch_pieces(&step, &bg_step, chunk, p, step_parts)?;
         if s >= 0 {
             rec.dispatch_pieces(&dr, &bg_dr, chunk, p, &parts)?;
         }

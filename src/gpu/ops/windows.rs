@@ -460,15 +460,6 @@ pub(crate) struct RbWindows<'a> {
     pub scratch: &'a wgpu::Buffer,
 }
 
-/// The grid of the step kernels: `(ceil(H/64), ceil(B/4), D)`.
-fn step_grid(sh: &StepShape) -> Result<[u32; 3]> {
-    Ok([
-        u32_of("hidden units", sh.hidden.div_ceil(64))?,
-        u32_of("batch", sh.batch.div_ceil(4))?,
-        u32_of("directions", sh.dirs)?,
-    ])
-}
-
 /// The forward time loop of a reset-before layer on the window path. Each
 /// step: h_s chunked; `gh_{r,z} = h_s W_h{r,z}ᵀ`; `rb_rz` (r, z, r·h into
 /// the scratch, with b_hh); r·h chunked; `gh_n = (r·h) W_hnᵀ`; the step
@@ -493,7 +484,7 @@ pub(crate) fn encode_forward_steps_rb(
         b.gates.unwrap_or(&dev.dummy_rw),
         w.scratch,
     ];
-    let grid = step_grid(sh)?;
+    let grid = sh.step_grid()?;
     let mut p = sh.params()?;
     let (op, wt) = (&w.operand, &w.weights);
     // The products of one step for the weight rows `rows` (C's columns).
@@ -568,7 +559,7 @@ pub(crate) fn encode_backward_steps_rb(
 ) -> Result<()> {
     let (batch, h, nd, t_len) = (sh.batch, sh.hidden, sh.dirs, sh.t_len);
     let h3 = 3 * h;
-    let grid = step_grid(sh)?;
+    let grid = sh.step_grid()?;
     let mut p = sh.params()?;
     let (op, wt) = (&w.operand, &w.weights);
     for s in (-1..t_len as i32).rev() {
