@@ -80,6 +80,13 @@ fn flat_id(wid: vec3<u32>, gtx: u32, lid: vec3<u32>) -> u32 {
 //   flags, flags_at              1 where the call has step flags, and the
 //                                word of `hs` where they start (below)
 //   phase                        the half of a two-dispatch reset-before step (`splitk`)
+//   steps                        the persistent kernels (`sequence`, `resident`):
+//                                how many steps this dispatch runs, from step s
+//                                on (forward) or down from step s (backward).
+//                                A long time loop runs in several dispatches
+//                                (the host bounds the loop iterations of one
+//                                invocation, see src/gpu/ops/common.rs), each
+//                                taking up the state the one before stored.
 //
 // Step flags (variable lengths and episode resets). Where `flags` is 1, the
 // T·B words of `hs` from `flags_at` on hold, as floats 0..7, the flags of
@@ -110,5 +117,5 @@ struct StepParams {
     t_len: u32, batch: u32, hidden: u32, dirs: u32,
     s: i32, has_bias: u32, kc: u32, win_len: u32,
     gx: u32, gy: u32, gz: u32, rows: u32,
-    flags: u32, flags_at: u32, phase: u32, pad1: u32,
+    flags: u32, flags_at: u32, phase: u32, steps: u32,
 }

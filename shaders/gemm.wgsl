@@ -4,7 +4,8 @@
 // batch * n_split + s):
 //
 //   C[z][s](m, n) = sum over k in [s*k_chunk, min(K, (s+1)*k_chunk)) of A(m, k) B(k, n)
-//                   (+ bias[n] where flags & 1, only without split)
+//                   (+ bias[n] where flags & 1: split 0 adds it, where a product
+//                   with a bias is split at all: K past the loop budget)
 //
 //   A(m, k) = a[a_off + z*a_batch + m*lda + k]     (TRANS_A = false: A stored (M, K))
 //           = a[a_off + z*a_batch + k*lda + m]     (TRANS_A = true:  A stored (K, M))
@@ -120,7 +121,7 @@ fn main(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         c3 = fma(vec4<f32>(av.w), b0, c3); d3 = fma(vec4<f32>(av.w), b1, d3);
     }
 
-    if ((P.flags & 1u) != 0u) {
+    if ((P.flags & 1u) != 0u && split == 0u) {
         let bv0 = vec4<f32>(f32(bias[P.bias_off + q0]), f32(bias[P.bias_off + q1]), f32(bias[P.bias_off + q2]), f32(bias[P.bias_off + q3]));
         let bv1 = vec4<f32>(f32(bias[P.bias_off + q4]), f32(bias[P.bias_off + q5]), f32(bias[P.bias_off + q6]), f32(bias[P.bias_off + q7]));
         c0 += bv0; c1 += bv0; c2 += bv0; c3 += bv0;
@@ -289,7 +290,7 @@ fn tiled(
     }
 
     let cbase = P.c_off + batch * P.c_batch + split * P.c_split;
-    let has_bias = (P.flags & 1u) != 0u;
+    let has_bias = (P.flags & 1u) != 0u && split == 0u;
     for (var j = 0u; j < TN4; j = j + 1u) {
         let n = bn0 + (j * 16u + lid.x) * 4u;
         var bv = vec4<f32>(0.0);

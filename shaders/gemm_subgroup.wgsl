@@ -7,7 +7,7 @@
 // struct, bindings, transposes, batching, split-K partials, bias):
 //
 //   C[z][s](m, n) = sum over k in [s*k_chunk, min(K, (s+1)*k_chunk)) of A(m, k) B(k, n)
-//                   (+ bias[n] where flags & 1, only without split)
+//                   (+ bias[n] where flags & 1, added by split 0)
 //   A(m, k) = a[a_off + z*a_batch + m*lda + k]   or  a[.. + k*lda + m]   (TRANS_A)
 //   B(k, n) = b[b_off + z*b_batch + k*ldb + n]   or  b[.. + n*ldb + k]   (TRANS_B)
 //   C[z][s](m, n) at c[c_off + z*c_batch + s*c_split + m*ldc + n]
@@ -213,7 +213,7 @@ fn shared_a(
     }
 
     let cbase = P.c_off + batch * P.c_batch + split * P.c_split;
-    let has_bias = (P.flags & 1u) != 0u;
+    let has_bias = (P.flags & 1u) != 0u && split == 0u;
     for (var j = 0u; j < TN4; j = j + 1u) {
         let n = bn0 + (j * 16u + tx) * 4u;
         var bb = vec4<f32>(0.0);

@@ -319,7 +319,7 @@ fn rb_dr(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
 }
 
 // ---------------------------------------------------------------------------
-// sequence: the whole backward time loop of one layer in one dispatch (the
+// sequence: the whole backward time loop of one layer in one dispatch or a few (the
 // persistent kernel), steps T-1 down to -1, as `step` computes them.
 //
 // Workgroup (64 threads) = (batch slice of up to SEQ_ROWS = P.rows rows,
@@ -331,6 +331,13 @@ fn rb_dr(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
 // own dG_h values into g_sh, and after another the next step begins. With
 // W_PRIVATE the column j of W_hh (3H floats per unit) is first copied into
 // private memory (3·ceil(H/64)·H <= 768 floats).
+//
+// A long time loop runs in several dispatches of P.steps steps each (the
+// host keeps one invocation's loop iterations within the device's loop
+// budget: llvmpipe ends an invocation's loops after 65535 iterations in
+// all). Each dispatch first takes up the state the one before stored in
+// storage (h from hs; backward: dG_h of the step after from dgh), so the
+// results are bitwise those of one dispatch.
 
 const SEQ_ROWS: u32 = 4u;
 const SEQ_H3MAX: u32 = 768u;
@@ -366,7 +373,30 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         }
     }
 
-    for (var si = i32(T) - 1; si >= -1; si = si - 1) {
+    // This dispatch runs steps first down to last (see `steps` in
+    // common.wgsl); where a dispatch before it ran step first + 1, g_sh
+    // starts from that step's dG_h as the dispatch stored it.
+    let first = P.s;
+    let last = max(-1, first - i32(P.steps) + 1);
+    if (first + 1 < i32(T)) {
+        let sp = u32(first + 1);
+        for (var u = 0u; u < units; u = u + 1u) {
+            let j = lid.x + 64u * u;
+            if (j < H) {
+                for (var i = 0u; i < nrows; i = i + 1u) {
+                    let gh = ((d * T + sp) * B + b0 + i) * h3 + j;
+                    g_sh[i * SEQ_H3MAX + j] = dgh[gh];
+                    g_sh[i * SEQ_H3MAX + H + j] = dgh[gh + H];
+                    if (!RB) {
+                        g_sh[i * SEQ_H3MAX + 2u * H + j] = dgh[gh + 2u * H];
+                    }
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+
+    for (var si = first; si >= last; si = si - 1) {
         let slot_next = u32(si + 3) % 2u;
         let dh_next = (d * 2u + slot_next) * B * H;
         for (var u = 0u; u < units; u = u + 1u) {
@@ -532,7 +562,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
 }
 
 // ---------------------------------------------------------------------------
-// resident: the whole backward time loop of one layer in one dispatch, W_hh
+// resident: the whole backward time loop of one layer in one dispatch (or a few), W_hh
 // held in the threads' private memory, as the forward's `resident`.
 //
 // Workgroup (RES_WG threads) = (batch row b = wid.x, direction d = wid.y).
@@ -543,6 +573,13 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
 // memory) with the slice into res_red, a barrier, then thread (j, q = 0)
 // sums the partials in order, finishes the step as `step` and writes its
 // dG_h into res_g; a barrier.
+//
+// A long time loop runs in several dispatches of P.steps steps each (the
+// host keeps one invocation's loop iterations within the device's loop
+// budget: llvmpipe ends an invocation's loops after 65535 iterations in
+// all). Each dispatch first takes up the state the one before stored in
+// storage (h from hs; backward: dG_h of the step after from dgh), so the
+// results are bitwise those of one dispatch.
 
 override RES_WG: u32 = 256u;
 const RES_KMAX3: u32 = 96u;
@@ -574,7 +611,20 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         }
     }
 
-    for (var si = i32(T) - 1; si >= -1; si = si - 1) {
+    // This dispatch runs steps first down to last (see `steps` in
+    // common.wgsl), res_g starting from the dG_h of step first + 1 that a
+    // dispatch before it stored.
+    let first = P.s;
+    let last = max(-1, first - i32(P.steps) + 1);
+    if (first + 1 < i32(T) && q == 0u) {
+        let gh = ((d * T + u32(first + 1)) * B + b) * h3 + j;
+        res_g[j] = dgh[gh];
+        res_g[H + j] = dgh[gh + H];
+        res_g[2u * H + j] = dgh[gh + 2u * H];
+    }
+    workgroupBarrier();
+
+    for (var si = first; si >= last; si = si - 1) {
         let dh_next = (d * 2u + u32(si + 3) % 2u) * B * H;
         if (si != i32(T) - 1) {
             var a = 0.0;

@@ -311,7 +311,7 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
 }
 
 // ---------------------------------------------------------------------------
-// sequence: all T steps of one layer in one dispatch (the persistent kernel).
+// sequence: all T steps of one layer in one dispatch, or a few (the persistent kernel).
 //
 // Batch rows never depend on each other, so a workgroup that owns a slice of
 // up to SEQ_ROWS batch rows of one direction can run the whole time loop on
@@ -330,6 +330,13 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
 // loops are slow; GPUs read them through the cache instead. Each step writes
 // h', the output and the tape as `step` does, then, after a barrier, refreshes
 // h_sh from what the thread itself wrote.
+//
+// A long time loop runs in several dispatches of P.steps steps each (the
+// host keeps one invocation's loop iterations within the device's loop
+// budget: llvmpipe ends an invocation's loops after 65535 iterations in
+// all). Each dispatch first takes up the state the one before stored in
+// storage (h from hs; backward: dG_h of the step after from dgh), so the
+// results are bitwise those of one dispatch.
 
 const SEQ_ROWS: u32 = 4u;
 const SEQ_HMAX: u32 = 256u;
@@ -358,12 +365,16 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     let r2 = select(0u, 2u, nrows > 2u);
     let r3 = select(0u, 3u, nrows > 3u);
 
+    // This dispatch runs steps s0 .. s1 - 1 (see `steps` in common.wgsl): the
+    // state of its first step is the one the last dispatch stored.
+    let s0 = u32(P.s);
+    let s1 = min(T, s0 + P.steps);
     for (var u = 0u; u < units; u = u + 1u) {
         let j = lid.x + 64u * u;
         if (j < H) {
             for (var r = 0u; r < SEQ_ROWS; r = r + 1u) {
                 let b = b0 + min(r, nrows - 1u);
-                h_sh[r * SEQ_HMAX + j] = f32(hs[hs_slot(d, 0u) + b * H + j]);
+                h_sh[r * SEQ_HMAX + j] = f32(hs[hs_slot(d, s0) + b * H + j]);
             }
             if (W_PRIVATE) {
                 for (var k = 0u; k < H; k = k + 1u) {
@@ -378,7 +389,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     }
     workgroupBarrier();
 
-    for (var s = 0u; s < T; s = s + 1u) {
+    for (var s = s0; s < s1; s = s + 1u) {
         let t = select(T - 1u - s, s, d == 0u);
         let hnext = hs_slot(d, s + 1u);
         let live = rows_active(t, b0, nrows);
@@ -585,7 +596,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
 }
 
 // ---------------------------------------------------------------------------
-// resident: all T steps of one layer in one dispatch, W_hh held in the
+// resident: all T steps of one layer in one dispatch (or a few), W_hh held in the
 // threads' private memory (registers on GPUs) for the whole loop.
 //
 // Workgroup (RES_WG threads, the largest the device allows of 256, 512 and
@@ -599,6 +610,13 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
 // res_red, a barrier, then thread (j, q = 0) sums the S partials in order
 // q = 0, 1, ... (reproducible), applies the gate math as `step` and writes
 // h' into res_h; a barrier; the next step.
+//
+// A long time loop runs in several dispatches of P.steps steps each (the
+// host keeps one invocation's loop iterations within the device's loop
+// budget: llvmpipe ends an invocation's loops after 65535 iterations in
+// all). Each dispatch first takes up the state the one before stored in
+// storage (h from hs; backward: dG_h of the step after from dgh), so the
+// results are bitwise those of one dispatch.
 
 override RES_WG: u32 = 256u;
 const RES_KMAX: u32 = 32u;
@@ -641,12 +659,16 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         bz = f32(b_hh[d * h3 + H + j]);
         bn = f32(b_hh[d * h3 + 2u * H + j]);
     }
+    // This dispatch runs steps s0 .. s1 - 1 (see `steps` in common.wgsl),
+    // from the state the last dispatch stored.
+    let s0 = u32(P.s);
+    let s1 = min(T, s0 + P.steps);
     if (li < H) {
-        res_h[li] = f32(hs[hs_slot(d, 0u) + b * H + li]);
+        res_h[li] = f32(hs[hs_slot(d, s0) + b * H + li]);
     }
     workgroupBarrier();
 
-    for (var s = 0u; s < T; s = s + 1u) {
+    for (var s = s0; s < s1; s = s + 1u) {
         let t = select(T - 1u - s, s, d == 0u);
         let kl = select(0u, klen, rows_active(t, b, 1u));
         if (RB) {

@@ -5,7 +5,8 @@
 //
 // for every column n < cols, chunk c (workgroup y) and batch z. With one chunk
 // this is a plain column sum; with several it is the first of two passes, the
-// second summing the chunks' partials. The bias gradients are column sums of
+// second summing the chunks' partials (in chunks again where they are many,
+// so that no thread sums more than 512 rows). The bias gradients are column sums of
 // dG_i (T·B, D·3H) and dG_h (T·B, 3H) per direction, and the split-K partials
 // of gemm.wgsl are summed here too. Each thread sums one column of one chunk,
 // row by row: a fixed order, so the result is bitwise reproducible.

@@ -31,6 +31,12 @@
 //            out[out_off + z*out_batch + (c*R + r)*Kc + kk] = M(r, c*Kc + kk)   (R = a, K = b, Kc = kc)
 //            Strides express the transposes: the rows of dG_i (T·B, D·3H) as (D·3H, T·B) with
 //            rs = 1, ks = D·3H, for instance.
+// loop_probe one invocation runs a loop of `count` iterations, each adding 1 + inp[0] (the
+//            host stores 0 there, so no compiler can fold the loop away), and writes how
+//            many ran: out[0] = iterations (exact as a float up to 2^24). Fewer than
+//            `count` where the driver ends long loops early (llvmpipe stops every loop of an
+//            invocation once 65535 iterations have run, all its loops counted together):
+//            the host then splits the kernels whose loops grow with the data.
 
 struct Params {
     count: u32, in_off: u32, out_off: u32, a: u32,
@@ -149,4 +155,13 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         return;
     }
     out[P.out_off + e] = SO(0.0);
+}
+
+@compute @workgroup_size(1, 1, 1)
+fn loop_probe() {
+    var n = 0.0;
+    for (var i = 0u; i < P.count; i = i + 1u) {
+        n = n + 1.0 + f32(inp[0]);
+    }
+    out[0] = SO(n);
 }

@@ -364,3 +364,45 @@ fn variant_names_are_stable_and_round_trip() {
     }
     assert_eq!(GemmVariant::from_name("tile32"), None);
 }
+
+/// Products over a K longer than one invocation's loop may run on every
+/// driver, with and without bias: the simple kernel (one row of K per
+/// iteration) over 5·10⁶ rows of K (a weight gradient over T·B = 5·10⁶
+/// rows, an input of 5·10⁶ features), the tiled 64 x 64 kernel (8 rows
+/// per iteration) over 6·10⁵ with a bias. On lavapipe, whose driver ends
+/// an invocation's loops after 65535 iterations, these came out short
+/// before each chunk of K was bounded by the device's loop budget (the
+/// simple kernel's chunks of K/64 rows were longer, and a product with a
+/// bias was never split).
+#[test]
+fn products_over_a_very_long_k_are_split_within_the_loop_budget() {
+    let Some(ctx) = common::gpu() else {
+        return;
+    };
+    let (m, n) = (1, 2);
+    for (v, k, biases) in [
+        (GemmVariant::Simple, 5_000_000, &[false, true][..]),
+        (GemmVariant::Tile64K8, 600_000, &[true][..]),
+    ] {
+        let d = data(m, n, k, 1, 51);
+        for &bias in biases {
+            let g = GemmCase {
+                variant: v,
+                trans_a: false,
+                trans_b: true,
+                m,
+                n,
+                k,
+                batch: 1,
+                off: 0,
+                a: &d.a,
+                b: &d.b,
+                bias: bias.then_some(&d.bias[..]),
+            };
+            let label = format!("{} K={k} bias={bias}", v.name());
+            let got = gemm_for_tests(&ctx, &g).unwrap_or_else(|e| panic!("{label}: {e}"));
+            let w = check_against_f64(&label, &g, &got);
+            eprintln!("{label}: worst error {w:.3} of its bound");
+        }
+    }
+}

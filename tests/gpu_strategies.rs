@@ -100,28 +100,6 @@ fn every_strategy_matches_the_cpu_reference() {
     println!("strategies: {runs} runs, worst relative error {worst:.3e}");
 }
 
-type Run = (
-    ndarray::Array3<f32>,
-    ndarray::Array3<f32>,
-    gru_wgpu::cpu::GruGrads<f32>,
-);
-
-fn bits(a: &ndarray::Array3<f32>) -> Vec<u32> {
-    a.iter().map(|v| v.to_bits()).collect()
-}
-
-fn assert_same(a: &Run, b: &Run, what: &str) {
-    assert_eq!(bits(&a.0), bits(&b.0), "{what}: output");
-    assert_eq!(bits(&a.1), bits(&b.1), "{what}: h_n");
-    assert_eq!(bits(&a.2.x), bits(&b.2.x), "{what}: grad x");
-    assert_eq!(bits(&a.2.h0), bits(&b.2.h0), "{what}: grad h0");
-    for ((n, x), (_, y)) in a.2.params.named().into_iter().zip(b.2.params.named()) {
-        let x: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
-        let y: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
-        assert_eq!(x, y, "{what}: grad {}", n.name);
-    }
-}
-
 /// The forward without a tape against the forward with one, bitwise.
 fn assert_tape_free_same(case: &RandomCase, ctx: &GpuContext, s: Plan, what: &str) {
     let m = GpuGru::new(ctx, &case.params).unwrap();
@@ -135,8 +113,16 @@ fn assert_tape_free_same(case: &RandomCase, ctx: &GpuContext, s: Plan, what: &st
         .forward(case.x.view(), ForwardOptions::new().h0(h0))
         .unwrap();
     assert!(without.tape.is_none());
-    assert_eq!(bits(&with.output), bits(&without.output), "{what}: output");
-    assert_eq!(bits(&with.h_n), bits(&without.h_n), "{what}: h_n");
+    assert_eq!(
+        common::bits(&with.output),
+        common::bits(&without.output),
+        "{what}: output"
+    );
+    assert_eq!(
+        common::bits(&with.h_n),
+        common::bits(&without.h_n),
+        "{what}: h_n"
+    );
 }
 
 #[test]
@@ -158,7 +144,7 @@ fn every_strategy_is_reproducible_and_tape_free_forward_is_the_same() {
                 let what = format!("{label}, {s}, H={h} B={b} T={t}");
                 let a = case.run_gpu_plan(ctx, None, Some(s)).unwrap();
                 let c = case.run_gpu_plan(ctx, None, Some(s)).unwrap();
-                assert_same(&a, &c, &what);
+                common::assert_same(&a, &c, &what);
                 assert_tape_free_same(&case, ctx, s, &what);
             }
         }

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{GruError, Result};
-use crate::gpu::device::{find_adapter, summarize, AdapterSummary, Device};
+use crate::gpu::device::{find_adapter, summarize, AdapterSummary, Device, LOOP_PROBE_ITERATIONS};
 use crate::gpu::ops::gemm::GemmVariant;
+use crate::gpu::ops::util::encode_loop_probe;
 use crate::gpu::ops::windows::{windows_fit, WINDOW_BYTES};
 use crate::gpu::pipeline::Pipelines;
 use crate::gpu::plan::{Family, PlanCache, PlanCacheLocation, TuneMode};
@@ -39,6 +40,43 @@ pub struct ContextOptions {
     pub tune: Option<TuneMode>,
     /// Where measured plans are kept between processes.
     pub plan_cache: PlanCacheLocation,
+    /// A testing aid: the share of the loop iterations the loop probe saw
+    /// run that one invocation may be given (default 0.5; see
+    /// [`GpuContext::loop_limit`]). 1.0 runs the kernels' loop bounds at
+    /// the driver's very limit; `f64::INFINITY` disregards the limit (a
+    /// driver that ends long loops early then gives wrong numbers).
+    #[doc(hidden)]
+    pub loop_share: Option<f64>,
+}
+
+/// Runs the loop probe (`loop_probe` of `util.wgsl`) once: the loop
+/// iterations the driver lets one invocation run, where it ends the
+/// probe's loop before its end (`None` where the loop ran to the end). Its
+/// pipeline is built apart from the context's cache.
+fn probe_loop_limit(dev: &Device) -> Result<Option<u64>> {
+    let pipelines = Pipelines::default();
+    let out = dev.scoped(|| {
+        let inp = dev.upload("loop probe input", &[0.0])?;
+        let out = dev.storage("loop probe result", 1)?;
+        let mut rec = Recorder::new(dev, &pipelines, false);
+        encode_loop_probe(
+            &mut rec,
+            LOOP_PROBE_ITERATIONS as usize,
+            inp.buffer(),
+            out.buffer(),
+        )?;
+        rec.submit()?;
+        Ok(out)
+    })?;
+    let ran = dev.read_back(out.buffer(), 0, 1)?[0];
+    if !(ran >= 1.0 && ran <= LOOP_PROBE_ITERATIONS as f32) {
+        return Err(GruError::Gpu(format!(
+            "{}: the loop probe counted {ran} of {LOOP_PROBE_ITERATIONS} loop iterations \
+             (a device that cannot run a plain loop cannot run the kernels)",
+            dev.summary
+        )));
+    }
+    Ok(((ran as u64) < LOOP_PROBE_ITERATIONS).then_some(ran as u64))
 }
 
 /// Which limits a context asks the device for.
@@ -268,7 +306,11 @@ impl GpuContext {
         options: &ContextOptions,
         own_handlers: bool,
     ) -> Result<Self> {
-        let dev = Device::new(device, queue, summary, options.poison_buffers, own_handlers);
+        let mut dev = Device::new(device, queue, summary, options.poison_buffers, own_handlers);
+        dev.loop_limit = probe_loop_limit(&dev)?;
+        if let Some(share) = options.loop_share {
+            dev.loop_share = share;
+        }
         let fit = windows_fit(&dev.limits);
         let products = match options.products {
             Some(Products::Windows) if !fit => {
@@ -310,6 +352,20 @@ impl GpuContext {
     /// The adapter in use.
     pub fn adapter(&self) -> &AdapterSummary {
         &self.inner.dev.summary
+    }
+
+    /// The loop iterations the driver lets one invocation of a kernel run,
+    /// where it has such a limit: llvmpipe (and so lavapipe) ends every loop
+    /// of an invocation once 65535 iterations have run, all its loops
+    /// counted together, without an error. Measured when the device is
+    /// opened (a probe kernel counts how many iterations of a long loop
+    /// run); `None` where the probe's loop of 2^22 iterations ran to the
+    /// end. The kernels whose loops grow with the data split their work so
+    /// that one invocation runs at most half of it (or of 2^22): a long
+    /// time loop runs in several dispatches, each taking up the state the
+    /// one before stored (bitwise the same results).
+    pub fn loop_limit(&self) -> Option<u64> {
+        self.inner.dev.loop_limit
     }
 
     /// The limits the device was opened with.
@@ -379,6 +435,13 @@ impl GpuContext {
 
     pub(crate) fn plans(&self) -> &PlanCache {
         &self.inner.plans
+    }
+
+    /// A testing aid: puts `entry` into the plan cache under `key` (as a
+    /// tuning would), so that a test can plant a plan checked at a shape.
+    #[doc(hidden)]
+    pub fn cache_plan(&self, key: &str, entry: crate::gpu::plan::CachedPlan) {
+        self.inner.plans.put(key, entry);
     }
 
     /// Whether the device can time its own work (timestamp queries).

@@ -175,7 +175,23 @@ pub(crate) struct Device {
     /// Bound where a kernel writes a buffer that its mode does not use (a
     /// buffer cannot be bound both read-only and read-write in one dispatch).
     pub(crate) dummy_rw: wgpu::Buffer,
+    /// The loop iterations one invocation ran before the driver ended its
+    /// loop, where the probe saw that happen (llvmpipe: 65535, see
+    /// [`LOOP_PROBE_ITERATIONS`]); `None` where the probe's loop ran to the
+    /// end. Set by whoever opens the device, once.
+    pub(crate) loop_limit: Option<u64>,
+    /// The share of the loop iterations seen to run that one invocation may
+    /// be given (see [`loop_budget`](Self::loop_budget)).
+    pub(crate) loop_share: f64,
 }
+
+/// The iterations of the loop probe's loop: a kernel may count on this many
+/// loop iterations per invocation where the probe saw them all run.
+pub(crate) const LOOP_PROBE_ITERATIONS: u64 = 1 << 22;
+
+/// The share of the iterations seen to run that one invocation is given by
+/// default: a margin of two over the kernels' own bounds.
+pub(crate) const LOOP_SHARE: f64 = 0.5;
 
 impl Device {
     /// Wraps `device` and `queue`. With `own_handlers` (a device the crate
@@ -226,7 +242,43 @@ impl Device {
             poison,
             lost,
             uncaptured,
+            loop_limit: None,
+            loop_share: LOOP_SHARE,
         }
+    }
+
+    /// The loop iterations (all loops together) that one invocation of a
+    /// dispatch may run here: a share of what the loop probe saw run to the
+    /// end (the driver's limit where it has one, else the probe's own
+    /// [`LOOP_PROBE_ITERATIONS`]). Kernels whose loops grow with the data
+    /// (the persistent time loops, long sums) split their work to stay
+    /// within it.
+    pub(crate) fn loop_budget(&self) -> u64 {
+        let seen = self.loop_limit.unwrap_or(LOOP_PROBE_ITERATIONS) as f64;
+        let b = seen * self.loop_share;
+        if b >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            b as u64
+        }
+    }
+
+    /// Fails, naming `what`, where one invocation would run more loop
+    /// iterations than [`loop_budget`](Self::loop_budget) allows: a kernel
+    /// that the driver would cut short, giving wrong numbers.
+    pub(crate) fn check_loop(&self, what: &str, iterations: u64) -> Result<()> {
+        let budget = self.loop_budget();
+        if iterations > budget {
+            return Err(GruError::LimitExceeded {
+                what: format!("{what} on {}", self.summary),
+                requested: iterations,
+                limit: budget,
+                limit_name:
+                    "loop iterations per invocation (a share of those the loop probe saw run)",
+                unit: "iterations",
+            });
+        }
+        Ok(())
     }
 
     /// Fails if the device was lost (it polls the device first, so that a

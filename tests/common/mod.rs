@@ -57,6 +57,13 @@ pub fn gpu() -> Option<GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| match open(LimitsProfile::Adapter, None) {
         Ok(ctx) => {
+            if let Some(want) = expected_adapter() {
+                assert!(
+                    ctx.adapter().name.contains(&want),
+                    "the tests were to run on {want} and opened {}",
+                    ctx.adapter()
+                );
+            }
             eprintln!(
                 "GPU tests on {} ({:?} products)",
                 ctx.adapter(),
@@ -266,4 +273,96 @@ pub fn download(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
     let v =
         bytemuck::cast_slice::<u8, f32>(&staging.slice(..).get_mapped_range().unwrap()).to_vec();
     v
+}
+
+/// A GPU run's results, as `RandomCase::run_gpu` returns them.
+pub type Run = (
+    ndarray::Array3<f32>,
+    ndarray::Array3<f32>,
+    gru_wgpu::cpu::GruGrads<f32>,
+);
+
+/// The bit patterns of an array's elements.
+pub fn bits(a: &ndarray::Array3<f32>) -> Vec<u32> {
+    a.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Two runs bitwise equal: output, h_n and every gradient.
+pub fn assert_same(a: &Run, b: &Run, what: &str) {
+    assert_eq!(bits(&a.0), bits(&b.0), "{what}: output");
+    assert_eq!(bits(&a.1), bits(&b.1), "{what}: h_n");
+    assert_eq!(bits(&a.2.x), bits(&b.2.x), "{what}: grad x");
+    assert_eq!(bits(&a.2.h0), bits(&b.2.h0), "{what}: grad h0");
+    for ((n, x), (_, y)) in a.2.params.named().into_iter().zip(b.2.params.named()) {
+        let x: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
+        let y: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(x, y, "{what}: grad {}", n.name);
+    }
+}
+
+/// The Vulkan driver file (ICD manifest) of SwiftShader, the second,
+/// independent Vulkan implementation the GPU tests run on beside lavapipe:
+/// `GRU_WGPU_SWIFTSHADER_ICD`, else the one Debian's `chromium` package
+/// ships. `None` where neither is there.
+pub fn swiftshader_icd() -> Option<PathBuf> {
+    let path = std::env::var_os("GRU_WGPU_SWIFTSHADER_ICD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/chromium/vk_swiftshader_icd.json"));
+    path.is_file().then_some(path)
+}
+
+/// The adapter name the tests of this process must run on, where a parent
+/// process asked for one (`GRU_WGPU_EXPECT_ADAPTER`, set by
+/// [`rerun_on_swiftshader`]).
+pub fn expected_adapter() -> Option<String> {
+    std::env::var("GRU_WGPU_EXPECT_ADAPTER")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Runs the tests `names` of this test binary again in a child process on
+/// SwiftShader (the Vulkan loader sees only its driver there), and fails
+/// where they fail. Where SwiftShader is missing, says so; under
+/// [`require_gpu`] that is a failure (CI installs it: `.ci/run`). Inside
+/// such a child it does nothing (the child runs the tests themselves).
+pub fn rerun_on_swiftshader(names: &[&str]) {
+    if expected_adapter().is_some() {
+        return;
+    }
+    let Some(icd) = swiftshader_icd() else {
+        let why = "SwiftShader's Vulkan driver is not installed \
+                   (Debian: apt-get install chromium; or set GRU_WGPU_SWIFTSHADER_ICD \
+                   to its vk_swiftshader_icd.json)";
+        if require_gpu() {
+            panic!("GRU_WGPU_REQUIRE_GPU is set but {why}");
+        }
+        eprintln!("not run on SwiftShader: {why}");
+        return;
+    };
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--exact", "--nocapture", "--test-threads", "1"])
+        .args(names)
+        .env("VK_ICD_FILENAMES", &icd)
+        .env("VK_DRIVER_FILES", &icd)
+        .env("GRU_WGPU_EXPECT_ADAPTER", "SwiftShader")
+        .env_remove("GRU_WGPU_ADAPTER");
+    let out = cmd.output().expect("running the tests on SwiftShader");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "--- on SwiftShader ({}):\n{text}--- end of SwiftShader's run",
+        icd.display()
+    );
+    assert!(
+        out.status.success(),
+        "the tests {names:?} fail on SwiftShader"
+    );
+    assert!(
+        text.contains(&format!("test result: ok. {} passed", names.len())),
+        "not all of {names:?} ran on SwiftShader"
+    );
 }

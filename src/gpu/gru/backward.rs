@@ -11,7 +11,7 @@ use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
 use crate::gpu::gru::seq::upload_perm;
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
+use crate::gpu::ops::common::{lp, seq_private_fits, StepShape, Strategy};
 use crate::gpu::ops::gru_backward::{
     encode_backward_resident, encode_backward_sequence, encode_backward_splitk,
     encode_backward_splitk_rb, encode_backward_steps, encode_backward_steps_rb, BackwardStepBufs,
@@ -296,6 +296,12 @@ impl GpuGru {
         shape: &StepShape,
         bufs: &BackwardStepBufs,
     ) -> Result<()> {
+        // A step kernel's thread loops over 3H: within the device's loop
+        // budget (see `Device::loop_budget`).
+        self.ctx.dev().check_loop(
+            "one backward step's product over the gates",
+            2 * lp(3 * shape.hidden) + 32,
+        )?;
         if self.config.reset_form == ResetForm::Before {
             if strategy == Strategy::Products {
                 // The product path keeps its own scratch.

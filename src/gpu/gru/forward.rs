@@ -9,7 +9,7 @@ use crate::gpu::gru::products::{Layer, ProductPath};
 use crate::gpu::gru::seq::{upload_perm, SeqRun};
 use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{seq_private_fits, StepShape, Strategy};
+use crate::gpu::ops::common::{lp, seq_private_fits, StepShape, Strategy};
 use crate::gpu::ops::gru_forward::{
     encode_forward_resident, encode_forward_sequence, encode_forward_splitk,
     encode_forward_splitk_rb, encode_forward_steps, encode_forward_steps_rb, ForwardStepBufs,
@@ -288,6 +288,12 @@ impl GpuGru {
         bufs: &ForwardStepBufs,
         h0: Option<&wgpu::Buffer>,
     ) -> Result<()> {
+        // A step kernel's thread loops over H (twice in the reset-before
+        // form): within the device's loop budget (see `Device::loop_budget`).
+        self.ctx.dev().check_loop(
+            "one step's product over the hidden units",
+            2 * lp(3 * shape.hidden) + 32,
+        )?;
         if self.config.reset_form == ResetForm::Before {
             if strategy == Strategy::Products {
                 // The product path keeps its own scratch.

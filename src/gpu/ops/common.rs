@@ -24,7 +24,7 @@ params_struct! {
         flags: u32,
         flags_at: u32,
         phase: u32,
-        pad1: u32,
+        steps: u32,
     }
 }
 grid3!(StepParams);
@@ -93,6 +93,88 @@ impl StepShape {
         ];
         Ok(pieces(wg, max))
     }
+}
+
+/// An upper bound of the loop iterations one invocation of a persistent
+/// kernel (`sequence`, `resident`) runs: before its first step, and per step.
+///
+/// Some drivers end an invocation's loops early once it has run a number of
+/// loop iterations in all (llvmpipe, and so lavapipe: 65535, counted over
+/// every loop of the shader together), and a time loop of thousands of steps
+/// passes that; a kernel cut short gives wrong numbers without an error. So
+/// the host measures that limit when it opens the device
+/// ([`Device::loop_budget`](crate::gpu::device::Device::loop_budget)) and
+/// runs a long time loop in several dispatches of at most
+/// [`steps_per_dispatch`] steps, each within the budget.
+///
+/// The bounds mirror each shader's loops: a loop of `n` iterations counts
+/// as [`lp`]`(n)`, and a loop a thread skips (the lanes of a SIMD group run
+/// a branch when any of them takes it) counts too. Measured on llvmpipe
+/// (65535 over the step where results first went wrong in one dispatch, at
+/// H = 4 to 200, B = 1 and 5, both reset forms), the true cost per step is
+/// 59 to 98% of these bounds; the default share of the limit (one half)
+/// leaves a margin of two beyond that, and `tests/gpu_loop_limit.rs` runs
+/// every persistent loop at the limit itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LoopCost {
+    pub prologue: u64,
+    pub per_step: u64,
+}
+
+/// A loop of `n` iterations as [`LoopCost`] counts it: two more, for the
+/// check that ends it and the compiler's own bookkeeping.
+pub(crate) const fn lp(n: usize) -> u64 {
+    n as u64 + 2
+}
+
+/// How many steps one dispatch of a persistent kernel of cost `cost` may
+/// run on `dev` (at least one), or an error naming `what` where not even
+/// one step fits the device's loop budget.
+pub(crate) fn steps_per_dispatch(
+    dev: &crate::gpu::device::Device,
+    what: &str,
+    cost: LoopCost,
+) -> Result<usize> {
+    let budget = dev.loop_budget();
+    dev.check_loop(what, cost.prologue + cost.per_step)?;
+    let steps = (budget - cost.prologue) / cost.per_step;
+    Ok(usize::try_from(steps).unwrap_or(usize::MAX).max(1))
+}
+
+/// Records the time loop of a persistent kernel over grid `wg` in
+/// dispatches of at most `per` steps each (one bind group for all): forward,
+/// steps `s .. s + per` from 0 up to T - 1; backward (`backward`), steps
+/// `s` down to `s - per + 1` from T - 1 down to -1.
+pub(crate) fn run_persistent(
+    rec: &mut crate::gpu::recorder::Recorder,
+    spec: &crate::gpu::pipeline::KernelSpec,
+    mut p: StepParams,
+    buffers: &[&wgpu::Buffer],
+    wg: [u32; 3],
+    per: usize,
+    backward: bool,
+) -> Result<()> {
+    let t = p.t_len as usize;
+    // The backward's steps T-1 .. -1 are T + 1.
+    let total = t + backward as usize;
+    let per = per.clamp(1, total.max(1));
+    let kernel = rec.kernel(spec)?;
+    let parts = pieces(wg, rec.max_groups());
+    let runs = total.div_ceil(per).max(1);
+    rec.reserve(runs * parts.len());
+    let chunk = rec.current_chunk();
+    let bg = rec.bind(&kernel, chunk, buffers);
+    p.steps = u32_of("steps per dispatch", per)?;
+    for i in 0..runs {
+        let first = i * per;
+        p.s = if backward {
+            t as i32 - 1 - first as i32
+        } else {
+            first as i32
+        };
+        rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
+    }
+    Ok(())
 }
 
 /// Hidden units and batch rows per workgroup of `splitk` (`SK_UNITS`, `SK_ROWS`).

@@ -398,16 +398,27 @@ pub(crate) fn encode_gemm(
     let spec = &typed;
     let batch = g.batch.max(1);
     let mn = g.m * g.n * batch;
+    // One invocation's K loop steps one row of K at a time (the simple
+    // kernel) or BK rows (the tiled ones, whose inner loops the compilers
+    // unroll): a chunk of K may be this long within the device's loop
+    // budget (see `Device::loop_budget`; only llvmpipe's is short enough
+    // to matter, about 16 thousand rows).
+    let k_step = variant.tile().map_or(1, |(_, _, bk)| bk) as u64;
+    let k_max = usize::try_from((dev.loop_budget() / 2).saturating_mul(k_step))
+        .unwrap_or(usize::MAX)
+        .max(K_CHUNK);
     let mut n_split = 1;
-    if bias.is_none() && g.ldc == g.n && g.k > 2 * K_CHUNK {
+    if g.ldc == g.n && (g.k > 2 * K_CHUNK && bias.is_none() || g.k > k_max) {
         // The split depends on K, N and the batch only, never on M: the same
         // row of C sums in the same order however many rows there are (a
         // stream's chunks equal one call over the whole sequence). Where
         // the partials of all M rows would pass the bound, the rows go in
-        // slices instead.
+        // slices instead. (A product with a bias splits only where its K
+        // passes the loop budget; the first chunk adds the bias.)
         n_split =
-            g.k.div_ceil(K_CHUNK)
+            g.k.div_ceil(if bias.is_none() { K_CHUNK } else { k_max })
                 .min(64)
+                .max(g.k.div_ceil(k_max))
                 .min((MAX_PARTIAL_FLOATS / (g.n * batch).max(1)).max(1));
         if n_split > 1 && n_split * mn > MAX_PARTIAL_FLOATS {
             let slice = (MAX_PARTIAL_FLOATS / (n_split * g.n * batch)).max(1);
@@ -432,6 +443,10 @@ pub(crate) fn encode_gemm(
         k_chunk = k_chunk.next_multiple_of(bk);
     }
     let n_split = g.k.div_ceil(k_chunk);
+    dev.check_loop(
+        &format!("a matrix product's loop over {k_chunk} rows of K"),
+        (k_chunk as u64).div_ceil(k_step) + 16,
+    )?;
     let wg = [
         u32_of("GEMM columns", g.n.div_ceil(cols))?,
         u32_of("GEMM rows", g.m.div_ceil(rows))?,

@@ -5,8 +5,10 @@
 //! `StepParams` (see [`common`](super::common)).
 
 use crate::error::Result;
-use crate::gpu::ops::common::{StepShape, SEQ_ROWS};
-use crate::gpu::ops::gru_forward::resident_index;
+use crate::gpu::ops::common::{
+    lp, run_persistent, steps_per_dispatch, LoopCost, StepShape, RES_KMAX, RES_SIZES, SEQ_ROWS,
+};
+use crate::gpu::ops::gru_forward::{resident_index, resident_slices};
 use crate::gpu::pipeline::{u32_of, Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
@@ -202,6 +204,40 @@ fn backward_rb_loop(
 ///
 /// `rb_scratch`: the reset-before form (`RB`), with its scratch `(D, B, H)`
 /// (zeros before the call).
+/// The loops of one invocation of the backward `sequence` (see
+/// [`LoopCost`]): before the loop, (`w_private`) the thread's columns of
+/// W_hh and the rows of dG_h of the step after; per step, for each unit the
+/// carry (both of its branches, and the product over 3H), the gate
+/// gradients of each row, in the reset-before form (`rb`) the second
+/// half's product over H, and the copy of dG_h.
+pub(crate) fn sequence_cost(hidden: usize, w_private: bool, rb: bool) -> LoopCost {
+    let units = hidden.div_ceil(64) as u64;
+    let u = lp(units as usize);
+    let r = lp(SEQ_ROWS);
+    let carry = r + r + lp(3 * hidden) + r;
+    let second = if rb {
+        r + u + units * (lp(hidden) + r)
+    } else {
+        0
+    };
+    LoopCost {
+        prologue: u + if w_private { units * lp(3 * hidden) } else { 0 } + u + units * r,
+        per_step: 4 + u + units * (carry + r) + second + u + units * r,
+    }
+}
+
+/// The loops of one invocation of the backward `resident` (see
+/// [`LoopCost`]): the weights' copy; per step, `rows_active_s`, the
+/// thread's slice of 3H and the sum over the slices (twice in the
+/// reset-before form, `rb`).
+pub(crate) fn resident_cost(hidden: usize, wg: u32, rb: bool) -> LoopCost {
+    let half = lp(1) + lp(3 * RES_KMAX) + lp(resident_slices(hidden, 3 * hidden, wg));
+    LoopCost {
+        prologue: lp(3 * RES_KMAX),
+        per_step: 4 + half * (1 + rb as u64),
+    }
+}
+
 pub(crate) fn encode_backward_sequence(
     rec: &mut Recorder,
     sh: &StepShape,
@@ -223,21 +259,22 @@ pub(crate) fn encode_backward_sequence(
         1,
     ];
     let dev = rec.dev;
-    rec.run(
-        spec,
-        &p,
-        &[
-            b.d_out,
-            b.gates,
-            b.hs,
-            b.w_hh,
-            b.dgh,
-            b.dgi,
-            b.dh,
-            rb_scratch.unwrap_or(&dev.dummy_rw),
-        ],
-        wg,
-    )
+    let per = steps_per_dispatch(
+        dev,
+        "one step of the backward `sequence` loop",
+        sequence_cost(sh.hidden, w_private, rb_scratch.is_some()),
+    )?;
+    let bufs = [
+        b.d_out,
+        b.gates,
+        b.hs,
+        b.w_hh,
+        b.dgh,
+        b.dgi,
+        b.dh,
+        rb_scratch.unwrap_or(&dev.dummy_rw),
+    ];
+    run_persistent(rec, spec, p, &bufs, wg, per, true)
 }
 
 /// The bindings of the backward kernels without a window copy.
@@ -285,5 +322,11 @@ pub(crate) fn encode_backward_resident(
     let p = sh.params()?;
     let wg = [u32_of("batch", sh.batch)?, sh.dirs as u32, 1];
     let dev = rec.dev;
-    rec.run(spec, &p, &bound(b, rb_scratch.unwrap_or(&dev.dummy_rw)), wg)
+    let per = steps_per_dispatch(
+        dev,
+        "one step of the backward `resident` loop",
+        resident_cost(sh.hidden, RES_SIZES[at], rb_scratch.is_some()),
+    )?;
+    let bufs = bound(b, rb_scratch.unwrap_or(&dev.dummy_rw));
+    run_persistent(rec, spec, p, &bufs, wg, per, true)
 }

@@ -6,7 +6,10 @@
 
 use crate::error::GruError;
 use crate::error::Result;
-use crate::gpu::ops::common::{resident_wg, StepShape, RES_SIZES, SEQ_ROWS};
+use crate::gpu::ops::common::{
+    lp, resident_wg, run_persistent, steps_per_dispatch, LoopCost, StepShape, RES_KMAX, RES_SIZES,
+    SEQ_ROWS,
+};
 use crate::gpu::pipeline::{u32_of, Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
@@ -298,8 +301,42 @@ pub(crate) fn encode_forward_steps_rb(
     Ok(())
 }
 
-/// Records the forward time loop of one layer in one dispatch: workgroups of
-/// `SEQ_ROWS` batch rows by direction (see the shader's `sequence`). With
+/// The loops of one invocation of the forward `sequence` (see [`LoopCost`]):
+/// before the loop, the state's rows and (`w_private`) the thread's columns
+/// of W_hh; per step, `rows_active`, the products of each unit (twice in the
+/// reset-before form, `rb`) and the state's refresh.
+pub(crate) fn sequence_cost(hidden: usize, w_private: bool, rb: bool) -> LoopCost {
+    let units = hidden.div_ceil(64) as u64;
+    let r = lp(SEQ_ROWS);
+    let products = lp(units as usize) + units * (lp(hidden) + r);
+    LoopCost {
+        prologue: lp(units as usize) + units * (r + if w_private { lp(hidden) } else { 0 }),
+        per_step: 4 + r + products * (1 + rb as u64) + lp(units as usize) + units * r,
+    }
+}
+
+/// K-slices of `resident` with `wg` threads at hidden size `h` over `k`
+/// rows of the product (`H` forward, `3H` backward), as the shader cuts them.
+pub(crate) fn resident_slices(h: usize, k: usize, wg: u32) -> usize {
+    let per = (wg as usize / h).max(1);
+    let len = k.div_ceil(per);
+    k.div_ceil(len)
+}
+
+/// The loops of one invocation of the forward `resident` (see [`LoopCost`]):
+/// the weights' copy; per step, `rows_active`, the thread's slice and the
+/// sum over the slices (twice in the reset-before form, `rb`).
+pub(crate) fn resident_cost(hidden: usize, wg: u32, rb: bool) -> LoopCost {
+    let half = lp(RES_KMAX) + lp(resident_slices(hidden, hidden, wg));
+    LoopCost {
+        prologue: lp(RES_KMAX),
+        per_step: 4 + lp(1) + half * (1 + rb as u64),
+    }
+}
+
+/// Records the forward time loop of one layer: workgroups of `SEQ_ROWS`
+/// batch rows by direction (see the shader's `sequence`), in as few
+/// dispatches as the device's loop budget allows (one on most GPUs). With
 /// `w_private`, each thread keeps its columns of `W_hh` in private memory.
 ///
 /// `rb_scratch`: the reset-before form (`RB`), with its scratch `(D, B, 3H)`.
@@ -323,22 +360,23 @@ pub(crate) fn encode_forward_sequence(
         1,
     ];
     let dev = rec.dev;
+    let per = steps_per_dispatch(
+        dev,
+        "one step of the forward `sequence` loop",
+        sequence_cost(sh.hidden, w_private, rb_scratch.is_some()),
+    )?;
     let bias = b.b_hh.unwrap_or(&dev.dummy);
     let gates = b.gates.unwrap_or(&dev.dummy_rw);
-    rec.run(
-        spec,
-        &p,
-        &[
-            b.gi,
-            b.w_hh_t,
-            bias,
-            b.hs,
-            b.out,
-            gates,
-            rb_scratch.unwrap_or(&dev.dummy_rw),
-        ],
-        wg,
-    )
+    let bufs = [
+        b.gi,
+        b.w_hh_t,
+        bias,
+        b.hs,
+        b.out,
+        gates,
+        rb_scratch.unwrap_or(&dev.dummy_rw),
+    ];
+    run_persistent(rec, spec, p, &bufs, wg, per, false)
 }
 
 /// Records the T steps of one layer with the product split along K (the
@@ -412,8 +450,9 @@ pub(crate) fn resident_index(limits: &wgpu::Limits) -> Result<usize> {
         .expect("one of the sizes"))
 }
 
-/// Records the forward time loop of one layer in one dispatch of
-/// `resident`: one workgroup per (batch row, direction).
+/// Records the forward time loop of one layer through `resident`: one
+/// workgroup per (batch row, direction), in as few dispatches as the
+/// device's loop budget allows (one on most GPUs).
 ///
 /// `rb_scratch`: the reset-before form (`RB`), with its scratch `(D, B, 3H)`.
 pub(crate) fn encode_forward_resident(
@@ -431,20 +470,21 @@ pub(crate) fn encode_forward_resident(
     let p = sh.params()?;
     let wg = [u32_of("batch", sh.batch)?, sh.dirs as u32, 1];
     let dev = rec.dev;
+    let per = steps_per_dispatch(
+        dev,
+        "one step of the forward `resident` loop",
+        resident_cost(sh.hidden, RES_SIZES[at], rb_scratch.is_some()),
+    )?;
     let bias = b.b_hh.unwrap_or(&dev.dummy);
     let gates = b.gates.unwrap_or(&dev.dummy_rw);
-    rec.run(
-        spec,
-        &p,
-        &[
-            b.gi,
-            b.w_hh_t,
-            bias,
-            b.hs,
-            b.out,
-            gates,
-            rb_scratch.unwrap_or(&dev.dummy_rw),
-        ],
-        wg,
-    )
+    let bufs = [
+        b.gi,
+        b.w_hh_t,
+        bias,
+        b.hs,
+        b.out,
+        gates,
+        rb_scratch.unwrap_or(&dev.dummy_rw),
+    ];
+    run_persistent(rec, spec, p, &bufs, wg, per, false)
 }

@@ -82,6 +82,12 @@ pub(crate) fn encode_head(
         hidden: u32_of("hidden size", hidden)?,
         ..Default::default()
     };
+    // One thread sums over H (the prediction) or over the batch (the loss
+    // and each parameter's gradient): within the device's loop budget.
+    rec.dev.check_loop(
+        "the regression head's sums over the batch and the hidden units",
+        batch.max(hidden) as u64 + 16,
+    )?;
     let bufs = [h, p, goal, out.y, out.dy, out.loss, out.dh, out.dp];
     let groups = |n: usize| -> Result<[u32; 3]> { Ok([u32_of("head", n.div_ceil(64))?, 1, 1]) };
     rec.run(&FORWARD, &prm, &bufs, groups(batch)?)?;

@@ -73,7 +73,7 @@ pub(crate) fn encode_sum_rows(
 ) -> Result<()> {
     let batch = r.batch.max(1);
     let cols_groups = u32_of("column sums", r.cols.div_ceil(64))?;
-    let mut p = ReduceParams {
+    let p = ReduceParams {
         cols: u32_of("column sums", r.cols)?,
         rows: u32_of("column sums", r.rows)?,
         ld: u32_of("column sums", r.ld)?,
@@ -105,16 +105,24 @@ pub(crate) fn encode_sum_rows(
         &[inp, part.buffer()],
         [cols_groups, chunks as u32, batch as u32],
     )?;
-    p.rows = chunks as u32;
-    p.chunk = chunks as u32;
-    p.ld = r.cols as u32;
-    p.in_off = 0;
-    p.in_batch = (chunks * r.cols) as u32;
-    rec.run(
-        &SUM_ROWS,
-        &p,
-        &[part.buffer(), out],
-        [cols_groups, 1, batch as u32],
+    // The chunks' partials, summed the same way: in one pass where they are
+    // few, else in chunks again, so that no thread sums more than
+    // 2·ROW_CHUNK rows (a thread's loop stays short on every driver, see
+    // `Device::loop_budget`).
+    encode_sum_rows(
+        rec,
+        &RowSum {
+            cols: r.cols,
+            rows: chunks,
+            ld: r.cols,
+            in_off: 0,
+            in_batch: chunks * r.cols,
+            out_off: r.out_off,
+            out_batch: r.out_batch,
+            batch,
+        },
+        part.buffer(),
+        out,
     )?;
     rec.keep(part);
     Ok(())

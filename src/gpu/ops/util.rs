@@ -81,11 +81,20 @@ const DROPOUT: KernelSpec = spec("dropout");
 const ADD: KernelSpec = spec("add");
 const COPY: KernelSpec = spec("copy");
 const FILL: KernelSpec = spec("fill");
+const LOOP_PROBE: KernelSpec = spec("loop_probe");
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
-pub(crate) const SPECS: &[KernelSpec] =
-    &[PERMUTE01, TRANSPOSE, DROPOUT, ADD, GATHER_ROWS, COPY, FILL];
+pub(crate) const SPECS: &[KernelSpec] = &[
+    PERMUTE01,
+    TRANSPOSE,
+    DROPOUT,
+    ADD,
+    GATHER_ROWS,
+    COPY,
+    FILL,
+    LOOP_PROBE,
+];
 
 /// The storage of a data-movement kernel's input and output: f16 where true
 /// (an f16 model's weights and activations), else f32.
@@ -254,4 +263,19 @@ pub(crate) fn encode_add(
         ..Default::default()
     };
     rec.run_1d(&ADD, &p, &[inp, out], len)
+}
+
+/// One invocation of a loop of `iterations` iterations that writes into
+/// `out[0]` how many ran (`inp[0]` must hold 0): the loop probe.
+pub(crate) fn encode_loop_probe(
+    rec: &mut Recorder,
+    iterations: usize,
+    inp: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let p = UtilParams {
+        count: u32_of("the loop probe", iterations)?,
+        ..Default::default()
+    };
+    rec.run(&LOOP_PROBE, &p, &[inp, out], [1, 1, 1])
 }
