@@ -179,10 +179,20 @@ impl RandomCase {
 
     fn compare_run(
         &self,
-        (o, hn, g): (Array3<f32>, Array3<f32>, GruGrads<f32>),
+        gpu: (Array3<f32>, Array3<f32>, GruGrads<f32>),
         train_seed: Option<u32>,
     ) -> Result<Vec<TensorError>> {
-        let (ro, rhn, rg) = self.run_cpu(train_seed)?;
+        Ok(Self::errors(&gpu, &self.run_cpu(train_seed)?))
+    }
+
+    /// Every tensor of a GPU run (as [`run_gpu`](Self::run_gpu) returns it)
+    /// against a CPU reference run (as [`run_cpu`](Self::run_cpu) returns
+    /// it): output, h_n, and the gradients of x, h0 and every parameter.
+    /// One reference run serves many GPU runs.
+    pub fn errors(
+        (o, hn, g): &(Array3<f32>, Array3<f32>, GruGrads<f32>),
+        (ro, rhn, rg): &(Array3<f64>, Array3<f64>, GruGrads<f64>),
+    ) -> Vec<TensorError> {
         let err = |name: &str, forward: bool, ours: Vec<f64>, reference: Vec<f64>| TensorError {
             name: name.to_string(),
             forward,
@@ -191,8 +201,8 @@ impl RandomCase {
         let v32 = |a: &Array3<f32>| a.iter().map(|&v| v as f64).collect::<Vec<_>>();
         let v64 = |a: &Array3<f64>| a.iter().copied().collect::<Vec<_>>();
         let mut out = vec![
-            err("output", true, v32(&o), v64(&ro)),
-            err("h_n", true, v32(&hn), v64(&rhn)),
+            err("output", true, v32(o), v64(ro)),
+            err("h_n", true, v32(hn), v64(rhn)),
             err("grad.x", false, v32(&g.x), v64(&rg.x)),
             err("grad.h0", false, v32(&g.h0), v64(&rg.h0)),
         ];
@@ -204,7 +214,7 @@ impl RandomCase {
                 b.iter().copied().collect(),
             ));
         }
-        Ok(out)
+        out
     }
 }
 

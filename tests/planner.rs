@@ -93,7 +93,8 @@ fn tuning_times_every_candidate_and_a_second_process_reads_the_winner() {
         assert!(c.min_ms.unwrap() <= c.median_ms.unwrap());
         assert_eq!(c.seq, 5, "T = 5 is below both step limits");
     }
-    // In memory: a call of the same bucket (T 5..8, B 3..4) runs it untuned.
+    // In memory: a call of the same bucket (T 5..8, B 3..4) runs it untuned
+    // (its results checked again first at the larger shape).
     let again = m.plan_for(7, 4).unwrap();
     assert_eq!(
         (again.plan, again.source, again.tuned_ms),
@@ -213,5 +214,138 @@ fn the_window_family_is_a_candidate_where_it_fits() {
     if !fits {
         eprintln!("not run: the window family on {}", ctx.adapter());
         assert!(!common::require_gpu() || !ctx.is_cpu());
+    }
+}
+
+/// A context on which the loop limit of the driver is disregarded (the
+/// persistent loops then run in one dispatch however long: on a driver
+/// that ends long loops early, such as lavapipe's, they give wrong
+/// results past a few hundred steps), or `None` where the driver has no
+/// such limit (nothing then gives wrong results to reject).
+fn context_with_wrong_loops(cache: PlanCacheLocation) -> Option<GpuContext> {
+    let base = common::gpu()?;
+    if base.loop_limit().is_none() {
+        eprintln!(
+            "not run: {} ends no loop early, so no candidate gives wrong results here",
+            base.adapter()
+        );
+        return None;
+    }
+    Some(
+        GpuContext::with_options(ContextOptions {
+            tune: Some(TuneMode::Quick),
+            plan_cache: cache,
+            poison_buffers: true,
+            loop_share: Some(f64::INFINITY),
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
+/// The planner never chooses a plan that gives a different answer: with
+/// the persistent loops broken (`context_with_wrong_loops`), the tuning of
+/// the shape that showed it (T=1024, H=16, B=2, where the quick tuner
+/// times only 256 steps) rejects them with their error, chooses and caches
+/// a plan whose results agree, and a call's results match the CPU.
+#[test]
+fn a_candidate_with_wrong_results_is_rejected_and_never_chosen() {
+    let dir = temp_dir("wrong");
+    let Some(ctx) = context_with_wrong_loops(PlanCacheLocation::Dir(dir.clone())) else {
+        return;
+    };
+    let config = GruConfig::new(2, 16);
+    let m = model(&ctx, &config);
+    let report = m.tune(1024, 2, TuneMode::Quick).unwrap();
+    assert_eq!(report.checked, (1024, 2));
+    assert_eq!(report.seq_measured, 256);
+    assert_eq!(report.reference.name(), "simple/step");
+    let mut rejected = Vec::new();
+    for c in report.candidates.iter().filter(|c| c.stage == "loop") {
+        assert!(c.checked || c.error.is_some(), "{}: not checked", c.plan);
+        if let Some(why) = &c.rejected {
+            println!("rejected {}: {why}", c.plan);
+            assert!(!c.chosen, "{} was chosen with wrong results", c.plan);
+            assert!(why.contains("disagree with the reference plan simple/step at T=1024, B=2"));
+            rejected.push(c.plan.strategy);
+        }
+    }
+    for s in [Strategy::Sequence, Strategy::Resident] {
+        if m.check_plan(Plan::new(report.chosen.family, s), 2).is_ok() {
+            assert!(rejected.contains(&s), "{} was not rejected", s.name());
+        }
+    }
+    assert!(!matches!(
+        report.chosen.strategy,
+        Strategy::Sequence | Strategy::Resident
+    ));
+    // The cache holds the chosen plan, checked at the call's shape, and the
+    // rejected ones' timings as failures.
+    let c2 = context_with_wrong_loops(PlanCacheLocation::Dir(dir.clone())).unwrap();
+    let m2 = model(&c2, &config);
+    let choice = m2.plan_for(1024, 2).unwrap();
+    assert_eq!(choice.source, PlanSource::Cached);
+    assert_eq!(choice.plan, report.chosen);
+    // A call on the automatic plan is right.
+    let case = common::case(config, 1024, 2, true, 5);
+    let errors = case.compare_plan(&ctx, None, None).unwrap();
+    for e in &errors {
+        assert!(e.rel <= 1e-5, "{}: {:e}", e.name, e.rel);
+    }
+}
+
+/// A cached plan checked at a shorter length is checked again before a
+/// longer call of its bucket runs it, and retuned where it disagrees: the
+/// `resident` loop (right at T=520) is wrong at T=1024 when the loop limit
+/// is disregarded, and a call at T=1024 does not run it.
+#[test]
+fn a_cached_plan_is_checked_again_on_a_longer_call() {
+    let dir = temp_dir("recheck");
+    let Some(ctx) = context_with_wrong_loops(PlanCacheLocation::Dir(dir.clone())) else {
+        return;
+    };
+    let config = GruConfig::new(2, 4);
+    let m = model(&ctx, &config);
+    // The bucket of T = 520 and 1024 is T1024; put `resident` into the
+    // cache as if tuned at T = 520, where its results are right.
+    let key = "adapter D1 L1 B1 T1024 I2 H4";
+    let report = m.tune(520, 1, TuneMode::Quick).unwrap();
+    assert_eq!(report.key, key);
+    let seq_plan = Plan::new(report.chosen.family, Strategy::Resident);
+    let case = common::case(config.clone(), 520, 1, true, 6);
+    m.set_plan(Some(seq_plan));
+    for e in case.compare_plan(&ctx, None, Some(seq_plan)).unwrap() {
+        assert!(e.rel <= 1e-5, "resident at T=520: {}: {:e}", e.name, e.rel);
+    }
+    m.set_plan(None);
+    let mut entry = gru_wgpu::gpu::plan::CachedPlan {
+        plan: seq_plan.name(),
+        mode: TuneMode::Quick,
+        candidates_hash: String::new(),
+        timings: vec![],
+        checked: (520, 1),
+    };
+    entry.candidates_hash = gru_wgpu::gpu::plan::names_hash(
+        m.candidates(1)
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|s| s.as_str()),
+    );
+    ctx.cache_plan(key, entry);
+    assert_eq!(m.plan_for(520, 1).unwrap().plan, seq_plan);
+    // At T = 1024 it is checked again, found wrong, and the shape retuned.
+    let choice = m.plan_for(1024, 1).unwrap();
+    assert_ne!(choice.plan, seq_plan);
+    assert_eq!(choice.source, PlanSource::Tuned);
+    let long = common::case(config, 1024, 1, true, 7);
+    for e in long.compare_plan(&ctx, None, None).unwrap() {
+        assert!(
+            e.rel <= 1e-5,
+            "automatic plan at T=1024: {}: {:e}",
+            e.name,
+            e.rel
+        );
     }
 }

@@ -37,6 +37,14 @@ struct Line<'a> {
     steps: usize,
     samples_ms: &'a [f64],
     error: Option<&'a str>,
+    /// Whether its results were checked against the reference plan's.
+    checked: bool,
+    /// How they disagreed, where they did (never chosen nor cached).
+    rejected: Option<&'a str>,
+    reference: String,
+    checked_seq: usize,
+    checked_batch: usize,
+    cpu_checked: bool,
     adapter: String,
     #[serde(flatten)]
     shape: BenchShape,
@@ -121,6 +129,12 @@ fn print_report(
                 steps: c.seq,
                 samples_ms: &c.samples_ms,
                 error: c.error.as_deref(),
+                checked: c.checked,
+                rejected: c.rejected.as_deref(),
+                reference: r.reference.name(),
+                checked_seq: r.checked.0,
+                checked_batch: r.checked.1,
+                cpu_checked: r.cpu_checked,
                 adapter: ctx.adapter().to_string(),
                 shape: *shape,
                 mode: r.mode,
@@ -139,6 +153,17 @@ fn print_report(
         r.clock,
         r.mode.name(),
         r.tuned_ms
+    );
+    println!(
+        "  results of the final round checked at T={}, B={} against {}{}",
+        r.checked.0,
+        r.checked.1,
+        r.reference,
+        if r.cpu_checked {
+            " (itself checked against the f64 CPU reference)"
+        } else {
+            ""
+        }
     );
     println!(
         "  {:<26} {:<5} {:>5} {:>12} {:>12}  samples (ms)",
@@ -162,6 +187,9 @@ fn print_report(
         );
         if let Some(e) = &c.error {
             println!("      {e}");
+        }
+        if let Some(e) = &c.rejected {
+            println!("      rejected: {e}");
         }
     }
 }

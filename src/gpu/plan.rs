@@ -265,9 +265,15 @@ pub struct CachedPlan {
     /// A hash of the names of the candidates measured: another set (a newer
     /// build) means the entry is measured again.
     pub candidates_hash: String,
-    /// Every candidate's time in milliseconds (`None`: it failed).
+    /// Every candidate's time in milliseconds (`None`: it failed, or its
+    /// results disagreed with the reference plan's).
     #[serde(default)]
     pub timings: Vec<(String, Option<f64>)>,
+    /// The largest `(T, B)` the plan's results were checked at against the
+    /// reference plan's: a call beyond it in either is checked again before
+    /// the plan runs it (`(0, 0)` in entries of older builds: checked on first use).
+    #[serde(default)]
+    pub checked: (usize, usize),
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -478,6 +484,7 @@ mod tests {
             mode: TuneMode::Quick,
             candidates_hash: names_hash(["simple/step"]),
             timings: vec![("simple/step".into(), Some(1.5))],
+            checked: (16, 2),
         };
         let c = PlanCache::open(&adapter, &loc);
         assert!(c.get("k").is_none());

@@ -17,6 +17,20 @@
 //! 3. the window family (where it runs) with its per-step products, and with
 //!    the fastest loop of 2, on as many steps.
 //!
+//! Then every candidate of the final round is checked: its output and
+//! gradients on random data of the call's whole shape (T and B, not only
+//! the steps timed) against those of the reference plan
+//! ([`GpuGru::reference_plan`]: the simplest per-step plan, kept as the
+//! baseline the way a naive kernel is kept beside tuned ones), within the
+//! precision's bound; at small sizes the reference plan is itself checked
+//! against the f64 CPU reference first. A candidate that disagrees is
+//! reported with its error and never chosen or cached; a cached plan is
+//! checked again before a call longer or wider than it was checked at.
+//! This guards users against kernel and driver defects on hardware the
+//! project cannot test (lavapipe's loop limit cut the persistent loops
+//! short past a few hundred steps, and the tuner, timing 256 steps, never
+//! saw it).
+//!
 //! A candidate that fails (a kernel the driver refuses) is reported and
 //! skipped. Each is first run once on two steps (building its pipelines, off
 //! the clock); quick mode times each once and those of 2-3 within 20% of the
@@ -81,6 +95,12 @@ pub struct Candidate {
     pub samples_ms: Vec<f64>,
     /// Why it could not run, where it could not.
     pub error: Option<String>,
+    /// Whether its results were checked against the reference plan's (the
+    /// final round's are; the GEMM ranking's are not).
+    pub checked: bool,
+    /// How its results disagreed with the reference plan's, where they
+    /// did: such a candidate is never chosen nor cached.
+    pub rejected: Option<String>,
     pub chosen: bool,
 }
 
@@ -111,6 +131,14 @@ pub struct TuneReport {
     pub chosen: Plan,
     /// Milliseconds the whole run took.
     pub tuned_ms: f64,
+    /// The plan every candidate's results were held against.
+    #[serde(serialize_with = "plan_name")]
+    pub reference: Plan,
+    /// `(T, B)` of the check: the call's whole shape.
+    pub checked: (usize, usize),
+    /// Whether the reference plan was itself checked against the f64 CPU
+    /// reference (at small sizes).
+    pub cpu_checked: bool,
 }
 
 /// A product path of a plan's family.
@@ -214,6 +242,20 @@ impl GpuGru {
             .unwrap_or(Plan::new(family, Strategy::Step))
     }
 
+    /// The plan every tuning candidate's results are held against: the
+    /// simplest per-step plan (the simple GEMM with the `step` loop, or
+    /// the `step` loop of the context's only family).
+    pub fn reference_plan(&self) -> Plan {
+        let families = self.ctx.families();
+        let simple = Family::Gemm(GemmVariant::Simple);
+        let family = if families.contains(&simple) {
+            simple
+        } else {
+            families.first().copied().unwrap_or(simple)
+        };
+        Plan::new(family, Strategy::Step)
+    }
+
     /// The plan of a `Recurrence` shorthand, where one is set.
     fn shorthand(&self, batch: usize) -> Option<Plan> {
         let r = *self.recurrence.lock().unwrap_or_else(|p| p.into_inner());
@@ -288,12 +330,33 @@ impl GpuGru {
             .tuning
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(plan) = self.cached_plan(&key, mode, batch) {
-            return Ok(PlanChoice {
-                plan,
-                source: PlanSource::Cached,
-                tuned_ms: 0.0,
-            });
+        if let Some((plan, entry)) = self.cached_plan(&key, mode, batch) {
+            let (ct, cb) = entry.checked;
+            if t_len <= ct && batch <= cb {
+                return Ok(PlanChoice {
+                    plan,
+                    source: PlanSource::Cached,
+                    tuned_ms: 0.0,
+                });
+            }
+            // A call longer or wider than the plan was checked at: check it
+            // again on this shape (not tuning: `tuned_ms` stays 0), and tune
+            // again where it disagrees.
+            let check = Check::new(self, t_len, batch)?;
+            if check.disagreement(plan)?.is_none() {
+                self.ctx.plans().put(
+                    &key,
+                    CachedPlan {
+                        checked: (t_len.max(ct), batch.max(cb)),
+                        ..entry
+                    },
+                );
+                return Ok(PlanChoice {
+                    plan,
+                    source: PlanSource::Cached,
+                    tuned_ms: 0.0,
+                });
+            }
         }
         let report = self.tune_locked(t_len, batch, mode)?;
         Ok(PlanChoice {
@@ -305,7 +368,7 @@ impl GpuGru {
 
     /// The cached plan of `key`, where it was measured in `mode` (or more
     /// thoroughly) over the candidates this build would measure, and applies.
-    fn cached_plan(&self, key: &str, mode: TuneMode, batch: usize) -> Option<Plan> {
+    fn cached_plan(&self, key: &str, mode: TuneMode, batch: usize) -> Option<(Plan, CachedPlan)> {
         let entry = self.ctx.plans().get(key)?;
         if mode == TuneMode::Full && entry.mode != TuneMode::Full {
             return None;
@@ -314,7 +377,7 @@ impl GpuGru {
             return None;
         }
         let plan = Plan::from_name(&entry.plan).ok()?;
-        self.check_plan(plan, batch).ok().map(|_| plan)
+        self.check_plan(plan, batch).ok().map(|_| (plan, entry))
     }
 
     fn candidates_hash(&self, batch: usize) -> String {
@@ -365,6 +428,8 @@ impl GpuGru {
                 min_ms: None,
                 samples_ms: Vec::new(),
                 error: None,
+                checked: false,
+                rejected: None,
                 chosen: false,
             };
             match bench.time(plan, seq, reps, true) {
@@ -373,10 +438,12 @@ impl GpuGru {
             }
             c
         };
-        // The fastest of `cands` (by its fastest sample).
+        // The fastest of `cands` (by its fastest sample) whose results did
+        // not disagree with the reference plan's.
         let best = |cands: &[Candidate]| -> Option<Plan> {
             cands
                 .iter()
+                .filter(|c| c.rejected.is_none())
                 .filter_map(|c| c.min_ms.map(|m| (m, c.plan)))
                 .min_by(|a, b| a.0.total_cmp(&b.0))
                 .map(|(_, p)| p)
@@ -453,13 +520,33 @@ impl GpuGru {
                 }
             }
         }
+        // Every candidate that ran, checked on the call's whole shape
+        // against the reference plan.
+        let check = Check::new(self, t_len, batch)?;
+        for c in finals.iter_mut().filter(|c| c.min_ms.is_some()) {
+            c.checked = true;
+            match check.disagreement(c.plan) {
+                Ok(why) => c.rejected = why,
+                Err(e) => {
+                    c.error = Some(format!("checking its results: {e}"));
+                    c.min_ms = None;
+                }
+            }
+        }
         let chosen = best(&finals).ok_or_else(|| {
             let why: Vec<String> = ranking
                 .iter()
                 .chain(&finals)
-                .map(|c| format!("{}: {}", c.plan, c.error.as_deref().unwrap_or("?")))
+                .map(|c| {
+                    let e = c.rejected.as_deref().or(c.error.as_deref());
+                    format!("{}: {}", c.plan, e.unwrap_or("?"))
+                })
                 .collect();
-            GruError::InvalidConfig(format!("no candidate plan ran: {}", why.join("; ")))
+            GruError::InvalidConfig(format!(
+                "no candidate plan ran and agreed with the reference plan {}: {}",
+                check.reference,
+                why.join("; ")
+            ))
         })?;
         for c in finals.iter_mut() {
             c.chosen = c.plan == chosen;
@@ -475,8 +562,9 @@ impl GpuGru {
                 timings: cands
                     .iter()
                     .filter(|c| c.stage == "loop")
-                    .map(|c| (c.plan.name(), c.min_ms))
+                    .map(|c| (c.plan.name(), c.min_ms.filter(|_| c.rejected.is_none())))
                     .collect(),
+                checked: (t_len, batch),
             },
         );
         Ok(TuneReport {
@@ -487,6 +575,9 @@ impl GpuGru {
             candidates: cands,
             chosen,
             tuned_ms: start.elapsed().as_secs_f64() * 1e3,
+            reference: check.reference,
+            checked: (t_len, batch),
+            cpu_checked: check.cpu_checked,
         })
     }
 }
@@ -502,6 +593,29 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// Random `x` and `grad_output` of a call of `(seq, batch)` from U(-1, 1)
+/// (seeded): on the host, and uploaded (`x` in the model's storage).
+#[allow(clippy::type_complexity)]
+fn call_data(
+    model: &GpuGru,
+    seq: usize,
+    batch: usize,
+    seed: u64,
+) -> Result<(
+    (Vec<f32>, Vec<f32>),
+    crate::gpu::PooledBuffer,
+    crate::gpu::PooledBuffer,
+)> {
+    let cfg = &model.config;
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| r.random_range(-1.0..1.0)).collect() };
+    let xs = rand(seq * batch * cfg.input_size);
+    let gs = rand(seq * batch * cfg.num_directions() * cfg.hidden_size);
+    let x = model.upload_input("call data: x", &xs)?;
+    let g = model.ctx.upload("call data: grad_output", &gs)?;
+    Ok(((xs, gs), x, g))
+}
+
 /// Random data of one shape on the device, and the timing of a plan on it.
 struct Bench<'a> {
     model: &'a GpuGru,
@@ -514,15 +628,7 @@ struct Bench<'a> {
 
 impl<'a> Bench<'a> {
     fn new(model: &'a GpuGru, seq: usize, batch: usize) -> Result<Self> {
-        let cfg = &model.config;
-        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let mut rand =
-            |n: usize| -> Vec<f32> { (0..n).map(|_| r.random_range(-1.0..1.0)).collect() };
-        let x = model.upload_input("tuning x", &rand(seq * batch * cfg.input_size))?;
-        let g = model.ctx.upload(
-            "tuning grad_output",
-            &rand(seq * batch * cfg.num_directions() * cfg.hidden_size),
-        )?;
+        let (_, x, g) = call_data(model, seq, batch, 7)?;
         Ok(Bench {
             model,
             seq,
@@ -561,5 +667,190 @@ impl<'a> Bench<'a> {
             self.call(plan, seq.min(2), false)?;
         }
         (0..reps).map(|_| self.call(plan, seq, true)).collect()
+    }
+}
+
+/// Random data of a call's whole shape, the reference plan's results on it,
+/// and a candidate's results held against them.
+struct Check<'a> {
+    model: &'a GpuGru,
+    seq: usize,
+    batch: usize,
+    x: crate::gpu::PooledBuffer,
+    g: crate::gpu::PooledBuffer,
+    reference: Plan,
+    /// The reference plan's results, named.
+    expected: Vec<(String, Vec<f32>)>,
+    /// The relative error (per tensor) past which results disagree: the f32
+    /// bound of the suite (1e-5), or 2e-3 for a model in f16.
+    bound: f64,
+    cpu_checked: bool,
+}
+
+/// A call is small enough for the f64 CPU reference to check the reference
+/// plan below this many multiply-adds of its forward.
+const CPU_CHECK_MACS: usize = 20_000_000;
+
+impl<'a> Check<'a> {
+    /// The data of `(seq, batch)` and the reference plan's results on it;
+    /// at small sizes the reference plan's results against the f64 CPU
+    /// reference first (an error where they disagree: then no plan's
+    /// results can be trusted on this device).
+    fn new(model: &'a GpuGru, seq: usize, batch: usize) -> Result<Self> {
+        let cfg = &model.config;
+        let ((xs, gs), x, g) = call_data(model, seq, batch, 11)?;
+        let reference = model.reference_plan();
+        let bound = if model.f16() { 2e-3 } else { 1e-5 };
+        let mut c = Check {
+            model,
+            seq,
+            batch,
+            x,
+            g,
+            reference,
+            expected: Vec::new(),
+            bound,
+            cpu_checked: false,
+        };
+        c.expected = c.results(reference)?;
+        let macs: usize = (0..cfg.num_layers)
+            .map(|l| cfg.layer_input_size(l) + cfg.hidden_size)
+            .sum::<usize>()
+            .saturating_mul(3 * cfg.hidden_size * cfg.num_directions() * seq * batch);
+        if macs <= CPU_CHECK_MACS {
+            let cpu = c.cpu_results(&xs, &gs)?;
+            if let Some(why) = c.compare(&cpu) {
+                return Err(GruError::Gpu(format!(
+                    "on {}, the reference plan {} disagrees with the f64 CPU reference at \
+                     T={seq}, B={batch}: {why}; no plan's results can be trusted on this device",
+                    model.ctx.adapter(),
+                    c.reference
+                )));
+            }
+            c.cpu_checked = true;
+        }
+        Ok(c)
+    }
+
+    /// One forward+backward of `plan` on the data, read back: the output,
+    /// h_n, dL/dx, dL/dh0 and each layer's parameter gradients (both
+    /// directions stacked).
+    fn results(&self, plan: Plan) -> Result<Vec<(String, Vec<f32>)>> {
+        let m = self.model;
+        let x = OnDevice {
+            buffer: self.x.buffer(),
+            seq_len: self.seq,
+            batch: self.batch,
+        };
+        let (f, _) = m.forward_with_plan(x, &ForwardOptions::new().keep_tape(), plan, false)?;
+        let tape = f.tape.expect("kept");
+        let b = m.backward_device(tape, self.g.buffer(), None)?;
+        let mut out = vec![
+            (
+                "output".to_string(),
+                m.read_stored(f.output.buffer(), f.output.len())?,
+            ),
+            (
+                "h_n".to_string(),
+                m.read_stored(f.h_n.buffer(), f.h_n.len())?,
+            ),
+            (
+                "grad.x".to_string(),
+                m.ctx.read_back(b.grad_x.buffer(), 0, b.grad_x.len())?,
+            ),
+            (
+                "grad.h0".to_string(),
+                m.ctx.read_back(b.grad_h0.buffer(), 0, b.grad_h0.len())?,
+            ),
+        ];
+        for (l, lg) in b.grads.iter().enumerate() {
+            for (kind, t) in ["w_ih", "w_hh", "b_ih", "b_hh"].iter().zip(lg.tensors()) {
+                out.push((
+                    format!("grad of layer {l}'s {kind}"),
+                    m.ctx.read_back(t.buffer(), 0, t.len())?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The f64 CPU reference on the same data, in the order and layout of
+    /// [`results`](Self::results).
+    fn cpu_results(&self, xs: &[f32], gs: &[f32]) -> Result<Vec<(String, Vec<f32>)>> {
+        use crate::config::ParamKind;
+        let m = self.model;
+        let cfg = &m.config;
+        let shape = |s: [usize; 3], v: &[f32]| {
+            ndarray::Array3::from_shape_vec(s, v.iter().map(|&a| a as f64).collect())
+                .expect("the data's shape")
+        };
+        let x = shape(cfg.input_shape(self.seq, self.batch), xs);
+        let g = shape(cfg.output_shape(self.seq, self.batch), gs);
+        let mut gru = crate::cpu::Gru::new(m.params()?.cast::<f64>());
+        let (o, hn) = gru.forward(x.view(), None)?;
+        let grads = gru.backward(g.view(), None)?;
+        let v = |a: &ndarray::Array3<f64>| a.iter().map(|&e| e as f32).collect::<Vec<f32>>();
+        let mut out = vec![
+            ("output".to_string(), v(&o)),
+            ("h_n".to_string(), v(&hn)),
+            ("grad.x".to_string(), v(&grads.x)),
+            ("grad.h0".to_string(), v(&grads.h0)),
+        ];
+        for l in 0..cfg.num_layers {
+            for (kind, name) in ParamKind::ALL.iter().zip(["w_ih", "w_hh", "b_ih", "b_hh"]) {
+                if !cfg.bias && kind.is_bias() {
+                    continue;
+                }
+                let mut t = Vec::new();
+                for d in 0..cfg.num_directions() {
+                    let p = grads
+                        .params
+                        .get(&crate::GruConfig::param_name(*kind, l, d))
+                        .expect("every parameter has a gradient");
+                    t.extend(p.iter().map(|&e| e as f32));
+                }
+                out.push((format!("grad of layer {l}'s {name}"), t));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How `got` disagrees with the reference plan's results, where it does:
+    /// the first tensor whose relative error passes the bound (or that has
+    /// a NaN where the reference has none).
+    fn compare(&self, got: &[(String, Vec<f32>)]) -> Option<String> {
+        if got.len() != self.expected.len() {
+            return Some(format!(
+                "{} tensors, the reference has {}",
+                got.len(),
+                self.expected.len()
+            ));
+        }
+        for ((name, a), (_, e)) in got.iter().zip(&self.expected) {
+            let reference: Vec<f64> = e.iter().map(|&v| v as f64).collect();
+            let rel = crate::real::rel_error(a.iter().map(|&v| v as f64), &reference);
+            if rel.is_nan() || rel > self.bound {
+                return Some(format!(
+                    "{name}: relative error {rel:.3e} > {:.0e}",
+                    self.bound
+                ));
+            }
+        }
+        None
+    }
+
+    /// How `plan`'s results disagree with the reference plan's at the
+    /// check's shape, where they do (`Ok(None)`: they agree).
+    fn disagreement(&self, plan: Plan) -> Result<Option<String>> {
+        if plan == self.reference {
+            return Ok(None);
+        }
+        let got = self.results(plan)?;
+        Ok(self.compare(&got).map(|why| {
+            format!(
+                "wrong results: they disagree with the reference plan {} at T={}, B={}: {why}",
+                self.reference, self.seq, self.batch
+            )
+        }))
     }
 }
