@@ -782,8 +782,20 @@ impl OnnxCase {
         ctx: &crate::gpu::GpuContext,
         precision: crate::config::Precision,
     ) -> Result<OnnxResult> {
+        self.run_gpu_plan(ctx, precision, None)
+    }
+
+    /// [`run_gpu_in`](Self::run_gpu_in) with `plan` forced (`None`: the
+    /// automatic plan).
+    pub fn run_gpu_plan(
+        &self,
+        ctx: &crate::gpu::GpuContext,
+        precision: crate::config::Precision,
+        plan: Option<crate::gpu::Plan>,
+    ) -> Result<OnnxResult> {
         let params = self.gru.params()?.with_precision(precision);
         let model = crate::gpu::GpuGru::new(ctx, &params)?;
+        model.set_plan(plan);
         let opts = crate::gpu::ForwardOptions::new()
             .h0(self.initial_h.view())
             .lengths(self.lengths.clone());

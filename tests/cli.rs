@@ -448,3 +448,51 @@ fn verify_and_bench_take_the_precision() {
         assert_eq!(r["precision"], want, "{r}");
     }
 }
+
+/// `verify --plan`: `all` prints one labelled block of GPU rows per plan
+/// that applies, a plan's name runs that plan, `auto` names the plan
+/// chosen; an unknown name is exit 2 with the reason.
+#[test]
+fn verify_runs_the_plans_asked_for() {
+    let Some(ctx) = common::gpu() else {
+        return;
+    };
+    let file = golden("seq_basic.safetensors");
+    let run = |plan: &str| {
+        let out = bin()
+            .args(["verify", "--device", "gpu", "--plan", plan])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, text) = run("all");
+    assert_eq!(code, Some(0), "{text}");
+    let params = gru_wgpu::GruParams::<f32>::zeros(&gru_wgpu::GruConfig::new(10, 16)).unwrap();
+    let plans = gru_wgpu::gpu::GpuGru::new(&ctx, &params)
+        .unwrap()
+        .candidates(4);
+    assert!(plans.len() > 1);
+    for p in &plans {
+        let label = format!("  gpu plan {p}\n");
+        assert!(text.contains(&label), "no block for {p}: {text}");
+        // 8 rows follow each label.
+        let block = text.split(&label).nth(1).unwrap();
+        let rows: Vec<&str> = block.lines().take(8).collect();
+        assert!(rows
+            .iter()
+            .all(|r| r.trim_start().starts_with("gpu    ") && r.ends_with(" OK")));
+    }
+    let (code, text) = run("simple/sequence");
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(text.matches("  gpu plan ").count(), 1, "{text}");
+    assert!(text.contains("  gpu plan simple/sequence\n"), "{text}");
+    let (code, text) = run("auto");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("  gpu plan auto: "), "{text}");
+    let (code, text) = run("simple/nothing");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("unknown plan `simple/nothing`"), "{text}");
+}

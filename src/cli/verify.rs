@@ -1,4 +1,4 @@
-//! `gru-wgpu verify [--device cpu|gpu|both] [--precision f32|f16] FILE...`
+//! `gru-wgpu verify [--device cpu|gpu|both] [--precision f32|f16] [--plan auto|all|NAME] FILE...`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +16,12 @@ pub struct VerifyArgs {
     /// either way.
     #[arg(long, value_enum, default_value_t = super::bench::PrecisionArg::F32)]
     precision: super::bench::PrecisionArg,
+    /// Which GPU plans to check: `auto` (the plan a call of the case's shape
+    /// chooses, tuning it where the plan cache has none), `all` (every
+    /// plan that applies to the case, one block of rows each), or one plan
+    /// by the name `gru-wgpu tune` prints (`simple/step`, `windows/products`, ...).
+    #[arg(long, default_value = "auto")]
+    plan: String,
     /// Reference files (safetensors, format gru-golden-v1, with lengths,
     /// resets or the reset-before form, or onnx-gru-v1 beside its .onnx model).
     #[arg(required = true)]
@@ -91,12 +97,88 @@ fn print_checks(
     }
 }
 
+/// Which plans `--plan` asks for.
+#[derive(Clone, Copy)]
+enum PlanArg {
+    Auto,
+    All,
+    One(gru_wgpu::gpu::Plan),
+}
+
+impl PlanArg {
+    fn parse(s: &str) -> gru_wgpu::Result<Self> {
+        match s {
+            "auto" => Ok(PlanArg::Auto),
+            "all" => Ok(PlanArg::All),
+            name => gru_wgpu::gpu::Plan::from_name(name).map(PlanArg::One),
+        }
+    }
+
+    /// The GPU runs of a case of `params` at `(seq, batch)`: each with the
+    /// label of its block of rows and the plan to force (`None`: the
+    /// automatic one), or why the plan asked for cannot run it.
+    fn runs(
+        self,
+        ctx: &gru_wgpu::gpu::GpuContext,
+        params: &gru_wgpu::GruParams<f32>,
+        seq: usize,
+        batch: usize,
+    ) -> gru_wgpu::Result<Vec<(String, Option<gru_wgpu::gpu::Plan>)>> {
+        let model = gru_wgpu::gpu::GpuGru::new(ctx, params)?;
+        Ok(match self {
+            PlanArg::Auto => {
+                let c = model.plan_for(seq, batch)?;
+                let how = format!("{:?}", c.source).to_lowercase();
+                vec![(format!("auto: {} ({how})", c.plan), None)]
+            }
+            PlanArg::All => model
+                .candidates(batch)
+                .into_iter()
+                .map(|p| (p.name(), Some(p)))
+                .collect(),
+            PlanArg::One(p) => {
+                model.check_plan(p, batch).map_err(|why| {
+                    gru_wgpu::GruError::InvalidConfig(format!("the plan {p} does not apply: {why}"))
+                })?;
+                vec![(p.name(), Some(p))]
+            }
+        })
+    }
+}
+
+/// The GPU's blocks of rows of one case: one per run of `plans`, each
+/// after a line naming its plan, from `check(plan)`.
+fn print_gpu_blocks(
+    path: &std::path::Path,
+    runs: gru_wgpu::Result<Vec<(String, Option<gru_wgpu::gpu::Plan>)>>,
+    mut check: impl FnMut(Option<gru_wgpu::gpu::Plan>) -> gru_wgpu::Result<Vec<TensorCheck>>,
+    status: &mut u8,
+    worst: &mut Option<f64>,
+) {
+    let runs = match runs {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: gpu on {}: {e}", path.display());
+            *status = 2;
+            return;
+        }
+    };
+    for (label, plan) in runs {
+        println!("  gpu plan {label}");
+        print_checks(path, "gpu", check(plan), status, worst);
+    }
+}
+
 /// An onnx-gru-v1 case: the CPU reference (f64) and the GPU (f32) against
 /// onnxruntime's float32 `Y` and `Y_h`, both within `ONNX_BOUND`.
 fn verify_onnx(
     path: &std::path::Path,
     want_cpu: bool,
-    (ctx, precision): (Option<&gru_wgpu::gpu::GpuContext>, gru_wgpu::Precision),
+    (ctx, precision, plans): (
+        Option<&gru_wgpu::gpu::GpuContext>,
+        gru_wgpu::Precision,
+        PlanArg,
+    ),
     status: &mut u8,
     (worst_cpu, worst_gpu): (&mut Option<f64>, &mut Option<f64>),
 ) {
@@ -121,10 +203,15 @@ fn verify_onnx(
             gru_wgpu::Precision::F32 => ONNX_BOUND,
             gru_wgpu::Precision::F16 => ONNX_BOUND.max(GPU_F16_BOUND),
         };
-        let checks = case
-            .run_gpu_in(ctx, precision)
-            .map(|r| case.compare(&r, bound));
-        print_checks(path, "gpu", checks, status, worst_gpu);
+        let runs = case.gru.params().and_then(|p| {
+            let t_run = case.lengths.iter().max().copied().unwrap_or(case.seq_len);
+            plans.runs(ctx, &p.with_precision(precision), t_run, case.batch)
+        });
+        let check = |plan| {
+            case.run_gpu_plan(ctx, precision, plan)
+                .map(|r| case.compare(&r, bound))
+        };
+        print_gpu_blocks(path, runs, check, status, worst_gpu);
     }
 }
 
@@ -134,6 +221,13 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
     let want_cpu = args.device != Device::Gpu;
     let want_gpu = args.device != Device::Cpu;
     let precision = args.precision.get();
+    let plans = match PlanArg::parse(&args.plan) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --plan: `auto`, `all` or a plan's name: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut status = 0u8;
     let ctx = if want_gpu {
         match super::open_gpu(adapter) {
@@ -160,7 +254,7 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
             verify_onnx(
                 path,
                 want_cpu,
-                (ctx.as_ref(), precision),
+                (ctx.as_ref(), precision, plans),
                 &mut status,
                 (&mut worst_cpu, &mut worst_gpu),
             );
@@ -183,8 +277,14 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
         if let Some(ctx) = &ctx {
             let case = case.with_precision(precision);
             let bound = case.gpu_bound();
-            let checks = case.run_gpu(ctx).map(|r| case.compare(&r, bound));
-            print_checks(path, "gpu", checks, &mut status, &mut worst_gpu);
+            // The steps a call runs: to the longest length.
+            let t_run = case.lengths.as_ref().and_then(|l| l.iter().max().copied());
+            let runs = plans.runs(ctx, &case.params, t_run.unwrap_or(case.seq_len), case.batch);
+            let check = |plan| {
+                case.run_gpu_plan(ctx, plan)
+                    .map(|r| case.compare(&r, bound))
+            };
+            print_gpu_blocks(path, runs, check, &mut status, &mut worst_gpu);
         }
     }
     println!(
