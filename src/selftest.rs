@@ -2,7 +2,7 @@
 //! GPU and its driver: the PyTorch reference cases built into the crate, then
 //! random configurations (sizes of 1, primes, sizes just past the kernels'
 //! tiles, layers, directions, layouts, with and without bias and `h0`,
-//! dropout), and bitwise determinism (the same call twice), each on every
+//! dropout), long sequences ([`long_specs`]), and bitwise determinism (the same call twice), each on every
 //! plan of the adapter's coverage set, every buffer poisoned with NaN first.
 //!
 //! The suite opens one context under the chosen limits profile with every
@@ -392,6 +392,22 @@ pub fn quick_draws(plans: usize) -> u64 {
     (48 / plans.max(1)).clamp(2, 6) as u64
 }
 
+/// The long sequences of a level, on every plan: past the step where the
+/// persistent loops, run in one dispatch, went wrong on lavapipe (585 steps
+/// at H = 4; see `GpuContext::loop_limit`). The quick level runs one (in
+/// f32); the thorough level more, in both precisions.
+pub fn long_specs(level: Level) -> Vec<RandomSpec> {
+    let mut v = vec![spec((2, 16, 1), false, false, true, (700, 2), true, 600)];
+    if level == Level::Thorough {
+        v.extend([
+            spec((3, 4, 1), false, false, true, (4096, 1), true, 601),
+            spec((2, 16, 2), true, false, true, (1024, 2), true, 602),
+            spec((8, 64, 2), false, true, true, (300, 32), true, 603),
+        ]);
+    }
+    v
+}
+
 /// The configurations the determinism checks run twice.
 fn determinism_specs(level: Level) -> Vec<RandomSpec> {
     let mut d = spec((16, 24, 2), true, true, true, (8, 5), true, 500);
@@ -731,11 +747,21 @@ fn run_precision(
         );
     }
 
-    // Random configurations against the f64 CPU reference.
-    for mut s in random_specs(options.level, plans.len()) {
+    // Random configurations against the f64 CPU reference, then long
+    // sequences (in f16 at the thorough level only).
+    let long = match (f16, options.level) {
+        (true, Level::Quick) => vec![],
+        _ => long_specs(options.level),
+    };
+    let random = random_specs(options.level, plans.len())
+        .into_iter()
+        .map(|s| (false, s));
+    for (is_long, mut s) in random.chain(long.into_iter().map(|s| (true, s))) {
         s.config = s.config.precision(precision);
         let config = tag(s.describe());
-        let kind = if s.train_seed.is_some() {
+        let kind = if is_long {
+            "long"
+        } else if s.train_seed.is_some() {
             "dropout"
         } else {
             "random"

@@ -309,3 +309,9 @@ fn a_failing_check_fails_the_suite() {
     };
     assert_eq!(selftest::run(&ok, |_| {}).unwrap().exit_status(), 0);
 }
+
+/// `selftest --quick` on SwiftShader too, the second Vulkan driver.
+#[test]
+fn swiftshader_too() {
+    common::rerun_on_swiftshader(&["quick_passes_under_the_adapters_limits"]);
+}
