@@ -143,6 +143,12 @@ pub enum GruError {
     #[error("{path}: {message}")]
     Format { path: String, message: String },
 
+    /// A file that cannot be what it is read as: not a regular file (a
+    /// FIFO, a device, a folder), or larger than any file of its kind can
+    /// be. Refused before it is read.
+    #[error("{path}: {reason}")]
+    FileRefused { path: String, reason: String },
+
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

@@ -251,12 +251,15 @@ fn default_activations(list: &[Vec<u8>], directions: usize) -> bool {
 
 impl OnnxGru {
     /// Reads the `GRU` node of an `.onnx` file: the only one, or the one named `node`.
+    ///
+    /// Only a regular file of at most [`crate::files::ONNX_MAX`] bytes is read.
     pub fn load(path: impl AsRef<Path>, node: Option<&str>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
-            path: shown_path(path),
-            source: e,
-        })?;
+        let bytes = crate::files::read_capped(
+            path,
+            crate::files::ONNX_MAX,
+            "an ONNX model (protobuf's limit)",
+        )?;
         Self::from_bytes(&bytes, &shown_path(path), node)
     }
 
@@ -580,10 +583,7 @@ impl OnnxCase {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let origin = shown_path(path);
-        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
-            path: origin.clone(),
-            source: e,
-        })?;
+        let bytes = crate::files::read_safetensors(path)?;
         let file = SafeFile::parse(&bytes, &origin)?;
         let m = file.metadata();
         let get = |key: &str| -> Result<&str> {
@@ -881,7 +881,7 @@ impl OnnxCase {
 /// Whether a safetensors file says it is of format `onnx-gru-v1` (an
 /// unreadable file is not; its reader reports why).
 pub fn is_onnx_case(path: impl AsRef<Path>) -> bool {
-    let Ok(bytes) = std::fs::read(path.as_ref()) else {
+    let Ok(bytes) = crate::files::read_safetensors(path.as_ref()) else {
         return false;
     };
     SafeFile::parse(&bytes, "")

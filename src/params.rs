@@ -289,10 +289,7 @@ impl<F: Real> GruParams<F> {
     /// (float32 or float64 tensors), checking it against `config`.
     pub fn load_safetensors(path: impl AsRef<Path>, config: &GruConfig) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
-            path: crate::error::shown_path(path),
-            source: e,
-        })?;
+        let bytes = crate::files::read_safetensors(path)?;
         Self::from_safetensors_bytes(&bytes, config, &crate::error::shown_path(path))
     }
 
@@ -351,10 +348,7 @@ impl<F: Real> GruParams<F> {
     pub fn config_in_safetensors(path: impl AsRef<Path>) -> Result<GruConfig> {
         let path = path.as_ref();
         let origin = crate::error::shown_path(path);
-        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
-            path: origin.clone(),
-            source: e,
-        })?;
+        let bytes = crate::files::read_safetensors(path)?;
         let file = SafeFile::parse(&bytes, &origin)?;
         let m = file.metadata();
         let get = |key: &str| {

@@ -126,10 +126,7 @@ impl ReferenceCase {
     /// Reads a reference file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
-            path: crate::error::shown_path(path),
-            source: e,
-        })?;
+        let bytes = crate::files::read_safetensors(path)?;
         Self::from_bytes(&bytes, &crate::error::shown_path(path))
     }
 

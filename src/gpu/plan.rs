@@ -403,12 +403,20 @@ impl PlanCache {
     }
 }
 
+/// The cache file's entries; `None` where there is no file. Only a regular
+/// file of at most [`crate::files::PLAN_CACHE_MAX`] bytes is read: a FIFO
+/// or a file of gigabytes is refused at once, unread (the caller warns and
+/// works in memory).
 fn read_file(f: &Path) -> std::result::Result<Option<CacheFile>, String> {
-    match std::fs::read(f) {
+    match crate::files::read_capped(f, crate::files::PLAN_CACHE_MAX, "a plan cache") {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("not a plan cache ({e})")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(GruError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(GruError::Io { source, .. }) => Err(source.to_string()),
+        Err(GruError::FileRefused { reason, .. }) => Err(reason),
         Err(e) => Err(e.to_string()),
     }
 }
