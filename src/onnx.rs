@@ -25,6 +25,8 @@ use crate::params::{GruParams, SafeFile};
 use crate::real::{max_abs_error, rel_error, Real};
 use crate::reference::TensorCheck;
 
+pub mod wire;
+
 /// The subset of `onnx.proto` that a GRU node needs.
 pub mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
@@ -264,8 +266,13 @@ impl OnnxGru {
     }
 
     /// [`load`](Self::load) from bytes in memory; `origin` names them in errors.
+    ///
+    /// What decoding would allocate is counted from the wire format first
+    /// ([`wire::check`]): a model of millions of empty nodes is refused
+    /// before anything is decoded.
     pub fn from_bytes(bytes: &[u8], origin: &str, node: Option<&str>) -> Result<Self> {
         use prost::Message;
+        wire::check(bytes, origin)?;
         let model = proto::ModelProto::decode(bytes)
             .map_err(|e| err(origin, format!("not a valid ONNX model: {e}")))?;
         let graph = model

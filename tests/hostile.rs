@@ -900,6 +900,86 @@ fn the_install_hint_appears_only_when_no_adapter_exists() {
 
 // ------------------- issue 21: repeated fields, odd files, untrusted text
 
+/// A varint of the protobuf wire format.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field (`tag` is the field number).
+fn len_field(tag: u64, body: &[u8], out: &mut Vec<u8>) {
+    varint(tag << 3 | 2, out);
+    varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
+/// A model whose graph (or, with `in_node`, whose one node) holds `count`
+/// empty messages of field `tag`: two bytes each on disk, a whole
+/// `NodeProto`, `TensorProto` or `AttributeProto` each once decoded.
+fn empty_messages(tag: u64, count: usize, in_node: bool) -> Vec<u8> {
+    let mut many = Vec::with_capacity(2 * count);
+    for _ in 0..count {
+        many.extend_from_slice(&[(tag << 3 | 2) as u8, 0]);
+    }
+    let graph = if in_node {
+        let mut g = Vec::new();
+        len_field(1, &many, &mut g);
+        g
+    } else {
+        many
+    };
+    let mut model = Vec::new();
+    len_field(7, &graph, &mut model);
+    model
+}
+
+#[test]
+fn onnx_files_of_millions_of_empty_messages_are_refused_before_decoding() {
+    // 3e7 empty nodes, initializers or attributes of one node: 60 MB on
+    // disk, several GB once decoded (the issue's abort in prost's
+    // `merge_repeated`).
+    let dir = std::env::temp_dir().join(format!("gru-wgpu-hostile-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.safetensors");
+    for (name, tag, in_node, says) in [
+        ("nodes", 1, false, "30000000 nodes"),
+        ("initializers", 5, false, "30000000 initializers"),
+        ("attributes", 5, true, "30000000 attributes"),
+    ] {
+        let model = dir.join(format!("{name}.onnx"));
+        std::fs::write(&model, empty_messages(tag, 30_000_000, in_node)).unwrap();
+        let r = refused(
+            &[
+                "import-onnx",
+                model.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+            &[&format!("{name}.onnx"), says],
+        );
+        eprintln!("import-onnx of 3e7 empty {name}: {:.2} s", r.seconds);
+        assert!(!out.exists());
+        if name == "nodes" {
+            // The same model behind an onnx-gru-v1 case, through `verify`.
+            std::fs::copy(
+                extra("onnx_fwd_lbr0.safetensors"),
+                dir.join("case.safetensors"),
+            )
+            .unwrap();
+            std::fs::rename(&model, dir.join("onnx_fwd_lbr0.onnx")).unwrap();
+            let case = dir.join("case.safetensors");
+            let r = refused(
+                &["verify", "--device", "cpu", case.to_str().unwrap()],
+                &["onnx_fwd_lbr0.onnx", says],
+            );
+            eprintln!("verify of a case beside it: {:.2} s", r.seconds);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[cfg(unix)]
 #[test]
 fn fifos_devices_folders_and_huge_files_are_refused_at_once() {
