@@ -448,3 +448,55 @@ fn verify_and_bench_take_the_precision() {
         assert_eq!(r["precision"], want, "{r}");
     }
 }
+
+#[test]
+fn tune_says_when_its_plans_were_not_kept_and_makes_a_relative_cache_absolute() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let base = cache_dir("tune-write");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let shape = [
+        "tune", "--batch", "1", "--seq", "2", "--input", "2", "--hidden", "3",
+    ];
+    // A cache folder below a regular file: the write fails.
+    let blocker = base.join("a-file");
+    std::fs::write(&blocker, "x").unwrap();
+    let out = bin()
+        .env("GRU_WGPU_CACHE_DIR", blocker.join("plans"))
+        .args(shape)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("plans kept in"), "{stdout}");
+    assert!(
+        stderr.contains("plan cache") && stderr.contains("not kept"),
+        "{stderr}"
+    );
+    // A relative cache folder is taken from the current folder, and named
+    // absolute.
+    let out = bin()
+        .current_dir(&base)
+        .env("GRU_WGPU_CACHE_DIR", "rel/plans")
+        .args(shape)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let kept = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("plans kept in "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let kept = std::path::Path::new(kept);
+    assert!(
+        kept.is_absolute() && kept.starts_with(base.join("rel/plans")),
+        "{stdout}"
+    );
+    assert!(kept.is_file(), "{}", kept.display());
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -276,3 +276,43 @@ fn a_huge_or_fifo_cache_file_is_a_warning_and_the_cache_works_in_memory() {
     assert!(w.contains("not a regular file"), "{w}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(unix)]
+#[test]
+fn the_cache_never_writes_through_a_planted_link() {
+    let dir = temp_dir("link");
+    let Some(ctx) = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())) else {
+        return;
+    };
+    let file = ctx.plan_cache_file().unwrap();
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    // The temporary file's name as it was: `<file>.json.<pid>.tmp`.
+    let planted = file.with_extension(format!("json.{}.tmp", std::process::id()));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let config = GruConfig::new(3, 5);
+    let m = model(&ctx, &config);
+    m.forward(
+        ndarray::Array3::<f32>::ones((2, 1, 3)).view(),
+        ForwardOptions::new(),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(std::fs::symlink_metadata(&planted)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // The plans were written all the same, beside it.
+    assert!(
+        ctx.plan_cache_warning().is_none(),
+        "{:?}",
+        ctx.plan_cache_warning()
+    );
+    let ctx2 = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())).unwrap();
+    assert_eq!(
+        model(&ctx2, &config).plan_for(2, 1).unwrap().source,
+        PlanSource::Cached
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
