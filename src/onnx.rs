@@ -679,6 +679,7 @@ impl OnnxCase {
                 "linear_before_reset",
                 (gru.linear_before_reset as u8).to_string(),
             ),
+            ("layout", gru.layout.to_string()),
         ] {
             let have = get(key)?;
             if have != want {

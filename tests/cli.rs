@@ -125,6 +125,8 @@ fn unknown_plans_and_tuning_modes_are_refused() {
         err.contains("GRU_WGPU_TUNE") && err.contains("off, quick or full"),
         "{err}"
     );
+    // Said once: not "invalid configuration: GRU_WGPU_TUNE: invalid configuration: ...".
+    assert_eq!(err.matches("invalid configuration").count(), 1, "{err}");
 }
 
 fn golden(name: &str) -> std::path::PathBuf {

@@ -476,3 +476,25 @@ fn text_from_a_model_is_escaped_and_capped_in_messages() {
         "{stdout:?}"
     );
 }
+
+#[test]
+fn a_model_whose_layout_differs_from_the_case_is_refused() {
+    // In a folder of its own: the other tests use the original model.
+    let dir = tmp("layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("case.safetensors");
+    std::fs::copy(extra("onnx_fwd_lbr0.safetensors"), &p).unwrap();
+    let mut m = model("onnx_fwd_lbr0.onnx");
+    let n = gru_node(&mut m);
+    n.attribute.retain(|a| a.name != "layout");
+    let mut layout = attr("layout");
+    layout.i = 1;
+    n.attribute.push(layout);
+    std::fs::write(dir.join("onnx_fwd_lbr0.onnx"), m.encode_to_vec()).unwrap();
+    let e = OnnxCase::load(&p).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("metadata `layout` is `0` but the model onnx_fwd_lbr0.onnx has `1`"),
+        "{e}"
+    );
+}

@@ -174,8 +174,14 @@ impl TuneMode {
     /// The mode `GRU_WGPU_TUNE` asks for (quick where it is unset or empty).
     pub fn from_env() -> Result<Self> {
         match std::env::var("GRU_WGPU_TUNE") {
-            Ok(v) if !v.trim().is_empty() => Self::from_name(&v)
-                .map_err(|e| GruError::InvalidConfig(format!("GRU_WGPU_TUNE: {e}"))),
+            // The message of `from_name`'s error, not its Display: that
+            // would say "invalid configuration:" twice.
+            Ok(v) if !v.trim().is_empty() => Self::from_name(&v).map_err(|e| match e {
+                GruError::InvalidConfig(m) => {
+                    GruError::InvalidConfig(format!("GRU_WGPU_TUNE: {m}"))
+                }
+                e => e,
+            }),
             _ => Ok(TuneMode::Quick),
         }
     }
