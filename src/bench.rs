@@ -503,8 +503,7 @@ pub fn plans_for(ctx: &GpuContext, shape: &BenchShape) -> Result<Vec<Plan>> {
 
 /// A description of this machine's CPU, for the CPU reference's records.
 pub fn cpu_name() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
+    let model = crate::files::read_system("/proc/cpuinfo".as_ref())
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("model name"))

@@ -102,10 +102,12 @@ pub enum GruError {
         file: Option<String>,
     },
 
-    /// A tensor in the file that the configuration has no place for.
+    /// A tensor in the file that the configuration has no place for (its
+    /// name, the file's, is quoted through [`untrusted`]).
     #[error(
-        "{}unexpected tensor `{name}` with shape {shape}: the configuration has no such parameter",
-        in_file(.file)
+        "{}unexpected tensor `{}` with shape {shape}: the configuration has no such parameter",
+        in_file(.file),
+        untrusted(.name)
     )]
     UnexpectedTensor {
         name: String,
@@ -140,6 +142,12 @@ pub enum GruError {
     /// A reference file whose metadata is missing or malformed.
     #[error("{path}: {message}")]
     Format { path: String, message: String },
+
+    /// A file that cannot be what it is read as: not a regular file (a
+    /// FIFO, a device, a folder), or larger than any file of its kind can
+    /// be. Refused before it is read.
+    #[error("{path}: {reason}")]
+    FileRefused { path: String, reason: String },
 
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
@@ -228,6 +236,62 @@ pub enum GruError {
 /// `"path: "` for an error about a tensor of a file, else nothing.
 fn in_file(file: &Option<String>) -> String {
     file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default()
+}
+
+/// The most characters of untrusted text that [`untrusted`] quotes.
+pub const QUOTE_MAX: usize = 200;
+
+/// Untrusted text (a node or tensor name, a metadata value, a file name
+/// that a model or a file holds) as a message may quote it: control
+/// characters (the terminal's escape sequences among them) and the
+/// invisible ones that reorder or hide text are written as `\u{1b}`, and past
+/// [`QUOTE_MAX`] characters the rest is left out, said as `… (N more bytes)`.
+pub fn untrusted(text: &str) -> String {
+    escaped(text, QUOTE_MAX)
+}
+
+/// A path as messages show it: [`untrusted`]'s escapes, uncut (a path the
+/// user gave, or one joined from a name a file holds).
+pub fn shown_path(path: &std::path::Path) -> String {
+    escaped(&path.display().to_string(), usize::MAX)
+}
+
+/// `text` with its control and hiding characters escaped, cut after `max`
+/// characters.
+fn escaped(text: &str, max: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len().min(4 * QUOTE_MAX));
+    for (count, (at, c)) in text.char_indices().enumerate() {
+        if count == max {
+            let _ = write!(out, "… ({} more bytes)", text.len() - at);
+            break;
+        }
+        if c.is_control() || hides_text(c) {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// [`untrusted`] on bytes that should be UTF-8 (invalid sequences become
+/// U+FFFD).
+pub fn untrusted_bytes(bytes: &[u8]) -> String {
+    untrusted(&String::from_utf8_lossy(bytes))
+}
+
+/// Characters that print nothing but change how text around them shows:
+/// zero-width ones and the bidirectional overrides and isolates.
+fn hides_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+            | '\u{061c}'
+    )
 }
 
 /// The crate's result type.

@@ -17,6 +17,7 @@ pub mod config;
 pub mod cpu;
 pub mod dropout;
 pub mod error;
+pub mod files;
 pub mod gpu;
 pub mod memory;
 pub mod onnx;

@@ -11,21 +11,19 @@ use crate::error::{GruError, Result};
 
 /// The host memory limit in bytes and what it is, where one can be read.
 pub fn host_limit() -> Option<(u64, &'static str)> {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+    let total = crate::files::read_system("/proc/meminfo".as_ref()).and_then(|s| {
         s.lines()
             .find(|l| l.starts_with("MemTotal:"))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<u64>().ok())
             .map(|kb| kb.saturating_mul(1024))
     });
-    let address_space = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Max address space"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|soft| soft.parse::<u64>().ok())
-        });
+    let address_space = crate::files::read_system("/proc/self/limits".as_ref()).and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Max address space"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|soft| soft.parse::<u64>().ok())
+    });
     match (total, address_space) {
         (Some(t), Some(a)) if a < t => Some((a, "the address-space limit (ulimit -v)")),
         (Some(t), _) => Some((t, "the machine's memory (MemTotal)")),

@@ -20,10 +20,12 @@ use std::path::Path;
 use ndarray::{s, Array2, Array3, ArrayD, Axis, IxDyn};
 
 use crate::config::GruConfig;
-use crate::error::{GruError, Result};
+use crate::error::{shown_path, untrusted, untrusted_bytes, GruError, Result};
 use crate::params::{GruParams, SafeFile};
 use crate::real::{max_abs_error, rel_error, Real};
 use crate::reference::TensorCheck;
+
+pub mod wire;
 
 /// The subset of `onnx.proto` that a GRU node needs.
 pub mod proto {
@@ -167,13 +169,13 @@ fn err(origin: &str, message: impl Into<String>) -> GruError {
 
 /// The values of an initializer, checked: float32, stored in the file.
 fn tensor_values(t: &proto::TensorProto, origin: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-    let name = &t.name;
+    let name = untrusted(&t.name);
     if t.data_location == proto::EXTERNAL || !t.external_data.is_empty() {
         let file = t
             .external_data
             .iter()
             .find(|e| e.key == "location")
-            .map(|e| format!(" (`{}`)", e.value))
+            .map(|e| format!(" (`{}`)", untrusted(&e.value)))
             .unwrap_or_default();
         return Err(err(
             origin,
@@ -226,6 +228,20 @@ fn tensor_values(t: &proto::TensorProto, origin: &str) -> Result<(Vec<usize>, Ve
     Ok((dims, values))
 }
 
+/// The most items of a list from a model that a message quotes.
+const LIST_MAX: usize = 4;
+
+/// Items of a list from a model, for a message: at most [`LIST_MAX`] of
+/// them, each through [`untrusted`], then how many more there are.
+fn quoted_list(items: impl ExactSizeIterator<Item = String>, open: &str, close: &str) -> String {
+    let total = items.len();
+    let mut shown: Vec<String> = items.take(LIST_MAX).collect();
+    if total > LIST_MAX {
+        shown.push(format!("… ({} more)", total - LIST_MAX));
+    }
+    format!("{open}{}{close}", shown.join(", "))
+}
+
 /// The default activations of a GRU: `Sigmoid`, `Tanh` per direction.
 fn default_activations(list: &[Vec<u8>], directions: usize) -> bool {
     list.len() == 2 * directions
@@ -237,18 +253,26 @@ fn default_activations(list: &[Vec<u8>], directions: usize) -> bool {
 
 impl OnnxGru {
     /// Reads the `GRU` node of an `.onnx` file: the only one, or the one named `node`.
+    ///
+    /// Only a regular file of at most [`crate::files::ONNX_MAX`] bytes is read.
     pub fn load(path: impl AsRef<Path>, node: Option<&str>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        Self::from_bytes(&bytes, &path.display().to_string(), node)
+        let bytes = crate::files::read_capped(
+            path,
+            crate::files::ONNX_MAX,
+            "an ONNX model (protobuf's limit)",
+        )?;
+        Self::from_bytes(&bytes, &shown_path(path), node)
     }
 
     /// [`load`](Self::load) from bytes in memory; `origin` names them in errors.
+    ///
+    /// What decoding would allocate is counted from the wire format first
+    /// ([`wire::check`]): a model of millions of empty nodes is refused
+    /// before anything is decoded.
     pub fn from_bytes(bytes: &[u8], origin: &str, node: Option<&str>) -> Result<Self> {
         use prost::Message;
+        wire::check(bytes, origin)?;
         let model = proto::ModelProto::decode(bytes)
             .map_err(|e| err(origin, format!("not a valid ONNX model: {e}")))?;
         let graph = model
@@ -260,10 +284,11 @@ impl OnnxGru {
             .filter(|n| n.op_type == "GRU" && (n.domain.is_empty() || n.domain == "ai.onnx"))
             .collect();
         let names = || {
-            grus.iter()
-                .map(|n| format!("`{}`", n.name))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quoted_list(
+                grus.iter().map(|n| format!("`{}`", untrusted(&n.name))),
+                "",
+                "",
+            )
         };
         let n = match (node, grus.len()) {
             (_, 0) => return Err(err(origin, "the ONNX model has no GRU node")),
@@ -281,13 +306,14 @@ impl OnnxGru {
                 err(
                     origin,
                     format!(
-                        "the ONNX model has no GRU node named `{want}`; its GRU nodes: {}",
+                        "the ONNX model has no GRU node named `{}`; its GRU nodes: {}",
+                        untrusted(want),
                         names()
                     ),
                 )
             })?,
         };
-        let label = format!("GRU node `{}`", n.name);
+        let label = format!("GRU node `{}`", untrusted(&n.name));
         let mut direction = Direction::Forward;
         let mut linear_before_reset = false;
         let mut layout = 0i64;
@@ -296,14 +322,17 @@ impl OnnxGru {
         for a in &n.attribute {
             match a.name.as_str() {
                 "direction" => {
-                    direction = match String::from_utf8_lossy(&a.s).as_ref() {
-                        "forward" => Direction::Forward,
-                        "reverse" => Direction::Reverse,
-                        "bidirectional" => Direction::Bidirectional,
+                    direction = match &a.s[..] {
+                        b"forward" => Direction::Forward,
+                        b"reverse" => Direction::Reverse,
+                        b"bidirectional" => Direction::Bidirectional,
                         other => {
                             return Err(err(
                                 origin,
-                                format!("{label}: direction `{other}` is not an ONNX direction"),
+                                format!(
+                                    "{label}: direction `{}` is not an ONNX direction",
+                                    untrusted_bytes(other)
+                                ),
                             ))
                         }
                     }
@@ -328,7 +357,7 @@ impl OnnxGru {
                     }
                 },
                 "hidden_size" => hidden_attr = Some(a.i),
-                "activations" => activations = Some(a.strings.clone()),
+                "activations" => activations = Some(&a.strings),
                 "clip" => {
                     return Err(err(
                         origin,
@@ -347,22 +376,23 @@ impl OnnxGru {
                 other => {
                     return Err(err(
                         origin,
-                        format!("{label}: unknown attribute `{other}`"),
+                        format!("{label}: unknown attribute `{}`", untrusted(other)),
                     ))
                 }
             }
         }
         let d = direction.count();
-        if let Some(list) = &activations {
+        if let Some(list) = activations {
             if !default_activations(list, d) {
-                let names: Vec<String> = list
-                    .iter()
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
+                let names = quoted_list(
+                    list.iter().map(|a| format!("\"{}\"", untrusted_bytes(a))),
+                    "[",
+                    "]",
+                );
                 return Err(err(
                     origin,
                     format!(
-                        "{label}: activations {names:?} are not supported; only the default \
+                        "{label}: activations {names} are not supported; only the default \
                          (Sigmoid, Tanh per direction) is"
                     ),
                 ));
@@ -381,8 +411,9 @@ impl OnnxGru {
                     err(
                         origin,
                         format!(
-                            "{label}: its input {what} (`{name}`) is not an initializer of the graph; \
-                             only weights stored as initializers can be imported"
+                            "{label}: its input {what} (`{}`) is not an initializer of the graph; \
+                             only weights stored as initializers can be imported",
+                            untrusted(name)
                         ),
                     )
                 })?;
@@ -453,7 +484,7 @@ impl OnnxGru {
                 feature: format!(
                     "ONNX GRU node `{}`: direction `reverse` (a single reverse-direction layer, \
                      which nn.GRU does not have)",
-                    self.name
+                    untrusted(&self.name)
                 ),
                 place: "in gru-wgpu",
             });
@@ -558,11 +589,8 @@ impl OnnxCase {
     /// Reads a case and the model its metadata `model` names (in the same folder).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let origin = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
-            path: origin.clone(),
-            source: e,
-        })?;
+        let origin = shown_path(path);
+        let bytes = crate::files::read_safetensors(path)?;
         let file = SafeFile::parse(&bytes, &origin)?;
         let m = file.metadata();
         let get = |key: &str| -> Result<&str> {
@@ -575,7 +603,10 @@ impl OnnxCase {
             v.trim().parse().map_err(|_| {
                 err(
                     &origin,
-                    format!("metadata `{key}` is `{v}`, not a non-negative integer"),
+                    format!(
+                        "metadata `{key}` is `{}`, not a non-negative integer",
+                        untrusted(v)
+                    ),
                 )
             })
         };
@@ -584,7 +615,7 @@ impl OnnxCase {
                 &origin,
                 format!(
                     "metadata `format` is `{}`, expected `onnx-gru-v1`",
-                    get("format")?
+                    untrusted(get("format")?)
                 ),
             ));
         }
@@ -597,8 +628,9 @@ impl OnnxCase {
             return Err(err(
                 &origin,
                 format!(
-                    "metadata `{k}` = `{}` is not supported by this reader; the file is refused",
-                    m[*k]
+                    "metadata `{}` = `{}` is not supported by this reader; the file is refused",
+                    untrusted(k),
+                    untrusted(&m[*k])
                 ),
             ));
         }
@@ -621,11 +653,13 @@ impl OnnxCase {
             return Err(err(
                 &origin,
                 format!(
-                    "metadata `model` is `{model}`; it must be a file name in the case's folder"
+                    "metadata `model` is `{}`; it must be a file name in the case's folder",
+                    untrusted(model)
                 ),
             ));
         }
         let model_path = path.parent().unwrap_or(Path::new(".")).join(model);
+        let model = untrusted(model);
         let gru = OnnxGru::load(&model_path, None)?;
         let config = gru.config()?;
         let (seq_len, batch) = (num("seq_len")?, num("batch")?);
@@ -645,12 +679,16 @@ impl OnnxCase {
                 "linear_before_reset",
                 (gru.linear_before_reset as u8).to_string(),
             ),
+            ("layout", gru.layout.to_string()),
         ] {
             let have = get(key)?;
             if have != want {
                 return Err(err(
                     &origin,
-                    format!("metadata `{key}` is `{have}` but the model {model} has `{want}`"),
+                    format!(
+                        "metadata `{key}` is `{}` but the model {model} has `{want}`",
+                        untrusted(have)
+                    ),
                 ));
             }
         }
@@ -848,7 +886,7 @@ impl OnnxCase {
     pub fn describe(&self) -> String {
         format!(
             "ONNX GRU node `{}` I={} H={} direction={} linear_before_reset={} T={} B={} lengths={:?}",
-            self.gru.name,
+            untrusted(&self.gru.name),
             self.config.input_size,
             self.config.hidden_size,
             self.gru.direction.name(),
@@ -863,7 +901,7 @@ impl OnnxCase {
 /// Whether a safetensors file says it is of format `onnx-gru-v1` (an
 /// unreadable file is not; its reader reports why).
 pub fn is_onnx_case(path: impl AsRef<Path>) -> bool {
-    let Ok(bytes) = std::fs::read(path.as_ref()) else {
+    let Ok(bytes) = crate::files::read_safetensors(path.as_ref()) else {
         return false;
     };
     SafeFile::parse(&bytes, "")

@@ -289,11 +289,8 @@ impl<F: Real> GruParams<F> {
     /// (float32 or float64 tensors), checking it against `config`.
     pub fn load_safetensors(path: impl AsRef<Path>, config: &GruConfig) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        Self::from_safetensors_bytes(&bytes, config, &path.display().to_string())
+        let bytes = crate::files::read_safetensors(path)?;
+        Self::from_safetensors_bytes(&bytes, config, &crate::error::shown_path(path))
     }
 
     /// Like [`load_safetensors`](Self::load_safetensors), from bytes in memory;
@@ -311,7 +308,8 @@ impl<F: Real> GruParams<F> {
             if let Some(have) = file.metadata().get(*key) {
                 if have != want {
                     return Err(GruError::InvalidConfig(format!(
-                        "{origin}: metadata `{key}` is `{have}`, the configuration asks for `{want}`"
+                        "{origin}: metadata `{key}` is `{}`, the configuration asks for `{want}`",
+                        crate::error::untrusted(have)
                     )));
                 }
             }
@@ -349,11 +347,8 @@ impl<F: Real> GruParams<F> {
     /// import-onnx`), for [`load_safetensors`](Self::load_safetensors).
     pub fn config_in_safetensors(path: impl AsRef<Path>) -> Result<GruConfig> {
         let path = path.as_ref();
-        let origin = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
-            path: origin.clone(),
-            source: e,
-        })?;
+        let origin = crate::error::shown_path(path);
+        let bytes = crate::files::read_safetensors(path)?;
         let file = SafeFile::parse(&bytes, &origin)?;
         let m = file.metadata();
         let get = |key: &str| {
@@ -368,7 +363,10 @@ impl<F: Real> GruParams<F> {
         };
         let bad = |key: &str, v: &str| GruError::Format {
             path: origin.clone(),
-            message: format!("metadata `{key}` is `{v}`, not a valid value"),
+            message: format!(
+                "metadata `{key}` is `{}`, not a valid value",
+                crate::error::untrusted(v)
+            ),
         };
         let num = |key: &str| -> Result<usize> {
             let v = get(key)?;
@@ -489,9 +487,10 @@ pub(crate) struct SafeFile<'a> {
 
 impl<'a> SafeFile<'a> {
     pub(crate) fn parse(bytes: &'a [u8], origin: &str) -> Result<Self> {
+        // Its messages quote tensor names from the file.
         let err = |e: safetensors::SafeTensorError| GruError::SafeTensors {
             path: origin.to_string(),
-            message: e.to_string(),
+            message: crate::error::untrusted(&e.to_string()),
         };
         let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(err)?;
         let st = safetensors::SafeTensors::deserialize(bytes).map_err(err)?;

@@ -8,7 +8,7 @@ use std::path::Path;
 use ndarray::{Array2, Array3, ArrayD, Ix3};
 
 use crate::config::{GruConfig, ResetForm};
-use crate::error::{GruError, Result};
+use crate::error::{untrusted, GruError, Result};
 use crate::params::{GruParams, SafeFile};
 use crate::real::{max_abs_error, rel_error, Real};
 
@@ -99,7 +99,10 @@ fn meta_usize(file: &SafeFile<'_>, key: &str) -> Result<usize> {
     let v = meta(file, key)?;
     v.trim().parse().map_err(|_| GruError::Format {
         path: file.origin().to_string(),
-        message: format!("metadata `{key}` is `{v}`, not a non-negative integer"),
+        message: format!(
+            "metadata `{key}` is `{}`, not a non-negative integer",
+            untrusted(v)
+        ),
     })
 }
 
@@ -109,7 +112,7 @@ fn meta_bool(file: &SafeFile<'_>, key: &str) -> Result<bool> {
         "false" | "False" | "0" => Ok(false),
         v => Err(GruError::Format {
             path: file.origin().to_string(),
-            message: format!("metadata `{key}` is `{v}`, not true or false"),
+            message: format!("metadata `{key}` is `{}`, not true or false", untrusted(v)),
         }),
     }
 }
@@ -123,11 +126,8 @@ impl ReferenceCase {
     /// Reads a reference file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| GruError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        Self::from_bytes(&bytes, &path.display().to_string())
+        let bytes = crate::files::read_safetensors(path)?;
+        Self::from_bytes(&bytes, &crate::error::shown_path(path))
     }
 
     /// Reads a reference case from bytes; `origin` names it in errors.
@@ -146,7 +146,8 @@ impl ReferenceCase {
         let format = meta(&file, "format")?;
         if format != "gru-golden-v1" {
             return Err(format_err(format!(
-                "metadata `format` is `{format}`, expected `gru-golden-v1`"
+                "metadata `format` is `{}`, expected `gru-golden-v1`",
+                untrusted(format)
             )));
         }
         let mut unknown: Vec<(&String, &String)> = file
@@ -157,9 +158,11 @@ impl ReferenceCase {
         unknown.sort();
         if let Some((k, v)) = unknown.first() {
             return Err(format_err(format!(
-                "metadata `{k}` = `{v}` is not supported by this reader; \
+                "metadata `{}` = `{}` is not supported by this reader; \
                  the file describes a computation it does not implement, so it is refused \
-                 rather than checked against plain nn.GRU"
+                 rather than checked against plain nn.GRU",
+                untrusted(k),
+                untrusted(v)
             )));
         }
         let optional_bool = |key: &str| -> Result<bool> {
@@ -175,7 +178,8 @@ impl ReferenceCase {
             None => ResetForm::After,
             Some(v) => ResetForm::parse(v.trim()).ok_or_else(|| {
                 format_err(format!(
-                    "metadata `reset_form` is `{v}`, expected `after` or `before`"
+                    "metadata `reset_form` is `{}`, expected `after` or `before`",
+                    untrusted(v)
                 ))
             })?,
         };

@@ -125,6 +125,8 @@ fn unknown_plans_and_tuning_modes_are_refused() {
         err.contains("GRU_WGPU_TUNE") && err.contains("off, quick or full"),
         "{err}"
     );
+    // Said once: not "invalid configuration: GRU_WGPU_TUNE: invalid configuration: ...".
+    assert_eq!(err.matches("invalid configuration").count(), 1, "{err}");
 }
 
 fn golden(name: &str) -> std::path::PathBuf {
@@ -495,4 +497,56 @@ fn verify_runs_the_plans_asked_for() {
     let (code, text) = run("simple/nothing");
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("unknown plan `simple/nothing`"), "{text}");
+}
+
+#[test]
+fn tune_says_when_its_plans_were_not_kept_and_makes_a_relative_cache_absolute() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let base = cache_dir("tune-write");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let shape = [
+        "tune", "--batch", "1", "--seq", "2", "--input", "2", "--hidden", "3",
+    ];
+    // A cache folder below a regular file: the write fails.
+    let blocker = base.join("a-file");
+    std::fs::write(&blocker, "x").unwrap();
+    let out = bin()
+        .env("GRU_WGPU_CACHE_DIR", blocker.join("plans"))
+        .args(shape)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("plans kept in"), "{stdout}");
+    assert!(
+        stderr.contains("plan cache") && stderr.contains("not kept"),
+        "{stderr}"
+    );
+    // A relative cache folder is taken from the current folder, and named
+    // absolute.
+    let out = bin()
+        .current_dir(&base)
+        .env("GRU_WGPU_CACHE_DIR", "rel/plans")
+        .args(shape)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let kept = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("plans kept in "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let kept = std::path::Path::new(kept);
+    assert!(
+        kept.is_absolute() && kept.starts_with(base.join("rel/plans")),
+        "{stdout}"
+    );
+    assert!(kept.is_file(), "{}", kept.display());
+    let _ = std::fs::remove_dir_all(&base);
 }

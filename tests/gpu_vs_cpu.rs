@@ -155,3 +155,74 @@ fn same_twice(
         assert_eq!(a, b);
     }
 }
+
+/// Subnormal inputs (1e-40), as README.md's "Subnormal inputs" says: beside
+/// normal biases they are below f32's rounding, and the result equals the
+/// result with zeros in their place, bit for bit, within the usual bound;
+/// without biases and with h0 = 0 every output is itself subnormal, where
+/// f32 holds fewer significant bits: on llvmpipe (which keeps subnormals)
+/// within a few steps of 2^-149 of the f64 reference, on a device that
+/// flushes them (WGSL allows it) exactly zero.
+#[test]
+fn subnormal_inputs_are_kept_or_flushed_as_the_readme_says() {
+    if common::gpu_all().is_none() {
+        return;
+    }
+    use gru_wgpu::gpu::{ForwardOptions, GpuGru};
+    use gru_wgpu::real::{max_abs_error, rel_error};
+    use gru_wgpu::GruParams;
+    let (t, b, i, h) = (5, 3, 4, 8);
+    let x = ndarray::Array3::<f32>::from_shape_fn((t, b, i), |(s, r, k)| {
+        if (s + r + k) % 2 == 0 {
+            1e-40
+        } else {
+            -7e-41
+        }
+    });
+    assert!(x.iter().all(|v| v.is_subnormal()));
+    let zeros = ndarray::Array3::<f32>::zeros((t, b, i));
+    let step = f64::from(f32::from_bits(1)); // 2^-149, f32's smallest step
+    for (label, ctx, plan) in common::gpu_paths() {
+        let keeps = ctx.adapter().name.contains("llvmpipe");
+        for bias in [true, false] {
+            let config = GruConfig::new(i, h).bias(bias);
+            if !common::applies(&ctx, &config, b, plan, &label) {
+                continue;
+            }
+            let params = GruParams::<f32>::init(&config, 7).unwrap();
+            let m = GpuGru::new(&ctx, &params).unwrap();
+            m.set_plan(Some(plan));
+            let ours = m.forward(x.view(), ForwardOptions::new()).unwrap().output;
+            let zeroed = m
+                .forward(zeros.view(), ForwardOptions::new())
+                .unwrap()
+                .output;
+            let mut cpu = gru_wgpu::cpu::Gru::new(params.cast::<f64>());
+            let (want, _) = cpu.forward(x.mapv(f64::from).view(), None).unwrap();
+            let got = || ours.iter().map(|&v| f64::from(v));
+            let rel = rel_error(got(), want.iter());
+            let abs = max_abs_error(got(), want.iter());
+            if bias {
+                let same = ours
+                    .iter()
+                    .zip(&zeroed)
+                    .all(|(a, z)| a.to_bits() == z.to_bits());
+                assert!(same, "{label}: with biases, as with zero inputs");
+                assert!(rel <= BOUND, "{label}: rel {rel:.3e}");
+            } else if keeps {
+                assert!(
+                    ours.iter().all(|v| *v != 0.0 && v.is_subnormal()),
+                    "{label}"
+                );
+                assert!(abs <= 16.0 * step, "{label}: max abs {abs:.3e}");
+                eprintln!("{label}: all-subnormal outputs, rel {rel:.3e}, max abs {abs:.3e}");
+            } else {
+                // A device that flushes: the outputs are zero.
+                assert!(
+                    ours.iter().all(|v| *v == 0.0) || abs <= 16.0 * step,
+                    "{label}"
+                );
+            }
+        }
+    }
+}

@@ -89,7 +89,11 @@ struct Run {
 fn run_limited(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
+        // A child that hangs is ended after a minute (exit 124), not waited for.
+        .arg(
+            "ulimit -v 4194304 && if command -v timeout >/dev/null; \
+             then exec timeout 60 \"$0\" \"$@\"; else exec \"$0\" \"$@\"; fi",
+        )
         .arg(env!("CARGO_BIN_EXE_gru-wgpu"))
         .args(args);
     for (k, v) in env {
@@ -892,4 +896,171 @@ fn the_install_hint_appears_only_when_no_adapter_exists() {
         other.stderr
     );
     assert!(!other.stderr.contains("apt-get"), "{}", other.stderr);
+}
+
+// ------------------- issue 21: repeated fields, odd files, untrusted text
+
+/// A varint of the protobuf wire format.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field (`tag` is the field number).
+fn len_field(tag: u64, body: &[u8], out: &mut Vec<u8>) {
+    varint(tag << 3 | 2, out);
+    varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
+/// A model whose graph (or, with `in_node`, whose one node) holds `count`
+/// empty messages of field `tag`: two bytes each on disk, a whole
+/// `NodeProto`, `TensorProto` or `AttributeProto` each once decoded.
+fn empty_messages(tag: u64, count: usize, in_node: bool) -> Vec<u8> {
+    let mut many = Vec::with_capacity(2 * count);
+    for _ in 0..count {
+        many.extend_from_slice(&[(tag << 3 | 2) as u8, 0]);
+    }
+    let graph = if in_node {
+        let mut g = Vec::new();
+        len_field(1, &many, &mut g);
+        g
+    } else {
+        many
+    };
+    let mut model = Vec::new();
+    len_field(7, &graph, &mut model);
+    model
+}
+
+#[test]
+fn onnx_files_of_millions_of_empty_messages_are_refused_before_decoding() {
+    // 3e7 empty nodes, initializers or attributes of one node: 60 MB on
+    // disk, several GB once decoded (the issue's abort in prost's
+    // `merge_repeated`).
+    let dir = std::env::temp_dir().join(format!("gru-wgpu-hostile-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.safetensors");
+    for (name, tag, in_node, says) in [
+        ("nodes", 1, false, "30000000 nodes"),
+        ("initializers", 5, false, "30000000 initializers"),
+        ("attributes", 5, true, "30000000 attributes"),
+    ] {
+        let model = dir.join(format!("{name}.onnx"));
+        std::fs::write(&model, empty_messages(tag, 30_000_000, in_node)).unwrap();
+        let r = refused(
+            &[
+                "import-onnx",
+                model.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+            &[&format!("{name}.onnx"), says],
+        );
+        eprintln!("import-onnx of 3e7 empty {name}: {:.2} s", r.seconds);
+        assert!(!out.exists());
+        if name == "nodes" {
+            // The same model behind an onnx-gru-v1 case, through `verify`.
+            std::fs::copy(
+                extra("onnx_fwd_lbr0.safetensors"),
+                dir.join("case.safetensors"),
+            )
+            .unwrap();
+            std::fs::rename(&model, dir.join("onnx_fwd_lbr0.onnx")).unwrap();
+            let case = dir.join("case.safetensors");
+            let r = refused(
+                &["verify", "--device", "cpu", case.to_str().unwrap()],
+                &["onnx_fwd_lbr0.onnx", says],
+            );
+            eprintln!("verify of a case beside it: {:.2} s", r.seconds);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_devices_folders_and_huge_files_are_refused_at_once() {
+    let dir = std::env::temp_dir().join(format!("gru-wgpu-hostile-odd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.onnx");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let out = dir.join("out.safetensors");
+    let out = out.to_str().unwrap();
+    // A FIFO no one writes to (the reads hung), a device that never ends
+    // (2 GB read before), a folder.
+    for path in [fifo.to_str().unwrap(), "/dev/zero", dir.to_str().unwrap()] {
+        refused(&["import-onnx", path, out], &[path, "not a regular file"]);
+        refused(
+            &["verify", "--device", "cpu", path],
+            &[path, "not a regular file"],
+        );
+    }
+    // A FIFO as the model an onnx-gru-v1 case names.
+    let case_dir = dir.join("case");
+    std::fs::create_dir_all(&case_dir).unwrap();
+    std::fs::copy(
+        extra("onnx_fwd_lbr0.safetensors"),
+        case_dir.join("case.safetensors"),
+    )
+    .unwrap();
+    let model = case_dir.join("onnx_fwd_lbr0.onnx");
+    assert!(Command::new("mkfifo")
+        .arg(&model)
+        .status()
+        .unwrap()
+        .success());
+    refused(
+        &[
+            "verify",
+            "--device",
+            "cpu",
+            case_dir.join("case.safetensors").to_str().unwrap(),
+        ],
+        &["onnx_fwd_lbr0.onnx", "not a regular file"],
+    );
+    // Sparse files of 3 GB: a model larger than protobuf allows, a
+    // reference file whose header describes a few bytes.
+    let huge = dir.join("huge.onnx");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    refused(
+        &["import-onnx", huge.to_str().unwrap(), out],
+        &["huge.onnx", "3221225472 bytes", "at most 2147483648"],
+    );
+    let mut bytes = std::fs::read(golden("seq_basic.safetensors")).unwrap();
+    let real_len = bytes.len();
+    bytes.resize(3 << 30, 0);
+    let big = dir.join("big.safetensors");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&big).unwrap();
+        f.write_all(&bytes[..real_len]).unwrap();
+        f.set_len(3 << 30).unwrap();
+    }
+    drop(bytes);
+    refused(
+        &["verify", "--device", "cpu", big.to_str().unwrap()],
+        &[
+            "big.safetensors",
+            "3221225472 bytes",
+            "its header describes",
+        ],
+    );
+    // The library refuses them too, with a typed error.
+    for e in [
+        ReferenceCase::load(&fifo).unwrap_err(),
+        GruParams::<f32>::load_safetensors(&fifo, &GruConfig::new(3, 4)).unwrap_err(),
+        GruParams::<f32>::config_in_safetensors("/dev/zero").unwrap_err(),
+        gru_wgpu::onnx::OnnxGru::load(&fifo, None).unwrap_err(),
+    ] {
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

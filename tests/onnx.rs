@@ -396,3 +396,105 @@ fn hostile_onnx_cases_are_refused() {
     }
     assert!(OnnxCase::load(edited_case(|_| {})).is_ok());
 }
+
+#[test]
+fn text_from_a_model_is_escaped_and_capped_in_messages() {
+    // Terminal escapes in node names, in an external data location, in
+    // attribute names: printed escaped, never raw.
+    let evil = "\u{1b}[2J\u{1b}[31mevil\u{7}";
+    let mut m = model("onnx_fwd_lbr0.onnx");
+    gru_node(&mut m).name = evil.into();
+    let mut second = gru_node(&mut m).clone();
+    second.name = format!("{evil}2");
+    m.graph.as_mut().unwrap().node.push(second);
+    let e = load(&m, None).unwrap_err().to_string();
+    assert!(!e.contains('\u{1b}') && !e.contains('\u{7}'), "{e:?}");
+    assert!(e.contains("`\\u{1b}[2J\\u{1b}[31mevil\\u{7}`"), "{e}");
+    let e = load(&m, Some("nothing")).unwrap_err().to_string();
+    assert!(!e.contains('\u{1b}'), "{e:?}");
+    let mut m = model("onnx_fwd_lbr0.onnx");
+    let w = gru_node(&mut m).input[1].clone();
+    let t = m
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == w)
+        .unwrap();
+    t.data_location = proto::EXTERNAL;
+    t.external_data.push(proto::StringStringEntryProto {
+        key: "location".into(),
+        value: format!("{evil}.bin"),
+    });
+    let e = load(&m, None).unwrap_err().to_string();
+    assert!(
+        !e.contains('\u{1b}') && e.contains("\\u{1b}[31mevil"),
+        "{e:?}"
+    );
+    let mut m = model("onnx_fwd_lbr0.onnx");
+    gru_node(&mut m).attribute.push(attr(evil));
+    let e = load(&m, None).unwrap_err().to_string();
+    assert!(
+        !e.contains('\u{1b}') && e.contains("unknown attribute"),
+        "{e:?}"
+    );
+    // A name of a megabyte is cut to a few hundred characters.
+    let mut m = model("onnx_fwd_lbr0.onnx");
+    gru_node(&mut m).attribute.push(attr(&"x".repeat(1 << 20)));
+    let e = load(&m, None).unwrap_err().to_string();
+    assert!(e.len() < 1000, "{} bytes", e.len());
+    assert!(e.contains("more bytes)"), "{e}");
+    // A list of 100000 activations: the message names a few.
+    let mut m = model("onnx_fwd_lbr0.onnx");
+    let mut act = attr("activations");
+    act.strings = vec![b"Relu".to_vec(); 100_000];
+    gru_node(&mut m).attribute.push(act);
+    let e = load(&m, None).unwrap_err().to_string();
+    assert!(e.len() < 1000, "{} bytes", e.len());
+    assert!(
+        e.contains("\"Relu\", \"Relu\"") && e.contains("99996 more"),
+        "{e}"
+    );
+    // import-onnx prints the node's name escaped.
+    let mut m = model("onnx_fwd_lbr0.onnx");
+    gru_node(&mut m).name = evil.into();
+    let path = tmp("evil.onnx");
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let r = bin()
+        .args([
+            "import-onnx",
+            path.to_str().unwrap(),
+            tmp("evil.safetensors").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(r.status.code(), Some(0), "{stdout}");
+    assert!(
+        !stdout.contains('\u{1b}') && stdout.contains("\\u{1b}[31mevil"),
+        "{stdout:?}"
+    );
+}
+
+#[test]
+fn a_model_whose_layout_differs_from_the_case_is_refused() {
+    // In a folder of its own: the other tests use the original model.
+    let dir = tmp("layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("case.safetensors");
+    std::fs::copy(extra("onnx_fwd_lbr0.safetensors"), &p).unwrap();
+    let mut m = model("onnx_fwd_lbr0.onnx");
+    let n = gru_node(&mut m);
+    n.attribute.retain(|a| a.name != "layout");
+    let mut layout = attr("layout");
+    layout.i = 1;
+    n.attribute.push(layout);
+    std::fs::write(dir.join("onnx_fwd_lbr0.onnx"), m.encode_to_vec()).unwrap();
+    let e = OnnxCase::load(&p).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("metadata `layout` is `0` but the model onnx_fwd_lbr0.onnx has `1`"),
+        "{e}"
+    );
+}

@@ -349,3 +349,104 @@ fn a_cached_plan_is_checked_again_on_a_longer_call() {
         );
     }
 }
+
+/// A context opened in a thread, or a failure after `secs` seconds (a
+/// context whose cache file cannot be opened must not hang its caller).
+fn context_within(secs: u64, dir: &std::path::Path) -> GpuContext {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(context(TuneMode::Quick, PlanCacheLocation::Dir(dir)).unwrap());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .expect("the context opens within the time")
+}
+
+#[cfg(unix)]
+#[test]
+fn a_huge_or_fifo_cache_file_is_a_warning_and_the_cache_works_in_memory() {
+    let dir = temp_dir("odd");
+    let Some(ctx) = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())) else {
+        return;
+    };
+    let file = ctx.plan_cache_file().unwrap();
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    // 3 GB (sparse): refused by its size, not read whole.
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let start = std::time::Instant::now();
+    let ctx2 = context_within(30, &dir);
+    let w = ctx2.plan_cache_warning().unwrap();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        w.contains("3221225472 bytes") && w.contains("at most"),
+        "{w}"
+    );
+    // The cache works in memory, and the next write replaces the file.
+    let config = GruConfig::new(2, 3);
+    let m = model(&ctx2, &config);
+    m.forward(
+        ndarray::Array3::<f32>::ones((2, 1, 2)).view(),
+        ForwardOptions::new(),
+    )
+    .unwrap();
+    assert_eq!(m.plan_for(2, 1).unwrap().source, PlanSource::Cached);
+    assert!(std::fs::metadata(&file).unwrap().len() < 1 << 20);
+    // A FIFO no one writes to: a warning at once, not a hang.
+    std::fs::remove_file(&file).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let ctx3 = context_within(30, &dir);
+    let w = ctx3.plan_cache_warning().unwrap();
+    assert!(w.contains("not a regular file"), "{w}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_cache_never_writes_through_a_planted_link() {
+    let dir = temp_dir("link");
+    let Some(ctx) = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())) else {
+        return;
+    };
+    let file = ctx.plan_cache_file().unwrap();
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    // The temporary file's name as it was: `<file>.json.<pid>.tmp`.
+    let planted = file.with_extension(format!("json.{}.tmp", std::process::id()));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let config = GruConfig::new(3, 5);
+    let m = model(&ctx, &config);
+    m.forward(
+        ndarray::Array3::<f32>::ones((2, 1, 3)).view(),
+        ForwardOptions::new(),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(std::fs::symlink_metadata(&planted)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // The plans were written all the same, beside it.
+    assert!(
+        ctx.plan_cache_warning().is_none(),
+        "{:?}",
+        ctx.plan_cache_warning()
+    );
+    let ctx2 = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())).unwrap();
+    assert_eq!(
+        model(&ctx2, &config).plan_for(2, 1).unwrap().source,
+        PlanSource::Cached
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -412,8 +412,11 @@ pub fn print_records(args: &BenchArgs, records: &[Record]) -> ExitCode {
     status
 }
 
-fn read_records(path: &PathBuf) -> Result<Vec<Record>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+fn read_records(path: &std::path::Path) -> Result<Vec<Record>, String> {
+    let bytes =
+        gru_wgpu::files::read_capped(path, gru_wgpu::files::BENCH_RECORDS_MAX, "a results file")
+            .map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())

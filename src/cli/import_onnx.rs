@@ -29,7 +29,7 @@ pub fn run(args: &ImportOnnxArgs) -> ExitCode {
             println!(
                 "{}: GRU node `{}` -> {}: input_size={} hidden_size={} bidirectional={} batch_first={} bias={} reset_form={}",
                 args.model.display(),
-                gru.name,
+                gru_wgpu::error::untrusted(&gru.name),
                 args.out.display(),
                 c.input_size,
                 c.hidden_size,

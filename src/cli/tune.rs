@@ -100,6 +100,12 @@ pub fn run(args: &TuneArgs, adapter: Option<&str>) -> ExitCode {
             }
         }
     }
+    // A write that failed loses what was measured with the process: said
+    // as an error, exit 2, and no "plans kept in".
+    if let Some(e) = ctx.plan_cache_write_error() {
+        eprintln!("error: plan cache: {e}; the plans measured were not kept");
+        return ExitCode::from(2);
+    }
     if let Some(w) = ctx.plan_cache_warning() {
         eprintln!("warning: plan cache: {w}");
     }

@@ -433,6 +433,13 @@ impl GpuContext {
         self.inner.plans.warning()
     }
 
+    /// Why the last write of the plan cache's file failed, where it did
+    /// (the plans measured since are kept in memory only, lost with the
+    /// process); `None` once a write succeeds.
+    pub fn plan_cache_write_error(&self) -> Option<String> {
+        self.inner.plans.write_error()
+    }
+
     pub(crate) fn plans(&self) -> &PlanCache {
         &self.inner.plans
     }

@@ -174,8 +174,14 @@ impl TuneMode {
     /// The mode `GRU_WGPU_TUNE` asks for (quick where it is unset or empty).
     pub fn from_env() -> Result<Self> {
         match std::env::var("GRU_WGPU_TUNE") {
-            Ok(v) if !v.trim().is_empty() => Self::from_name(&v)
-                .map_err(|e| GruError::InvalidConfig(format!("GRU_WGPU_TUNE: {e}"))),
+            // The message of `from_name`'s error, not its Display: that
+            // would say "invalid configuration:" twice.
+            Ok(v) if !v.trim().is_empty() => Self::from_name(&v).map_err(|e| match e {
+                GruError::InvalidConfig(m) => {
+                    GruError::InvalidConfig(format!("GRU_WGPU_TUNE: {m}"))
+                }
+                e => e,
+            }),
             _ => Ok(TuneMode::Quick),
         }
     }
@@ -197,8 +203,25 @@ pub enum PlanCacheLocation {
 }
 
 impl PlanCacheLocation {
-    /// The base folder, where there is one.
-    fn base(&self) -> Option<PathBuf> {
+    /// The base folder, where there is one, made absolute (a relative
+    /// `GRU_WGPU_CACHE_DIR` or [`Dir`](Self::Dir) is taken from the current
+    /// folder when the cache opens, so that a later change of folder does
+    /// not move it); an error where a relative one cannot be.
+    fn base(&self) -> std::result::Result<Option<PathBuf>, String> {
+        let Some(base) = self.relative_base() else {
+            return Ok(None);
+        };
+        std::path::absolute(&base).map(Some).map_err(|e| {
+            format!(
+                "the cache folder {} is relative and cannot be made absolute ({e}); \
+                 the plans are kept in memory only",
+                base.display()
+            )
+        })
+    }
+
+    /// The base folder as it was given.
+    fn relative_base(&self) -> Option<PathBuf> {
         match self {
             PlanCacheLocation::MemoryOnly => None,
             PlanCacheLocation::Dir(d) => Some(d.clone()),
@@ -303,6 +326,9 @@ pub(crate) struct PlanCache {
     /// Why the file could not be read or written, where it could not (the
     /// cache then works in memory).
     warning: Mutex<Option<String>>,
+    /// Why the last write of the file failed, where it did (cleared by the
+    /// next write that succeeds).
+    unwritten: Mutex<Option<String>>,
     /// Held while a shape is tuned, so that two threads do not tune it twice.
     pub(crate) tuning: Mutex<()>,
 }
@@ -316,7 +342,11 @@ impl PlanCache {
             adapter.backend_name(),
             adapter.driver
         );
-        let file = location.base().map(|b| {
+        let (base, refused) = match location.base() {
+            Ok(b) => (b, None),
+            Err(why) => (None, Some(why)),
+        };
+        let file = base.map(|b| {
             let safe: String = adapter
                 .name
                 .chars()
@@ -335,8 +365,12 @@ impl PlanCache {
             file,
             mem: Mutex::default(),
             warning: Mutex::default(),
+            unwritten: Mutex::default(),
             tuning: Mutex::default(),
         };
+        if let Some(why) = refused {
+            cache.warn(why);
+        }
         if let Some(f) = &cache.file {
             match read_file(f) {
                 Ok(Some(cf)) if cf.adapter == cache.adapter => {
@@ -373,6 +407,15 @@ impl PlanCache {
             .clone()
     }
 
+    /// Why the last write of the file failed, where it did: the plans
+    /// measured since are in memory only.
+    pub(crate) fn write_error(&self) -> Option<String> {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The entry of `key`, where there is one.
     pub(crate) fn get(&self, key: &str) -> Option<CachedPlan> {
         self.mem
@@ -400,36 +443,78 @@ impl PlanCache {
             cf.entries.insert(k.clone(), v.clone());
         }
         drop(mem);
-        if let Err(e) = write_file(f, &cf) {
-            self.warn(format!(
-                "{}: {e}; the plans are kept in memory only",
-                f.display()
-            ));
+        let written = write_file(f, &cf).map_err(|e| format!("{}: {e}", f.display()));
+        if let Err(e) = &written {
+            self.warn(format!("{e}; the plans are kept in memory only"));
         }
+        *self.unwritten.lock().unwrap_or_else(|p| p.into_inner()) = written.err();
     }
 }
 
+/// The cache file's entries; `None` where there is no file. Only a regular
+/// file of at most [`crate::files::PLAN_CACHE_MAX`] bytes is read: a FIFO
+/// or a file of gigabytes is refused at once, unread (the caller warns and
+/// works in memory).
 fn read_file(f: &Path) -> std::result::Result<Option<CacheFile>, String> {
-    match std::fs::read(f) {
+    match crate::files::read_capped(f, crate::files::PLAN_CACHE_MAX, "a plan cache") {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("not a plan cache ({e})")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(GruError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(GruError::Io { source, .. }) => Err(source.to_string()),
+        Err(GruError::FileRefused { reason, .. }) => Err(reason),
         Err(e) => Err(e.to_string()),
     }
 }
 
-/// Writes the file whole through a temporary file and a rename, so that a
-/// reader never sees half of it.
+/// How many names [`write_file`] tries for its temporary file.
+const TEMP_TRIES: u32 = 16;
+
+/// Writes the file whole through a temporary file in the same folder and a
+/// rename, so that a reader never sees half of it. The temporary file is
+/// created new (`create_new`: an existing file or link of that name, even
+/// one planted to point elsewhere, is never written through; the next name
+/// is tried), and the rename replaces `f` itself, not what a link there
+/// points at.
 fn write_file(f: &Path, cf: &CacheFile) -> std::io::Result<()> {
-    if let Some(dir) = f.parent() {
-        std::fs::create_dir_all(dir)?;
+    use std::io::Write;
+    let dir = f.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = f.file_name().unwrap_or_default().to_string_lossy();
+    let mut last = None;
+    for n in 0..TEMP_TRIES {
+        // `<file>.json.<pid>.tmp`, then `<file>.json.<pid>.<n>.tmp`.
+        let tmp = match n {
+            0 => dir.join(format!("{name}.{}.tmp", std::process::id())),
+            n => dir.join(format!("{name}.{}.{n}.tmp", std::process::id())),
+        };
+        let mut file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                last = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let bytes = serde_json::to_vec_pretty(cf).expect("serializes");
+        return file
+            .write_all(&bytes)
+            .and_then(|_| file.sync_all())
+            .and_then(|_| {
+                drop(file);
+                std::fs::rename(&tmp, f)
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            });
     }
-    let tmp = f.with_extension(format!("json.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(cf).expect("serializes"))?;
-    std::fs::rename(&tmp, f).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temporary file could be created")))
 }
 
 #[cfg(test)]
