@@ -175,7 +175,7 @@ impl GpuGruCell {
         let model = &self.model;
         let grads = &self.grads;
         let ctx = model.context().clone();
-        ctx.scoped(|| {
+        let out = ctx.scoped(|| {
             let mut rec = model.recorder();
             // The step's h_next is the output of a sequence of one step.
             let out = model.record_backward(&mut rec, &tape, dh_next, None)?;
@@ -183,9 +183,14 @@ impl GpuGruCell {
             for (acc, g) in grads.iter().zip(step_grads) {
                 encode_add(&mut rec, acc.len(), g.buffer(), acc.buffer())?;
             }
-            model.finish(rec)?;
+            // Refused, as above, where the parameters changed meanwhile.
+            model.finish_backward(rec, &tape)?;
             Ok((out.grad_x, out.grad_h0))
-        })
+        });
+        if let Err(GruError::StaleTape { .. }) = out {
+            self.tape.push(tape);
+        }
+        out
     }
 
     /// Sets the accumulated gradients to zero.
