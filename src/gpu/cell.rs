@@ -128,6 +128,9 @@ impl GpuGruCell {
         h_prev: &wgpu::Buffer,
         batch: usize,
     ) -> Result<PooledBuffer> {
+        let dev = self.model.context().dev();
+        dev.check_owned("x", x)?;
+        dev.check_owned("h_prev", h_prev)?;
         let x = OnDevice {
             buffer: x,
             seq_len: 1,
@@ -157,7 +160,11 @@ impl GpuGruCell {
             .tape
             .pop()
             .ok_or_else(|| GruError::Tape(format!("{name} called with no step on the tape")))?;
-        if let Err(e) = self.model.check_tape(&tape) {
+        let checked = self.model.check_tape(&tape).and_then(|_| {
+            let dev = self.model.context().dev();
+            dev.check_owned("dh_next", dh_next)
+        });
+        if let Err(e) = checked {
             self.tape.push(tape);
             return Err(e);
         }

@@ -508,15 +508,12 @@ impl GpuContext {
         Ok(ndarray::Array::from_shape_vec(dims, v).expect("length matches"))
     }
 
-    /// Fails unless `buf` has the usage `COPY_SRC` and `len` floats.
+    /// Fails unless `buf` has the usage `COPY_SRC` and `len` floats, and
+    /// this context's device made it.
     fn check_readable(&self, what: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
-        crate::gpu::device::check_caller_buffer(
-            what,
-            buf,
-            len,
-            wgpu::BufferUsages::COPY_SRC,
-            "COPY_SRC",
-        )
+        self.inner
+            .dev
+            .check_caller_buffer(what, buf, len, wgpu::BufferUsages::COPY_SRC, "COPY_SRC")
     }
 
     /// A buffer the host can map for reading, of `bytes`.

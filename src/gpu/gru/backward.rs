@@ -377,13 +377,13 @@ impl GpuGru {
         self.check_tape(&tape)?;
         let cfg = &self.config;
         let (t, b) = tape.dims();
-        Self::check_buffer(
+        self.check_buffer(
             "grad_output",
             grad_output,
             elements("grad_output", &cfg.output_shape(t, b))?,
         )?;
         if let Some(g) = grad_h_n {
-            Self::check_buffer("grad_h_n", g, elements("grad_h_n", &cfg.state_shape(b))?)?;
+            self.check_buffer("grad_h_n", g, elements("grad_h_n", &cfg.state_shape(b))?)?;
         }
         self.backward_with_plan_checked(tape, grad_output, grad_h_n, self.timing_on())
             .map(|(b, _)| b)

@@ -358,10 +358,10 @@ impl GpuGru {
         let xe = elements("x", &cfg.input_shape(seq_len, batch))?;
         // (In f16, the caller's buffers hold f16 values: two to a float's bytes.)
         let words = |n: usize| if self.f16() { n.div_ceil(2) } else { n };
-        Self::check_buffer("x", x.buffer, words(xe))?;
+        self.check_buffer("x", x.buffer, words(xe))?;
         if let Some(h0) = opts.h0 {
             let n = elements("h0", &cfg.state_shape(batch))?;
-            Self::check_buffer("h0", h0, words(n))?;
+            self.check_buffer("h0", h0, words(n))?;
         }
         let seq = SeqRun::new(
             cfg,

@@ -335,6 +335,18 @@ impl GpuGru {
     /// (a device forward's `output` and `h_n`, a stream's state): as they
     /// are in f32, converted from f16 on the device in f16.
     pub fn read_stored(&self, buf: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        // (A copy reads an f32 buffer; a kernel reads an f16 one, two values a word.)
+        let (words, usage, usage_name) = match self.f16() {
+            true => (len.div_ceil(2), wgpu::BufferUsages::STORAGE, "STORAGE"),
+            false => (len, wgpu::BufferUsages::COPY_SRC, "COPY_SRC"),
+        };
+        self.ctx.dev().check_caller_buffer(
+            "the buffer read back",
+            buf,
+            words,
+            usage,
+            usage_name,
+        )?;
         if !self.f16() {
             return self.ctx.read_back(buf, 0, len);
         }
@@ -481,9 +493,10 @@ impl GpuGru {
         Ok(())
     }
 
-    /// Checks a caller's buffer: large enough for `floats` and usable as a copy source.
-    pub(crate) fn check_buffer(name: &str, buf: &wgpu::Buffer, floats: usize) -> Result<()> {
-        crate::gpu::device::check_caller_buffer(
+    /// Checks a caller's buffer: large enough for `floats`, usable as a
+    /// copy source, and made by this model's device.
+    pub(crate) fn check_buffer(&self, name: &str, buf: &wgpu::Buffer, floats: usize) -> Result<()> {
+        self.ctx.dev().check_caller_buffer(
             name,
             buf,
             floats,

@@ -195,6 +195,9 @@ impl GpuGru {
             )));
         }
         for (i, (g, (_, len))) in grads.iter().zip(&params).enumerate() {
+            self.ctx
+                .dev()
+                .check_owned(&format!("gradient {i}"), g.buffer())?;
             if g.len() != *len {
                 return Err(GruError::LengthMismatch {
                     name: format!("gradient {i}"),
