@@ -170,12 +170,13 @@ impl GpuGruCell {
         }
         let batch = tape.dims().1;
         let need = (batch * self.hidden_size() * 4) as u64;
-        if dh_next.size() < need {
+        let has = crate::gpu::pool::data_bytes(dh_next);
+        if has < need {
             self.tape.push(tape);
             return Err(GruError::LengthMismatch {
                 name: "dh_next".into(),
                 expected: need,
-                actual: dh_next.size(),
+                actual: has,
                 unit: "bytes (at least)",
             });
         }

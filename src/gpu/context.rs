@@ -39,7 +39,33 @@ pub struct ContextOptions {
     pub tune: Option<TuneMode>,
     /// Where measured plans are kept between processes.
     pub plan_cache: PlanCacheLocation,
+    /// Bytes of free device buffers the context keeps for reuse. `None`
+    /// takes [`DEFAULT_POOL_BUDGET`] (256 MiB); `Some(0)` keeps none.
+    ///
+    /// Every buffer a call needs comes from the context's pool and goes back
+    /// to it when the call (or the caller's [`PooledBuffer`]) lets go of it.
+    /// A request is served with a buffer of its size class, the next step of
+    /// four per doubling at or above it (256 bytes at least): up to a
+    /// quarter more than asked, so that a buffer serves requests of sizes
+    /// near its own. A returned buffer is kept while the free buffers stay
+    /// within this budget, the least recently returned released first to
+    /// make room (one larger than the budget is never kept); see also
+    /// `pool_max_idle`, [`GpuContext::trim_pool`] and
+    /// [`GpuContext::pooled_bytes`].
+    pub pool_budget: Option<u64>,
+    /// How long a free buffer is kept without being reused before it is
+    /// released. `None` takes [`DEFAULT_POOL_MAX_IDLE`] (30 s). Checked
+    /// whenever the pool hands out or takes back a buffer: a context left
+    /// idle keeps its free buffers until its next call (or `trim_pool`).
+    pub pool_max_idle: Option<std::time::Duration>,
 }
+
+/// The pool's budget where `ContextOptions::pool_budget` is `None`: 256 MiB.
+pub const DEFAULT_POOL_BUDGET: u64 = 256 << 20;
+
+/// How long a free buffer is kept unused where
+/// `ContextOptions::pool_max_idle` is `None`: 30 seconds.
+pub const DEFAULT_POOL_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Which limits a context asks the device for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -268,7 +294,18 @@ impl GpuContext {
         options: &ContextOptions,
         own_handlers: bool,
     ) -> Result<Self> {
-        let dev = Device::new(device, queue, summary, options.poison_buffers, own_handlers);
+        let pool = (
+            options.pool_budget.unwrap_or(DEFAULT_POOL_BUDGET),
+            options.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
+        );
+        let dev = Device::new(
+            device,
+            queue,
+            summary,
+            options.poison_buffers,
+            own_handlers,
+            pool,
+        );
         let fit = windows_fit(&dev.limits);
         let products = match options.products {
             Some(Products::Windows) if !fit => {
@@ -404,14 +441,37 @@ impl GpuContext {
         &self.inner.dev.queue
     }
 
-    /// Releases every buffer the pool keeps for reuse.
+    /// Releases every buffer the pool keeps for reuse (see
+    /// [`ContextOptions::pool_budget`]).
     pub fn trim_pool(&self) {
         self.inner.dev.pool.clear();
     }
 
-    /// Bytes held by the pool for reuse.
+    /// Bytes of the free buffers the pool keeps for reuse (at most
+    /// [`ContextOptions::pool_budget`]); the buffers on loan are not counted.
     pub fn pooled_bytes(&self) -> u64 {
         self.inner.dev.pool.bytes()
+    }
+
+    /// The pool's counts: device buffers made, reused, released, alive.
+    #[doc(hidden)]
+    pub fn pool_stats(&self) -> crate::gpu::pool::PoolStats {
+        self.inner.dev.pool.stats()
+    }
+
+    /// The size of the buffer the pool serves a request of `bytes` with
+    /// (its size class, see [`ContextOptions::pool_budget`]).
+    #[doc(hidden)]
+    pub fn pool_size_class(&self, bytes: u64) -> u64 {
+        self.inner.dev.pool.class_of(bytes)
+    }
+
+    /// The bytes of `buf` that hold data, as the size checks of the calls
+    /// see them: what was asked for, for a buffer of the crate's pools (not
+    /// its size class), else its size.
+    #[doc(hidden)]
+    pub fn data_bytes(buf: &wgpu::Buffer) -> u64 {
+        crate::gpu::pool::data_bytes(buf)
     }
 
     /// The compute pipelines built so far, as `file:entry(constants)`,

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{GruError, Result};
-use crate::gpu::pool::{Pool, PooledBuffer};
+use crate::gpu::pool::{Pool, PoolPolicy, PooledBuffer};
 
 /// What the adapter is, in wgpu's own terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,10 +57,11 @@ impl std::fmt::Display for AdapterSummary {
     }
 }
 
-/// Checks a buffer the caller hands in: room for `floats` floats, and the
-/// usage `usage` (named `usage_name` in the message). (Which device made
-/// it is [`Device::check_caller_buffer`]'s part.)
-fn check_size_and_usage(
+/// Checks a buffer the caller hands in: room for `floats` floats in its
+/// data (what its loan asked for, for a buffer of the crate's pools: not
+/// the slack of its size class), and the usage `usage` (named `usage_name`
+/// in the message). (Which device made it is [`Device::check_owned`]'s part.)
+pub(crate) fn check_size_and_usage(
     name: &str,
     buf: &wgpu::Buffer,
     floats: usize,
@@ -68,11 +69,12 @@ fn check_size_and_usage(
     usage_name: &str,
 ) -> Result<()> {
     let need = (floats as u64).saturating_mul(4);
-    if buf.size() < need {
+    let has = crate::gpu::pool::data_bytes(buf);
+    if has < need {
         return Err(GruError::LengthMismatch {
             name: name.to_string(),
             expected: need,
-            actual: buf.size(),
+            actual: has,
             unit: "bytes (at least)",
         });
     }
@@ -220,12 +222,15 @@ impl Device {
     /// recorded (and returned by the next call) instead of panicking, and a
     /// loss of the device is recorded; a caller's device keeps its own
     /// handlers (every call of the crate runs inside error scopes anyway).
+    /// The pool keeps free buffers within `budget` bytes and for at most
+    /// `max_idle`.
     pub(crate) fn new(
         device: wgpu::Device,
         queue: wgpu::Queue,
         summary: AdapterSummary,
         poison: bool,
         own_handlers: bool,
+        (budget, max_idle): (u64, std::time::Duration),
     ) -> Self {
         let uncaptured = Arc::new(Mutex::new(None));
         let lost = Arc::new(Mutex::new(None));
@@ -257,16 +262,24 @@ impl Device {
             usage: wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let limits = device.limits();
+        let policy = PoolPolicy {
+            budget,
+            max_idle,
+            max_class: limits
+                .max_buffer_size
+                .min(limits.max_storage_buffer_binding_size),
+        };
         Device {
             probe,
             dummy: dummy("gru-wgpu dummy"),
             dummy_rw: dummy("gru-wgpu dummy (written)"),
-            limits: device.limits(),
+            limits,
             features: device.features(),
             device,
             queue,
             summary,
-            pool: Arc::new(Pool::default()),
+            pool: Arc::new(Pool::new(policy)),
             poison,
             lost,
             uncaptured,
@@ -308,7 +321,7 @@ impl Device {
     /// another buffer or none (wgpu then panics); under the same instance
     /// wgpu-core finds the buffer, and checks its device only when the
     /// command encoder is finished. So: a buffer of the crate's pools is
-    /// known by its address (`pool::owner`),
+    /// known by its address (`pool::lent`),
     /// whatever instance made it; any other buffer (one the caller made, a
     /// clone) is asked about with an empty copy from it, recorded and
     /// finished (never submitted) inside an error scope, where wgpu-core
@@ -320,8 +333,8 @@ impl Device {
         let foreign = || GruError::ForeignBuffer {
             name: name.to_string(),
         };
-        if let Some(pool) = crate::gpu::pool::owner(buf) {
-            return match pool == self.pool.id() {
+        if let Some(lent) = crate::gpu::pool::lent(buf) {
+            return match lent.pool == self.pool.id() {
                 true => Ok(()),
                 false => Err(foreign()),
             };
@@ -433,7 +446,8 @@ impl Device {
         );
         buf.len = len;
         if self.poison {
-            let nan = vec![f32::NAN; (bytes / 4) as usize];
+            // The whole buffer: its size class may pass what was asked.
+            let nan = vec![f32::NAN; (buf.buffer().size() / 4) as usize];
             self.queue
                 .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(&nan));
         }
@@ -447,7 +461,7 @@ impl Device {
         buf.len = len;
         if self.poison {
             // 0x7E00 is a quiet NaN in f16: both halves of each word.
-            let nan = vec![0x7E00_7E00u32; len.div_ceil(2).max(1)];
+            let nan = vec![0x7E00_7E00u32; (buf.buffer().size() / 4) as usize];
             self.queue
                 .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(&nan));
         }

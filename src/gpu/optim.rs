@@ -125,11 +125,12 @@ impl GpuOptimizer {
         }
         for (i, ((p, g), &len)) in params.iter().zip(grads).zip(lens).enumerate() {
             for (what, b) in [("parameter", p), ("gradient", g)] {
-                if b.size() < (len as u64) * 4 {
+                let has = crate::gpu::pool::data_bytes(b);
+                if has < (len as u64) * 4 {
                     return Err(GruError::LengthMismatch {
                         name: format!("{what} {i}"),
                         expected: (len as u64) * 4,
-                        actual: b.size(),
+                        actual: has,
                         unit: "bytes (at least)",
                     });
                 }
