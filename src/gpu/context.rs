@@ -555,7 +555,8 @@ impl GpuContext {
 
     /// Reads the first floats of `buf` back as an array of `shape`
     /// (row-major): a copy, one submission, a wait. The buffer needs the
-    /// usage `COPY_SRC` and room for the array.
+    /// usage `COPY_SRC` and room for the array, and must be of this
+    /// context's device ([`GruError::ForeignBuffer`] otherwise).
     pub fn read_array<D: ndarray::Dimension>(
         &self,
         buf: &wgpu::Buffer,

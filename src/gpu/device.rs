@@ -327,8 +327,11 @@ impl Device {
     /// finished (never submitted) inside an error scope, where wgpu-core
     /// reports a device mismatch. That question has an answer for the
     /// buffers of devices of the instance of this one, which every context
-    /// the crate opens shares; a buffer the caller made under another
-    /// wgpu instance than this context's device cannot be told apart.
+    /// the crate opens shares. A buffer not known by its address (one the
+    /// caller made, a clone of one of the crate's, one taken out with
+    /// `PooledBuffer::into_inner`) that comes from another wgpu instance
+    /// than this context's device cannot be told apart: wgpu would look its
+    /// id up in this instance's registry.
     pub(crate) fn check_owned(&self, name: &str, buf: &wgpu::Buffer) -> Result<()> {
         let foreign = || GruError::ForeignBuffer {
             name: name.to_string(),
