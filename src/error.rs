@@ -224,6 +224,16 @@ pub enum GruError {
         place: &'static str,
     },
 
+    /// A device buffer handed to a context whose device did not make it
+    /// (the buffer of another [`GpuContext`](crate::gpu::GpuContext), or of
+    /// another wgpu device): refused before any work, since wgpu would read
+    /// some buffer of this device in its place. `name` is the argument.
+    #[error(
+        "`{name}`: the buffer was made by another device, not by this context's; \
+         upload the data with this context (or make the buffer on its `device()`)"
+    )]
+    ForeignBuffer { name: String },
+
     /// What was asked for needs a feature the adapter does not have.
     #[error("{what} needs the adapter feature {feature}, which {adapter} does not have")]
     MissingFeature {

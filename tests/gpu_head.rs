@@ -82,7 +82,7 @@ fn the_head_matches_linear_and_mse_on_the_cpu() {
         format!(
             "`h`: expected {} bytes (at least), got {}",
             (b + 1) * h * 4,
-            hb.buffer().size()
+            hb.len() * 4
         )
     );
 }

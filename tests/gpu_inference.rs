@@ -73,7 +73,7 @@ fn bytes_of_a_forward(ctx: &GpuContext, m: &GpuGru, x: &wgpu::Buffer, keep: bool
     assert_eq!(f.tape.is_some(), keep);
     ctx.synchronize().unwrap();
     // What the call leaves the caller: the output and h_n (and the tape).
-    let held = f.output.buffer().size() + f.h_n.buffer().size();
+    let held = ((f.output.len() + f.h_n.len()) * 4) as u64;
     drop(f);
     (ctx.pooled_bytes(), held)
 }
@@ -117,9 +117,12 @@ fn an_evaluation_forward_takes_the_memory_of_its_output_and_states_only() {
         assert_eq!(eval_held, ((7 * 3 * 40) + (4 * 3 * 20)) * 4, "{label}");
         assert_eq!(eval_held, taped_held, "{label}");
         // The whole call takes less by exactly the gates of every layer (D, T, B, 4H)
-        // and all but two of its T + 1 states (D, T + 1, B, H): the tape.
-        let gates = (config.num_layers * 2 * 7 * 3 * 4 * 20 * 4) as u64;
-        let states = (config.num_layers * 2 * (8 - 2) * 3 * 20 * 4) as u64;
+        // and all but two of its T + 1 states (D, T + 1, B, H): the tape
+        // (each buffer of its size class in the pool).
+        let class = |floats: usize| ctx.pool_size_class((floats * 4) as u64);
+        let layers = config.num_layers as u64;
+        let gates = layers * class(2 * 7 * 3 * 4 * 20);
+        let states = layers * (class(2 * 8 * 3 * 20) - class(2 * 2 * 3 * 20));
         assert_eq!(
             taped - eval,
             gates + states,

@@ -128,6 +128,9 @@ impl GpuGruCell {
         h_prev: &wgpu::Buffer,
         batch: usize,
     ) -> Result<PooledBuffer> {
+        let dev = self.model.context().dev();
+        dev.check_owned("x", x)?;
+        dev.check_owned("h_prev", h_prev)?;
         let x = OnDevice {
             buffer: x,
             seq_len: 1,
@@ -157,25 +160,30 @@ impl GpuGruCell {
             .tape
             .pop()
             .ok_or_else(|| GruError::Tape(format!("{name} called with no step on the tape")))?;
-        if let Err(e) = self.model.check_tape(&tape) {
+        let checked = self.model.check_tape(&tape).and_then(|_| {
+            let dev = self.model.context().dev();
+            dev.check_owned("dh_next", dh_next)
+        });
+        if let Err(e) = checked {
             self.tape.push(tape);
             return Err(e);
         }
         let batch = tape.dims().1;
         let need = (batch * self.hidden_size() * 4) as u64;
-        if dh_next.size() < need {
+        let has = crate::gpu::pool::data_bytes(dh_next);
+        if has < need {
             self.tape.push(tape);
             return Err(GruError::LengthMismatch {
                 name: "dh_next".into(),
                 expected: need,
-                actual: dh_next.size(),
+                actual: has,
                 unit: "bytes (at least)",
             });
         }
         let model = &self.model;
         let grads = &self.grads;
         let ctx = model.context().clone();
-        ctx.scoped(|| {
+        let out = ctx.scoped(|| {
             let mut rec = model.recorder();
             // The step's h_next is the output of a sequence of one step.
             let out = model.record_backward(&mut rec, &tape, dh_next, None)?;
@@ -183,9 +191,14 @@ impl GpuGruCell {
             for (acc, g) in grads.iter().zip(step_grads) {
                 encode_add(&mut rec, acc.len(), g.buffer(), acc.buffer())?;
             }
-            model.finish(rec)?;
+            // Refused, as above, where the parameters changed meanwhile.
+            model.finish_backward(rec, &tape)?;
             Ok((out.grad_x, out.grad_h0))
-        })
+        });
+        if let Err(GruError::StaleTape { .. }) = out {
+            self.tape.push(tape);
+        }
+        out
     }
 
     /// Sets the accumulated gradients to zero.

@@ -47,6 +47,25 @@ pub struct ContextOptions {
     /// driver that ends long loops early then gives wrong numbers).
     #[doc(hidden)]
     pub loop_share: Option<f64>,
+    /// Bytes of free device buffers the context keeps for reuse. `None`
+    /// takes [`DEFAULT_POOL_BUDGET`] (256 MiB); `Some(0)` keeps none.
+    ///
+    /// Every buffer a call needs comes from the context's pool and goes back
+    /// to it when the call (or the caller's [`PooledBuffer`]) lets go of it.
+    /// A request is served with a buffer of its size class, the next step of
+    /// four per doubling at or above it (256 bytes at least): up to a
+    /// quarter more than asked, so that a buffer serves requests of sizes
+    /// near its own. A returned buffer is kept while the free buffers stay
+    /// within this budget, the least recently returned released first to
+    /// make room (one larger than the budget is never kept); see also
+    /// `pool_max_idle`, [`GpuContext::trim_pool`] and
+    /// [`GpuContext::pooled_bytes`].
+    pub pool_budget: Option<u64>,
+    /// How long a free buffer is kept without being reused before it is
+    /// released. `None` takes [`DEFAULT_POOL_MAX_IDLE`] (30 s). Checked
+    /// whenever the pool hands out or takes back a buffer: a context left
+    /// idle keeps its free buffers until its next call (or `trim_pool`).
+    pub pool_max_idle: Option<std::time::Duration>,
 }
 
 /// Runs the loop probe (`loop_probe` of `util.wgsl`) once: the loop
@@ -78,6 +97,13 @@ fn probe_loop_limit(dev: &Device) -> Result<Option<u64>> {
     }
     Ok(((ran as u64) < LOOP_PROBE_ITERATIONS).then_some(ran as u64))
 }
+
+/// The pool's budget where `ContextOptions::pool_budget` is `None`: 256 MiB.
+pub const DEFAULT_POOL_BUDGET: u64 = 256 << 20;
+
+/// How long a free buffer is kept unused where
+/// `ContextOptions::pool_max_idle` is `None`: 30 seconds.
+pub const DEFAULT_POOL_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Which limits a context asks the device for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -306,7 +332,18 @@ impl GpuContext {
         options: &ContextOptions,
         own_handlers: bool,
     ) -> Result<Self> {
-        let mut dev = Device::new(device, queue, summary, options.poison_buffers, own_handlers);
+        let pool = (
+            options.pool_budget.unwrap_or(DEFAULT_POOL_BUDGET),
+            options.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
+        );
+        let mut dev = Device::new(
+            device,
+            queue,
+            summary,
+            options.poison_buffers,
+            own_handlers,
+            pool,
+        );
         dev.loop_limit = probe_loop_limit(&dev)?;
         if let Some(share) = options.loop_share {
             dev.loop_share = share;
@@ -474,14 +511,37 @@ impl GpuContext {
         &self.inner.dev.queue
     }
 
-    /// Releases every buffer the pool keeps for reuse.
+    /// Releases every buffer the pool keeps for reuse (see
+    /// [`ContextOptions::pool_budget`]).
     pub fn trim_pool(&self) {
         self.inner.dev.pool.clear();
     }
 
-    /// Bytes held by the pool for reuse.
+    /// Bytes of the free buffers the pool keeps for reuse (at most
+    /// [`ContextOptions::pool_budget`]); the buffers on loan are not counted.
     pub fn pooled_bytes(&self) -> u64 {
         self.inner.dev.pool.bytes()
+    }
+
+    /// The pool's counts: device buffers made, reused, released, alive.
+    #[doc(hidden)]
+    pub fn pool_stats(&self) -> crate::gpu::pool::PoolStats {
+        self.inner.dev.pool.stats()
+    }
+
+    /// The size of the buffer the pool serves a request of `bytes` with
+    /// (its size class, see [`ContextOptions::pool_budget`]).
+    #[doc(hidden)]
+    pub fn pool_size_class(&self, bytes: u64) -> u64 {
+        self.inner.dev.pool.class_of(bytes)
+    }
+
+    /// The bytes of `buf` that hold data, as the size checks of the calls
+    /// see them: what was asked for, for a buffer of the crate's pools (not
+    /// its size class), else its size.
+    #[doc(hidden)]
+    pub fn data_bytes(buf: &wgpu::Buffer) -> u64 {
+        crate::gpu::pool::data_bytes(buf)
     }
 
     /// The compute pipelines built so far, as `file:entry(constants)`,
@@ -565,7 +625,8 @@ impl GpuContext {
 
     /// Reads the first floats of `buf` back as an array of `shape`
     /// (row-major): a copy, one submission, a wait. The buffer needs the
-    /// usage `COPY_SRC` and room for the array.
+    /// usage `COPY_SRC` and room for the array, and must be of this
+    /// context's device ([`GruError::ForeignBuffer`] otherwise).
     pub fn read_array<D: ndarray::Dimension>(
         &self,
         buf: &wgpu::Buffer,
@@ -578,15 +639,12 @@ impl GpuContext {
         Ok(ndarray::Array::from_shape_vec(dims, v).expect("length matches"))
     }
 
-    /// Fails unless `buf` has the usage `COPY_SRC` and `len` floats.
+    /// Fails unless `buf` has the usage `COPY_SRC` and `len` floats, and
+    /// this context's device made it.
     fn check_readable(&self, what: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
-        crate::gpu::device::check_caller_buffer(
-            what,
-            buf,
-            len,
-            wgpu::BufferUsages::COPY_SRC,
-            "COPY_SRC",
-        )
+        self.inner
+            .dev
+            .check_caller_buffer(what, buf, len, wgpu::BufferUsages::COPY_SRC, "COPY_SRC")
     }
 
     /// A buffer the host can map for reading, of `bytes`.

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{GruError, Result};
-use crate::gpu::pool::{Pool, PooledBuffer};
+use crate::gpu::pool::{Pool, PoolPolicy, PooledBuffer};
 
 /// What the adapter is, in wgpu's own terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,9 +57,11 @@ impl std::fmt::Display for AdapterSummary {
     }
 }
 
-/// Checks a buffer the caller hands in: room for `floats` floats, and the
-/// usage `usage` (named `usage_name` in the message).
-pub(crate) fn check_caller_buffer(
+/// Checks a buffer the caller hands in: room for `floats` floats in its
+/// data (what its loan asked for, for a buffer of the crate's pools: not
+/// the slack of its size class), and the usage `usage` (named `usage_name`
+/// in the message). (Which device made it is [`Device::check_owned`]'s part.)
+pub(crate) fn check_size_and_usage(
     name: &str,
     buf: &wgpu::Buffer,
     floats: usize,
@@ -67,11 +69,12 @@ pub(crate) fn check_caller_buffer(
     usage_name: &str,
 ) -> Result<()> {
     let need = (floats as u64).saturating_mul(4);
-    if buf.size() < need {
+    let has = crate::gpu::pool::data_bytes(buf);
+    if has < need {
         return Err(GruError::LengthMismatch {
             name: name.to_string(),
             expected: need,
-            actual: buf.size(),
+            actual: has,
             unit: "bytes (at least)",
         });
     }
@@ -82,6 +85,41 @@ pub(crate) fn check_caller_buffer(
         )));
     }
     Ok(())
+}
+
+/// Whether `e`, or an error it came from, is wgpu-core's report of a
+/// resource used with a device that did not make it (in a command encoder,
+/// where it comes as a `CommandEncoderError` whose source chain stops there).
+fn is_device_mismatch(e: &(dyn std::error::Error + 'static)) -> bool {
+    use wgpu::wgc::command::CommandEncoderError;
+    use wgpu::wgc::device::{DeviceError, DeviceMismatch};
+    let mut at = Some(e);
+    while let Some(err) = at {
+        let mismatch = err.is::<DeviceMismatch>()
+            || matches!(
+                err.downcast_ref::<DeviceError>(),
+                Some(DeviceError::DeviceMismatch(_))
+            )
+            || matches!(
+                err.downcast_ref::<CommandEncoderError>(),
+                Some(CommandEncoderError::Device(DeviceError::DeviceMismatch(_)))
+            );
+        if mismatch {
+            return true;
+        }
+        at = err.source();
+    }
+    false
+}
+
+/// The one wgpu instance of every context the crate opens itself: buffers
+/// of two such contexts live in one registry, where wgpu-core knows which
+/// device made each (see [`Device::check_owned`]).
+fn instance() -> &'static wgpu::Instance {
+    static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    })
 }
 
 pub(crate) fn backend_name(b: wgpu::Backend) -> &'static str {
@@ -111,8 +149,7 @@ pub(crate) fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
 
 /// The adapters wgpu can see, as summaries.
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance = instance();
     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
         .iter()
         .map(|a| summarize(&a.get_info()))
@@ -122,8 +159,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 /// The adapter that `selector` names (a case-insensitive substring of its
 /// name, or a backend), or without one the default high-performance adapter.
 pub(crate) fn find_adapter(selector: Option<&str>) -> Result<wgpu::Adapter> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance = instance();
     match selector {
         Some(sel) => {
             let sel_l = sel.trim().to_lowercase();
@@ -183,6 +219,9 @@ pub(crate) struct Device {
     /// The share of the loop iterations seen to run that one invocation may
     /// be given (see [`loop_budget`](Self::loop_budget)).
     pub(crate) loop_share: f64,
+    /// The destination of the empty copy that asks wgpu-core which device
+    /// made a caller's buffer (see [`check_owned`](Self::check_owned)).
+    probe: wgpu::Buffer,
 }
 
 /// The iterations of the loop probe's loop: a kernel may count on this many
@@ -199,12 +238,15 @@ impl Device {
     /// recorded (and returned by the next call) instead of panicking, and a
     /// loss of the device is recorded; a caller's device keeps its own
     /// handlers (every call of the crate runs inside error scopes anyway).
+    /// The pool keeps free buffers within `budget` bytes and for at most
+    /// `max_idle`.
     pub(crate) fn new(
         device: wgpu::Device,
         queue: wgpu::Queue,
         summary: AdapterSummary,
         poison: bool,
         own_handlers: bool,
+        (budget, max_idle): (u64, std::time::Duration),
     ) -> Self {
         let uncaptured = Arc::new(Mutex::new(None));
         let lost = Arc::new(Mutex::new(None));
@@ -230,15 +272,30 @@ impl Device {
                 mapped_at_creation: false,
             })
         };
+        let probe = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("gru-wgpu ownership probe"),
+            size: 4,
+            usage: wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let limits = device.limits();
+        let policy = PoolPolicy {
+            budget,
+            max_idle,
+            max_class: limits
+                .max_buffer_size
+                .min(limits.max_storage_buffer_binding_size),
+        };
         Device {
+            probe,
             dummy: dummy("gru-wgpu dummy"),
             dummy_rw: dummy("gru-wgpu dummy (written)"),
-            limits: device.limits(),
+            limits,
             features: device.features(),
             device,
             queue,
             summary,
-            pool: Arc::new(Pool::default()),
+            pool: Arc::new(Pool::new(policy)),
             poison,
             lost,
             uncaptured,
@@ -289,6 +346,67 @@ impl Device {
         match &*g {
             Some(m) => Err(GruError::DeviceLost(m.clone())),
             None => Ok(()),
+        }
+    }
+
+    /// Checks a buffer the caller hands in: room for `floats` floats, the
+    /// usage `usage` (named `usage_name` in the message), and made by this
+    /// device ([`check_owned`](Self::check_owned)).
+    pub(crate) fn check_caller_buffer(
+        &self,
+        name: &str,
+        buf: &wgpu::Buffer,
+        floats: usize,
+        usage: wgpu::BufferUsages,
+        usage_name: &str,
+    ) -> Result<()> {
+        check_size_and_usage(name, buf, floats, usage, usage_name)?;
+        self.check_owned(name, buf)
+    }
+
+    /// Refuses ([`GruError::ForeignBuffer`], naming the argument `name`) a
+    /// buffer that another device made.
+    ///
+    /// wgpu does not: a `wgpu::Buffer` is an id in the registry of the
+    /// instance that made it, and a command of this device looks the id up
+    /// in this device's registry. Under another instance the id names
+    /// another buffer or none (wgpu then panics); under the same instance
+    /// wgpu-core finds the buffer, and checks its device only when the
+    /// command encoder is finished. So: a buffer of the crate's pools is
+    /// known by its address (`pool::lent`),
+    /// whatever instance made it; any other buffer (one the caller made, a
+    /// clone) is asked about with an empty copy from it, recorded and
+    /// finished (never submitted) inside an error scope, where wgpu-core
+    /// reports a device mismatch. That question has an answer for the
+    /// buffers of devices of the instance of this one, which every context
+    /// the crate opens shares. A buffer not known by its address (one the
+    /// caller made, a clone of one of the crate's, one taken out with
+    /// `PooledBuffer::into_inner`) that comes from another wgpu instance
+    /// than this context's device cannot be told apart: wgpu would look its
+    /// id up in this instance's registry.
+    pub(crate) fn check_owned(&self, name: &str, buf: &wgpu::Buffer) -> Result<()> {
+        let foreign = || GruError::ForeignBuffer {
+            name: name.to_string(),
+        };
+        if let Some(lent) = crate::gpu::pool::lent(buf) {
+            return match lent.pool == self.pool.id() {
+                true => Ok(()),
+                false => Err(foreign()),
+            };
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("gru-wgpu ownership probe"),
+            });
+        enc.copy_buffer_to_buffer(buf, 0, &self.probe, 0, 0);
+        drop(enc.finish());
+        match pollster::block_on(scope.pop()) {
+            // Any other complaint (a usage this copy needs and the call does
+            // not, a destroyed buffer) is the call's to report.
+            Some(e) if is_device_mismatch(&e) => Err(foreign()),
+            _ => Ok(()),
         }
     }
 
@@ -383,7 +501,8 @@ impl Device {
         );
         buf.len = len;
         if self.poison {
-            let nan = vec![f32::NAN; (bytes / 4) as usize];
+            // The whole buffer: its size class may pass what was asked.
+            let nan = vec![f32::NAN; (buf.buffer().size() / 4) as usize];
             self.queue
                 .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(&nan));
         }
@@ -397,7 +516,7 @@ impl Device {
         buf.len = len;
         if self.poison {
             // 0x7E00 is a quiet NaN in f16: both halves of each word.
-            let nan = vec![0x7E00_7E00u32; len.div_ceil(2).max(1)];
+            let nan = vec![0x7E00_7E00u32; (buf.buffer().size() / 4) as usize];
             self.queue
                 .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(&nan));
         }

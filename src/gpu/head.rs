@@ -47,14 +47,11 @@ impl HeadStep {
     }
 }
 
-fn check_buffer(name: &str, buf: &wgpu::Buffer, floats: usize) -> Result<()> {
-    crate::gpu::device::check_caller_buffer(
-        name,
-        buf,
-        floats,
-        wgpu::BufferUsages::STORAGE,
-        "STORAGE",
-    )
+/// Checks a caller's buffer: `floats` of room, the usage `STORAGE`, made by
+/// the device of `ctx`.
+fn check_buffer(ctx: &GpuContext, name: &str, buf: &wgpu::Buffer, floats: usize) -> Result<()> {
+    ctx.dev()
+        .check_caller_buffer(name, buf, floats, wgpu::BufferUsages::STORAGE, "STORAGE")
 }
 
 impl GpuLinearHead {
@@ -109,8 +106,8 @@ impl GpuLinearHead {
             ));
         }
         let rows = crate::error::elements("h", &[batch, self.hidden])?;
-        check_buffer("h", h, rows)?;
-        check_buffer("targets", targets, batch)?;
+        check_buffer(&self.ctx, "h", h, rows)?;
+        check_buffer(&self.ctx, "targets", targets, batch)?;
         let ctx = &self.ctx;
         ctx.scoped(|| {
             let out = HeadStep {

@@ -30,7 +30,10 @@ pub(crate) mod recorder;
 pub mod stream;
 
 pub use cell::GpuGruCell;
-pub use context::{window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products};
+pub use context::{
+    window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products, DEFAULT_POOL_BUDGET,
+    DEFAULT_POOL_MAX_IDLE,
+};
 pub use device::{list_adapters, AdapterSummary};
 pub use gru::{
     BackwardInput, BackwardOptions, CallStats, Candidate, Flat, Forward, ForwardInput,
@@ -41,5 +44,7 @@ pub use head::{GpuLinearHead, HeadStep};
 pub use ops::common::Strategy;
 pub use ops::gemm::GemmVariant;
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
+#[doc(hidden)]
+pub use pool::PoolStats;
 pub use pool::PooledBuffer;
 pub use stream::GpuStream;

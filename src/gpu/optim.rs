@@ -74,7 +74,9 @@ impl GpuOptimizer {
         self.steps
     }
 
-    /// Updates `params[i]` (of `lens[i]` floats) from `grads[i]`: one submission.
+    /// Updates `params[i]` (of `lens[i]` floats) from `grads[i]`: one
+    /// submission. Buffers of another device than the optimiser's are
+    /// refused ([`GruError::ForeignBuffer`]).
     pub fn step(
         &mut self,
         params: &[&wgpu::Buffer],
@@ -82,6 +84,11 @@ impl GpuOptimizer {
         lens: &[usize],
     ) -> Result<()> {
         let ctx = self.ctx.clone();
+        for (what, bufs) in [("parameter", params), ("gradient", grads)] {
+            for (i, b) in bufs.iter().enumerate() {
+                ctx.dev().check_owned(&format!("{what} {i}"), b)?;
+            }
+        }
         ctx.scoped(|| {
             let mut rec = ctx.recorder(false);
             self.record(&mut rec, params, grads, lens)?;
@@ -102,6 +109,12 @@ impl GpuOptimizer {
             Rule::Sgd(o) => o.check()?,
             Rule::Adam(o) => o.check()?,
         }
+        // Its state lives on the device of its own context.
+        if !std::ptr::eq(rec.dev, self.ctx.dev()) {
+            return Err(GruError::ForeignBuffer {
+                name: "the optimiser state".into(),
+            });
+        }
         if params.len() != lens.len() || grads.len() != lens.len() {
             return Err(GruError::InvalidConfig(format!(
                 "an optimiser step takes as many gradients and lengths as parameters: {} parameters, {} gradients, {} lengths",
@@ -112,11 +125,12 @@ impl GpuOptimizer {
         }
         for (i, ((p, g), &len)) in params.iter().zip(grads).zip(lens).enumerate() {
             for (what, b) in [("parameter", p), ("gradient", g)] {
-                if b.size() < (len as u64) * 4 {
+                let has = crate::gpu::pool::data_bytes(b);
+                if has < (len as u64) * 4 {
                     return Err(GruError::LengthMismatch {
                         name: format!("{what} {i}"),
                         expected: (len as u64) * 4,
-                        actual: b.size(),
+                        actual: has,
                         unit: "bytes (at least)",
                     });
                 }
@@ -187,7 +201,7 @@ pub(crate) fn record_clip(
         )));
     }
     for (i, (g, &len)) in grads.iter().zip(lens).enumerate() {
-        crate::gpu::device::check_caller_buffer(
+        ctx.dev().check_caller_buffer(
             &format!("gradient {i}"),
             g,
             len,
@@ -216,8 +230,11 @@ pub struct GradNorm {
 }
 
 impl GradNorm {
-    /// Reads the norm back (waits for the device).
+    /// Reads the norm back (waits for the device); `ctx` is the context
+    /// that computed it ([`GruError::ForeignBuffer`] otherwise).
     pub fn read(&self, ctx: &GpuContext) -> Result<f32> {
+        ctx.dev()
+            .check_owned("the gradient norm", self.buf.buffer())?;
         Ok(ctx.read_back(self.buf.buffer(), self.at, 1)?[0])
     }
 }

@@ -310,7 +310,16 @@ impl<'c> Recorder<'c> {
 
     /// Writes the arena, closes the encoder and submits it: one submission.
     /// Returns the GPU time in milliseconds where timestamps are available.
-    pub(crate) fn submit(mut self) -> Result<Option<f64>> {
+    pub(crate) fn submit(self) -> Result<Option<f64>> {
+        self.send().gpu_ms()
+    }
+
+    /// Writes the arena, closes the encoder and submits it (one
+    /// submission), without waiting: the GPU time, where timed, is read
+    /// from what it returns. The recording's buffers go back to the pool
+    /// (the work queued after this submission, which is all that can
+    /// reuse them, runs after it).
+    pub(crate) fn send(mut self) -> Submitted<'c> {
         self.pass = None;
         let mut encoder = self.encoder.take().expect("encoder present until submit");
         if let Some((qs, resolve, read)) = &self.timestamps {
@@ -324,14 +333,31 @@ impl<'c> Recorder<'c> {
             }
         }
         self.dev.queue.submit(Some(encoder.finish()));
-        if let Some((_, _, read)) = &self.timestamps {
-            let ticks = self.dev.read_staging_words(&[(read, 4)])?;
-            let raw: &[u32] = &ticks[0];
-            let t0 = raw[0] as u64 | ((raw[1] as u64) << 32);
-            let t1 = raw[2] as u64 | ((raw[3] as u64) << 32);
-            let period = self.dev.queue.get_timestamp_period() as f64;
-            return Ok(Some(t1.saturating_sub(t0) as f64 * period / 1e6));
+        Submitted {
+            dev: self.dev,
+            timestamps: self.timestamps.take(),
         }
-        Ok(None)
+    }
+}
+
+/// A recording submitted by [`Recorder::send`], its timestamps still to read.
+pub(crate) struct Submitted<'c> {
+    dev: &'c Device,
+    timestamps: Option<(wgpu::QuerySet, PooledBuffer, PooledBuffer)>,
+}
+
+impl Submitted<'_> {
+    /// The GPU time in milliseconds where the recording was timed (it waits
+    /// for the device), else `None` at once.
+    pub(crate) fn gpu_ms(self) -> Result<Option<f64>> {
+        let Some((_, _, read)) = &self.timestamps else {
+            return Ok(None);
+        };
+        let ticks = self.dev.read_staging_words(&[(read, 4)])?;
+        let raw: &[u32] = &ticks[0];
+        let t0 = raw[0] as u64 | ((raw[1] as u64) << 32);
+        let t1 = raw[2] as u64 | ((raw[3] as u64) << 32);
+        let period = self.dev.queue.get_timestamp_period() as f64;
+        Ok(Some(t1.saturating_sub(t0) as f64 * period / 1e6))
     }
 }

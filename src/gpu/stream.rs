@@ -210,7 +210,7 @@ impl<'m> GpuStream<'m> {
         let n = elements("x", &shape)?;
         // (An f16 model's chunk holds f16 values: two to a float's bytes.)
         let words = if model.f16() { n.div_ceil(2) } else { n };
-        GpuGru::check_buffer("x", x.buffer, words)?;
+        model.check_buffer("x", x.buffer, words)?;
         let ctx = model.context();
         let (output, h_n) = ctx.scoped(|| {
             let mut rec = model.recorder();

@@ -338,7 +338,9 @@ impl GpuGru {
         }
     }
 
-    /// Refuses a tape of another model, or one made before the parameters changed.
+    /// Refuses a tape of another model, or one made before the parameters
+    /// changed. (Checked again at the submission: see
+    /// [`finish_backward`](Self::finish_backward).)
     pub(crate) fn check_tape(&self, tape: &GpuTape) -> Result<()> {
         if tape.model_id != self.id {
             return Err(GruError::Tape(format!(
@@ -346,7 +348,11 @@ impl GpuGru {
                 tape.model_id, self.id
             )));
         }
-        let current = self.params_version();
+        Self::check_version(tape, self.params_version())
+    }
+
+    /// Refuses a tape of a version other than `current`.
+    fn check_version(tape: &GpuTape, current: u64) -> Result<()> {
         if tape.version != current {
             return Err(GruError::StaleTape {
                 recorded: tape.version,
@@ -354,6 +360,16 @@ impl GpuGru {
             });
         }
         Ok(())
+    }
+
+    /// Submits a backward of `tape` unless the parameters changed since its
+    /// forward: the version checked under the submission lock, so that an
+    /// accepted backward runs with the weights its forward ran with (an
+    /// `update` on another thread is submitted wholly before the check, and
+    /// refused, or wholly after this backward).
+    pub(crate) fn finish_backward(&self, rec: Recorder, tape: &GpuTape) -> Result<CallStats> {
+        self.finish_at(rec, |v| Self::check_version(tape, v))
+            .map(|(stats, _)| stats)
     }
 
     /// The backward on device buffers: `grad_output` with the output's shape
@@ -367,13 +383,13 @@ impl GpuGru {
         self.check_tape(&tape)?;
         let cfg = &self.config;
         let (t, b) = tape.dims();
-        Self::check_buffer(
+        self.check_buffer(
             "grad_output",
             grad_output,
             elements("grad_output", &cfg.output_shape(t, b))?,
         )?;
         if let Some(g) = grad_h_n {
-            Self::check_buffer("grad_h_n", g, elements("grad_h_n", &cfg.state_shape(b))?)?;
+            self.check_buffer("grad_h_n", g, elements("grad_h_n", &cfg.state_shape(b))?)?;
         }
         self.backward_with_plan_checked(tape, grad_output, grad_h_n, self.timing_on())
             .map(|(b, _)| b)
@@ -403,7 +419,7 @@ impl GpuGru {
         self.ctx.scoped(|| {
             let mut rec = self.recorder_timed(timed);
             let out = self.record_backward(&mut rec, &tape, grad_output, grad_h_n)?;
-            let stats = self.finish(rec)?;
+            let stats = self.finish_backward(rec, &tape)?;
             let b = GpuBackward {
                 grad_x: out.grad_x,
                 grad_h0: out.grad_h0,
@@ -483,7 +499,7 @@ impl GpuGru {
                 }
             }
             rec.keep(go);
-            self.finish(rec)?;
+            self.finish_backward(rec, &tape)?;
             let data = self
                 .ctx
                 .read_staging(&reads.iter().map(|(b, l)| (b, *l)).collect::<Vec<_>>())?;

@@ -262,6 +262,7 @@ impl GpuGru {
             h_n,
             tape: keep_tape.then(|| GpuTape {
                 model_id: self.id,
+                // Stamped again when the call is submitted (`finish_forward`).
                 version: self.params_version(),
                 t_len: seq.t_run,
                 t_full,
@@ -274,6 +275,21 @@ impl GpuGru {
                 layers,
             }),
         })
+    }
+
+    /// Submits a forward's recording and stamps its tape with the version
+    /// of the parameters that the submitted work reads (read under the
+    /// submission lock: see [`finish_at`](GpuGru::finish_at)).
+    pub(crate) fn finish_forward(
+        &self,
+        rec: Recorder,
+        tape: &mut Option<GpuTape>,
+    ) -> Result<CallStats> {
+        let (stats, version) = self.finish_at(rec, |_| Ok(()))?;
+        if let Some(tape) = tape.as_mut() {
+            tape.version = version;
+        }
+        Ok(stats)
     }
 
     /// Records the time loop of one layer as `strategy` runs it.
@@ -348,10 +364,10 @@ impl GpuGru {
         let xe = elements("x", &cfg.input_shape(seq_len, batch))?;
         // (In f16, the caller's buffers hold f16 values: two to a float's bytes.)
         let words = |n: usize| if self.f16() { n.div_ceil(2) } else { n };
-        Self::check_buffer("x", x.buffer, words(xe))?;
+        self.check_buffer("x", x.buffer, words(xe))?;
         if let Some(h0) = opts.h0 {
             let n = elements("h0", &cfg.state_shape(batch))?;
-            Self::check_buffer("h0", h0, words(n))?;
+            self.check_buffer("h0", h0, words(n))?;
         }
         let seq = SeqRun::new(
             cfg,
@@ -383,7 +399,7 @@ impl GpuGru {
         )?;
         self.ctx.scoped(|| {
             let mut rec = self.recorder_timed(timed);
-            let out = self.record_forward(
+            let mut out = self.record_forward(
                 &mut rec,
                 x.buffer,
                 opts.h0,
@@ -392,7 +408,7 @@ impl GpuGru {
                 opts.tape(),
                 plan,
             )?;
-            let stats = self.finish(rec)?;
+            let stats = self.finish_forward(rec, &mut out.tape)?;
             let f = GpuForward {
                 output: out.output,
                 h_n: out.h_n,
@@ -465,7 +481,7 @@ impl GpuGru {
                     self.f32_to_act(&mut rec, "h0 (f16)", b)
                 })
                 .transpose()?;
-            let out = self.record_forward(
+            let mut out = self.record_forward(
                 &mut rec,
                 xb.buffer(),
                 h0b.as_ref().map(|b| b.buffer()),
@@ -488,7 +504,7 @@ impl GpuGru {
             if let Some(b) = h0b {
                 rec.keep(b);
             }
-            self.finish(rec)?;
+            self.finish_forward(rec, &mut out.tape)?;
             let mut data = self
                 .ctx
                 .read_staging(&[(&so, o_len), (&sh, s_len)])?

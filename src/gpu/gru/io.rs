@@ -156,7 +156,9 @@ pub struct Flat<'a> {
 
 /// A device buffer holding the input `x` in the configuration's layout. It
 /// needs the usage `COPY_SRC`; its contents are copied, so the caller may
-/// reuse it at once.
+/// reuse it at once. It must be a buffer of the model's device (one the
+/// crate made on its context, or one made on `GpuContext::device()`): a
+/// buffer of another device is refused with [`GruError::ForeignBuffer`](crate::GruError::ForeignBuffer).
 #[derive(Clone, Copy, Debug)]
 pub struct OnDevice<'a> {
     pub buffer: &'a wgpu::Buffer,

@@ -107,6 +107,12 @@ pub struct GpuGru {
     /// Bumped by every change of the parameters; a tape records the version
     /// its forward read, and a backward refuses a tape of another version.
     version: std::sync::atomic::AtomicU64,
+    /// Held from reading `version` to the submission of a call's work (see
+    /// [`finish_at`](Self::finish_at)), and by `update` from changing it to
+    /// the submission of the change: the queue runs submissions in order, so
+    /// the version a call reads under it is that of the weights its work runs
+    /// with.
+    submission: std::sync::Mutex<()>,
     layers: Vec<LayerParams>,
     /// The chunked weights of the window family, where the context lets
     /// plans use it.
@@ -146,6 +152,7 @@ impl GpuGru {
             config: params.config().clone(),
             id: ctx.next_id(),
             version: 0.into(),
+            submission: Default::default(),
             layers: Vec::new(),
             windows: None,
             forced_plan: Default::default(),
@@ -328,6 +335,18 @@ impl GpuGru {
     /// (a device forward's `output` and `h_n`, a stream's state): as they
     /// are in f32, converted from f16 on the device in f16.
     pub fn read_stored(&self, buf: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        // (A copy reads an f32 buffer; a kernel reads an f16 one, two values a word.)
+        let (words, usage, usage_name) = match self.f16() {
+            true => (len.div_ceil(2), wgpu::BufferUsages::STORAGE, "STORAGE"),
+            false => (len, wgpu::BufferUsages::COPY_SRC, "COPY_SRC"),
+        };
+        self.ctx.dev().check_caller_buffer(
+            "the buffer read back",
+            buf,
+            words,
+            usage,
+            usage_name,
+        )?;
         if !self.f16() {
             return self.ctx.read_back(buf, 0, len);
         }
@@ -372,15 +391,42 @@ impl GpuGru {
 
     /// Submits a call's recording, once, and keeps its statistics.
     pub(crate) fn finish(&self, rec: Recorder) -> Result<CallStats> {
+        self.finish_at(rec, |_| Ok(())).map(|(stats, _)| stats)
+    }
+
+    /// [`finish`](Self::finish) under the model's submission lock, and the
+    /// version of the parameters that the submitted work reads: `check` sees
+    /// that version first and may refuse the submission (a backward's stale
+    /// tape). No change of the parameters (`update`) is submitted between
+    /// the check and this submission, and the queue runs its submissions in
+    /// order, so the work runs with the weights of that version. The lock
+    /// is let go before a timed call waits for its timestamps.
+    pub(crate) fn finish_at(
+        &self,
+        rec: Recorder,
+        check: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<(CallStats, u64)> {
         let dispatches = rec.dispatches;
-        let gpu_ms = rec.submit()?;
+        let (sent, version) = {
+            let _held = self.submission_lock();
+            let version = self.params_version();
+            check(version)?;
+            (rec.send(), version)
+        };
+        let gpu_ms = sent.gpu_ms()?;
         let stats = CallStats {
             dispatches,
             submissions: 1,
             gpu_ms,
         };
         *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
-        Ok(stats)
+        Ok((stats, version))
+    }
+
+    /// The lock that orders the model's submissions with the changes of
+    /// its parameters (see [`finish_at`](Self::finish_at)).
+    pub(crate) fn submission_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.submission.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Checks, before any work or allocation, that a forward and backward
@@ -447,9 +493,10 @@ impl GpuGru {
         Ok(())
     }
 
-    /// Checks a caller's buffer: large enough for `floats` and usable as a copy source.
-    pub(crate) fn check_buffer(name: &str, buf: &wgpu::Buffer, floats: usize) -> Result<()> {
-        crate::gpu::device::check_caller_buffer(
+    /// Checks a caller's buffer: large enough for `floats`, usable as a
+    /// copy source, and made by this model's device.
+    pub(crate) fn check_buffer(&self, name: &str, buf: &wgpu::Buffer, floats: usize) -> Result<()> {
+        self.ctx.dev().check_caller_buffer(
             name,
             buf,
             floats,

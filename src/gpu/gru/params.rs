@@ -195,6 +195,9 @@ impl GpuGru {
             )));
         }
         for (i, (g, (_, len))) in grads.iter().zip(&params).enumerate() {
+            self.ctx
+                .dev()
+                .check_owned(&format!("gradient {i}"), g.buffer())?;
             if g.len() != *len {
                 return Err(GruError::LengthMismatch {
                     name: format!("gradient {i}"),
@@ -204,7 +207,6 @@ impl GpuGru {
                 });
             }
         }
-        self.bump_version();
         self.ctx.scoped(|| {
             let mut rec = self.ctx.recorder(false);
             let p: Vec<&wgpu::Buffer> = params.iter().map(|(b, _)| *b).collect();
@@ -212,6 +214,13 @@ impl GpuGru {
             let g: Vec<&wgpu::Buffer> = grads.iter().map(|b| b.buffer()).collect();
             opt.record(&mut rec, &p, &g, &lens)?;
             self.record_derived(&mut rec)?;
+            // The new version and the submission that makes it, together
+            // under the submission lock: a call that reads the old version
+            // is submitted before this, one that reads the new one after.
+            // Every tape made before is stale, whether or not the step
+            // succeeds on the device.
+            let _held = self.submission_lock();
+            self.bump_version();
             rec.submit()?;
             Ok(())
         })
