@@ -37,23 +37,6 @@ fn check_extra<F: gru_wgpu::Real>(bound: f64) {
         let worst = checks.iter().map(|c| c.rel).fold(0.0, f64::max);
         println!("{name}: worst relative error {worst:.3e}");
         for c in &checks {
-            // The seg_* and rb_* references (written with torch operations,
-            // not nn.GRU) have gradients that are not those of the stored
-            // float32 upstream gradients: their forward is exact to 1e-16, every
-            // gradient is off by 1e-8 to 4e-8 relative, uniformly, and at
-            // seg_basic's last step (no reset there: plain nn.GRU's step, exact
-            // to 1e-16 on packed_* and ../golden) the smallest change of dL/dh
-            // that explains grad.x is of the size of float32 rounding. Their
-            // backward is checked at 1e-7 until the data is regenerated.
-            // Confirmed independently: PyTorch autograd in float64 on rb_basic's
-            // own tensors gives grad.x 3.5e-8 away from the file as well
-            // (scripts/rb_grad_check.py).
-            let inexact_data = name.starts_with("seg_") || name.starts_with("rb_");
-            let bound = if inexact_data && !["output", "h_n"].contains(&c.name.as_str()) {
-                bound.max(1e-7)
-            } else {
-                bound
-            };
             assert!(
                 c.rel <= bound,
                 "{name} {}: relative error {:e} > {:e}",
