@@ -80,6 +80,8 @@ fn flat_id(wid: vec3<u32>, gtx: u32, lid: vec3<u32>) -> u32 {
 //   flags, flags_at              1 where the call has step flags, and the
 //                                word of `hs` where they start (below)
 //   phase                        the half of a two-dispatch reset-before step (`splitk`)
+//   rev0                         1 where direction 0 runs in reverse time (a
+//                                reverse layer: D = 1), see `reversed`
 //   steps                        the persistent kernels (`sequence`, `resident`):
 //                                how many steps this dispatch runs, from step s
 //                                on (forward) or down from step s (backward).
@@ -108,9 +110,17 @@ const F_VALID: u32 = 1u;
 const F_FWD_ZERO: u32 = 2u;
 const F_REV_ZERO: u32 = 4u;
 
-// Whether direction d starts step t (flags f) from a zero state.
-fn zero_before(d: u32, f: u32) -> bool {
-    return (f & select(F_REV_ZERO, F_FWD_ZERO, d == 0u)) != 0u;
+// Whether direction d runs in reverse time (t = T-1-s at step s): the
+// second direction of a bidirectional layer, or the only direction of a
+// reverse layer (rev0 = 1: ONNX's direction = "reverse").
+fn reversed(d: u32, rev0: u32) -> bool {
+    return d == 1u || rev0 != 0u;
+}
+
+// Whether a direction that runs in reverse time (`rev`) or forward starts
+// step t (flags f) from a zero state.
+fn zero_before(rev: bool, f: u32) -> bool {
+    return (f & select(F_FWD_ZERO, F_REV_ZERO, rev)) != 0u;
 }
 
 struct StepParams {
@@ -118,4 +128,5 @@ struct StepParams {
     s: i32, has_bias: u32, kc: u32, win_len: u32,
     gx: u32, gy: u32, gz: u32, rows: u32,
     flags: u32, flags_at: u32, phase: u32, steps: u32,
+    rev0: u32, pad1: u32, pad2: u32, pad3: u32,
 }

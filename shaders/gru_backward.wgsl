@@ -122,7 +122,7 @@ fn rows_active_s(d: u32, su: u32, b0: u32, n: u32) -> bool {
     if (P.flags == 0u) {
         return true;
     }
-    let t = select(P.t_len - 1u - su, su, d == 0u);
+    let t = select(P.t_len - 1u - su, su, !reversed(d, P.rev0));
     for (var i = 0u; i < n; i = i + 1u) {
         if (b0 + i < P.batch && (step_flags(t, b0 + i) & F_VALID) != 0u) {
             return true;
@@ -144,7 +144,7 @@ fn back_step(d: u32, s: i32, b: u32, j: u32, c_in: f32) -> vec3<f32> {
     var c = c_in;
     if (s + 1 < i32(T)) {
         let sn = u32(s + 1);
-        if (zero_before(d, step_flags(select(T - 1u - sn, sn, d == 0u), b))) {
+        if (zero_before(reversed(d, P.rev0), step_flags(select(T - 1u - sn, sn, !reversed(d, P.rev0)), b))) {
             c = 0.0;
         }
     }
@@ -154,7 +154,7 @@ fn back_step(d: u32, s: i32, b: u32, j: u32, c_in: f32) -> vec3<f32> {
         return vec3<f32>(0.0);
     }
     let su = u32(s);
-    let t = select(T - 1u - su, su, d == 0u);
+    let t = select(T - 1u - su, su, !reversed(d, P.rev0));
     if ((step_flags(t, b) & F_VALID) == 0u) {
         let h3 = 3u * H;
         let gh = ((d * T + su) * B + b) * h3 + j;
@@ -184,7 +184,7 @@ fn rb_back_half(d: u32, su: u32, b: u32, k: u32, drh: f32) -> f32 {
     let B = P.batch;
     let T = P.t_len;
     let h3 = 3u * H;
-    let t = select(T - 1u - su, su, d == 0u);
+    let t = select(T - 1u - su, su, !reversed(d, P.rev0));
     var da_r = 0.0;
     var c2 = 0.0;
     if ((step_flags(t, b) & F_VALID) != 0u) {
@@ -256,7 +256,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
                 // A row that did not run step s + 1 gets no product (the
                 // storage family does not compute it there).
                 carry[i] = 0.0;
-                if ((step_flags(select(T - 1u - sn, sn, at.d == 0u), b) & F_VALID) != 0u) {
+                if ((step_flags(select(T - 1u - sn, sn, !reversed(at.d, P.rev0)), b) & F_VALID) != 0u) {
                     carry[i] = f32(w_hh[(at.d * B + b) * H + at.j]);
                 }
             }
@@ -443,7 +443,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             // The second half of a reset-before step (as `rb_dr`): unit k
             // of the slice's rows, d(r * h) = da_n W_hn from g_sh's n block.
             let su = u32(si);
-            let t = select(T - 1u - su, su, d == 0u);
+            let t = select(T - 1u - su, su, !reversed(d, P.rev0));
             let jmax = select(0u, H, rows_active_s(d, su, b0, nrows));
             for (var u = 0u; u < units; u = u + 1u) {
                 let k = lid.x + 64u * u;

@@ -1,7 +1,8 @@
 // gru_forward.wgsl: the fused forward step of a GRU layer, both directions.
 //
-// For time step s of the processing order (t = s forwards, t = T-1-s for the
-// reverse direction d = 1), with gi = X·W_ihᵀ + b_ih precomputed for all steps
+// For time step s of the processing order (t = s forwards, t = T-1-s for a
+// direction that runs in reverse time: d = 1, or d = 0 of a reverse layer,
+// see `reversed` in common.wgsl), with gi = X·W_ihᵀ + b_ih precomputed for all steps
 // by gemm.wgsl, and h = h_{s} the state before the step:
 //
 //   gh = h · W_hhᵀ + b_hh                          (the recurrent product, here)
@@ -130,8 +131,8 @@ fn gate_step(d: u32, s: u32, t: u32, b: u32, j: u32, ghr: f32, ghz: f32, ghn: f3
     }
     var keep = hn;
     if (s + 1u < T) {
-        let tn = select(t - 1u, t + 1u, d == 0u);
-        if (zero_before(d, step_flags(tn, b))) {
+        let tn = select(t - 1u, t + 1u, !reversed(d, P.rev0));
+        if (zero_before(reversed(d, P.rev0), step_flags(tn, b))) {
             keep = 0.0;
         }
     }
@@ -194,7 +195,7 @@ fn step_at(wid_in: vec3<u32>, lid: vec3<u32>) -> StepAt {
     let d = gid.z;
     let b0 = gid.y * 4u;
     let s = u32(P.s);
-    let t = select(P.t_len - 1u - s, s, d == 0u);
+    let t = select(P.t_len - 1u - s, s, !reversed(d, P.rev0));
     let hprev = hs_slot(d, s);
     let wb = d * H * (3u * H);
     let rows = min(vec4<u32>(b0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(B - 1u));
@@ -390,7 +391,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();
 
     for (var s = s0; s < s1; s = s + 1u) {
-        let t = select(T - 1u - s, s, d == 0u);
+        let t = select(T - 1u - s, s, !reversed(d, P.rev0));
         let hnext = hs_slot(d, s + 1u);
         let live = rows_active(t, b0, nrows);
         if (RB) {
@@ -521,7 +522,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
     let b0 = wid.y * SK_ROWS;
     let d = wid.z;
     let s = u32(P.s);
-    let t = select(T - 1u - s, s, d == 0u);
+    let t = select(T - 1u - s, s, !reversed(d, P.rev0));
     let h3 = 3u * H;
     // Units and rows past the ends are clamped for the loads, skipped for the stores.
     let jl = min(j0 + u, H - 1u);
@@ -669,7 +670,7 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();
 
     for (var s = s0; s < s1; s = s + 1u) {
-        let t = select(T - 1u - s, s, d == 0u);
+        let t = select(T - 1u - s, s, !reversed(d, P.rev0));
         let kl = select(0u, klen, rows_active(t, b, 1u));
         if (RB) {
             // The reset-before step in two halves (as `rb_rz`, then `step`

@@ -11,8 +11,11 @@ pub struct GruConfig {
     pub hidden_size: usize,
     /// `L`: stacked layers.
     pub num_layers: usize,
-    /// Two directions per layer when true (`D = 2`).
-    pub bidirectional: bool,
+    /// Which way each layer runs through time: forward (PyTorch's
+    /// default), in reverse (ONNX's `direction = "reverse"`, Keras'
+    /// `go_backwards`: one direction, from each sequence's last valid step
+    /// to its first), or both (PyTorch's `bidirectional = True`, `D = 2`).
+    pub direction: Direction,
     /// Input and output are `(B, T, *)` instead of `(T, B, *)`.
     pub batch_first: bool,
     /// The four bias vectors exist when true.
@@ -28,6 +31,78 @@ pub struct GruConfig {
     /// ignores it): f32 (the default), or f16 with f32 arithmetic.
     #[serde(default)]
     pub precision: Precision,
+}
+
+/// The directions of each layer (see [`GruConfig::direction`]).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Direction {
+    /// One direction, from the first step to the last (`D = 1`).
+    #[default]
+    Forward,
+    /// One direction, from each sequence's last valid step to its first
+    /// (`D = 1`): the reverse half of a bidirectional layer on its own. Its
+    /// parameters carry PyTorch's names of that half (`weight_ih_l0_reverse`,
+    /// ...), and `h0`, `output` and `h_n` have the shapes of a
+    /// unidirectional GRU.
+    Reverse,
+    /// Both (`D = 2`): the output holds the forward direction's state, then
+    /// the reverse direction's, at each step.
+    Bidirectional,
+}
+
+impl Direction {
+    /// `forward`, `reverse` or `bidirectional` (ONNX's names).
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Forward => "forward",
+            Direction::Reverse => "reverse",
+            Direction::Bidirectional => "bidirectional",
+        }
+    }
+
+    /// The direction a file's metadata gives: its `bidirectional` flag,
+    /// and where it has one its `direction` (which must agree with the
+    /// flag), or why they do not make one.
+    pub fn of_metadata(
+        bidirectional: bool,
+        direction: Option<&str>,
+    ) -> std::result::Result<Self, String> {
+        let flag = match bidirectional {
+            true => Direction::Bidirectional,
+            false => Direction::Forward,
+        };
+        let Some(name) = direction else {
+            return Ok(flag);
+        };
+        let d = Direction::parse(name.trim()).ok_or_else(|| {
+            format!(
+                "metadata `direction` is `{}`, expected forward, reverse or bidirectional",
+                crate::error::untrusted(name)
+            )
+        })?;
+        if (d == Direction::Bidirectional) != bidirectional {
+            return Err(format!(
+                "metadata `direction` is {} but `bidirectional` is {bidirectional}",
+                d.name()
+            ));
+        }
+        Ok(d)
+    }
+
+    /// The direction of this name (ONNX's names).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Direction::Forward,
+            Direction::Reverse,
+            Direction::Bidirectional,
+        ]
+        .into_iter()
+        .find(|d| d.name() == s)
+    }
 }
 
 /// The storage precision of a GPU model.
@@ -158,7 +233,8 @@ pub struct ParamSpec {
     pub name: String,
     /// Layer index.
     pub layer: usize,
-    /// Direction: 0 forward, 1 reverse.
+    /// Direction: its index among the layer's directions (`0..D`); it runs
+    /// in reverse time where [`GruConfig::runs_reversed`] says so (`_reverse`).
     pub direction: usize,
     pub kind: ParamKind,
     pub shape: Vec<usize>,
@@ -171,7 +247,7 @@ impl GruConfig {
             input_size,
             hidden_size,
             num_layers: 1,
-            bidirectional: false,
+            direction: Direction::Forward,
             batch_first: false,
             bias: true,
             dropout: 0.0,
@@ -202,9 +278,31 @@ impl GruConfig {
         self
     }
 
+    /// Both directions when `yes` (PyTorch's `bidirectional`), else forward.
     pub fn bidirectional(mut self, yes: bool) -> Self {
-        self.bidirectional = yes;
+        self.direction = if yes {
+            Direction::Bidirectional
+        } else {
+            Direction::Forward
+        };
         self
+    }
+
+    /// Which way each layer runs (see [`Direction`]).
+    pub fn direction(mut self, direction: Direction) -> Self {
+        self.direction = direction;
+        self
+    }
+
+    /// Whether each layer has both directions (`D = 2`).
+    pub fn is_bidirectional(&self) -> bool {
+        self.direction == Direction::Bidirectional
+    }
+
+    /// Whether direction `index` of a layer (`0..D`) runs in reverse time:
+    /// the second of a bidirectional layer, the only one of a reverse layer.
+    pub fn runs_reversed(&self, index: usize) -> bool {
+        index == 1 || self.direction == Direction::Reverse
     }
 
     pub fn batch_first(mut self, yes: bool) -> Self {
@@ -224,7 +322,7 @@ impl GruConfig {
 
     /// `D`: 2 when bidirectional, else 1.
     pub fn num_directions(&self) -> usize {
-        if self.bidirectional {
+        if self.is_bidirectional() {
             2
         } else {
             1
@@ -314,10 +412,18 @@ impl GruConfig {
             })
     }
 
-    /// PyTorch's `state_dict` name of one parameter.
+    /// PyTorch's `state_dict` name of one parameter of a forward (`0`) or
+    /// reverse (`1`) direction.
     pub fn param_name(kind: ParamKind, layer: usize, direction: usize) -> String {
         let suffix = if direction == 1 { "_reverse" } else { "" };
         format!("{}_l{}{}", kind.stem(), layer, suffix)
+    }
+
+    /// The name of a parameter of direction `index` (`0..D`) of this
+    /// configuration's layers: `_reverse` where it runs in reverse time
+    /// (the only direction of a reverse layer too).
+    pub fn param_name_of(&self, kind: ParamKind, layer: usize, index: usize) -> String {
+        Self::param_name(kind, layer, self.runs_reversed(index) as usize)
     }
 
     /// The shape of one parameter.
@@ -341,7 +447,7 @@ impl GruConfig {
                         continue;
                     }
                     out.push(ParamSpec {
-                        name: Self::param_name(kind, layer, direction),
+                        name: self.param_name_of(kind, layer, direction),
                         layer,
                         direction,
                         kind,

@@ -28,7 +28,7 @@ pub mod reference;
 pub mod selftest;
 pub mod train;
 
-pub use config::{GruConfig, ParamKind, ParamSpec, Precision, ResetForm};
+pub use config::{Direction, GruConfig, ParamKind, ParamSpec, Precision, ResetForm};
 pub use error::{GruError, Result, Shape};
 pub use params::{DirParams, GruParams};
 pub use real::Real;

@@ -380,9 +380,17 @@ impl<F: Real> GruParams<F> {
             }
         };
         let form = get("reset_form")?;
+        let direction = crate::config::Direction::of_metadata(
+            flag("bidirectional")?,
+            m.get("direction").map(String::as_str),
+        )
+        .map_err(|message| GruError::Format {
+            path: origin.clone(),
+            message,
+        })?;
         let config = GruConfig::new(num("input_size")?, num("hidden_size")?)
             .layers(num("num_layers")?)
-            .bidirectional(flag("bidirectional")?)
+            .direction(direction)
             .batch_first(flag("batch_first")?)
             .bias(flag("bias")?)
             .reset_before(match crate::config::ResetForm::parse(form) {
@@ -396,7 +404,7 @@ impl<F: Real> GruParams<F> {
     /// The parameters as safetensors bytes under PyTorch's names, in this
     /// type's dtype (`F32` or `F64`), with the configuration in the metadata
     /// (`input_size`, `hidden_size`, `num_layers`, `bidirectional`,
-    /// `batch_first`, `bias`, `reset_form`).
+    /// `direction`, `batch_first`, `bias`, `reset_form`).
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>> {
         let named: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .named()
@@ -471,7 +479,8 @@ fn config_metadata(c: &GruConfig) -> Vec<(&'static str, String)> {
         ("input_size", c.input_size.to_string()),
         ("hidden_size", c.hidden_size.to_string()),
         ("num_layers", c.num_layers.to_string()),
-        ("bidirectional", c.bidirectional.to_string()),
+        ("bidirectional", c.is_bidirectional().to_string()),
+        ("direction", c.direction.name().to_string()),
         ("batch_first", c.batch_first.to_string()),
         ("bias", c.bias.to_string()),
         ("reset_form", c.reset_form.name().to_string()),

@@ -67,12 +67,13 @@ impl TensorCheck {
 
 /// The metadata keys of format `gru-golden-v1` that this reader implements
 /// (`has_lengths`, `has_resets` and `reset_form` are optional).
-pub const KNOWN_METADATA: [&str; 15] = [
+pub const KNOWN_METADATA: [&str; 16] = [
     "format",
     "input_size",
     "hidden_size",
     "num_layers",
     "bidirectional",
+    "direction",
     "batch_first",
     "bias",
     "seq_len",
@@ -183,11 +184,16 @@ impl ReferenceCase {
                 ))
             })?,
         };
+        let direction = crate::config::Direction::of_metadata(
+            meta_bool(&file, "bidirectional")?,
+            file.metadata().get("direction").map(String::as_str),
+        )
+        .map_err(format_err)?;
         let config = GruConfig {
             input_size: meta_usize(&file, "input_size")?,
             hidden_size: meta_usize(&file, "hidden_size")?,
             num_layers: meta_usize(&file, "num_layers")?,
-            bidirectional: meta_bool(&file, "bidirectional")?,
+            direction,
             batch_first: meta_bool(&file, "batch_first")?,
             bias: meta_bool(&file, "bias")?,
             dropout: 0.0,
@@ -216,10 +222,10 @@ impl ReferenceCase {
             .and_then(|n| n.checked_add(has_lengths as usize + has_resets as usize));
         if needed != Some(held) {
             return Err(format_err(format!(
-                "the metadata (num_layers {}, bidirectional {}, bias {}, has_h0 {}{}{}) describes {} tensors, \
+                "the metadata (num_layers {}, direction {}, bias {}, has_h0 {}{}{}) describes {} tensors, \
                  the file holds {held}",
                 config.num_layers,
-                config.bidirectional,
+                config.direction.name(),
                 config.bias,
                 has_h0,
                 if has_lengths { ", has_lengths true" } else { "" },
@@ -505,11 +511,15 @@ impl ReferenceCase {
     pub fn describe(&self) -> String {
         let c = &self.config;
         format!(
-            "I={} H={} layers={} bidirectional={} batch_first={} bias={} T={} B={} h0={}{}{}{}",
+            "I={} H={} layers={} {} batch_first={} bias={} T={} B={} h0={}{}{}{}",
             c.input_size,
             c.hidden_size,
             c.num_layers,
-            c.bidirectional,
+            match c.direction {
+                crate::config::Direction::Bidirectional => "bidirectional=true",
+                crate::config::Direction::Forward => "bidirectional=false",
+                crate::config::Direction::Reverse => "direction=reverse",
+            },
             c.batch_first,
             c.bias,
             self.seq_len,

@@ -250,7 +250,11 @@ impl RandomSpec {
             c.input_size,
             c.hidden_size,
             c.num_layers,
-            if c.bidirectional { "bidir" } else { "unidir" },
+            match c.direction {
+                crate::config::Direction::Bidirectional => "bidir",
+                crate::config::Direction::Forward => "unidir",
+                crate::config::Direction::Reverse => "reverse",
+            },
             if c.batch_first {
                 "batch_first"
             } else {

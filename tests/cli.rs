@@ -478,7 +478,7 @@ fn verify_runs_the_plans_asked_for() {
         .candidates(4);
     assert!(plans.len() > 1);
     for p in &plans {
-        let label = format!("  gpu plan {p}\n");
+        let label = format!("  plan {p}\n");
         assert!(text.contains(&label), "no block for {p}: {text}");
         // 8 rows follow each label.
         let block = text.split(&label).nth(1).unwrap();
@@ -489,11 +489,11 @@ fn verify_runs_the_plans_asked_for() {
     }
     let (code, text) = run("simple/sequence");
     assert_eq!(code, Some(0), "{text}");
-    assert_eq!(text.matches("  gpu plan ").count(), 1, "{text}");
-    assert!(text.contains("  gpu plan simple/sequence\n"), "{text}");
+    assert_eq!(text.matches("  plan ").count(), 1, "{text}");
+    assert!(text.contains("  plan simple/sequence\n"), "{text}");
     let (code, text) = run("auto");
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("  gpu plan auto: "), "{text}");
+    assert!(text.contains("  plan auto: "), "{text}");
     let (code, text) = run("simple/nothing");
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("unknown plan `simple/nothing`"), "{text}");

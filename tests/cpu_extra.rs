@@ -310,3 +310,150 @@ fn bad_lengths_and_resets_are_refused() {
         .unwrap_err();
     assert!(matches!(e, GruError::ShapeMismatch { .. }), "{e:?}");
 }
+
+/// A reverse GRU (ONNX's `direction = "reverse"`) is the reverse half of a
+/// bidirectional one on its own: with that half's parameters (PyTorch's
+/// `_reverse` names) its output, h_n and every gradient are those of the
+/// bidirectional layer's reverse half (checked against PyTorch in
+/// `packed_bidir_bf` and the other bidirectional cases), with lengths,
+/// both reset forms and h0.
+#[test]
+fn a_reverse_layer_is_the_reverse_half_of_a_bidirectional_one() {
+    use gru_wgpu::Direction;
+    for rb in [false, true] {
+        let bi = GruConfig::new(3, 5).bidirectional(true).reset_before(rb);
+        let rev = GruConfig::new(3, 5)
+            .direction(Direction::Reverse)
+            .reset_before(rb);
+        assert_eq!(rev.num_directions(), 1);
+        let pb = GruParams::<f64>::init(&bi, 11).unwrap();
+        let mut named = std::collections::BTreeMap::new();
+        for (spec, a) in pb.named() {
+            if spec.name.ends_with("_reverse") {
+                named.insert(spec.name.clone(), a.to_owned());
+            }
+        }
+        let pr = GruParams::<f64>::from_named(&rev, &named).unwrap();
+        assert!(pr.named().iter().all(|(s, _)| s.name.ends_with("_reverse")));
+        let (t, b, h) = (6, 3, 5);
+        let mut rng = common::rng(12);
+        let x: Array3<f64> = common::random((t, b, 3), 1.0, &mut rng);
+        let h0b: Array3<f64> = common::random((2, b, h), 1.0, &mut rng);
+        let h0r = h0b.slice(ndarray::s![1..2, .., ..]).to_owned();
+        let go_r: Array3<f64> = common::random((t, b, h), 1.0, &mut rng);
+        let ghn_r: Array3<f64> = common::random((1, b, h), 1.0, &mut rng);
+        // The bidirectional layer's upstream gradients: zero on the forward half.
+        let mut go_b = Array3::<f64>::zeros((t, b, 2 * h));
+        go_b.slice_mut(ndarray::s![.., .., h..]).assign(&go_r);
+        let mut ghn_b = Array3::<f64>::zeros((2, b, h));
+        ghn_b.slice_mut(ndarray::s![1..2, .., ..]).assign(&ghn_r);
+        let seq = SeqOptions::new().lengths(Some(vec![6, 2, 4]));
+        let mut gb = Gru::new(pb);
+        let (ob, hb) = gb.forward_with(x.view(), Some(h0b.view()), &seq).unwrap();
+        let grads_b = gb.backward(go_b.view(), Some(ghn_b.view())).unwrap();
+        let mut gr = Gru::new(pr);
+        let (or, hr) = gr.forward_with(x.view(), Some(h0r.view()), &seq).unwrap();
+        let grads_r = gr.backward(go_r.view(), Some(ghn_r.view())).unwrap();
+        let close = |a: &Array3<f64>, b: ndarray::ArrayView3<f64>, what: &str| {
+            let d = (a - &b).mapv(f64::abs).fold(0.0f64, |m, &v| m.max(v));
+            assert!(d <= 1e-14, "reset-before {rb}: {what}: {d:e}");
+        };
+        close(&or, ob.slice(ndarray::s![.., .., h..]), "output");
+        close(&hr, hb.slice(ndarray::s![1..2, .., ..]), "h_n");
+        // dL/dx: the forward half's upstream gradient is zero, so all of it
+        // comes through the reverse half.
+        close(&grads_r.x, grads_b.x.view(), "grad x");
+        close(
+            &grads_r.h0,
+            grads_b.h0.slice(ndarray::s![1..2, .., ..]),
+            "grad h0",
+        );
+        for (spec, g) in grads_r.params.named() {
+            let gbp = grads_b.params.get(&spec.name).unwrap();
+            let d = (&g - &gbp).mapv(f64::abs).fold(0.0f64, |m, &v| m.max(v));
+            assert!(d <= 1e-14, "reset-before {rb}: grad {}: {d:e}", spec.name);
+        }
+    }
+}
+
+/// A stack of reverse layers is the same stack run forwards on each
+/// sequence reversed within its length (and its output reversed back):
+/// two layers, lengths, episode resets (a reset at step t of the forward
+/// run on the flipped sequence is one at step len - t of the reverse run),
+/// batch_first, and the gradients of x, h0 and every parameter.
+#[test]
+fn a_reverse_stack_is_a_forward_stack_on_flipped_sequences() {
+    use gru_wgpu::Direction;
+    let (t, b, i, h) = (7, 3, 2, 4);
+    let lengths = vec![7usize, 3, 5];
+    let fwd = GruConfig::new(i, h).layers(2).batch_first(true);
+    let rev = fwd.clone().direction(Direction::Reverse);
+    let pf = GruParams::<f64>::init(&fwd, 21).unwrap();
+    // The same values under the reverse layer's names.
+    let named: std::collections::BTreeMap<String, ArrayD<f64>> = pf
+        .named()
+        .into_iter()
+        .map(|(s, a)| (GruConfig::param_name(s.kind, s.layer, 1), a.to_owned()))
+        .collect();
+    let pr = GruParams::<f64>::from_named(&rev, &named).unwrap();
+    let mut rng = common::rng(22);
+    let x: Array3<f64> = common::random((b, t, i), 1.0, &mut rng);
+    let h0: Array3<f64> = common::random((2, b, h), 1.0, &mut rng);
+    let go: Array3<f64> = common::random((b, t, h), 1.0, &mut rng);
+    let ghn: Array3<f64> = common::random((2, b, h), 1.0, &mut rng);
+    let mut resets = Array2::from_elem((b, t), false);
+    resets[[0, 4]] = true;
+    resets[[2, 2]] = true;
+    resets[[1, 1]] = true;
+    // Time reversed within each row's length (batch-first), padding kept.
+    let flip = |a: &Array3<f64>| {
+        let mut o = a.clone();
+        for (r, &len) in lengths.iter().enumerate() {
+            for s in 0..len {
+                o.slice_mut(ndarray::s![r, s, ..])
+                    .assign(&a.slice(ndarray::s![r, len - 1 - s, ..]));
+            }
+        }
+        o
+    };
+    // The reverse run zeroes the state before step t where resets[t + 1]:
+    // in the flipped run that is before step len - 1 - t, i.e. flipped
+    // resets[s] = resets[len - s] for 1 <= s < len.
+    let mut fr = Array2::from_elem((b, t), false);
+    for (r, &len) in lengths.iter().enumerate() {
+        for s in 1..len {
+            fr[[r, s]] = resets[[r, len - s]];
+        }
+    }
+    let mut gr = Gru::new(pr);
+    let seq = SeqOptions::new()
+        .lengths(Some(lengths.clone()))
+        .resets(Some(resets));
+    let (or, hr) = gr.forward_with(x.view(), Some(h0.view()), &seq).unwrap();
+    let grads_r = gr.backward(go.view(), Some(ghn.view())).unwrap();
+    let mut gf = Gru::new(pf);
+    let seqf = SeqOptions::new()
+        .lengths(Some(lengths.clone()))
+        .resets(Some(fr));
+    let (of, hf) = gf
+        .forward_with(flip(&x).view(), Some(h0.view()), &seqf)
+        .unwrap();
+    let grads_f = gf.backward(flip(&go).view(), Some(ghn.view())).unwrap();
+    let close = |a: &Array3<f64>, b: &Array3<f64>, what: &str| {
+        let d = (a - b).mapv(f64::abs).fold(0.0f64, |m, &v| m.max(v));
+        assert!(d <= 1e-14, "{what}: {d:e}");
+    };
+    close(&or, &flip(&of), "output");
+    close(&hr, &hf, "h_n");
+    close(&grads_r.x, &flip(&grads_f.x), "grad x");
+    close(&grads_r.h0, &grads_f.h0, "grad h0");
+    for ((sr, a), (_, bb)) in grads_r
+        .params
+        .named()
+        .into_iter()
+        .zip(grads_f.params.named())
+    {
+        let d = (&a - &bb).mapv(f64::abs).fold(0.0f64, |m, &v| m.max(v));
+        assert!(d <= 1e-14, "grad {}: {d:e}", sr.name);
+    }
+}

@@ -243,6 +243,30 @@ fn t1536_h16_lengths_and_resets() {
     );
 }
 
+#[test]
+fn t1500_h16_reverse() {
+    long(
+        "T=1500 H=16 B=2, reverse, 2 layers",
+        &[
+            "simple/step",
+            "simple/sequence",
+            "simple/resident",
+            "windows/products",
+            "webgpu simple/resident",
+        ],
+        common::case(
+            GruConfig::new(3, 16)
+                .direction(gru_wgpu::Direction::Reverse)
+                .layers(2),
+            1500,
+            2,
+            true,
+            49,
+        )
+        .with_seq(SeqOptions::new().lengths(Some(vec![1500, 900]))),
+    );
+}
+
 /// The same tests on SwiftShader.
 #[test]
 fn swiftshader_too() {
@@ -255,5 +279,6 @@ fn swiftshader_too() {
         "t2048_h16_reset_before",
         "t600_h24_reset_before_every_loop",
         "t1536_h16_lengths_and_resets",
+        "t1500_h16_reverse",
     ]);
 }

@@ -62,7 +62,7 @@ fn the_gru_node_maps_to_pytorch_names_and_order() {
     let p = g.params().unwrap();
     let c = p.config();
     assert_eq!(c.reset_form, ResetForm::Before);
-    assert!(!c.bidirectional && c.bias);
+    assert!(!c.is_bidirectional() && c.bias);
     let h = g.hidden_size;
     let d = p.dir(0, 0).unwrap();
     // weight_ih rows r, z, n are W's rows r (H..2H), z (0..H), h (2H..3H).
@@ -80,7 +80,7 @@ fn the_gru_node_maps_to_pytorch_names_and_order() {
     }
     let g2 = OnnxGru::load(extra("onnx_bidir_lbr1_lens.onnx"), None).unwrap();
     let c2 = g2.config().unwrap();
-    assert!(c2.bidirectional);
+    assert!(c2.is_bidirectional());
     assert_eq!(c2.reset_form, ResetForm::After);
 }
 

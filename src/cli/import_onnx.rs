@@ -33,7 +33,7 @@ pub fn run(args: &ImportOnnxArgs) -> ExitCode {
                 args.out.display(),
                 c.input_size,
                 c.hidden_size,
-                c.bidirectional,
+                c.is_bidirectional(),
                 c.batch_first,
                 c.bias,
                 c.reset_form.name()

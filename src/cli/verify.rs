@@ -164,7 +164,7 @@ fn print_gpu_blocks(
         }
     };
     for (label, plan) in runs {
-        println!("  gpu plan {label}");
+        println!("  plan {label}");
         print_checks(path, "gpu", check(plan), status, worst);
     }
 }

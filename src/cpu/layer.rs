@@ -2,7 +2,9 @@
 //! forward and backpropagation through time.
 //!
 //! Layer `l`, direction `d` runs the cell of [`super::cell`] over the sequence,
-//! forwards in time for `d = 0`, backwards for `d = 1`. Its input is `x` for
+//! forwards in time for `d = 0`, backwards for `d = 1` (and for the only
+//! direction of a reverse GRU, [`Direction::Reverse`](crate::Direction):
+//! `GruConfig::runs_reversed`). Its input is `x` for
 //! the first layer, and the concatenated outputs of both directions of layer
 //! `l - 1` above it (after dropout in training mode). `output` is the last
 //! layer's hidden states, `h_n[l*D + d]` the final state of each layer-direction.
@@ -277,8 +279,9 @@ impl<F: Real> Gru<F> {
                     None => ndarray::Array2::zeros((b, hs)),
                 };
                 let mut tapes = Vec::with_capacity(t_len);
+                let rev = cfg.runs_reversed(d);
                 for s in 0..t_len {
-                    let t = if d == 0 { s } else { t_len - 1 - s };
+                    let t = if rev { t_len - 1 - s } else { s };
                     // The rows whose sequence reaches step t; padding is not computed.
                     let rows: Vec<usize> = (0..b).filter(|&i| t < lengths[i]).collect();
                     if rows.is_empty() {
@@ -291,10 +294,10 @@ impl<F: Real> Gru<F> {
                         Some(r) => (0..rows.len())
                             .filter(|&j| {
                                 let i = rows[j];
-                                if d == 0 {
-                                    r[[t, i]]
-                                } else {
+                                if rev {
                                     t + 1 < lengths[i] && r[[t + 1, i]]
+                                } else {
+                                    r[[t, i]]
                                 }
                             })
                             .collect(),
@@ -382,8 +385,9 @@ impl<F: Real> Gru<F> {
                     Some(gh) => gh.index_axis(Axis(0), k).to_owned(),
                     None => ndarray::Array2::zeros((b, hs)),
                 };
+                let rev = cfg.runs_reversed(d);
                 for s in (0..t_len).rev() {
-                    let t = if d == 0 { s } else { t_len - 1 - s };
+                    let t = if rev { t_len - 1 - s } else { s };
                     let Some(step) = &tape.steps[k][s] else {
                         continue;
                     };

@@ -108,12 +108,12 @@ impl<'m> GpuStream<'m> {
 
     fn check_model(model: &GpuGru, batch: usize) -> Result<()> {
         let cfg = model.config();
-        if cfg.bidirectional {
-            return Err(GruError::InvalidConfig(
-                "a bidirectional GRU cannot stream: its reverse direction starts at the end \
-                 of the whole sequence (run GpuGru::forward on the whole sequence)"
-                    .into(),
-            ));
+        if cfg.direction != crate::config::Direction::Forward {
+            return Err(GruError::InvalidConfig(format!(
+                "a {} GRU cannot stream: its reverse direction starts at the end \
+                 of the whole sequence (run GpuGru::forward on the whole sequence)",
+                cfg.direction.name()
+            )));
         }
         if batch == 0 {
             return Err(GruError::ZeroSize {

@@ -120,6 +120,7 @@ impl GpuGru {
                 hidden: h,
                 dirs: nd,
                 has_bias: cfg.bias,
+                reverse: cfg.direction == crate::config::Direction::Reverse,
                 flags_at: tape.flags.then_some(nd * (t_len + 1) * batch * h),
                 active: tape.active.clone(),
             };

@@ -91,7 +91,7 @@ impl GpuGru {
             self.copy_act(rec, (x, 0), (xin.buffer(), 0), tb * i_sz)?;
             xin
         };
-        let active = seq.active_rows(nd);
+        let active = seq.active_rows(cfg);
         let flags = seq
             .flags
             .as_ref()
@@ -141,8 +141,14 @@ impl GpuGru {
                     None => self.clear_act(rec, dst, state)?,
                 }
             }
-            // A reset at step 0: the forward direction starts those rows from zero.
-            for &b in &seq.zero0 {
+            // A reset at step 0: the forward direction starts those rows
+            // from zero (a reverse layer has none: it ends at step 0).
+            let zero0 = if cfg.runs_reversed(0) {
+                &[][..]
+            } else {
+                &seq.zero0[..]
+            };
+            for &b in zero0 {
                 self.clear_act(rec, (hs.buffer(), slot(0, 0) + b * h), h)?;
             }
             let shape = StepShape {
@@ -151,6 +157,7 @@ impl GpuGru {
                 hidden: h,
                 dirs: nd,
                 has_bias: cfg.bias,
+                reverse: cfg.direction == crate::config::Direction::Reverse,
                 flags_at,
                 active: active.clone(),
             };

@@ -51,22 +51,20 @@ pub(crate) struct SeqRun {
 }
 
 impl SeqRun {
-    /// Per processing step of a layer with `dirs` directions, one past the
-    /// last row that runs it in either direction (see
-    /// `StepShape::active`); `None` without lengths.
-    pub(crate) fn active_rows(&self, dirs: usize) -> Option<std::sync::Arc<[usize]>> {
+    /// Per processing step of a layer of `cfg`, one past the last row that
+    /// runs it in any of its directions (see `StepShape::active`); `None`
+    /// without lengths.
+    pub(crate) fn active_rows(&self, cfg: &GruConfig) -> Option<std::sync::Arc<[usize]>> {
         let lengths = self.lengths.as_ref()?;
         let t = self.t_run;
         let last = |time: usize| lengths.iter().rposition(|&l| time < l).map_or(0, |b| b + 1);
         Some(
             (0..t)
                 .map(|s| {
-                    let fwd = last(s);
-                    if dirs == 2 {
-                        fwd.max(last(t - 1 - s))
-                    } else {
-                        fwd
-                    }
+                    (0..cfg.num_directions())
+                        .map(|d| last(if cfg.runs_reversed(d) { t - 1 - s } else { s }))
+                        .max()
+                        .unwrap_or(0)
                 })
                 .collect(),
         )

@@ -25,6 +25,10 @@ params_struct! {
         flags_at: u32,
         phase: u32,
         steps: u32,
+        rev0: u32,
+        pad1: u32,
+        pad2: u32,
+        pad3: u32,
     }
 }
 grid3!(StepParams);
@@ -37,6 +41,9 @@ pub(crate) struct StepShape {
     pub hidden: usize,
     pub dirs: usize,
     pub has_bias: bool,
+    /// The layer's only direction runs in reverse time (a reverse layer,
+    /// ONNX's `direction = "reverse"`; `dirs` is 1).
+    pub reverse: bool,
     /// Where the step flags (lengths and episode resets, see
     /// `common.wgsl`) lie in `hs`, in words; `None` where every step of
     /// every row is a plain step.
@@ -63,6 +70,7 @@ impl StepShape {
             hidden: u32_of("hidden size", self.hidden)?,
             dirs: self.dirs as u32,
             has_bias: self.has_bias as u32,
+            rev0: self.reverse as u32,
             flags: self.flags_at.is_some() as u32,
             flags_at: u32_of("the step flags' offset", self.flags_at.unwrap_or(0))?,
             ..Default::default()
