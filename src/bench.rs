@@ -225,6 +225,11 @@ pub struct Record {
     /// (null for the CPU and for PyTorch).
     #[serde(default)]
     pub tuned_ms: Option<f64>,
+    /// The host's milliseconds recording one call (forward, plus backward
+    /// in `fwdbwd`), median over the timed calls: the engine's CPU cost
+    /// (null for the CPU and for PyTorch).
+    #[serde(default)]
+    pub record_ms: Option<f64>,
     /// The lengths passed (`bench --lengths`); absent from the JSON where
     /// none were (the padded batch). The flop count, `gflops` and
     /// `seqs_per_s` are those of the padded shape all the same.
@@ -301,6 +306,7 @@ fn make_record(
         plan: path.clone(),
         path,
         tuned_ms: None,
+        record_ms: None,
         lengths: None,
         mean_length: None,
         valid_fraction: None,
@@ -431,6 +437,7 @@ pub fn bench_gpu_with_lengths(
     let mut times = Vec::new();
     let mut gpu_times = Vec::new();
     let mut stats = (0, 0);
+    let mut record_times = Vec::new();
     for i in 0..warmup + iters {
         let start = Instant::now();
         // The tape is kept in both modes (the forward of training).
@@ -447,6 +454,7 @@ pub fn bench_gpu_with_lengths(
         )?;
         let s1 = model.last_call_stats();
         let (mut dispatches, mut submissions, mut gpu) = (s1.dispatches, s1.submissions, s1.gpu_ms);
+        let mut record = s1.record_ms;
         if mode == Mode::Fwdbwd {
             let tape = f.tape.expect("kept");
             let _grads = model.backward(tape, &go, crate::gpu::BackwardOptions::new())?;
@@ -454,6 +462,7 @@ pub fn bench_gpu_with_lengths(
             dispatches += s2.dispatches;
             submissions += s2.submissions;
             gpu = gpu.zip(s2.gpu_ms).map(|(a, b)| a + b);
+            record += s2.record_ms;
             ctx.synchronize()?;
         } else {
             ctx.synchronize()?;
@@ -462,6 +471,7 @@ pub fn bench_gpu_with_lengths(
         if i >= warmup {
             times.push(ms);
             gpu_times.extend(gpu);
+            record_times.push(record);
             stats = (dispatches, submissions);
         }
         tick();
@@ -480,6 +490,7 @@ pub fn bench_gpu_with_lengths(
     ))
     .map(|r| Record {
         tuned_ms: Some(choice.tuned_ms),
+        record_ms: Some(summarize(&record_times).0),
         path: Some(match forced {
             true => choice.plan.name(),
             false => format!("auto:{}", choice.plan.name()),

@@ -267,6 +267,7 @@ fn compare_table_matches_shape_and_mode() {
         path: None,
         plan: None,
         tuned_ms: None,
+        record_ms: None,
         lengths: None,
         mean_length: None,
         valid_fraction: None,

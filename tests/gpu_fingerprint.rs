@@ -77,7 +77,9 @@ fn cases() -> Vec<(&'static str, RandomCase)> {
         (
             "reverse",
             common::case(
-                GruConfig::new(3, 9).direction(Direction::Reverse).batch_first(true),
+                GruConfig::new(3, 9)
+                    .direction(Direction::Reverse)
+                    .batch_first(true),
                 8,
                 2,
                 true,

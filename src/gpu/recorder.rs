@@ -32,6 +32,8 @@ pub(crate) struct Recorder<'c> {
     pub(crate) dispatches: u32,
     /// The step kernels store f16 (a recording for an f16 model).
     f16: bool,
+    /// When the recording began (the host's cost of a call: [`host_ms`](Self::host_ms)).
+    started: std::time::Instant,
 }
 
 /// A reference to a slot of the arena, for a bind group and its dynamic offset.
@@ -44,6 +46,7 @@ pub(crate) struct Slot {
 impl<'c> Recorder<'c> {
     pub(crate) fn new(dev: &'c Device, pipelines: &'c Pipelines, timed: bool) -> Self {
         let device = &dev.device;
+        let started = std::time::Instant::now();
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gru-wgpu call"),
         });
@@ -80,6 +83,7 @@ impl<'c> Recorder<'c> {
             timestamps,
             dispatches: 0,
             f16: false,
+            started,
         }
     }
 
@@ -312,6 +316,13 @@ impl<'c> Recorder<'c> {
     /// Returns the GPU time in milliseconds where timestamps are available.
     pub(crate) fn submit(self) -> Result<Option<f64>> {
         self.send().gpu_ms()
+    }
+
+    /// Milliseconds of the host since the recording began: what recording
+    /// the call cost (kernels looked up, bind groups made, dispatches
+    /// encoded), up to its submission.
+    pub(crate) fn host_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1e3
     }
 
     /// Writes the arena, closes the encoder and submits it (one

@@ -407,6 +407,7 @@ impl GpuGru {
         check: impl FnOnce(u64) -> Result<()>,
     ) -> Result<(CallStats, u64)> {
         let dispatches = rec.dispatches;
+        let record_ms = rec.host_ms();
         let (sent, version) = {
             let _held = self.submission_lock();
             let version = self.params_version();
@@ -418,6 +419,7 @@ impl GpuGru {
             dispatches,
             submissions: 1,
             gpu_ms,
+            record_ms,
         };
         *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
         Ok((stats, version))

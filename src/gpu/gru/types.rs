@@ -130,6 +130,9 @@ pub struct CallStats {
     /// The device's own time for the call in milliseconds, from timestamp
     /// queries, where timing is on and the adapter offers them.
     pub gpu_ms: Option<f64>,
+    /// The host's milliseconds recording the call (from its recorder's
+    /// start to its submission): what the engine costs the CPU per call.
+    pub record_ms: f64,
 }
 
 /// How the time loop of a layer runs.
