@@ -222,10 +222,15 @@ impl ReferenceCase {
             .and_then(|n| n.checked_add(has_lengths as usize + has_resets as usize));
         if needed != Some(held) {
             return Err(format_err(format!(
-                "the metadata (num_layers {}, direction {}, bias {}, has_h0 {}{}{}) describes {} tensors, \
+                "the metadata (num_layers {}, bidirectional {}{}, bias {}, has_h0 {}{}{}) describes {} tensors, \
                  the file holds {held}",
                 config.num_layers,
-                config.direction.name(),
+                config.is_bidirectional(),
+                if config.direction == crate::config::Direction::Reverse {
+                    ", direction reverse"
+                } else {
+                    ""
+                },
                 config.bias,
                 has_h0,
                 if has_lengths { ", has_lengths true" } else { "" },

@@ -345,6 +345,8 @@ impl GpuContext {
             pool,
         );
         dev.loop_limit = probe_loop_limit(&dev)?;
+        // The probe's buffers are not the caller's: the pool starts empty.
+        dev.pool.reset();
         if let Some(share) = options.loop_share {
             dev.loop_share = share;
         }

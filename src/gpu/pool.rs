@@ -337,6 +337,15 @@ impl Pool {
         while free.evict_oldest() {}
     }
 
+    /// Releases every free buffer and starts the counts again from
+    /// nothing: the pool as new, once the buffers it lent are back (the
+    /// context opens it so after the loop probe).
+    pub(crate) fn reset(&self) {
+        self.clear();
+        let mut free = self.free();
+        free.stats = PoolStats::default();
+    }
+
     /// Bytes of the free buffers.
     pub(crate) fn bytes(&self) -> u64 {
         self.free().stats.free_bytes
