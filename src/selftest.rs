@@ -398,8 +398,8 @@ pub fn quick_draws(plans: usize) -> u64 {
 
 /// The long sequences of a level, on every plan: past the step where the
 /// persistent loops, run in one dispatch, went wrong on lavapipe (585 steps
-/// at H = 4; see `GpuContext::loop_limit`). The quick level runs one (in
-/// f32); the thorough level more, in both precisions.
+/// at H = 4; see `GpuContext::loop_limit`). The quick level runs one, the
+/// thorough level four, in each precision.
 pub fn long_specs(level: Level) -> Vec<RandomSpec> {
     let mut v = vec![spec((2, 16, 1), false, false, true, (700, 2), true, 600)];
     if level == Level::Thorough {
@@ -752,11 +752,8 @@ fn run_precision(
     }
 
     // Random configurations against the f64 CPU reference, then long
-    // sequences (in f16 at the thorough level only).
-    let long = match (f16, options.level) {
-        (true, Level::Quick) => vec![],
-        _ => long_specs(options.level),
-    };
+    // sequences.
+    let long = long_specs(options.level);
     let random = random_specs(options.level, plans.len())
         .into_iter()
         .map(|s| (false, s));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// The layer of a module of `src/gpu/` (the first name after `crate::gpu::`).
 fn layer(module: &str) -> Option<u32> {
     Some(match module {
-        "pool" | "device" => 0,
+        "pool" | "adapter" | "device" => 0,
         "pipeline" => 1,
         "recorder" => 2,
         "ops" => 3,

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{GruError, Result};
-use crate::gpu::device::{find_adapter, summarize, AdapterSummary, Device, LOOP_PROBE_ITERATIONS};
+use crate::gpu::device::{find_adapter, summarize, AdapterSummary, Device};
 use crate::gpu::ops::gemm::GemmVariant;
-use crate::gpu::ops::util::encode_loop_probe;
+use crate::gpu::ops::util::probe_loop_limit;
 use crate::gpu::ops::windows::{windows_fit, WINDOW_BYTES};
 use crate::gpu::pipeline::Pipelines;
 use crate::gpu::plan::{Family, PlanCache, PlanCacheLocation, TuneMode};
@@ -66,36 +66,6 @@ pub struct ContextOptions {
     /// whenever the pool hands out or takes back a buffer: a context left
     /// idle keeps its free buffers until its next call (or `trim_pool`).
     pub pool_max_idle: Option<std::time::Duration>,
-}
-
-/// Runs the loop probe (`loop_probe` of `util.wgsl`) once: the loop
-/// iterations the driver lets one invocation run, where it ends the
-/// probe's loop before its end (`None` where the loop ran to the end). Its
-/// pipeline is built apart from the context's cache.
-fn probe_loop_limit(dev: &Device) -> Result<Option<u64>> {
-    let pipelines = Pipelines::default();
-    let out = dev.scoped(|| {
-        let inp = dev.upload("loop probe input", &[0.0])?;
-        let out = dev.storage("loop probe result", 1)?;
-        let mut rec = Recorder::new(dev, &pipelines, false);
-        encode_loop_probe(
-            &mut rec,
-            LOOP_PROBE_ITERATIONS as usize,
-            inp.buffer(),
-            out.buffer(),
-        )?;
-        rec.submit()?;
-        Ok(out)
-    })?;
-    let ran = dev.read_back(out.buffer(), 0, 1)?[0];
-    if !(ran >= 1.0 && ran <= LOOP_PROBE_ITERATIONS as f32) {
-        return Err(GruError::Gpu(format!(
-            "{}: the loop probe counted {ran} of {LOOP_PROBE_ITERATIONS} loop iterations \
-             (a device that cannot run a plain loop cannot run the kernels)",
-            dev.summary
-        )));
-    }
-    Ok(((ran as u64) < LOOP_PROBE_ITERATIONS).then_some(ran as u64))
 }
 
 /// The pool's budget where `ContextOptions::pool_budget` is `None`: 256 MiB.

@@ -15,6 +15,7 @@
 //!   per call), the optimisers of [`optim`], and the regression head of
 //!   [`head`].
 
+pub mod adapter;
 pub mod cell;
 pub mod context;
 pub mod device;

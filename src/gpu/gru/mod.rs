@@ -31,6 +31,7 @@
 //! `windows`.
 
 mod backward;
+mod check;
 mod forward;
 mod io;
 mod params;

@@ -3,6 +3,7 @@
 //! path (recorded by [`windows`](super::windows), which owns that layout).
 
 use crate::error::Result;
+use crate::gpu::device::LOOP_PROBE_ITERATIONS;
 use crate::gpu::ops::params_struct;
 use crate::gpu::pipeline::{grid3, types, u32_of, Binding, Flat, KernelSpec};
 use crate::gpu::recorder::Recorder;
@@ -278,4 +279,34 @@ pub(crate) fn encode_loop_probe(
         ..Default::default()
     };
     rec.run(&LOOP_PROBE, &p, &[inp, out], [1, 1, 1])
+}
+
+/// Runs the loop probe (`loop_probe` of `util.wgsl`) once: the loop
+/// iterations the driver lets one invocation run, where it ends the
+/// probe's loop before its end (`None` where the loop ran to the end). Its
+/// pipeline is built apart from the context's cache.
+pub(crate) fn probe_loop_limit(dev: &crate::gpu::device::Device) -> Result<Option<u64>> {
+    let pipelines = crate::gpu::pipeline::Pipelines::default();
+    let out = dev.scoped(|| {
+        let inp = dev.upload("loop probe input", &[0.0])?;
+        let out = dev.storage("loop probe result", 1)?;
+        let mut rec = Recorder::new(dev, &pipelines, false);
+        encode_loop_probe(
+            &mut rec,
+            LOOP_PROBE_ITERATIONS as usize,
+            inp.buffer(),
+            out.buffer(),
+        )?;
+        rec.submit()?;
+        Ok(out)
+    })?;
+    let ran = dev.read_back(out.buffer(), 0, 1)?[0];
+    if !(ran >= 1.0 && ran <= LOOP_PROBE_ITERATIONS as f32) {
+        return Err(crate::error::GruError::Gpu(format!(
+            "{}: the loop probe counted {ran} of {LOOP_PROBE_ITERATIONS} loop iterations \
+             (a device that cannot run a plain loop cannot run the kernels)",
+            dev.summary
+        )));
+    }
+    Ok(((ran as u64) < LOOP_PROBE_ITERATIONS).then_some(ran as u64))
 }
