@@ -47,7 +47,7 @@ use crate::gpu::pool::PooledBuffer;
 /// streams ends and another takes its row.
 ///
 /// ```no_run
-/// # fn f(model: &gru_wgpu::gpu::GpuGru, frames: &[ndarray::Array3<f32>]) -> gru_wgpu::Result<()> {
+/// # fn f(model: &gru_wgpu::gpu::GpuGru, frames: &[gru_wgpu::ndarray::Array3<f32>]) -> gru_wgpu::Result<()> {
 /// use gru_wgpu::gpu::GpuStream;
 /// let mut stream = GpuStream::new(model, 2)?; // two streams side by side
 /// for chunk in frames {
