@@ -129,7 +129,9 @@ fn weights_file(file: &SafeFile<'_>) -> Option<String> {
     let (&[_, i], &[_, h]) = (w_ih.as_slice(), w_hh.as_slice()) else {
         return None;
     };
-    let has = |n: &str| names.iter().any(|m| m == n);
+    // (A set: a crafted file may hold millions of names.)
+    let set: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    let has = |n: &str| set.contains(n);
     let layers = (0..)
         .take_while(|l| has(&format!("weight_ih_l{l}")))
         .count();
@@ -146,7 +148,7 @@ fn weights_file(file: &SafeFile<'_>) -> Option<String> {
         args += " --no-bias";
     }
     let mut message = format!(
-        "a file of GRU weights ({} tensors named as nn.GRU's parameters, no `format` \
+        "a file of GRU weights ({} tensors, `weight_ih_l0` among them, and no `format` \
          metadata), not a reference case: `verify` needs a reference case, the inputs, \
          weights and PyTorch's outputs and gradients of one forward and backward (format \
          gru-golden-v1, see tests/data/golden/README.md); make one from these weights with \

@@ -284,7 +284,7 @@ fn verify_on_a_file_of_weights_says_what_it_needs_and_how_to_make_one() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for needle in [
         &format!(
-            "error: {}: a file of GRU weights (16 tensors",
+            "error: {}: a file of GRU weights (16 tensors, `weight_ih_l0` among them",
             weights.display()
         ),
         "`verify` needs a reference case, the inputs, weights and PyTorch's outputs and \

@@ -263,7 +263,9 @@ fn reference_file_errors() {
     assert!(matches!(e, GruError::Format { .. }), "{e:?}");
     let e = e.to_string();
     assert!(
-        e.starts_with("w: a file of GRU weights (4 tensors named as nn.GRU's parameters"),
+        e.starts_with(
+            "w: a file of GRU weights (4 tensors, `weight_ih_l0` among them, and no `format`"
+        ),
         "{e}"
     );
     assert!(
