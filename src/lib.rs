@@ -10,6 +10,17 @@
 //! n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
 //! h' = (1 - z) * n + z * h
 //! ```
+//!
+//! Arrays come in and go out as [`ndarray`] 0.17 arrays: use the crate
+//! re-exported here (`gru_wgpu::ndarray`), or depend on ndarray 0.17 itself.
+//! An array of another ndarray version is another type to the compiler:
+//! with 0.16, "the trait bound `ndarray::ArrayBase<ndarray::ViewRepr<&f32>,
+//! ndarray::Dim<[usize; 3]>>: ForwardInput` is not satisfied", and only a
+//! note further down says "there are multiple different versions of crate
+//! `ndarray` in the dependency graph".
+
+/// The ndarray this crate takes and returns (0.17): `gru_wgpu::ndarray::Array3`.
+pub use ndarray;
 
 pub mod bench;
 pub mod check;

@@ -324,7 +324,16 @@ impl OnnxGru {
                 "direction" => {
                     direction = match &a.s[..] {
                         b"forward" => Direction::Forward,
-                        b"reverse" => Direction::Reverse,
+                        // Refused here, where the file is known, to name it.
+                        b"reverse" => {
+                            return Err(GruError::NotImplemented {
+                                feature: format!(
+                                    "{origin}: {label}: direction `reverse` (a single \
+                                     reverse-direction layer, which nn.GRU does not have)"
+                                ),
+                                place: "in gru-wgpu",
+                            })
+                        }
                         b"bidirectional" => Direction::Bidirectional,
                         other => {
                             return Err(err(

@@ -118,6 +118,54 @@ fn meta_bool(file: &SafeFile<'_>, key: &str) -> Result<bool> {
     }
 }
 
+/// Where `file` is a file of GRU weights (PyTorch's parameter names, no
+/// `format` metadata: a `state_dict` saved with safetensors, or what
+/// `GruParams::save_safetensors` and `import-onnx` write) rather than a
+/// reference case, what `verify` needs instead and the command that makes
+/// it from these weights, with the sizes read from the file.
+fn weights_file(file: &SafeFile<'_>) -> Option<String> {
+    let names = file.names();
+    let w_ih = file.shape("weight_ih_l0").ok()?;
+    let w_hh = file.shape("weight_hh_l0").ok()?;
+    let (&[_, i], &[_, h]) = (w_ih.as_slice(), w_hh.as_slice()) else {
+        return None;
+    };
+    // (A set: a crafted file may hold millions of names.)
+    let set: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    let has = |n: &str| set.contains(n);
+    let layers = (0..)
+        .take_while(|l| has(&format!("weight_ih_l{l}")))
+        .count();
+    let m = file.metadata();
+    let flag = |key: &str| m.get(key).is_some_and(|v| v == "true");
+    let mut args = format!("--input-size {i} --hidden-size {h} --num-layers {layers}");
+    if has("weight_ih_l0_reverse") {
+        args += " --bidirectional";
+    }
+    if flag("batch_first") {
+        args += " --batch-first";
+    }
+    if !has("bias_ih_l0") {
+        args += " --no-bias";
+    }
+    let mut message = format!(
+        "a file of GRU weights ({} tensors, `weight_ih_l0` among them, and no `format` \
+         metadata), not a reference case: `verify` needs a reference case, the inputs, \
+         weights and PyTorch's outputs and gradients of one forward and backward (format \
+         gru-golden-v1, see tests/data/golden/README.md); make one from these weights with \
+         `python3 scripts/make_reference.py {args} --seq-len 10 --batch 2 \
+         --state-dict {} out.safetensors`, then `gru-wgpu verify out.safetensors`",
+        names.len(),
+        file.origin()
+    );
+    if m.get("reset_form").is_some_and(|v| v == "before") {
+        message += "; but these weights are of the reset-before form (ONNX's \
+                    linear_before_reset = 0), which nn.GRU does not compute: check them \
+                    with an onnxruntime case (format onnx-gru-v1) instead";
+    }
+    Some(message)
+}
+
 fn into3<F: Real>(a: ArrayD<F>) -> Array3<F> {
     a.into_dimensionality::<Ix3>()
         .expect("shape checked to have 3 dimensions")
@@ -144,6 +192,11 @@ impl ReferenceCase {
             path: origin.to_string(),
             message,
         };
+        if !file.metadata().contains_key("format") {
+            if let Some(why) = weights_file(&file) {
+                return Err(format_err(why));
+            }
+        }
         let format = meta(&file, "format")?;
         if format != "gru-golden-v1" {
             return Err(format_err(format!(

@@ -268,6 +268,67 @@ fn verify_fails_on_a_wrong_reference_and_errors_on_a_bad_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `verify` on a file of weights (a `state_dict`, or what `import-onnx`
+/// writes) instead of a reference case: exit 2, saying what it needs and
+/// the command that makes one from those weights, sizes filled in.
+#[test]
+fn verify_on_a_file_of_weights_says_what_it_needs_and_how_to_make_one() {
+    let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/torch_state_dict.safetensors");
+    let out = bin()
+        .args(["verify", "--device", "cpu"])
+        .arg(&weights)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for needle in [
+        &format!(
+            "error: {}: a file of GRU weights (16 tensors, `weight_ih_l0` among them",
+            weights.display()
+        ),
+        "`verify` needs a reference case, the inputs, weights and PyTorch's outputs and \
+         gradients of one forward and backward (format gru-golden-v1",
+        &format!(
+            "`python3 scripts/make_reference.py --input-size 3 --hidden-size 4 --num-layers 2 \
+             --bidirectional --seq-len 10 --batch 2 --state-dict {} out.safetensors`, then \
+             `gru-wgpu verify out.safetensors`",
+            weights.display()
+        ),
+    ] {
+        assert!(stderr.contains(needle), "{needle}\nnot in:\n{stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // What import-onnx writes: its configuration's flags, and the
+    // reset-before form that nn.GRU does not compute.
+    let dir = cache_dir("weights-file");
+    std::fs::create_dir_all(&dir).unwrap();
+    let imported = dir.join("imported.safetensors");
+    let onnx = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/golden-extra/onnx_fwd_lbr0.onnx");
+    let out = bin()
+        .arg("import-onnx")
+        .args([&onnx, &imported])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = bin()
+        .args(["verify", "--device", "cpu"])
+        .arg(&imported)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--input-size 5 --hidden-size 8 --num-layers 1 --seq-len 10"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("reset-before form (ONNX's linear_before_reset = 0)"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn an_adapter_that_does_not_exist_is_an_error() {
     let out = bin()
@@ -390,9 +451,11 @@ fn verify_and_bench_take_the_precision() {
         stdout.lines().next().unwrap().ends_with("(f16 storage)"),
         "{stdout}"
     );
+    // The tensors' rows (not the `gpu plan ...` line naming a block's plan).
     let rows: Vec<&str> = stdout
         .lines()
-        .filter(|l| l.trim_start().starts_with("gpu "))
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("gpu ") && !l.starts_with("gpu plan "))
         .collect();
     assert!(rows.len() > 10, "{stdout}");
     assert!(rows.iter().all(|l| l.ends_with("2e-3 OK")), "{stdout}");

@@ -260,5 +260,31 @@ fn reference_file_errors() {
         .to_safetensors_bytes()
         .unwrap();
     let e = ReferenceCase::from_bytes(&w, "w").unwrap_err();
-    assert_eq!(e.to_string(), "w: metadata `format` is missing");
+    assert!(matches!(e, GruError::Format { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(
+        e.starts_with(
+            "w: a file of GRU weights (4 tensors, `weight_ih_l0` among them, and no `format`"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "`python3 scripts/make_reference.py --input-size 2 --hidden-size 2 --num-layers 1 \
+             --seq-len 10 --batch 2 --state-dict w out.safetensors`"
+        ),
+        "{e}"
+    );
+    // Any other file without a `format` is what it was.
+    let other = safetensors::serialize(
+        [(
+            "x",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0; 4])
+                .unwrap(),
+        )],
+        None,
+    )
+    .unwrap();
+    let e = ReferenceCase::from_bytes(&other, "x").unwrap_err();
+    assert_eq!(e.to_string(), "x: metadata `format` is missing");
 }

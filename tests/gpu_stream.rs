@@ -3,11 +3,16 @@
 //! of one forward over the whole sequence with the same plan, on every plan
 //! of the coverage set that applies; a reset row starts again from zero
 //! while the others go on; bad chunks, rows and models are refused with
-//! typed errors and change nothing.
+//! typed errors and change nothing. With the default settings (plans
+//! measured per shape), a stream and its model's own forward over the same
+//! frames agree bit for bit: the stream forces its plan on the model.
 
 mod common;
 
-use gru_wgpu::gpu::{Family, ForwardOptions, GpuGru, GpuStream, OnDevice, Strategy};
+use gru_wgpu::gpu::{
+    ContextOptions, Family, ForwardOptions, GpuContext, GpuGru, GpuStream, OnDevice,
+    PlanCacheLocation, PlanSource, Strategy,
+};
 use gru_wgpu::{GruConfig, GruError, GruParams};
 use ndarray::{s, Array3, Axis};
 
@@ -344,4 +349,122 @@ fn a_long_sequence_with_a_split_input_projection_streams_bit_for_bit() {
         .count();
     eprintln!("plan {} differing {diff} of {}", st.plan(), cat.len());
     assert_eq!(diff, 0);
+}
+
+/// A context with the default settings (`ContextOptions::default()`: the
+/// plans measured, in quick mode unless `GRU_WGPU_TUNE` says otherwise),
+/// its plan cache in a folder of this run.
+fn default_context() -> Option<GpuContext> {
+    common::gpu()?;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stream-plans-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(
+        GpuContext::with_options(ContextOptions {
+            plan_cache: PlanCacheLocation::Dir(dir),
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
+/// The promise with the default settings: a stream made from a model and
+/// the model's own forward over the same frames give the same bits, in
+/// chunks of any sizes, whatever plan the tuner would have measured for
+/// the whole call's length.
+#[test]
+fn with_the_default_settings_a_stream_and_its_models_forward_agree_bit_for_bit() {
+    let Some(ctx) = default_context() else {
+        return;
+    };
+    const T: usize = 40;
+    // (On llvmpipe the second one's plans fall into five groups of equal
+    // bits: the storage families' loops but splitk, their splitk, and
+    // three of the window family's.)
+    for (n, cfg) in [GruConfig::new(I, H), GruConfig::new(16, 32).layers(2)]
+        .into_iter()
+        .enumerate()
+    {
+        let m = GpuGru::new(&ctx, &GruParams::init(&cfg, 60 + n as u64).unwrap()).unwrap();
+        // The plan the whole call would run without the stream (measured
+        // for its own bucket of T), and the one measured for one frame.
+        let own = m.plan_for(T, B).unwrap().plan;
+        let before = m.plan_for(1, B).unwrap();
+        let x = random((T, B, cfg.input_size), 70 + n as u64);
+        let mut stream = GpuStream::new(&m, B).unwrap();
+        let measured = matches!(before.source, PlanSource::Cached | PlanSource::Tuned);
+        assert_eq!(stream.plan(), before.plan, "{cfg:?}");
+        assert_eq!(stream.pinned_model(), measured, "{cfg:?}: {before:?}");
+        // The model now runs the stream's plan at every length, forced (not
+        // measured per bucket of T, where it could differ).
+        for t in [1, 3, 17, T, 4 * T] {
+            let c = m.plan_for(t, B).unwrap();
+            assert_eq!(c.plan, stream.plan(), "T = {t}");
+            if measured {
+                assert_eq!(c.source, PlanSource::Forced, "T = {t}");
+            }
+        }
+        let whole = m.forward(x.view(), ForwardOptions::new()).unwrap();
+        eprintln!(
+            "{cfg:?}: stream plan {} ({:?}, pinned {})",
+            stream.plan(),
+            before.source,
+            stream.pinned_model()
+        );
+        for sizes in [
+            vec![1; T],
+            vec![3; T / 3 + 1],
+            vec![1, 3, 5, 8, 2, 21],
+            vec![T],
+            vec![7, 1, 32],
+        ] {
+            stream.reset().unwrap();
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for &size in &sizes {
+                let len = size.min(T - at);
+                if len == 0 {
+                    break;
+                }
+                parts.push(stream.push(x.slice(s![at..at + len, .., ..])).unwrap());
+                at += len;
+            }
+            assert_eq!(at, T);
+            let label = format!("{cfg:?}, chunks {sizes:?}");
+            assert_bits(
+                &format!("{label}: output"),
+                &concat_time(&cfg, &parts),
+                &whole.output,
+            );
+            assert_bits(
+                &format!("{label}: state"),
+                &stream.state().unwrap(),
+                &whole.h_n,
+            );
+        }
+        // What the pin changed here: the whole call's own plan, and
+        // whether its bits are the stream's.
+        m.set_plan(Some(own));
+        let unpinned = m.forward(x.view(), ForwardOptions::new()).unwrap();
+        m.set_plan(Some(stream.plan()));
+        let same = unpinned
+            .output
+            .iter()
+            .zip(&whole.output)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        eprintln!(
+            "  the whole call's own plan {own}: {} bits",
+            if same { "the same" } else { "other" }
+        );
+        // A second stream on the model takes the plan it now runs, and
+        // leaves it as it is.
+        let second = GpuStream::new(&m, B + 2).unwrap();
+        assert_eq!(second.plan(), stream.plan());
+        assert!(!second.pinned_model());
+        // `with_plan` never touches the model; `set_plan(None)` undoes the pin.
+        m.set_plan(None);
+        let other = GpuStream::with_plan(&m, B, stream.plan()).unwrap();
+        assert!(!other.pinned_model());
+        assert_ne!(m.plan_for(1, B).unwrap().source, PlanSource::Forced);
+    }
 }

@@ -686,6 +686,44 @@ fn a_tensor_error_from_a_file_names_the_file() {
     );
 }
 
+/// `verify` on what looks like a file of weights says what it needs (the
+/// sizes read from the file's names and shapes): with 200 000 layer names
+/// that takes as long as reading the header, not the square of its names.
+#[test]
+fn verify_on_a_weights_file_of_many_layer_names_answers_at_once() {
+    let zeros = [0u8; 12];
+    let mut names: Vec<String> = (0..200_000).map(|l| format!("weight_ih_l{l}")).collect();
+    names.push("weight_hh_l0".into());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = names
+        .iter()
+        .map(|n| {
+            let shape = if n.ends_with("_l0") {
+                vec![3, 1]
+            } else {
+                vec![0]
+            };
+            let data = if n.ends_with("_l0") {
+                &zeros[..]
+            } else {
+                &zeros[..0]
+            };
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, data);
+            (n.clone(), v.unwrap())
+        })
+        .collect();
+    let path = temp_file(
+        "many_layers.safetensors",
+        &safetensors::serialize(views, None).unwrap(),
+    );
+    refused(
+        &["verify", "--device", "cpu", path.to_str().unwrap()],
+        &[
+            "a file of GRU weights (200001 tensors",
+            "--input-size 1 --hidden-size 1 --num-layers 200000 --no-bias --seq-len 10",
+        ],
+    );
+}
+
 #[test]
 fn reference_files_of_another_computation_or_dtype_are_refused() {
     // A metadata key this reader does not implement: refused, never ignored.

@@ -8,7 +8,9 @@ use gru_wgpu::selftest::{self, Check, Level, Outcome, Report, SelftestOptions};
 
 #[derive(clap::Args)]
 pub struct SelftestArgs {
-    /// The short suite (the default): under a minute on llvmpipe.
+    /// The short suite (the default): 75 to 95 s on llvmpipe on two shared cores
+    /// (f32, then f16 where the adapter has SHADER_F16; 41 to 56 s with
+    /// `--precision f32`).
     #[arg(long, conflicts_with = "thorough")]
     quick: bool,
     /// More configurations: larger sizes (up to H = 512, T = 100), four layers, more random draws.

@@ -11,6 +11,20 @@
 //! state of one forward over the whole sequence with that plan (the GEMMs
 //! split their sums by K and N only, never by the number of rows T·B).
 //!
+//! **The stream and its model agree.** A whole call of `T` frames runs the
+//! plan of its shape's bucket (`GpuGru::plan_for(T, B)`, tuned per bucket of
+//! T), which the stream cannot know in advance: a stream of chunks and the
+//! model's own forward over the same frames would then run two plans and
+//! differ in the last bits. So [`GpuStream::new`] makes them agree: where
+//! the model runs a measured plan (cached or tuned: the default), it forces
+//! the stream's plan on the model (`GpuGru::set_plan`), and from then on the
+//! model's own calls run that plan too, at every `T`. Where the model
+//! already runs one plan at every `T` (a plan forced with `set_plan` or a
+//! `Recurrence` shorthand, or the fixed rule of `TuneMode::Off`), the
+//! stream takes that plan and leaves the model as it is.
+//! [`GpuStream::with_plan`] runs the plan it is given and never touches the
+//! model (`model.set_plan(Some(stream.plan()))` then makes them agree).
+//!
 //! Evaluation mode only: no dropout, no tape. A bidirectional GRU cannot
 //! stream (its reverse direction starts at the end of the sequence) and is
 //! refused.
@@ -33,7 +47,7 @@ use crate::gpu::pool::PooledBuffer;
 /// streams ends and another takes its row.
 ///
 /// ```no_run
-/// # fn f(model: &gru_wgpu::gpu::GpuGru, frames: &[ndarray::Array3<f32>]) -> gru_wgpu::Result<()> {
+/// # fn f(model: &gru_wgpu::gpu::GpuGru, frames: &[gru_wgpu::ndarray::Array3<f32>]) -> gru_wgpu::Result<()> {
 /// use gru_wgpu::gpu::GpuStream;
 /// let mut stream = GpuStream::new(model, 2)?; // two streams side by side
 /// for chunk in frames {
@@ -41,13 +55,23 @@ use crate::gpu::pool::PooledBuffer;
 ///     let out = stream.push(chunk.view())?; // (T_c, 2, H)
 ///     # let _ = out;
 /// }
+/// // The model now runs the stream's plan: its forward over all the frames
+/// // is, bit for bit, the outputs above one after the other.
+/// assert_eq!(model.plan_for(1000, 2)?.plan, stream.plan());
 /// stream.reset_rows(&[1])?; // row 1 starts a new sequence
 /// # Ok(()) }
 /// ```
+///
+/// Streams made one after the other on one model all take the plan the
+/// first one forced, so they agree with each other and with the model; two
+/// made at the same moment on different threads may each force their own
+/// (the last one stays forced).
 pub struct GpuStream<'m> {
     model: &'m GpuGru,
     batch: usize,
     plan: Plan,
+    /// Whether [`new`](Self::new) forced `plan` on the model.
+    pinned: bool,
     /// `(L·D, B, H)` on the device; swapped for each call's `h_n`.
     state: PooledBuffer,
     frames: u64,
@@ -60,28 +84,52 @@ impl std::fmt::Debug for GpuStream<'_> {
             .field("model", self.model)
             .field("batch", &self.batch)
             .field("plan", &self.plan)
+            .field("pinned", &self.pinned)
             .field("frames", &self.frames)
             .finish()
     }
 }
 
 impl<'m> GpuStream<'m> {
-    /// A stream of `batch` rows on `model`, state zero, with the plan the
-    /// model runs on a chunk of one frame of that batch (`model.plan_for(1,
-    /// batch)`: the plan forced by `GpuGru::set_plan` where one is, else the
-    /// cached, tuned or fallback plan of that shape).
+    /// A stream of `batch` rows on `model`, state zero, whose output agrees
+    /// bit for bit with the model's own forward over the same frames (see
+    /// the module's documentation).
+    ///
+    /// Its plan: the plan the model runs at every `T` where it has one (the
+    /// plan forced by `GpuGru::set_plan` or a `Recurrence` shorthand, or the
+    /// fixed rule of `TuneMode::Off`); else the plan the model measured for
+    /// a chunk of one frame of this batch (`model.plan_for(1, batch)`: from
+    /// the plan cache, tuned first where the cache has none), which it then
+    /// forces on the model (`model.set_plan(Some(plan))`, as
+    /// [`pinned_model`](Self::pinned_model) says; `model.set_plan(None)`
+    /// undoes it). The model's calls then run that plan at every shape,
+    /// whatever their own bucket's measured plan would have been (a forward
+    /// made before the stream was made ran its own shape's plan).
     ///
     /// Refuses a bidirectional GRU ([`GruError::InvalidConfig`]) and a
     /// batch of 0 ([`GruError::ZeroSize`]).
     pub fn new(model: &'m GpuGru, batch: usize) -> Result<Self> {
+        use crate::gpu::gru::PlanSource;
         Self::check_model(model, batch)?;
-        let plan = model.plan_for(1, batch)?.plan;
-        Self::with_plan(model, batch, plan)
+        let choice = model.plan_for(1, batch)?;
+        // Cached and tuned plans are measured per bucket of T: a whole call
+        // of another length may run another one, unless the model is forced
+        // to this one.
+        let measured = matches!(choice.source, PlanSource::Cached | PlanSource::Tuned);
+        let mut stream = Self::with_plan(model, batch, choice.plan)?;
+        if measured {
+            model.set_plan(Some(choice.plan));
+            stream.pinned = true;
+        }
+        Ok(stream)
     }
 
     /// [`new`](Self::new) with `plan` for every call; refused
     /// ([`GruError::InvalidConfig`]) where it does not run this model on
-    /// this batch (see `GpuGru::check_plan`).
+    /// this batch (see `GpuGru::check_plan`). The model is left as it is:
+    /// its own calls run their own plans (the same bits as the stream's
+    /// only where that is `plan`; `model.set_plan(Some(stream.plan()))`
+    /// makes it so).
     pub fn with_plan(model: &'m GpuGru, batch: usize, plan: Plan) -> Result<Self> {
         Self::check_model(model, batch)?;
         model.check_plan(plan, batch).map_err(|why| {
@@ -100,6 +148,7 @@ impl<'m> GpuStream<'m> {
             model,
             batch,
             plan,
+            pinned: false,
             state,
             frames: 0,
             row_frames: vec![0; batch],
@@ -133,6 +182,14 @@ impl<'m> GpuStream<'m> {
     /// The plan of every call (fixed for the stream's life).
     pub fn plan(&self) -> Plan {
         self.plan
+    }
+
+    /// Whether [`new`](Self::new) forced this stream's plan on the model
+    /// (`GpuGru::set_plan`), so that the model's own calls run it too: the
+    /// model had no plan of its own for every `T`. It stays forced after
+    /// the stream is dropped, until `model.set_plan(None)`.
+    pub fn pinned_model(&self) -> bool {
+        self.pinned
     }
 
     /// The number of rows `B` of every chunk.
