@@ -38,7 +38,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "{model_path}: input_size={} hidden_size={} bidirectional={} reset_form={}",
         config.input_size,
         config.hidden_size,
-        config.bidirectional,
+        config.is_bidirectional(),
         config.reset_form.name()
     );
     // What `import-onnx` writes, read back as any parameter file is: the
@@ -56,7 +56,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("  n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)");
     }
 
-    if config.bidirectional {
+    if config.is_bidirectional() {
         return Err("this example compares the output of a one-direction model".into());
     }
 
