@@ -237,7 +237,7 @@ fn hostile_models_are_refused_with_clear_errors() {
         e.to_string().contains("the ONNX model has no GRU node"),
         "{e}"
     );
-    // Two GRU nodes: name the one wanted.
+    // Two GRU nodes side by side are no stack: name the one wanted.
     let mut m = model("onnx_fwd_lbr0.onnx");
     gru_node(&mut m).name = "first".into();
     let mut second = gru_node(&mut m).clone();
@@ -247,9 +247,10 @@ fn hostile_models_are_refused_with_clear_errors() {
     let e = load(&m, None).unwrap_err();
     assert!(
         e.to_string()
-            .contains("2 GRU nodes (`first`, `second`); name the one wanted"),
+            .contains("2 GRU nodes (`first`, `second`), but they are not one stack"),
         "{e}"
     );
+    assert!(e.to_string().contains("with --node NAME"), "{e}");
     assert_eq!(load(&m, Some("second")).unwrap().name, "second");
     let e = load(&m, Some("third")).unwrap_err();
     assert!(e.to_string().contains("no GRU node named `third`"), "{e}");
