@@ -1,8 +1,9 @@
 //! ONNX models: the `GRU` nodes of an `.onnx` file as parameters in
 //! PyTorch's names and order (one node, or a stack of them as
 //! `torch.onnx.export` writes a `num_layers > 1` GRU: [`stack`]), and the
-//! reference cases of format `onnx-gru-v1` (outputs computed by
-//! onnxruntime: [`OnnxCase`]).
+//! reference cases of formats `onnx-gru-v1` (one node, outputs computed by
+//! onnxruntime: [`OnnxCase`]) and `onnx-model-v1` (a whole model:
+//! [`model_case`]).
 //!
 //! The protobuf is read with `prost`, from the subset of `onnx.proto`'s
 //! messages defined here (unknown fields are skipped, as protobuf does).
@@ -31,9 +32,11 @@ use crate::reference::TensorCheck;
 
 pub mod external;
 pub(crate) mod graph;
+pub mod model_case;
 pub mod stack;
 pub mod wire;
 
+pub use model_case::{is_onnx_model_case, OnnxModelCase};
 pub use stack::OnnxStack;
 
 /// The subset of `onnx.proto` that a GRU node needs.
@@ -566,7 +569,12 @@ pub const ONNX_METADATA: [&str; 10] = [
 ];
 
 /// One onnxruntime reference case (format `onnx-gru-v1`): the inputs, the
-/// model's GRU node, and what onnxruntime computed.
+/// model's GRU node, and what onnxruntime computed, in the operator's
+/// shapes for the node's layout. A `layout = 1` node is imported as
+/// `batch_first`; its file holds `X` `(B, T, I)`, `initial_h` `(B, D, H)`,
+/// `Y` `(B, T, D, H)` and `Y_h` `(B, D, H)`, and the case runs nn.GRU's
+/// `(D, B, H)` state from the transposed `initial_h` and compares its
+/// results transposed back.
 #[derive(Clone, Debug)]
 pub struct OnnxCase {
     pub origin: String,
@@ -575,24 +583,26 @@ pub struct OnnxCase {
     pub config: GruConfig,
     pub seq_len: usize,
     pub batch: usize,
-    /// `(T, B, I)`
+    /// `(T, B, I)`, or `(B, T, I)` for layout 1.
     pub x: Array3<f32>,
-    /// `(D, B, H)`
+    /// `(D, B, H)` for either layout (nn.GRU's `h0`; layout 1's `(B, D, H)`
+    /// transposed).
     pub initial_h: Array3<f32>,
     /// Per-sequence lengths, each in `1..=T`.
     pub lengths: Vec<usize>,
-    /// `(T, D, B, H)`
+    /// `(T, D, B, H)`, or `(B, T, D, H)` for layout 1.
     pub y: ArrayD<f64>,
-    /// `(D, B, H)`
+    /// `(D, B, H)`, or `(B, D, H)` for layout 1.
     pub y_h: Array3<f64>,
 }
 
-/// What the CPU reference computes for an ONNX case, in ONNX's shapes.
+/// What the CPU reference computes for an ONNX case, in ONNX's shapes for
+/// the node's layout.
 #[derive(Clone, Debug)]
 pub struct OnnxResult {
-    /// `(T, D, B, H)`
+    /// `(T, D, B, H)`, or `(B, T, D, H)` for layout 1.
     pub y: ArrayD<f64>,
-    /// `(D, B, H)`
+    /// `(D, B, H)`, or `(B, D, H)` for layout 1.
     pub y_h: Array3<f64>,
 }
 
@@ -645,14 +655,14 @@ impl OnnxCase {
                 ),
             ));
         }
-        if num("layout")? != 0 {
-            return Err(GruError::NotImplemented {
-                feature: format!(
-                    "{origin}: an onnx-gru-v1 case with layout {}",
-                    get("layout")?
+        if num("layout")? > 1 {
+            return Err(err(
+                &origin,
+                format!(
+                    "metadata `layout` is `{}`, expected 0 or 1",
+                    untrusted(get("layout")?)
                 ),
-                place: "in this reader",
-            });
+            ));
         }
         let model = get("model")?;
         if model.is_empty()
@@ -766,9 +776,22 @@ impl OnnxCase {
                 ))
             }
         }
-        let x = three(f32_("X", &[seq_len, batch, i])?);
+        // Layout 1: batch first, and the state's batch before its direction.
+        let bf = gru.layout == 1;
+        let x_shape = if bf {
+            [batch, seq_len, i]
+        } else {
+            [seq_len, batch, i]
+        };
+        let state_shape = if bf { [batch, d, h] } else { [d, batch, h] };
+        let x = three(f32_("X", &x_shape)?);
         let initial_h = if file.has("initial_h") {
-            three(f32_("initial_h", &[d, batch, h])?)
+            let s = three(f32_("initial_h", &state_shape)?);
+            if bf {
+                s.permuted_axes([1, 0, 2]).as_standard_layout().to_owned()
+            } else {
+                s
+            }
         } else {
             Array3::zeros((d, batch, h))
         };
@@ -788,9 +811,14 @@ impl OnnxCase {
         } else {
             vec![seq_len; batch]
         };
-        let y = file.tensor_typed::<f64>("Y", safetensors::Dtype::F32, &[seq_len, d, batch, h])?;
+        let y_shape = if bf {
+            [batch, seq_len, d, h]
+        } else {
+            [seq_len, d, batch, h]
+        };
+        let y = file.tensor_typed::<f64>("Y", safetensors::Dtype::F32, &y_shape)?;
         let y_h = file
-            .tensor_typed::<f64>("Y_h", safetensors::Dtype::F32, &[d, batch, h])?
+            .tensor_typed::<f64>("Y_h", safetensors::Dtype::F32, &state_shape)?
             .into_dimensionality::<ndarray::Ix3>()
             .expect("shape checked");
         Ok(OnnxCase {
@@ -852,10 +880,22 @@ impl OnnxCase {
         Ok(self.result(f.output.mapv(|v| v as f64), f.h_n.mapv(|v| v as f64)))
     }
 
-    /// `Y` `(T, D, B, H)` and `Y_h` from nn.GRU's `output` `(T, B, D·H)` and `h_n`.
+    /// `Y` `(T, D, B, H)` and `Y_h` from nn.GRU's `output` `(T, B, D·H)`
+    /// and `h_n` `(D, B, H)`; for layout 1, `Y` `(B, T, D, H)` from
+    /// `(B, T, D·H)` and `Y_h` `(B, D, H)`.
     fn result(&self, out: Array3<f64>, h_n: Array3<f64>) -> OnnxResult {
         let (t, b) = (self.seq_len, self.batch);
         let (d, h) = (self.config.num_directions(), self.config.hidden_size);
+        if self.gru.layout == 1 {
+            // (B, T, D*H) -> (B, T, D, H); (D, B, H) -> (B, D, H)
+            let y = out
+                .into_shape_with_order((b, t, d, h))
+                .expect("the output is (B, T, D*H)")
+                .into_dimensionality::<IxDyn>()
+                .expect("any rank");
+            let y_h = h_n.permuted_axes([1, 0, 2]).as_standard_layout().to_owned();
+            return OnnxResult { y, y_h };
+        }
         // (T, B, D*H) -> (T, D, B, H)
         let y = out
             .into_shape_with_order((t, b, d, h))
@@ -896,12 +936,13 @@ impl OnnxCase {
     /// A one-line description.
     pub fn describe(&self) -> String {
         format!(
-            "ONNX GRU node `{}` I={} H={} direction={} linear_before_reset={} T={} B={} lengths={:?}",
+            "ONNX GRU node `{}` I={} H={} direction={} linear_before_reset={} layout={} T={} B={} lengths={:?}",
             untrusted(&self.gru.name),
             self.config.input_size,
             self.config.hidden_size,
             self.gru.direction.name(),
             self.gru.linear_before_reset as u8,
+            self.gru.layout,
             self.seq_len,
             self.batch,
             self.lengths
@@ -912,10 +953,12 @@ impl OnnxCase {
 /// Whether a safetensors file says it is of format `onnx-gru-v1` (an
 /// unreadable file is not; its reader reports why).
 pub fn is_onnx_case(path: impl AsRef<Path>) -> bool {
-    let Ok(bytes) = crate::files::read_safetensors(path.as_ref()) else {
-        return false;
-    };
-    SafeFile::parse(&bytes, "")
-        .map(|f| f.metadata().get("format").map(String::as_str) == Some("onnx-gru-v1"))
-        .unwrap_or(false)
+    case_format(path).as_deref() == Some("onnx-gru-v1")
+}
+
+/// The metadata `format` of a safetensors file, where it can be read.
+pub fn case_format(path: impl AsRef<Path>) -> Option<String> {
+    let bytes = crate::files::read_safetensors(path.as_ref()).ok()?;
+    let file = SafeFile::parse(&bytes, "").ok()?;
+    file.metadata().get("format").cloned()
 }

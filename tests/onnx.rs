@@ -382,7 +382,11 @@ fn hostile_onnx_cases_are_refused() {
             ("linear_before_reset", "1"),
             "metadata `linear_before_reset` is `1` but the model",
         ),
-        (("layout", "1"), "layout 1 is not implemented"),
+        (
+            ("layout", "1"),
+            "metadata `layout` is `1` but the model onnx_fwd_lbr0.onnx has `0`",
+        ),
+        (("layout", "2"), "metadata `layout` is `2`, expected 0 or 1"),
         (("clip", "3"), "metadata `clip` = `3` is not supported"),
         (("model", "missing.onnx"), "missing.onnx"),
     ] {
