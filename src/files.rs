@@ -18,8 +18,8 @@ use std::path::Path;
 use crate::error::{GruError, Result};
 
 /// The most an ONNX model can be: protobuf's limit on one message, 2 GiB
-/// (larger models keep their weights in external data files, which this
-/// crate refuses).
+/// (larger models keep their weights in external data files, read with
+/// [`read_range`]).
 pub const ONNX_MAX: u64 = 2 << 30;
 
 /// The most a plan cache file can be: each entry is well under a kilobyte,
@@ -71,6 +71,12 @@ fn refused(shown: &str, reason: String) -> GruError {
 /// Opens `path` for reading where it is a regular file; returns the file
 /// and its size.
 fn open_regular(path: &Path, shown: &str) -> Result<(File, u64)> {
+    open_regular_with(path, shown, false)
+}
+
+/// [`open_regular`], refusing a symbolic link as the last component where
+/// `no_follow` (on Unix: `O_NOFOLLOW`).
+fn open_regular_with(path: &Path, shown: &str, no_follow: bool) -> Result<(File, u64)> {
     let io = |e: std::io::Error| GruError::Io {
         path: shown.to_string(),
         source: e,
@@ -82,8 +88,11 @@ fn open_regular(path: &Path, shown: &str) -> Result<(File, u64)> {
         use std::os::unix::fs::OpenOptionsExt;
         // A FIFO opens at once instead of waiting for a writer; reading a
         // regular file is the same either way.
-        options.custom_flags(libc::O_NONBLOCK);
+        let nofollow = if no_follow { libc::O_NOFOLLOW } else { 0 };
+        options.custom_flags(libc::O_NONBLOCK | nofollow);
     }
+    #[cfg(not(unix))]
+    let _ = no_follow;
     let file = options.open(path).map_err(|e| {
         // Windows cannot open a folder for reading: say what it is.
         match std::fs::metadata(path) {
@@ -135,6 +144,44 @@ pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
     read_more(&mut file, cap.saturating_add(1), &mut bytes, &shown)?;
     if bytes.len() as u64 > cap {
         return Err(too_large(format!("more than {cap}")));
+    }
+    Ok(bytes)
+}
+
+/// `length` bytes of the regular file `path` from byte `offset` (an ONNX
+/// model's external data): `offset + length` is checked against the file's
+/// size, and the bytes against host memory, before anything is read. `what`
+/// names the bytes in messages (`` initializer `W` ``). On Unix a symbolic
+/// link as `path`'s last component is refused (give the resolved path).
+pub fn read_range(path: &Path, offset: u64, length: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let shown = crate::error::shown_path(path);
+    let (mut file, len) = open_regular_with(path, &shown, true)?;
+    let end = offset.checked_add(length);
+    if end.is_none_or(|end| end > len) {
+        return Err(refused(
+            &shown,
+            format!(
+                "{what}: bytes {offset} to {offset} + {length} are past the end of the file ({len} bytes)"
+            ),
+        ));
+    }
+    crate::memory::check_host(&format!("reading {what} from {shown}"), length)?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| GruError::Io {
+            path: shown.clone(),
+            source: e,
+        })?;
+    let mut bytes = Vec::with_capacity(length as usize);
+    read_more(&mut file, length, &mut bytes, &shown)?;
+    if bytes.len() as u64 != length {
+        return Err(refused(
+            &shown,
+            format!(
+                "{what}: {} bytes could be read of the {length} from byte {offset} (the file shrank)",
+                bytes.len()
+            ),
+        ));
     }
     Ok(bytes)
 }

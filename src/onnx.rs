@@ -1,6 +1,9 @@
-//! ONNX models: the `GRU` node of an `.onnx` file as parameters in
-//! PyTorch's names and order, and the reference cases of format
-//! `onnx-gru-v1` (outputs computed by onnxruntime).
+//! ONNX models: the `GRU` nodes of an `.onnx` file as parameters in
+//! PyTorch's names and order (one node, or a stack of them as
+//! `torch.onnx.export` writes a `num_layers > 1` GRU: [`stack`]), and the
+//! reference cases of formats `onnx-gru-v1` (one node, outputs computed by
+//! onnxruntime: [`OnnxCase`]) and `onnx-model-v1` (a whole model:
+//! [`model_case`]).
 //!
 //! The protobuf is read with `prost`, from the subset of `onnx.proto`'s
 //! messages defined here (unknown fields are skipped, as protobuf does).
@@ -9,10 +12,12 @@
 //! Rb_r, Rb_h]`; PyTorch stacks r, z, n with `bias_ih = [b_ir, b_iz, b_in]`,
 //! `bias_hh = [b_hr, b_hz, b_hn]`. `linear_before_reset = 1` is PyTorch's
 //! reset-after form, `0` (the ONNX default) the reset-before form; `layout =
-//! 1` is `batch_first`; `direction = bidirectional` is `bidirectional`. A
-//! single `reverse` direction has no `nn.GRU` equivalent and is refused, as
-//! are a `clip`, activations other than the default (`Sigmoid`, `Tanh`) and
-//! weights in external data files.
+//! 1` is `batch_first` (and so are the exporter's Transposes of a layout 0
+//! graph's input and output); `direction = bidirectional` is
+//! `bidirectional`; a single `reverse` direction is a reverse GRU
+//! ([`crate::Direction::Reverse`], [`config_direction`]). A `clip` and
+//! activations other than the default (`Sigmoid`, `Tanh`). Weights may be in
+//! external data files beside the model ([`external`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +30,14 @@ use crate::params::{GruParams, SafeFile};
 use crate::real::{max_abs_error, rel_error, Real};
 use crate::reference::TensorCheck;
 
+pub mod external;
+pub(crate) mod graph;
+pub mod model_case;
+pub mod stack;
 pub mod wire;
+
+pub use model_case::{is_onnx_model_case, OnnxModelCase};
+pub use stack::OnnxStack;
 
 /// The subset of `onnx.proto` that a GRU node needs.
 pub mod proto {
@@ -33,6 +45,12 @@ pub mod proto {
     pub struct ModelProto {
         #[prost(int64, tag = "1")]
         pub ir_version: i64,
+        /// The tool that wrote the model (`pytorch`).
+        #[prost(string, tag = "2")]
+        pub producer_name: String,
+        /// Its version (`2.15.0`).
+        #[prost(string, tag = "3")]
+        pub producer_version: String,
         #[prost(message, optional, tag = "7")]
         pub graph: Option<GraphProto>,
     }
@@ -45,6 +63,56 @@ pub mod proto {
         pub name: String,
         #[prost(message, repeated, tag = "5")]
         pub initializer: Vec<TensorProto>,
+        /// The graph's inputs (initializers may be listed here too).
+        #[prost(message, repeated, tag = "11")]
+        pub input: Vec<ValueInfoProto>,
+        /// The graph's outputs.
+        #[prost(message, repeated, tag = "12")]
+        pub output: Vec<ValueInfoProto>,
+        /// Declared types and shapes of intermediate values.
+        #[prost(message, repeated, tag = "13")]
+        pub value_info: Vec<ValueInfoProto>,
+    }
+
+    /// A named value's declared type and shape.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueInfoProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, optional, tag = "2")]
+        pub r#type: Option<TypeProto>,
+    }
+
+    /// A value's type: only tensors are read (other kinds are skipped).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeProto {
+        #[prost(message, optional, tag = "1")]
+        pub tensor_type: Option<TensorTypeProto>,
+    }
+
+    /// `TypeProto.Tensor`: an element type and a shape.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorTypeProto {
+        #[prost(int32, tag = "1")]
+        pub elem_type: i32,
+        #[prost(message, optional, tag = "2")]
+        pub shape: Option<TensorShapeProto>,
+    }
+
+    /// A tensor's shape, one entry per dimension.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorShapeProto {
+        #[prost(message, repeated, tag = "1")]
+        pub dim: Vec<Dimension>,
+    }
+
+    /// `TensorShapeProto.Dimension`: a size, or a name for a size not fixed.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Dimension {
+        #[prost(int64, optional, tag = "1")]
+        pub dim_value: Option<i64>,
+        #[prost(string, tag = "2")]
+        pub dim_param: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -73,6 +141,9 @@ pub mod proto {
         pub i: i64,
         #[prost(bytes = "vec", tag = "4")]
         pub s: Vec<u8>,
+        /// A tensor (`Constant`'s `value`).
+        #[prost(message, optional, tag = "5")]
+        pub t: Option<TensorProto>,
         #[prost(float, repeated, tag = "7")]
         pub floats: Vec<f32>,
         #[prost(int64, repeated, tag = "8")]
@@ -99,6 +170,12 @@ pub mod proto {
         pub data_type: i32,
         #[prost(float, repeated, tag = "4")]
         pub float_data: Vec<f32>,
+        /// INT32 (and smaller integer) values, where not in `raw_data`.
+        #[prost(int32, repeated, tag = "5")]
+        pub int32_data: Vec<i32>,
+        /// INT64 values, where not in `raw_data`.
+        #[prost(int64, repeated, tag = "7")]
+        pub int64_data: Vec<i64>,
         #[prost(string, tag = "8")]
         pub name: String,
         #[prost(bytes = "vec", tag = "9")]
@@ -111,6 +188,10 @@ pub mod proto {
 
     /// `TensorProto.DataType.FLOAT`.
     pub const FLOAT: i32 = 1;
+    /// `TensorProto.DataType.INT32`.
+    pub const INT32: i32 = 6;
+    /// `TensorProto.DataType.INT64`.
+    pub const INT64: i32 = 7;
     /// `TensorProto.DataLocation.EXTERNAL`.
     pub const EXTERNAL: i32 = 1;
 }
@@ -132,7 +213,8 @@ impl Direction {
         }
     }
 
-    fn count(self) -> usize {
+    /// The number of directions: 2 for `bidirectional`, else 1.
+    pub fn count(self) -> usize {
         if self == Direction::Bidirectional {
             2
         } else {
@@ -160,86 +242,34 @@ pub struct OnnxGru {
     pub b: Option<Array2<f32>>,
 }
 
-fn err(origin: &str, message: impl Into<String>) -> GruError {
+pub(crate) fn err(origin: &str, message: impl Into<String>) -> GruError {
     GruError::Format {
         path: origin.to_string(),
         message: message.into(),
     }
 }
 
-/// The values of an initializer, checked: float32, stored in the file.
-fn tensor_values(t: &proto::TensorProto, origin: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-    let name = untrusted(&t.name);
-    if t.data_location == proto::EXTERNAL || !t.external_data.is_empty() {
-        let file = t
-            .external_data
-            .iter()
-            .find(|e| e.key == "location")
-            .map(|e| format!(" (`{}`)", untrusted(&e.value)))
-            .unwrap_or_default();
-        return Err(err(
-            origin,
-            format!(
-                "initializer `{name}` is stored in an external data file{file}; \
-                 only weights inside the .onnx file are supported"
-            ),
-        ));
-    }
-    if t.data_type != proto::FLOAT {
-        return Err(err(
-            origin,
-            format!(
-                "initializer `{name}` has ONNX data type {}, expected 1 (FLOAT)",
-                t.data_type
-            ),
-        ));
-    }
-    let mut dims = Vec::with_capacity(t.dims.len());
-    let mut count = Some(1usize);
-    for &d in &t.dims {
-        let d = usize::try_from(d).map_err(|_| {
-            err(
-                origin,
-                format!("initializer `{name}` has a negative size {d}"),
-            )
-        })?;
-        count = count.and_then(|c| c.checked_mul(d));
-        dims.push(d);
-    }
-    let count = count.ok_or_else(|| err(origin, format!("initializer `{name}` is too large")))?;
-    let values: Vec<f32> = if !t.raw_data.is_empty() {
-        t.raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    } else {
-        t.float_data.clone()
-    };
-    if values.len() != count || (!t.raw_data.is_empty() && t.raw_data.len() != 4 * count) {
-        return Err(err(
-            origin,
-            format!(
-                "initializer `{name}` has shape {dims:?} ({count} values) but holds {} bytes of raw data and {} float values",
-                t.raw_data.len(),
-                t.float_data.len()
-            ),
-        ));
-    }
-    Ok((dims, values))
-}
-
 /// The most items of a list from a model that a message quotes.
 const LIST_MAX: usize = 4;
 
 /// Items of a list from a model, for a message: at most [`LIST_MAX`] of
-/// them, each through [`untrusted`], then how many more there are.
-fn quoted_list(items: impl ExactSizeIterator<Item = String>, open: &str, close: &str) -> String {
+/// them (each already through [`untrusted`]), then how many more there are.
+pub(crate) fn quoted_list(
+    items: impl ExactSizeIterator<Item = String>,
+    open: &str,
+    close: &str,
+) -> String {
+    format!("{open}{}{close}", joined_list(items, ", "))
+}
+
+/// [`quoted_list`]'s items, joined by `sep`, without brackets.
+pub(crate) fn joined_list(items: impl ExactSizeIterator<Item = String>, sep: &str) -> String {
     let total = items.len();
     let mut shown: Vec<String> = items.take(LIST_MAX).collect();
     if total > LIST_MAX {
         shown.push(format!("… ({} more)", total - LIST_MAX));
     }
-    format!("{open}{}{close}", shown.join(", "))
+    shown.join(sep)
 }
 
 /// The default activations of a GRU: `Sigmoid`, `Tanh` per direction.
@@ -251,68 +281,48 @@ fn default_activations(list: &[Vec<u8>], directions: usize) -> bool {
         })
 }
 
+/// The configuration's direction of an ONNX GRU node: `forward`,
+/// `reverse` (a single reverse-direction layer, as Keras' `go_backwards`
+/// and tf2onnx write it: [`crate::Direction::Reverse`], its parameters
+/// under PyTorch's `_reverse` names) or `bidirectional`. Every import, a
+/// single node's ([`OnnxGru::config`]) and a stack's
+/// ([`OnnxStack::config`]), decides through it.
+pub fn config_direction(gru: &OnnxGru) -> crate::config::Direction {
+    match gru.direction {
+        Direction::Forward => crate::config::Direction::Forward,
+        Direction::Reverse => crate::config::Direction::Reverse,
+        Direction::Bidirectional => crate::config::Direction::Bidirectional,
+    }
+}
+
 impl OnnxGru {
     /// Reads the `GRU` node of an `.onnx` file: the only one, or the one named `node`.
     ///
-    /// Only a regular file of at most [`crate::files::ONNX_MAX`] bytes is read.
+    /// Only a regular file of at most [`crate::files::ONNX_MAX`] bytes is
+    /// read; weights in external data files are read from the model's
+    /// folder ([`external`]). A model whose GRU nodes make a stack of
+    /// several layers is refused here (name one node, or read it with
+    /// [`OnnxStack::load`]).
     pub fn load(path: impl AsRef<Path>, node: Option<&str>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = crate::files::read_capped(
-            path,
-            crate::files::ONNX_MAX,
-            "an ONNX model (protobuf's limit)",
-        )?;
-        Self::from_bytes(&bytes, &shown_path(path), node)
+        OnnxStack::load(path, node)?.into_single()
     }
 
-    /// [`load`](Self::load) from bytes in memory; `origin` names them in errors.
+    /// [`load`](Self::load) from bytes in memory; `origin` names them in
+    /// errors. Weights in external data files are refused: there is no
+    /// folder to read them from.
     ///
     /// What decoding would allocate is counted from the wire format first
     /// ([`wire::check`]): a model of millions of empty nodes is refused
     /// before anything is decoded.
     pub fn from_bytes(bytes: &[u8], origin: &str, node: Option<&str>) -> Result<Self> {
-        use prost::Message;
-        wire::check(bytes, origin)?;
-        let model = proto::ModelProto::decode(bytes)
-            .map_err(|e| err(origin, format!("not a valid ONNX model: {e}")))?;
-        let graph = model
-            .graph
-            .ok_or_else(|| err(origin, "the ONNX model has no graph"))?;
-        let grus: Vec<&proto::NodeProto> = graph
-            .node
-            .iter()
-            .filter(|n| n.op_type == "GRU" && (n.domain.is_empty() || n.domain == "ai.onnx"))
-            .collect();
-        let names = || {
-            quoted_list(
-                grus.iter().map(|n| format!("`{}`", untrusted(&n.name))),
-                "",
-                "",
-            )
-        };
-        let n = match (node, grus.len()) {
-            (_, 0) => return Err(err(origin, "the ONNX model has no GRU node")),
-            (None, 1) => grus[0],
-            (None, k) => {
-                return Err(err(
-                    origin,
-                    format!(
-                        "the ONNX model has {k} GRU nodes ({}); name the one wanted (--node NAME)",
-                        names()
-                    ),
-                ))
-            }
-            (Some(want), _) => *grus.iter().find(|n| n.name == want).ok_or_else(|| {
-                err(
-                    origin,
-                    format!(
-                        "the ONNX model has no GRU node named `{}`; its GRU nodes: {}",
-                        untrusted(want),
-                        names()
-                    ),
-                )
-            })?,
-        };
+        OnnxStack::from_bytes(bytes, origin, node)?.into_single()
+    }
+
+    /// Reads GRU node `index` of `graph`: its attributes, checked, and its
+    /// `W`, `R`, `B` initializers (external data included).
+    pub(crate) fn from_node(graph: &graph::Graph<'_>, index: usize) -> Result<Self> {
+        let origin = graph.origin;
+        let n = graph.node(index);
         let label = format!("GRU node `{}`", untrusted(&n.name));
         let mut direction = Direction::Forward;
         let mut linear_before_reset = false;
@@ -324,16 +334,7 @@ impl OnnxGru {
                 "direction" => {
                     direction = match &a.s[..] {
                         b"forward" => Direction::Forward,
-                        // Refused here, where the file is known, to name it.
-                        b"reverse" => {
-                            return Err(GruError::NotImplemented {
-                                feature: format!(
-                                    "{origin}: {label}: direction `reverse` (a single \
-                                     reverse-direction layer, which nn.GRU does not have)"
-                                ),
-                                place: "in gru-wgpu",
-                            })
-                        }
+                        b"reverse" => Direction::Reverse,
                         b"bidirectional" => Direction::Bidirectional,
                         other => {
                             return Err(err(
@@ -412,21 +413,17 @@ impl OnnxGru {
             let Some(name) = input(i) else {
                 return Ok(None);
             };
-            let t = graph
-                .initializer
-                .iter()
-                .find(|t| &t.name == name)
-                .ok_or_else(|| {
-                    err(
-                        origin,
-                        format!(
-                            "{label}: its input {what} (`{}`) is not an initializer of the graph; \
+            let t = graph.initializer(name).ok_or_else(|| {
+                err(
+                    origin,
+                    format!(
+                        "{label}: its input {what} (`{}`) is not an initializer of the graph; \
                              only weights stored as initializers can be imported",
-                            untrusted(name)
-                        ),
-                    )
-                })?;
-            tensor_values(t, origin).map(Some)
+                        untrusted(name)
+                    ),
+                )
+            })?;
+            graph.floats(t).map(Some)
         };
         let (wd, wv) =
             init(1, "W")?.ok_or_else(|| err(origin, format!("{label} has no W input")))?;
@@ -483,23 +480,13 @@ impl OnnxGru {
         })
     }
 
-    /// The equivalent `nn.GRU` configuration: one layer, bidirectional for
-    /// `bidirectional`, `batch_first` for layout 1, biases where the node has
-    /// `B`, the reset-before form for `linear_before_reset = 0`. A single
-    /// `reverse` direction is refused: `nn.GRU` has no such layer.
+    /// The equivalent configuration: one layer of the node's direction
+    /// ([`config_direction`]: `reverse` is [`crate::Direction::Reverse`]),
+    /// `batch_first` for layout 1, biases where the node has `B`, the
+    /// reset-before form for `linear_before_reset = 0`.
     pub fn config(&self) -> Result<GruConfig> {
-        if self.direction == Direction::Reverse {
-            return Err(GruError::NotImplemented {
-                feature: format!(
-                    "ONNX GRU node `{}`: direction `reverse` (a single reverse-direction layer, \
-                     which nn.GRU does not have)",
-                    untrusted(&self.name)
-                ),
-                place: "in gru-wgpu",
-            });
-        }
         let c = GruConfig::new(self.input_size, self.hidden_size)
-            .bidirectional(self.direction == Direction::Bidirectional)
+            .direction(config_direction(self))
             .batch_first(self.layout == 1)
             .bias(self.b.is_some())
             .reset_before(!self.linear_before_reset);
@@ -510,6 +497,15 @@ impl OnnxGru {
     /// The parameters in PyTorch's names and order (gates r, z, n).
     pub fn params(&self) -> Result<GruParams<f32>> {
         let config = self.config()?;
+        let mut named = BTreeMap::new();
+        self.insert_named(0, &mut named);
+        GruParams::from_named(&config, &named)
+    }
+
+    /// Adds this node's weights to `named` as layer `layer`'s, in
+    /// PyTorch's names and order (gates z, r, h reordered to r, z, n, `B`
+    /// split into `bias_ih` and `bias_hh`).
+    pub(crate) fn insert_named(&self, layer: usize, named: &mut BTreeMap<String, ArrayD<f32>>) {
         let h = self.hidden_size;
         // z, r, h blocks -> r, z, n.
         let reorder = |a: ndarray::ArrayView2<f32>| -> ArrayD<f32> {
@@ -530,10 +526,11 @@ impl OnnxGru {
             ]
             .into_dyn()
         };
-        let mut named = BTreeMap::new();
-        for d in 0..config.num_directions() {
+        // A reverse node's one direction carries the `_reverse` names.
+        let config = GruConfig::new(1, 1).direction(config_direction(self));
+        for d in 0..self.direction.count() {
             use crate::config::ParamKind::*;
-            let name = |k| GruConfig::param_name(k, 0, d);
+            let name = |k| config.param_name_of(k, layer, d);
             named.insert(name(WeightIh), reorder(self.w.index_axis(Axis(0), d)));
             named.insert(name(WeightHh), reorder(self.r.index_axis(Axis(0), d)));
             if let Some(b) = &self.b {
@@ -542,7 +539,6 @@ impl OnnxGru {
                 named.insert(name(BiasHh), reorder1(row.slice(s![3 * h..6 * h])));
             }
         }
-        GruParams::from_named(&config, &named)
     }
 }
 
@@ -564,7 +560,12 @@ pub const ONNX_METADATA: [&str; 10] = [
 ];
 
 /// One onnxruntime reference case (format `onnx-gru-v1`): the inputs, the
-/// model's GRU node, and what onnxruntime computed.
+/// model's GRU node, and what onnxruntime computed, in the operator's
+/// shapes for the node's layout. A `layout = 1` node is imported as
+/// `batch_first`; its file holds `X` `(B, T, I)`, `initial_h` `(B, D, H)`,
+/// `Y` `(B, T, D, H)` and `Y_h` `(B, D, H)`, and the case runs nn.GRU's
+/// `(D, B, H)` state from the transposed `initial_h` and compares its
+/// results transposed back.
 #[derive(Clone, Debug)]
 pub struct OnnxCase {
     pub origin: String,
@@ -573,24 +574,26 @@ pub struct OnnxCase {
     pub config: GruConfig,
     pub seq_len: usize,
     pub batch: usize,
-    /// `(T, B, I)`
+    /// `(T, B, I)`, or `(B, T, I)` for layout 1.
     pub x: Array3<f32>,
-    /// `(D, B, H)`
+    /// `(D, B, H)` for either layout (nn.GRU's `h0`; layout 1's `(B, D, H)`
+    /// transposed).
     pub initial_h: Array3<f32>,
     /// Per-sequence lengths, each in `1..=T`.
     pub lengths: Vec<usize>,
-    /// `(T, D, B, H)`
+    /// `(T, D, B, H)`, or `(B, T, D, H)` for layout 1.
     pub y: ArrayD<f64>,
-    /// `(D, B, H)`
+    /// `(D, B, H)`, or `(B, D, H)` for layout 1.
     pub y_h: Array3<f64>,
 }
 
-/// What the CPU reference computes for an ONNX case, in ONNX's shapes.
+/// What the CPU reference computes for an ONNX case, in ONNX's shapes for
+/// the node's layout.
 #[derive(Clone, Debug)]
 pub struct OnnxResult {
-    /// `(T, D, B, H)`
+    /// `(T, D, B, H)`, or `(B, T, D, H)` for layout 1.
     pub y: ArrayD<f64>,
-    /// `(D, B, H)`
+    /// `(D, B, H)`, or `(B, D, H)` for layout 1.
     pub y_h: Array3<f64>,
 }
 
@@ -643,14 +646,14 @@ impl OnnxCase {
                 ),
             ));
         }
-        if num("layout")? != 0 {
-            return Err(GruError::NotImplemented {
-                feature: format!(
-                    "{origin}: an onnx-gru-v1 case with layout {}",
-                    get("layout")?
+        if num("layout")? > 1 {
+            return Err(err(
+                &origin,
+                format!(
+                    "metadata `layout` is `{}`, expected 0 or 1",
+                    untrusted(get("layout")?)
                 ),
-                place: "in this reader",
-            });
+            ));
         }
         let model = get("model")?;
         if model.is_empty()
@@ -764,9 +767,22 @@ impl OnnxCase {
                 ))
             }
         }
-        let x = three(f32_("X", &[seq_len, batch, i])?);
+        // Layout 1: batch first, and the state's batch before its direction.
+        let bf = gru.layout == 1;
+        let x_shape = if bf {
+            [batch, seq_len, i]
+        } else {
+            [seq_len, batch, i]
+        };
+        let state_shape = if bf { [batch, d, h] } else { [d, batch, h] };
+        let x = three(f32_("X", &x_shape)?);
         let initial_h = if file.has("initial_h") {
-            three(f32_("initial_h", &[d, batch, h])?)
+            let s = three(f32_("initial_h", &state_shape)?);
+            if bf {
+                s.permuted_axes([1, 0, 2]).as_standard_layout().to_owned()
+            } else {
+                s
+            }
         } else {
             Array3::zeros((d, batch, h))
         };
@@ -786,9 +802,14 @@ impl OnnxCase {
         } else {
             vec![seq_len; batch]
         };
-        let y = file.tensor_typed::<f64>("Y", safetensors::Dtype::F32, &[seq_len, d, batch, h])?;
+        let y_shape = if bf {
+            [batch, seq_len, d, h]
+        } else {
+            [seq_len, d, batch, h]
+        };
+        let y = file.tensor_typed::<f64>("Y", safetensors::Dtype::F32, &y_shape)?;
         let y_h = file
-            .tensor_typed::<f64>("Y_h", safetensors::Dtype::F32, &[d, batch, h])?
+            .tensor_typed::<f64>("Y_h", safetensors::Dtype::F32, &state_shape)?
             .into_dimensionality::<ndarray::Ix3>()
             .expect("shape checked");
         Ok(OnnxCase {
@@ -850,10 +871,22 @@ impl OnnxCase {
         Ok(self.result(f.output.mapv(|v| v as f64), f.h_n.mapv(|v| v as f64)))
     }
 
-    /// `Y` `(T, D, B, H)` and `Y_h` from nn.GRU's `output` `(T, B, D·H)` and `h_n`.
+    /// `Y` `(T, D, B, H)` and `Y_h` from nn.GRU's `output` `(T, B, D·H)`
+    /// and `h_n` `(D, B, H)`; for layout 1, `Y` `(B, T, D, H)` from
+    /// `(B, T, D·H)` and `Y_h` `(B, D, H)`.
     fn result(&self, out: Array3<f64>, h_n: Array3<f64>) -> OnnxResult {
         let (t, b) = (self.seq_len, self.batch);
         let (d, h) = (self.config.num_directions(), self.config.hidden_size);
+        if self.gru.layout == 1 {
+            // (B, T, D*H) -> (B, T, D, H); (D, B, H) -> (B, D, H)
+            let y = out
+                .into_shape_with_order((b, t, d, h))
+                .expect("the output is (B, T, D*H)")
+                .into_dimensionality::<IxDyn>()
+                .expect("any rank");
+            let y_h = h_n.permuted_axes([1, 0, 2]).as_standard_layout().to_owned();
+            return OnnxResult { y, y_h };
+        }
         // (T, B, D*H) -> (T, D, B, H)
         let y = out
             .into_shape_with_order((t, b, d, h))
@@ -894,12 +927,13 @@ impl OnnxCase {
     /// A one-line description.
     pub fn describe(&self) -> String {
         format!(
-            "ONNX GRU node `{}` I={} H={} direction={} linear_before_reset={} T={} B={} lengths={:?}",
+            "ONNX GRU node `{}` I={} H={} direction={} linear_before_reset={} layout={} T={} B={} lengths={:?}",
             untrusted(&self.gru.name),
             self.config.input_size,
             self.config.hidden_size,
             self.gru.direction.name(),
             self.gru.linear_before_reset as u8,
+            self.gru.layout,
             self.seq_len,
             self.batch,
             self.lengths
@@ -910,10 +944,12 @@ impl OnnxCase {
 /// Whether a safetensors file says it is of format `onnx-gru-v1` (an
 /// unreadable file is not; its reader reports why).
 pub fn is_onnx_case(path: impl AsRef<Path>) -> bool {
-    let Ok(bytes) = crate::files::read_safetensors(path.as_ref()) else {
-        return false;
-    };
-    SafeFile::parse(&bytes, "")
-        .map(|f| f.metadata().get("format").map(String::as_str) == Some("onnx-gru-v1"))
-        .unwrap_or(false)
+    case_format(path).as_deref() == Some("onnx-gru-v1")
+}
+
+/// The metadata `format` of a safetensors file, where it can be read.
+pub fn case_format(path: impl AsRef<Path>) -> Option<String> {
+    let bytes = crate::files::read_safetensors(path.as_ref()).ok()?;
+    let file = SafeFile::parse(&bytes, "").ok()?;
+    file.metadata().get("format").cloned()
 }

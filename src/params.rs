@@ -173,7 +173,7 @@ impl<F: Real> GruParams<F> {
         for (k, p) in self.dirs.iter().enumerate() {
             let (layer, direction) = (k / d, k % d);
             for kind in ParamKind::ALL {
-                let name = GruConfig::param_name(kind, layer, direction);
+                let name = self.config.param_name_of(kind, layer, direction);
                 let expected = self.config.param_shape(kind, layer);
                 match p.get(kind) {
                     Some(t) if kind.is_bias() && !self.config.bias => {

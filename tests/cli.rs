@@ -451,7 +451,7 @@ fn verify_and_bench_take_the_precision() {
         stdout.lines().next().unwrap().ends_with("(f16 storage)"),
         "{stdout}"
     );
-    // The tensors' rows (not the `gpu plan ...` line naming a block's plan).
+    // The rows of checks, not the `gpu plan ...` line above each block.
     let rows: Vec<&str> = stdout
         .lines()
         .map(str::trim_start)

@@ -976,7 +976,7 @@ fn empty_messages(tag: u64, count: usize, in_node: bool) -> Vec<u8> {
 
 #[test]
 fn onnx_files_of_millions_of_empty_messages_are_refused_before_decoding() {
-    // 3e7 empty nodes, initializers or attributes of one node: 60 MB on
+    // 3e7 empty nodes, initializers, attributes of one node or declared values: 60 MB on
     // disk, several GB once decoded (the issue's abort in prost's
     // `merge_repeated`).
     let dir = std::env::temp_dir().join(format!("gru-wgpu-hostile-many-{}", std::process::id()));
@@ -986,6 +986,7 @@ fn onnx_files_of_millions_of_empty_messages_are_refused_before_decoding() {
         ("nodes", 1, false, "30000000 nodes"),
         ("initializers", 5, false, "30000000 initializers"),
         ("attributes", 5, true, "30000000 attributes"),
+        ("value_info", 13, false, "30000000 declared values"),
     ] {
         let model = dir.join(format!("{name}.onnx"));
         std::fs::write(&model, empty_messages(tag, 30_000_000, in_node)).unwrap();
@@ -1100,5 +1101,204 @@ fn fifos_devices_folders_and_huge_files_are_refused_at_once() {
     ] {
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------- issue 22: external data of ONNX models
+
+fn exports(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/onnx-exports")
+        .join(name)
+}
+
+/// `hand_ext_past_end.onnx` with its `W`'s external data entries replaced.
+fn external_w(entries: &[(&str, &str)]) -> Vec<u8> {
+    use prost::Message;
+    let bytes = std::fs::read(exports("hand_ext_past_end.onnx")).unwrap();
+    let mut m = gru_wgpu::onnx::proto::ModelProto::decode(&bytes[..]).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let w = g.initializer.iter_mut().find(|t| t.name == "W").unwrap();
+    w.external_data = entries
+        .iter()
+        .map(|(k, v)| gru_wgpu::onnx::proto::StringStringEntryProto {
+            key: k.to_string(),
+            value: v.to_string(),
+        })
+        .collect();
+    m.encode_to_vec()
+}
+
+/// The right bytes of `W` (they are at offset 0 of `hand_ext_past_end.onnx.data`).
+fn w_bytes() -> Vec<u8> {
+    std::fs::read(exports("hand_ext_past_end.onnx.data")).unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn external_data_out_of_the_model_folder_or_past_its_file_is_refused_before_any_read() {
+    use std::os::unix::fs::symlink;
+    let dir = std::env::temp_dir().join(format!("gru-wgpu-hostile-ext-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let folder = dir.join("model");
+    std::fs::create_dir_all(&folder).unwrap();
+    let out = dir.join("out.safetensors");
+    let out = out.to_str().unwrap();
+    let import = |model: &Path, says: &[&str]| {
+        let r = refused(&["import-onnx", model.to_str().unwrap(), out], says);
+        assert!(!Path::new(out).exists());
+        r
+    };
+    // The stored models: `..`, an absolute path, an offset past the end.
+    import(
+        &exports("hand_ext_dotdot.onnx"),
+        &["initializer `W`: external data location `../x.bin` has a `..` component; it must be a path inside the model's folder"],
+    );
+    import(
+        &exports("hand_ext_absolute.onnx"),
+        &["external data location `/etc/passwd` is an absolute path"],
+    );
+    import(
+        &exports("hand_ext_past_end.onnx"),
+        &[
+            "hand_ext_past_end.onnx.data",
+            "initializer `W`: bytes 1099511627776 to 1099511627776 + 180 are past the end of the file (180 bytes)",
+        ],
+    );
+    // Where `../x.bin` and the absolute path lead there are FIFOs: opening
+    // one would say so (or hang); the location is refused from its text.
+    assert!(Command::new("mkfifo")
+        .arg(dir.join("x.bin"))
+        .status()
+        .unwrap()
+        .success());
+    let fifo = dir.join("fifo.bin");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let model = folder.join("m.onnx");
+    std::fs::copy(exports("hand_ext_dotdot.onnx"), &model).unwrap();
+    let r = import(&model, &["has a `..` component"]);
+    assert!(!r.stderr.contains("regular"), "{}", r.stderr);
+    let length = w_bytes().len().to_string();
+    let length = length.as_str();
+    std::fs::write(
+        &model,
+        external_w(&[("location", fifo.to_str().unwrap()), ("length", length)]),
+    )
+    .unwrap();
+    import(&model, &["is an absolute path"]);
+    // Links: one leading out (to a file with the right bytes), a folder
+    // link leading out, and one that stays inside (imported).
+    std::fs::write(dir.join("outside.bin"), w_bytes()).unwrap();
+    std::fs::write(folder.join("inside.bin"), w_bytes()).unwrap();
+    symlink("../outside.bin", folder.join("out.bin")).unwrap();
+    symlink("..", folder.join("up")).unwrap();
+    symlink("inside.bin", folder.join("in.bin")).unwrap();
+    for location in ["out.bin", "up/outside.bin"] {
+        std::fs::write(&model, external_w(&[("location", location)])).unwrap();
+        import(
+            &model,
+            &[&format!(
+                "`{location}` leads out of it through a symbolic link"
+            )],
+        );
+    }
+    std::fs::write(
+        &model,
+        external_w(&[("location", "in.bin"), ("offset", "0")]),
+    )
+    .unwrap();
+    let r = run_limited(&["import-onnx", model.to_str().unwrap(), out], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("weights: 1 initializer (180 bytes) from external data: `in.bin`"),
+        "{}",
+        r.stdout
+    );
+    std::fs::remove_file(out).unwrap();
+    // A FIFO, a folder, a missing file inside the folder.
+    assert!(Command::new("mkfifo")
+        .arg(folder.join("pipe.bin"))
+        .status()
+        .unwrap()
+        .success());
+    std::fs::create_dir_all(folder.join("dir.bin")).unwrap();
+    for (location, says) in [
+        ("pipe.bin", "not a regular file (a FIFO)"),
+        ("dir.bin", "not a regular file (a folder)"),
+        ("missing.bin", "missing.bin"),
+    ] {
+        std::fs::write(&model, external_w(&[("location", location)])).unwrap();
+        import(&model, &[says]);
+    }
+    // A sparse file of 3 GB and an offset past its end, or an offset and
+    // length that overflow: refused from its size, at once.
+    std::fs::File::create(folder.join("huge.bin"))
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    for offset in ["3221225400", "18446744073709551615"] {
+        std::fs::write(
+            &model,
+            external_w(&[
+                ("location", "huge.bin"),
+                ("offset", offset),
+                ("length", length),
+            ]),
+        )
+        .unwrap();
+        let r = import(
+            &model,
+            &[
+                "huge.bin",
+                "are past the end of the file (3221225472 bytes)",
+            ],
+        );
+        assert!(r.seconds < 5.0, "{:.1} s", r.seconds);
+    }
+    // A length that is not the tensor's: refused before the file is opened
+    // (it is a FIFO); keys that are not ONNX's, or given twice; numbers
+    // that are not numbers.
+    for (entries, says) in [
+        (
+            &[("location", "pipe.bin"), ("length", "4")][..],
+            "its external data length is 4 bytes, but its shape and type make 180",
+        ),
+        (
+            &[("location", "inside.bin"), ("basepath", "/")][..],
+            "external data key `basepath` is not supported",
+        ),
+        (
+            &[("location", "inside.bin"), ("location", "out.bin")][..],
+            "external data key `location` is given twice",
+        ),
+        (
+            &[("location", "inside.bin"), ("offset", "-1")][..],
+            "external data `offset` is `-1`, not a number of bytes",
+        ),
+        (&[("offset", "0")][..], "its external data has no location"),
+        (
+            &[("location", "")][..],
+            "external data location `` is empty",
+        ),
+    ] {
+        std::fs::write(&model, external_w(entries)).unwrap();
+        import(&model, &[says]);
+    }
+    // Bytes in memory have no folder: nothing is read.
+    let e = gru_wgpu::onnx::OnnxStack::from_bytes(
+        &external_w(&[("location", "inside.bin")]),
+        "mem.onnx",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("initializer `W` is stored in an external data file (`inside.bin`), which is read only for a model read from its file"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

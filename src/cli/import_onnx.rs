@@ -3,36 +3,56 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use gru_wgpu::onnx::OnnxGru;
+use gru_wgpu::onnx::OnnxStack;
 
 #[derive(clap::Args)]
 pub struct ImportOnnxArgs {
-    /// The ONNX model (weights inside the file, as initializers).
+    /// The ONNX model: its GRU nodes (one, or one a layer of a stack, as
+    /// torch.onnx.export writes them) with their weights as initializers,
+    /// inside the file or in external data files beside it.
     model: PathBuf,
     /// Where to write the parameters (safetensors, float32).
     out: PathBuf,
-    /// The GRU node to import, where the model has several.
+    /// Import only the GRU node of this name (one layer), even where the
+    /// model's GRU nodes make a stack.
     #[arg(long)]
     node: Option<String>,
 }
 
-/// Exit status 0, or 2 when the model cannot be imported.
+/// Exit status 0, or 2 when the model cannot be imported. Prints what it
+/// found and decided: the layers, how they are joined, the direction,
+/// `batch_first` and why, the initial state, the lengths input, external
+/// data, and the exporter whose pattern the graph has.
 pub fn run(args: &ImportOnnxArgs) -> ExitCode {
-    let result = OnnxGru::load(&args.model, args.node.as_deref()).and_then(|gru| {
-        let params = gru.params()?;
+    let result = OnnxStack::load(&args.model, args.node.as_deref()).and_then(|stack| {
+        let params = stack.params()?;
         params.save_safetensors(&args.out)?;
-        Ok((gru, params))
+        Ok((stack, params))
     });
     match result {
-        Ok((gru, params)) => {
+        Ok((stack, params)) => {
             let c = params.config();
+            let nodes: Vec<String> = stack
+                .report
+                .nodes
+                .iter()
+                .map(|n| format!("`{}`", gru_wgpu::error::untrusted(n)))
+                .collect();
             println!(
-                "{}: GRU node `{}` -> {}: input_size={} hidden_size={} bidirectional={} batch_first={} bias={} reset_form={}",
+                "{}: GRU node{} {} -> {}",
                 args.model.display(),
-                gru_wgpu::error::untrusted(&gru.name),
+                if nodes.len() == 1 { "" } else { "s" },
+                nodes.join(", "),
                 args.out.display(),
+            );
+            for line in stack.describe() {
+                println!("  {line}");
+            }
+            println!(
+                "  config: input_size={} hidden_size={} num_layers={} bidirectional={} batch_first={} bias={} reset_form={}",
                 c.input_size,
                 c.hidden_size,
+                c.num_layers,
                 c.is_bidirectional(),
                 c.batch_first,
                 c.bias,

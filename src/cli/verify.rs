@@ -1,4 +1,7 @@
 //! `gru-wgpu verify [--device cpu|gpu|both] [--precision f32|f16] [--plan auto|all|NAME] FILE...`
+//!
+//! FILE: a PyTorch case (`gru-golden-v1`), one ONNX GRU node's onnxruntime
+//! case (`onnx-gru-v1`), or a whole ONNX model's (`onnx-model-v1`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +26,8 @@ pub struct VerifyArgs {
     #[arg(long, default_value = "auto")]
     plan: String,
     /// Reference files (safetensors, format gru-golden-v1, with lengths,
-    /// resets or the reset-before form, or onnx-gru-v1 beside its .onnx model).
+    /// resets or the reset-before form; onnx-gru-v1 or onnx-model-v1 beside
+    /// its .onnx model).
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -215,6 +219,52 @@ fn verify_onnx(
     }
 }
 
+/// An onnx-model-v1 case: the imported model on the CPU reference (f64)
+/// and the GPU against onnxruntime's float32 `output` and `h_n` (and
+/// torch's, where the file has them), all within `ONNX_BOUND`.
+fn verify_onnx_model(
+    path: &std::path::Path,
+    want_cpu: bool,
+    (ctx, precision, plans): (
+        Option<&gru_wgpu::gpu::GpuContext>,
+        gru_wgpu::Precision,
+        PlanArg,
+    ),
+    status: &mut u8,
+    (worst_cpu, worst_gpu): (&mut Option<f64>, &mut Option<f64>),
+) {
+    use gru_wgpu::onnx::{OnnxModelCase, ONNX_BOUND};
+    let case = match OnnxModelCase::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            *status = 2;
+            return;
+        }
+    };
+    println!("{}: {}", path.display(), case.describe());
+    print_header();
+    if want_cpu {
+        let checks = case.run_cpu::<f64>().map(|r| case.compare(&r, ONNX_BOUND));
+        print_checks(path, "cpu", checks, status, worst_cpu);
+    }
+    if let Some(ctx) = ctx {
+        let bound = match precision {
+            gru_wgpu::Precision::F32 => ONNX_BOUND,
+            gru_wgpu::Precision::F16 => ONNX_BOUND.max(GPU_F16_BOUND),
+        };
+        let runs = case
+            .stack
+            .params()
+            .and_then(|p| plans.runs(ctx, &p.with_precision(precision), case.steps(), case.batch));
+        let check = |plan| {
+            case.run_gpu_plan(ctx, precision, plan)
+                .map(|r| case.compare(&r, bound))
+        };
+        print_gpu_blocks(path, runs, check, status, worst_gpu);
+    }
+}
+
 /// Exit status: 0 when every tensor is within its bound, 1 when one is not,
 /// 2 when a file or the GPU could not be used.
 pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
@@ -250,15 +300,28 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
     let mut worst_cpu: Option<f64> = None;
     let mut worst_gpu: Option<f64> = None;
     for path in &args.files {
-        if gru_wgpu::onnx::is_onnx_case(path) {
-            verify_onnx(
-                path,
-                want_cpu,
-                (ctx.as_ref(), precision, plans),
-                &mut status,
-                (&mut worst_cpu, &mut worst_gpu),
-            );
-            continue;
+        match gru_wgpu::onnx::case_format(path).as_deref() {
+            Some("onnx-gru-v1") => {
+                verify_onnx(
+                    path,
+                    want_cpu,
+                    (ctx.as_ref(), precision, plans),
+                    &mut status,
+                    (&mut worst_cpu, &mut worst_gpu),
+                );
+                continue;
+            }
+            Some("onnx-model-v1") => {
+                verify_onnx_model(
+                    path,
+                    want_cpu,
+                    (ctx.as_ref(), precision, plans),
+                    &mut status,
+                    (&mut worst_cpu, &mut worst_gpu),
+                );
+                continue;
+            }
+            _ => {}
         }
         let case = match ReferenceCase::load(path) {
             Ok(c) => c,

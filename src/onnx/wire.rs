@@ -5,8 +5,10 @@
 //! message of length zero (its tag and a zero: two bytes on disk) decodes
 //! to a whole default message: 60 MB of empty nodes asked for a 4.8 GB
 //! `Vec<NodeProto>` and aborted the process. The walk here follows the
-//! messages of [`super::proto`] (`ModelProto.graph`, `GraphProto.node` and
-//! `.initializer`, `NodeProto.attribute`, `TensorProto.external_data`, and
+//! messages of [`super::proto`] (`ModelProto.graph`, `GraphProto.node`,
+//! `.initializer`, `.input`, `.output` and `.value_info`,
+//! `NodeProto.attribute` (and the tensor an attribute holds),
+//! `TensorProto.external_data`, the dimensions of a value's shape, and
 //! the repeated strings and numbers in them), counts every repeated element
 //! and adds up the memory decoding takes: each `Vec` at the capacity its
 //! growth reaches (the next power of two, at least 4) times the in-memory
@@ -15,7 +17,8 @@
 //! does not hold are skipped by prost without allocating, and here too.
 //!
 //! [`check`] refuses a model of more than [`MAX_NODES`] nodes,
-//! [`MAX_INITIALIZERS`] initializers or [`MAX_ATTRIBUTES`] attributes, one
+//! [`MAX_INITIALIZERS`] initializers, [`MAX_ATTRIBUTES`] attributes or
+//! [`MAX_VALUE_INFOS`] declared values, one
 //! whose decoding would take more than [`DECODE_FLOOR`] plus
 //! [`DECODE_RATIO`] times its size (no real model comes near: its weights
 //! decode to their own size), and one whose decoding does not fit in host
@@ -23,7 +26,9 @@
 
 use std::mem::size_of;
 
-use super::proto::{AttributeProto, NodeProto, StringStringEntryProto, TensorProto};
+use super::proto::{
+    AttributeProto, Dimension, NodeProto, StringStringEntryProto, TensorProto, ValueInfoProto,
+};
 use crate::error::{GruError, Result};
 
 /// The most nodes a model may have (a GRU model has a few; the largest
@@ -35,6 +40,11 @@ pub const MAX_INITIALIZERS: u64 = 1 << 20;
 
 /// The most attributes, over all nodes, a model may have.
 pub const MAX_ATTRIBUTES: u64 = 1 << 20;
+
+/// The most declared values (`GraphProto.input`, `.output` and
+/// `.value_info` together) a model may have (an exporter declares one for
+/// each of its tensors).
+pub const MAX_VALUE_INFOS: u64 = 1 << 20;
 
 /// The memory any model may take to decode, beyond [`DECODE_RATIO`] times
 /// its size.
@@ -61,6 +71,8 @@ pub struct Tally {
     pub initializers: u64,
     /// `NodeProto.attribute` elements over all nodes.
     pub attributes: u64,
+    /// `GraphProto.input`, `.output` and `.value_info` elements.
+    pub value_infos: [u64; 3],
     /// The estimated bytes of memory decoding allocates.
     pub bytes: u64,
 }
@@ -246,10 +258,13 @@ fn entry(buf: &[u8], t: &mut Tally) -> Walk {
 /// A `TensorProto`.
 fn tensor(buf: &[u8], t: &mut Tally) -> Walk {
     let (mut dims, mut floats, mut entries) = (0u64, 0u64, 0u64);
+    let (mut int32s, mut int64s) = (0u64, 0u64);
     each(buf, |field, v| {
         match (field, &v) {
             (1, Value::Len(_) | Value::Varint) => dims += numbers(&v, 8),
             (4, Value::Len(_) | Value::Fixed32) => floats += numbers(&v, 4),
+            (5, Value::Len(_) | Value::Varint) => int32s += numbers(&v, 8),
+            (7, Value::Len(_) | Value::Varint) => int64s += numbers(&v, 8),
             (8 | 9, Value::Len(s)) => t.add_bytes(s.len()),
             (13, Value::Len(s)) => {
                 entries += 1;
@@ -261,8 +276,62 @@ fn tensor(buf: &[u8], t: &mut Tally) -> Walk {
     })?;
     t.add_vec(dims, size_of::<i64>());
     t.add_vec(floats, size_of::<f32>());
+    t.add_vec(int32s, size_of::<i32>());
+    t.add_vec(int64s, size_of::<i64>());
     t.add_vec(entries, size_of::<StringStringEntryProto>());
     Ok(())
+}
+
+/// A `TensorShapeProto.Dimension`.
+fn dimension(buf: &[u8], t: &mut Tally) -> Walk {
+    each(buf, |field, v| {
+        if let (2, Value::Len(s)) = (field, v) {
+            t.add_bytes(s.len());
+        }
+        Ok(())
+    })
+}
+
+/// A `TensorShapeProto`.
+fn shape(buf: &[u8], t: &mut Tally) -> Walk {
+    let mut dims = 0u64;
+    each(buf, |field, v| {
+        if let (1, Value::Len(s)) = (field, v) {
+            dims += 1;
+            dimension(s, t)?;
+        }
+        Ok(())
+    })?;
+    t.add_vec(dims, size_of::<Dimension>());
+    Ok(())
+}
+
+/// A `TypeProto.Tensor`.
+fn tensor_type(buf: &[u8], t: &mut Tally) -> Walk {
+    each(buf, |field, v| match (field, v) {
+        (2, Value::Len(s)) => shape(s, t),
+        _ => Ok(()),
+    })
+}
+
+/// A `TypeProto` (only its tensor type is decoded).
+fn type_proto(buf: &[u8], t: &mut Tally) -> Walk {
+    each(buf, |field, v| match (field, v) {
+        (1, Value::Len(s)) => tensor_type(s, t),
+        _ => Ok(()),
+    })
+}
+
+/// A `ValueInfoProto`.
+fn value_info(buf: &[u8], t: &mut Tally) -> Walk {
+    each(buf, |field, v| match (field, v) {
+        (1, Value::Len(s)) => {
+            t.add_bytes(s.len());
+            Ok(())
+        }
+        (2, Value::Len(s)) => type_proto(s, t),
+        _ => Ok(()),
+    })
 }
 
 /// An `AttributeProto`.
@@ -271,6 +340,7 @@ fn attribute(buf: &[u8], t: &mut Tally) -> Walk {
     each(buf, |field, v| {
         match (field, &v) {
             (1 | 4, Value::Len(s)) => t.add_bytes(s.len()),
+            (5, Value::Len(s)) => tensor(s, t)?,
             (7, Value::Len(_) | Value::Fixed32) => floats += numbers(&v, 4),
             (8, Value::Len(_) | Value::Varint) => ints += numbers(&v, 8),
             (9, Value::Len(s)) => {
@@ -327,6 +397,10 @@ fn graph(buf: &[u8], t: &mut Tally) -> Walk {
                     t.initializers += 1;
                     tensor(s, t)?;
                 }
+                11..=13 => {
+                    t.value_infos[field as usize - 11] += 1;
+                    value_info(s, t)?;
+                }
                 _ => {}
             }
         }
@@ -339,11 +413,18 @@ fn graph(buf: &[u8], t: &mut Tally) -> Walk {
 pub fn tally(bytes: &[u8]) -> std::result::Result<Tally, String> {
     let mut t = Tally::default();
     each(bytes, |field, v| match (field, v) {
+        (2 | 3, Value::Len(s)) => {
+            t.add_bytes(s.len());
+            Ok(())
+        }
         (7, Value::Len(s)) => graph(s, &mut t),
         _ => Ok(()),
     })?;
     t.add_vec(t.nodes, size_of::<NodeProto>());
     t.add_vec(t.initializers, size_of::<TensorProto>());
+    for count in t.value_infos {
+        t.add_vec(count, size_of::<ValueInfoProto>());
+    }
     Ok(t)
 }
 
@@ -359,6 +440,11 @@ pub fn check(bytes: &[u8], origin: &str) -> Result<Tally> {
         (t.nodes, "nodes", MAX_NODES),
         (t.initializers, "initializers", MAX_INITIALIZERS),
         (t.attributes, "attributes", MAX_ATTRIBUTES),
+        (
+            t.value_infos.iter().fold(0u64, |a, &b| a.saturating_add(b)),
+            "declared values (graph inputs, outputs and value_info)",
+            MAX_VALUE_INFOS,
+        ),
     ] {
         if count > max {
             return Err(err(format!(

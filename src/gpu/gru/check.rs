@@ -167,7 +167,7 @@ impl<'a> Check<'a> {
                 for d in 0..cfg.num_directions() {
                     let p = grads
                         .params
-                        .get(&crate::GruConfig::param_name(*kind, l, d))
+                        .get(&cfg.param_name_of(*kind, l, d))
                         .expect("every parameter has a gradient");
                     t.extend(p.iter().map(|&e| e as f32));
                 }
