@@ -633,7 +633,10 @@ fn the_variant_list_is_complete() {
             }
         }
     }
-    assert_eq!(modules, 8, "the op modules with kernels");
+    // gru_forward.rs and gru_backward.rs declare no spec: their kernels are
+    // enumerated from the axes of `ops::steps::StepKernel` (so every one
+    // is in the list by construction).
+    assert_eq!(modules, 6, "the op modules with kernels written out");
 }
 
 /// The name `GpuContext::pipelines_built` gives a pipeline: constants sorted

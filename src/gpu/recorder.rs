@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::gpu::device::Device;
-use crate::gpu::pipeline::{groups_1d, pieces, types, Flat, Grid, Kernel, KernelSpec, Pipelines};
+use crate::gpu::pipeline::{groups_1d, pieces, Flat, Grid, Kernel, KernelSpec, Pipelines};
 use crate::gpu::pool::PooledBuffer;
 
 /// Slots per arena chunk when no more are reserved.
@@ -161,19 +161,10 @@ impl<'c> Recorder<'c> {
         }
     }
 
-    /// The kernel of `spec`, from the context's cache (built on first use);
-    /// in a recording for an f16 model ([`set_f16`](Self::set_f16)), the
-    /// step kernels (`gru_forward.wgsl`, `gru_backward.wgsl`) with f16 storage.
+    /// The kernel of `spec`, from the context's cache (built on first use).
+    /// Its storage types are the spec's own: a step kernel's precision is
+    /// part of its description (`ops::steps::StepKernel::for_rec`).
     pub(crate) fn kernel(&self, spec: &KernelSpec) -> Result<Arc<Kernel>> {
-        let steps = matches!(spec.file, "gru_forward.wgsl" | "gru_backward.wgsl");
-        if self.f16 && steps && spec.types.is_empty() {
-            let precomputed = spec.constants.contains(&("PRECOMPUTED", 1.0));
-            let t = match precomputed {
-                true => types::STEP_F16_PRECOMPUTED,
-                false => types::STEP_F16,
-            };
-            return self.pipelines.get(self.dev, &spec.typed(t));
-        }
         self.pipelines.get(self.dev, spec)
     }
 

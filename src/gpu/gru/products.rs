@@ -11,13 +11,9 @@ use crate::gpu::gru::types::LayerTape;
 use crate::gpu::gru::LayerParams;
 use crate::gpu::ops::common::StepShape;
 use crate::gpu::ops::gemm::{encode_gemm, Gemm, GemmVariant};
-use crate::gpu::ops::gru_backward::{
-    BackwardStepBufs, RB_DR, STEP_STORAGE_GH as BWD_STORAGE_GH,
-    STEP_STORAGE_GH_RB as BWD_STORAGE_GH_RB,
-};
-use crate::gpu::ops::gru_forward::{
-    ForwardStepBufs, RB_RZ_STORAGE_GH, STEP_STORAGE_GH, STEP_STORAGE_GH_RB,
-};
+use crate::gpu::ops::gru_backward::BackwardStepBufs;
+use crate::gpu::ops::gru_forward::ForwardStepBufs;
+use crate::gpu::ops::steps::{Body, Gh, Pass, StepKernel};
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 
@@ -185,10 +181,16 @@ impl ProductPath for StoragePath {
             true => Some(rec.dev.storage("r, z and r·h of a step", nd * b * h3)?),
             false => None,
         };
-        let step = match rb {
-            true => &STEP_STORAGE_GH_RB[tape as usize],
-            false => &STEP_STORAGE_GH[tape as usize],
+        let kernel = |body| {
+            StepKernel::new(Pass::Forward, body)
+                .gh(Gh::Storage)
+                .rb(rb)
+                .tape(tape)
+                .for_rec(rec)
+                .spec()
         };
+        let step = kernel(Body::Step);
+        let rz = rb.then(|| kernel(Body::RbRz));
         let dev = rec.dev;
         let bias = bufs.b_hh.unwrap_or(&dev.dummy);
         let gates = bufs.gates.unwrap_or(&dev.dummy_rw);
@@ -219,7 +221,7 @@ impl ProductPath for StoragePath {
             p.s = s as i32;
             if let Some(scratch) = &scratch {
                 rec.run(
-                    &RB_RZ_STORAGE_GH[tape as usize],
+                    rz.expect("the reset-before form"),
                     &p,
                     &[
                         bufs.gi,
@@ -336,11 +338,11 @@ impl ProductPath for StoragePath {
             }
             p.s = s;
             rec.run(
-                if rb {
-                    &BWD_STORAGE_GH_RB
-                } else {
-                    &BWD_STORAGE_GH
-                },
+                StepKernel::new(Pass::Backward, Body::Step)
+                    .gh(Gh::Storage)
+                    .rb(rb)
+                    .for_rec(rec)
+                    .spec(),
                 &p,
                 &[
                     bufs.d_out,
@@ -356,7 +358,10 @@ impl ProductPath for StoragePath {
             )?;
             if let (Some(sc), true) = (&scratch, s >= 0) {
                 rec.run(
-                    &RB_DR,
+                    StepKernel::new(Pass::Backward, Body::RbDr)
+                        .rb(true)
+                        .for_rec(rec)
+                        .spec(),
                     &p,
                     &[
                         bufs.d_out,

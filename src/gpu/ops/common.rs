@@ -289,30 +289,10 @@ impl Strategy {
     ) -> std::result::Result<(), String> {
         let _ = (batch, features, windows);
         match self {
-            Strategy::Step => Ok(()),
-            Strategy::Sequence if hidden > SEQ_HMAX => Err(format!(
-                "the sequence kernels take hidden sizes up to {SEQ_HMAX}; this GRU has {hidden}"
-            )),
-            Strategy::Sequence => Ok(()),
-            Strategy::Products => Ok(()),
-            Strategy::SplitK
-                if limits
-                    .max_compute_invocations_per_workgroup
-                    .min(limits.max_compute_workgroup_size_x)
-                    < 256 =>
-            {
-                Err("the split-K steps need workgroups of 256 invocations".into())
-            }
-            Strategy::SplitK => Ok(()),
-            Strategy::Resident => match resident_wg(limits) {
-                None => Err("the resident kernels need workgroups of 256 invocations".into()),
-                Some(wg) if !resident_fits(hidden, wg) => Err(format!(
-                    "the resident kernels with {wg} threads take hidden sizes up to {} \
-                     (H <= {RES_HMAX}, ceil(H / floor({wg} / H)) <= {RES_KMAX}); this GRU has {hidden}",
-                    (1..=RES_HMAX).rev().find(|&h| resident_fits(h, wg)).unwrap_or(0)
-                )),
-                Some(_) => Ok(()),
-            },
+            Strategy::Step | Strategy::Products => Ok(()),
+            _ => crate::gpu::ops::steps::TimeLoop::named(self.name())
+                .expect("every strategy but products is a fused loop")
+                .check(hidden, limits),
         }
     }
 }

@@ -5,11 +5,11 @@
 //! `StepParams` (see [`common`](super::common)).
 
 use crate::error::Result;
-use crate::gpu::ops::common::{
-    lp, run_persistent, steps_per_dispatch, LoopCost, StepShape, RES_KMAX, RES_SIZES, SEQ_ROWS,
-};
-use crate::gpu::ops::gru_forward::{resident_index, resident_slices};
-use crate::gpu::pipeline::{u32_of, Binding, KernelSpec};
+use crate::gpu::device::Device;
+use crate::gpu::ops::common::{lp, LoopCost, StepShape, RES_KMAX, SEQ_ROWS};
+use crate::gpu::ops::gru_forward::resident_slices;
+use crate::gpu::ops::steps::{encode_loop, LoopCall, Pass, TimeLoop};
+use crate::gpu::pipeline::{Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/gru_backward.wgsl");
@@ -26,7 +26,13 @@ const BINDINGS: &[(u32, Binding)] = &[
     (8, Binding::ReadWrite),
 ];
 
-const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) -> KernelSpec {
+/// The spec of entry point `entry` of this shader with `constants` (the
+/// step kernels are values of [`StepKernel`](super::steps::StepKernel),
+/// which builds them through this).
+pub(crate) const fn spec(
+    entry: &'static str,
+    constants: &'static [(&'static str, f64)],
+) -> KernelSpec {
     KernelSpec {
         file: "gru_backward.wgsl",
         source: SOURCE,
@@ -37,62 +43,6 @@ const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) ->
         types: &[],
     }
 }
-
-const STEP: KernelSpec = spec("step", &[("PRECOMPUTED", 0.0)]);
-/// The step of the window path: the recurrent product precomputed.
-pub(crate) const STEP_PRECOMPUTED: KernelSpec = spec("step", &[("PRECOMPUTED", 1.0)]);
-/// The step of `Products` on the storage family: the carry from
-/// `gemm.wgsl`, no window copy.
-pub(crate) const STEP_STORAGE_GH: KernelSpec =
-    spec("step", &[("PRECOMPUTED", 1.0), ("STORAGE_GH", 1.0)]);
-const SPLITK: KernelSpec = spec("splitk", &[]);
-/// The reset-before step: `step` with `RB`, then `rb_dr`.
-const STEP_RB: KernelSpec = spec("step", &[("RB", 1.0)]);
-pub(crate) const RB_DR: KernelSpec = spec("rb_dr", &[]);
-/// The reset-before form of `Products` on the storage family.
-pub(crate) const STEP_STORAGE_GH_RB: KernelSpec = spec(
-    "step",
-    &[("PRECOMPUTED", 1.0), ("STORAGE_GH", 1.0), ("RB", 1.0)],
-);
-const SPLITK_RB: KernelSpec = spec("splitk", &[("RB", 1.0)]);
-const RESIDENT_RB: [KernelSpec; 3] = [
-    spec("resident", &[("RES_WG", 1024.0), ("RB", 1.0)]),
-    spec("resident", &[("RES_WG", 512.0), ("RB", 1.0)]),
-    spec("resident", &[("RES_WG", 256.0), ("RB", 1.0)]),
-];
-const SEQUENCE_RB: KernelSpec = spec("sequence", &[("W_PRIVATE", 0.0), ("RB", 1.0)]);
-const SEQUENCE_RB_PRIVATE: KernelSpec = spec("sequence", &[("W_PRIVATE", 1.0), ("RB", 1.0)]);
-/// `resident` for each workgroup size of `RES_SIZES`.
-const RESIDENT: [KernelSpec; 3] = [
-    spec("resident", &[("RES_WG", 1024.0)]),
-    spec("resident", &[("RES_WG", 512.0)]),
-    spec("resident", &[("RES_WG", 256.0)]),
-];
-const SEQUENCE: KernelSpec = spec("sequence", &[("W_PRIVATE", 0.0)]);
-const SEQUENCE_PRIVATE: KernelSpec = spec("sequence", &[("W_PRIVATE", 1.0)]);
-
-/// Every kernel of this module, as it is dispatched (see
-/// [`kernel_variants`](super::kernel_variants)).
-pub(crate) const SPECS: &[KernelSpec] = &[
-    STEP,
-    STEP_PRECOMPUTED,
-    SEQUENCE,
-    SEQUENCE_PRIVATE,
-    STEP_STORAGE_GH,
-    SPLITK,
-    RESIDENT[0],
-    RESIDENT[1],
-    RESIDENT[2],
-    STEP_RB,
-    RB_DR,
-    SEQUENCE_RB,
-    SEQUENCE_RB_PRIVATE,
-    SPLITK_RB,
-    STEP_STORAGE_GH_RB,
-    RESIDENT_RB[0],
-    RESIDENT_RB[1],
-    RESIDENT_RB[2],
-];
 
 /// The buffers of the backward recurrence of one layer (shapes in the shader).
 pub(crate) struct BackwardStepBufs<'a> {
@@ -112,98 +62,6 @@ pub(crate) struct BackwardStepBufs<'a> {
     pub dh: &'a wgpu::Buffer,
 }
 
-/// Records the backward steps T-1 down to -1 of one layer, the recurrent
-/// product inside the step.
-pub(crate) fn encode_backward_steps(
-    rec: &mut Recorder,
-    sh: &StepShape,
-    b: &BackwardStepBufs,
-) -> Result<()> {
-    let kernel = rec.kernel(&STEP)?;
-    let parts = sh.step_pieces(rec.max_groups())?;
-    let mut p = sh.params()?;
-    let dev = rec.dev;
-    rec.reserve((sh.t_len + 1) * parts.len());
-    let chunk = rec.current_chunk();
-    let bg = rec.bind(
-        &kernel,
-        chunk,
-        &[
-            b.d_out,
-            b.gates,
-            b.hs,
-            b.w_hh,
-            b.dgh,
-            b.dgi,
-            b.dh,
-            &dev.dummy_rw,
-        ],
-    );
-    for s in (-1..sh.t_len as i32).rev() {
-        p.s = s;
-        rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
-    }
-    Ok(())
-}
-
-/// Records the backward steps T-1 to -1 of one layer in the reset-before
-/// form: per step `step` with `RB`, then (for s >= 0) `rb_dr`; `scratch`
-/// `(D, B, H)` carries c2 = d(r·h) r from one step to the next.
-pub(crate) fn encode_backward_steps_rb(
-    rec: &mut Recorder,
-    sh: &StepShape,
-    b: &BackwardStepBufs,
-    scratch: &wgpu::Buffer,
-) -> Result<()> {
-    let parts = sh.step_pieces(rec.max_groups())?;
-    backward_rb_loop(rec, sh, b, scratch, &STEP_RB, &parts)
-}
-
-/// [`encode_backward_steps_rb`] with the carry product split along K
-/// (`splitk` with `RB`), then `rb_dr`, per step.
-pub(crate) fn encode_backward_splitk_rb(
-    rec: &mut Recorder,
-    sh: &StepShape,
-    b: &BackwardStepBufs,
-    scratch: &wgpu::Buffer,
-) -> Result<()> {
-    let parts = sh.splitk_pieces(rec.max_groups())?;
-    backward_rb_loop(rec, sh, b, scratch, &SPLITK_RB, &parts)
-}
-
-/// The reset-before backward loop: per step s (T-1 down to -1) the gradient
-/// step `step` over its grid pieces, then for s >= 0 `rb_dr`.
-fn backward_rb_loop(
-    rec: &mut Recorder,
-    sh: &StepShape,
-    b: &BackwardStepBufs,
-    scratch: &wgpu::Buffer,
-    step: &KernelSpec,
-    step_parts: &[([u32; 3], [u32; 3])],
-) -> Result<()> {
-    let step = rec.kernel(step)?;
-    let dr = rec.kernel(&RB_DR)?;
-    let parts = sh.step_pieces(rec.max_groups())?;
-    let mut p = sh.params()?;
-    rec.reserve((sh.t_len + 1) * (step_parts.len() + parts.len()));
-    let chunk = rec.current_chunk();
-    let bufs = [b.d_out, b.gates, b.hs, b.w_hh, b.dgh, b.dgi, b.dh, scratch];
-    let bg_step = rec.bind(&step, chunk, &bufs);
-    let bg_dr = rec.bind(&dr, chunk, &bufs);
-    for s in (-1..sh.t_len as i32).rev() {
-        p.s = s;
-        rec.dispatch_pieces(&step, &bg_step, chunk, p, step_parts)?;
-        if s >= 0 {
-            rec.dispatch_pieces(&dr, &bg_dr, chunk, p, &parts)?;
-        }
-    }
-    Ok(())
-}
-
-/// Records the backward time loop of one layer in one dispatch (steps T-1 to -1).
-///
-/// `rb_scratch`: the reset-before form (`RB`), with its scratch `(D, B, H)`
-/// (zeros before the call).
 /// The loops of one invocation of the backward `sequence` (see
 /// [`LoopCost`]): before the loop, (`w_private`) the thread's columns of
 /// W_hh and the rows of dG_h of the step after; per step, for each unit the
@@ -238,6 +96,89 @@ pub(crate) fn resident_cost(hidden: usize, wg: u32, rb: bool) -> LoopCost {
     }
 }
 
+impl BackwardStepBufs<'_> {
+    /// Bindings 1 to 8 of the step kernels, `scratch` (the reset-before
+    /// form's) or a dummy in the last.
+    fn bound<'b>(
+        &'b self,
+        dev: &'b Device,
+        scratch: Option<&'b wgpu::Buffer>,
+    ) -> [&'b wgpu::Buffer; 8] {
+        [
+            self.d_out,
+            self.gates,
+            self.hs,
+            self.w_hh,
+            self.dgh,
+            self.dgi,
+            self.dh,
+            scratch.unwrap_or(&dev.dummy_rw),
+        ]
+    }
+}
+
+/// Records the backward of the time loop `lp` of one layer, steps T-1 down
+/// to -1 (see [`steps`](super::steps)); `rb_scratch`: the reset-before
+/// form, with its scratch `(D, B, H)` (zeros before the call), which
+/// carries c2 = d(r·h) r from one step to the next; `w_private`:
+/// `sequence` keeps W_hh in registers.
+pub(crate) fn encode_backward_loop(
+    rec: &mut Recorder,
+    lp: &TimeLoop,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+    w_private: bool,
+    rb_scratch: Option<&wgpu::Buffer>,
+) -> Result<()> {
+    let dev = rec.dev;
+    let bufs = b.bound(dev, rb_scratch);
+    let call = LoopCall {
+        pass: Pass::Backward,
+        sh,
+        bufs: &bufs,
+        rb: rb_scratch.is_some(),
+        tape: true,
+        w_private,
+    };
+    encode_loop(rec, lp, &call)
+}
+
+fn named(name: &str) -> &'static TimeLoop {
+    TimeLoop::named(name).expect("a fused loop")
+}
+
+/// The `step` loop backward, the recurrent product inside the step.
+pub(crate) fn encode_backward_steps(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+) -> Result<()> {
+    encode_backward_loop(rec, named("step"), sh, b, false, None)
+}
+
+/// The `step` loop backward in the reset-before form: per step `step` with
+/// `RB`, then (for s >= 0) `rb_dr`.
+pub(crate) fn encode_backward_steps_rb(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+    scratch: &wgpu::Buffer,
+) -> Result<()> {
+    encode_backward_loop(rec, named("step"), sh, b, false, Some(scratch))
+}
+
+/// The `splitk` loop backward in the reset-before form: `splitk` with
+/// `RB`, then `rb_dr`, per step.
+pub(crate) fn encode_backward_splitk_rb(
+    rec: &mut Recorder,
+    sh: &StepShape,
+    b: &BackwardStepBufs,
+    scratch: &wgpu::Buffer,
+) -> Result<()> {
+    encode_backward_loop(rec, named("splitk"), sh, b, false, Some(scratch))
+}
+
+/// The `sequence` loop backward.
 pub(crate) fn encode_backward_sequence(
     rec: &mut Recorder,
     sh: &StepShape,
@@ -245,88 +186,24 @@ pub(crate) fn encode_backward_sequence(
     w_private: bool,
     rb_scratch: Option<&wgpu::Buffer>,
 ) -> Result<()> {
-    let spec = match (rb_scratch.is_some(), w_private) {
-        (false, false) => &SEQUENCE,
-        (false, true) => &SEQUENCE_PRIVATE,
-        (true, false) => &SEQUENCE_RB,
-        (true, true) => &SEQUENCE_RB_PRIVATE,
-    };
-    let mut p = sh.params()?;
-    p.rows = SEQ_ROWS as u32;
-    let wg = [
-        u32_of("batch", sh.batch.div_ceil(SEQ_ROWS))?,
-        sh.dirs as u32,
-        1,
-    ];
-    let dev = rec.dev;
-    let per = steps_per_dispatch(
-        dev,
-        "one step of the backward `sequence` loop",
-        sequence_cost(sh.hidden, w_private, rb_scratch.is_some()),
-    )?;
-    let bufs = [
-        b.d_out,
-        b.gates,
-        b.hs,
-        b.w_hh,
-        b.dgh,
-        b.dgi,
-        b.dh,
-        rb_scratch.unwrap_or(&dev.dummy_rw),
-    ];
-    run_persistent(rec, spec, p, &bufs, wg, per, true)
+    encode_backward_loop(rec, named("sequence"), sh, b, w_private, rb_scratch)
 }
 
-/// The bindings of the backward kernels without a window copy.
-fn bound<'a>(b: &BackwardStepBufs<'a>, dummy_rw: &'a wgpu::Buffer) -> [&'a wgpu::Buffer; 8] {
-    [b.d_out, b.gates, b.hs, b.w_hh, b.dgh, b.dgi, b.dh, dummy_rw]
-}
-
-/// Records the backward steps T-1 down to -1 of one layer with the product
-/// split along K (the shader's `splitk`).
+/// The `splitk` loop backward.
 pub(crate) fn encode_backward_splitk(
     rec: &mut Recorder,
     sh: &StepShape,
     b: &BackwardStepBufs,
 ) -> Result<()> {
-    let kernel = rec.kernel(&SPLITK)?;
-    let parts = sh.splitk_pieces(rec.max_groups())?;
-    let mut p = sh.params()?;
-    let dev = rec.dev;
-    rec.reserve((sh.t_len + 1) * parts.len());
-    let chunk = rec.current_chunk();
-    let bg = rec.bind(&kernel, chunk, &bound(b, &dev.dummy_rw));
-    for s in (-1..sh.t_len as i32).rev() {
-        p.s = s;
-        rec.dispatch_pieces(&kernel, &bg, chunk, p, &parts)?;
-    }
-    Ok(())
+    encode_backward_loop(rec, named("splitk"), sh, b, false, None)
 }
 
-/// Records the backward time loop of one layer in one dispatch of
-/// `resident`: one workgroup per (batch row, direction).
-///
-/// `rb_scratch`: the reset-before form (`RB`), with its scratch `(D, B, H)`
-/// (zeros before the call).
+/// The `resident` loop backward: one workgroup per (batch row, direction).
 pub(crate) fn encode_backward_resident(
     rec: &mut Recorder,
     sh: &StepShape,
     b: &BackwardStepBufs,
     rb_scratch: Option<&wgpu::Buffer>,
 ) -> Result<()> {
-    let at = resident_index(&rec.dev.limits)?;
-    let spec = match rb_scratch {
-        None => &RESIDENT[at],
-        Some(_) => &RESIDENT_RB[at],
-    };
-    let p = sh.params()?;
-    let wg = [u32_of("batch", sh.batch)?, sh.dirs as u32, 1];
-    let dev = rec.dev;
-    let per = steps_per_dispatch(
-        dev,
-        "one step of the backward `resident` loop",
-        resident_cost(sh.hidden, RES_SIZES[at], rb_scratch.is_some()),
-    )?;
-    let bufs = bound(b, rb_scratch.unwrap_or(&dev.dummy_rw));
-    run_persistent(rec, spec, p, &bufs, wg, per, true)
+    encode_backward_loop(rec, named("resident"), sh, b, false, rb_scratch)
 }

@@ -23,6 +23,7 @@ pub(crate) mod gru_forward;
 pub(crate) mod head;
 pub(crate) mod optim;
 pub(crate) mod reduce;
+pub(crate) mod steps;
 pub(crate) mod util;
 pub(crate) mod windows;
 
@@ -53,6 +54,7 @@ pub fn shader_source_typed(file: &str, types: &[(&str, &str)]) -> Option<String>
 }
 
 pub use crate::gpu::pipeline::Binding;
+use crate::gpu::pipeline::KernelSpec;
 
 /// A pipeline the crate can build: a shader, one of its entry points, the
 /// values of the override constants it is built with, and the bindings of its
@@ -79,11 +81,14 @@ pub struct KernelVariant {
 /// DX12 and Vulkan.
 #[doc(hidden)]
 pub fn kernel_variants() -> Vec<KernelVariant> {
+    let steps: Vec<KernelSpec> = steps::StepKernel::all()
+        .filter(|k| !k.f16)
+        .map(|k| *k.spec())
+        .collect();
     [
         gemm::SPECS,
         windows::SPECS,
-        gru_forward::SPECS,
-        gru_backward::SPECS,
+        &steps,
         reduce::SPECS,
         util::SPECS,
         optim::SPECS,
@@ -91,50 +96,49 @@ pub fn kernel_variants() -> Vec<KernelVariant> {
     ]
     .iter()
     .flat_map(|specs| specs.iter())
-    .map(|s| KernelVariant {
+    .map(variant)
+    .collect()
+}
+
+fn variant(s: &KernelSpec) -> KernelVariant {
+    KernelVariant {
         file: s.file,
         entry: s.entry,
         constants: s.constants,
         bindings: s.bindings,
         types: s.types,
-    })
-    .collect()
+    }
 }
 
 /// The pipelines of models in f16 (`Precision::F16`): each variant of
 /// [`kernel_variants`] whose shader reads or writes an f16 model's storage,
-/// with each set of storage types the host builds it with.
+/// with each set of storage types the host builds it with (the step
+/// kernels' from their descriptions, [`steps::StepKernel`]).
 #[doc(hidden)]
 pub fn kernel_variants_f16() -> Vec<KernelVariant> {
     use crate::gpu::pipeline::types;
-    kernel_variants()
-        .into_iter()
-        .flat_map(|v| {
-            let sets: Vec<&'static [(&'static str, &'static str)]> = match v.file {
-                "gemm.wgsl" | "gemm_subgroup.wgsl" => {
-                    vec![types::gemm(false, true), types::gemm(true, true)]
-                }
-                "windows.wgsl" => vec![types::gemm(false, true)],
-                "util.wgsl" => vec![
-                    types::io(true, true),
-                    types::io(false, true),
-                    types::io(true, false),
-                ],
-                "gru_forward.wgsl" | "gru_backward.wgsl" => {
-                    if v.constants.contains(&("PRECOMPUTED", 1.0)) {
-                        vec![types::STEP_F16_PRECOMPUTED]
-                    } else {
-                        vec![types::STEP_F16]
-                    }
-                }
-                _ => vec![],
-            };
-            sets.into_iter().map(move |t| KernelVariant {
-                types: t,
-                ..v.clone()
-            })
+    let others = kernel_variants().into_iter().flat_map(|v| {
+        let sets: Vec<&'static [(&'static str, &'static str)]> = match v.file {
+            "gemm.wgsl" | "gemm_subgroup.wgsl" => {
+                vec![types::gemm(false, true), types::gemm(true, true)]
+            }
+            "windows.wgsl" => vec![types::gemm(false, true)],
+            "util.wgsl" => vec![
+                types::io(true, true),
+                types::io(false, true),
+                types::io(true, false),
+            ],
+            _ => vec![],
+        };
+        sets.into_iter().map(move |t| KernelVariant {
+            types: t,
+            ..v.clone()
         })
-        .collect()
+    });
+    let steps = steps::StepKernel::all()
+        .filter(|k| k.f16)
+        .map(|k| variant(k.spec()));
+    others.chain(steps).collect()
 }
 
 /// The layout of a parameter struct on the Rust side, to check against the

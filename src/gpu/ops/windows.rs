@@ -15,9 +15,10 @@ use std::ops::Range;
 use crate::error::Result;
 use crate::gpu::device::Device;
 use crate::gpu::ops::common::StepShape;
-use crate::gpu::ops::gru_backward::{self, BackwardStepBufs};
-use crate::gpu::ops::gru_forward::{self, ForwardStepBufs};
+use crate::gpu::ops::gru_backward::BackwardStepBufs;
+use crate::gpu::ops::gru_forward::ForwardStepBufs;
 use crate::gpu::ops::params_struct;
+use crate::gpu::ops::steps::{Body, Gh, Pass, StepKernel};
 use crate::gpu::ops::util::{self, UtilParams};
 use crate::gpu::pipeline::{groups_1d, types, u32_of, Binding, Grid, KernelSpec};
 use crate::gpu::pool::PooledBuffer;
@@ -328,7 +329,13 @@ pub(crate) fn encode_forward_steps(
     b: &ForwardStepBufs,
     w: &StepWindows,
 ) -> Result<()> {
-    let step = rec.kernel(&gru_forward::STEP_PRECOMPUTED[b.gates.is_some() as usize])?;
+    let step = rec.kernel(
+        StepKernel::new(Pass::Forward, Body::Step)
+            .gh(Gh::Window)
+            .tape(b.gates.is_some())
+            .for_rec(rec)
+            .spec(),
+    )?;
     let gemm = rec.kernel(&windows_kernel(rec))?;
     let parts = sh.step_pieces(rec.max_groups())?;
     let mut p = sh.params()?;
@@ -381,7 +388,12 @@ pub(crate) fn encode_backward_steps(
     b: &BackwardStepBufs,
     w: &StepWindows,
 ) -> Result<()> {
-    let step = rec.kernel(&gru_backward::STEP_PRECOMPUTED)?;
+    let step = rec.kernel(
+        StepKernel::new(Pass::Backward, Body::Step)
+            .gh(Gh::Window)
+            .for_rec(rec)
+            .spec(),
+    )?;
     let gemm = rec.kernel(&windows_kernel(rec))?;
     let parts = sh.step_pieces(rec.max_groups())?;
     let mut p = sh.params()?;
@@ -521,7 +533,12 @@ pub(crate) fn encode_forward_steps_rb(
         products(rec, rows, 0..2 * h)?;
         p.s = s as i32;
         rec.run(
-            &gru_forward::RB_RZ_STORAGE_GH[tape as usize],
+            StepKernel::new(Pass::Forward, Body::RbRz)
+                .gh(Gh::Storage)
+                .rb(true)
+                .tape(tape)
+                .for_rec(rec)
+                .spec(),
             &p,
             &bufs,
             grid,
@@ -537,7 +554,12 @@ pub(crate) fn encode_forward_steps_rb(
         encode_chunk(rec, &rh, w.operand_buf, op, op.len(), nd)?;
         products(rec, rows, 2 * h..h3)?;
         rec.run(
-            &gru_forward::STEP_STORAGE_GH_RB[tape as usize],
+            StepKernel::new(Pass::Forward, Body::Step)
+                .gh(Gh::Storage)
+                .rb(true)
+                .tape(tape)
+                .for_rec(rec)
+                .spec(),
             &p,
             &bufs,
             grid,
@@ -594,12 +616,16 @@ pub(crate) fn encode_backward_steps_rb(
         let bufs = [
             b.d_out, b.gates, b.hs, w.product, b.dgh, b.dgi, b.dh, w.scratch,
         ];
-        rec.run(&gru_backward::STEP_STORAGE_GH_RB, &p, &bufs, grid)?;
+        let step = StepKernel::new(Pass::Backward, Body::Step)
+            .gh(Gh::Storage)
+            .rb(true);
+        rec.run(step.for_rec(rec).spec(), &p, &bufs, grid)?;
         if s >= 0 {
             let bufs = [
                 b.d_out, b.gates, b.hs, b.w_hh, b.dgh, b.dgi, b.dh, w.scratch,
             ];
-            rec.run(&gru_backward::RB_DR, &p, &bufs, grid)?;
+            let dr = StepKernel::new(Pass::Backward, Body::RbDr).rb(true);
+            rec.run(dr.for_rec(rec).spec(), &p, &bufs, grid)?;
         }
     }
     Ok(())

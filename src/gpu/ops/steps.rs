@@ -1,0 +1,552 @@
+//! The step kernels of `gru_forward.wgsl` and `gru_backward.wgsl` as data.
+//!
+//! A step kernel is a value of [`StepKernel`]: which pass (forward or
+//! backward), what its threads do ([`Body`]: one step, a half of a
+//! reset-before step, a split-K step, or a persistent loop), how it takes
+//! the step's recurrent product ([`Gh`]), the reset form, whether the
+//! forward keeps a tape, and the storage precision. The value yields the
+//! kernel's entry point, its override constants and its storage types
+//! ([`StepKernel::spec`]); [`StepKernel::all`] enumerates every kernel the
+//! engine can dispatch from these axes, and nothing else writes one out.
+//!
+//! A time loop is a value of [`TimeLoop`]: its name, the grid of each of its
+//! phases per step, or the grid and loop cost of its persistent kernel, and
+//! whether it applies to a shape ([`TimeLoop::check`]). [`encode_loop`]
+//! records any of them, forward or backward, from that description; adding
+//! a time loop is its entry points in the two shaders and one entry of
+//! [`LOOPS`].
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::error::{GruError, Result};
+use crate::gpu::ops::common::{
+    resident_fits, resident_wg, run_persistent, steps_per_dispatch, LoopCost, StepShape, RES_HMAX,
+    RES_KMAX, RES_SIZES, SEQ_HMAX, SEQ_ROWS,
+};
+use crate::gpu::ops::{gru_backward, gru_forward};
+use crate::gpu::pipeline::{types, u32_of, KernelSpec};
+use crate::gpu::recorder::Recorder;
+
+/// The direction of the pass through time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Pass {
+    /// `gru_forward.wgsl`: steps 0 up to T-1.
+    Forward,
+    /// `gru_backward.wgsl`: steps T-1 down to -1 (the last leaves dL/dh0).
+    Backward,
+}
+
+/// What the threads of a step kernel compute (its entry point).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Body {
+    /// `step`: one step, a thread per hidden unit of four batch rows.
+    Step,
+    /// `rb_rz` (forward, reset-before): r, z and r·h of a step.
+    RbRz,
+    /// `rb_dr` (backward, reset-before): the second half's carry.
+    RbDr,
+    /// `splitk`: one step, the product split along K in a workgroup.
+    SplitK,
+    /// `sequence`: every step in one dispatch, four batch rows a workgroup;
+    /// `w_private`: each thread keeps its columns of W_hh in registers.
+    Sequence { w_private: bool },
+    /// `resident`: every step in one dispatch, a workgroup of `wg` threads
+    /// per batch row holding W_hh.
+    Resident { wg: u32 },
+}
+
+/// How a step takes its recurrent product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Gh {
+    /// Inside the kernel, from W_hh.
+    Fused,
+    /// Precomputed by the window family (`PRECOMPUTED`).
+    Window,
+    /// Precomputed by a storage-family GEMM (`PRECOMPUTED`, `STORAGE_GH`).
+    Storage,
+}
+
+/// One step kernel (see the module's docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct StepKernel {
+    pub pass: Pass,
+    pub body: Body,
+    pub gh: Gh,
+    /// The reset-before form (`RB`).
+    pub rb: bool,
+    /// The forward writes the tape (`TAPE`); always true backward.
+    pub tape: bool,
+    /// Storage in f16 (weights, states, outputs, tape).
+    pub f16: bool,
+}
+
+impl StepKernel {
+    /// The kernel of `pass` and `body`, fused product, after form, with a
+    /// tape, in f32: the other axes are set by the builders below.
+    pub(crate) const fn new(pass: Pass, body: Body) -> Self {
+        StepKernel {
+            pass,
+            body,
+            gh: Gh::Fused,
+            rb: false,
+            tape: true,
+            f16: false,
+        }
+    }
+
+    /// With the product taken as `gh`.
+    pub(crate) const fn gh(self, gh: Gh) -> Self {
+        StepKernel { gh, ..self }
+    }
+
+    /// In the reset-before form where `rb`.
+    pub(crate) const fn rb(self, rb: bool) -> Self {
+        StepKernel { rb, ..self }
+    }
+
+    /// Writing the tape where `tape` (the forward only).
+    pub(crate) const fn tape(self, tape: bool) -> Self {
+        StepKernel { tape, ..self }
+    }
+
+    /// In the storage precision of recording `rec`.
+    pub(crate) fn for_rec(self, rec: &Recorder) -> Self {
+        StepKernel {
+            f16: rec.is_f16(),
+            ..self
+        }
+    }
+
+    /// The entry point.
+    pub(crate) fn entry(&self) -> &'static str {
+        match self.body {
+            Body::Step => "step",
+            Body::RbRz => "rb_rz",
+            Body::RbDr => "rb_dr",
+            Body::SplitK => "splitk",
+            Body::Sequence { .. } => "sequence",
+            Body::Resident { .. } => "resident",
+        }
+    }
+
+    /// The override constants: only those that differ from the shader's
+    /// defaults, but for the forward's `TAPE` and the persistent kernels'
+    /// own (`W_PRIVATE`, `RES_WG`), always given.
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        let mut c = Vec::new();
+        if self.gh != Gh::Fused {
+            c.push(("PRECOMPUTED", 1.0));
+        }
+        if self.gh == Gh::Storage {
+            c.push(("STORAGE_GH", 1.0));
+        }
+        match self.body {
+            Body::Sequence { w_private } => c.push(("W_PRIVATE", f64::from(u8::from(w_private)))),
+            Body::Resident { wg } => c.push(("RES_WG", f64::from(wg))),
+            _ => {}
+        }
+        if self.rb && self.body != Body::RbRz && self.body != Body::RbDr {
+            c.push(("RB", 1.0));
+        }
+        if self.pass == Pass::Forward {
+            c.push(("TAPE", f64::from(u8::from(self.tape))));
+        }
+        c
+    }
+
+    /// The storage types (see `pipeline::TYPE_ALIASES`): in f16 the states
+    /// and tape, and the weights unless the product is precomputed (then
+    /// binding `SW` holds that f32 product).
+    fn types(&self) -> &'static [(&'static str, &'static str)] {
+        match (self.f16, self.gh) {
+            (false, _) => &[],
+            (true, Gh::Fused) => types::STEP_F16,
+            (true, _) => types::STEP_F16_PRECOMPUTED,
+        }
+    }
+
+    /// The pipeline's spec (entry point, constants, storage types).
+    fn build(&self) -> KernelSpec {
+        let base = match self.pass {
+            Pass::Forward => gru_forward::spec(self.entry(), &[]),
+            Pass::Backward => gru_backward::spec(self.entry(), &[]),
+        };
+        KernelSpec {
+            constants: Vec::leak(self.constants()),
+            types: self.types(),
+            ..base
+        }
+    }
+
+    /// The spec of this kernel, one of [`all`](Self::all) (built once).
+    pub(crate) fn spec(&self) -> &'static KernelSpec {
+        static TABLE: OnceLock<HashMap<StepKernel, KernelSpec>> = OnceLock::new();
+        let table = TABLE.get_or_init(|| Self::all().map(|k| (k, k.build())).collect());
+        table
+            .get(self)
+            .unwrap_or_else(|| panic!("{self:?} is not a step kernel of StepKernel::all"))
+    }
+
+    /// Every step kernel the engine dispatches, in f32 and f16: each body
+    /// with the products, reset forms and tapes it is built for.
+    pub(crate) fn all() -> impl Iterator<Item = StepKernel> {
+        let bodies = [Body::Step, Body::RbRz, Body::RbDr, Body::SplitK]
+            .into_iter()
+            .chain([false, true].map(|w_private| Body::Sequence { w_private }))
+            .chain(RES_SIZES.map(|wg| Body::Resident { wg }));
+        let mut out = Vec::new();
+        for pass in [Pass::Forward, Pass::Backward] {
+            for body in bodies.clone() {
+                for gh in [Gh::Fused, Gh::Window, Gh::Storage] {
+                    for rb in [false, true] {
+                        for tape in [false, true] {
+                            for f16 in [false, true] {
+                                let k = StepKernel {
+                                    pass,
+                                    body,
+                                    gh,
+                                    rb,
+                                    tape,
+                                    f16,
+                                };
+                                if k.is_built() {
+                                    out.push(k);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter()
+    }
+
+    /// Whether the engine builds this combination: the halves of the
+    /// reset-before form exist only in it (`rb_rz` forward, `rb_dr`
+    /// backward, the latter for any product); precomputed products only
+    /// in the per-step kernels, and the window family's only in the after
+    /// form (its reset-before steps take the storage kernels); the
+    /// backward always reads a tape.
+    fn is_built(&self) -> bool {
+        let body_ok = match (self.pass, self.body) {
+            (Pass::Forward, Body::RbRz) => self.rb,
+            (Pass::Backward, Body::RbDr) => self.rb && self.gh == Gh::Fused,
+            (_, Body::RbRz | Body::RbDr) => false,
+            _ => true,
+        };
+        let gh_ok = match self.gh {
+            Gh::Fused => true,
+            Gh::Storage => matches!(self.body, Body::Step | Body::RbRz),
+            Gh::Window => self.body == Body::Step && !self.rb,
+        };
+        body_ok && gh_ok && (self.tape || self.pass == Pass::Forward)
+    }
+}
+
+/// How a time loop dispatches.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LoopKind {
+    /// Dispatches per step, over the grid of each phase in turn.
+    PerStep(PerStep),
+    /// One persistent kernel for all steps (in as few dispatches as the
+    /// device's loop budget allows), its workgroups owning whole batch rows.
+    Persistent(Persistent),
+}
+
+/// The grid of a per-step dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StepGrid {
+    /// (ceil(H/64), ceil(B/4), D).
+    Step,
+    /// (ceil(H/SK_UNITS), ceil(B/SK_ROWS), D).
+    SplitK,
+}
+
+/// One dispatch of a step: its kernel, grid and `phase` parameter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Phase {
+    pub body: Body,
+    pub grid: StepGrid,
+    pub phase: u32,
+    /// Not at the backward's last step (-1, which only leaves dL/dh0).
+    pub skip_last: bool,
+}
+
+impl Phase {
+    const fn new(body: Body, grid: StepGrid) -> Self {
+        Phase {
+            body,
+            grid,
+            phase: 0,
+            skip_last: false,
+        }
+    }
+}
+
+/// The phases of a per-step loop, per pass and reset form.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PerStep {
+    pub forward: &'static [Phase],
+    pub forward_rb: &'static [Phase],
+    pub backward: &'static [Phase],
+    pub backward_rb: &'static [Phase],
+}
+
+/// The persistent kernels of a loop.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Persistent {
+    /// `sequence`: (ceil(B/SEQ_ROWS), D) workgroups.
+    Sequence,
+    /// `resident`: (B, D) workgroups of the device's size.
+    Resident,
+}
+
+/// One time loop (see the module's docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TimeLoop {
+    /// As in plan names (`Strategy::name`).
+    pub name: &'static str,
+    pub kind: LoopKind,
+}
+
+const fn ph(body: Body, grid: StepGrid) -> Phase {
+    Phase::new(body, grid)
+}
+
+/// The fused loops (the products loop is the family's GEMM per step and
+/// `step` with a precomputed product: `gru::products`, `ops::windows`).
+pub(crate) const LOOPS: &[TimeLoop] = &[
+    TimeLoop {
+        name: "step",
+        kind: LoopKind::PerStep(PerStep {
+            forward: &[ph(Body::Step, StepGrid::Step)],
+            forward_rb: &[
+                ph(Body::RbRz, StepGrid::Step),
+                ph(Body::Step, StepGrid::Step),
+            ],
+            backward: &[ph(Body::Step, StepGrid::Step)],
+            backward_rb: &[
+                ph(Body::Step, StepGrid::Step),
+                Phase {
+                    skip_last: true,
+                    ..ph(Body::RbDr, StepGrid::Step)
+                },
+            ],
+        }),
+    },
+    TimeLoop {
+        name: "splitk",
+        kind: LoopKind::PerStep(PerStep {
+            forward: &[ph(Body::SplitK, StepGrid::SplitK)],
+            forward_rb: &[
+                ph(Body::SplitK, StepGrid::SplitK),
+                Phase {
+                    phase: 1,
+                    ..ph(Body::SplitK, StepGrid::SplitK)
+                },
+            ],
+            backward: &[ph(Body::SplitK, StepGrid::SplitK)],
+            backward_rb: &[
+                ph(Body::SplitK, StepGrid::SplitK),
+                Phase {
+                    skip_last: true,
+                    ..ph(Body::RbDr, StepGrid::Step)
+                },
+            ],
+        }),
+    },
+    TimeLoop {
+        name: "sequence",
+        kind: LoopKind::Persistent(Persistent::Sequence),
+    },
+    TimeLoop {
+        name: "resident",
+        kind: LoopKind::Persistent(Persistent::Resident),
+    },
+];
+
+impl TimeLoop {
+    /// The fused loop of this name (`step`, `splitk`, `sequence`, `resident`).
+    pub(crate) fn named(name: &str) -> Option<&'static TimeLoop> {
+        LOOPS.iter().find(|l| l.name == name)
+    }
+
+    /// Whether the loop runs a layer of hidden size `hidden` on a device
+    /// with these limits, and why not.
+    pub(crate) fn check(
+        &self,
+        hidden: usize,
+        limits: &wgpu::Limits,
+    ) -> std::result::Result<(), String> {
+        let most = limits
+            .max_compute_invocations_per_workgroup
+            .min(limits.max_compute_workgroup_size_x);
+        match self.kind {
+            LoopKind::PerStep(p) => {
+                let splitk = [p.forward, p.forward_rb, p.backward, p.backward_rb]
+                    .iter()
+                    .any(|ph| ph.iter().any(|x| x.grid == StepGrid::SplitK));
+                if splitk && most < 256 {
+                    return Err("the split-K steps need workgroups of 256 invocations".into());
+                }
+                Ok(())
+            }
+            LoopKind::Persistent(Persistent::Sequence) if hidden > SEQ_HMAX => Err(format!(
+                "the sequence kernels take hidden sizes up to {SEQ_HMAX}; this GRU has {hidden}"
+            )),
+            LoopKind::Persistent(Persistent::Sequence) => Ok(()),
+            LoopKind::Persistent(Persistent::Resident) => match resident_wg(limits) {
+                None => Err("the resident kernels need workgroups of 256 invocations".into()),
+                Some(wg) if !resident_fits(hidden, wg) => Err(format!(
+                    "the resident kernels with {wg} threads take hidden sizes up to {} \
+                     (H <= {RES_HMAX}, ceil(H / floor({wg} / H)) <= {RES_KMAX}); this GRU has {hidden}",
+                    (1..=RES_HMAX).rev().find(|&h| resident_fits(h, wg)).unwrap_or(0)
+                )),
+                Some(_) => Ok(()),
+            },
+        }
+    }
+}
+
+/// What one recording of a time loop takes: the pass, the layer's shape,
+/// the bindings 1.. of the pass's shader (see `ForwardStepBufs::bound`,
+/// `BackwardStepBufs::bound`), the reset form, the tape, and for
+/// `sequence` whether W_hh stays in registers.
+pub(crate) struct LoopCall<'a> {
+    pub pass: Pass,
+    pub sh: &'a StepShape,
+    pub bufs: &'a [&'a wgpu::Buffer],
+    pub rb: bool,
+    pub tape: bool,
+    pub w_private: bool,
+}
+
+/// Records the time loop `lp` as `call` describes (one bind group per
+/// kernel, every parameter slot reserved before the loop).
+pub(crate) fn encode_loop(rec: &mut Recorder, lp: &TimeLoop, call: &LoopCall) -> Result<()> {
+    match lp.kind {
+        LoopKind::PerStep(p) => {
+            let phases = match (call.pass, call.rb) {
+                (Pass::Forward, false) => p.forward,
+                (Pass::Forward, true) => p.forward_rb,
+                (Pass::Backward, false) => p.backward,
+                (Pass::Backward, true) => p.backward_rb,
+            };
+            encode_per_step(rec, phases, call)
+        }
+        LoopKind::Persistent(kind) => encode_persistent(rec, kind, call),
+    }
+}
+
+/// The kernel of `body` for `call`.
+fn kernel_of(rec: &Recorder, body: Body, call: &LoopCall) -> StepKernel {
+    StepKernel::new(call.pass, body)
+        .rb(call.rb)
+        .tape(call.tape || call.pass == Pass::Backward)
+        .for_rec(rec)
+}
+
+fn encode_per_step(rec: &mut Recorder, phases: &[Phase], call: &LoopCall) -> Result<()> {
+    let sh = call.sh;
+    let max = rec.max_groups();
+    let mut kernels = Vec::with_capacity(phases.len());
+    for ph in phases {
+        let kernel = rec.kernel(kernel_of(rec, ph.body, call).spec())?;
+        let parts = match ph.grid {
+            StepGrid::Step => sh.step_pieces(max)?,
+            StepGrid::SplitK => sh.splitk_pieces(max)?,
+        };
+        kernels.push((kernel, parts));
+    }
+    let steps: Vec<i32> = match call.pass {
+        Pass::Forward => (0..sh.t_len as i32).collect(),
+        Pass::Backward => (-1..sh.t_len as i32).rev().collect(),
+    };
+    let per_step: usize = kernels.iter().map(|(_, parts)| parts.len()).sum();
+    rec.reserve(steps.len() * per_step);
+    let chunk = rec.current_chunk();
+    // One bind group per kernel (phases of one kernel share it).
+    let mut groups: Vec<wgpu::BindGroup> = Vec::with_capacity(phases.len());
+    for (i, (kernel, _)) in kernels.iter().enumerate() {
+        let same = (0..i).find(|&j| std::sync::Arc::ptr_eq(&kernels[j].0, kernel));
+        let bg = match same {
+            Some(j) => groups[j].clone(),
+            None => rec.bind(kernel, chunk, call.bufs),
+        };
+        groups.push(bg);
+    }
+    let mut p = sh.params()?;
+    for s in steps {
+        p.s = s;
+        for (i, ph) in phases.iter().enumerate() {
+            if ph.skip_last && s < 0 {
+                continue;
+            }
+            p.phase = ph.phase;
+            let (kernel, parts) = &kernels[i];
+            rec.dispatch_pieces(kernel, &groups[i], chunk, p, parts)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode_persistent(rec: &mut Recorder, kind: Persistent, call: &LoopCall) -> Result<()> {
+    let sh = call.sh;
+    let mut p = sh.params()?;
+    let dev = rec.dev;
+    let (body, wg, cost, what): (Body, [u32; 3], LoopCost, &str) = match kind {
+        Persistent::Sequence => {
+            p.rows = SEQ_ROWS as u32;
+            let wg = [
+                u32_of("batch", sh.batch.div_ceil(SEQ_ROWS))?,
+                sh.dirs as u32,
+                1,
+            ];
+            let (cost, what) = match call.pass {
+                Pass::Forward => (
+                    gru_forward::sequence_cost(sh.hidden, call.w_private, call.rb),
+                    "one step of the forward `sequence` loop",
+                ),
+                Pass::Backward => (
+                    gru_backward::sequence_cost(sh.hidden, call.w_private, call.rb),
+                    "one step of the backward `sequence` loop",
+                ),
+            };
+            let body = Body::Sequence {
+                w_private: call.w_private,
+            };
+            (body, wg, cost, what)
+        }
+        Persistent::Resident => {
+            let size = resident_wg(&dev.limits).ok_or_else(|| {
+                GruError::InvalidConfig(
+                    "the resident kernels need workgroups of 256 invocations".into(),
+                )
+            })?;
+            let wg = [u32_of("batch", sh.batch)?, sh.dirs as u32, 1];
+            let (cost, what) = match call.pass {
+                Pass::Forward => (
+                    gru_forward::resident_cost(sh.hidden, size, call.rb),
+                    "one step of the forward `resident` loop",
+                ),
+                Pass::Backward => (
+                    gru_backward::resident_cost(sh.hidden, size, call.rb),
+                    "one step of the backward `resident` loop",
+                ),
+            };
+            (Body::Resident { wg: size }, wg, cost, what)
+        }
+    };
+    let per = steps_per_dispatch(dev, what, cost)?;
+    let spec = kernel_of(rec, body, call).spec();
+    run_persistent(
+        rec,
+        spec,
+        p,
+        call.bufs,
+        wg,
+        per,
+        call.pass == Pass::Backward,
+    )
+}
