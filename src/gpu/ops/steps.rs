@@ -21,8 +21,8 @@ use std::sync::OnceLock;
 
 use crate::error::{GruError, Result};
 use crate::gpu::ops::common::{
-    resident_fits, resident_wg, run_persistent, steps_per_dispatch, LoopCost, StepShape, RES_HMAX,
-    RES_KMAX, RES_SIZES, SEQ_HMAX, SEQ_ROWS,
+    resident_fits, resident_wg, run_persistent, steps_per_dispatch, StepShape, RES_HMAX, RES_KMAX,
+    RES_SIZES, SEQ_HMAX, SEQ_ROWS,
 };
 use crate::gpu::ops::{gru_backward, gru_forward};
 use crate::gpu::pipeline::{types, u32_of, KernelSpec};
@@ -492,10 +492,10 @@ fn encode_per_step(rec: &mut Recorder, phases: &[Phase], call: &LoopCall) -> Res
 }
 
 fn encode_persistent(rec: &mut Recorder, kind: Persistent, call: &LoopCall) -> Result<()> {
-    let sh = call.sh;
+    let (sh, pass) = (call.sh, call.pass);
     let mut p = sh.params()?;
-    let dev = rec.dev;
-    let (body, wg, cost, what): (Body, [u32; 3], LoopCost, &str) = match kind {
+    let (h, rb) = (sh.hidden, call.rb);
+    let (body, wg, cost) = match kind {
         Persistent::Sequence => {
             p.rows = SEQ_ROWS as u32;
             let wg = [
@@ -503,50 +503,89 @@ fn encode_persistent(rec: &mut Recorder, kind: Persistent, call: &LoopCall) -> R
                 sh.dirs as u32,
                 1,
             ];
-            let (cost, what) = match call.pass {
-                Pass::Forward => (
-                    gru_forward::sequence_cost(sh.hidden, call.w_private, call.rb),
-                    "one step of the forward `sequence` loop",
-                ),
-                Pass::Backward => (
-                    gru_backward::sequence_cost(sh.hidden, call.w_private, call.rb),
-                    "one step of the backward `sequence` loop",
-                ),
+            let cost = match pass {
+                Pass::Forward => gru_forward::sequence_cost(h, call.w_private, rb),
+                Pass::Backward => gru_backward::sequence_cost(h, call.w_private, rb),
             };
-            let body = Body::Sequence {
-                w_private: call.w_private,
-            };
-            (body, wg, cost, what)
+            let w_private = call.w_private;
+            (Body::Sequence { w_private }, wg, cost)
         }
         Persistent::Resident => {
-            let size = resident_wg(&dev.limits).ok_or_else(|| {
+            let size = resident_wg(&rec.dev.limits).ok_or_else(|| {
                 GruError::InvalidConfig(
                     "the resident kernels need workgroups of 256 invocations".into(),
                 )
             })?;
-            let wg = [u32_of("batch", sh.batch)?, sh.dirs as u32, 1];
-            let (cost, what) = match call.pass {
-                Pass::Forward => (
-                    gru_forward::resident_cost(sh.hidden, size, call.rb),
-                    "one step of the forward `resident` loop",
-                ),
-                Pass::Backward => (
-                    gru_backward::resident_cost(sh.hidden, size, call.rb),
-                    "one step of the backward `resident` loop",
-                ),
+            let cost = match pass {
+                Pass::Forward => gru_forward::resident_cost(h, size, rb),
+                Pass::Backward => gru_backward::resident_cost(h, size, rb),
             };
-            (Body::Resident { wg: size }, wg, cost, what)
+            let wg = [u32_of("batch", sh.batch)?, sh.dirs as u32, 1];
+            (Body::Resident { wg: size }, wg, cost)
         }
     };
-    let per = steps_per_dispatch(dev, what, cost)?;
-    let spec = kernel_of(rec, body, call).spec();
-    run_persistent(
-        rec,
-        spec,
-        p,
-        call.bufs,
-        wg,
-        per,
-        call.pass == Pass::Backward,
-    )
+    let kernel = kernel_of(rec, body, call);
+    let pass_name = match pass {
+        Pass::Forward => "forward",
+        Pass::Backward => "backward",
+    };
+    let what = format!("one step of the {pass_name} `{}` loop", kernel.entry());
+    let per = steps_per_dispatch(rec.dev, &what, cost)?;
+    let backward = pass == Pass::Backward;
+    run_persistent(rec, kernel.spec(), p, call.bufs, wg, per, backward)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The axes give the kernels the engine dispatched when they were
+    /// written out by hand: 38 forward (with and without a tape) and 18
+    /// backward, each in f32 and f16, none twice.
+    #[test]
+    fn the_axes_enumerate_every_step_kernel_once() {
+        let all: Vec<StepKernel> = StepKernel::all().collect();
+        let count = |pass, f16| {
+            all.iter()
+                .filter(|k| k.pass == pass && k.f16 == f16)
+                .count()
+        };
+        for f16 in [false, true] {
+            assert_eq!(count(Pass::Forward, f16), 38);
+            assert_eq!(count(Pass::Backward, f16), 18);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for k in &all {
+            let s = k.spec();
+            let key = (s.file, s.entry, format!("{:?}", s.constants), s.types);
+            assert!(seen.insert(key), "{k:?} has the spec of another kernel");
+            assert_eq!(s.types.is_empty(), !k.f16, "{k:?}");
+        }
+    }
+
+    /// Every phase of every per-step loop names a kernel that is built, in
+    /// both reset forms and both passes.
+    #[test]
+    fn every_loop_phase_is_a_built_kernel() {
+        for lp in LOOPS {
+            let LoopKind::PerStep(p) = lp.kind else {
+                continue;
+            };
+            for (pass, rb, phases) in [
+                (Pass::Forward, false, p.forward),
+                (Pass::Forward, true, p.forward_rb),
+                (Pass::Backward, false, p.backward),
+                (Pass::Backward, true, p.backward_rb),
+            ] {
+                for ph in phases {
+                    for tape in [false, true] {
+                        let k = StepKernel::new(pass, ph.body)
+                            .rb(rb)
+                            .tape(tape || pass == Pass::Backward);
+                        assert!(k.is_built(), "{}: {k:?}", lp.name);
+                    }
+                }
+            }
+        }
+    }
 }
