@@ -3,6 +3,7 @@
 //! are summed by [`reduce`](super::reduce).
 
 use crate::error::Result;
+use crate::gpu::device::Device;
 use crate::gpu::ops::params_struct;
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
 use crate::gpu::pipeline::{grid3, types, u32_of, Binding, KernelSpec};
@@ -370,10 +371,88 @@ const K_CHUNK: usize = 256;
 /// Split-K partials are kept under this many floats.
 const MAX_PARTIAL_FLOATS: usize = 1 << 24;
 
+/// How a product is cut along K (see [`k_split`]).
+enum KSplit {
+    /// In `n_split` chunks of `k_chunk` rows (one chunk: no split).
+    Chunks { k_chunk: usize, n_split: usize },
+    /// The partials of all M rows would pass the bound: slices of this
+    /// many rows of C, each split on its own.
+    Rows(usize),
+}
+
+/// The cut of `g` along K for `variant` on `dev`. It depends on K, N and
+/// the batch only, never on M: the same row of C sums in the same order
+/// however many rows there are (a stream's chunks equal one call over the
+/// whole sequence). Where the partials of all M rows would pass the bound,
+/// the rows go in slices instead. A product with a bias splits only where
+/// its K passes the loop budget; the first chunk adds the bias.
+fn k_split(dev: &Device, variant: GemmVariant, g: &Gemm, bias: bool) -> Result<KSplit> {
+    let batch = g.batch.max(1);
+    // One invocation's K loop steps one row of K at a time (the simple
+    // kernel) or BK rows (the tiled ones, whose inner loops the compilers
+    // unroll): a chunk of K may be this long within the device's loop
+    // budget (see `Device::loop_budget`; only llvmpipe's is short enough
+    // to matter, about 16 thousand rows).
+    let k_step = variant.tile().map_or(1, |(_, _, bk)| bk) as u64;
+    let k_max = usize::try_from((dev.loop_budget() / 2).saturating_mul(k_step))
+        .unwrap_or(usize::MAX)
+        .max(K_CHUNK);
+    let mut n_split = 1;
+    if g.ldc == g.n && (g.k > 2 * K_CHUNK && !bias || g.k > k_max) {
+        n_split =
+            g.k.div_ceil(if bias { k_max } else { K_CHUNK })
+                .min(64)
+                .max(g.k.div_ceil(k_max))
+                .min((MAX_PARTIAL_FLOATS / (g.n * batch).max(1)).max(1));
+        if n_split > 1 && n_split * g.m * g.n * batch > MAX_PARTIAL_FLOATS {
+            let slice = (MAX_PARTIAL_FLOATS / (n_split * g.n * batch)).max(1);
+            return Ok(KSplit::Rows(slice));
+        }
+    }
+    let mut k_chunk = g.k.div_ceil(n_split);
+    if let Some((_, _, bk)) = variant.tile() {
+        // Whole K steps in each chunk but the last.
+        k_chunk = k_chunk.next_multiple_of(bk);
+    }
+    dev.check_loop(
+        &format!("a matrix product's loop over {k_chunk} rows of K"),
+        (k_chunk as u64).div_ceil(k_step) + 16,
+    )?;
+    let n_split = g.k.div_ceil(k_chunk);
+    Ok(KSplit::Chunks { k_chunk, n_split })
+}
+
+impl Gemm {
+    /// The kernel's parameters for `g` cut into `n_split` chunks of
+    /// `k_chunk` rows of K.
+    fn params(&self, k_chunk: usize, n_split: usize, bias: bool) -> Result<GemmParams> {
+        Ok(GemmParams {
+            m: u32_of("GEMM rows", self.m)?,
+            n: u32_of("GEMM columns", self.n)?,
+            k: u32_of("GEMM depth", self.k)?,
+            k_chunk: k_chunk as u32,
+            lda: u32_of("GEMM stride", self.lda)?,
+            ldb: u32_of("GEMM stride", self.ldb)?,
+            ldc: u32_of("GEMM stride", self.ldc)?,
+            n_split: n_split as u32,
+            a_off: u32_of("GEMM offset", self.a_off)?,
+            b_off: u32_of("GEMM offset", self.b_off)?,
+            c_off: u32_of("GEMM offset", self.c_off)?,
+            bias_off: u32_of("GEMM offset", self.bias_off)?,
+            a_batch: u32_of("GEMM stride", self.a_batch)?,
+            b_batch: u32_of("GEMM stride", self.b_batch)?,
+            c_batch: u32_of("GEMM stride", self.c_batch)?,
+            c_split: 0,
+            flags: bias as u32,
+            ..Default::default()
+        })
+    }
+}
+
 /// Records `C = op(A) op(B) (+ bias)`. Long K ranges (the weight gradients,
 /// summed over all T·B rows) are split into chunks whose partial products
 /// are summed by `reduce.wgsl`: more parallel work, shorter f32 sums, and a
-/// fixed summation order.
+/// fixed summation order ([`k_split`]).
 pub(crate) fn encode_gemm(
     rec: &mut Recorder,
     variant: GemmVariant,
@@ -397,34 +476,11 @@ pub(crate) fn encode_gemm(
     let typed = spec.typed(types::gemm(g.a16, g.b16));
     let spec = &typed;
     let batch = g.batch.max(1);
-    let mn = g.m * g.n * batch;
-    // One invocation's K loop steps one row of K at a time (the simple
-    // kernel) or BK rows (the tiled ones, whose inner loops the compilers
-    // unroll): a chunk of K may be this long within the device's loop
-    // budget (see `Device::loop_budget`; only llvmpipe's is short enough
-    // to matter, about 16 thousand rows).
-    let k_step = variant.tile().map_or(1, |(_, _, bk)| bk) as u64;
-    let k_max = usize::try_from((dev.loop_budget() / 2).saturating_mul(k_step))
-        .unwrap_or(usize::MAX)
-        .max(K_CHUNK);
-    let mut n_split = 1;
-    if g.ldc == g.n && (g.k > 2 * K_CHUNK && bias.is_none() || g.k > k_max) {
-        // The split depends on K, N and the batch only, never on M: the same
-        // row of C sums in the same order however many rows there are (a
-        // stream's chunks equal one call over the whole sequence). Where
-        // the partials of all M rows would pass the bound, the rows go in
-        // slices instead. (A product with a bias splits only where its K
-        // passes the loop budget; the first chunk adds the bias.)
-        n_split =
-            g.k.div_ceil(if bias.is_none() { K_CHUNK } else { k_max })
-                .min(64)
-                .max(g.k.div_ceil(k_max))
-                .min((MAX_PARTIAL_FLOATS / (g.n * batch).max(1)).max(1));
-        if n_split > 1 && n_split * mn > MAX_PARTIAL_FLOATS {
-            let slice = (MAX_PARTIAL_FLOATS / (n_split * g.n * batch)).max(1);
+    let (k_chunk, n_split) = match k_split(dev, variant, g, bias.is_some())? {
+        KSplit::Chunks { k_chunk, n_split } => (k_chunk, n_split),
+        KSplit::Rows(slice) => {
             let row_step = if g.trans_a { 1 } else { g.lda };
-            let mut r0 = 0;
-            while r0 < g.m {
+            for r0 in (0..g.m).step_by(slice) {
                 let part = Gemm {
                     m: slice.min(g.m - r0),
                     a_off: g.a_off + r0 * row_step,
@@ -432,46 +488,16 @@ pub(crate) fn encode_gemm(
                     ..*g
                 };
                 encode_gemm(rec, variant, &part, a, b, bias, c)?;
-                r0 += slice;
             }
             return Ok(());
         }
-    }
-    let mut k_chunk = g.k.div_ceil(n_split);
-    if let Some((_, _, bk)) = variant.tile() {
-        // Whole K steps in each chunk but the last.
-        k_chunk = k_chunk.next_multiple_of(bk);
-    }
-    let n_split = g.k.div_ceil(k_chunk);
-    dev.check_loop(
-        &format!("a matrix product's loop over {k_chunk} rows of K"),
-        (k_chunk as u64).div_ceil(k_step) + 16,
-    )?;
+    };
     let wg = [
         u32_of("GEMM columns", g.n.div_ceil(cols))?,
         u32_of("GEMM rows", g.m.div_ceil(rows))?,
         u32_of("GEMM batch", batch * n_split)?,
     ];
-    let mut p = GemmParams {
-        m: u32_of("GEMM rows", g.m)?,
-        n: u32_of("GEMM columns", g.n)?,
-        k: u32_of("GEMM depth", g.k)?,
-        k_chunk: k_chunk as u32,
-        lda: u32_of("GEMM stride", g.lda)?,
-        ldb: u32_of("GEMM stride", g.ldb)?,
-        ldc: u32_of("GEMM stride", g.ldc)?,
-        n_split: n_split as u32,
-        a_off: u32_of("GEMM offset", g.a_off)?,
-        b_off: u32_of("GEMM offset", g.b_off)?,
-        c_off: u32_of("GEMM offset", g.c_off)?,
-        bias_off: u32_of("GEMM offset", g.bias_off)?,
-        a_batch: u32_of("GEMM stride", g.a_batch)?,
-        b_batch: u32_of("GEMM stride", g.b_batch)?,
-        c_batch: u32_of("GEMM stride", g.c_batch)?,
-        c_split: 0,
-        flags: bias.is_some() as u32,
-        ..Default::default()
-    };
+    let mut p = g.params(k_chunk, n_split, bias.is_some())?;
     let bias_buf = bias.unwrap_or(&dev.dummy);
     if n_split == 1 {
         return rec.run(spec, &p, &[a, b, bias_buf, c], wg);
