@@ -20,7 +20,7 @@ use crate::gpu::ops::gru_forward::ForwardStepBufs;
 use crate::gpu::ops::params_struct;
 use crate::gpu::ops::steps::{Body, Gh, Pass, StepKernel};
 use crate::gpu::ops::util::{self, UtilParams};
-use crate::gpu::pipeline::{groups_1d, types, u32_of, Binding, Grid, KernelSpec};
+use crate::gpu::pipeline::{groups_1d, types, u32_of, Binding, Grid, Kernel, KernelSpec};
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 
@@ -320,6 +320,38 @@ pub(crate) struct StepWindows<'a> {
     pub weights: Chunked,
 }
 
+/// The products of one step of the window path, each direction's: the
+/// state of parity `parity` (its first `rows` rows) times the weights, into
+/// `w.product` laid out `(D, B, width)`, with the bias where `bias`.
+fn step_products(
+    rec: &mut Recorder,
+    (gemm, bg, chunk): (&Kernel, &wgpu::BindGroup, usize),
+    sh: &StepShape,
+    w: &StepWindows,
+    (parity, rows): (usize, usize),
+    (width, bias): (usize, bool),
+) -> Result<()> {
+    for d in 0..sh.dirs {
+        let state = w.state.at((parity * sh.dirs + d) * w.state.len());
+        let weights = w.weights.at(d * w.weights.len());
+        let o = WinOut {
+            c_off: d * sh.batch * width,
+            ldc: width,
+            bias_off: bias.then_some(d * width),
+        };
+        record_windows(
+            rec,
+            &gemm.pipeline,
+            bg,
+            chunk,
+            (&state, rows),
+            (&weights, 0..weights.rows),
+            &o,
+        )?;
+    }
+    Ok(())
+}
+
 /// The forward time loop of one layer on the window path: each step is
 /// first the product `gh = h · W_hhᵀ + b_hh` of each direction, then the
 /// step with it precomputed. Bind groups and slots are made before the loop.
@@ -355,25 +387,9 @@ pub(crate) fn encode_forward_steps(
     let bg_gemm = rec.bind(&gemm, chunk, &[bias, w.product, w.state_buf, w.weights_buf]);
     let h3 = 3 * sh.hidden;
     for s in 0..sh.t_len {
-        for d in 0..sh.dirs {
-            let state = w.state.at(((s % 2) * sh.dirs + d) * w.state.len());
-            let weights = w.weights.at(d * w.weights.len());
-            let o = WinOut {
-                c_off: d * sh.batch * h3,
-                ldc: h3,
-                bias_off: b.b_hh.map(|_| d * h3),
-            };
-            let rows = sh.rows_at(s);
-            record_windows(
-                rec,
-                &gemm.pipeline,
-                &bg_gemm,
-                chunk,
-                (&state, rows),
-                (&weights, 0..weights.rows),
-                &o,
-            )?;
-        }
+        let out = (h3, b.b_hh.is_some());
+        let at = (s % 2, sh.rows_at(s));
+        step_products(rec, (&gemm, &bg_gemm, chunk), sh, w, at, out)?;
         p.s = s as i32;
         rec.dispatch_pieces(&step, &bg_step, chunk, p, &parts)?;
     }
@@ -423,29 +439,11 @@ pub(crate) fn encode_backward_steps(
         chunk,
         &[&dev.dummy, w.product, w.state_buf, w.weights_buf],
     );
-    let h = sh.hidden;
     for s in (-1..t_len).rev() {
         if s < t_len - 1 {
-            let parity = ((s + 1) % 2) as usize;
-            for d in 0..sh.dirs {
-                let state = w.state.at((parity * sh.dirs + d) * w.state.len());
-                let weights = w.weights.at(d * w.weights.len());
-                let o = WinOut {
-                    c_off: d * sh.batch * h,
-                    ldc: h,
-                    bias_off: None,
-                };
-                let rows = sh.rows_at((s + 1) as usize);
-                record_windows(
-                    rec,
-                    &gemm.pipeline,
-                    &bg_gemm,
-                    chunk,
-                    (&state, rows),
-                    (&weights, 0..weights.rows),
-                    &o,
-                )?;
-            }
+            let next = (s + 1) as usize;
+            let at = (next % 2, sh.rows_at(next));
+            step_products(rec, (&gemm, &bg_gemm, chunk), sh, w, at, (sh.hidden, false))?;
         }
         p.s = s;
         rec.dispatch_pieces(&step, &bg_step, chunk, p, &parts)?;
