@@ -242,6 +242,101 @@ pub struct OnnxGru {
     pub b: Option<Array2<f32>>,
 }
 
+/// The metadata of a case file, read with the file's name in every error.
+pub(crate) struct CaseMeta<'a> {
+    pub m: &'a std::collections::HashMap<String, String>,
+    pub origin: &'a str,
+}
+
+impl<'a> CaseMeta<'a> {
+    /// The value of `key`, which must be there.
+    pub(crate) fn get(&self, key: &str) -> Result<&'a str> {
+        self.m
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| err(self.origin, format!("metadata `{key}` is missing")))
+    }
+
+    /// The value of `key` as a non-negative integer.
+    pub(crate) fn num(&self, key: &str) -> Result<usize> {
+        let v = self.get(key)?;
+        v.trim().parse().map_err(|_| {
+            err(
+                self.origin,
+                format!(
+                    "metadata `{key}` is `{}`, not a non-negative integer",
+                    untrusted(v)
+                ),
+            )
+        })
+    }
+
+    /// The value of `key` as `true` or `false`.
+    pub(crate) fn flag(&self, key: &str) -> Result<bool> {
+        match self.get(key)? {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            v => Err(err(
+                self.origin,
+                format!("metadata `{key}` is `{}`, not true or false", untrusted(v)),
+            )),
+        }
+    }
+
+    /// Refuses a file whose `format` is not `format`, or whose metadata
+    /// holds a key not in `known`.
+    pub(crate) fn check(&self, format: &str, known: &[&str]) -> Result<()> {
+        if self.get("format")? != format {
+            return Err(err(
+                self.origin,
+                format!(
+                    "metadata `format` is `{}`, expected `{format}`",
+                    untrusted(self.get("format")?)
+                ),
+            ));
+        }
+        let mut unknown: Vec<&String> = self
+            .m
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some(k) = unknown.first() {
+            return Err(err(
+                self.origin,
+                format!(
+                    "metadata `{}` = `{}` is not supported by this reader; the file is refused",
+                    untrusted(k),
+                    untrusted(&self.m[*k])
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The model file that `model` names, in the folder of the case `path`
+    /// (a plain file name, nothing else).
+    pub(crate) fn model_path(&self, path: &Path) -> Result<(std::path::PathBuf, String)> {
+        let model = self.get("model")?;
+        if model.is_empty()
+            || model.contains('/')
+            || model.contains('\\')
+            || model == "."
+            || model == ".."
+        {
+            return Err(err(
+                self.origin,
+                format!(
+                    "metadata `model` is `{}`; it must be a file name in the case's folder",
+                    untrusted(model)
+                ),
+            ));
+        }
+        let at = path.parent().unwrap_or(Path::new(".")).join(model);
+        Ok((at, untrusted(model)))
+    }
+}
+
 pub(crate) fn err(origin: &str, message: impl Into<String>) -> GruError {
     GruError::Format {
         path: origin.to_string(),
@@ -605,47 +700,9 @@ impl OnnxCase {
         let bytes = crate::files::read_safetensors(path)?;
         let file = SafeFile::parse(&bytes, &origin)?;
         let m = file.metadata();
-        let get = |key: &str| -> Result<&str> {
-            m.get(key)
-                .map(String::as_str)
-                .ok_or_else(|| err(&origin, format!("metadata `{key}` is missing")))
-        };
-        let num = |key: &str| -> Result<usize> {
-            let v = get(key)?;
-            v.trim().parse().map_err(|_| {
-                err(
-                    &origin,
-                    format!(
-                        "metadata `{key}` is `{}`, not a non-negative integer",
-                        untrusted(v)
-                    ),
-                )
-            })
-        };
-        if get("format")? != "onnx-gru-v1" {
-            return Err(err(
-                &origin,
-                format!(
-                    "metadata `format` is `{}`, expected `onnx-gru-v1`",
-                    untrusted(get("format")?)
-                ),
-            ));
-        }
-        let mut unknown: Vec<&String> = m
-            .keys()
-            .filter(|k| !ONNX_METADATA.contains(&k.as_str()))
-            .collect();
-        unknown.sort();
-        if let Some(k) = unknown.first() {
-            return Err(err(
-                &origin,
-                format!(
-                    "metadata `{}` = `{}` is not supported by this reader; the file is refused",
-                    untrusted(k),
-                    untrusted(&m[*k])
-                ),
-            ));
-        }
+        let meta = CaseMeta { m, origin: &origin };
+        let (get, num) = (|k: &str| meta.get(k), |k: &str| meta.num(k));
+        meta.check("onnx-gru-v1", &ONNX_METADATA)?;
         if num("layout")? > 1 {
             return Err(err(
                 &origin,
@@ -655,23 +712,7 @@ impl OnnxCase {
                 ),
             ));
         }
-        let model = get("model")?;
-        if model.is_empty()
-            || model.contains('/')
-            || model.contains('\\')
-            || model == "."
-            || model == ".."
-        {
-            return Err(err(
-                &origin,
-                format!(
-                    "metadata `model` is `{}`; it must be a file name in the case's folder",
-                    untrusted(model)
-                ),
-            ));
-        }
-        let model_path = path.parent().unwrap_or(Path::new(".")).join(model);
-        let model = untrusted(model);
+        let (model_path, model) = meta.model_path(path)?;
         let gru = OnnxGru::load(&model_path, None)?;
         let config = gru.config()?;
         let (seq_len, batch) = (num("seq_len")?, num("batch")?);

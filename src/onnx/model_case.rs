@@ -23,7 +23,7 @@ use std::path::Path;
 
 use ndarray::Array3;
 
-use super::{err, OnnxStack};
+use super::{err, CaseMeta, OnnxStack};
 use crate::config::GruConfig;
 use crate::error::{shown_path, untrusted, GruError, Result};
 use crate::params::SafeFile;
@@ -100,75 +100,15 @@ impl OnnxModelCase {
         let bytes = crate::files::read_safetensors(path)?;
         let file = SafeFile::parse(&bytes, &origin)?;
         let m = file.metadata();
-        let get = |key: &str| -> Result<&str> {
-            m.get(key)
-                .map(String::as_str)
-                .ok_or_else(|| err(&origin, format!("metadata `{key}` is missing")))
-        };
-        let num = |key: &str| -> Result<usize> {
-            let v = get(key)?;
-            v.trim().parse().map_err(|_| {
-                err(
-                    &origin,
-                    format!(
-                        "metadata `{key}` is `{}`, not a non-negative integer",
-                        untrusted(v)
-                    ),
-                )
-            })
-        };
-        let flag = |key: &str| -> Result<bool> {
-            match get(key)? {
-                "true" => Ok(true),
-                "false" => Ok(false),
-                v => Err(err(
-                    &origin,
-                    format!("metadata `{key}` is `{}`, not true or false", untrusted(v)),
-                )),
-            }
-        };
-        if get("format")? != "onnx-model-v1" {
-            return Err(err(
-                &origin,
-                format!(
-                    "metadata `format` is `{}`, expected `onnx-model-v1`",
-                    untrusted(get("format")?)
-                ),
-            ));
-        }
-        let mut unknown: Vec<&String> = m
-            .keys()
-            .filter(|k| !ONNX_MODEL_METADATA.contains(&k.as_str()))
-            .collect();
-        unknown.sort();
-        if let Some(k) = unknown.first() {
-            return Err(err(
-                &origin,
-                format!(
-                    "metadata `{}` = `{}` is not supported by this reader; the file is refused",
-                    untrusted(k),
-                    untrusted(&m[*k])
-                ),
-            ));
-        }
+        let meta = CaseMeta { m, origin: &origin };
+        let (get, num, flag) = (
+            |k: &str| meta.get(k),
+            |k: &str| meta.num(k),
+            |k: &str| meta.flag(k),
+        );
+        meta.check("onnx-model-v1", &ONNX_MODEL_METADATA)?;
         get("reference")?;
-        let model = get("model")?;
-        if model.is_empty()
-            || model.contains('/')
-            || model.contains('\\')
-            || model == "."
-            || model == ".."
-        {
-            return Err(err(
-                &origin,
-                format!(
-                    "metadata `model` is `{}`; it must be a file name in the case's folder",
-                    untrusted(model)
-                ),
-            ));
-        }
-        let model_path = path.parent().unwrap_or(Path::new(".")).join(model);
-        let model = untrusted(model);
+        let (model_path, model) = meta.model_path(path)?;
         let stack = OnnxStack::load(&model_path, None)?;
         let config = stack.config()?;
         // The metadata's configuration must be the import's (a reverse
