@@ -38,6 +38,7 @@ pub mod real;
 pub mod reference;
 pub mod selftest;
 pub mod train;
+mod tune;
 
 pub use config::{Direction, GruConfig, ParamKind, ParamSpec, Precision, ResetForm};
 pub use error::{GruError, Result, Shape};

@@ -36,7 +36,8 @@
 //! the clock); quick mode times each once and those of 2-3 within 20% of the
 //! best once more, full mode three times on the whole shape. A candidate's
 //! score is its fastest sample (interference only adds time); the fastest of
-//! 2-3 is chosen.
+//! 2-3 is chosen. The rounds, scores and checks are the generic tuner's
+//! (`crate::tune`); this module makes its candidates from the plans.
 
 use std::time::Instant;
 
@@ -50,6 +51,7 @@ use crate::gpu::ops::common::Strategy;
 use crate::gpu::ops::gemm::GemmVariant;
 use crate::gpu::plan::{names_hash, CachedPlan, Family, Plan, ShapeKey, TuneMode};
 use crate::gpu::Products;
+use crate::tune::{Call, Outcome, Rounds, TunableSet};
 
 /// Where the plan of a call came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -104,10 +106,21 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    fn set_samples(&mut self, s: Vec<f64>) {
-        self.median_ms = Some(median(&s));
-        self.min_ms = s.iter().copied().min_by(f64::total_cmp);
-        self.samples_ms = s;
+    /// The candidate of a tuner's outcome, in `stage` on `seq` steps (not
+    /// chosen).
+    fn of(o: &Outcome<Plan>, stage: &'static str, seq: usize) -> Self {
+        Candidate {
+            plan: o.key,
+            stage,
+            seq,
+            median_ms: o.median(),
+            min_ms: o.score(),
+            samples_ms: o.samples.clone(),
+            error: o.error.clone(),
+            checked: o.checked,
+            rejected: o.rejected.clone(),
+            chosen: false,
+        }
     }
 }
 
@@ -400,15 +413,7 @@ impl GpuGru {
     fn tune_locked(&self, t_len: usize, batch: usize, mode: TuneMode) -> Result<TuneReport> {
         self.check_dims(t_len, batch)?;
         let start = Instant::now();
-        let full = mode == TuneMode::Full;
-        // Steps timed: the GEMM kernels' ranking (their share of a call grows
-        // with T·B like the call) on at most 16, the final round on at most
-        // 256 (on fewer, a family whose products are faster but whose fixed
-        // cost is higher loses where it wins at full length).
-        let (seq_gemm, seq_loop) = match full {
-            true => (t_len, t_len),
-            false => (t_len.min(16), t_len.min(256)),
-        };
+        let steps = Steps::of(t_len, mode);
         let key = self.plan_key(t_len, batch);
         let all = self.candidates(batch);
         if all.is_empty() {
@@ -416,152 +421,41 @@ impl GpuGru {
                 "no plan runs this GRU on a batch of {batch} on this device"
             )));
         }
-        let bench = Bench::new(self, seq_loop, batch)?;
-        let reps = if full { 3 } else { 1 };
-        let measure = |plan: Plan, seq: usize, stage: &'static str| -> Candidate {
-            let mut c = Candidate {
-                plan,
-                stage,
-                seq,
-                median_ms: None,
-                min_ms: None,
-                samples_ms: Vec::new(),
-                error: None,
-                checked: false,
-                rejected: None,
-                chosen: false,
-            };
-            match bench.time(plan, seq, reps, true) {
-                Ok(s) => c.set_samples(s),
-                Err(e) => c.error = Some(e.to_string()),
-            }
-            c
+        let bench = Bench::new(self, steps.loops, batch)?;
+        let rounds = match mode {
+            TuneMode::Full => Rounds::FULL,
+            _ => Rounds::QUICK,
         };
-        // The fastest of `cands` (by its fastest sample) whose results did
-        // not disagree with the reference plan's.
-        let best = |cands: &[Candidate]| -> Option<Plan> {
-            cands
-                .iter()
-                .filter(|c| c.rejected.is_none())
-                .filter_map(|c| c.min_ms.map(|m| (m, c.plan)))
-                .min_by(|a, b| a.0.total_cmp(&b.0))
-                .map(|(_, p)| p)
-        };
-        let families = self.ctx.families();
-        let gemms: Vec<Family> = families
-            .iter()
-            .copied()
-            .filter(|f| !f.is_windows())
-            .collect();
-        // 1. every GEMM variant with the fallback loop, on `seq_gemm` steps;
-        let mut ranking: Vec<Candidate> = Vec::new();
-        if gemms.len() > 1 {
-            for f in &gemms {
-                let p = self.default_loop(*f, batch);
-                if all.contains(&p) {
-                    ranking.push(measure(p, seq_gemm, "gemm"));
-                }
-            }
-        }
-        let gemm = best(&ranking).map(|p| p.family).or(gemms.first().copied());
-        // 2. the fastest (or only) variant with every loop that applies, and
-        // 3. the window family with its per-step products and the best loop
-        //    of 2 (with every loop where it is the only family), on `seq_loop`.
-        let mut plans: Vec<Plan> = Vec::new();
-        if let Some(g) = gemm {
-            plans.extend(Strategy::ALL.iter().map(|s| Plan::new(g, *s)));
-        }
-        let mut finals: Vec<Candidate> = Vec::new();
-        let run = |p: Plan, finals: &mut Vec<Candidate>| {
-            if !all.contains(&p) || finals.iter().any(|c| c.plan == p) {
-                return;
-            }
-            // A ranking sample on the same steps counts.
-            let reuse = ranking.iter().find(|c| c.plan == p && c.seq == seq_loop);
-            let mut c = match reuse {
-                Some(c) => c.clone(),
-                None => measure(p, seq_loop, "loop"),
-            };
-            c.stage = "loop";
-            finals.push(c);
-        };
-        for p in plans {
-            run(p, &mut finals);
-        }
-        if families.contains(&Family::Windows) {
-            if gemms.is_empty() {
-                for s in Strategy::ALL {
-                    run(Plan::new(Family::Windows, *s), &mut finals);
-                }
-            } else {
-                let best_loop = best(&finals).map(|b| b.strategy);
-                run(Plan::new(Family::Windows, Strategy::Products), &mut finals);
-                if let Some(s) = best_loop {
-                    run(Plan::new(Family::Windows, s), &mut finals);
-                }
-            }
-        }
+        let ranking = self.rank_gemms(&bench, &all, steps, rounds);
+        let mut finals = self.final_round(&bench, &all, &ranking, steps, rounds);
         // Quick mode: the ones within 20% of the best once more.
-        if !full {
-            if let Some(b) = finals
-                .iter()
-                .filter_map(|c| c.min_ms)
-                .min_by(f64::total_cmp)
-            {
-                for c in finals.iter_mut() {
-                    if c.min_ms.is_some_and(|m| m <= b * 1.2) && c.samples_ms.len() == 1 {
-                        if let Ok(s) = bench.time(c.plan, seq_loop, 1, false) {
-                            let mut all_samples = c.samples_ms.clone();
-                            all_samples.extend(s);
-                            c.set_samples(all_samples);
-                        }
-                    }
-                }
-            }
-        }
+        finals.finalists();
         // Every candidate that ran, checked on the call's whole shape
         // against the reference plan.
         let check = Check::new(self, t_len, batch)?;
-        for c in finals.iter_mut().filter(|c| c.min_ms.is_some()) {
-            c.checked = true;
-            match check.disagreement(c.plan) {
-                Ok(why) => c.rejected = why,
-                Err(e) => {
-                    c.error = Some(format!("checking its results: {e}"));
-                    c.min_ms = None;
-                }
-            }
-        }
-        let chosen = best(&finals).ok_or_else(|| {
-            let why: Vec<String> = ranking
-                .iter()
-                .chain(&finals)
-                .map(|c| {
-                    let e = c.rejected.as_deref().or(c.error.as_deref());
-                    format!("{}: {}", c.plan, e.unwrap_or("?"))
-                })
-                .collect();
-            GruError::InvalidConfig(format!(
-                "no candidate plan ran and agreed with the reference plan {}: {}",
-                check.reference,
-                why.join("; ")
-            ))
-        })?;
-        for c in finals.iter_mut() {
+        finals.check(|p| check.disagreement(*p));
+        let ranked = ranking
+            .outcomes()
+            .map(|o| Candidate::of(o, "gemm", steps.gemm));
+        let last = finals
+            .outcomes()
+            .map(|o| Candidate::of(o, "loop", steps.loops));
+        let mut cands: Vec<Candidate> = ranked.chain(last).collect();
+        let chosen = *finals
+            .best()
+            .ok_or_else(|| no_plan_agreed(&cands, check.reference))?;
+        for c in cands.iter_mut().filter(|c| c.stage == "loop") {
             c.chosen = c.plan == chosen;
         }
-        let mut cands = ranking;
-        cands.extend(finals);
         self.ctx.plans().put(
             &key,
             CachedPlan {
                 plan: chosen.name(),
                 mode,
                 candidates_hash: self.candidates_hash(batch),
-                timings: cands
-                    .iter()
-                    .filter(|c| c.stage == "loop")
-                    .map(|c| (c.plan.name(), c.min_ms.filter(|_| c.rejected.is_none())))
+                timings: finals
+                    .outcomes()
+                    .map(|o| (o.key.name(), o.eligible()))
                     .collect(),
                 checked: (t_len, batch),
             },
@@ -569,7 +463,7 @@ impl GpuGru {
         Ok(TuneReport {
             key,
             mode,
-            seq_measured: seq_loop,
+            seq_measured: steps.loops,
             clock: if bench.gpu_clock { "gpu" } else { "wall" },
             candidates: cands,
             chosen,
@@ -579,16 +473,118 @@ impl GpuGru {
             cpu_checked: check.cpu_checked,
         })
     }
+
+    /// The GEMM families of the context, in its order.
+    fn gemm_families(&self) -> Vec<Family> {
+        let families = self.ctx.families();
+        families.into_iter().filter(|f| !f.is_windows()).collect()
+    }
+
+    /// Round 1, where the device runs several GEMM variants: each with its
+    /// fallback loop, on `steps.gemm` steps.
+    fn rank_gemms<'b>(
+        &self,
+        bench: &'b Bench<'_>,
+        all: &[Plan],
+        steps: Steps,
+        rounds: Rounds,
+    ) -> TunableSet<'b, Plan, GruError> {
+        let mut set = TunableSet::new(rounds);
+        let gemms = self.gemm_families();
+        if gemms.len() > 1 {
+            for f in gemms {
+                let p = self.default_loop(f, bench.batch);
+                if all.contains(&p) {
+                    set.add(p, bench.runner(p, steps.gemm));
+                }
+            }
+        }
+        set
+    }
+
+    /// Rounds 2 and 3, on `steps.loops` steps: the fastest (or only) GEMM
+    /// variant with every loop that applies, then the window family (where
+    /// it runs) with its per-step products and the fastest loop of 2 (with
+    /// every loop where it is the only family).
+    fn final_round<'b>(
+        &self,
+        bench: &'b Bench<'_>,
+        all: &[Plan],
+        ranking: &TunableSet<'_, Plan, GruError>,
+        steps: Steps,
+        rounds: Rounds,
+    ) -> TunableSet<'b, Plan, GruError> {
+        let mut set = TunableSet::new(rounds);
+        let add = |set: &mut TunableSet<'b, Plan, GruError>, p: Plan| {
+            if !all.contains(&p) {
+                return;
+            }
+            let run = bench.runner(p, steps.loops);
+            // A ranking sample on the same steps counts.
+            match ranking.outcome(&p).filter(|_| steps.gemm == steps.loops) {
+                Some(o) => set.add_measured(o.clone(), run),
+                None => set.add(p, run),
+            }
+        };
+        let gemms = self.gemm_families();
+        let gemm = ranking.best().map(|p| p.family).or(gemms.first().copied());
+        if let Some(g) = gemm {
+            for s in Strategy::ALL {
+                add(&mut set, Plan::new(g, *s));
+            }
+        }
+        if self.ctx.families().contains(&Family::Windows) {
+            let loops: Vec<Strategy> = if gemms.is_empty() {
+                Strategy::ALL.to_vec()
+            } else {
+                let best_loop = set.best().map(|b| b.strategy);
+                std::iter::once(Strategy::Products)
+                    .chain(best_loop)
+                    .collect()
+            };
+            for s in loops {
+                add(&mut set, Plan::new(Family::Windows, s));
+            }
+        }
+        set
+    }
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
+/// The error of a tuning in which no candidate ran and agreed with the
+/// reference plan: each candidate's reason.
+fn no_plan_agreed(cands: &[Candidate], reference: Plan) -> GruError {
+    let why: Vec<String> = cands
+        .iter()
+        .map(|c| {
+            let e = c.rejected.as_deref().or(c.error.as_deref());
+            format!("{}: {}", c.plan, e.unwrap_or("?"))
+        })
+        .collect();
+    GruError::InvalidConfig(format!(
+        "no candidate plan ran and agreed with the reference plan {}: {}",
+        reference,
+        why.join("; ")
+    ))
+}
+
+/// The steps each round times: the GEMM kernels' ranking (their share of
+/// a call grows with T·B like the call) at most 16, the final round at
+/// most 256 (on fewer, a family whose products are faster but whose fixed
+/// cost is higher loses where it wins at full length); the whole call in
+/// full mode.
+#[derive(Clone, Copy)]
+struct Steps {
+    gemm: usize,
+    loops: usize,
+}
+
+impl Steps {
+    fn of(t_len: usize, mode: TuneMode) -> Self {
+        let (gemm, loops) = match mode {
+            TuneMode::Full => (t_len, t_len),
+            _ => (t_len.min(16), t_len.min(256)),
+        };
+        Steps { gemm, loops }
     }
 }
 
@@ -635,13 +631,14 @@ impl<'a> Bench<'a> {
         }
     }
 
-    /// `reps` timed calls of `seq` steps (at most the data's), after one
-    /// untimed call on two steps where `warm`.
-    fn time(&self, plan: Plan, seq: usize, reps: usize, warm: bool) -> Result<Vec<f64>> {
+    /// `plan` as a tuning candidate: a warm-up is an untimed call on two
+    /// steps (building its pipelines), a sample a timed call of `seq` steps
+    /// (at most the data's).
+    fn runner(&self, plan: Plan, seq: usize) -> impl FnMut(Call) -> Result<f64> + '_ {
         let seq = seq.min(self.seq);
-        if warm {
-            self.call(plan, seq.min(2), false)?;
+        move |call| match call {
+            Call::WarmUp => self.call(plan, seq.min(2), false),
+            Call::Sample => self.call(plan, seq, true),
         }
-        (0..reps).map(|_| self.call(plan, seq, true)).collect()
     }
 }
