@@ -242,6 +242,41 @@ pub struct OnnxGru {
     pub b: Option<Array2<f32>>,
 }
 
+/// The forward of an imported model's parameters on the CPU reference in
+/// `F`, as f64: `(output, h_n)`.
+pub(crate) fn cpu_forward<F: Real>(
+    params: &GruParams<f32>,
+    x: &Array3<f32>,
+    h0: Option<&Array3<f32>>,
+    lengths: Option<Vec<usize>>,
+) -> Result<(Array3<f64>, Array3<f64>)> {
+    let c = |a: &Array3<f32>| a.mapv(|v| F::of(v as f64));
+    let mut gru = crate::cpu::Gru::new(params.cast::<F>());
+    let opts = crate::cpu::SeqOptions::new().lengths(lengths);
+    let h0 = h0.map(c);
+    let (out, h_n) = gru.forward_with(c(x).view(), h0.as_ref().map(|h| h.view()), &opts)?;
+    Ok((out.mapv(|v| v.f64()), h_n.mapv(|v| v.f64())))
+}
+
+/// The forward of an imported model's parameters on the GPU in
+/// `precision`, `plan` forced (`None`: the automatic plan), as f64.
+pub(crate) fn gpu_forward(
+    ctx: &crate::gpu::GpuContext,
+    params: &GruParams<f32>,
+    (precision, plan): (crate::config::Precision, Option<crate::gpu::Plan>),
+    x: &Array3<f32>,
+    h0: Option<&Array3<f32>>,
+    lengths: Option<Vec<usize>>,
+) -> Result<(Array3<f64>, Array3<f64>)> {
+    let model = crate::gpu::GpuGru::new(ctx, &params.clone().with_precision(precision))?;
+    model.set_plan(plan);
+    let opts = crate::gpu::ForwardOptions::new()
+        .h0(h0.map(|h| h.view()))
+        .lengths(lengths);
+    let f = model.forward(x.view(), opts)?;
+    Ok((f.output.mapv(|v| v as f64), f.h_n.mapv(|v| v as f64)))
+}
+
 /// The metadata of a case file, read with the file's name in every error.
 pub(crate) struct CaseMeta<'a> {
     pub m: &'a std::collections::HashMap<String, String>,
@@ -870,13 +905,10 @@ impl OnnxCase {
     /// Runs the CPU reference in `F`: the model's parameters, `X`,
     /// `initial_h` and `sequence_lens`, with `Y` and `Y_h` in ONNX's shapes.
     pub fn run_cpu<F: Real>(&self) -> Result<OnnxResult> {
-        let params = self.gru.params()?.cast::<F>();
-        let c = |a: &Array3<f32>| a.mapv(|v| F::of(v as f64));
-        let mut gru = crate::cpu::Gru::new(params);
-        let opts = crate::cpu::SeqOptions::new().lengths(Some(self.lengths.clone()));
-        let h0 = c(&self.initial_h);
-        let (out, h_n) = gru.forward_with(c(&self.x).view(), Some(h0.view()), &opts)?;
-        Ok(self.result(out.mapv(|v| v.f64()), h_n.mapv(|v| v.f64())))
+        let params = self.gru.params()?;
+        let lengths = Some(self.lengths.clone());
+        let (out, h_n) = cpu_forward::<F>(&params, &self.x, Some(&self.initial_h), lengths)?;
+        Ok(self.result(out, h_n))
     }
 
     /// Runs the GPU (f32): the model's parameters, `X`, `initial_h` and
@@ -902,14 +934,11 @@ impl OnnxCase {
         precision: crate::config::Precision,
         plan: Option<crate::gpu::Plan>,
     ) -> Result<OnnxResult> {
-        let params = self.gru.params()?.with_precision(precision);
-        let model = crate::gpu::GpuGru::new(ctx, &params)?;
-        model.set_plan(plan);
-        let opts = crate::gpu::ForwardOptions::new()
-            .h0(self.initial_h.view())
-            .lengths(self.lengths.clone());
-        let f = model.forward(self.x.view(), opts)?;
-        Ok(self.result(f.output.mapv(|v| v as f64), f.h_n.mapv(|v| v as f64)))
+        let params = self.gru.params()?;
+        let lengths = Some(self.lengths.clone());
+        let (x, h0) = (&self.x, Some(&self.initial_h));
+        let (out, h_n) = gpu_forward(ctx, &params, (precision, plan), x, h0, lengths)?;
+        Ok(self.result(out, h_n))
     }
 
     /// `Y` `(T, D, B, H)` and `Y_h` from nn.GRU's `output` `(T, B, D·H)`

@@ -280,17 +280,10 @@ impl OnnxModelCase {
 
     /// Runs the CPU reference in `F` on the case's inputs.
     pub fn run_cpu<F: Real>(&self) -> Result<ModelResult> {
-        let params = self.stack.params()?.cast::<F>();
-        let c = |a: &Array3<f32>| a.mapv(|v| F::of(v as f64));
-        let mut gru = crate::cpu::Gru::new(params);
-        let opts = crate::cpu::SeqOptions::new().lengths(self.lengths.clone());
-        let h0 = self.h0.as_ref().map(c);
-        let (out, h_n) =
-            gru.forward_with(c(&self.x).view(), h0.as_ref().map(|h| h.view()), &opts)?;
-        Ok(ModelResult {
-            output: out.mapv(|v| v.f64()),
-            h_n: h_n.mapv(|v| v.f64()),
-        })
+        let params = self.stack.params()?;
+        let (output, h_n) =
+            super::cpu_forward::<F>(&params, &self.x, self.h0.as_ref(), self.lengths.clone())?;
+        Ok(ModelResult { output, h_n })
     }
 
     /// Runs the GPU with the model in `precision` and `plan` forced
@@ -301,17 +294,10 @@ impl OnnxModelCase {
         precision: crate::config::Precision,
         plan: Option<crate::gpu::Plan>,
     ) -> Result<ModelResult> {
-        let params = self.stack.params()?.with_precision(precision);
-        let model = crate::gpu::GpuGru::new(ctx, &params)?;
-        model.set_plan(plan);
-        let opts = crate::gpu::ForwardOptions::new()
-            .h0(self.h0.as_ref().map(|h| h.view()))
-            .lengths(self.lengths.clone());
-        let f = model.forward(self.x.view(), opts)?;
-        Ok(ModelResult {
-            output: f.output.mapv(|v| v as f64),
-            h_n: f.h_n.mapv(|v| v as f64),
-        })
+        let params = self.stack.params()?;
+        let (x, h0, lengths) = (&self.x, self.h0.as_ref(), self.lengths.clone());
+        let (output, h_n) = super::gpu_forward(ctx, &params, (precision, plan), x, h0, lengths)?;
+        Ok(ModelResult { output, h_n })
     }
 
     /// Compares `output` and `h_n` against onnxruntime's, and against
