@@ -37,12 +37,12 @@ pub use context::{
 };
 pub use device::{list_adapters, AdapterSummary};
 pub use gru::{
-    BackwardInput, BackwardOptions, CallStats, Candidate, Flat, Forward, ForwardInput,
+    BackwardInput, BackwardOptions, CallStats, Candidate, FlatInput, Forward, ForwardInput,
     ForwardOptions, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, PlanChoice,
     PlanSource, Recurrence, TuneReport,
 };
 pub use head::{GpuLinearHead, HeadStep};
-pub use ops::common::Strategy;
+pub use plan::Strategy;
 pub use ops::gemm::GemmVariant;
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
 #[doc(hidden)]

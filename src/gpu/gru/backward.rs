@@ -11,7 +11,8 @@ use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
 use crate::gpu::gru::seq::upload_perm;
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{lp, seq_private_fits, StepShape, Strategy};
+use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
+use crate::gpu::plan::Strategy;
 use crate::gpu::ops::gru_backward::{
     encode_backward_resident, encode_backward_sequence, encode_backward_splitk,
     encode_backward_splitk_rb, encode_backward_steps, encode_backward_steps_rb, BackwardStepBufs,

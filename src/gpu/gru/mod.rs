@@ -51,10 +51,11 @@ use crate::gpu::recorder::Recorder;
 use crate::params::GruParams;
 
 pub use io::{
-    BackwardInput, BackwardOptions, Flat, Forward, ForwardInput, ForwardOptions, OnDevice,
+    BackwardInput, BackwardOptions, FlatInput, Forward, ForwardInput, ForwardOptions, OnDevice,
 };
 pub use planning::{Candidate, PlanChoice, PlanSource, TuneReport};
 pub use types::{CallStats, GpuBackward, GpuForward, GpuLayerGrads, GpuTape, Recurrence};
+pub(crate) use params::RecordUpdate;
 
 /// The parameters of one layer, both directions stacked, on the device.
 #[derive(Debug)]
