@@ -22,8 +22,6 @@
 /// The ndarray this crate takes and returns (0.17): `gru_wgpu::ndarray::Array3`.
 pub use ndarray;
 
-pub mod bench;
-pub mod check;
 pub mod config;
 pub mod cpu;
 pub mod dropout;
@@ -36,7 +34,17 @@ pub mod optim;
 pub mod params;
 pub mod real;
 pub mod reference;
+
+// The command line's machinery (`gru-wgpu bench`, `selftest`, `train`, the
+// main job's check): built with the `cli` feature (the default), which the
+// binary requires; the library alone (`--no-default-features`) has none of it.
+#[cfg(feature = "cli")]
+pub mod bench;
+#[cfg(feature = "cli")]
+pub mod check;
+#[cfg(feature = "cli")]
 pub mod selftest;
+#[cfg(feature = "cli")]
 pub mod train;
 mod tune;
 

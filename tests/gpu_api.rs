@@ -4,7 +4,7 @@
 mod common;
 
 use gru_wgpu::gpu::{
-    BackwardOptions, ContextOptions, Flat, ForwardOptions, GpuContext, GpuGru, OnDevice,
+    BackwardOptions, ContextOptions, FlatInput, ForwardOptions, GpuContext, GpuGru, OnDevice,
 };
 
 fn on_device(buffer: &wgpu::Buffer, seq_len: usize, batch: usize) -> OnDevice<'_> {
@@ -15,8 +15,8 @@ fn on_device(buffer: &wgpu::Buffer, seq_len: usize, batch: usize) -> OnDevice<'_
     }
 }
 
-fn flat(data: &[f32], seq_len: usize, batch: usize) -> Flat<'_> {
-    Flat {
+fn flat(data: &[f32], seq_len: usize, batch: usize) -> FlatInput<'_> {
+    FlatInput {
         data,
         seq_len,
         batch,

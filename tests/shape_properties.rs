@@ -5,7 +5,7 @@
 mod common;
 
 use gru_wgpu::cpu::Gru;
-use gru_wgpu::gpu::{BackwardOptions, Flat, ForwardOptions, GpuGru};
+use gru_wgpu::gpu::{BackwardOptions, FlatInput, ForwardOptions, GpuGru};
 use gru_wgpu::{GruConfig, GruError, GruParams};
 use ndarray::Array3;
 use proptest::prelude::*;
@@ -123,7 +123,7 @@ proptest! {
                 let n = t * b * cfg.input_size;
                 let data = vec![0.0f32; n + slice_extra];
                 let r = model.forward(
-                    Flat {
+                    FlatInput {
                         data: &data,
                         seq_len: t,
                         batch: b,

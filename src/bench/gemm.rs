@@ -143,7 +143,7 @@ pub fn bench_gemm(
             encode_chunk(&mut rec, &rows(ab.buffer()), ac.buffer(), &la, 0, 1)?;
             encode_chunk(&mut rec, &rows(bb.buffer()), bc.buffer(), &lb, 0, 1)?;
             rec.submit()?;
-            ctx.wait()?;
+            ctx.synchronize()?;
         }
         let mut times = Vec::new();
         let mut dispatches = 0;
@@ -186,7 +186,7 @@ pub fn bench_gemm(
             dispatches = rec.dispatches;
             let start = Instant::now();
             rec.submit()?;
-            ctx.wait()?;
+            ctx.synchronize()?;
             if i > 0 {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }

@@ -567,10 +567,6 @@ impl GpuContext {
         self.inner.dev.scoped(f)
     }
 
-    pub(crate) fn wait(&self) -> Result<()> {
-        self.inner.dev.wait()
-    }
-
     /// A storage buffer of `len` floats from the pool (NaN-filled when poisoning).
     pub(crate) fn storage(&self, what: &str, len: usize) -> Result<PooledBuffer> {
         self.inner.dev.storage(what, len)

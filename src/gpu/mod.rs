@@ -37,14 +37,14 @@ pub use context::{
 };
 pub use device::{list_adapters, AdapterSummary};
 pub use gru::{
-    BackwardInput, BackwardOptions, CallStats, Candidate, Flat, Forward, ForwardInput,
+    BackwardInput, BackwardOptions, CallStats, Candidate, FlatInput, Forward, ForwardInput,
     ForwardOptions, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, PlanChoice,
     PlanSource, Recurrence, TuneReport,
 };
 pub use head::{GpuLinearHead, HeadStep};
-pub use ops::common::Strategy;
 pub use ops::gemm::GemmVariant;
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
+pub use plan::Strategy;
 #[doc(hidden)]
 pub use pool::PoolStats;
 pub use pool::PooledBuffer;

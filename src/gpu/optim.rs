@@ -4,6 +4,7 @@
 
 use crate::error::{GruError, Result};
 use crate::gpu::context::GpuContext;
+use crate::gpu::gru::{GpuBackward, GpuGru, RecordUpdate};
 use crate::gpu::ops::optim::{
     encode_adam, encode_clip_coef, encode_scale, encode_sgd, encode_sumsq,
 };
@@ -17,6 +18,27 @@ use crate::optim::{Adam, Sgd};
 pub enum Rule {
     Sgd(Sgd),
     Adam(Adam),
+}
+
+impl GpuGru {
+    /// One optimiser step on the parameters from a backward's gradients, then
+    /// the derived copies of the weights: one submission, all on the device.
+    pub fn update(&self, opt: &mut GpuOptimizer, grads: &GpuBackward) -> Result<()> {
+        let g: Vec<&PooledBuffer> = grads.grads.iter().flat_map(|l| l.tensors()).collect();
+        self.update_from(opt, &g)
+    }
+}
+
+impl RecordUpdate for GpuOptimizer {
+    fn record_update(
+        &mut self,
+        rec: &mut Recorder,
+        params: &[&wgpu::Buffer],
+        grads: &[&wgpu::Buffer],
+        lens: &[usize],
+    ) -> Result<()> {
+        self.record(rec, params, grads, lens)
+    }
 }
 
 /// An optimiser whose state (momentum buffers, moment estimates) lives on the

@@ -26,8 +26,10 @@ use std::sync::Mutex;
 
 use crate::error::{GruError, Result};
 use crate::gpu::device::AdapterSummary;
-use crate::gpu::ops::common::Strategy;
 use crate::gpu::ops::gemm::GemmVariant;
+
+mod strategy;
+pub use strategy::Strategy;
 
 /// The kernels that compute a plan's matrix products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,6 +1,6 @@
 //! The GRU's public calls: one [`forward`](GpuGru::forward) and one
 //! [`backward`](GpuGru::backward), each with an options struct, for three
-//! kinds of data: host arrays (`ArrayView3`), flat host slices ([`Flat`]),
+//! kinds of data: host arrays (`ArrayView3`), flat host slices ([`FlatInput`]),
 //! and device buffers ([`OnDevice`] for the forward, `&wgpu::Buffer` for the
 //! backward). The kind of the input fixes the kind of the optional state and
 //! of the results (host arrays, or device buffers the caller owns).
@@ -148,7 +148,7 @@ impl Forward {
 /// floats of `(T, B, I)` (or `(B, T, I)`). A slice of another length is an
 /// error.
 #[derive(Clone, Copy, Debug)]
-pub struct Flat<'a> {
+pub struct FlatInput<'a> {
     pub data: &'a [f32],
     pub seq_len: usize,
     pub batch: usize,
@@ -204,7 +204,7 @@ impl<'a> ForwardInput for ArrayView3<'a, f32> {
     }
 }
 
-impl<'a> ForwardInput for Flat<'a> {
+impl<'a> ForwardInput for FlatInput<'a> {
     type State = &'a [f32];
     type Output = Forward;
     fn run_forward(self, model: &GpuGru, opts: &ForwardOptions<Self::State>) -> Result<Forward> {
@@ -261,7 +261,7 @@ impl<'a> BackwardInput for &'a wgpu::Buffer {
 
 impl GpuGru {
     /// The forward of the whole stack, from host arrays (`x` `(T, B, I)`, or
-    /// `(B, T, I)` where `batch_first`), a [`Flat`] slice, or a device buffer
+    /// `(B, T, I)` where `batch_first`), a [`FlatInput`] slice, or a device buffer
     /// ([`OnDevice`]); `opts` holds `h0` (of the same kind), the mode and
     /// whether to keep the tape. Host inputs give host results ([`Forward`]),
     /// device inputs device buffers ([`GpuForward`]).

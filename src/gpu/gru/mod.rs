@@ -51,8 +51,9 @@ use crate::gpu::recorder::Recorder;
 use crate::params::GruParams;
 
 pub use io::{
-    BackwardInput, BackwardOptions, Flat, Forward, ForwardInput, ForwardOptions, OnDevice,
+    BackwardInput, BackwardOptions, FlatInput, Forward, ForwardInput, ForwardOptions, OnDevice,
 };
+pub(crate) use params::RecordUpdate;
 pub use planning::{Candidate, PlanChoice, PlanSource, TuneReport};
 pub use types::{CallStats, GpuBackward, GpuForward, GpuLayerGrads, GpuTape, Recurrence};
 

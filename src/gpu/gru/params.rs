@@ -6,7 +6,7 @@ use ndarray::Array1;
 use crate::error::{GruError, Result};
 use crate::gpu::gru::products::ProductPath;
 use crate::gpu::gru::windows::WindowPath;
-use crate::gpu::gru::{GpuBackward, GpuGru, LayerParams};
+use crate::gpu::gru::{GpuGru, LayerParams};
 use crate::gpu::ops::util::{encode_copy, encode_transpose, Io};
 use crate::gpu::plan::Family;
 use crate::gpu::pool::PooledBuffer;
@@ -172,18 +172,13 @@ impl GpuGru {
             .collect()
     }
 
-    /// One optimiser step on the parameters from a backward's gradients, then
-    /// the derived copies of the weights: one submission, all on the device.
-    pub fn update(&self, opt: &mut crate::gpu::GpuOptimizer, grads: &GpuBackward) -> Result<()> {
-        let g: Vec<&PooledBuffer> = grads.grads.iter().flat_map(|l| l.tensors()).collect();
-        self.update_from(opt, &g)
-    }
-
-    /// [`update`](Self::update) from gradient buffers in the order of
-    /// [`param_buffers`](Self::param_buffers).
+    /// One update of the parameters by `opt` from gradient buffers in the
+    /// order of [`param_buffers`](Self::param_buffers), then the derived
+    /// copies of the weights: one submission, all on the device. The public
+    /// form is `GpuGru::update` (`gpu::optim`, the layer of the optimisers).
     pub(crate) fn update_from(
         &self,
-        opt: &mut crate::gpu::GpuOptimizer,
+        opt: &mut dyn RecordUpdate,
         grads: &[&PooledBuffer],
     ) -> Result<()> {
         let params = self.param_buffers();
@@ -212,7 +207,7 @@ impl GpuGru {
             let p: Vec<&wgpu::Buffer> = params.iter().map(|(b, _)| *b).collect();
             let lens: Vec<usize> = params.iter().map(|(_, l)| *l).collect();
             let g: Vec<&wgpu::Buffer> = grads.iter().map(|b| b.buffer()).collect();
-            opt.record(&mut rec, &p, &g, &lens)?;
+            opt.record_update(&mut rec, &p, &g, &lens)?;
             self.record_derived(&mut rec)?;
             // The new version and the submission that makes it, together
             // under the submission lock: a call that reads the old version
@@ -282,4 +277,18 @@ impl GpuGru {
             Ok(p)
         })
     }
+}
+
+/// What updates a model's parameters inside the model's recording: the
+/// optimisers of the layer above (`gpu::optim`) implement it, so that this
+/// layer does not name them.
+pub(crate) trait RecordUpdate {
+    /// Records one update of `params[i]` (of `lens[i]` floats) from `grads[i]`.
+    fn record_update(
+        &mut self,
+        rec: &mut Recorder,
+        params: &[&wgpu::Buffer],
+        grads: &[&wgpu::Buffer],
+        lens: &[usize],
+    ) -> Result<()>;
 }
