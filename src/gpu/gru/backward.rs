@@ -12,11 +12,9 @@ use crate::gpu::gru::seq::upload_perm;
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
-use crate::gpu::ops::gru_backward::{
-    encode_backward_resident, encode_backward_sequence, encode_backward_splitk,
-    encode_backward_splitk_rb, encode_backward_steps, encode_backward_steps_rb, BackwardStepBufs,
-};
+use crate::gpu::ops::gru_backward::{encode_backward_loop, BackwardStepBufs};
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
+use crate::gpu::ops::steps::TimeLoop;
 use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout, Io};
 use crate::gpu::plan::Strategy;
 use crate::gpu::pool::PooledBuffer;
@@ -304,40 +302,35 @@ impl GpuGru {
             "one backward step's product over the gates",
             2 * lp(3 * shape.hidden) + 32,
         )?;
-        if self.config.reset_form == ResetForm::Before {
-            if strategy == Strategy::Products {
-                // The product path keeps its own scratch.
-                return path.backward_steps(rec, layer, shape, bufs);
+        if strategy == Strategy::Products {
+            // The product path keeps its own scratch.
+            return path.backward_steps(rec, layer, shape, bufs);
+        }
+        // Every other loop is a fused one, recorded from its description.
+        let lp = TimeLoop::named(strategy.name()).expect("a fused loop");
+        let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
+        let scratch = match self.config.reset_form {
+            ResetForm::Before => {
+                let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
+                // c2 of the step after (zero before the last step).
+                let scratch = self.ctx.storage("d(r·h) r of a step", nd * b * h)?;
+                rec.clear(scratch.buffer(), 0, (nd * b * h * 4) as u64);
+                Some(scratch)
             }
-            let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
-            // c2 of the step after (zero before the last step).
-            let scratch = self.ctx.storage("d(r·h) r of a step", nd * b * h)?;
-            rec.clear(scratch.buffer(), 0, (nd * b * h * 4) as u64);
-            match strategy {
-                Strategy::Step => encode_backward_steps_rb(rec, shape, bufs, scratch.buffer())?,
-                Strategy::Sequence => {
-                    let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
-                    encode_backward_sequence(rec, shape, bufs, private, Some(scratch.buffer()))?
-                }
-                Strategy::SplitK => encode_backward_splitk_rb(rec, shape, bufs, scratch.buffer())?,
-                Strategy::Resident => {
-                    encode_backward_resident(rec, shape, bufs, Some(scratch.buffer()))?
-                }
-                Strategy::Products => unreachable!("handled above"),
-            }
+            ResetForm::After => None,
+        };
+        encode_backward_loop(
+            rec,
+            lp,
+            shape,
+            bufs,
+            private,
+            scratch.as_ref().map(|s| s.buffer()),
+        )?;
+        if let Some(scratch) = scratch {
             rec.keep(scratch);
-            return Ok(());
         }
-        match strategy {
-            Strategy::Step => encode_backward_steps(rec, shape, bufs),
-            Strategy::Sequence => {
-                let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
-                encode_backward_sequence(rec, shape, bufs, private, None)
-            }
-            Strategy::Products => path.backward_steps(rec, layer, shape, bufs),
-            Strategy::SplitK => encode_backward_splitk(rec, shape, bufs),
-            Strategy::Resident => encode_backward_resident(rec, shape, bufs, None),
-        }
+        Ok(())
     }
 
     /// Refuses a tape of another model, or one made before the parameters

@@ -10,10 +10,8 @@ use crate::gpu::gru::seq::{upload_perm, SeqRun};
 use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
-use crate::gpu::ops::gru_forward::{
-    encode_forward_resident, encode_forward_sequence, encode_forward_splitk,
-    encode_forward_splitk_rb, encode_forward_steps, encode_forward_steps_rb, ForwardStepBufs,
-};
+use crate::gpu::ops::gru_forward::{encode_forward_loop, ForwardStepBufs};
+use crate::gpu::ops::steps::TimeLoop;
 use crate::gpu::ops::util::{
     encode_copy, encode_dropout, encode_gather_rows, encode_permute01, Dropout, Io,
 };
@@ -318,38 +316,32 @@ impl GpuGru {
             "one step's product over the hidden units",
             2 * lp(3 * shape.hidden) + 32,
         )?;
-        if self.config.reset_form == ResetForm::Before {
-            if strategy == Strategy::Products {
-                // The product path keeps its own scratch.
-                return path.forward_steps(rec, layer, shape, bufs, h0);
+        if strategy == Strategy::Products {
+            // The product path keeps its own scratch.
+            return path.forward_steps(rec, layer, shape, bufs, h0);
+        }
+        // Every other loop is a fused one, recorded from its description.
+        let lp = TimeLoop::named(strategy.name()).expect("a fused loop");
+        let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
+        let scratch = match self.config.reset_form {
+            ResetForm::Before => {
+                let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
+                Some(self.ctx.storage("r, z and r·h of a step", nd * b * 3 * h)?)
             }
-            let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
-            let scratch = self.ctx.storage("r, z and r·h of a step", nd * b * 3 * h)?;
-            match strategy {
-                Strategy::Step => encode_forward_steps_rb(rec, shape, bufs, scratch.buffer())?,
-                Strategy::Sequence => {
-                    let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
-                    encode_forward_sequence(rec, shape, bufs, private, Some(scratch.buffer()))?
-                }
-                Strategy::SplitK => encode_forward_splitk_rb(rec, shape, bufs, scratch.buffer())?,
-                Strategy::Resident => {
-                    encode_forward_resident(rec, shape, bufs, Some(scratch.buffer()))?
-                }
-                Strategy::Products => unreachable!("handled above"),
-            }
+            ResetForm::After => None,
+        };
+        encode_forward_loop(
+            rec,
+            lp,
+            shape,
+            bufs,
+            private,
+            scratch.as_ref().map(|s| s.buffer()),
+        )?;
+        if let Some(scratch) = scratch {
             rec.keep(scratch);
-            return Ok(());
         }
-        match strategy {
-            Strategy::Step => encode_forward_steps(rec, shape, bufs),
-            Strategy::Sequence => {
-                let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
-                encode_forward_sequence(rec, shape, bufs, private, None)
-            }
-            Strategy::Products => path.forward_steps(rec, layer, shape, bufs, h0),
-            Strategy::SplitK => encode_forward_splitk(rec, shape, bufs),
-            Strategy::Resident => encode_forward_resident(rec, shape, bufs, None),
-        }
+        Ok(())
     }
 
     /// The dropout of a forward with `opts`: `(seed, p)` in training mode
