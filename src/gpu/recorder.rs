@@ -303,6 +303,14 @@ impl<'c> Recorder<'c> {
         self.keep.push(b);
     }
 
+    /// A temporary of the call: `b` is owned by the recording (released
+    /// to the pool at the submission) and the caller records with its handle.
+    pub(crate) fn temp(&mut self, b: PooledBuffer) -> wgpu::Buffer {
+        let handle = b.buffer().clone();
+        self.keep.push(b);
+        handle
+    }
+
     /// Writes the arena, closes the encoder and submits it: one submission.
     /// Returns the GPU time in milliseconds where timestamps are available.
     pub(crate) fn submit(self) -> Result<Option<f64>> {

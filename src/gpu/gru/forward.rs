@@ -17,13 +17,34 @@ use crate::gpu::ops::util::{
 };
 use crate::gpu::plan::Plan;
 use crate::gpu::plan::Strategy;
+use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
+
+/// What every layer of one forward call shares.
+struct LayerCall<'a> {
+    seq: &'a SeqRun,
+    batch: usize,
+    keep_tape: bool,
+    plan: Plan,
+    dropout: Option<(u32, f32)>,
+    /// The step flags (lengths and resets), where the call has them.
+    flags: Option<&'a wgpu::Buffer>,
+    active: Option<std::sync::Arc<[usize]>>,
+    /// `(L·D, B, H)`, in the rows' running order.
+    h0: Option<&'a wgpu::Buffer>,
+    /// `(L·D, B, H)`: each layer writes its part.
+    h_n: PooledBuffer,
+    path: &'a dyn ProductPath,
+}
 
 impl GpuGru {
     /// Records the forward of the whole stack. `x` is in the caller's layout,
     /// `h0` is `(L·D, B, H)`. Without `keep_tape` no gates are written, the
     /// states of a layer are a ring of two slots, and every layer's buffers
-    /// are let go after the call.
+    /// are let go after the call. The steps, in a line: the rows sorted
+    /// into the order they run, layer 0's input sequence-first, each layer
+    /// ([`forward_layer`](Self::forward_layer)), the output and `h_n` back
+    /// in the caller's order and layout.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record_forward(
         &self,
@@ -37,232 +58,41 @@ impl GpuGru {
     ) -> Result<ForwardOut> {
         let cfg = &self.config;
         let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
-        // The loop runs the first `t_run` steps (the longest length); every
-        // buffer below but the output has `t_run` steps.
-        let (t_full, t_len) = (seq.t_len, seq.t_run);
-        let (tb, h3) = (t_len * batch, 3 * h);
         // Where the rows run in another order (ragged lengths, longest
         // first), x and h0 are gathered into it here, and the output and h_n
         // back at the end.
-        let perm = upload_perm(&self.ctx, seq.perm.as_deref())?;
-        // x, h0, the states and the outputs are in the model's storage precision.
-        let io = Io::same(self.f16());
-        let i_sz = cfg.input_size;
-        let mut sorted_x = None;
-        let x = match &perm {
-            Some((fwd, _)) => {
-                // (T, B, I) or (B, T, I): rows of B reordered.
-                let shape = if cfg.batch_first {
-                    [1, batch, t_full * i_sz]
-                } else {
-                    [t_full, batch, i_sz]
-                };
-                let b = sorted_x.insert(self.act("x, rows sorted", t_full * batch * i_sz)?);
-                encode_gather_rows(rec, io, shape, x, fwd.buffer(), b.buffer())?;
-                b.buffer()
-            }
-            None => x,
-        };
-        let mut sorted_h0 = None;
-        let h0 = match (&perm, h0) {
-            (Some((fwd, _)), Some(h0)) => {
-                let b =
-                    sorted_h0.insert(self.act("h0, rows sorted", cfg.num_layers * nd * batch * h)?);
-                encode_gather_rows(
-                    rec,
-                    io,
-                    [cfg.num_layers * nd, batch, h],
-                    h0,
-                    fwd.buffer(),
-                    b.buffer(),
-                )?;
-                Some(b.buffer())
-            }
-            (_, h0) => h0,
-        };
-        // Layer 0's input, sequence-first, owned by the tape.
-        let mut xin = if cfg.batch_first {
-            let xin = self.act("x", t_full * batch * i_sz)?;
-            encode_permute01(rec, io, [batch, t_full, i_sz], (x, 0), (xin.buffer(), 0))?;
-            xin
-        } else {
-            let xin = self.act("x", tb * i_sz)?;
-            self.copy_act(rec, (x, 0), (xin.buffer(), 0), tb * i_sz)?;
-            xin
-        };
-        let active = seq.active_rows(cfg);
+        let perm = upload_perm(&self.ctx, seq.perm.as_deref())?
+            .map(|(fwd, inv)| (rec.temp(fwd), rec.temp(inv)));
+        let (x, h0) = self.sorted_inputs(rec, (x, h0), perm.as_ref().map(|p| &p.0), seq, batch)?;
+        let mut xin = self.layer0_input(rec, &x, seq, batch)?;
         let flags = seq
             .flags
             .as_ref()
             .map(|f| self.ctx.upload("step flags", f))
-            .transpose()?;
-        let h_n = self.act("h_n", cfg.num_layers * nd * batch * h)?;
-        let mut layers = Vec::with_capacity(cfg.num_layers);
-        let state = batch * h;
+            .transpose()?
+            .map(|f| rec.temp(f));
         let path = self.path_of(plan.family)?;
-        let path = path.get();
-        for (l, lp) in self.layers.iter().enumerate() {
-            let layer = self.layer(l);
-            let gi = self.ctx.storage("gi (input projections)", tb * nd * h3)?;
-            path.input_projection(rec, &layer, &xin, &gi, tb)?;
-            // All T + 1 states for the tape; without it a ring of two.
-            let slots = if keep_tape { t_len + 1 } else { 2 };
-            // The element where slot s of direction d starts.
-            let slot = |d: usize, s: usize| -> usize {
-                let at = if keep_tape {
-                    d * (t_len + 1) + s
-                } else {
-                    d * 2 + s % 2
-                };
-                at * state
-            };
-            let hs_len = nd * slots * batch * h;
-            let flags_at = flags.as_ref().map(|_| hs_len);
-            let hs = self.act("hidden states", hs_len + flags.as_ref().map_or(0, |_| tb))?;
-            if let Some(f) = &flags {
-                // (f32 on the host; in hs's storage precision here, 0..7 exactly)
-                let io = Io {
-                    inp: false,
-                    out: self.f16(),
-                };
-                encode_copy(rec, io, tb, (f.buffer(), 0), (hs.buffer(), hs_len))?;
-            }
-            // The tape's gates, where it is kept (the steps write them then only).
-            let gates = match keep_tape {
-                true => Some(self.act("gates", nd * t_len * batch * 4 * h)?),
-                false => None,
-            };
-            let out = self.act("layer output", tb * nd * h)?;
-            for d in 0..nd {
-                let dst = (hs.buffer(), slot(d, 0));
-                match h0 {
-                    Some(b) => self.copy_act(rec, (b, (l * nd + d) * state), dst, state)?,
-                    None => self.clear_act(rec, dst, state)?,
-                }
-            }
-            // A reset at step 0: the forward direction starts those rows
-            // from zero (a reverse layer has none: it ends at step 0).
-            let zero0 = if cfg.runs_reversed(0) {
-                &[][..]
-            } else {
-                &seq.zero0[..]
-            };
-            for &b in zero0 {
-                self.clear_act(rec, (hs.buffer(), slot(0, 0) + b * h), h)?;
-            }
-            let shape = StepShape {
-                t_len,
-                batch,
-                hidden: h,
-                dirs: nd,
-                has_bias: cfg.bias,
-                reverse: cfg.direction == crate::config::Direction::Reverse,
-                flags_at,
-                active: active.clone(),
-            };
-            let bufs = ForwardStepBufs {
-                gi: gi.buffer(),
-                w_hh_t: lp.w_hh_t.buffer(),
-                b_hh: lp.b_hh.as_ref().map(|b| b.buffer()),
-                hs: hs.buffer(),
-                out: out.buffer(),
-                gates: gates.as_ref().map(|g| g.buffer()),
-            };
-            self.forward_loop(rec, plan.strategy, path, &layer, &shape, &bufs, h0)?;
-            rec.keep(gi);
-            for d in 0..nd {
-                let src = (hs.buffer(), slot(d, t_len));
-                self.copy_act(rec, src, (h_n.buffer(), (l * nd + d) * state), state)?;
-            }
-            let next = match dropout {
-                Some((seed, prob)) if l + 1 < cfg.num_layers => {
-                    let dropped = self.act("layer output after dropout", tb * nd * h)?;
-                    let mask = Dropout {
-                        seed,
-                        layer: l as u32,
-                        prob,
-                    };
-                    encode_dropout(rec, io, &mask, tb * nd * h, out.buffer(), dropped.buffer())?;
-                    rec.keep(out);
-                    dropped
-                }
-                _ => out,
-            };
-            let xin_l = std::mem::replace(&mut xin, next);
-            match gates {
-                Some(gates) => layers.push(LayerTape {
-                    xin: xin_l,
-                    hs,
-                    gates,
-                }),
-                None => {
-                    rec.keep(xin_l);
-                    rec.keep(hs);
-                }
-            }
-        }
-        if let Some(f) = flags {
-            rec.keep(f);
-        }
-        // `xin` now holds the last layer's output, sequence-first; past
-        // `t_run` the output is zeros.
-        if t_len < t_full {
-            let full = self.act("layer output", t_full * batch * nd * h)?;
-            let done = tb * nd * h;
-            self.copy_act(rec, (xin.buffer(), 0), (full.buffer(), 0), done)?;
-            let rest = (t_full - t_len) * batch * nd * h;
-            self.clear_act(rec, (full.buffer(), done), rest)?;
-            rec.keep(std::mem::replace(&mut xin, full));
-        }
-        let (t_len, tb) = (t_full, t_full * batch);
-        let mut h_n = h_n;
-        if let Some((_, inv)) = &perm {
-            let o = self.act("layer output", tb * nd * h)?;
-            encode_gather_rows(
-                rec,
-                io,
-                [t_len, batch, nd * h],
-                xin.buffer(),
-                inv.buffer(),
-                o.buffer(),
-            )?;
-            rec.keep(std::mem::replace(&mut xin, o));
-            let hn = self.act("h_n", cfg.num_layers * nd * batch * h)?;
-            encode_gather_rows(
-                rec,
-                io,
-                [cfg.num_layers * nd, batch, h],
-                h_n.buffer(),
-                inv.buffer(),
-                hn.buffer(),
-            )?;
-            rec.keep(std::mem::replace(&mut h_n, hn));
-        }
-        if let Some((fwd, inv)) = perm {
-            rec.keep(fwd);
-            rec.keep(inv);
-            // Until the submission: the pool must not hand them out again.
-            if let Some(b) = sorted_x {
-                rec.keep(b);
-            }
-            if let Some(b) = sorted_h0 {
-                rec.keep(b);
-            }
-        }
-        let output = if cfg.batch_first {
-            let o = self.act("output", tb * nd * h)?;
-            encode_permute01(
-                rec,
-                io,
-                [t_len, batch, nd * h],
-                (xin.buffer(), 0),
-                (o.buffer(), 0),
-            )?;
-            rec.keep(xin);
-            o
-        } else {
-            xin
+        let call = LayerCall {
+            seq,
+            batch,
+            keep_tape,
+            plan,
+            dropout,
+            flags: flags.as_ref(),
+            active: seq.active_rows(cfg),
+            h0: h0.as_ref(),
+            h_n: self.act("h_n", cfg.num_layers * nd * batch * h)?,
+            path: path.get(),
         };
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for l in 0..cfg.num_layers {
+            let (next, tape) = self.forward_layer(rec, l, &call, xin)?;
+            xin = next;
+            layers.extend(tape);
+        }
+        let (output, h_n) =
+            self.caller_outputs(rec, xin, call.h_n, perm.as_ref().map(|p| &p.1), seq, batch)?;
+        let t_full = seq.t_len;
         Ok(ForwardOut {
             output,
             h_n,
@@ -273,7 +103,7 @@ impl GpuGru {
                 t_len: seq.t_run,
                 t_full,
                 flags: seq.flags.is_some(),
-                active,
+                active: call.active,
                 perm: seq.perm.clone(),
                 batch,
                 dropout,
@@ -281,6 +111,239 @@ impl GpuGru {
                 layers,
             }),
         })
+    }
+
+    /// x and h0 with their batch rows in the order `fwd` gives (where it
+    /// is given; the gathered copies are the recording's).
+    fn sorted_inputs(
+        &self,
+        rec: &mut Recorder,
+        (x, h0): (&wgpu::Buffer, Option<&wgpu::Buffer>),
+        fwd: Option<&wgpu::Buffer>,
+        seq: &SeqRun,
+        batch: usize,
+    ) -> Result<(wgpu::Buffer, Option<wgpu::Buffer>)> {
+        let Some(fwd) = fwd else {
+            return Ok((x.clone(), h0.cloned()));
+        };
+        let cfg = &self.config;
+        let (nd, h, i_sz, t_full) = (
+            cfg.num_directions(),
+            cfg.hidden_size,
+            cfg.input_size,
+            seq.t_len,
+        );
+        let io = Io::same(self.f16());
+        // (T, B, I) or (B, T, I): rows of B reordered.
+        let shape = if cfg.batch_first {
+            [1, batch, t_full * i_sz]
+        } else {
+            [t_full, batch, i_sz]
+        };
+        let sorted_x = rec.temp(self.act("x, rows sorted", t_full * batch * i_sz)?);
+        encode_gather_rows(rec, io, shape, x, fwd, &sorted_x)?;
+        let sorted_h0 = match h0 {
+            Some(h0) => {
+                let len = cfg.num_layers * nd * batch * h;
+                let b = rec.temp(self.act("h0, rows sorted", len)?);
+                encode_gather_rows(rec, io, [cfg.num_layers * nd, batch, h], h0, fwd, &b)?;
+                Some(b)
+            }
+            None => None,
+        };
+        Ok((sorted_x, sorted_h0))
+    }
+
+    /// Layer 0's input, sequence-first, `t_run` steps (owned by the tape).
+    fn layer0_input(
+        &self,
+        rec: &mut Recorder,
+        x: &wgpu::Buffer,
+        seq: &SeqRun,
+        batch: usize,
+    ) -> Result<PooledBuffer> {
+        let (i_sz, t_full) = (self.config.input_size, seq.t_len);
+        let io = Io::same(self.f16());
+        if self.config.batch_first {
+            let xin = self.act("x", t_full * batch * i_sz)?;
+            encode_permute01(rec, io, [batch, t_full, i_sz], (x, 0), (xin.buffer(), 0))?;
+            Ok(xin)
+        } else {
+            let tb = seq.t_run * batch;
+            let xin = self.act("x", tb * i_sz)?;
+            self.copy_act(rec, (x, 0), (xin.buffer(), 0), tb * i_sz)?;
+            Ok(xin)
+        }
+    }
+
+    /// Records layer `l` of the forward on its input `xin`: the input
+    /// projection, the states from h0 (and step 0's resets), the time loop,
+    /// the layer's h_n, and dropout on its output. Returns the next layer's
+    /// input and, with the tape, the layer's tape.
+    fn forward_layer(
+        &self,
+        rec: &mut Recorder,
+        l: usize,
+        call: &LayerCall,
+        xin: PooledBuffer,
+    ) -> Result<(PooledBuffer, Option<LayerTape>)> {
+        let cfg = &self.config;
+        let (nd, h, batch) = (cfg.num_directions(), cfg.hidden_size, call.batch);
+        let t_len = call.seq.t_run;
+        let (tb, state) = (t_len * batch, batch * h);
+        let layer = self.layer(l);
+        let lp = &self.layers[l];
+        let gi = self
+            .ctx
+            .storage("gi (input projections)", tb * nd * 3 * h)?;
+        call.path.input_projection(rec, &layer, &xin, &gi, tb)?;
+        // All T + 1 states for the tape; without it a ring of two.
+        let slots = if call.keep_tape { t_len + 1 } else { 2 };
+        // The element where slot s of direction d starts.
+        let slot = |d: usize, s: usize| -> usize {
+            let at = if call.keep_tape {
+                d * (t_len + 1) + s
+            } else {
+                d * 2 + s % 2
+            };
+            at * state
+        };
+        let hs_len = nd * slots * batch * h;
+        let hs = self.act("hidden states", hs_len + call.flags.map_or(0, |_| tb))?;
+        if let Some(f) = call.flags {
+            // (f32 on the host; in hs's storage precision here, 0..7 exactly)
+            let io = Io {
+                inp: false,
+                out: self.f16(),
+            };
+            encode_copy(rec, io, tb, (f, 0), (hs.buffer(), hs_len))?;
+        }
+        // The tape's gates, where it is kept (the steps write them then only).
+        let gates = match call.keep_tape {
+            true => Some(self.act("gates", nd * t_len * batch * 4 * h)?),
+            false => None,
+        };
+        let out = self.act("layer output", tb * nd * h)?;
+        for d in 0..nd {
+            let dst = (hs.buffer(), slot(d, 0));
+            match call.h0 {
+                Some(b) => self.copy_act(rec, (b, (l * nd + d) * state), dst, state)?,
+                None => self.clear_act(rec, dst, state)?,
+            }
+        }
+        // A reset at step 0: the forward direction starts those rows
+        // from zero (a reverse layer has none: it ends at step 0).
+        let zero0 = if cfg.runs_reversed(0) {
+            &[][..]
+        } else {
+            &call.seq.zero0[..]
+        };
+        for &b in zero0 {
+            self.clear_act(rec, (hs.buffer(), slot(0, 0) + b * h), h)?;
+        }
+        let shape = StepShape {
+            t_len,
+            batch,
+            hidden: h,
+            dirs: nd,
+            has_bias: cfg.bias,
+            reverse: cfg.direction == crate::config::Direction::Reverse,
+            flags_at: call.flags.map(|_| hs_len),
+            active: call.active.clone(),
+        };
+        let bufs = ForwardStepBufs {
+            gi: gi.buffer(),
+            w_hh_t: lp.w_hh_t.buffer(),
+            b_hh: lp.b_hh.as_ref().map(|b| b.buffer()),
+            hs: hs.buffer(),
+            out: out.buffer(),
+            gates: gates.as_ref().map(|g| g.buffer()),
+        };
+        let h0 = call.h0;
+        self.forward_loop(
+            rec,
+            call.plan.strategy,
+            call.path,
+            &layer,
+            &shape,
+            &bufs,
+            h0,
+        )?;
+        rec.keep(gi);
+        for d in 0..nd {
+            let src = (hs.buffer(), slot(d, t_len));
+            self.copy_act(rec, src, (call.h_n.buffer(), (l * nd + d) * state), state)?;
+        }
+        let next = match call.dropout {
+            Some((seed, prob)) if l + 1 < cfg.num_layers => {
+                let dropped = self.act("layer output after dropout", tb * nd * h)?;
+                let mask = Dropout {
+                    seed,
+                    layer: l as u32,
+                    prob,
+                };
+                let io = Io::same(self.f16());
+                encode_dropout(rec, io, &mask, tb * nd * h, out.buffer(), dropped.buffer())?;
+                rec.keep(out);
+                dropped
+            }
+            _ => out,
+        };
+        let tape = match gates {
+            Some(gates) => Some(LayerTape { xin, hs, gates }),
+            None => {
+                rec.keep(xin);
+                rec.keep(hs);
+                None
+            }
+        };
+        Ok((next, tape))
+    }
+
+    /// The last layer's output `xin` (sequence-first, `t_run` steps) and
+    /// `h_n` as the caller sees them: zeros past `t_run`, rows back in the
+    /// caller's order (`inv`), batch-first where the model is.
+    fn caller_outputs(
+        &self,
+        rec: &mut Recorder,
+        mut xin: PooledBuffer,
+        mut h_n: PooledBuffer,
+        inv: Option<&wgpu::Buffer>,
+        seq: &SeqRun,
+        batch: usize,
+    ) -> Result<(PooledBuffer, PooledBuffer)> {
+        let cfg = &self.config;
+        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+        let (t_full, t_len) = (seq.t_len, seq.t_run);
+        let io = Io::same(self.f16());
+        // Past `t_run` the output is zeros.
+        if t_len < t_full {
+            let full = self.act("layer output", t_full * batch * nd * h)?;
+            let done = t_len * batch * nd * h;
+            self.copy_act(rec, (xin.buffer(), 0), (full.buffer(), 0), done)?;
+            let rest = (t_full - t_len) * batch * nd * h;
+            self.clear_act(rec, (full.buffer(), done), rest)?;
+            rec.keep(std::mem::replace(&mut xin, full));
+        }
+        let tb = t_full * batch;
+        if let Some(inv) = inv {
+            let o = self.act("layer output", tb * nd * h)?;
+            let shape = [t_full, batch, nd * h];
+            encode_gather_rows(rec, io, shape, xin.buffer(), inv, o.buffer())?;
+            rec.keep(std::mem::replace(&mut xin, o));
+            let hn = self.act("h_n", cfg.num_layers * nd * batch * h)?;
+            let shape = [cfg.num_layers * nd, batch, h];
+            encode_gather_rows(rec, io, shape, h_n.buffer(), inv, hn.buffer())?;
+            rec.keep(std::mem::replace(&mut h_n, hn));
+        }
+        if !cfg.batch_first {
+            return Ok((xin, h_n));
+        }
+        let o = self.act("output", tb * nd * h)?;
+        let shape = [t_full, batch, nd * h];
+        encode_permute01(rec, io, shape, (xin.buffer(), 0), (o.buffer(), 0))?;
+        rec.keep(xin);
+        Ok((o, h_n))
     }
 
     /// Submits a forward's recording and stamps its tape with the version
