@@ -21,8 +21,22 @@ use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 use crate::params::GruParams;
 
+/// What every layer of one backward call shares.
+struct BackCall<'a> {
+    tape: &'a GpuTape,
+    /// `(L·D, B, H)`, in the rows' running order, where given.
+    grad_h_n: Option<&'a wgpu::Buffer>,
+    /// `(L·D, B, H)`: each layer writes its part.
+    grad_h0: PooledBuffer,
+    path: &'a dyn ProductPath,
+}
+
 impl GpuGru {
-    /// Records the backward of the whole stack for `tape`.
+    /// Records the backward of the whole stack for `tape`. The steps, in a
+    /// line: the upstream gradients' rows sorted into the order the forward
+    /// ran them, the top layer's output gradient sequence-first, each layer
+    /// from the top ([`backward_layer`](Self::backward_layer)), dL/dx and
+    /// dL/dh0 back in the caller's order and layout.
     pub(crate) fn record_backward(
         &self,
         rec: &mut Recorder,
@@ -31,259 +45,287 @@ impl GpuGru {
         grad_h_n: Option<&wgpu::Buffer>,
     ) -> Result<BackwardOut> {
         let cfg = &self.config;
-        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
-        // Every buffer of the tape has the `t_len` steps the forward ran;
-        // `t_full` is the caller's `T`.
-        let (t_len, t_full, batch) = (tape.t_len, tape.t_full, tape.batch);
-        let (tb, h3) = (t_len * batch, 3 * h);
-        let state_bytes = (batch * h * 4) as u64;
+        let (nd, h, batch) = (cfg.num_directions(), cfg.hidden_size, tape.batch);
         // Where the forward ran the rows in another order, grad_output and
         // grad_h_n are gathered into it, and dL/dx and dL/dh0 back at the end.
-        let perm = upload_perm(&self.ctx, tape.perm.as_deref())?;
-        let mut sorted_go = None;
-        let grad_output = match &perm {
-            Some((fwd, _)) => {
-                let shape = if cfg.batch_first {
-                    [1, batch, t_full * nd * h]
-                } else {
-                    [t_full, batch, nd * h]
-                };
-                let b = sorted_go.insert(
-                    self.ctx
-                        .storage("grad_output, rows sorted", t_full * batch * nd * h)?,
-                );
-                encode_gather_rows(rec, Io::F32, shape, grad_output, fwd.buffer(), b.buffer())?;
-                b.buffer()
-            }
-            None => grad_output,
-        };
-        let mut sorted_ghn = None;
-        let grad_h_n = match (&perm, grad_h_n) {
-            (Some((fwd, _)), Some(g)) => {
-                let b = sorted_ghn.insert(
-                    self.ctx
-                        .storage("grad_h_n, rows sorted", cfg.num_layers * nd * batch * h)?,
-                );
-                encode_gather_rows(
-                    rec,
-                    Io::F32,
-                    [cfg.num_layers * nd, batch, h],
-                    g,
-                    fwd.buffer(),
-                    b.buffer(),
-                )?;
-                Some(b.buffer())
-            }
-            (_, g) => g,
-        };
-        // dL/d(output of the top layer), sequence-first (its first `t_len` steps).
-        let mut d_out;
-        if cfg.batch_first {
-            d_out = self.ctx.storage("grad_output", t_full * batch * nd * h)?;
-            encode_permute01(
-                rec,
-                Io::F32,
-                [batch, t_full, nd * h],
-                (grad_output, 0),
-                (d_out.buffer(), 0),
-            )?;
-        } else {
-            d_out = self.ctx.storage("grad_output", tb * nd * h)?;
-            rec.copy(grad_output, 0, d_out.buffer(), 0, (tb * nd * h * 4) as u64);
-        }
-        let grad_h0 = self
-            .ctx
-            .storage("grad_h0", cfg.num_layers * nd * batch * h)?;
-        let mut grads: Vec<[Option<PooledBuffer>; 4]> = Vec::with_capacity(cfg.num_layers);
+        let perm = upload_perm(&self.ctx, tape.perm.as_deref())?
+            .map(|(fwd, inv)| (rec.temp(fwd), rec.temp(inv)));
+        let fwd = perm.as_ref().map(|p| &p.0);
+        let (grad_output, grad_h_n) =
+            self.sorted_upstream(rec, (grad_output, grad_h_n), fwd, tape)?;
+        let mut d_out = self.top_grad(rec, &grad_output, tape)?;
         let plan = tape.plan;
         self.check_plan(plan, batch)
             .map_err(|why| GruError::InvalidConfig(format!("the tape's plan {plan}: {why}")))?;
         let path = self.path_of(plan.family)?;
-        let path = path.get();
+        let call = BackCall {
+            tape,
+            grad_h_n: grad_h_n.as_ref(),
+            grad_h0: self
+                .ctx
+                .storage("grad_h0", cfg.num_layers * nd * batch * h)?,
+            path: path.get(),
+        };
+        let mut grads: Vec<[Option<PooledBuffer>; 4]> = Vec::with_capacity(cfg.num_layers);
         for l in (0..cfg.num_layers).rev() {
-            let lp = &self.layers[l];
-            let layer = self.layer(l);
-            let lt = &tape.layers[l];
-            let i_l = cfg.layer_input_size(l);
-            let dgi = self.ctx.storage("dG_i", tb * nd * h3)?;
-            let dgh = self.ctx.storage("dG_h", nd * tb * h3)?;
-            let dh = self.ctx.storage("dh", nd * 2 * batch * h)?;
-            for d in 0..nd {
-                let slot = ((d * 2 + t_len % 2) * batch * h * 4) as u64;
-                let src = grad_h_n.map(|b| (b, ((l * nd + d) as u64) * state_bytes));
-                rec.copy_or_clear(src, dh.buffer(), slot, state_bytes);
-            }
-            let shape = StepShape {
-                t_len,
-                batch,
-                hidden: h,
-                dirs: nd,
-                has_bias: cfg.bias,
-                reverse: cfg.direction == crate::config::Direction::Reverse,
-                flags_at: tape.flags.then_some(nd * (t_len + 1) * batch * h),
-                active: tape.active.clone(),
-            };
-            let bufs = BackwardStepBufs {
-                d_out: d_out.buffer(),
-                gates: lt.gates.buffer(),
-                hs: lt.hs.buffer(),
-                w_hh: lp.w_hh.buffer(),
-                dgh: dgh.buffer(),
-                dgi: dgi.buffer(),
-                dh: dh.buffer(),
-            };
-            self.backward_loop(rec, plan.strategy, path, &layer, &shape, &bufs)?;
-            for d in 0..nd {
-                let slot = ((d * 2 + 1) * batch * h * 4) as u64;
-                rec.copy(
-                    dh.buffer(),
-                    slot,
-                    grad_h0.buffer(),
-                    ((l * nd + d) as u64) * state_bytes,
-                    state_bytes,
-                );
-            }
-            let dw_ih = self.ctx.storage("grad weight_ih", nd * h3 * i_l)?;
-            let dw_hh = self.ctx.storage("grad weight_hh", nd * h3 * h)?;
-            let g = GradBufs {
-                dgi: &dgi,
-                dgh: &dgh,
-                dw_ih: &dw_ih,
-                dw_hh: &dw_hh,
-            };
-            path.weight_grads(rec, &layer, lt, &g, t_len, batch)?;
-            let (db_ih, db_hh) = if cfg.bias {
-                let db_ih = self.ctx.storage("grad bias_ih", nd * h3)?;
-                encode_sum_rows(
-                    rec,
-                    &RowSum {
-                        cols: nd * h3,
-                        rows: tb,
-                        ld: nd * h3,
-                        in_off: 0,
-                        in_batch: 0,
-                        out_off: 0,
-                        out_batch: 0,
-                        batch: 1,
-                    },
-                    dgi.buffer(),
-                    db_ih.buffer(),
-                )?;
-                let db_hh = self.ctx.storage("grad bias_hh", nd * h3)?;
-                encode_sum_rows(
-                    rec,
-                    &RowSum {
-                        cols: h3,
-                        rows: tb,
-                        ld: h3,
-                        in_off: 0,
-                        in_batch: tb * h3,
-                        out_off: 0,
-                        out_batch: h3,
-                        batch: nd,
-                    },
-                    dgh.buffer(),
-                    db_hh.buffer(),
-                )?;
-                (Some(db_ih), Some(db_hh))
-            } else {
-                (None, None)
-            };
-            let dx = self.ctx.storage("grad of the layer input", tb * i_l)?;
-            path.input_grad(rec, &layer, &dgi, &dx, tb)?;
-            rec.keep(dgi);
-            rec.keep(dgh);
-            rec.keep(dh);
-            let next = match tape.dropout {
-                Some((seed, prob)) if l > 0 => {
-                    let masked = self
-                        .ctx
-                        .storage("grad of the layer input after dropout", tb * i_l)?;
-                    let mask = Dropout {
-                        seed,
-                        layer: (l - 1) as u32,
-                        prob,
-                    };
-                    encode_dropout(rec, Io::F32, &mask, tb * i_l, dx.buffer(), masked.buffer())?;
-                    rec.keep(dx);
-                    masked
-                }
-                _ => dx,
-            };
+            let (next, g) = self.backward_layer(rec, l, &call, &d_out)?;
             rec.keep(std::mem::replace(&mut d_out, next));
-            grads.push([Some(dw_ih), Some(dw_hh), db_ih, db_hh]);
+            grads.push(g);
         }
         grads.reverse();
+        let inv = perm.as_ref().map(|p| &p.1);
+        let (grad_x, grad_h0) = self.caller_grads(rec, d_out, call.grad_h0, inv, tape)?;
+        Ok(BackwardOut {
+            grad_x,
+            grad_h0,
+            grads,
+        })
+    }
+
+    /// grad_output and grad_h_n with their batch rows in the order `fwd`
+    /// gives (where it is given; the gathered copies are the recording's).
+    fn sorted_upstream(
+        &self,
+        rec: &mut Recorder,
+        (go, ghn): (&wgpu::Buffer, Option<&wgpu::Buffer>),
+        fwd: Option<&wgpu::Buffer>,
+        tape: &GpuTape,
+    ) -> Result<(wgpu::Buffer, Option<wgpu::Buffer>)> {
+        let Some(fwd) = fwd else {
+            return Ok((go.clone(), ghn.cloned()));
+        };
+        let cfg = &self.config;
+        let (nd, h, batch, t_full) = (
+            cfg.num_directions(),
+            cfg.hidden_size,
+            tape.batch,
+            tape.t_full,
+        );
+        let shape = if cfg.batch_first {
+            [1, batch, t_full * nd * h]
+        } else {
+            [t_full, batch, nd * h]
+        };
+        let len = t_full * batch * nd * h;
+        let sorted_go = rec.temp(self.ctx.storage("grad_output, rows sorted", len)?);
+        encode_gather_rows(rec, Io::F32, shape, go, fwd, &sorted_go)?;
+        let sorted_ghn = match ghn {
+            Some(g) => {
+                let len = cfg.num_layers * nd * batch * h;
+                let b = rec.temp(self.ctx.storage("grad_h_n, rows sorted", len)?);
+                let shape = [cfg.num_layers * nd, batch, h];
+                encode_gather_rows(rec, Io::F32, shape, g, fwd, &b)?;
+                Some(b)
+            }
+            None => None,
+        };
+        Ok((sorted_go, sorted_ghn))
+    }
+
+    /// dL/d(output of the top layer), sequence-first (its first `t_len` steps).
+    fn top_grad(
+        &self,
+        rec: &mut Recorder,
+        go: &wgpu::Buffer,
+        tape: &GpuTape,
+    ) -> Result<PooledBuffer> {
+        let cfg = &self.config;
+        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+        let (t_len, t_full, batch) = (tape.t_len, tape.t_full, tape.batch);
+        if cfg.batch_first {
+            let d_out = self.ctx.storage("grad_output", t_full * batch * nd * h)?;
+            let shape = [batch, t_full, nd * h];
+            encode_permute01(rec, Io::F32, shape, (go, 0), (d_out.buffer(), 0))?;
+            Ok(d_out)
+        } else {
+            let len = t_len * batch * nd * h;
+            let d_out = self.ctx.storage("grad_output", len)?;
+            rec.copy(go, 0, d_out.buffer(), 0, (len * 4) as u64);
+            Ok(d_out)
+        }
+    }
+
+    /// Records the backward of layer `l` from `d_out`, dL/d(its output):
+    /// dh from grad_h_n, the time loop, the layer's dL/dh0, the gradients
+    /// of its parameters and of its input (through dropout where the
+    /// forward had it). Returns dL/d(its input) and its parameters'
+    /// gradients `[weight_ih, weight_hh, bias_ih, bias_hh]`.
+    fn backward_layer(
+        &self,
+        rec: &mut Recorder,
+        l: usize,
+        call: &BackCall,
+        d_out: &PooledBuffer,
+    ) -> Result<(PooledBuffer, [Option<PooledBuffer>; 4])> {
+        let (cfg, tape) = (&self.config, call.tape);
+        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+        let (t_len, batch) = (tape.t_len, tape.batch);
+        let (tb, h3) = (t_len * batch, 3 * h);
+        let state_bytes = (batch * h * 4) as u64;
+        let lp = &self.layers[l];
+        let layer = self.layer(l);
+        let lt = &tape.layers[l];
+        let i_l = cfg.layer_input_size(l);
+        let dgi = self.ctx.storage("dG_i", tb * nd * h3)?;
+        let dgh = self.ctx.storage("dG_h", nd * tb * h3)?;
+        let dh = self.ctx.storage("dh", nd * 2 * batch * h)?;
+        for d in 0..nd {
+            let slot = ((d * 2 + t_len % 2) * batch * h * 4) as u64;
+            let src = call
+                .grad_h_n
+                .map(|b| (b, ((l * nd + d) as u64) * state_bytes));
+            rec.copy_or_clear(src, dh.buffer(), slot, state_bytes);
+        }
+        let shape = StepShape {
+            t_len,
+            batch,
+            hidden: h,
+            dirs: nd,
+            has_bias: cfg.bias,
+            reverse: cfg.direction == crate::config::Direction::Reverse,
+            flags_at: tape.flags.then_some(nd * (t_len + 1) * batch * h),
+            active: tape.active.clone(),
+        };
+        let bufs = BackwardStepBufs {
+            d_out: d_out.buffer(),
+            gates: lt.gates.buffer(),
+            hs: lt.hs.buffer(),
+            w_hh: lp.w_hh.buffer(),
+            dgh: dgh.buffer(),
+            dgi: dgi.buffer(),
+            dh: dh.buffer(),
+        };
+        self.backward_loop(rec, tape.plan.strategy, call.path, &layer, &shape, &bufs)?;
+        for d in 0..nd {
+            let slot = ((d * 2 + 1) * batch * h * 4) as u64;
+            let at = ((l * nd + d) as u64) * state_bytes;
+            rec.copy(dh.buffer(), slot, call.grad_h0.buffer(), at, state_bytes);
+        }
+        let dw_ih = self.ctx.storage("grad weight_ih", nd * h3 * i_l)?;
+        let dw_hh = self.ctx.storage("grad weight_hh", nd * h3 * h)?;
+        let g = GradBufs {
+            dgi: &dgi,
+            dgh: &dgh,
+            dw_ih: &dw_ih,
+            dw_hh: &dw_hh,
+        };
+        call.path.weight_grads(rec, &layer, lt, &g, t_len, batch)?;
+        let (db_ih, db_hh) = match cfg.bias {
+            true => {
+                let (i, hh) = self.bias_grads(rec, &dgi, &dgh, tb)?;
+                (Some(i), Some(hh))
+            }
+            false => (None, None),
+        };
+        let dx = self.ctx.storage("grad of the layer input", tb * i_l)?;
+        call.path.input_grad(rec, &layer, &dgi, &dx, tb)?;
+        rec.keep(dgi);
+        rec.keep(dgh);
+        rec.keep(dh);
+        let next = match tape.dropout {
+            Some((seed, prob)) if l > 0 => {
+                let masked = self
+                    .ctx
+                    .storage("grad of the layer input after dropout", tb * i_l)?;
+                let mask = Dropout {
+                    seed,
+                    layer: (l - 1) as u32,
+                    prob,
+                };
+                encode_dropout(rec, Io::F32, &mask, tb * i_l, dx.buffer(), masked.buffer())?;
+                rec.keep(dx);
+                masked
+            }
+            _ => dx,
+        };
+        Ok((next, [Some(dw_ih), Some(dw_hh), db_ih, db_hh]))
+    }
+
+    /// The bias gradients of a layer: the column sums of dG_i over its
+    /// `tb` rows (bias_ih, `(D·3H)`), and of dG_h per direction (bias_hh).
+    fn bias_grads(
+        &self,
+        rec: &mut Recorder,
+        dgi: &PooledBuffer,
+        dgh: &PooledBuffer,
+        tb: usize,
+    ) -> Result<(PooledBuffer, PooledBuffer)> {
+        let (nd, h3) = (self.config.num_directions(), 3 * self.config.hidden_size);
+        let db_ih = self.ctx.storage("grad bias_ih", nd * h3)?;
+        let sum_i = RowSum {
+            cols: nd * h3,
+            rows: tb,
+            ld: nd * h3,
+            in_off: 0,
+            in_batch: 0,
+            out_off: 0,
+            out_batch: 0,
+            batch: 1,
+        };
+        encode_sum_rows(rec, &sum_i, dgi.buffer(), db_ih.buffer())?;
+        let db_hh = self.ctx.storage("grad bias_hh", nd * h3)?;
+        let sum_h = RowSum {
+            cols: h3,
+            ld: h3,
+            in_batch: tb * h3,
+            out_batch: h3,
+            batch: nd,
+            ..sum_i
+        };
+        encode_sum_rows(rec, &sum_h, dgh.buffer(), db_hh.buffer())?;
+        Ok((db_ih, db_hh))
+    }
+
+    /// dL/dx (from layer 0's `d_out`) and dL/dh0 as the caller sees them:
+    /// zeros past the steps the forward ran, rows back in the caller's
+    /// order (`inv`), batch-first where the model is.
+    fn caller_grads(
+        &self,
+        rec: &mut Recorder,
+        mut d_out: PooledBuffer,
+        mut grad_h0: PooledBuffer,
+        inv: Option<&wgpu::Buffer>,
+        tape: &GpuTape,
+    ) -> Result<(PooledBuffer, PooledBuffer)> {
+        let cfg = &self.config;
+        let (nd, h, i) = (cfg.num_directions(), cfg.hidden_size, cfg.input_size);
+        let (t_len, t_full, batch) = (tape.t_len, tape.t_full, tape.batch);
         // Past the steps the forward ran, the gradient of x is zero.
         if t_len < t_full {
-            let i = cfg.input_size;
             let full = self.ctx.storage("grad_x", t_full * batch * i)?;
-            let done = (tb * i * 4) as u64;
+            let done = (t_len * batch * i * 4) as u64;
             rec.copy(d_out.buffer(), 0, full.buffer(), 0, done);
-            rec.clear(
-                full.buffer(),
-                done,
-                ((t_full - t_len) * batch * i * 4) as u64,
-            );
+            let rest = ((t_full - t_len) * batch * i * 4) as u64;
+            rec.clear(full.buffer(), done, rest);
             rec.keep(std::mem::replace(&mut d_out, full));
         }
-        let (t_len, tb) = (t_full, t_full * batch);
-        let mut grad_h0 = grad_h0;
-        if let Some((_, inv)) = &perm {
-            let i = cfg.input_size;
+        let tb = t_full * batch;
+        if let Some(inv) = inv {
             let g = self.ctx.storage("grad_x", tb * i)?;
             encode_gather_rows(
                 rec,
                 Io::F32,
-                [t_len, batch, i],
+                [t_full, batch, i],
                 d_out.buffer(),
-                inv.buffer(),
+                inv,
                 g.buffer(),
             )?;
             rec.keep(std::mem::replace(&mut d_out, g));
             let g0 = self
                 .ctx
                 .storage("grad_h0", cfg.num_layers * nd * batch * h)?;
-            encode_gather_rows(
-                rec,
-                Io::F32,
-                [cfg.num_layers * nd, batch, h],
-                grad_h0.buffer(),
-                inv.buffer(),
-                g0.buffer(),
-            )?;
+            let shape = [cfg.num_layers * nd, batch, h];
+            encode_gather_rows(rec, Io::F32, shape, grad_h0.buffer(), inv, g0.buffer())?;
             rec.keep(std::mem::replace(&mut grad_h0, g0));
         }
-        if let Some((fwd, inv)) = perm {
-            rec.keep(fwd);
-            rec.keep(inv);
-            // Until the submission: the pool must not hand them out again.
-            if let Some(b) = sorted_go {
-                rec.keep(b);
-            }
-            if let Some(b) = sorted_ghn {
-                rec.keep(b);
-            }
+        if !cfg.batch_first {
+            return Ok((d_out, grad_h0));
         }
-        let grad_x = if cfg.batch_first {
-            let g = self.ctx.storage("grad_x", tb * cfg.input_size)?;
-            encode_permute01(
-                rec,
-                Io::F32,
-                [t_len, batch, cfg.input_size],
-                (d_out.buffer(), 0),
-                (g.buffer(), 0),
-            )?;
-            rec.keep(d_out);
-            g
-        } else {
-            d_out
-        };
-        Ok(BackwardOut {
-            grad_x,
-            grad_h0,
-            grads,
-        })
+        let g = self.ctx.storage("grad_x", tb * i)?;
+        let shape = [t_full, batch, i];
+        encode_permute01(rec, Io::F32, shape, (d_out.buffer(), 0), (g.buffer(), 0))?;
+        rec.keep(d_out);
+        Ok((g, grad_h0))
     }
 
     /// Records the backward time loop of one layer as `strategy` runs it.

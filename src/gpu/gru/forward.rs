@@ -209,38 +209,13 @@ impl GpuGru {
             at * state
         };
         let hs_len = nd * slots * batch * h;
-        let hs = self.act("hidden states", hs_len + call.flags.map_or(0, |_| tb))?;
-        if let Some(f) = call.flags {
-            // (f32 on the host; in hs's storage precision here, 0..7 exactly)
-            let io = Io {
-                inp: false,
-                out: self.f16(),
-            };
-            encode_copy(rec, io, tb, (f, 0), (hs.buffer(), hs_len))?;
-        }
+        let hs = self.initial_states(rec, l, call, hs_len, slot)?;
         // The tape's gates, where it is kept (the steps write them then only).
         let gates = match call.keep_tape {
             true => Some(self.act("gates", nd * t_len * batch * 4 * h)?),
             false => None,
         };
         let out = self.act("layer output", tb * nd * h)?;
-        for d in 0..nd {
-            let dst = (hs.buffer(), slot(d, 0));
-            match call.h0 {
-                Some(b) => self.copy_act(rec, (b, (l * nd + d) * state), dst, state)?,
-                None => self.clear_act(rec, dst, state)?,
-            }
-        }
-        // A reset at step 0: the forward direction starts those rows
-        // from zero (a reverse layer has none: it ends at step 0).
-        let zero0 = if cfg.runs_reversed(0) {
-            &[][..]
-        } else {
-            &call.seq.zero0[..]
-        };
-        for &b in zero0 {
-            self.clear_act(rec, (hs.buffer(), slot(0, 0) + b * h), h)?;
-        }
         let shape = StepShape {
             t_len,
             batch,
@@ -298,6 +273,49 @@ impl GpuGru {
             }
         };
         Ok((next, tape))
+    }
+
+    /// The states of layer `l` (`hs_len` elements, then the step flags
+    /// where the call has them): slot 0 of each direction from h0 (or
+    /// zeros), the rows reset at step 0 zeroed.
+    fn initial_states(
+        &self,
+        rec: &mut Recorder,
+        l: usize,
+        call: &LayerCall,
+        hs_len: usize,
+        slot: impl Fn(usize, usize) -> usize,
+    ) -> Result<PooledBuffer> {
+        let cfg = &self.config;
+        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
+        let (tb, state) = (call.seq.t_run * call.batch, call.batch * h);
+        let hs = self.act("hidden states", hs_len + call.flags.map_or(0, |_| tb))?;
+        if let Some(f) = call.flags {
+            // (f32 on the host; in hs's storage precision here, 0..7 exactly)
+            let io = Io {
+                inp: false,
+                out: self.f16(),
+            };
+            encode_copy(rec, io, tb, (f, 0), (hs.buffer(), hs_len))?;
+        }
+        for d in 0..nd {
+            let dst = (hs.buffer(), slot(d, 0));
+            match call.h0 {
+                Some(b) => self.copy_act(rec, (b, (l * nd + d) * state), dst, state)?,
+                None => self.clear_act(rec, dst, state)?,
+            }
+        }
+        // A reset at step 0: the forward direction starts those rows
+        // from zero (a reverse layer has none: it ends at step 0).
+        let zero0 = if cfg.runs_reversed(0) {
+            &[][..]
+        } else {
+            &call.seq.zero0[..]
+        };
+        for &b in zero0 {
+            self.clear_act(rec, (hs.buffer(), slot(0, 0) + b * h), h)?;
+        }
+        Ok(hs)
     }
 
     /// The last layer's output `xin` (sequence-first, `t_run` steps) and
