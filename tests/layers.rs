@@ -134,7 +134,7 @@ fn reexports(mod_rs: &str) -> Vec<(String, String)> {
 fn gpu_uses(src: &str, depth: usize, exports: &[(String, String)]) -> Vec<(usize, String)> {
     let code = strip_comments(src);
     let mut prefixes = vec!["crate::gpu::".to_string()];
-    prefixes.push(format!("{}", "super::".repeat(depth + 1)));
+    prefixes.push("super::".repeat(depth + 1));
     let mut out = Vec::new();
     for prefix in &prefixes {
         for (at, _) in code.match_indices(prefix.as_str()) {
@@ -189,7 +189,9 @@ fn every_module_imports_only_its_own_layer_or_those_below() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gpu");
     let exports = gpu_exports();
     assert!(
-        exports.iter().any(|(n, m)| n == "GpuOptimizer" && m == "optim"),
+        exports
+            .iter()
+            .any(|(n, m)| n == "GpuOptimizer" && m == "optim"),
         "{exports:?}"
     );
     let files = gpu_sources();

@@ -42,10 +42,10 @@ pub use gru::{
     PlanSource, Recurrence, TuneReport,
 };
 pub use head::{GpuLinearHead, HeadStep};
-pub use plan::Strategy;
 pub use ops::gemm::GemmVariant;
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
-#[doc(hidden)]
+pub use plan::Strategy;
+#[cfg(feature = "test-hooks")]
 pub use pool::PoolStats;
 pub use pool::PooledBuffer;
 pub use stream::GpuStream;

@@ -174,7 +174,7 @@ impl TuneMode {
     }
 
     /// The mode `GRU_WGPU_TUNE` asks for (quick where it is unset or empty).
-    pub fn from_env() -> Result<Self> {
+    pub(crate) fn from_env() -> Result<Self> {
         match std::env::var("GRU_WGPU_TUNE") {
             // The message of `from_name`'s error, not its Display: that
             // would say "invalid configuration:" twice.
@@ -248,7 +248,7 @@ impl PlanCacheLocation {
 
 /// The dimensions a plan is chosen for; shapes of one bucket share a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ShapeKey {
+pub(crate) struct ShapeKey {
     pub dirs: usize,
     pub layers: usize,
     pub batch: usize,
@@ -259,7 +259,7 @@ pub struct ShapeKey {
 
 impl ShapeKey {
     /// The bucket of a shape: B, T, I, H each rounded up to a power of two.
-    pub fn bucket(self) -> ShapeKey {
+    pub(crate) fn bucket(self) -> ShapeKey {
         let up = |v: usize| v.max(1).checked_next_power_of_two().unwrap_or(v);
         ShapeKey {
             batch: up(self.batch),
@@ -271,7 +271,7 @@ impl ShapeKey {
     }
 
     /// The cache key of the bucket, with the limits profile it was measured under.
-    pub fn key(self, profile: &str) -> String {
+    pub(crate) fn key(self, profile: &str) -> String {
         let b = self.bucket();
         format!(
             "{profile} D{} L{} B{} T{} I{} H{}",

@@ -12,13 +12,13 @@ use crate::gpu::gru::seq::upload_perm;
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
-use crate::gpu::plan::Strategy;
 use crate::gpu::ops::gru_backward::{
     encode_backward_resident, encode_backward_sequence, encode_backward_splitk,
     encode_backward_splitk_rb, encode_backward_steps, encode_backward_steps_rb, BackwardStepBufs,
 };
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
 use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout, Io};
+use crate::gpu::plan::Strategy;
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 use crate::params::GruParams;

@@ -10,7 +10,6 @@ use crate::gpu::gru::seq::{upload_perm, SeqRun};
 use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
-use crate::gpu::plan::Strategy;
 use crate::gpu::ops::gru_forward::{
     encode_forward_resident, encode_forward_sequence, encode_forward_splitk,
     encode_forward_splitk_rb, encode_forward_steps, encode_forward_steps_rb, ForwardStepBufs,
@@ -19,6 +18,7 @@ use crate::gpu::ops::util::{
     encode_copy, encode_dropout, encode_gather_rows, encode_permute01, Dropout, Io,
 };
 use crate::gpu::plan::Plan;
+use crate::gpu::plan::Strategy;
 use crate::gpu::recorder::Recorder;
 
 impl GpuGru {
@@ -427,7 +427,11 @@ impl GpuGru {
     }
 
     /// The forward from flat slices in the layouts of the arrays.
-    pub(crate) fn forward_flat(&self, x: FlatInput, opts: &ForwardOptions<&[f32]>) -> Result<Forward> {
+    pub(crate) fn forward_flat(
+        &self,
+        x: FlatInput,
+        opts: &ForwardOptions<&[f32]>,
+    ) -> Result<Forward> {
         let cfg = &self.config;
         let (seq_len, batch) = (x.seq_len, x.batch);
         self.check_dims(seq_len, batch)?;

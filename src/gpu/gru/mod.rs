@@ -53,9 +53,9 @@ use crate::params::GruParams;
 pub use io::{
     BackwardInput, BackwardOptions, FlatInput, Forward, ForwardInput, ForwardOptions, OnDevice,
 };
+pub(crate) use params::RecordUpdate;
 pub use planning::{Candidate, PlanChoice, PlanSource, TuneReport};
 pub use types::{CallStats, GpuBackward, GpuForward, GpuLayerGrads, GpuTape, Recurrence};
-pub(crate) use params::RecordUpdate;
 
 /// The parameters of one layer, both directions stacked, on the device.
 #[derive(Debug)]

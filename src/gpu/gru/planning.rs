@@ -46,8 +46,8 @@ use crate::gpu::gru::check::{call_data, Check};
 use crate::gpu::gru::products::{ProductPath, StoragePath};
 use crate::gpu::gru::windows::WindowPath;
 use crate::gpu::gru::{BackwardOptions, ForwardOptions, GpuGru, OnDevice, Recurrence};
-use crate::gpu::plan::Strategy;
 use crate::gpu::ops::gemm::GemmVariant;
+use crate::gpu::plan::Strategy;
 use crate::gpu::plan::{names_hash, CachedPlan, Family, Plan, ShapeKey, TuneMode};
 use crate::gpu::Products;
 
