@@ -195,7 +195,7 @@ fn missing_limits(limits: &wgpu::Limits, windows: bool) -> Vec<String> {
 struct Inner {
     dev: Device,
     pipelines: Pipelines,
-    /// The family of the fallback rule and of the `Recurrence` shorthands.
+    /// The family of the fallback rule and of the shorthand plans.
     products: Products,
     /// Whether the caller restricted the families to `products`.
     products_forced: bool,
@@ -388,12 +388,33 @@ impl GpuContext {
         self.inner.dev.summary.is_cpu()
     }
 
-    /// The product family of the fallback rule and of the
-    /// [`Recurrence`](crate::gpu::Recurrence) shorthands: the one
+    /// The product family of the fallback rule and of the shorthand plans
+    /// of [`plan_named`](Self::plan_named): the one
     /// `ContextOptions::products` forced, else the window kernels on CPU
     /// adapters where they fit and the storage kernels elsewhere.
     pub fn products(&self) -> Products {
         self.inner.products
+    }
+
+    /// The plan of a name: a plan's own name (`family/strategy`, see
+    /// [`Plan::from_name`](crate::gpu::plan::Plan::from_name)), or a
+    /// shorthand for the time loop on the family of
+    /// [`products`](Self::products) (the window family, else the simple
+    /// GEMM): `persistent` is the `sequence` loop, `per-step` the `step`
+    /// loop (`products` on the window family). For `GpuGru::set_plan`; the
+    /// command line's `--recurrence`.
+    pub fn plan_named(&self, name: &str) -> Result<crate::gpu::plan::Plan> {
+        use crate::gpu::plan::{Plan, Strategy};
+        let family = match self.products() {
+            Products::Windows => Family::Windows,
+            Products::Storage => Family::Gemm(GemmVariant::Simple),
+        };
+        Ok(match name {
+            "persistent" => Plan::new(family, Strategy::Sequence),
+            "per-step" if family.is_windows() => Plan::new(family, Strategy::Products),
+            "per-step" => Plan::new(family, Strategy::Step),
+            name => Plan::from_name(name)?,
+        })
     }
 
     /// The product families plans may use on this device: those of the

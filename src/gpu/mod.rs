@@ -39,7 +39,7 @@ pub use device::{list_adapters, AdapterSummary};
 pub use gru::{
     BackwardInput, BackwardOptions, CallStats, Candidate, FlatInput, Forward, ForwardInput,
     ForwardOptions, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, PlanChoice,
-    PlanSource, Recurrence, TuneReport,
+    PlanSource, TuneReport,
 };
 pub use head::{GpuLinearHead, HeadStep};
 pub use ops::gemm::GemmVariant;
