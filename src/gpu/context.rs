@@ -396,27 +396,6 @@ impl GpuContext {
         self.inner.products
     }
 
-    /// The plan of a name: a plan's own name (`family/strategy`, see
-    /// [`Plan::from_name`](crate::gpu::plan::Plan::from_name)), or a
-    /// shorthand for the time loop on the family of
-    /// [`products`](Self::products) (the window family, else the simple
-    /// GEMM): `persistent` is the `sequence` loop, `per-step` the `step`
-    /// loop (`products` on the window family). For `GpuGru::set_plan`; the
-    /// command line's `--recurrence`.
-    pub fn plan_named(&self, name: &str) -> Result<crate::gpu::plan::Plan> {
-        use crate::gpu::plan::{Plan, Strategy};
-        let family = match self.products() {
-            Products::Windows => Family::Windows,
-            Products::Storage => Family::Gemm(GemmVariant::Simple),
-        };
-        Ok(match name {
-            "persistent" => Plan::new(family, Strategy::Sequence),
-            "per-step" if family.is_windows() => Plan::new(family, Strategy::Products),
-            "per-step" => Plan::new(family, Strategy::Step),
-            name => Plan::from_name(name)?,
-        })
-    }
-
     /// The product families plans may use on this device: those of the
     /// family `ContextOptions::products` forced, or all that run here (the
     /// GEMM variants whose needs the device meets, and the window kernels

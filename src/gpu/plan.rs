@@ -25,11 +25,36 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{GruError, Result};
+use crate::gpu::context::{GpuContext, Products};
 use crate::gpu::device::AdapterSummary;
 use crate::gpu::ops::gemm::GemmVariant;
 
 mod strategy;
 pub use strategy::Strategy;
+
+/// The plans of names, shorthands among them (the context's products
+/// decide their family).
+impl GpuContext {
+    /// The plan of a name: a plan's own name (`family/strategy`, see
+    /// [`Plan::from_name`](crate::gpu::plan::Plan::from_name)), or a
+    /// shorthand for the time loop on the family of
+    /// [`products`](Self::products) (the window family, else the simple
+    /// GEMM): `persistent` is the `sequence` loop, `per-step` the `step`
+    /// loop (`products` on the window family). For `GpuGru::set_plan`; the
+    /// command line's `--recurrence`.
+    pub fn plan_named(&self, name: &str) -> Result<Plan> {
+        let family = match self.products() {
+            Products::Windows => Family::Windows,
+            Products::Storage => Family::Gemm(GemmVariant::Simple),
+        };
+        Ok(match name {
+            "persistent" => Plan::new(family, Strategy::Sequence),
+            "per-step" if family.is_windows() => Plan::new(family, Strategy::Products),
+            "per-step" => Plan::new(family, Strategy::Step),
+            name => Plan::from_name(name)?,
+        })
+    }
+}
 
 /// The kernels that compute a plan's matrix products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
