@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use wgpu::util::DeviceExt;
 
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuGru, Plan, Recurrence};
+use crate::gpu::{GpuContext, GpuGru, Plan};
 use crate::{GruConfig, GruParams, Precision};
 
 /// One benchmark shape.
@@ -368,13 +368,10 @@ pub fn bench_gpu(
     mode: Mode,
     iters: usize,
     warmup: usize,
-    recurrence: Recurrence,
     plan: Option<Plan>,
     tick: &mut dyn FnMut(),
 ) -> Result<Record> {
-    bench_gpu_with_lengths(
-        ctx, shape, mode, iters, warmup, recurrence, plan, None, tick,
-    )
+    bench_gpu_with_lengths(ctx, shape, mode, iters, warmup, plan, None, tick)
 }
 
 /// [`bench_gpu`] with the lengths of `lengths` passed to every forward
@@ -386,7 +383,6 @@ pub fn bench_gpu_with_lengths(
     mode: Mode,
     iters: usize,
     warmup: usize,
-    recurrence: Recurrence,
     plan: Option<Plan>,
     lengths: Option<Lengths>,
     tick: &mut dyn FnMut(),
@@ -406,7 +402,6 @@ pub fn bench_gpu_with_lengths(
     // The device's limits, before the data buffers are made.
     model.check_fits(shape.seq, shape.batch)?;
     model.set_timing(ctx.has_timestamps());
-    model.set_recurrence(recurrence);
     model.set_plan(plan);
     // The plan, measured first where the shape's bucket has none cached:
     // with lengths, that of the steps the loop runs (the longest length),

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::cpu::{Gru, GruGrads, SeqOptions};
 use crate::error::Result;
-use crate::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Plan, Recurrence};
+use crate::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Plan};
 use crate::real::rel_error;
 use crate::{GruConfig, GruParams};
 
@@ -101,19 +101,7 @@ impl RandomCase {
         ctx: &GpuContext,
         train_seed: Option<u32>,
     ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
-        self.run_gpu_with(ctx, train_seed, Recurrence::Auto)
-    }
-
-    /// The GPU with the time loop forced one way or the other.
-    pub fn run_gpu_with(
-        &self,
-        ctx: &GpuContext,
-        train_seed: Option<u32>,
-        recurrence: Recurrence,
-    ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
-        let m = GpuGru::new(ctx, &self.params)?;
-        m.set_recurrence(recurrence);
-        self.run_model(&m, train_seed)
+        self.run_gpu_plan(ctx, train_seed, None)
     }
 
     /// The GPU with `plan` forced (`None`: the shape's automatic plan).
@@ -152,18 +140,7 @@ impl RandomCase {
     /// Runs both and compares every tensor: output, h_n, and the gradients of
     /// x, h0 and every parameter.
     pub fn compare(&self, ctx: &GpuContext, train_seed: Option<u32>) -> Result<Vec<TensorError>> {
-        self.compare_with(ctx, train_seed, Recurrence::Auto)
-    }
-
-    /// [`compare`](Self::compare) with the time loop forced.
-    pub fn compare_with(
-        &self,
-        ctx: &GpuContext,
-        train_seed: Option<u32>,
-        recurrence: Recurrence,
-    ) -> Result<Vec<TensorError>> {
-        let gpu = self.run_gpu_with(ctx, train_seed, recurrence)?;
-        self.compare_run(gpu, train_seed)
+        self.compare_plan(ctx, train_seed, None)
     }
 
     /// [`compare`](Self::compare) with `plan` forced.

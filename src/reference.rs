@@ -479,7 +479,7 @@ impl ReferenceCase {
     /// Runs the GPU (f32) on this case: forward, then backward with the
     /// case's upstream gradients.
     pub fn run_gpu(&self, ctx: &crate::gpu::GpuContext) -> Result<RunResult> {
-        self.run_gpu_with(ctx, crate::gpu::Recurrence::Auto)
+        self.run_gpu_plan(ctx, None)
     }
 
     /// The same case for a GPU model in `precision` (its bound is then
@@ -497,18 +497,6 @@ impl ReferenceCase {
             crate::config::Precision::F32 => GPU_BOUND,
             crate::config::Precision::F16 => GPU_F16_BOUND,
         }
-    }
-
-    /// [`run_gpu`](Self::run_gpu) with the time loop forced.
-    pub fn run_gpu_with(
-        &self,
-        ctx: &crate::gpu::GpuContext,
-        recurrence: crate::gpu::Recurrence,
-    ) -> Result<RunResult> {
-        self.check_gpu()?;
-        let model = crate::gpu::GpuGru::new(ctx, &self.params)?;
-        model.set_recurrence(recurrence);
-        self.run_model(&model)
     }
 
     /// [`run_gpu`](Self::run_gpu) with `plan` forced (`None`: the automatic plan).

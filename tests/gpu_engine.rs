@@ -6,7 +6,6 @@ mod common;
 
 use gru_wgpu::gpu::{
     BackwardOptions, ContextOptions, ForwardOptions, GpuContext, GpuGru, OnDevice, Products,
-    Recurrence,
 };
 use gru_wgpu::{GruConfig, GruParams};
 
@@ -24,10 +23,10 @@ fn fresh(products: Products) -> Option<GpuContext> {
 }
 
 /// One forward and backward of a small bidirectional GRU on `ctx`.
-fn run(ctx: &GpuContext, r: Recurrence) -> gru_wgpu::gpu::GpuForward {
+fn run(ctx: &GpuContext, r: &str) -> gru_wgpu::gpu::GpuForward {
     let config = GruConfig::new(5, 12).layers(2).bidirectional(true);
     let model = GpuGru::new(ctx, &GruParams::init(&config, 3).unwrap()).unwrap();
-    model.set_recurrence(r);
+    model.set_plan(Some(ctx.plan_named(r).unwrap()));
     let x = ndarray::Array3::<f32>::from_elem((4, 3, 5), 0.25);
     let (out, _, tape) = model
         .forward(x.view(), ForwardOptions::new().keep_tape())
@@ -60,7 +59,7 @@ fn pipelines_are_built_on_first_use() {
         "{:?}",
         ctx.pipelines_built()
     );
-    run(&ctx, Recurrence::PerStep);
+    run(&ctx, "per-step");
     let built = ctx.pipelines_built();
     assert!(
         built
@@ -73,7 +72,7 @@ fn pipelines_are_built_on_first_use() {
         assert!(!built.iter().any(|p| p.contains(unused)), "{built:?}");
     }
     // A second call builds nothing new.
-    run(&ctx, Recurrence::PerStep);
+    run(&ctx, "per-step");
     assert_eq!(ctx.pipelines_built(), built);
 }
 
@@ -82,7 +81,7 @@ fn the_storage_path_builds_no_window_pipeline_and_pads_no_buffer() {
     let Some(ctx) = fresh(Products::Storage) else {
         return;
     };
-    for r in [Recurrence::PerStep, Recurrence::Persistent] {
+    for r in ["per-step", "persistent"] {
         let f = run(&ctx, r);
         for b in [&f.output, &f.h_n] {
             assert!(!b.buffer().usage().contains(wgpu::BufferUsages::UNIFORM));
@@ -104,7 +103,7 @@ fn the_window_path_keeps_its_slack_to_its_own_buffers() {
     let Some(ctx) = fresh(Products::Windows) else {
         return;
     };
-    let f = run(&ctx, Recurrence::PerStep);
+    let f = run(&ctx, "per-step");
     for b in [&f.output, &f.h_n] {
         assert!(!b.buffer().usage().contains(wgpu::BufferUsages::UNIFORM));
         let class = ctx.pool_size_class((b.len() * 4) as u64);
@@ -126,10 +125,10 @@ fn threads_racing_for_the_pipelines_build_each_once() {
     let (Some(alone), Some(shared)) = (fresh(Products::Storage), fresh(Products::Storage)) else {
         return;
     };
-    run(&alone, Recurrence::PerStep);
+    run(&alone, "per-step");
     std::thread::scope(|s| {
         for _ in 0..4 {
-            s.spawn(|| run(&shared, Recurrence::PerStep));
+            s.spawn(|| run(&shared, "per-step"));
         }
     });
     let built = shared.pipelines_built();

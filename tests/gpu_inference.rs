@@ -6,14 +6,13 @@ mod common;
 
 use gru_wgpu::gpu::{
     BackwardOptions, ContextOptions, ForwardOptions, GpuContext, GpuGru, OnDevice, Products,
-    Recurrence,
 };
 use gru_wgpu::{GruConfig, GruParams};
 
-fn model(ctx: &GpuContext, r: Recurrence) -> (GruConfig, GpuGru) {
+fn model(ctx: &GpuContext, r: &str) -> (GruConfig, GpuGru) {
     let config = GruConfig::new(6, 20).layers(2).bidirectional(true);
     let m = GpuGru::new(ctx, &GruParams::init(&config, 5).unwrap()).unwrap();
-    m.set_recurrence(r);
+    m.set_plan(Some(ctx.plan_named(r).unwrap()));
     (config, m)
 }
 
@@ -80,7 +79,7 @@ fn bytes_of_a_forward(ctx: &GpuContext, m: &GpuGru, x: &wgpu::Buffer, keep: bool
 
 /// Contexts of this test alone (the pool of a shared one sees other tests'
 /// buffers), with each family of products, and each time loop.
-fn own_paths() -> Vec<(String, GpuContext, Recurrence)> {
+fn own_paths() -> Vec<(String, GpuContext, &'static str)> {
     if common::gpu().is_none() {
         return vec![];
     }
@@ -94,7 +93,7 @@ fn own_paths() -> Vec<(String, GpuContext, Recurrence)> {
             ..Default::default()
         })
         .unwrap();
-        for r in [Recurrence::PerStep, Recurrence::Persistent] {
+        for r in ["per-step", "persistent"] {
             out.push((format!("{products:?} products, {r:?}"), ctx.clone(), r));
         }
     }

@@ -172,7 +172,6 @@ fn the_recurrence_setting_maps_to_strategies() {
     let Some(ctxs) = common::gpu_all() else {
         return;
     };
-    use gru_wgpu::gpu::Recurrence;
     let params = gru_wgpu::GruParams::<f32>::init(&cfg(3, 8, 1, false, true), 1).unwrap();
     for (label, ctx) in &ctxs {
         let m = GpuGru::new(ctx, &params).unwrap();
@@ -185,16 +184,29 @@ fn the_recurrence_setting_maps_to_strategies() {
             _ => Strategy::Step,
         };
         let plan = |m: &GpuGru| m.plan_for(2, 1).unwrap().plan;
-        m.set_recurrence(Recurrence::PerStep);
+        // The shorthands are plan names of the context (the command
+        // line's `--recurrence`), forced like any plan.
+        m.set_plan(Some(ctx.plan_named("per-step").unwrap()));
         assert_eq!(plan(&m), Plan::new(family, per_step), "{label}");
-        m.set_recurrence(Recurrence::Persistent);
+        m.set_plan(Some(ctx.plan_named("persistent").unwrap()));
         assert_eq!(plan(&m), Plan::new(family, Strategy::Sequence), "{label}");
-        // A forced plan wins over the shorthand, until it is taken back.
+        // Another forced plan replaces the shorthand's, and taking it back
+        // gives the shape's own plan (the fixed rule on these contexts).
         let splitk = Plan::new(family, Strategy::SplitK);
         m.set_plan(Some(splitk));
         assert_eq!(plan(&m), splitk, "{label}");
+        assert_eq!(
+            ctx.plan_named(&splitk.name()).unwrap(),
+            splitk,
+            "{label}: a plan's own name"
+        );
         m.set_plan(None);
-        assert_eq!(plan(&m), Plan::new(family, Strategy::Sequence), "{label}");
+        assert_eq!(plan(&m), m.fallback_plan(1), "{label}");
+        assert_eq!(
+            m.plan_for(2, 1).unwrap().source,
+            gru_wgpu::gpu::PlanSource::Fallback,
+            "{label}"
+        );
         for &s in Strategy::ALL {
             assert_eq!(Strategy::from_name(s.name()), Some(s));
         }

@@ -364,7 +364,6 @@ fn the_bench_checks_its_own_buffers_against_the_device_first() {
         gru_wgpu::bench::Mode::Fwd,
         1,
         0,
-        Default::default(),
         None,
         &mut || {},
     )

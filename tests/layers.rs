@@ -134,7 +134,7 @@ fn reexports(mod_rs: &str) -> Vec<(String, String)> {
 fn gpu_uses(src: &str, depth: usize, exports: &[(String, String)]) -> Vec<(usize, String)> {
     let code = strip_comments(src);
     let mut prefixes = vec!["crate::gpu::".to_string()];
-    prefixes.push(format!("{}", "super::".repeat(depth + 1)));
+    prefixes.push("super::".repeat(depth + 1));
     let mut out = Vec::new();
     for prefix in &prefixes {
         for (at, _) in code.match_indices(prefix.as_str()) {

@@ -277,13 +277,15 @@ pub fn measure(
                         shown = true;
                     }
                 };
-                let recurrence = match args.recurrence {
-                    RecurrenceArg::Auto => gru_wgpu::gpu::Recurrence::Auto,
-                    RecurrenceArg::Persistent => gru_wgpu::gpu::Recurrence::Persistent,
-                    RecurrenceArg::PerStep => gru_wgpu::gpu::Recurrence::PerStep,
-                };
                 if dev == "gpu" {
                     let ctx = ctx.expect("a GPU context");
+                    // `--recurrence`: a shorthand plan, where no plan is
+                    // forced by name.
+                    let shorthand = match args.recurrence {
+                        RecurrenceArg::Auto => None,
+                        RecurrenceArg::Persistent => Some(ctx.plan_named("persistent")?),
+                        RecurrenceArg::PerStep => Some(ctx.plan_named("per-step")?),
+                    };
                     let mut plans = vec![forced];
                     if args.plan == "all" {
                         plans.extend(
@@ -299,8 +301,7 @@ pub fn measure(
                             mode,
                             args.iters,
                             args.warmup,
-                            recurrence,
-                            plan,
+                            plan.or(shorthand),
                             lengths,
                             &mut tick,
                         )?);

@@ -45,7 +45,7 @@ pub struct ContextOptions {
     /// [`GpuContext::loop_limit`]). 1.0 runs the kernels' loop bounds at
     /// the driver's very limit; `f64::INFINITY` disregards the limit (a
     /// driver that ends long loops early then gives wrong numbers).
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub loop_share: Option<f64>,
     /// Bytes of free device buffers the context keeps for reuse. `None`
     /// takes [`DEFAULT_POOL_BUDGET`] (256 MiB); `Some(0)` keeps none.
@@ -195,7 +195,7 @@ fn missing_limits(limits: &wgpu::Limits, windows: bool) -> Vec<String> {
 struct Inner {
     dev: Device,
     pipelines: Pipelines,
-    /// The family of the fallback rule and of the `Recurrence` shorthands.
+    /// The family of the fallback rule and of the shorthand plans.
     products: Products,
     /// Whether the caller restricted the families to `products`.
     products_forced: bool,
@@ -317,6 +317,7 @@ impl GpuContext {
         dev.loop_limit = probe_loop_limit(&dev)?;
         // The probe's buffers are not the caller's: the pool starts empty.
         dev.pool.reset();
+        #[cfg(feature = "test-hooks")]
         if let Some(share) = options.loop_share {
             dev.loop_share = share;
         }
@@ -387,8 +388,8 @@ impl GpuContext {
         self.inner.dev.summary.is_cpu()
     }
 
-    /// The product family of the fallback rule and of the
-    /// [`Recurrence`](crate::gpu::Recurrence) shorthands: the one
+    /// The product family of the fallback rule and of the shorthand plans
+    /// of [`plan_named`](Self::plan_named): the one
     /// `ContextOptions::products` forced, else the window kernels on CPU
     /// adapters where they fit and the storage kernels elsewhere.
     pub fn products(&self) -> Products {
@@ -455,7 +456,7 @@ impl GpuContext {
 
     /// A testing aid: puts `entry` into the plan cache under `key` (as a
     /// tuning would), so that a test can plant a plan checked at a shape.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn cache_plan(&self, key: &str, entry: crate::gpu::plan::CachedPlan) {
         self.inner.plans.put(key, entry);
     }
@@ -496,14 +497,14 @@ impl GpuContext {
     }
 
     /// The pool's counts: device buffers made, reused, released, alive.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn pool_stats(&self) -> crate::gpu::pool::PoolStats {
         self.inner.dev.pool.stats()
     }
 
     /// The size of the buffer the pool serves a request of `bytes` with
     /// (its size class, see [`ContextOptions::pool_budget`]).
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn pool_size_class(&self, bytes: u64) -> u64 {
         self.inner.dev.pool.class_of(bytes)
     }
@@ -511,7 +512,7 @@ impl GpuContext {
     /// The bytes of `buf` that hold data, as the size checks of the calls
     /// see them: what was asked for, for a buffer of the crate's pools (not
     /// its size class), else its size.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn data_bytes(buf: &wgpu::Buffer) -> u64 {
         crate::gpu::pool::data_bytes(buf)
     }

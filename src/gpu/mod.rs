@@ -39,13 +39,13 @@ pub use device::{list_adapters, AdapterSummary};
 pub use gru::{
     BackwardInput, BackwardOptions, CallStats, Candidate, FlatInput, Forward, ForwardInput,
     ForwardOptions, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, PlanChoice,
-    PlanSource, Recurrence, TuneReport,
+    PlanSource, TuneReport,
 };
 pub use head::{GpuLinearHead, HeadStep};
 pub use ops::gemm::GemmVariant;
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
 pub use plan::Strategy;
-#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub use pool::PoolStats;
 pub use pool::PooledBuffer;
 pub use stream::GpuStream;

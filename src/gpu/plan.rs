@@ -25,11 +25,36 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{GruError, Result};
+use crate::gpu::context::{GpuContext, Products};
 use crate::gpu::device::AdapterSummary;
 use crate::gpu::ops::gemm::GemmVariant;
 
 mod strategy;
 pub use strategy::Strategy;
+
+/// The plans of names, shorthands among them (the context's products
+/// decide their family).
+impl GpuContext {
+    /// The plan of a name: a plan's own name (`family/strategy`, see
+    /// [`Plan::from_name`](crate::gpu::plan::Plan::from_name)), or a
+    /// shorthand for the time loop on the family of
+    /// [`products`](Self::products) (the window family, else the simple
+    /// GEMM): `persistent` is the `sequence` loop, `per-step` the `step`
+    /// loop (`products` on the window family). For `GpuGru::set_plan`; the
+    /// command line's `--recurrence`.
+    pub fn plan_named(&self, name: &str) -> Result<Plan> {
+        let family = match self.products() {
+            Products::Windows => Family::Windows,
+            Products::Storage => Family::Gemm(GemmVariant::Simple),
+        };
+        Ok(match name {
+            "persistent" => Plan::new(family, Strategy::Sequence),
+            "per-step" if family.is_windows() => Plan::new(family, Strategy::Products),
+            "per-step" => Plan::new(family, Strategy::Step),
+            name => Plan::from_name(name)?,
+        })
+    }
+}
 
 /// The kernels that compute a plan's matrix products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -174,7 +199,7 @@ impl TuneMode {
     }
 
     /// The mode `GRU_WGPU_TUNE` asks for (quick where it is unset or empty).
-    pub fn from_env() -> Result<Self> {
+    pub(crate) fn from_env() -> Result<Self> {
         match std::env::var("GRU_WGPU_TUNE") {
             // The message of `from_name`'s error, not its Display: that
             // would say "invalid configuration:" twice.
@@ -248,7 +273,7 @@ impl PlanCacheLocation {
 
 /// The dimensions a plan is chosen for; shapes of one bucket share a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ShapeKey {
+pub(crate) struct ShapeKey {
     pub dirs: usize,
     pub layers: usize,
     pub batch: usize,
@@ -259,7 +284,7 @@ pub struct ShapeKey {
 
 impl ShapeKey {
     /// The bucket of a shape: B, T, I, H each rounded up to a power of two.
-    pub fn bucket(self) -> ShapeKey {
+    pub(crate) fn bucket(self) -> ShapeKey {
         let up = |v: usize| v.max(1).checked_next_power_of_two().unwrap_or(v);
         ShapeKey {
             batch: up(self.batch),
@@ -271,7 +296,7 @@ impl ShapeKey {
     }
 
     /// The cache key of the bucket, with the limits profile it was measured under.
-    pub fn key(self, profile: &str) -> String {
+    pub(crate) fn key(self, profile: &str) -> String {
         let b = self.bucket();
         format!(
             "{profile} D{} L{} B{} T{} I{} H{}",

@@ -352,6 +352,7 @@ impl Pool {
     }
 
     /// The counts so far.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn stats(&self) -> PoolStats {
         self.free().stats
     }

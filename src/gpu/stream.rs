@@ -20,7 +20,7 @@
 //! the stream's plan on the model (`GpuGru::set_plan`), and from then on the
 //! model's own calls run that plan too, at every `T`. Where the model
 //! already runs one plan at every `T` (a plan forced with `set_plan` or a
-//! `Recurrence` shorthand, or the fixed rule of `TuneMode::Off`), the
+//! shorthand plan, or the fixed rule of `TuneMode::Off`), the
 //! stream takes that plan and leaves the model as it is.
 //! [`GpuStream::with_plan`] runs the plan it is given and never touches the
 //! model (`model.set_plan(Some(stream.plan()))` then makes them agree).
@@ -96,7 +96,7 @@ impl<'m> GpuStream<'m> {
     /// the module's documentation).
     ///
     /// Its plan: the plan the model runs at every `T` where it has one (the
-    /// plan forced by `GpuGru::set_plan` or a `Recurrence` shorthand, or the
+    /// plan forced by `GpuGru::set_plan` (a shorthand plan among them), or the
     /// fixed rule of `TuneMode::Off`); else the plan the model measured for
     /// a chunk of one frame of this batch (`model.plan_for(1, batch)`: from
     /// the plan cache, tuned first where the cache has none), which it then

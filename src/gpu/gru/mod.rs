@@ -18,7 +18,7 @@
 //! ```
 //!
 //! The time loop is a [`Strategy`] (`GpuGru::strategy`: forced by
-//! `set_strategy`, or from the `set_recurrence` setting): `Step`, `SplitK`
+//! `set_strategy`, or a shorthand plan of `GpuContext::plan_named`): `Step`, `SplitK`
 //! (per-step kernels), `Sequence`, `Resident` (persistent kernels) or
 //! `Products` (per step, the recurrent product through the path's product
 //! kernels, then the gates). The products (1 of the forward, the `Products`
@@ -55,7 +55,7 @@ pub use io::{
 };
 pub(crate) use params::RecordUpdate;
 pub use planning::{Candidate, PlanChoice, PlanSource, TuneReport};
-pub use types::{CallStats, GpuBackward, GpuForward, GpuLayerGrads, GpuTape, Recurrence};
+pub use types::{CallStats, GpuBackward, GpuForward, GpuLayerGrads, GpuTape};
 
 /// The parameters of one layer, both directions stacked, on the device.
 #[derive(Debug)]
@@ -123,7 +123,6 @@ pub struct GpuGru {
     forced_plan: std::sync::Mutex<Option<Plan>>,
     timing: std::sync::atomic::AtomicBool,
     stats: std::sync::Mutex<CallStats>,
-    recurrence: std::sync::Mutex<Recurrence>,
 }
 
 impl std::fmt::Debug for GpuGru {
@@ -160,7 +159,6 @@ impl GpuGru {
             forced_plan: Default::default(),
             timing: false.into(),
             stats: Default::default(),
-            recurrence: Default::default(),
         };
         m.set_params(params)?;
         Ok(m)
@@ -184,17 +182,6 @@ impl GpuGru {
     /// Dispatches, submissions and device time of the last forward or backward call.
     pub fn last_call_stats(&self) -> CallStats {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Forces the persistent or the per-step time loop of the context's
-    /// product family ([`GpuContext::products`]): a shorthand for
-    /// [`set_plan`](Self::set_plan) (`Persistent` is the `sequence`
-    /// strategy, `PerStep` the `step` strategy, or `products` on the window
-    /// family); `Auto` goes back to the plan of each shape (forced by
-    /// `set_plan`, cached, measured or the fallback rule). A plan that does
-    /// not apply to a call's shape makes the call fail with an error.
-    pub fn set_recurrence(&self, r: Recurrence) {
-        *self.recurrence.lock().unwrap_or_else(|p| p.into_inner()) = r;
     }
 
     pub(crate) fn recorder(&self) -> Recorder<'_> {

@@ -1,7 +1,7 @@
 //! Which plan a call runs, and the tuner that chooses one by measurement.
 //!
-//! A call of shape (T, B) runs the plan `set_plan` forced, or the plan of a
-//! [`Recurrence`] shorthand, or else the plan of its shape's bucket: from
+//! A call of shape (T, B) runs the plan `set_plan` forced (a shorthand plan
+//! of `GpuContext::plan_named` among them), or else the plan of its shape's bucket: from
 //! the context's cache (memory, then the file of the adapter), measured now
 //! where the cache has none (`TuneMode::Quick` or `Full`), or the fixed
 //! fallback rule (`TuneMode::Off`).
@@ -46,7 +46,7 @@ use crate::error::{GruError, Result};
 use crate::gpu::gru::check::{call_data, Check};
 use crate::gpu::gru::products::{ProductPath, StoragePath};
 use crate::gpu::gru::windows::WindowPath;
-use crate::gpu::gru::{BackwardOptions, ForwardOptions, GpuGru, OnDevice, Recurrence};
+use crate::gpu::gru::{BackwardOptions, ForwardOptions, GpuGru, OnDevice};
 use crate::gpu::ops::gemm::GemmVariant;
 use crate::gpu::plan::Strategy;
 use crate::gpu::plan::{names_hash, CachedPlan, Family, Plan, ShapeKey, TuneMode};
@@ -58,7 +58,7 @@ use crate::tune::{Call, Outcome, Rounds, TunableSet};
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum PlanSource {
-    /// `set_plan` or a `Recurrence` shorthand.
+    /// `set_plan`.
     Forced,
     /// The plan cache (this process's, or the file).
     Cached,
@@ -268,23 +268,6 @@ impl GpuGru {
         Plan::new(family, Strategy::Step)
     }
 
-    /// The plan of a `Recurrence` shorthand, where one is set.
-    fn shorthand(&self, batch: usize) -> Option<Plan> {
-        let r = *self.recurrence.lock().unwrap_or_else(|p| p.into_inner());
-        let family = match self.ctx.products() {
-            Products::Windows if self.windows.is_some() => Family::Windows,
-            _ => Family::Gemm(GemmVariant::Simple),
-        };
-        let strategy = match r {
-            Recurrence::Auto => return None,
-            Recurrence::Persistent => Strategy::Sequence,
-            Recurrence::PerStep if family.is_windows() => Strategy::Products,
-            Recurrence::PerStep => Strategy::Step,
-        };
-        let _ = batch;
-        Some(Plan::new(family, strategy))
-    }
-
     /// The cache key of a call of `(t_len, batch)`.
     fn plan_key(&self, t_len: usize, batch: usize) -> String {
         let cfg = &self.config;
@@ -315,7 +298,7 @@ impl GpuGru {
     /// documentation). A forced plan that does not apply is an error.
     pub fn plan_for(&self, t_len: usize, batch: usize) -> Result<PlanChoice> {
         let forced = *self.forced_plan.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(plan) = forced.or_else(|| self.shorthand(batch)) {
+        if let Some(plan) = forced {
             self.check_plan(plan, batch).map_err(|why| {
                 GruError::InvalidConfig(format!("the plan {plan} does not apply: {why}"))
             })?;

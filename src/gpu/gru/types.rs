@@ -135,21 +135,6 @@ pub struct CallStats {
     pub record_ms: f64,
 }
 
-/// How the time loop of a layer runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum Recurrence {
-    /// Choose per layer by the measured rule (see the README).
-    #[default]
-    Auto,
-    /// One dispatch for all T steps (the `sequence` kernels); H <= 256.
-    Persistent,
-    /// One dispatch per step (the `step` kernels), or a window product and a
-    /// step on the window path.
-    PerStep,
-}
-
 /// Forward's device-side results before they are handed out.
 pub(crate) struct ForwardOut {
     pub(crate) output: PooledBuffer,
