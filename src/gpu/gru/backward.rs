@@ -40,7 +40,8 @@ impl GpuGru {
         let state_bytes = (batch * h * 4) as u64;
         // Where the forward ran the rows in another order, grad_output and
         // grad_h_n are gathered into it, and dL/dx and dL/dh0 back at the end.
-        let perm = upload_perm(&self.ctx, tape.perm.as_deref())?;
+        let perm = upload_perm(&self.ctx, tape.perm.as_deref())?
+            .map(|(fwd, inv)| (rec.scratch(fwd), rec.scratch(inv)));
         let mut sorted_go = None;
         let grad_output = match &perm {
             Some((fwd, _)) => {
@@ -49,10 +50,10 @@ impl GpuGru {
                 } else {
                     [t_full, batch, nd * h]
                 };
-                let b = sorted_go.insert(
-                    self.ctx
-                        .storage("grad_output, rows sorted", t_full * batch * nd * h)?,
-                );
+                let sorted = self
+                    .ctx
+                    .storage("grad_output, rows sorted", t_full * batch * nd * h)?;
+                let b = sorted_go.insert(rec.scratch(sorted));
                 encode_gather_rows(rec, Io::F32, shape, grad_output, fwd.buffer(), b.buffer())?;
                 b.buffer()
             }
@@ -61,10 +62,10 @@ impl GpuGru {
         let mut sorted_ghn = None;
         let grad_h_n = match (&perm, grad_h_n) {
             (Some((fwd, _)), Some(g)) => {
-                let b = sorted_ghn.insert(
-                    self.ctx
-                        .storage("grad_h_n, rows sorted", cfg.num_layers * nd * batch * h)?,
-                );
+                let sorted = self
+                    .ctx
+                    .storage("grad_h_n, rows sorted", cfg.num_layers * nd * batch * h)?;
+                let b = sorted_ghn.insert(rec.scratch(sorted));
                 encode_gather_rows(
                     rec,
                     Io::F32,
@@ -106,9 +107,9 @@ impl GpuGru {
             let layer = self.layer(l);
             let lt = &tape.layers[l];
             let i_l = cfg.layer_input_size(l);
-            let dgi = self.ctx.storage("dG_i", tb * nd * h3)?;
-            let dgh = self.ctx.storage("dG_h", nd * tb * h3)?;
-            let dh = self.ctx.storage("dh", nd * 2 * batch * h)?;
+            let dgi = rec.scratch(self.ctx.storage("dG_i", tb * nd * h3)?);
+            let dgh = rec.scratch(self.ctx.storage("dG_h", nd * tb * h3)?);
+            let dh = rec.scratch(self.ctx.storage("dh", nd * 2 * batch * h)?);
             for d in 0..nd {
                 let slot = ((d * 2 + t_len % 2) * batch * h * 4) as u64;
                 let src = grad_h_n.map(|b| (b, ((l * nd + d) as u64) * state_bytes));
@@ -192,9 +193,6 @@ impl GpuGru {
             };
             let dx = self.ctx.storage("grad of the layer input", tb * i_l)?;
             path.input_grad(rec, &layer, &dgi, &dx, tb)?;
-            rec.keep(dgi);
-            rec.keep(dgh);
-            rec.keep(dh);
             let next = match tape.dropout {
                 Some((seed, prob)) if l > 0 => {
                     let masked = self
@@ -255,17 +253,6 @@ impl GpuGru {
             )?;
             rec.keep(std::mem::replace(&mut grad_h0, g0));
         }
-        if let Some((fwd, inv)) = perm {
-            rec.keep(fwd);
-            rec.keep(inv);
-            // Until the submission: the pool must not hand them out again.
-            if let Some(b) = sorted_go {
-                rec.keep(b);
-            }
-            if let Some(b) = sorted_ghn {
-                rec.keep(b);
-            }
-        }
         let grad_x = if cfg.batch_first {
             let g = self.ctx.storage("grad_x", tb * cfg.input_size)?;
             encode_permute01(
@@ -310,7 +297,7 @@ impl GpuGru {
             }
             let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
             // c2 of the step after (zero before the last step).
-            let scratch = self.ctx.storage("d(r·h) r of a step", nd * b * h)?;
+            let scratch = rec.scratch(self.ctx.storage("d(r·h) r of a step", nd * b * h)?);
             rec.clear(scratch.buffer(), 0, (nd * b * h * 4) as u64);
             match strategy {
                 Strategy::Step => encode_backward_steps_rb(rec, shape, bufs, scratch.buffer())?,
@@ -324,7 +311,6 @@ impl GpuGru {
                 }
                 Strategy::Products => unreachable!("handled above"),
             }
-            rec.keep(scratch);
             return Ok(());
         }
         match strategy {

@@ -45,7 +45,8 @@ impl GpuGru {
         // Where the rows run in another order (ragged lengths, longest
         // first), x and h0 are gathered into it here, and the output and h_n
         // back at the end.
-        let perm = upload_perm(&self.ctx, seq.perm.as_deref())?;
+        let perm = upload_perm(&self.ctx, seq.perm.as_deref())?
+            .map(|(fwd, inv)| (rec.scratch(fwd), rec.scratch(inv)));
         // x, h0, the states and the outputs are in the model's storage precision.
         let io = Io::same(self.f16());
         let i_sz = cfg.input_size;
@@ -58,7 +59,8 @@ impl GpuGru {
                 } else {
                     [t_full, batch, i_sz]
                 };
-                let b = sorted_x.insert(self.act("x, rows sorted", t_full * batch * i_sz)?);
+                let b = sorted_x
+                    .insert(rec.scratch(self.act("x, rows sorted", t_full * batch * i_sz)?));
                 encode_gather_rows(rec, io, shape, x, fwd.buffer(), b.buffer())?;
                 b.buffer()
             }
@@ -67,8 +69,8 @@ impl GpuGru {
         let mut sorted_h0 = None;
         let h0 = match (&perm, h0) {
             (Some((fwd, _)), Some(h0)) => {
-                let b =
-                    sorted_h0.insert(self.act("h0, rows sorted", cfg.num_layers * nd * batch * h)?);
+                let sorted = self.act("h0, rows sorted", cfg.num_layers * nd * batch * h)?;
+                let b = sorted_h0.insert(rec.scratch(sorted));
                 encode_gather_rows(
                     rec,
                     io,
@@ -96,7 +98,8 @@ impl GpuGru {
             .flags
             .as_ref()
             .map(|f| self.ctx.upload("step flags", f))
-            .transpose()?;
+            .transpose()?
+            .map(|f| rec.scratch(f));
         let h_n = self.act("h_n", cfg.num_layers * nd * batch * h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         let state = batch * h;
@@ -104,7 +107,7 @@ impl GpuGru {
         let path = path.get();
         for (l, lp) in self.layers.iter().enumerate() {
             let layer = self.layer(l);
-            let gi = self.ctx.storage("gi (input projections)", tb * nd * h3)?;
+            let gi = rec.scratch(self.ctx.storage("gi (input projections)", tb * nd * h3)?);
             path.input_projection(rec, &layer, &xin, &gi, tb)?;
             // All T + 1 states for the tape; without it a ring of two.
             let slots = if keep_tape { t_len + 1 } else { 2 };
@@ -170,7 +173,6 @@ impl GpuGru {
                 gates: gates.as_ref().map(|g| g.buffer()),
             };
             self.forward_loop(rec, plan.strategy, path, &layer, &shape, &bufs, h0)?;
-            rec.keep(gi);
             for d in 0..nd {
                 let src = (hs.buffer(), slot(d, t_len));
                 self.copy_act(rec, src, (h_n.buffer(), (l * nd + d) * state), state)?;
@@ -201,9 +203,6 @@ impl GpuGru {
                     rec.keep(hs);
                 }
             }
-        }
-        if let Some(f) = flags {
-            rec.keep(f);
         }
         // `xin` now holds the last layer's output, sequence-first; past
         // `t_run` the output is zeros.
@@ -238,17 +237,6 @@ impl GpuGru {
                 hn.buffer(),
             )?;
             rec.keep(std::mem::replace(&mut h_n, hn));
-        }
-        if let Some((fwd, inv)) = perm {
-            rec.keep(fwd);
-            rec.keep(inv);
-            // Until the submission: the pool must not hand them out again.
-            if let Some(b) = sorted_x {
-                rec.keep(b);
-            }
-            if let Some(b) = sorted_h0 {
-                rec.keep(b);
-            }
         }
         let output = if cfg.batch_first {
             let o = self.act("output", tb * nd * h)?;
@@ -323,7 +311,7 @@ impl GpuGru {
                 return path.forward_steps(rec, layer, shape, bufs, h0);
             }
             let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
-            let scratch = self.ctx.storage("r, z and r·h of a step", nd * b * 3 * h)?;
+            let scratch = rec.scratch(self.ctx.storage("r, z and r·h of a step", nd * b * 3 * h)?);
             match strategy {
                 Strategy::Step => encode_forward_steps_rb(rec, shape, bufs, scratch.buffer())?,
                 Strategy::Sequence => {
@@ -336,7 +324,6 @@ impl GpuGru {
                 }
                 Strategy::Products => unreachable!("handled above"),
             }
-            rec.keep(scratch);
             return Ok(());
         }
         match strategy {
