@@ -28,6 +28,9 @@ pub(crate) struct Recorder<'c> {
     align: usize,
     /// Buffers that must live until the submission.
     keep: Vec<PooledBuffer>,
+    /// The call's scratch ([`scratch`](Self::scratch)): owned by the
+    /// recording from its allocation, released to the pool at the submission.
+    scratch: Vec<Arc<PooledBuffer>>,
     timestamps: Option<(wgpu::QuerySet, PooledBuffer, PooledBuffer)>,
     pub(crate) dispatches: u32,
     /// The step kernels store f16 (a recording for an f16 model).
@@ -80,6 +83,7 @@ impl<'c> Recorder<'c> {
             chunks: Vec::new(),
             align,
             keep: Vec::new(),
+            scratch: Vec::new(),
             timestamps,
             dispatches: 0,
             f16: false,
@@ -309,6 +313,16 @@ impl<'c> Recorder<'c> {
         let handle = b.buffer().clone();
         self.keep.push(b);
         handle
+    }
+
+    /// Makes `b` part of the call's scratch: the recording owns it from now
+    /// on and gives it back to the pool when the call is submitted (so the
+    /// pool cannot lend it again to the same call); the handle returned reads
+    /// it while the call records.
+    pub(crate) fn scratch(&mut self, b: PooledBuffer) -> Arc<PooledBuffer> {
+        let b = Arc::new(b);
+        self.scratch.push(b.clone());
+        b
     }
 
     /// Writes the arena, closes the encoder and submits it: one submission.

@@ -173,12 +173,13 @@ impl ProductPath for StoragePath {
         let h3 = 3 * h;
         let tape = bufs.gates.is_some();
         let slots = if tape { t_len + 1 } else { 2 };
-        let gh = rec.dev.storage("gh (recurrent products)", nd * b * h3)?;
+        let dev = rec.dev;
+        let gh = rec.scratch(dev.storage("gh (recurrent products)", nd * b * h3)?);
         // The reset-before form: gh_r, gh_z first, `rb_rz` (r, z, r·h into
         // the scratch), then gh_n = (r·h) W_hnᵀ and the step.
         let rb = layer.cfg.reset_form == ResetForm::Before;
         let scratch = match rb {
-            true => Some(rec.dev.storage("r, z and r·h of a step", nd * b * h3)?),
+            true => Some(rec.scratch(dev.storage("r, z and r·h of a step", nd * b * h3)?)),
             false => None,
         };
         let kernel = |body| {
@@ -272,10 +273,6 @@ impl ProductPath for StoragePath {
                 grid,
             )?;
         }
-        rec.keep(gh);
-        if let Some(b) = scratch {
-            rec.keep(b);
-        }
         Ok(())
     }
 
@@ -290,20 +287,20 @@ impl ProductPath for StoragePath {
         // the directions, then the gradient step.
         let (t_len, b, h, nd) = (sh.t_len, sh.batch, sh.hidden, sh.dirs);
         let h3 = 3 * h;
-        let carry = rec.dev.storage("carry (recurrent products)", nd * b * h)?;
+        let dev = rec.dev;
+        let carry = rec.scratch(dev.storage("carry (recurrent products)", nd * b * h)?);
         // The reset-before form: the carry product takes the r and z rows of
         // W_hh (K = 2H), the step adds c2 from the scratch, and `rb_dr`
         // finishes each step (d(r·h) = da_n W_hn, da_r, c2).
         let rb = layer.cfg.reset_form == ResetForm::Before;
         let scratch = match rb {
             true => {
-                let sc = rec.dev.storage("d(r·h) r of a step", nd * b * h)?;
+                let sc = rec.scratch(dev.storage("d(r·h) r of a step", nd * b * h)?);
                 rec.clear(sc.buffer(), 0, (nd * b * h * 4) as u64);
                 Some(sc)
             }
             false => None,
         };
-        let dev = rec.dev;
         let mut p = sh.params()?;
         let grid = sh.step_grid()?;
         for s in (-1..t_len as i32).rev() {
@@ -376,10 +373,6 @@ impl ProductPath for StoragePath {
                     grid,
                 )?;
             }
-        }
-        rec.keep(carry);
-        if let Some(b) = scratch {
-            rec.keep(b);
         }
         Ok(())
     }

@@ -165,7 +165,8 @@ impl ProductPath for WindowPath {
         let (nd, h, i_l) = layer.dims();
         let n3 = nd * 3 * h;
         let lx = Chunked::new(tb, i_l, 0);
-        let xc = window_storage(rec.dev, "layer input, chunked", lx.len())?;
+        let dev = rec.dev;
+        let xc = rec.scratch(window_storage(dev, "layer input, chunked", lx.len())?);
         encode_chunk(
             rec,
             &strided(xin.buffer(), i_l, false, 0, layer.f16()),
@@ -183,7 +184,6 @@ impl ProductPath for WindowPath {
         };
         let w = self.layers[layer.l].w_ih.buffer();
         encode_windows(rec, xc.buffer(), &lx, w, &lw, bias, gi.buffer(), &o)?;
-        rec.keep(xc);
         Ok(())
     }
 
@@ -198,10 +198,10 @@ impl ProductPath for WindowPath {
         let (nd, h, _) = layer.dims();
         let (batch, dev) = (sh.batch, rec.dev);
         let state = Chunked::new(batch, h, 0);
-        let gh = dev.storage("gh (recurrent products)", nd * batch * 3 * h)?;
+        let gh = rec.scratch(dev.storage("gh (recurrent products)", nd * batch * 3 * h)?);
         if layer.cfg.reset_form == ResetForm::Before {
-            let operand = window_storage(dev, "h and r·h, chunked", nd * state.len())?;
-            let scratch = dev.storage("r, z and r·h of a step", nd * batch * 3 * h)?;
+            let operand = rec.scratch(window_storage(dev, "h and r·h, chunked", nd * state.len())?);
+            let scratch = rec.scratch(dev.storage("r, z and r·h of a step", nd * batch * 3 * h)?);
             let w = RbWindows {
                 product: gh.buffer(),
                 operand_buf: operand.buffer(),
@@ -211,12 +211,9 @@ impl ProductPath for WindowPath {
                 scratch: scratch.buffer(),
             };
             encode_forward_steps_rb(rec, sh, bufs, &w)?;
-            for b in [gh, operand, scratch] {
-                rec.keep(b);
-            }
             return Ok(());
         }
-        let hwin = window_storage(dev, "h, chunked", 2 * nd * state.len())?;
+        let hwin = rec.scratch(window_storage(dev, "h, chunked", 2 * nd * state.len())?);
         // The steps write only the H columns: the padding must be zero.
         rec.clear(hwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
         // Parity 0 holds the state before the first step for the first
@@ -246,8 +243,6 @@ impl ProductPath for WindowPath {
             weights: window_layouts(layer.cfg, layer.l).w_hh,
         };
         encode_forward_steps(rec, sh, bufs, &w)?;
-        rec.keep(gh);
-        rec.keep(hwin);
         Ok(())
     }
 
@@ -260,11 +255,15 @@ impl ProductPath for WindowPath {
     ) -> Result<()> {
         let (nd, h, _) = layer.dims();
         let (batch, dev) = (sh.batch, rec.dev);
-        let carry = dev.storage("carry (recurrent products)", nd * batch * h)?;
+        let carry = rec.scratch(dev.storage("carry (recurrent products)", nd * batch * h)?);
         if layer.cfg.reset_form == ResetForm::Before {
             let operand_layout = Chunked::new(batch, 2 * h, 0);
-            let operand = window_storage(dev, "dG_h (r, z), chunked", nd * operand_layout.len())?;
-            let scratch = dev.storage("d(r·h) r of a step", nd * batch * h)?;
+            let operand = rec.scratch(window_storage(
+                dev,
+                "dG_h (r, z), chunked",
+                nd * operand_layout.len(),
+            )?);
+            let scratch = rec.scratch(dev.storage("d(r·h) r of a step", nd * batch * h)?);
             rec.clear(scratch.buffer(), 0, (nd * batch * h * 4) as u64);
             let w = RbWindows {
                 product: carry.buffer(),
@@ -275,13 +274,10 @@ impl ProductPath for WindowPath {
                 scratch: scratch.buffer(),
             };
             encode_backward_steps_rb(rec, sh, bufs, &w)?;
-            for b in [carry, operand, scratch] {
-                rec.keep(b);
-            }
             return Ok(());
         }
         let state = Chunked::new(batch, 3 * h, 0);
-        let gwin = window_storage(dev, "dG_h, chunked", 2 * nd * state.len())?;
+        let gwin = rec.scratch(window_storage(dev, "dG_h, chunked", 2 * nd * state.len())?);
         // The steps write only the 3H columns: the padding must be zero.
         rec.clear(gwin.buffer(), 0, (2 * nd * state.len() * 4) as u64);
         let w = StepWindows {
@@ -292,8 +288,6 @@ impl ProductPath for WindowPath {
             weights: window_layouts(layer.cfg, layer.l).w_hh_t,
         };
         encode_backward_steps(rec, sh, bufs, &w)?;
-        rec.keep(carry);
-        rec.keep(gwin);
         Ok(())
     }
 
@@ -311,8 +305,12 @@ impl ProductPath for WindowPath {
         // The window kernels read both operands with K = T·B contiguous: the
         // transposes, chunked.
         let (lg, lx) = (Chunked::new(nd * h3, tb, 0), Chunked::new(i_l, tb, 0));
-        let gt = window_storage(dev, "dG_i transposed, chunked", lg.len())?;
-        let xt = window_storage(dev, "layer input transposed, chunked", lx.len())?;
+        let gt = rec.scratch(window_storage(dev, "dG_i transposed, chunked", lg.len())?);
+        let xt = rec.scratch(window_storage(
+            dev,
+            "layer input transposed, chunked",
+            lx.len(),
+        )?);
         encode_chunk(
             rec,
             &strided(g.dgi.buffer(), nd * h3, true, 0, false),
@@ -345,8 +343,16 @@ impl ProductPath for WindowPath {
             &o,
         )?;
         let (lgh, lh) = (Chunked::new(h3, tb, 0), Chunked::new(h, tb, 0));
-        let ght = window_storage(dev, "dG_h transposed, chunked", nd * lgh.len())?;
-        let ht = window_storage(dev, "previous states transposed, chunked", nd * lh.len())?;
+        let ght = rec.scratch(window_storage(
+            dev,
+            "dG_h transposed, chunked",
+            nd * lgh.len(),
+        )?);
+        let ht = rec.scratch(window_storage(
+            dev,
+            "previous states transposed, chunked",
+            nd * lh.len(),
+        )?);
         let dgh = strided(g.dgh.buffer(), h3, true, tb * h3, false);
         encode_chunk(rec, &dgh, ght.buffer(), &lgh, lgh.len(), nd)?;
         let hs = strided(
@@ -375,15 +381,20 @@ impl ProductPath for WindowPath {
                 &o,
             )?;
         }
-        for b in [gt, xt, ght, ht] {
-            rec.keep(b);
-        }
         if layer.cfg.reset_form == ResetForm::Before {
             // The reset-before form: the n rows of dW_hh are da_nᵀ (r * h),
             // r * h from the tape's fourth gate; they replace those above.
             let (ln, lrh) = (Chunked::new(h, tb, 0), Chunked::new(h, tb, 0));
-            let nt = window_storage(dev, "da_n transposed, chunked", nd * ln.len())?;
-            let rht = window_storage(dev, "r·h transposed, chunked", nd * lrh.len())?;
+            let nt = rec.scratch(window_storage(
+                dev,
+                "da_n transposed, chunked",
+                nd * ln.len(),
+            )?);
+            let rht = rec.scratch(window_storage(
+                dev,
+                "r·h transposed, chunked",
+                nd * lrh.len(),
+            )?);
             let dan = Strided {
                 buf: g.dgh.buffer(),
                 off: 2 * h,
@@ -420,8 +431,6 @@ impl ProductPath for WindowPath {
                     &o,
                 )?;
             }
-            rec.keep(nt);
-            rec.keep(rht);
         }
         Ok(())
     }
@@ -437,7 +446,8 @@ impl ProductPath for WindowPath {
         let (nd, h, i_l) = layer.dims();
         let n3 = nd * 3 * h;
         let lg = Chunked::new(tb, n3, 0);
-        let gc = window_storage(rec.dev, "dG_i chunked", lg.len())?;
+        let dev = rec.dev;
+        let gc = rec.scratch(window_storage(dev, "dG_i chunked", lg.len())?);
         encode_chunk(
             rec,
             &strided(dgi.buffer(), n3, false, 0, false),
@@ -454,7 +464,6 @@ impl ProductPath for WindowPath {
         };
         let w = self.layers[layer.l].w_ih_t.buffer();
         encode_windows(rec, gc.buffer(), &lg, w, &lw, None, dx.buffer(), &o)?;
-        rec.keep(gc);
         Ok(())
     }
 }
