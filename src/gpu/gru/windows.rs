@@ -363,74 +363,10 @@ impl ProductPath for WindowPath {
             layer.f16(),
         );
         encode_chunk(rec, &hs, ht.buffer(), &lh, lh.len(), nd)?;
-        for d in 0..nd {
-            let o = WinOut {
-                c_off: d * h3 * h,
-                ldc: h,
-                bias_off: None,
-            };
-            let (a, b) = (lgh.at(d * lgh.len()), lh.at(d * lh.len()));
-            encode_windows(
-                rec,
-                ght.buffer(),
-                &a,
-                ht.buffer(),
-                &b,
-                None,
-                g.dw_hh.buffer(),
-                &o,
-            )?;
-        }
+        let (a, b) = ((ght.buffer(), &lgh), (ht.buffer(), &lh));
+        products_per_dir(rec, nd, a, b, (g.dw_hh.buffer(), 0))?;
         if layer.cfg.reset_form == ResetForm::Before {
-            // The reset-before form: the n rows of dW_hh are da_nᵀ (r * h),
-            // r * h from the tape's fourth gate; they replace those above.
-            let (ln, lrh) = (Chunked::new(h, tb, 0), Chunked::new(h, tb, 0));
-            let nt = rec.scratch(window_storage(
-                dev,
-                "da_n transposed, chunked",
-                nd * ln.len(),
-            )?);
-            let rht = rec.scratch(window_storage(
-                dev,
-                "r·h transposed, chunked",
-                nd * lrh.len(),
-            )?);
-            let dan = Strided {
-                buf: g.dgh.buffer(),
-                off: 2 * h,
-                rs: 1,
-                ks: h3,
-                batch: tb * h3,
-                f16: false,
-            };
-            encode_chunk(rec, &dan, nt.buffer(), &ln, ln.len(), nd)?;
-            let rh = Strided {
-                buf: lt.gates.buffer(),
-                off: 3 * h,
-                rs: 1,
-                ks: 4 * h,
-                batch: tb * 4 * h,
-                f16: layer.f16(),
-            };
-            encode_chunk(rec, &rh, rht.buffer(), &lrh, lrh.len(), nd)?;
-            for d in 0..nd {
-                let o = WinOut {
-                    c_off: d * h3 * h + 2 * h * h,
-                    ldc: h,
-                    bias_off: None,
-                };
-                let (a, b) = (ln.at(d * ln.len()), lrh.at(d * lrh.len()));
-                encode_windows(
-                    rec,
-                    nt.buffer(),
-                    &a,
-                    rht.buffer(),
-                    &b,
-                    None,
-                    g.dw_hh.buffer(),
-                    &o,
-                )?;
-            }
+            rb_dw_hn(rec, layer, lt, g, t_len, batch)?;
         }
         Ok(())
     }
@@ -466,4 +402,72 @@ impl ProductPath for WindowPath {
         encode_windows(rec, gc.buffer(), &lg, w, &lw, None, dx.buffer(), &o)?;
         Ok(())
     }
+}
+
+/// Per direction d, the window product of region d of `a` and of `b` (its
+/// H rows) into `dW_hh` `(D, 3H, H)` from row `row0` of direction d's block.
+fn products_per_dir(
+    rec: &mut Recorder,
+    nd: usize,
+    (a_buf, la): (&wgpu::Buffer, &Chunked),
+    (b_buf, lb): (&wgpu::Buffer, &Chunked),
+    (out, row0): (&wgpu::Buffer, usize),
+) -> Result<()> {
+    let h = lb.rows;
+    for d in 0..nd {
+        let o = WinOut {
+            c_off: d * 3 * h * h + row0 * h,
+            ldc: h,
+            bias_off: None,
+        };
+        let (a, b) = (la.at(d * la.len()), lb.at(d * lb.len()));
+        encode_windows(rec, a_buf, &a, b_buf, &b, None, out, &o)?;
+    }
+    Ok(())
+}
+
+/// The reset-before form: the n rows of dW_hh are da_nᵀ (r * h), r * h
+/// from the tape's fourth gate; they replace those the general product
+/// wrote.
+fn rb_dw_hn(
+    rec: &mut Recorder,
+    layer: &Layer,
+    lt: &LayerTape,
+    g: &GradBufs,
+    t_len: usize,
+    batch: usize,
+) -> Result<()> {
+    let (nd, h, _) = layer.dims();
+    let (tb, h3, dev) = (t_len * batch, 3 * h, rec.dev);
+    let (ln, lrh) = (Chunked::new(h, tb, 0), Chunked::new(h, tb, 0));
+    let nt = rec.scratch(window_storage(
+        dev,
+        "da_n transposed, chunked",
+        nd * ln.len(),
+    )?);
+    let rht = rec.scratch(window_storage(
+        dev,
+        "r·h transposed, chunked",
+        nd * lrh.len(),
+    )?);
+    let dan = Strided {
+        buf: g.dgh.buffer(),
+        off: 2 * h,
+        rs: 1,
+        ks: h3,
+        batch: tb * h3,
+        f16: false,
+    };
+    encode_chunk(rec, &dan, nt.buffer(), &ln, ln.len(), nd)?;
+    let rh = Strided {
+        buf: lt.gates.buffer(),
+        off: 3 * h,
+        rs: 1,
+        ks: 4 * h,
+        batch: tb * 4 * h,
+        f16: layer.f16(),
+    };
+    encode_chunk(rec, &rh, rht.buffer(), &lrh, lrh.len(), nd)?;
+    let (a, b) = ((nt.buffer(), &ln), (rht.buffer(), &lrh));
+    products_per_dir(rec, nd, a, b, (g.dw_hh.buffer(), 2 * h))
 }
