@@ -197,6 +197,15 @@ impl ProductPath for StoragePath {
         let gates = bufs.gates.unwrap_or(&dev.dummy_rw);
         let mut p = sh.params()?;
         let grid = sh.step_grid()?;
+        let bound = [
+            bufs.gi,
+            gh.buffer(),
+            bias,
+            bufs.hs,
+            bufs.out,
+            gates,
+            scratch.as_ref().map_or(&dev.dummy_rw, |b| b.buffer()),
+        ];
         for s in 0..t_len {
             let slot = if tape { s } else { s % 2 };
             // Rows past `rows_at(s)` are padding at this step: their state
@@ -215,26 +224,12 @@ impl ProductPath for StoragePath {
                 b_batch: h3 * h,
                 c_batch: b * h3,
                 b16: layer.f16(),
-
                 ..Default::default()
             };
             encode_gemm(rec, self.gemm, &g, bufs.hs, bufs.w_hh_t, None, gh.buffer())?;
             p.s = s as i32;
             if let Some(scratch) = &scratch {
-                rec.run(
-                    rz.expect("the reset-before form"),
-                    &p,
-                    &[
-                        bufs.gi,
-                        gh.buffer(),
-                        bias,
-                        bufs.hs,
-                        bufs.out,
-                        gates,
-                        scratch.buffer(),
-                    ],
-                    grid,
-                )?;
+                rec.run(rz.expect("the reset-before form"), &p, &bound, grid)?;
                 // gh_n: g's product over the n columns, with A = r·h from
                 // the scratch (D, B, 3H).
                 let n = Gemm {
@@ -248,30 +243,10 @@ impl ProductPath for StoragePath {
                     a16: false,
                     ..g
                 };
-                encode_gemm(
-                    rec,
-                    self.gemm,
-                    &n,
-                    scratch.buffer(),
-                    bufs.w_hh_t,
-                    None,
-                    gh.buffer(),
-                )?;
+                let (a, w) = (scratch.buffer(), bufs.w_hh_t);
+                encode_gemm(rec, self.gemm, &n, a, w, None, gh.buffer())?;
             }
-            rec.run(
-                step,
-                &p,
-                &[
-                    bufs.gi,
-                    gh.buffer(),
-                    bias,
-                    bufs.hs,
-                    bufs.out,
-                    gates,
-                    scratch.as_ref().map_or(&dev.dummy_rw, |b| b.buffer()),
-                ],
-                grid,
-            )?;
+            rec.run(step, &p, &bound, grid)?;
         }
         Ok(())
     }
