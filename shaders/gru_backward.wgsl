@@ -60,8 +60,8 @@ override STORAGE_GH: bool = false;
 // The weight gradient of W_hn is then da_nᵀ (r * h), from the tape.
 override RB: bool = false;
 
-// The parameters: StepParams of common.wgsl.
-@group(0) @binding(0) var<uniform> P: StepParams;
+// The parameters P (binding 0), the step flags and the rows that run a step:
+// gru_shared.wgsl, which the host composes after this file.
 @group(0) @binding(1) var<storage, read> d_out: array<f32>;
 @group(0) @binding(2) var<storage, read> gates: array<S>;
 @group(0) @binding(3) var<storage, read> hs: array<S>;
@@ -107,28 +107,10 @@ fn gate_grads(d: u32, su: u32, t: u32, b: u32, j: u32, dhs: f32) -> vec3<f32> {
     return vec3<f32>(da_r, da_z, da_n * r);
 }
 
-// The step flags of time t, batch row b (common.wgsl): F_VALID alone
-// where the call has none. They follow the states in `hs`.
-fn step_flags(t: u32, b: u32) -> u32 {
-    if (P.flags == 0u) {
-        return F_VALID;
-    }
-    return u32(f32(hs[P.flags_at + t * P.batch + b]));
-}
-
 // Whether any of the n rows from b0 runs the step at processing position
 // su (so that its dG_h may be nonzero).
 fn rows_active_s(d: u32, su: u32, b0: u32, n: u32) -> bool {
-    if (P.flags == 0u) {
-        return true;
-    }
-    let t = select(P.t_len - 1u - su, su, !reversed(d, P.rev0));
-    for (var i = 0u; i < n; i = i + 1u) {
-        if (b0 + i < P.batch && (step_flags(t, b0 + i) & F_VALID) != 0u) {
-            return true;
-        }
-    }
-    return false;
+    return rows_active(time_of(d, su), b0, n);
 }
 
 // Finishes backward step s (processing order; -1: dL/dh0 only) of unit j,
@@ -144,7 +126,7 @@ fn back_step(d: u32, s: i32, b: u32, j: u32, c_in: f32) -> vec3<f32> {
     var c = c_in;
     if (s + 1 < i32(T)) {
         let sn = u32(s + 1);
-        if (zero_before(reversed(d, P.rev0), step_flags(select(T - 1u - sn, sn, !reversed(d, P.rev0)), b))) {
+        if (zero_before(reversed(d, P.rev0), step_flags(time_of(d, sn), b))) {
             c = 0.0;
         }
     }
@@ -154,7 +136,7 @@ fn back_step(d: u32, s: i32, b: u32, j: u32, c_in: f32) -> vec3<f32> {
         return vec3<f32>(0.0);
     }
     let su = u32(s);
-    let t = select(T - 1u - su, su, !reversed(d, P.rev0));
+    let t = time_of(d, su);
     if ((step_flags(t, b) & F_VALID) == 0u) {
         let h3 = 3u * H;
         let gh = ((d * T + su) * B + b) * h3 + j;
@@ -184,7 +166,7 @@ fn rb_back_half(d: u32, su: u32, b: u32, k: u32, drh: f32) -> f32 {
     let B = P.batch;
     let T = P.t_len;
     let h3 = 3u * H;
-    let t = select(T - 1u - su, su, !reversed(d, P.rev0));
+    let t = time_of(d, su);
     var da_r = 0.0;
     var c2 = 0.0;
     if ((step_flags(t, b) & F_VALID) != 0u) {
@@ -256,7 +238,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
                 // A row that did not run step s + 1 gets no product (the
                 // storage family does not compute it there).
                 carry[i] = 0.0;
-                if ((step_flags(select(T - 1u - sn, sn, !reversed(at.d, P.rev0)), b) & F_VALID) != 0u) {
+                if ((step_flags(time_of(at.d, sn), b) & F_VALID) != 0u) {
                     carry[i] = f32(w_hh[(at.d * B + b) * H + at.j]);
                 }
             }
@@ -339,28 +321,26 @@ fn rb_dr(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
 // storage (h from hs; backward: dG_h of the step after from dgh), so the
 // results are bitwise those of one dispatch.
 
-const SEQ_ROWS: u32 = 4u;
-const SEQ_H3MAX: u32 = 768u;
+const SEQ_H3MAX: u32 = 3u * SEQ_HMAX;
 override W_PRIVATE: bool = false;
 
-var<workgroup> g_sh: array<f32, 3072>;
-var<private> wp: array<f32, 768>;
+var<workgroup> g_sh: array<f32, SEQ_ROWS * SEQ_H3MAX>;
+var<private> wp: array<f32, SEQ_PRIVATE>;
 
 @compute @workgroup_size(64, 1, 1)
 fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let at = seq_at(wid_in);
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
-    let d = wid.y;
-    let rows = P.rows;
-    let b0 = wid.x * rows;
-    let nrows = min(rows, B - b0);
+    let d = at.d;
+    let b0 = at.b0;
+    let nrows = at.nrows;
     let h3 = 3u * H;
-    let units = (H + 63u) / 64u;
-    let r1 = select(0u, 1u, nrows > 1u);
-    let r2 = select(0u, 2u, nrows > 2u);
-    let r3 = select(0u, 3u, nrows > 3u);
+    let units = at.units;
+    let r1 = at.r1;
+    let r2 = at.r2;
+    let r3 = at.r3;
 
     if (W_PRIVATE) {
         for (var u = 0u; u < units; u = u + 1u) {
@@ -443,7 +423,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             // The second half of a reset-before step (as `rb_dr`): unit k
             // of the slice's rows, d(r * h) = da_n W_hn from g_sh's n block.
             let su = u32(si);
-            let t = select(T - 1u - su, su, !reversed(d, P.rev0));
+            let t = time_of(d, su);
             let jmax = select(0u, H, rows_active_s(d, su, b0, nrows));
             for (var u = 0u; u < units; u = u + 1u) {
                 let k = lid.x + 64u * u;
@@ -490,31 +470,26 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
 // over the 64 slices (fixed order); thread (u, row q < 4) then finishes the
 // step of its (unit, row) as `step` does.
 
-const SK_UNITS: u32 = 4u;
-const SK_ROWS: u32 = 4u;
-const SK_SLICES: u32 = 64u;
-const SK_THREADS: u32 = 256u;
-
-// (4 rows, 256 threads)
-var<workgroup> sk_red: array<f32, 1024>;
+// (4 rows, SK_THREADS threads)
+var<workgroup> sk_red: array<f32, 4u * SK_THREADS>;
 
 @compute @workgroup_size(256, 1, 1)
 fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let at = sk_at(wid_in, li);
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
-    let u = li % SK_UNITS;
-    let q = li / SK_UNITS;
-    let j0 = wid.x * SK_UNITS;
-    let b0 = wid.y * SK_ROWS;
-    let d = wid.z;
+    let u = at.u;
+    let q = at.q;
+    let j0 = at.j0;
+    let b0 = at.b0;
+    let d = at.d;
     let s = P.s;
     let h3 = 3u * H;
     let slot_next = u32(s + 3) % 2u;
     let dh_next = (d * 2u + slot_next) * B * H;
-    let jl = min(j0 + u, H - 1u);
-    let bl = B - 1u;
+    let jl = at.jl;
+    let bl = at.bl;
 
     var carry = vec4<f32>(0.0);
     if (s != i32(T) - 1) {
@@ -533,16 +508,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
     for (var i = 0u; i < 4u; i = i + 1u) {
         sk_red[i * SK_THREADS + li] = carry[i];
     }
-    for (var stride = SK_SLICES / 2u; stride > 0u; stride = stride / 2u) {
-        workgroupBarrier();
-        if (q < stride) {
-            for (var c = 0u; c < 4u; c = c + 1u) {
-                let o = c * SK_THREADS + li;
-                sk_red[o] = sk_red[o] + sk_red[o + stride * SK_UNITS];
-            }
-        }
-    }
-    workgroupBarrier();
+    sk_reduce(4u, q, li);
     let j = j0 + u;
     let b = b0 + q;
     if (q < SK_ROWS && j < H && b < B) {
@@ -581,29 +547,27 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
 // storage (h from hs; backward: dG_h of the step after from dgh), so the
 // results are bitwise those of one dispatch.
 
-override RES_WG: u32 = 256u;
-const RES_KMAX3: u32 = 96u;
+const RES_KMAX3: u32 = 3u * RES_KMAX;
 
-var<workgroup> res_g: array<f32, 768>;
-// (S, H): S·H <= RES_WG <= 1024
-var<workgroup> res_red: array<f32, 1024>;
-var<private> rw: array<f32, 96>;
+var<workgroup> res_g: array<f32, 3u * RES_HMAX>;
+// (S, H): S·H <= RES_WG <= RES_WG_MAX
+var<workgroup> res_red: array<f32, RES_WG_MAX>;
+var<private> rw: array<f32, RES_KMAX3>;
 
 @compute @workgroup_size(RES_WG, 1, 1)
 fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
-    let b = wid.x;
-    let d = wid.y;
     let h3 = 3u * H;
-    let len = (h3 + RES_WG / H - 1u) / (RES_WG / H);
-    let slices = (h3 + len - 1u) / len;
-    let j = li % H;
-    let q = li / H;
-    let k0 = min(q * len, h3);
-    let klen = select(0u, min(len, h3 - k0), q < slices);
+    let at = res_at(wid_in, li, h3);
+    let b = at.b;
+    let d = at.d;
+    let slices = at.slices;
+    let j = at.j;
+    let q = at.q;
+    let k0 = at.k0;
+    let klen = at.klen;
     let wb = d * h3 * H + j;
     for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
         if (kk < klen) {

@@ -60,8 +60,8 @@ fn hs_slot(d: u32, s: u32) -> u32 {
     return (d * 2u + s % 2u) * P.batch * P.hidden;
 }
 
-// The parameters: StepParams of common.wgsl.
-@group(0) @binding(0) var<uniform> P: StepParams;
+// The parameters P (binding 0), the step flags and the rows that run a step:
+// gru_shared.wgsl, which the host composes after this file.
 @group(0) @binding(1) var<storage, read> gi: array<f32>;
 @group(0) @binding(2) var<storage, read> w_hhT: array<SW>;
 @group(0) @binding(3) var<storage, read> b_hh: array<S>;
@@ -69,29 +69,6 @@ fn hs_slot(d: u32, s: u32) -> u32 {
 @group(0) @binding(5) var<storage, read_write> out: array<S>;
 @group(0) @binding(6) var<storage, read_write> gates: array<S>;
 @group(0) @binding(7) var<storage, read_write> hwin: array<f32>;
-
-// The step flags of time t, batch row b (common.wgsl): F_VALID alone
-// where the call has none.
-fn step_flags(t: u32, b: u32) -> u32 {
-    if (P.flags == 0u) {
-        return F_VALID;
-    }
-    return u32(f32(hs[P.flags_at + t * P.batch + b]));
-}
-
-// Whether any of the n rows from b0 runs step t (otherwise the recurrent
-// product of those rows is skipped: padding passes the state through).
-fn rows_active(t: u32, b0: u32, n: u32) -> bool {
-    if (P.flags == 0u) {
-        return true;
-    }
-    for (var i = 0u; i < n; i = i + 1u) {
-        if (b0 + i < P.batch && (step_flags(t, b0 + i) & F_VALID) != 0u) {
-            return true;
-        }
-    }
-    return false;
-}
 
 // The gate math of unit j, batch row b, direction d at step s (time t), from
 // gh = h·W_hhᵀ + b_hh of that unit: writes h', the output and the tape, and
@@ -195,7 +172,7 @@ fn step_at(wid_in: vec3<u32>, lid: vec3<u32>) -> StepAt {
     let d = gid.z;
     let b0 = gid.y * 4u;
     let s = u32(P.s);
-    let t = select(P.t_len - 1u - s, s, !reversed(d, P.rev0));
+    let t = time_of(d, s);
     let hprev = hs_slot(d, s);
     let wb = d * H * (3u * H);
     let rows = min(vec4<u32>(b0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(B - 1u));
@@ -339,32 +316,27 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
 // storage (h from hs; backward: dG_h of the step after from dgh), so the
 // results are bitwise those of one dispatch.
 
-const SEQ_ROWS: u32 = 4u;
-const SEQ_HMAX: u32 = 256u;
 override W_PRIVATE: bool = false;
 
-var<workgroup> h_sh: array<f32, 1024>;
+var<workgroup> h_sh: array<f32, SEQ_ROWS * SEQ_HMAX>;
 // r * h of the slice's rows (RB only)
-var<workgroup> rh_sh: array<f32, 1024>;
-var<private> wp: array<f32, 768>;
+var<workgroup> rh_sh: array<f32, SEQ_ROWS * SEQ_HMAX>;
+var<private> wp: array<f32, SEQ_PRIVATE>;
 
 @compute @workgroup_size(64, 1, 1)
 fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let at = seq_at(wid_in);
     let H = P.hidden;
-    let B = P.batch;
     let T = P.t_len;
-    let d = wid.y;
-    let rows = P.rows;
-    let b0 = wid.x * rows;
-    let nrows = min(rows, B - b0);
+    let d = at.d;
+    let b0 = at.b0;
+    let nrows = at.nrows;
     let h3 = 3u * H;
-    let units = (H + 63u) / 64u;
+    let units = at.units;
     let wb = d * H * h3;
-    // Rows past the slice read row b0 (their results are dropped).
-    let r1 = select(0u, 1u, nrows > 1u);
-    let r2 = select(0u, 2u, nrows > 2u);
-    let r3 = select(0u, 3u, nrows > 3u);
+    let r1 = at.r1;
+    let r2 = at.r2;
+    let r3 = at.r3;
 
     // This dispatch runs steps s0 .. s1 - 1 (see `steps` in common.wgsl): the
     // state of its first step is the one the last dispatch stored.
@@ -391,7 +363,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();
 
     for (var s = s0; s < s1; s = s + 1u) {
-        let t = select(T - 1u - s, s, !reversed(d, P.rev0));
+        let t = time_of(d, s);
         let hnext = hs_slot(d, s + 1u);
         let live = rows_active(t, b0, nrows);
         if (RB) {
@@ -502,31 +474,25 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
 // over the slices (fixed order, so the result is the same on every run), then
 // thread (u, row q < 4) applies the gate math of its (unit, row) as `step`.
 
-const SK_UNITS: u32 = 4u;
-const SK_ROWS: u32 = 4u;
-const SK_SLICES: u32 = 64u;
-const SK_THREADS: u32 = 256u;
-
-// (12 values: gate·4 + row, 256 threads)
-var<workgroup> sk_red: array<f32, 3072>;
+// (12 values: gate·4 + row, SK_THREADS threads)
+var<workgroup> sk_red: array<f32, 12u * SK_THREADS>;
 
 @compute @workgroup_size(256, 1, 1)
 fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let at = sk_at(wid_in, li);
     let H = P.hidden;
     let B = P.batch;
-    let T = P.t_len;
-    let u = li % SK_UNITS;
-    let q = li / SK_UNITS;
-    let j0 = wid.x * SK_UNITS;
-    let b0 = wid.y * SK_ROWS;
-    let d = wid.z;
+    let u = at.u;
+    let q = at.q;
+    let j0 = at.j0;
+    let b0 = at.b0;
+    let d = at.d;
     let s = u32(P.s);
-    let t = select(T - 1u - s, s, !reversed(d, P.rev0));
+    let t = time_of(d, s);
     let h3 = 3u * H;
     // Units and rows past the ends are clamped for the loads, skipped for the stores.
-    let jl = min(j0 + u, H - 1u);
-    let bl = B - 1u;
+    let jl = at.jl;
+    let bl = at.bl;
     let hprev = hs_slot(d, s);
     let o0 = hprev + min(b0, bl) * H;
     let o1 = hprev + min(b0 + 1u, bl) * H;
@@ -564,16 +530,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         sk_red[(4u + i) * SK_THREADS + li] = az[i];
         sk_red[(8u + i) * SK_THREADS + li] = an[i];
     }
-    for (var stride = SK_SLICES / 2u; stride > 0u; stride = stride / 2u) {
-        workgroupBarrier();
-        if (q < stride) {
-            for (var c = 0u; c < 12u; c = c + 1u) {
-                let o = c * SK_THREADS + li;
-                sk_red[o] = sk_red[o] + sk_red[o + stride * SK_UNITS];
-            }
-        }
-    }
-    workgroupBarrier();
+    sk_reduce(12u, q, li);
     let j = j0 + u;
     let b = b0 + q;
     if (q < SK_ROWS && j < H && b < B) {
@@ -619,30 +576,26 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
 // storage (h from hs; backward: dG_h of the step after from dgh), so the
 // results are bitwise those of one dispatch.
 
-override RES_WG: u32 = 256u;
-const RES_KMAX: u32 = 32u;
-
-var<workgroup> res_h: array<f32, 256>;
+var<workgroup> res_h: array<f32, RES_HMAX>;
 // r * h (RB only)
-var<workgroup> res_rh: array<f32, 256>;
-// (3, S, H): S·H <= RES_WG <= 1024
-var<workgroup> res_red: array<f32, 3072>;
-var<private> rw: array<f32, 96>;
+var<workgroup> res_rh: array<f32, RES_HMAX>;
+// (3, S, H): S·H <= RES_WG <= RES_WG_MAX
+var<workgroup> res_red: array<f32, 3u * RES_WG_MAX>;
+var<private> rw: array<f32, 3u * RES_KMAX>;
 
 @compute @workgroup_size(RES_WG, 1, 1)
 fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
     let H = P.hidden;
     let T = P.t_len;
-    let b = wid.x;
-    let d = wid.y;
+    let at = res_at(wid_in, li, H);
+    let b = at.b;
+    let d = at.d;
     let h3 = 3u * H;
-    let len = (H + RES_WG / H - 1u) / (RES_WG / H);
-    let slices = (H + len - 1u) / len;
-    let j = li % H;
-    let q = li / H;
-    let k0 = min(q * len, H);
-    let klen = select(0u, min(len, H - k0), q < slices);
+    let slices = at.slices;
+    let j = at.j;
+    let q = at.q;
+    let k0 = at.k0;
+    let klen = at.klen;
     let wb = d * H * h3 + j;
     for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
         if (kk < klen) {
@@ -670,7 +623,7 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();
 
     for (var s = s0; s < s1; s = s + 1u) {
-        let t = select(T - 1u - s, s, !reversed(d, P.rev0));
+        let t = time_of(d, s);
         let kl = select(0u, klen, rows_active(t, b, 1u));
         if (RB) {
             // The reset-before step in two halves (as `rb_rz`, then `step`
