@@ -53,51 +53,23 @@
 // threads where it is k), and load 0 past the edges of A and B (rows, columns,
 // and the k range of the split), so padded products add exactly 0; stores
 // past the edges of C are masked.
-
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-
-struct Params {
-    m: u32, n: u32, k: u32, k_chunk: u32,
-    lda: u32, ldb: u32, ldc: u32, n_split: u32,
-    a_off: u32, b_off: u32, c_off: u32, bias_off: u32,
-    a_batch: u32, b_batch: u32, c_batch: u32, c_split: u32,
-    flags: u32, gx: u32, gy: u32, gz: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> a: array<SA>;
-@group(0) @binding(2) var<storage, read> b: array<SB>;
-@group(0) @binding(3) var<storage, read> bias: array<SB>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+//
+// The Params struct, the bindings, the operand loads, B's staging and the
+// register tile's fmas and stores are in gemm_shared.wgsl (shared with
+// gemm_subgroup.wgsl), which the host composes after this file.
 
 const TM: u32 = 4u;
 const TN: u32 = 8u;
 const WG: u32 = 8u;
 
-fn a_at(base: u32, m: u32, k: u32) -> f32 {
-    if (TRANS_A) {
-        return f32(a[base + k * P.lda + m]);
-    }
-    return f32(a[base + m * P.lda + k]);
-}
-
-fn b_at(base: u32, k: u32, n: u32) -> f32 {
-    if (TRANS_B) {
-        return f32(b[base + n * P.ldb + k]);
-    }
-    return f32(b[base + k * P.ldb + n]);
-}
-
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
-    let batch = wid.z / P.n_split;
-    let split = wid.z % P.n_split;
-    let k0 = split * P.k_chunk;
-    let k1 = min(P.k, k0 + P.k_chunk);
-    let abase = P.a_off + batch * P.a_batch;
-    let bbase = P.b_off + batch * P.b_batch;
+    let at = gemm_at(wid_in);
+    let wid = at.wid;
+    let k0 = at.k0;
+    let k1 = at.k1;
+    let abase = at.abase;
+    let bbase = at.bbase;
     let m0 = (wid.y * WG + lid.y) * TM;
     let n0 = (wid.x * WG + lid.x) * TN;
 
@@ -121,14 +93,14 @@ fn main(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         c3 = fma(vec4<f32>(av.w), b0, c3); d3 = fma(vec4<f32>(av.w), b1, d3);
     }
 
-    if ((P.flags & 1u) != 0u && split == 0u) {
+    if ((P.flags & 1u) != 0u && at.split == 0u) {
         let bv0 = vec4<f32>(f32(bias[P.bias_off + q0]), f32(bias[P.bias_off + q1]), f32(bias[P.bias_off + q2]), f32(bias[P.bias_off + q3]));
         let bv1 = vec4<f32>(f32(bias[P.bias_off + q4]), f32(bias[P.bias_off + q5]), f32(bias[P.bias_off + q6]), f32(bias[P.bias_off + q7]));
         c0 += bv0; c1 += bv0; c2 += bv0; c3 += bv0;
         d0 += bv1; d1 += bv1; d2 += bv1; d3 += bv1;
     }
 
-    let cbase = P.c_off + batch * P.c_batch + split * P.c_split;
+    let cbase = at.cbase;
     store_row(cbase, m0, n0, c0, d0);
     store_row(cbase, m0 + 1u, n0, c1, d1);
     store_row(cbase, m0 + 2u, n0, c2, d2);
@@ -164,19 +136,6 @@ override TM4: u32 = BM / 64u;
 override TN4: u32 = BN / 64u;
 
 var<workgroup> As: array<vec4<f32>, BK * BM / 4u>;
-var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>;
-
-// A(m, k), 0 outside rows [0, M) and the step's k range [.., k1).
-fn a_el(base: u32, m: u32, k: u32, k1: u32) -> f32 {
-    let v = a_at(base, min(m, P.m - 1u), min(k, P.k - 1u));
-    return select(0.0, v, m < P.m && k < k1);
-}
-
-// B(k, n), 0 outside columns [0, N) and the step's k range [.., k1).
-fn b_el(base: u32, k: u32, n: u32, k1: u32) -> f32 {
-    let v = b_at(base, min(k, P.k - 1u), min(n, P.n - 1u));
-    return select(0.0, v, n < P.n && k < k1);
-}
 
 // Staging index e of the A tile -> (kk, m4): As[kk][m4] holds A(bm0 + 4*m4 + r,
 // kt + kk), r < 4. Where k is contiguous in memory, neighbouring threads take
@@ -186,15 +145,6 @@ fn a_pos(e: u32) -> vec2<u32> {
         return vec2<u32>(e / (BM / 4u), e % (BM / 4u));
     }
     return vec2<u32>(e % BK, e / BK);
-}
-
-// Staging index e of the B tile -> (kk, n4): Bs[kk][n4] holds B(kt + kk,
-// bn0 + 4*n4 + c), c < 4.
-fn b_pos(e: u32) -> vec2<u32> {
-    if (TRANS_B) {
-        return vec2<u32>(e % BK, e / BK);
-    }
-    return vec2<u32>(e / (BN / 4u), e % (BN / 4u));
 }
 
 // This thread's share of the A and B tiles of the K step at kt (staging
@@ -211,15 +161,8 @@ fn load_tiles(pa: ptr<function, array<vec4<f32>, 2>>, pb: ptr<function, array<ve
                 a_el(abase, m, k, k1), a_el(abase, m + 1u, k, k1),
                 a_el(abase, m + 2u, k, k1), a_el(abase, m + 3u, k, k1));
         }
-        if (e < BK * (BN / 4u)) {
-            let p = b_pos(e);
-            let n = bn0 + 4u * p.y;
-            let k = kt + p.x;
-            (*pb)[u] = vec4<f32>(
-                b_el(bbase, k, n, k1), b_el(bbase, k, n + 1u, k1),
-                b_el(bbase, k, n + 2u, k1), b_el(bbase, k, n + 3u, k1));
-        }
     }
+    load_b(pb, li, bbase, bn0, kt, k1);
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -228,15 +171,11 @@ fn tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
-    let batch = wid.z / P.n_split;
-    let split = wid.z % P.n_split;
-    let k0 = split * P.k_chunk;
-    let k1 = min(P.k, k0 + P.k_chunk);
-    let abase = P.a_off + batch * P.a_batch;
-    let bbase = P.b_off + batch * P.b_batch;
-    let bm0 = wid.y * BM;
-    let bn0 = wid.x * BN;
+    let at = gemm_at(wid_in);
+    let k0 = at.k0;
+    let k1 = at.k1;
+    let bm0 = at.wid.y * BM;
+    let bn0 = at.wid.x * BN;
     let bm4 = BM / 4u;
     let bn4 = BN / 4u;
 
@@ -248,7 +187,7 @@ fn tiled(
     var pa: array<vec4<f32>, 2>;
     var pb: array<vec4<f32>, 2>;
     if (k0 < k1) {
-        load_tiles(&pa, &pb, li, abase, bbase, bm0, bn0, k0, k1);
+        load_tiles(&pa, &pb, li, at.abase, at.bbase, bm0, bn0, k0, k1);
     }
 
     for (var kt = k0; kt < k1; kt = kt + BK) {
@@ -258,14 +197,11 @@ fn tiled(
                 let p = a_pos(e);
                 As[p.x * bm4 + p.y] = pa[u];
             }
-            if (e < BK * bn4) {
-                let p = b_pos(e);
-                Bs[p.x * bn4 + p.y] = pb[u];
-            }
         }
+        stage_b(&pb, li);
         workgroupBarrier();
         if (kt + BK < k1) {
-            load_tiles(&pa, &pb, li, abase, bbase, bm0, bn0, kt + BK, k1);
+            load_tiles(&pa, &pb, li, at.abase, at.bbase, bm0, bn0, kt + BK, k1);
         }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             var av: array<vec4<f32>, 2>;
@@ -276,55 +212,9 @@ fn tiled(
             for (var j = 0u; j < TN4; j = j + 1u) {
                 bv[j] = Bs[kk * bn4 + j * 16u + lid.x];
             }
-            for (var i = 0u; i < TM4; i = i + 1u) {
-                for (var r = 0u; r < 4u; r = r + 1u) {
-                    let s = vec4<f32>(av[i][r]);
-                    for (var j = 0u; j < TN4; j = j + 1u) {
-                        let t = (i * 4u + r) * TN4 + j;
-                        acc[t] = fma(s, bv[j], acc[t]);
-                    }
-                }
-            }
+            fma_tile(&acc, &av, &bv);
         }
         workgroupBarrier();
     }
-
-    let cbase = P.c_off + batch * P.c_batch + split * P.c_split;
-    let has_bias = (P.flags & 1u) != 0u && split == 0u;
-    for (var j = 0u; j < TN4; j = j + 1u) {
-        let n = bn0 + (j * 16u + lid.x) * 4u;
-        var bv = vec4<f32>(0.0);
-        if (has_bias) {
-            let nl = P.n - 1u;
-            bv = vec4<f32>(f32(bias[P.bias_off + min(n, nl)]), f32(bias[P.bias_off + min(n + 1u, nl)]),
-                           f32(bias[P.bias_off + min(n + 2u, nl)]), f32(bias[P.bias_off + min(n + 3u, nl)]));
-        }
-        for (var i = 0u; i < TM4; i = i + 1u) {
-            for (var r = 0u; r < 4u; r = r + 1u) {
-                let m = bm0 + (i * 16u + lid.y) * 4u + r;
-                var v = acc[(i * 4u + r) * TN4 + j];
-                if (has_bias) {
-                    v = v + bv;
-                }
-                store4(cbase, m, n, v);
-            }
-        }
-    }
-}
-
-// Columns n .. n+3 of row m of C, those inside C.
-fn store4(cbase: u32, m: u32, n: u32, v: vec4<f32>) {
-    if (m >= P.m) {
-        return;
-    }
-    let row = cbase + m * P.ldc;
-    if (n + 4u <= P.n) {
-        c[row + n] = v.x; c[row + n + 1u] = v.y; c[row + n + 2u] = v.z; c[row + n + 3u] = v.w;
-        return;
-    }
-    for (var q = 0u; q < 4u; q = q + 1u) {
-        if (n + q < P.n) {
-            c[row + n + q] = v[q];
-        }
-    }
+    store_tile(&acc, at, bm0, bn0, lid.x, lid.y);
 }

@@ -36,9 +36,11 @@
 // whatever the order of subgroups in the workgroup; any subgroup size from 4
 // to 128 (8 on llvmpipe, 32 on NVIDIA and Apple, 32 or 64 on AMD) works, as
 // long as it is the same for the whole dispatch.
+//
+// The Params struct, the bindings, the operand loads, B's staging and the
+// register tile's fmas and stores are in gemm_shared.wgsl (shared with
+// gemm.wgsl), which the host composes after this file.
 
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
 override BM: u32 = 128u;
 override BN: u32 = 128u;
 override BK: u32 = 16u;
@@ -47,57 +49,7 @@ override TN4: u32 = BN / 64u;
 // Lanes that share one A fragment: 8, or 4 where subgroups may have 4 lanes.
 override G: u32 = 8u;
 
-struct Params {
-    m: u32, n: u32, k: u32, k_chunk: u32,
-    lda: u32, ldb: u32, ldc: u32, n_split: u32,
-    a_off: u32, b_off: u32, c_off: u32, bias_off: u32,
-    a_batch: u32, b_batch: u32, c_batch: u32, c_split: u32,
-    flags: u32, gx: u32, gy: u32, gz: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> a: array<SA>;
-@group(0) @binding(2) var<storage, read> b: array<SB>;
-@group(0) @binding(3) var<storage, read> bias: array<SB>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
-
-var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>;
 var<workgroup> counter: atomic<u32>;
-
-// A(m, k), 0 outside rows [0, M) and the step's k range [.., k1).
-fn a_el(base: u32, m: u32, k: u32, k1: u32) -> f32 {
-    let mm = min(m, P.m - 1u);
-    let kk = min(k, P.k - 1u);
-    var v: f32;
-    if (TRANS_A) {
-        v = f32(a[base + kk * P.lda + mm]);
-    } else {
-        v = f32(a[base + mm * P.lda + kk]);
-    }
-    return select(0.0, v, m < P.m && k < k1);
-}
-
-// B(k, n), 0 outside columns [0, N) and the step's k range [.., k1).
-fn b_el(base: u32, k: u32, n: u32, k1: u32) -> f32 {
-    let kk = min(k, P.k - 1u);
-    let nn = min(n, P.n - 1u);
-    var v: f32;
-    if (TRANS_B) {
-        v = f32(b[base + nn * P.ldb + kk]);
-    } else {
-        v = f32(b[base + kk * P.ldb + nn]);
-    }
-    return select(0.0, v, n < P.n && k < k1);
-}
-
-// Staging index e of the B tile -> (kk, n4): Bs[kk][n4] holds B(kt + kk,
-// bn0 + 4*n4 + c), c < 4; neighbouring threads walk B's contiguous dimension.
-fn b_pos(e: u32) -> vec2<u32> {
-    if (TRANS_B) {
-        return vec2<u32>(e % BK, e / BK);
-    }
-    return vec2<u32>(e / (BN / 4u), e % (BN / 4u));
-}
 
 // The operands of the K step at kt: this lane's share of its row group's A
 // fragment (vec4 v = i*BK + kk, rows (i*16 + ty)*4 + r, column kt + kk, for
@@ -119,17 +71,7 @@ fn load_step(held: ptr<function, array<vec4<f32>, 8>>, pb: ptr<function, array<v
         }
         (*held)[s] = f;
     }
-    for (var u = 0u; u < 2u; u = u + 1u) {
-        let e = li + 256u * u;
-        if (e < BK * (BN / 4u)) {
-            let p = b_pos(e);
-            let n = bn0 + 4u * p.y;
-            let k = kt + p.x;
-            (*pb)[u] = vec4<f32>(
-                b_el(bbase, k, n, k1), b_el(bbase, k, n + 1u, k1),
-                b_el(bbase, k, n + 2u, k1), b_el(bbase, k, n + 3u, k1));
-        }
-    }
+    load_b(pb, li, bbase, bn0, kt, k1);
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -139,15 +81,13 @@ fn shared_a(
     @builtin(subgroup_invocation_id) lane: u32,
     @builtin(subgroup_size) sg_size: u32,
 ) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
-    let batch = wid.z / P.n_split;
-    let split = wid.z % P.n_split;
-    let k0 = split * P.k_chunk;
-    let k1 = min(P.k, k0 + P.k_chunk);
-    let abase = P.a_off + batch * P.a_batch;
-    let bbase = P.b_off + batch * P.b_batch;
-    let bm0 = wid.y * BM;
-    let bn0 = wid.x * BN;
+    let at = gemm_at(wid_in);
+    let k0 = at.k0;
+    let k1 = at.k1;
+    let abase = at.abase;
+    let bbase = at.bbase;
+    let bm0 = at.wid.y * BM;
+    let bn0 = at.wid.x * BN;
     let bn4 = BN / 4u;
 
     // This thread's number t: subgroup_size consecutive numbers per subgroup.
@@ -177,13 +117,7 @@ fn shared_a(
 
     for (var kt = k0; kt < k1; kt = kt + BK) {
         var held = next;
-        for (var u = 0u; u < 2u; u = u + 1u) {
-            let e = li + 256u * u;
-            if (e < BK * bn4) {
-                let p = b_pos(e);
-                Bs[p.x * bn4 + p.y] = pb[u];
-            }
-        }
+        stage_b(&pb, li);
         workgroupBarrier();
         if (kt + BK < k1) {
             load_step(&next, &pb, li, q, ty, abase, bbase, bm0, bn0, kt + BK, k1);
@@ -199,55 +133,9 @@ fn shared_a(
             for (var j = 0u; j < TN4; j = j + 1u) {
                 bv[j] = Bs[kk * bn4 + j * 16u + tx];
             }
-            for (var i = 0u; i < TM4; i = i + 1u) {
-                for (var r = 0u; r < 4u; r = r + 1u) {
-                    let sa = vec4<f32>(av[i][r]);
-                    for (var j = 0u; j < TN4; j = j + 1u) {
-                        let x = (i * 4u + r) * TN4 + j;
-                        acc[x] = fma(sa, bv[j], acc[x]);
-                    }
-                }
-            }
+            fma_tile(&acc, &av, &bv);
         }
         workgroupBarrier();
     }
-
-    let cbase = P.c_off + batch * P.c_batch + split * P.c_split;
-    let has_bias = (P.flags & 1u) != 0u && split == 0u;
-    for (var j = 0u; j < TN4; j = j + 1u) {
-        let n = bn0 + (j * 16u + tx) * 4u;
-        var bb = vec4<f32>(0.0);
-        if (has_bias) {
-            let nl = P.n - 1u;
-            bb = vec4<f32>(f32(bias[P.bias_off + min(n, nl)]), f32(bias[P.bias_off + min(n + 1u, nl)]),
-                           f32(bias[P.bias_off + min(n + 2u, nl)]), f32(bias[P.bias_off + min(n + 3u, nl)]));
-        }
-        for (var i = 0u; i < TM4; i = i + 1u) {
-            for (var r = 0u; r < 4u; r = r + 1u) {
-                let m = bm0 + (i * 16u + ty) * 4u + r;
-                var v = acc[(i * 4u + r) * TN4 + j];
-                if (has_bias) {
-                    v = v + bb;
-                }
-                store4(cbase, m, n, v);
-            }
-        }
-    }
-}
-
-// Columns n .. n+3 of row m of C, those inside C.
-fn store4(cbase: u32, m: u32, n: u32, v: vec4<f32>) {
-    if (m >= P.m) {
-        return;
-    }
-    let row = cbase + m * P.ldc;
-    if (n + 4u <= P.n) {
-        c[row + n] = v.x; c[row + n + 1u] = v.y; c[row + n + 2u] = v.z; c[row + n + 3u] = v.w;
-        return;
-    }
-    for (var e = 0u; e < 4u; e = e + 1u) {
-        if (n + e < P.n) {
-            c[row + n + e] = v[e];
-        }
-    }
+    store_tile(&acc, at, bm0, bn0, tx, ty);
 }

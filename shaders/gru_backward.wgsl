@@ -60,8 +60,8 @@ override STORAGE_GH: bool = false;
 // The weight gradient of W_hn is then da_nᵀ (r * h), from the tape.
 override RB: bool = false;
 
-// The parameters: StepParams of common.wgsl.
-@group(0) @binding(0) var<uniform> P: StepParams;
+// The parameters P (binding 0), the step flags and the rows that run a step:
+// gru_shared.wgsl, which the host composes after this file.
 @group(0) @binding(1) var<storage, read> d_out: array<f32>;
 @group(0) @binding(2) var<storage, read> gates: array<S>;
 @group(0) @binding(3) var<storage, read> hs: array<S>;
@@ -107,28 +107,10 @@ fn gate_grads(d: u32, su: u32, t: u32, b: u32, j: u32, dhs: f32) -> vec3<f32> {
     return vec3<f32>(da_r, da_z, da_n * r);
 }
 
-// The step flags of time t, batch row b (common.wgsl): F_VALID alone
-// where the call has none. They follow the states in `hs`.
-fn step_flags(t: u32, b: u32) -> u32 {
-    if (P.flags == 0u) {
-        return F_VALID;
-    }
-    return u32(f32(hs[P.flags_at + t * P.batch + b]));
-}
-
 // Whether any of the n rows from b0 runs the step at processing position
 // su (so that its dG_h may be nonzero).
 fn rows_active_s(d: u32, su: u32, b0: u32, n: u32) -> bool {
-    if (P.flags == 0u) {
-        return true;
-    }
-    let t = select(P.t_len - 1u - su, su, !reversed(d, P.rev0));
-    for (var i = 0u; i < n; i = i + 1u) {
-        if (b0 + i < P.batch && (step_flags(t, b0 + i) & F_VALID) != 0u) {
-            return true;
-        }
-    }
-    return false;
+    return rows_active(time_of(d, su), b0, n);
 }
 
 // Finishes backward step s (processing order; -1: dL/dh0 only) of unit j,
@@ -144,7 +126,7 @@ fn back_step(d: u32, s: i32, b: u32, j: u32, c_in: f32) -> vec3<f32> {
     var c = c_in;
     if (s + 1 < i32(T)) {
         let sn = u32(s + 1);
-        if (zero_before(reversed(d, P.rev0), step_flags(select(T - 1u - sn, sn, !reversed(d, P.rev0)), b))) {
+        if (zero_before(reversed(d, P.rev0), step_flags(time_of(d, sn), b))) {
             c = 0.0;
         }
     }
@@ -154,7 +136,7 @@ fn back_step(d: u32, s: i32, b: u32, j: u32, c_in: f32) -> vec3<f32> {
         return vec3<f32>(0.0);
     }
     let su = u32(s);
-    let t = select(T - 1u - su, su, !reversed(d, P.rev0));
+    let t = time_of(d, su);
     if ((step_flags(t, b) & F_VALID) == 0u) {
         let h3 = 3u * H;
         let gh = ((d * T + su) * B + b) * h3 + j;
@@ -184,7 +166,7 @@ fn rb_back_half(d: u32, su: u32, b: u32, k: u32, drh: f32) -> f32 {
     let B = P.batch;
     let T = P.t_len;
     let h3 = 3u * H;
-    let t = select(T - 1u - su, su, !reversed(d, P.rev0));
+    let t = time_of(d, su);
     var da_r = 0.0;
     var c2 = 0.0;
     if ((step_flags(t, b) & F_VALID) != 0u) {
@@ -256,7 +238,7 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
                 // A row that did not run step s + 1 gets no product (the
                 // storage family does not compute it there).
                 carry[i] = 0.0;
-                if ((step_flags(select(T - 1u - sn, sn, !reversed(at.d, P.rev0)), b) & F_VALID) != 0u) {
+                if ((step_flags(time_of(at.d, sn), b) & F_VALID) != 0u) {
                     carry[i] = f32(w_hh[(at.d * B + b) * H + at.j]);
                 }
             }
@@ -339,35 +321,48 @@ fn rb_dr(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
 // storage (h from hs; backward: dG_h of the step after from dgh), so the
 // results are bitwise those of one dispatch.
 
-const SEQ_ROWS: u32 = 4u;
-const SEQ_H3MAX: u32 = 768u;
+const SEQ_H3MAX: u32 = 3u * SEQ_HMAX;
 override W_PRIVATE: bool = false;
 
-var<workgroup> g_sh: array<f32, 3072>;
-var<private> wp: array<f32, 768>;
+var<workgroup> g_sh: array<f32, SEQ_ROWS * SEQ_H3MAX>;
+var<private> wp: array<f32, SEQ_PRIVATE>;
 
-@compute @workgroup_size(64, 1, 1)
-fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+// dG_h of step su of the slice's rows (the r and z blocks, and without RB
+// the n block) from dgh into g_sh, units j = lid + 64u.
+fn load_g_sh(at: SeqAt, su: u32, lid: vec3<u32>) {
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
-    let d = wid.y;
-    let rows = P.rows;
-    let b0 = wid.x * rows;
-    let nrows = min(rows, B - b0);
     let h3 = 3u * H;
-    let units = (H + 63u) / 64u;
-    let r1 = select(0u, 1u, nrows > 1u);
-    let r2 = select(0u, 2u, nrows > 2u);
-    let r3 = select(0u, 3u, nrows > 3u);
+    for (var u = 0u; u < at.units; u = u + 1u) {
+        let j = lid.x + 64u * u;
+        if (j < H) {
+            for (var i = 0u; i < at.nrows; i = i + 1u) {
+                let gh = ((at.d * T + su) * B + at.b0 + i) * h3 + j;
+                g_sh[i * SEQ_H3MAX + j] = dgh[gh];
+                g_sh[i * SEQ_H3MAX + H + j] = dgh[gh + H];
+                if (!RB) {
+                    g_sh[i * SEQ_H3MAX + 2u * H + j] = dgh[gh + 2u * H];
+                }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let at = seq_at(wid_in);
+    let H = P.hidden;
+    let B = P.batch;
+    let T = P.t_len;
+    let h3 = 3u * H;
 
     if (W_PRIVATE) {
-        for (var u = 0u; u < units; u = u + 1u) {
+        for (var u = 0u; u < at.units; u = u + 1u) {
             let j = lid.x + 64u * u;
             if (j < H) {
                 for (var k = 0u; k < h3; k = k + 1u) {
-                    wp[u * h3 + k] = f32(w_hh[d * h3 * H + k * H + j]);
+                    wp[u * h3 + k] = f32(w_hh[at.d * h3 * H + k * H + j]);
                 }
             }
         }
@@ -379,58 +374,45 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     let first = P.s;
     let last = max(-1, first - i32(P.steps) + 1);
     if (first + 1 < i32(T)) {
-        let sp = u32(first + 1);
-        for (var u = 0u; u < units; u = u + 1u) {
-            let j = lid.x + 64u * u;
-            if (j < H) {
-                for (var i = 0u; i < nrows; i = i + 1u) {
-                    let gh = ((d * T + sp) * B + b0 + i) * h3 + j;
-                    g_sh[i * SEQ_H3MAX + j] = dgh[gh];
-                    g_sh[i * SEQ_H3MAX + H + j] = dgh[gh + H];
-                    if (!RB) {
-                        g_sh[i * SEQ_H3MAX + 2u * H + j] = dgh[gh + 2u * H];
-                    }
-                }
-            }
-        }
+        load_g_sh(at, u32(first + 1), lid);
     }
     workgroupBarrier();
 
     for (var si = first; si >= last; si = si - 1) {
         let slot_next = u32(si + 3) % 2u;
-        let dh_next = (d * 2u + slot_next) * B * H;
-        for (var u = 0u; u < units; u = u + 1u) {
+        let dh_next = (at.d * 2u + slot_next) * B * H;
+        for (var u = 0u; u < at.units; u = u + 1u) {
             let j = lid.x + 64u * u;
             if (j < H) {
                 var carry = vec4<f32>(0.0);
                 if (si == i32(T) - 1) {
-                    for (var i = 0u; i < nrows; i = i + 1u) {
-                        carry[i] = dh[dh_next + (b0 + i) * H + j];
+                    for (var i = 0u; i < at.nrows; i = i + 1u) {
+                        carry[i] = dh[dh_next + (at.b0 + i) * H + j];
                     }
                 } else {
-                    let kmax = select(0u, select(h3, 2u * H, RB), rows_active_s(d, u32(si + 1), b0, nrows));
+                    let kmax = select(0u, select(h3, 2u * H, RB), rows_active_s(at.d, u32(si + 1), at.b0, at.nrows));
                     for (var k = 0u; k < kmax; k = k + 1u) {
-                        let gv = vec4<f32>(g_sh[k], g_sh[r1 * SEQ_H3MAX + k], g_sh[r2 * SEQ_H3MAX + k], g_sh[r3 * SEQ_H3MAX + k]);
+                        let gv = vec4<f32>(g_sh[k], g_sh[at.r1 * SEQ_H3MAX + k], g_sh[at.r2 * SEQ_H3MAX + k], g_sh[at.r3 * SEQ_H3MAX + k]);
                         var w: f32;
                         if (W_PRIVATE) {
                             w = wp[u * h3 + k];
                         } else {
-                            w = f32(w_hh[d * h3 * H + k * H + j]);
+                            w = f32(w_hh[at.d * h3 * H + k * H + j]);
                         }
                         carry = fma(gv, vec4<f32>(w), carry);
                     }
                     let sn = u32(si + 1);
-                    for (var i = 0u; i < nrows; i = i + 1u) {
-                        let b = b0 + i;
-                        let z = f32(gates[((d * T + sn) * B + b) * 4u * H + H + j]);
+                    for (var i = 0u; i < at.nrows; i = i + 1u) {
+                        let b = at.b0 + i;
+                        let z = f32(gates[((at.d * T + sn) * B + b) * 4u * H + H + j]);
                         carry[i] = carry[i] + z * dh[dh_next + b * H + j];
                         if (RB) {
-                            carry[i] = carry[i] + gwin[(d * B + b) * H + j];
+                            carry[i] = carry[i] + gwin[(at.d * B + b) * H + j];
                         }
                     }
                 }
-                for (var i = 0u; i < nrows; i = i + 1u) {
-                    let g = back_step(d, si, b0 + i, j, carry[i]);
+                for (var i = 0u; i < at.nrows; i = i + 1u) {
+                    let g = back_step(at.d, si, at.b0 + i, j, carry[i]);
                     if (RB) {
                         // da_n of this step, for d(r * h) below.
                         g_sh[i * SEQ_H3MAX + 2u * H + j] = g.z;
@@ -443,39 +425,26 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             // The second half of a reset-before step (as `rb_dr`): unit k
             // of the slice's rows, d(r * h) = da_n W_hn from g_sh's n block.
             let su = u32(si);
-            let t = select(T - 1u - su, su, !reversed(d, P.rev0));
-            let jmax = select(0u, H, rows_active_s(d, su, b0, nrows));
-            for (var u = 0u; u < units; u = u + 1u) {
+            let t = time_of(at.d, su);
+            let jmax = select(0u, H, rows_active_s(at.d, su, at.b0, at.nrows));
+            for (var u = 0u; u < at.units; u = u + 1u) {
                 let k = lid.x + 64u * u;
                 if (k < H) {
                     var drh = vec4<f32>(0.0);
-                    let wb = (d * h3 + 2u * H) * H + k;
+                    let wb = (at.d * h3 + 2u * H) * H + k;
                     for (var j = 0u; j < jmax; j = j + 1u) {
                         let o = 2u * H + j;
-                        let gv = vec4<f32>(g_sh[o], g_sh[r1 * SEQ_H3MAX + o], g_sh[r2 * SEQ_H3MAX + o], g_sh[r3 * SEQ_H3MAX + o]);
+                        let gv = vec4<f32>(g_sh[o], g_sh[at.r1 * SEQ_H3MAX + o], g_sh[at.r2 * SEQ_H3MAX + o], g_sh[at.r3 * SEQ_H3MAX + o]);
                         drh = fma(gv, vec4<f32>(f32(w_hh[wb + j * H])), drh);
                     }
-                    for (var i = 0u; i < nrows; i = i + 1u) {
-                        rb_back_half(d, su, b0 + i, k, drh[i]);
+                    for (var i = 0u; i < at.nrows; i = i + 1u) {
+                        rb_back_half(at.d, su, at.b0 + i, k, drh[i]);
                     }
                 }
             }
         }
         if (si >= 0) {
-            let su = u32(si);
-            for (var u = 0u; u < units; u = u + 1u) {
-                let j = lid.x + 64u * u;
-                if (j < H) {
-                    for (var i = 0u; i < nrows; i = i + 1u) {
-                        let gh = ((d * T + su) * B + b0 + i) * h3 + j;
-                        g_sh[i * SEQ_H3MAX + j] = dgh[gh];
-                        g_sh[i * SEQ_H3MAX + H + j] = dgh[gh + H];
-                        if (!RB) {
-                            g_sh[i * SEQ_H3MAX + 2u * H + j] = dgh[gh + 2u * H];
-                        }
-                    }
-                }
-            }
+            load_g_sh(at, u32(si), lid);
         }
         workgroupBarrier();
     }
@@ -490,42 +459,30 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
 // over the 64 slices (fixed order); thread (u, row q < 4) then finishes the
 // step of its (unit, row) as `step` does.
 
-const SK_UNITS: u32 = 4u;
-const SK_ROWS: u32 = 4u;
-const SK_SLICES: u32 = 64u;
-const SK_THREADS: u32 = 256u;
+// (4 rows, SK_THREADS threads)
+var<workgroup> sk_red: array<f32, 4u * SK_THREADS>;
 
-// (4 rows, 256 threads)
-var<workgroup> sk_red: array<f32, 1024>;
-
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(SK_THREADS, 1, 1)
 fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let at = sk_at(wid_in, li);
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
-    let u = li % SK_UNITS;
-    let q = li / SK_UNITS;
-    let j0 = wid.x * SK_UNITS;
-    let b0 = wid.y * SK_ROWS;
-    let d = wid.z;
     let s = P.s;
     let h3 = 3u * H;
     let slot_next = u32(s + 3) % 2u;
-    let dh_next = (d * 2u + slot_next) * B * H;
-    let jl = min(j0 + u, H - 1u);
-    let bl = B - 1u;
+    let dh_next = (at.d * 2u + slot_next) * B * H;
 
     var carry = vec4<f32>(0.0);
     if (s != i32(T) - 1) {
-        let gbase = (d * T + u32(s + 1)) * B * h3;
-        let o0 = gbase + min(b0, bl) * h3;
-        let o1 = gbase + min(b0 + 1u, bl) * h3;
-        let o2 = gbase + min(b0 + 2u, bl) * h3;
-        let o3 = gbase + min(b0 + 3u, bl) * h3;
-        let wb = d * h3 * H + jl;
-        let kmax = select(0u, select(h3, 2u * H, RB), rows_active_s(d, u32(s + 1), b0, SK_ROWS));
-        for (var k = q; k < kmax; k = k + SK_SLICES) {
+        let gbase = (at.d * T + u32(s + 1)) * B * h3;
+        let o0 = gbase + min(at.b0, at.bl) * h3;
+        let o1 = gbase + min(at.b0 + 1u, at.bl) * h3;
+        let o2 = gbase + min(at.b0 + 2u, at.bl) * h3;
+        let o3 = gbase + min(at.b0 + 3u, at.bl) * h3;
+        let wb = at.d * h3 * H + at.jl;
+        let kmax = select(0u, select(h3, 2u * H, RB), rows_active_s(at.d, u32(s + 1), at.b0, SK_ROWS));
+        for (var k = at.q; k < kmax; k = k + SK_SLICES) {
             let gv = vec4<f32>(dgh[o0 + k], dgh[o1 + k], dgh[o2 + k], dgh[o3 + k]);
             carry = fma(gv, vec4<f32>(f32(w_hh[wb + k * H])), carry);
         }
@@ -533,31 +490,22 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
     for (var i = 0u; i < 4u; i = i + 1u) {
         sk_red[i * SK_THREADS + li] = carry[i];
     }
-    for (var stride = SK_SLICES / 2u; stride > 0u; stride = stride / 2u) {
-        workgroupBarrier();
-        if (q < stride) {
-            for (var c = 0u; c < 4u; c = c + 1u) {
-                let o = c * SK_THREADS + li;
-                sk_red[o] = sk_red[o] + sk_red[o + stride * SK_UNITS];
-            }
-        }
-    }
-    workgroupBarrier();
-    let j = j0 + u;
-    let b = b0 + q;
-    if (q < SK_ROWS && j < H && b < B) {
+    sk_reduce(4u, at.q, li);
+    let j = at.j0 + at.u;
+    let b = at.b0 + at.q;
+    if (at.q < SK_ROWS && j < H && b < B) {
         var c: f32;
         if (s == i32(T) - 1) {
             // The host put grad_h_n in slot T mod 2 = slot_next.
             c = dh[dh_next + b * H + j];
         } else {
-            let z = f32(gates[((d * T + u32(s + 1)) * B + b) * 4u * H + H + j]);
-            c = sk_red[q * SK_THREADS + u] + z * dh[dh_next + b * H + j];
+            let z = f32(gates[((at.d * T + u32(s + 1)) * B + b) * 4u * H + H + j]);
+            c = sk_red[at.q * SK_THREADS + at.u] + z * dh[dh_next + b * H + j];
             if (RB) {
-                c = c + gwin[(d * B + b) * H + j];
+                c = c + gwin[(at.d * B + b) * H + j];
             }
         }
-        back_step(d, s, b, j, c);
+        back_step(at.d, s, b, j, c);
     }
 }
 
@@ -581,33 +529,24 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
 // storage (h from hs; backward: dG_h of the step after from dgh), so the
 // results are bitwise those of one dispatch.
 
-override RES_WG: u32 = 256u;
-const RES_KMAX3: u32 = 96u;
+const RES_KMAX3: u32 = 3u * RES_KMAX;
 
-var<workgroup> res_g: array<f32, 768>;
-// (S, H): S·H <= RES_WG <= 1024
-var<workgroup> res_red: array<f32, 1024>;
-var<private> rw: array<f32, 96>;
+var<workgroup> res_g: array<f32, 3u * RES_HMAX>;
+// (S, H): S·H <= RES_WG <= RES_WG_MAX
+var<workgroup> res_red: array<f32, RES_WG_MAX>;
+var<private> rw: array<f32, RES_KMAX3>;
 
 @compute @workgroup_size(RES_WG, 1, 1)
 fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
-    let b = wid.x;
-    let d = wid.y;
     let h3 = 3u * H;
-    let len = (h3 + RES_WG / H - 1u) / (RES_WG / H);
-    let slices = (h3 + len - 1u) / len;
-    let j = li % H;
-    let q = li / H;
-    let k0 = min(q * len, h3);
-    let klen = select(0u, min(len, h3 - k0), q < slices);
-    let wb = d * h3 * H + j;
+    let at = res_at(wid_in, li, h3);
+    let wb = at.d * h3 * H + at.j;
     for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
-        if (kk < klen) {
-            rw[kk] = f32(w_hh[wb + (k0 + kk) * H]);
+        if (kk < at.klen) {
+            rw[kk] = f32(w_hh[wb + (at.k0 + kk) * H]);
         }
     }
 
@@ -616,50 +555,50 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     // dispatch before it stored.
     let first = P.s;
     let last = max(-1, first - i32(P.steps) + 1);
-    if (first + 1 < i32(T) && q == 0u) {
-        let gh = ((d * T + u32(first + 1)) * B + b) * h3 + j;
-        res_g[j] = dgh[gh];
-        res_g[H + j] = dgh[gh + H];
-        res_g[2u * H + j] = dgh[gh + 2u * H];
+    if (first + 1 < i32(T) && at.q == 0u) {
+        let gh = ((at.d * T + u32(first + 1)) * B + at.b) * h3 + at.j;
+        res_g[at.j] = dgh[gh];
+        res_g[H + at.j] = dgh[gh + H];
+        res_g[2u * H + at.j] = dgh[gh + 2u * H];
     }
     workgroupBarrier();
 
     for (var si = first; si >= last; si = si - 1) {
-        let dh_next = (d * 2u + u32(si + 3) % 2u) * B * H;
+        let dh_next = (at.d * 2u + u32(si + 3) % 2u) * B * H;
         if (si != i32(T) - 1) {
             var a = 0.0;
-            let kl = select(0u, klen, rows_active_s(d, u32(si + 1), b, 1u));
+            let kl = select(0u, at.klen, rows_active_s(at.d, u32(si + 1), at.b, 1u));
             for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
                 // RB: the carry takes the r and z rows only (see RB).
-                if (kk < kl && (!RB || k0 + kk < 2u * H)) {
-                    a = fma(res_g[k0 + kk], rw[kk], a);
+                if (kk < kl && (!RB || at.k0 + kk < 2u * H)) {
+                    a = fma(res_g[at.k0 + kk], rw[kk], a);
                 }
             }
-            if (q < slices) {
-                res_red[q * H + j] = a;
+            if (at.q < at.slices) {
+                res_red[at.q * H + at.j] = a;
             }
         }
         workgroupBarrier();
-        if (q == 0u) {
+        if (at.q == 0u) {
             var c: f32;
             if (si == i32(T) - 1) {
-                c = dh[dh_next + b * H + j];
+                c = dh[dh_next + at.b * H + at.j];
             } else {
                 var sum = 0.0;
-                for (var p = 0u; p < slices; p = p + 1u) {
-                    sum = sum + res_red[p * H + j];
+                for (var p = 0u; p < at.slices; p = p + 1u) {
+                    sum = sum + res_red[p * H + at.j];
                 }
-                let z = f32(gates[((d * T + u32(si + 1)) * B + b) * 4u * H + H + j]);
-                c = sum + z * dh[dh_next + b * H + j];
+                let z = f32(gates[((at.d * T + u32(si + 1)) * B + at.b) * 4u * H + H + at.j]);
+                c = sum + z * dh[dh_next + at.b * H + at.j];
                 if (RB) {
-                    c = c + gwin[(d * B + b) * H + j];
+                    c = c + gwin[(at.d * B + at.b) * H + at.j];
                 }
             }
-            let g = back_step(d, si, b, j, c);
+            let g = back_step(at.d, si, at.b, at.j, c);
             if (si >= 0) {
-                res_g[j] = g.x;
-                res_g[H + j] = g.y;
-                res_g[2u * H + j] = g.z;
+                res_g[at.j] = g.x;
+                res_g[H + at.j] = g.y;
+                res_g[2u * H + at.j] = g.z;
             }
         }
         workgroupBarrier();
@@ -669,22 +608,22 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             // (res_g's r block) and c2 (the scratch).
             let su = u32(si);
             var a2 = 0.0;
-            let kl2 = select(0u, klen, rows_active_s(d, su, b, 1u));
+            let kl2 = select(0u, at.klen, rows_active_s(at.d, su, at.b, 1u));
             for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
-                if (kk < kl2 && k0 + kk >= 2u * H) {
-                    a2 = fma(res_g[k0 + kk], rw[kk], a2);
+                if (kk < kl2 && at.k0 + kk >= 2u * H) {
+                    a2 = fma(res_g[at.k0 + kk], rw[kk], a2);
                 }
             }
-            if (q < slices) {
-                res_red[q * H + j] = a2;
+            if (at.q < at.slices) {
+                res_red[at.q * H + at.j] = a2;
             }
             workgroupBarrier();
-            if (q == 0u) {
+            if (at.q == 0u) {
                 var drh = 0.0;
-                for (var p = 0u; p < slices; p = p + 1u) {
-                    drh = drh + res_red[p * H + j];
+                for (var p = 0u; p < at.slices; p = p + 1u) {
+                    drh = drh + res_red[p * H + at.j];
                 }
-                res_g[j] = rb_back_half(d, su, b, j, drh);
+                res_g[at.j] = rb_back_half(at.d, su, at.b, at.j, drh);
             }
             workgroupBarrier();
         }

@@ -60,8 +60,8 @@ fn hs_slot(d: u32, s: u32) -> u32 {
     return (d * 2u + s % 2u) * P.batch * P.hidden;
 }
 
-// The parameters: StepParams of common.wgsl.
-@group(0) @binding(0) var<uniform> P: StepParams;
+// The parameters P (binding 0), the step flags and the rows that run a step:
+// gru_shared.wgsl, which the host composes after this file.
 @group(0) @binding(1) var<storage, read> gi: array<f32>;
 @group(0) @binding(2) var<storage, read> w_hhT: array<SW>;
 @group(0) @binding(3) var<storage, read> b_hh: array<S>;
@@ -70,27 +70,14 @@ fn hs_slot(d: u32, s: u32) -> u32 {
 @group(0) @binding(6) var<storage, read_write> gates: array<S>;
 @group(0) @binding(7) var<storage, read_write> hwin: array<f32>;
 
-// The step flags of time t, batch row b (common.wgsl): F_VALID alone
-// where the call has none.
-fn step_flags(t: u32, b: u32) -> u32 {
-    if (P.flags == 0u) {
-        return F_VALID;
+// b_hh of unit j of direction d: its r, z and n rows (0 without biases).
+fn gh_bias(d: u32, j: u32) -> vec3<f32> {
+    if (P.has_bias == 0u) {
+        return vec3<f32>(0.0);
     }
-    return u32(f32(hs[P.flags_at + t * P.batch + b]));
-}
-
-// Whether any of the n rows from b0 runs step t (otherwise the recurrent
-// product of those rows is skipped: padding passes the state through).
-fn rows_active(t: u32, b0: u32, n: u32) -> bool {
-    if (P.flags == 0u) {
-        return true;
-    }
-    for (var i = 0u; i < n; i = i + 1u) {
-        if (b0 + i < P.batch && (step_flags(t, b0 + i) & F_VALID) != 0u) {
-            return true;
-        }
-    }
-    return false;
+    let H = P.hidden;
+    let o = d * 3u * H + j;
+    return vec3<f32>(f32(b_hh[o]), f32(b_hh[o + H]), f32(b_hh[o + 2u * H]));
 }
 
 // The gate math of unit j, batch row b, direction d at step s (time t), from
@@ -195,7 +182,7 @@ fn step_at(wid_in: vec3<u32>, lid: vec3<u32>) -> StepAt {
     let d = gid.z;
     let b0 = gid.y * 4u;
     let s = u32(P.s);
-    let t = select(P.t_len - 1u - s, s, !reversed(d, P.rev0));
+    let t = time_of(d, s);
     let hprev = hs_slot(d, s);
     let wb = d * H * (3u * H);
     let rows = min(vec4<u32>(b0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(B - 1u));
@@ -237,27 +224,23 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         az = fma(hv, vec4<f32>(wz), az);
         an = fma(hv, vec4<f32>(wn), an);
     }
-    var br = 0.0;
-    var bz = 0.0;
-    var bn = 0.0;
-    if (P.has_bias != 0u && (!PRECOMPUTED || STORAGE_GH)) {
-        br = f32(b_hh[at.d * h3 + at.j]);
-        bz = f32(b_hh[at.d * h3 + H + at.j]);
-        bn = f32(b_hh[at.d * h3 + 2u * H + at.j]);
+    var bh = vec3<f32>(0.0);
+    if (!PRECOMPUTED || STORAGE_GH) {
+        bh = gh_bias(at.d, at.j);
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
         let b = at.b0 + i;
         if (b >= B) {
             break;
         }
-        var ghr = ar[i] + br;
-        var ghz = az[i] + bz;
-        var ghn = an[i] + bn;
+        var ghr = ar[i] + bh.x;
+        var ghz = az[i] + bh.y;
+        var ghn = an[i] + bh.z;
         if (PRECOMPUTED) {
             let o = (at.d * B + b) * h3 + at.j;
-            ghr = f32(w_hhT[o]) + br;
-            ghz = f32(w_hhT[o + H]) + bz;
-            ghn = f32(w_hhT[o + 2u * H]) + bn;
+            ghr = f32(w_hhT[o]) + bh.x;
+            ghz = f32(w_hhT[o + H]) + bh.y;
+            ghn = f32(w_hhT[o + 2u * H]) + bh.z;
         }
         let hn = gate_step(at.d, at.s, at.t, b, at.j, ghr, ghz, ghn);
         if (PRECOMPUTED && !STORAGE_GH && !RB) {
@@ -290,12 +273,7 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
         ar = fma(hv, vec4<f32>(f32(w_hhT[w])), ar);
         az = fma(hv, vec4<f32>(f32(w_hhT[w + H])), az);
     }
-    var br = 0.0;
-    var bz = 0.0;
-    if (P.has_bias != 0u) {
-        br = f32(b_hh[at.d * h3 + at.j]);
-        bz = f32(b_hh[at.d * h3 + H + at.j]);
-    }
+    let bh = gh_bias(at.d, at.j);
     for (var i = 0u; i < 4u; i = i + 1u) {
         let b = at.b0 + i;
         if (b >= B) {
@@ -307,7 +285,7 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
             pr = f32(w_hhT[(at.d * B + b) * h3 + at.j]);
             pz = f32(w_hhT[(at.d * B + b) * h3 + H + at.j]);
         }
-        rb_half(at.d, at.t, b, at.j, pr + br, pz + bz, f32(hs[at.hprev + b * H + at.j]));
+        rb_half(at.d, at.t, b, at.j, pr + bh.x, pz + bh.y, f32(hs[at.hprev + b * H + at.j]));
     }
 }
 
@@ -339,43 +317,31 @@ fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id)
 // storage (h from hs; backward: dG_h of the step after from dgh), so the
 // results are bitwise those of one dispatch.
 
-const SEQ_ROWS: u32 = 4u;
-const SEQ_HMAX: u32 = 256u;
 override W_PRIVATE: bool = false;
 
-var<workgroup> h_sh: array<f32, 1024>;
+var<workgroup> h_sh: array<f32, SEQ_ROWS * SEQ_HMAX>;
 // r * h of the slice's rows (RB only)
-var<workgroup> rh_sh: array<f32, 1024>;
-var<private> wp: array<f32, 768>;
+var<workgroup> rh_sh: array<f32, SEQ_ROWS * SEQ_HMAX>;
+var<private> wp: array<f32, SEQ_PRIVATE>;
 
 @compute @workgroup_size(64, 1, 1)
 fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let at = seq_at(wid_in);
     let H = P.hidden;
-    let B = P.batch;
     let T = P.t_len;
-    let d = wid.y;
-    let rows = P.rows;
-    let b0 = wid.x * rows;
-    let nrows = min(rows, B - b0);
     let h3 = 3u * H;
-    let units = (H + 63u) / 64u;
-    let wb = d * H * h3;
-    // Rows past the slice read row b0 (their results are dropped).
-    let r1 = select(0u, 1u, nrows > 1u);
-    let r2 = select(0u, 2u, nrows > 2u);
-    let r3 = select(0u, 3u, nrows > 3u);
+    let wb = at.d * H * h3;
 
     // This dispatch runs steps s0 .. s1 - 1 (see `steps` in common.wgsl): the
     // state of its first step is the one the last dispatch stored.
     let s0 = u32(P.s);
     let s1 = min(T, s0 + P.steps);
-    for (var u = 0u; u < units; u = u + 1u) {
+    for (var u = 0u; u < at.units; u = u + 1u) {
         let j = lid.x + 64u * u;
         if (j < H) {
             for (var r = 0u; r < SEQ_ROWS; r = r + 1u) {
-                let b = b0 + min(r, nrows - 1u);
-                h_sh[r * SEQ_HMAX + j] = f32(hs[hs_slot(d, s0) + b * H + j]);
+                let b = at.b0 + min(r, at.nrows - 1u);
+                h_sh[r * SEQ_HMAX + j] = f32(hs[hs_slot(at.d, s0) + b * H + j]);
             }
             if (W_PRIVATE) {
                 for (var k = 0u; k < H; k = k + 1u) {
@@ -391,20 +357,20 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();
 
     for (var s = s0; s < s1; s = s + 1u) {
-        let t = select(T - 1u - s, s, !reversed(d, P.rev0));
-        let hnext = hs_slot(d, s + 1u);
-        let live = rows_active(t, b0, nrows);
+        let t = time_of(at.d, s);
+        let hnext = hs_slot(at.d, s + 1u);
+        let live = rows_active(t, at.b0, at.nrows);
         if (RB) {
             // The first half of a reset-before step (as `rb_rz`): r, z and
             // r * h of the slice's rows into the scratch, r * h into rh_sh.
-            for (var u = 0u; u < units; u = u + 1u) {
+            for (var u = 0u; u < at.units; u = u + 1u) {
                 let j = lid.x + 64u * u;
                 if (j < H) {
                     var ar = vec4<f32>(0.0);
                     var az = vec4<f32>(0.0);
                     let kmax = select(0u, H, live);
                     for (var k = 0u; k < kmax; k = k + 1u) {
-                        let hv = vec4<f32>(h_sh[k], h_sh[r1 * SEQ_HMAX + k], h_sh[r2 * SEQ_HMAX + k], h_sh[r3 * SEQ_HMAX + k]);
+                        let hv = vec4<f32>(h_sh[k], h_sh[at.r1 * SEQ_HMAX + k], h_sh[at.r2 * SEQ_HMAX + k], h_sh[at.r3 * SEQ_HMAX + k]);
                         var wr: f32;
                         var wz: f32;
                         if (W_PRIVATE) {
@@ -419,21 +385,16 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         ar = fma(hv, vec4<f32>(wr), ar);
                         az = fma(hv, vec4<f32>(wz), az);
                     }
-                    var br = 0.0;
-                    var bz = 0.0;
-                    if (P.has_bias != 0u) {
-                        br = f32(b_hh[d * h3 + j]);
-                        bz = f32(b_hh[d * h3 + H + j]);
-                    }
-                    for (var i = 0u; i < nrows; i = i + 1u) {
+                    let bh = gh_bias(at.d, j);
+                    for (var i = 0u; i < at.nrows; i = i + 1u) {
                         let hj = h_sh[i * SEQ_HMAX + j];
-                        rh_sh[i * SEQ_HMAX + j] = rb_half(d, t, b0 + i, j, ar[i] + br, az[i] + bz, hj);
+                        rh_sh[i * SEQ_HMAX + j] = rb_half(at.d, t, at.b0 + i, j, ar[i] + bh.x, az[i] + bh.y, hj);
                     }
                 }
             }
             workgroupBarrier();
         }
-        for (var u = 0u; u < units; u = u + 1u) {
+        for (var u = 0u; u < at.units; u = u + 1u) {
             let j = lid.x + 64u * u;
             if (j < H) {
                 var ar = vec4<f32>(0.0);
@@ -441,10 +402,10 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 var an = vec4<f32>(0.0);
                 let kmax = select(0u, H, live);
                 for (var k = 0u; k < kmax; k = k + 1u) {
-                    var hv = vec4<f32>(h_sh[k], h_sh[r1 * SEQ_HMAX + k], h_sh[r2 * SEQ_HMAX + k], h_sh[r3 * SEQ_HMAX + k]);
+                    var hv = vec4<f32>(h_sh[k], h_sh[at.r1 * SEQ_HMAX + k], h_sh[at.r2 * SEQ_HMAX + k], h_sh[at.r3 * SEQ_HMAX + k]);
                     if (RB) {
                         // gh_n = W_hn (r * h)
-                        hv = vec4<f32>(rh_sh[k], rh_sh[r1 * SEQ_HMAX + k], rh_sh[r2 * SEQ_HMAX + k], rh_sh[r3 * SEQ_HMAX + k]);
+                        hv = vec4<f32>(rh_sh[k], rh_sh[at.r1 * SEQ_HMAX + k], rh_sh[at.r2 * SEQ_HMAX + k], rh_sh[at.r3 * SEQ_HMAX + k]);
                     }
                     var wr: f32;
                     var wz: f32;
@@ -464,25 +425,18 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                     az = fma(hv, vec4<f32>(wz), az);
                     an = fma(hv, vec4<f32>(wn), an);
                 }
-                var br = 0.0;
-                var bz = 0.0;
-                var bn = 0.0;
-                if (P.has_bias != 0u) {
-                    br = f32(b_hh[d * h3 + j]);
-                    bz = f32(b_hh[d * h3 + H + j]);
-                    bn = f32(b_hh[d * h3 + 2u * H + j]);
-                }
-                for (var i = 0u; i < nrows; i = i + 1u) {
-                    gate_step(d, s, t, b0 + i, j, ar[i] + br, az[i] + bz, an[i] + bn);
+                let bh = gh_bias(at.d, j);
+                for (var i = 0u; i < at.nrows; i = i + 1u) {
+                    gate_step(at.d, s, t, at.b0 + i, j, ar[i] + bh.x, az[i] + bh.y, an[i] + bh.z);
                 }
             }
         }
         workgroupBarrier();
-        for (var u = 0u; u < units; u = u + 1u) {
+        for (var u = 0u; u < at.units; u = u + 1u) {
             let j = lid.x + 64u * u;
             if (j < H) {
-                for (var i = 0u; i < nrows; i = i + 1u) {
-                    h_sh[i * SEQ_HMAX + j] = f32(hs[hnext + (b0 + i) * H + j]);
+                for (var i = 0u; i < at.nrows; i = i + 1u) {
+                    h_sh[i * SEQ_HMAX + j] = f32(hs[hnext + (at.b0 + i) * H + j]);
                 }
             }
         }
@@ -502,50 +456,36 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
 // over the slices (fixed order, so the result is the same on every run), then
 // thread (u, row q < 4) applies the gate math of its (unit, row) as `step`.
 
-const SK_UNITS: u32 = 4u;
-const SK_ROWS: u32 = 4u;
-const SK_SLICES: u32 = 64u;
-const SK_THREADS: u32 = 256u;
+// (12 values: gate·4 + row, SK_THREADS threads)
+var<workgroup> sk_red: array<f32, 12u * SK_THREADS>;
 
-// (12 values: gate·4 + row, 256 threads)
-var<workgroup> sk_red: array<f32, 3072>;
-
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(SK_THREADS, 1, 1)
 fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let at = sk_at(wid_in, li);
     let H = P.hidden;
     let B = P.batch;
-    let T = P.t_len;
-    let u = li % SK_UNITS;
-    let q = li / SK_UNITS;
-    let j0 = wid.x * SK_UNITS;
-    let b0 = wid.y * SK_ROWS;
-    let d = wid.z;
     let s = u32(P.s);
-    let t = select(T - 1u - s, s, !reversed(d, P.rev0));
+    let t = time_of(at.d, s);
     let h3 = 3u * H;
-    // Units and rows past the ends are clamped for the loads, skipped for the stores.
-    let jl = min(j0 + u, H - 1u);
-    let bl = B - 1u;
-    let hprev = hs_slot(d, s);
-    let o0 = hprev + min(b0, bl) * H;
-    let o1 = hprev + min(b0 + 1u, bl) * H;
-    let o2 = hprev + min(b0 + 2u, bl) * H;
-    let o3 = hprev + min(b0 + 3u, bl) * H;
-    let wb = d * H * h3 + jl;
+    let hprev = hs_slot(at.d, s);
+    let o0 = hprev + min(at.b0, at.bl) * H;
+    let o1 = hprev + min(at.b0 + 1u, at.bl) * H;
+    let o2 = hprev + min(at.b0 + 2u, at.bl) * H;
+    let o3 = hprev + min(at.b0 + 3u, at.bl) * H;
+    let wb = at.d * H * h3 + at.jl;
 
     var ar = vec4<f32>(0.0);
     var az = vec4<f32>(0.0);
     var an = vec4<f32>(0.0);
-    let kmax = select(0u, H, rows_active(t, b0, SK_ROWS));
+    let kmax = select(0u, H, rows_active(t, at.b0, SK_ROWS));
     // RB: phase 0 computes r and z into the scratch (as `rb_rz`), phase 1
     // gh_n = W_hn (r * h) from it and the gates.
     let rb_n = RB && P.phase == 1u;
-    let q0 = (d * B + min(b0, bl)) * h3 + 2u * H;
-    let q1 = (d * B + min(b0 + 1u, bl)) * h3 + 2u * H;
-    let q2 = (d * B + min(b0 + 2u, bl)) * h3 + 2u * H;
-    let q3 = (d * B + min(b0 + 3u, bl)) * h3 + 2u * H;
-    for (var k = q; k < kmax; k = k + SK_SLICES) {
+    let q0 = (at.d * B + min(at.b0, at.bl)) * h3 + 2u * H;
+    let q1 = (at.d * B + min(at.b0 + 1u, at.bl)) * h3 + 2u * H;
+    let q2 = (at.d * B + min(at.b0 + 2u, at.bl)) * h3 + 2u * H;
+    let q3 = (at.d * B + min(at.b0 + 3u, at.bl)) * h3 + 2u * H;
+    for (var k = at.q; k < kmax; k = k + SK_SLICES) {
         let w = wb + k * h3;
         if (rb_n) {
             let rh = vec4<f32>(hwin[q0 + k], hwin[q1 + k], hwin[q2 + k], hwin[q3 + k]);
@@ -564,34 +504,18 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         sk_red[(4u + i) * SK_THREADS + li] = az[i];
         sk_red[(8u + i) * SK_THREADS + li] = an[i];
     }
-    for (var stride = SK_SLICES / 2u; stride > 0u; stride = stride / 2u) {
-        workgroupBarrier();
-        if (q < stride) {
-            for (var c = 0u; c < 12u; c = c + 1u) {
-                let o = c * SK_THREADS + li;
-                sk_red[o] = sk_red[o] + sk_red[o + stride * SK_UNITS];
-            }
-        }
-    }
-    workgroupBarrier();
-    let j = j0 + u;
-    let b = b0 + q;
-    if (q < SK_ROWS && j < H && b < B) {
-        var br = 0.0;
-        var bz = 0.0;
-        var bn = 0.0;
-        if (P.has_bias != 0u) {
-            br = f32(b_hh[d * h3 + j]);
-            bz = f32(b_hh[d * h3 + H + j]);
-            bn = f32(b_hh[d * h3 + 2u * H + j]);
-        }
-        let ghr = sk_red[q * SK_THREADS + u] + br;
-        let ghz = sk_red[(4u + q) * SK_THREADS + u] + bz;
-        let ghn = sk_red[(8u + q) * SK_THREADS + u] + bn;
+    sk_reduce(12u, at.q, li);
+    let j = at.j0 + at.u;
+    let b = at.b0 + at.q;
+    if (at.q < SK_ROWS && j < H && b < B) {
+        let bh = gh_bias(at.d, j);
+        let ghr = sk_red[at.q * SK_THREADS + at.u] + bh.x;
+        let ghz = sk_red[(4u + at.q) * SK_THREADS + at.u] + bh.y;
+        let ghn = sk_red[(8u + at.q) * SK_THREADS + at.u] + bh.z;
         if (RB && P.phase == 0u) {
-            rb_half(d, t, b, j, ghr, ghz, f32(hs[hprev + b * H + j]));
+            rb_half(at.d, t, b, j, ghr, ghz, f32(hs[hprev + b * H + j]));
         } else {
-            gate_step(d, s, t, b, j, ghr, ghz, ghn);
+            gate_step(at.d, s, t, b, j, ghr, ghz, ghn);
         }
     }
 }
@@ -619,59 +543,41 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
 // storage (h from hs; backward: dG_h of the step after from dgh), so the
 // results are bitwise those of one dispatch.
 
-override RES_WG: u32 = 256u;
-const RES_KMAX: u32 = 32u;
-
-var<workgroup> res_h: array<f32, 256>;
+var<workgroup> res_h: array<f32, RES_HMAX>;
 // r * h (RB only)
-var<workgroup> res_rh: array<f32, 256>;
-// (3, S, H): S·H <= RES_WG <= 1024
-var<workgroup> res_red: array<f32, 3072>;
-var<private> rw: array<f32, 96>;
+var<workgroup> res_rh: array<f32, RES_HMAX>;
+// (3, S, H): S·H <= RES_WG <= RES_WG_MAX
+var<workgroup> res_red: array<f32, 3u * RES_WG_MAX>;
+var<private> rw: array<f32, 3u * RES_KMAX>;
 
 @compute @workgroup_size(RES_WG, 1, 1)
 fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
     let H = P.hidden;
     let T = P.t_len;
-    let b = wid.x;
-    let d = wid.y;
+    let at = res_at(wid_in, li, H);
     let h3 = 3u * H;
-    let len = (H + RES_WG / H - 1u) / (RES_WG / H);
-    let slices = (H + len - 1u) / len;
-    let j = li % H;
-    let q = li / H;
-    let k0 = min(q * len, H);
-    let klen = select(0u, min(len, H - k0), q < slices);
-    let wb = d * H * h3 + j;
+    let wb = at.d * H * h3 + at.j;
     for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
-        if (kk < klen) {
-            let w = wb + (k0 + kk) * h3;
+        if (kk < at.klen) {
+            let w = wb + (at.k0 + kk) * h3;
             rw[kk] = f32(w_hhT[w]);
             rw[RES_KMAX + kk] = f32(w_hhT[w + H]);
             rw[2u * RES_KMAX + kk] = f32(w_hhT[w + 2u * H]);
         }
     }
-    var br = 0.0;
-    var bz = 0.0;
-    var bn = 0.0;
-    if (P.has_bias != 0u) {
-        br = f32(b_hh[d * h3 + j]);
-        bz = f32(b_hh[d * h3 + H + j]);
-        bn = f32(b_hh[d * h3 + 2u * H + j]);
-    }
+    let bh = gh_bias(at.d, at.j);
     // This dispatch runs steps s0 .. s1 - 1 (see `steps` in common.wgsl),
     // from the state the last dispatch stored.
     let s0 = u32(P.s);
     let s1 = min(T, s0 + P.steps);
     if (li < H) {
-        res_h[li] = f32(hs[hs_slot(d, s0) + b * H + li]);
+        res_h[li] = f32(hs[hs_slot(at.d, s0) + at.b * H + li]);
     }
     workgroupBarrier();
 
     for (var s = s0; s < s1; s = s + 1u) {
-        let t = select(T - 1u - s, s, !reversed(d, P.rev0));
-        let kl = select(0u, klen, rows_active(t, b, 1u));
+        let t = time_of(at.d, s);
+        let kl = select(0u, at.klen, rows_active(t, at.b, 1u));
         if (RB) {
             // The reset-before step in two halves (as `rb_rz`, then `step`
             // with RB): r and z, r * h into res_rh (and the scratch), then
@@ -680,42 +586,42 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             var pz = 0.0;
             for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
                 if (kk < kl) {
-                    let hv = res_h[k0 + kk];
+                    let hv = res_h[at.k0 + kk];
                     pr = fma(hv, rw[kk], pr);
                     pz = fma(hv, rw[RES_KMAX + kk], pz);
                 }
             }
-            if (q < slices) {
-                res_red[q * H + j] = pr;
-                res_red[(slices + q) * H + j] = pz;
+            if (at.q < at.slices) {
+                res_red[at.q * H + at.j] = pr;
+                res_red[(at.slices + at.q) * H + at.j] = pz;
             }
             workgroupBarrier();
-            if (q == 0u) {
+            if (at.q == 0u) {
                 var sr = 0.0;
                 var sz = 0.0;
-                for (var p = 0u; p < slices; p = p + 1u) {
-                    sr = sr + res_red[p * H + j];
-                    sz = sz + res_red[(slices + p) * H + j];
+                for (var p = 0u; p < at.slices; p = p + 1u) {
+                    sr = sr + res_red[p * H + at.j];
+                    sz = sz + res_red[(at.slices + p) * H + at.j];
                 }
-                res_rh[j] = rb_half(d, t, b, j, sr + br, sz + bz, res_h[j]);
+                res_rh[at.j] = rb_half(at.d, t, at.b, at.j, sr + bh.x, sz + bh.y, res_h[at.j]);
             }
             workgroupBarrier();
             var pn = 0.0;
             for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
                 if (kk < kl) {
-                    pn = fma(res_rh[k0 + kk], rw[2u * RES_KMAX + kk], pn);
+                    pn = fma(res_rh[at.k0 + kk], rw[2u * RES_KMAX + kk], pn);
                 }
             }
-            if (q < slices) {
-                res_red[(2u * slices + q) * H + j] = pn;
+            if (at.q < at.slices) {
+                res_red[(2u * at.slices + at.q) * H + at.j] = pn;
             }
             workgroupBarrier();
-            if (q == 0u) {
+            if (at.q == 0u) {
                 var sn = 0.0;
-                for (var p = 0u; p < slices; p = p + 1u) {
-                    sn = sn + res_red[(2u * slices + p) * H + j];
+                for (var p = 0u; p < at.slices; p = p + 1u) {
+                    sn = sn + res_red[(2u * at.slices + p) * H + at.j];
                 }
-                res_h[j] = gate_step(d, s, t, b, j, 0.0, 0.0, sn + bn);
+                res_h[at.j] = gate_step(at.d, s, t, at.b, at.j, 0.0, 0.0, sn + bh.z);
             }
             workgroupBarrier();
             continue;
@@ -725,28 +631,28 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         var an = 0.0;
         for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
             if (kk < kl) {
-                let hv = res_h[k0 + kk];
+                let hv = res_h[at.k0 + kk];
                 ar = fma(hv, rw[kk], ar);
                 az = fma(hv, rw[RES_KMAX + kk], az);
                 an = fma(hv, rw[2u * RES_KMAX + kk], an);
             }
         }
-        if (q < slices) {
-            res_red[q * H + j] = ar;
-            res_red[(slices + q) * H + j] = az;
-            res_red[(2u * slices + q) * H + j] = an;
+        if (at.q < at.slices) {
+            res_red[at.q * H + at.j] = ar;
+            res_red[(at.slices + at.q) * H + at.j] = az;
+            res_red[(2u * at.slices + at.q) * H + at.j] = an;
         }
         workgroupBarrier();
-        if (q == 0u) {
+        if (at.q == 0u) {
             var sr = 0.0;
             var sz = 0.0;
             var sn = 0.0;
-            for (var p = 0u; p < slices; p = p + 1u) {
-                sr = sr + res_red[p * H + j];
-                sz = sz + res_red[(slices + p) * H + j];
-                sn = sn + res_red[(2u * slices + p) * H + j];
+            for (var p = 0u; p < at.slices; p = p + 1u) {
+                sr = sr + res_red[p * H + at.j];
+                sz = sz + res_red[(at.slices + p) * H + at.j];
+                sn = sn + res_red[(2u * at.slices + p) * H + at.j];
             }
-            res_h[j] = gate_step(d, s, t, b, j, sr + br, sz + bz, sn + bn);
+            res_h[at.j] = gate_step(at.d, s, t, at.b, at.j, sr + bh.x, sz + bh.y, sn + bh.z);
         }
         workgroupBarrier();
     }

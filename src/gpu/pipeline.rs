@@ -52,10 +52,65 @@ pub(crate) mod types {
     }
 }
 
+/// `gemm_shared.wgsl`: what `gemm.wgsl` and `gemm_subgroup.wgsl` share.
+pub(crate) const GEMM_SHARED: &str = include_str!("../../shaders/gemm_shared.wgsl");
+/// `gru_shared.wgsl`: what `gru_forward.wgsl` and `gru_backward.wgsl` share.
+pub(crate) const GRU_SHARED: &str = include_str!("../../shaders/gru_shared.wgsl");
+
+/// The shared part a shader file is composed with (after it: naga wants the
+/// unnamed overrides of arrays sized by override constants, as in
+/// `gemm_shared.wgsl`, after every named override, which the files declare).
+fn shared_part(file: &str) -> &'static str {
+    match file {
+        "gemm.wgsl" | "gemm_subgroup.wgsl" => GEMM_SHARED,
+        "gru_forward.wgsl" | "gru_backward.wgsl" => GRU_SHARED,
+        _ => "",
+    }
+}
+
+/// Defines the constants the host and the shaders share, once: each is a
+/// `usize` of [`shared`] for the host, and [`compose`] emits it before every
+/// shader as `const NAME: u32 = V;`, so that the shaders use the name
+/// without defining it.
+macro_rules! shared_consts {
+    ($($(#[doc = $doc:literal])* $name:ident = $v:expr;)*) => {
+        /// The constants of the shaders that the host reads too (see [`compose`]).
+        pub(crate) mod shared {
+            $($(#[doc = $doc])* pub(crate) const $name: usize = $v;)*
+        }
+        /// `(name, value)` of each constant of [`shared`].
+        pub(crate) const SHARED_CONSTS: &[(&str, usize)] = &[$((stringify!($name), shared::$name)),*];
+    };
+}
+
+shared_consts! {
+    /// Batch rows per workgroup of the persistent kernels (`sequence`).
+    SEQ_ROWS = 4;
+    /// The largest hidden size of the persistent kernels (`sequence`).
+    SEQ_HMAX = 256;
+    /// The floats of `W_hh` a thread of `sequence` keeps in private memory
+    /// with `W_PRIVATE` (`wp`): `3·ceil(H/64)·H` at most.
+    SEQ_PRIVATE = 768;
+    /// Hidden units per workgroup of `splitk`.
+    SK_UNITS = 4;
+    /// Batch rows per workgroup of `splitk`.
+    SK_ROWS = 4;
+    /// Threads per workgroup of `splitk`.
+    SK_THREADS = 256;
+    /// Rows of `W_hhᵀ` per thread in `resident` (`rw`: 3·RES_KMAX floats).
+    RES_KMAX = 32;
+    /// The largest hidden size of `resident` (`res_h`).
+    RES_HMAX = 256;
+    /// The largest workgroup size of `resident` (`RES_WG`; `res_red`).
+    RES_WG_MAX = 1024;
+}
+
 /// The source of a shader as compiled: `enable f16;` where a type is f16,
 /// the aliases of [`TYPE_ALIASES`] (`f32` unless `types` says otherwise),
-/// `common.wgsl`, and the file.
-pub(crate) fn compose(body: &str, types: &[(&str, &str)]) -> String {
+/// the constants of [`SHARED_CONSTS`], `common.wgsl`, the file, and the
+/// part it shares with another (`gemm_shared.wgsl`, `gru_shared.wgsl`: see
+/// [`shared_part`]).
+pub(crate) fn compose(file: &str, body: &str, types: &[(&str, &str)]) -> String {
     let mut head = String::new();
     if types.iter().any(|&(_, t)| t == "f16") {
         head.push_str("enable f16;\n");
@@ -67,7 +122,10 @@ pub(crate) fn compose(body: &str, types: &[(&str, &str)]) -> String {
             .map_or("f32", |&(_, t)| t);
         head.push_str(&format!("alias {name} = {t};\n"));
     }
-    format!("{head}{COMMON}\n{body}")
+    for (name, v) in SHARED_CONSTS {
+        head.push_str(&format!("const {name}: u32 = {v}u;\n"));
+    }
+    format!("{head}{COMMON}\n{body}\n{}", shared_part(file))
 }
 
 /// What a binding of a kernel is.
@@ -271,7 +329,7 @@ impl Pipelines {
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(spec.file),
                             source: wgpu::ShaderSource::Wgsl(
-                                compose(spec.source, spec.types).into(),
+                                compose(spec.file, spec.source, spec.types).into(),
                             ),
                         })
                 });

@@ -185,16 +185,15 @@ pub(crate) fn run_persistent(
     Ok(())
 }
 
-/// Hidden units and batch rows per workgroup of `splitk` (`SK_UNITS`, `SK_ROWS`).
-pub(crate) const SK_UNITS: usize = 4;
-pub(crate) const SK_ROWS: usize = 4;
+// The tile constants the shaders share with the host, defined once in
+// `pipeline::shared` and emitted into every shader by `compose`.
+#[allow(unused_imports)]
+pub(crate) use crate::gpu::pipeline::shared::{
+    RES_HMAX, RES_KMAX, RES_WG_MAX, SEQ_HMAX, SEQ_PRIVATE, SEQ_ROWS, SK_ROWS, SK_THREADS, SK_UNITS,
+};
 
 /// The workgroup sizes `resident` is built with (`RES_WG`), largest first.
-pub(crate) const RES_SIZES: [u32; 3] = [1024, 512, 256];
-/// Rows of `W_hhᵀ` per thread in `resident` (`RES_KMAX`).
-pub(crate) const RES_KMAX: usize = 32;
-/// The largest hidden size of `resident` (`res_h`).
-pub(crate) const RES_HMAX: usize = 256;
+pub(crate) const RES_SIZES: [u32; 3] = [RES_WG_MAX as u32, 512, 256];
 
 /// The workgroup size of `resident` on a device with these limits: the
 /// largest of [`RES_SIZES`] it allows.
@@ -212,13 +211,8 @@ pub(crate) fn resident_fits(h: usize, wg: u32) -> bool {
     (1..=RES_HMAX).contains(&h) && h <= wg && h.div_ceil(wg / h) <= RES_KMAX
 }
 
-/// Batch rows per workgroup of the persistent kernels (`SEQ_ROWS` in the shaders).
-pub(crate) const SEQ_ROWS: usize = 4;
-/// The largest hidden size of the persistent kernels (`SEQ_HMAX`).
-pub(crate) const SEQ_HMAX: usize = 256;
-
 /// Whether the persistent kernels can keep a thread's columns of W_hh in
-/// private memory: `3·ceil(H/64)·H <= 768` floats.
+/// private memory: `3·ceil(H/64)·H <= SEQ_PRIVATE` (768) floats.
 pub(crate) fn seq_private_fits(hidden: usize) -> bool {
-    3 * hidden.div_ceil(64) * hidden <= 768
+    3 * hidden.div_ceil(64) * hidden <= SEQ_PRIVATE
 }

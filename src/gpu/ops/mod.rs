@@ -50,7 +50,7 @@ pub fn shader_source_typed(file: &str, types: &[(&str, &str)]) -> Option<String>
     SHADERS
         .iter()
         .find(|(f, _)| *f == file)
-        .map(|(_, src)| crate::gpu::pipeline::compose(src, types))
+        .map(|(f, src)| crate::gpu::pipeline::compose(f, src, types))
 }
 
 pub use crate::gpu::pipeline::Binding;

@@ -1,0 +1,180 @@
+// gemm_shared.wgsl: what gemm.wgsl and gemm_subgroup.wgsl share; the host
+// composes it after each of them (src/gpu/pipeline.rs `compose`), so it is
+// not a shader of its own.
+//
+// The parameters, buffers and operand addressing of C = op(A) · op(B) (+ bias):
+//
+//   A(m, k) = a[base + m*lda + k]   or  a[base + k*lda + m]   (TRANS_A)
+//   B(k, n) = b[base + k*ldb + n]   or  b[base + n*ldb + k]   (TRANS_B)
+//   base    = a_off + z*a_batch (b_off + z*b_batch) for batch z = wid.z / n_split
+//   C[z][s](m, n) at c[c_off + z*c_batch + s*c_split + m*ldc + n], split s = wid.z % n_split,
+//           summing k in [s*k_chunk, min(K, (s+1)*k_chunk))
+//
+// Buffers: a (SA), b (SB), bias (N, SB) read; c (f32) written. And the parts of
+// the tiled kernels (`tiled`, `shared_a`) that are the same in both: B's tile
+// staged k-major in workgroup memory (Bs[k][n], vec4s along n; BK, BN are the
+// including file's override constants), the TM x TN register tile of a
+// thread (rows (i*16 + ty)*4 + r, columns (j*16 + tx)*4 + c, i < TM4, j < TN4),
+// its fmas for one k, and its store with the bias (added by split 0 only).
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+
+struct Params {
+    m: u32, n: u32, k: u32, k_chunk: u32,
+    lda: u32, ldb: u32, ldc: u32, n_split: u32,
+    a_off: u32, b_off: u32, c_off: u32, bias_off: u32,
+    a_batch: u32, b_batch: u32, c_batch: u32, c_split: u32,
+    flags: u32, gx: u32, gy: u32, gz: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> a: array<SA>;
+@group(0) @binding(2) var<storage, read> b: array<SB>;
+@group(0) @binding(3) var<storage, read> bias: array<SB>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+// Where a workgroup works: its (offset) id, batch z and split s, the k range
+// [k0, k1) of the split, and the bases of A, B and C.
+struct GemmAt {
+    wid: vec3<u32>, batch: u32, split: u32, k0: u32,
+    k1: u32, abase: u32, bbase: u32, cbase: u32,
+}
+
+fn gemm_at(wid_in: vec3<u32>) -> GemmAt {
+    let wid = grid_id(wid_in, P.gx, P.gy, P.gz);
+    let batch = wid.z / P.n_split;
+    let split = wid.z % P.n_split;
+    let k0 = split * P.k_chunk;
+    let k1 = min(P.k, k0 + P.k_chunk);
+    return GemmAt(wid, batch, split, k0, k1, P.a_off + batch * P.a_batch, P.b_off + batch * P.b_batch,
+                  P.c_off + batch * P.c_batch + split * P.c_split);
+}
+
+fn a_at(base: u32, m: u32, k: u32) -> f32 {
+    if (TRANS_A) {
+        return f32(a[base + k * P.lda + m]);
+    }
+    return f32(a[base + m * P.lda + k]);
+}
+
+fn b_at(base: u32, k: u32, n: u32) -> f32 {
+    if (TRANS_B) {
+        return f32(b[base + n * P.ldb + k]);
+    }
+    return f32(b[base + k * P.ldb + n]);
+}
+
+// A(m, k), 0 outside rows [0, M) and the step's k range [.., k1).
+fn a_el(base: u32, m: u32, k: u32, k1: u32) -> f32 {
+    let v = a_at(base, min(m, P.m - 1u), min(k, P.k - 1u));
+    return select(0.0, v, m < P.m && k < k1);
+}
+
+// B(k, n), 0 outside columns [0, N) and the step's k range [.., k1).
+fn b_el(base: u32, k: u32, n: u32, k1: u32) -> f32 {
+    let v = b_at(base, min(k, P.k - 1u), min(n, P.n - 1u));
+    return select(0.0, v, n < P.n && k < k1);
+}
+
+// ---------------------------------------------------------------------------
+// The tiled kernels. This file comes after the including one because of
+// naga (wgpu 30): an array sized by override constants (Bs) gets an unnamed
+// override, which must come after every named one (BM, BN, BK, TM4, TN4, G:
+// the including file's).
+
+// The fmas of one k: acc[(i*4 + r)*TN4 + j] += av[i][r] * bv[j].
+fn fma_tile(acc: ptr<function, array<vec4<f32>, 16>>, av: ptr<function, array<vec4<f32>, 2>>,
+            bv: ptr<function, array<vec4<f32>, 2>>) {
+    for (var i = 0u; i < TM4; i = i + 1u) {
+        for (var r = 0u; r < 4u; r = r + 1u) {
+            let s = vec4<f32>((*av)[i][r]);
+            for (var j = 0u; j < TN4; j = j + 1u) {
+                let t = (i * 4u + r) * TN4 + j;
+                (*acc)[t] = fma(s, (*bv)[j], (*acc)[t]);
+            }
+        }
+    }
+}
+
+// Stores the register tile of thread (tx, ty) of the block at (bm0, bn0),
+// adding the bias where flags & 1 and this is split 0.
+fn store_tile(acc: ptr<function, array<vec4<f32>, 16>>, at: GemmAt, bm0: u32, bn0: u32, tx: u32, ty: u32) {
+    let has_bias = (P.flags & 1u) != 0u && at.split == 0u;
+    for (var j = 0u; j < TN4; j = j + 1u) {
+        let n = bn0 + (j * 16u + tx) * 4u;
+        var bv = vec4<f32>(0.0);
+        if (has_bias) {
+            let nl = P.n - 1u;
+            bv = vec4<f32>(f32(bias[P.bias_off + min(n, nl)]), f32(bias[P.bias_off + min(n + 1u, nl)]),
+                           f32(bias[P.bias_off + min(n + 2u, nl)]), f32(bias[P.bias_off + min(n + 3u, nl)]));
+        }
+        for (var i = 0u; i < TM4; i = i + 1u) {
+            for (var r = 0u; r < 4u; r = r + 1u) {
+                let m = bm0 + (i * 16u + ty) * 4u + r;
+                var v = (*acc)[(i * 4u + r) * TN4 + j];
+                if (has_bias) {
+                    v = v + bv;
+                }
+                store4(at.cbase, m, n, v);
+            }
+        }
+    }
+}
+
+// Columns n .. n+3 of row m of C, those inside C.
+fn store4(cbase: u32, m: u32, n: u32, v: vec4<f32>) {
+    if (m >= P.m) {
+        return;
+    }
+    let row = cbase + m * P.ldc;
+    if (n + 4u <= P.n) {
+        c[row + n] = v.x; c[row + n + 1u] = v.y; c[row + n + 2u] = v.z; c[row + n + 3u] = v.w;
+        return;
+    }
+    for (var q = 0u; q < 4u; q = q + 1u) {
+        if (n + q < P.n) {
+            c[row + n + q] = v[q];
+        }
+    }
+}
+
+// Staging index e of the B tile -> (kk, n4): Bs[kk][n4] holds B(kt + kk,
+// bn0 + 4*n4 + c), c < 4. Where k is contiguous in memory, neighbouring
+// threads take neighbouring k; where n is, neighbouring n4.
+fn b_pos(e: u32) -> vec2<u32> {
+    if (TRANS_B) {
+        return vec2<u32>(e % BK, e / BK);
+    }
+    return vec2<u32>(e / (BN / 4u), e % (BN / 4u));
+}
+
+// This thread's share of B's tile of the K step at kt (staging indices li
+// and li + 256; at most 2 * 256 vec4s), into registers.
+fn load_b(pb: ptr<function, array<vec4<f32>, 2>>, li: u32, bbase: u32, bn0: u32, kt: u32, k1: u32) {
+    for (var u = 0u; u < 2u; u = u + 1u) {
+        let e = li + 256u * u;
+        if (e < BK * (BN / 4u)) {
+            let p = b_pos(e);
+            let n = bn0 + 4u * p.y;
+            let k = kt + p.x;
+            (*pb)[u] = vec4<f32>(
+                b_el(bbase, k, n, k1), b_el(bbase, k, n + 1u, k1),
+                b_el(bbase, k, n + 2u, k1), b_el(bbase, k, n + 3u, k1));
+        }
+    }
+}
+
+// Stores this thread's share of B's tile (from `load_b`) into Bs.
+fn stage_b(pb: ptr<function, array<vec4<f32>, 2>>, li: u32) {
+    let bn4 = BN / 4u;
+    for (var u = 0u; u < 2u; u = u + 1u) {
+        let e = li + 256u * u;
+        if (e < BK * bn4) {
+            let p = b_pos(e);
+            Bs[p.x * bn4 + p.y] = (*pb)[u];
+        }
+    }
+}
+
+var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>;
