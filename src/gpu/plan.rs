@@ -152,7 +152,7 @@ pub fn coverage(families: &[Family]) -> Vec<Plan> {
     for f in families {
         let every = Some(f) == first_gemm || f.is_windows();
         for s in Strategy::ALL {
-            if every || matches!(s, Strategy::Step | Strategy::Products) {
+            if every || matches!(*s, Strategy::Step | Strategy::Products) {
                 add(Plan::new(*f, *s));
             }
         }

@@ -14,7 +14,7 @@ use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
 use crate::gpu::ops::gru_backward::{encode_backward_loop, BackwardStepBufs};
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
-use crate::gpu::ops::steps::TimeLoop;
+use crate::gpu::ops::steps::LoopKind;
 use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout, Io};
 use crate::gpu::plan::Strategy;
 use crate::gpu::pool::PooledBuffer;
@@ -344,12 +344,12 @@ impl GpuGru {
             "one backward step's product over the gates",
             2 * lp(3 * shape.hidden) + 32,
         )?;
-        if strategy == Strategy::Products {
+        let lp = strategy.time_loop();
+        if matches!(lp.kind, LoopKind::Products) {
             // The product path keeps its own scratch.
             return path.backward_steps(rec, layer, shape, bufs);
         }
         // Every other loop is a fused one, recorded from its description.
-        let lp = TimeLoop::named(strategy.name()).expect("a fused loop");
         let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
         let scratch = match self.config.reset_form {
             ResetForm::Before => {

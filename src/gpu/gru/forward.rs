@@ -11,7 +11,7 @@ use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTa
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
 use crate::gpu::ops::gru_forward::{encode_forward_loop, ForwardStepBufs};
-use crate::gpu::ops::steps::TimeLoop;
+use crate::gpu::ops::steps::LoopKind;
 use crate::gpu::ops::util::{
     encode_copy, encode_dropout, encode_gather_rows, encode_permute01, Dropout, Io,
 };
@@ -397,12 +397,12 @@ impl GpuGru {
             "one step's product over the hidden units",
             2 * lp(3 * shape.hidden) + 32,
         )?;
-        if strategy == Strategy::Products {
+        let lp = strategy.time_loop();
+        if matches!(lp.kind, LoopKind::Products) {
             // The product path keeps its own scratch.
             return path.forward_steps(rec, layer, shape, bufs, h0);
         }
         // Every other loop is a fused one, recorded from its description.
-        let lp = TimeLoop::named(strategy.name()).expect("a fused loop");
         let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
         let scratch = match self.config.reset_form {
             ResetForm::Before => {

@@ -252,6 +252,11 @@ pub(crate) enum LoopKind {
     /// One persistent kernel for all steps (in as few dispatches as the
     /// device's loop budget allows), its workgroups owning whole batch rows.
     Persistent(Persistent),
+    /// Per step, the recurrent product through the plan family's GEMM, then
+    /// `step` with the product precomputed: recorded by the layer above
+    /// (`gru::products`, the window family's `ops::windows`), which knows
+    /// the family.
+    Products,
 }
 
 /// The grid of a per-step dispatch.
@@ -314,8 +319,10 @@ const fn ph(body: Body, grid: StepGrid) -> Phase {
     Phase::new(body, grid)
 }
 
-/// The fused loops (the products loop is the family's GEMM per step and
-/// `step` with a precomputed product: `gru::products`, `ops::windows`).
+/// Every time loop, the fallback (`step`) first; a plan's `Strategy` names
+/// one (its order is `Strategy::ALL`'s). The products loop is the family's
+/// GEMM per step and `step` with a precomputed product (`gru::products`,
+/// `ops::windows`).
 pub(crate) const LOOPS: &[TimeLoop] = &[
     TimeLoop {
         name: "step",
@@ -334,6 +341,14 @@ pub(crate) const LOOPS: &[TimeLoop] = &[
                 },
             ],
         }),
+    },
+    TimeLoop {
+        name: "sequence",
+        kind: LoopKind::Persistent(Persistent::Sequence),
+    },
+    TimeLoop {
+        name: "products",
+        kind: LoopKind::Products,
     },
     TimeLoop {
         name: "splitk",
@@ -357,17 +372,13 @@ pub(crate) const LOOPS: &[TimeLoop] = &[
         }),
     },
     TimeLoop {
-        name: "sequence",
-        kind: LoopKind::Persistent(Persistent::Sequence),
-    },
-    TimeLoop {
         name: "resident",
         kind: LoopKind::Persistent(Persistent::Resident),
     },
 ];
 
 impl TimeLoop {
-    /// The fused loop of this name (`step`, `splitk`, `sequence`, `resident`).
+    /// The loop of this name (`step`, `sequence`, `products`, `splitk`, `resident`).
     pub(crate) fn named(name: &str) -> Option<&'static TimeLoop> {
         LOOPS.iter().find(|l| l.name == name)
     }
@@ -392,6 +403,7 @@ impl TimeLoop {
                 }
                 Ok(())
             }
+            LoopKind::Products => Ok(()),
             LoopKind::Persistent(Persistent::Sequence) if hidden > SEQ_HMAX => Err(format!(
                 "the sequence kernels take hidden sizes up to {SEQ_HMAX}; this GRU has {hidden}"
             )),
@@ -436,6 +448,9 @@ pub(crate) fn encode_loop(rec: &mut Recorder, lp: &TimeLoop, call: &LoopCall) ->
             encode_per_step(rec, phases, call)
         }
         LoopKind::Persistent(kind) => encode_persistent(rec, kind, call),
+        LoopKind::Products => Err(GruError::Gpu(
+            "internal error: the products loop is recorded by the layer (gru::products)".into(),
+        )),
     }
 }
 
