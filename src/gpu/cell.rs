@@ -218,12 +218,6 @@ impl GpuGruCell {
         })
     }
 
-    /// The accumulated gradients on the device, in the order `weight_ih`,
-    /// `weight_hh`, `bias_ih`, `bias_hh` (the biases where the cell has them).
-    pub fn grad_buffers(&self) -> &[PooledBuffer] {
-        &self.grads
-    }
-
     /// The accumulated gradients, read back.
     pub fn grads(&self) -> Result<DirParams<f32>> {
         let ctx = self.model.context();

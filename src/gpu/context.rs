@@ -48,7 +48,7 @@ pub struct ContextOptions {
     #[cfg(feature = "test-hooks")]
     pub loop_share: Option<f64>,
     /// Bytes of free device buffers the context keeps for reuse. `None`
-    /// takes [`DEFAULT_POOL_BUDGET`] (256 MiB); `Some(0)` keeps none.
+    /// takes 256 MiB; `Some(0)` keeps none.
     ///
     /// Every buffer a call needs comes from the context's pool and goes back
     /// to it when the call (or the caller's [`PooledBuffer`]) lets go of it.
@@ -62,18 +62,18 @@ pub struct ContextOptions {
     /// [`GpuContext::pooled_bytes`].
     pub pool_budget: Option<u64>,
     /// How long a free buffer is kept without being reused before it is
-    /// released. `None` takes [`DEFAULT_POOL_MAX_IDLE`] (30 s). Checked
+    /// released. `None` takes 30 s. Checked
     /// whenever the pool hands out or takes back a buffer: a context left
     /// idle keeps its free buffers until its next call (or `trim_pool`).
     pub pool_max_idle: Option<std::time::Duration>,
 }
 
 /// The pool's budget where `ContextOptions::pool_budget` is `None`: 256 MiB.
-pub const DEFAULT_POOL_BUDGET: u64 = 256 << 20;
+pub(crate) const DEFAULT_POOL_BUDGET: u64 = 256 << 20;
 
 /// How long a free buffer is kept unused where
 /// `ContextOptions::pool_max_idle` is `None`: 30 seconds.
-pub const DEFAULT_POOL_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const DEFAULT_POOL_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Which limits a context asks the device for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -384,7 +384,7 @@ impl GpuContext {
     }
 
     /// Whether the adapter is a CPU (software) device, such as llvmpipe.
-    pub fn is_cpu(&self) -> bool {
+    pub(crate) fn is_cpu(&self) -> bool {
         self.inner.dev.summary.is_cpu()
     }
 
@@ -423,7 +423,7 @@ impl GpuContext {
 
     /// The limits profile the device was opened with (`Adapter` for a device
     /// the caller opened).
-    pub fn profile(&self) -> LimitsProfile {
+    pub(crate) fn profile(&self) -> LimitsProfile {
         self.inner.profile
     }
 
@@ -457,7 +457,22 @@ impl GpuContext {
     /// A testing aid: puts `entry` into the plan cache under `key` (as a
     /// tuning would), so that a test can plant a plan checked at a shape.
     #[cfg(feature = "test-hooks")]
-    pub fn cache_plan(&self, key: &str, entry: crate::gpu::plan::CachedPlan) {
+    pub fn cache_plan(
+        &self,
+        key: &str,
+        plan: crate::gpu::plan::Plan,
+        mode: TuneMode,
+        candidates: &[crate::gpu::plan::Plan],
+        checked: (usize, usize),
+    ) {
+        let names: Vec<String> = candidates.iter().map(|p| p.name()).collect();
+        let entry = crate::gpu::plan::CachedPlan {
+            plan: plan.name(),
+            mode,
+            candidates_hash: crate::gpu::plan::names_hash(names.iter().map(|s| s.as_str())),
+            timings: vec![],
+            checked,
+        };
         self.inner.plans.put(key, entry);
     }
 
@@ -519,6 +534,7 @@ impl GpuContext {
 
     /// The compute pipelines built so far, as `file:entry(constants)`,
     /// sorted: each is built the first time a call needs it.
+    #[cfg(feature = "test-hooks")]
     pub fn pipelines_built(&self) -> Vec<String> {
         self.inner.pipelines.names()
     }
@@ -533,6 +549,7 @@ impl GpuContext {
 
     /// Fails if the device was lost (it polls the device first, so that a
     /// loss the driver has reported is seen).
+    #[cfg(feature = "test-hooks")]
     pub fn check_alive(&self) -> Result<()> {
         self.inner.dev.check_alive()
     }

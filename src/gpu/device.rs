@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{GruError, Result};
+pub(crate) use crate::gpu::adapter::AdapterSummary;
 pub(crate) use crate::gpu::adapter::{find_adapter, summarize};
-pub use crate::gpu::adapter::{list_adapters, AdapterSummary};
 use crate::gpu::pool::{Pool, PoolPolicy, PooledBuffer};
 
 /// Checks a buffer the caller hands in: room for `floats` floats in its

@@ -15,27 +15,28 @@
 //!   per call), the optimisers of [`optim`], and the regression head of
 //!   [`head`].
 
-pub mod adapter;
-pub mod cell;
-pub mod context;
-pub mod device;
+pub(crate) mod adapter;
+pub(crate) mod cell;
+pub(crate) mod context;
+pub(crate) mod device;
 mod gru;
-pub mod head;
+pub(crate) mod head;
+// The shaders and kernel specs are the test hooks' (`tests/backends.rs`, `tests/shaders.rs`).
+#[cfg(feature = "test-hooks")]
 pub mod ops;
-pub mod optim;
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) mod ops;
+pub(crate) mod optim;
 pub(crate) mod pipeline;
-pub mod plan;
+pub(crate) mod plan;
 pub(crate) mod pool;
 pub use plan::{Family, Plan, PlanCacheLocation, TuneMode};
 pub(crate) mod recorder;
-pub mod stream;
+pub(crate) mod stream;
 
+pub use adapter::{list_adapters, AdapterSummary};
 pub use cell::GpuGruCell;
-pub use context::{
-    window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products, DEFAULT_POOL_BUDGET,
-    DEFAULT_POOL_MAX_IDLE,
-};
-pub use device::{list_adapters, AdapterSummary};
+pub use context::{window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products};
 pub use gru::{
     BackwardInput, BackwardOptions, CallStats, Candidate, FlatInput, Forward, ForwardInput,
     ForwardOptions, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, PlanChoice,
@@ -44,7 +45,7 @@ pub use gru::{
 pub use head::{GpuLinearHead, HeadStep};
 pub use ops::gemm::GemmVariant;
 pub use optim::{clip_grad_norm, GpuOptimizer, GradNorm, Rule};
-pub use plan::Strategy;
+pub use plan::strategy::Strategy;
 #[cfg(feature = "test-hooks")]
 pub use pool::PoolStats;
 pub use pool::PooledBuffer;

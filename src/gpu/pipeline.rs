@@ -348,6 +348,7 @@ impl Pipelines {
 
     /// The pipelines built so far, as `file:entry` and their constants (and
     /// storage types other than f32), sorted.
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .kernels

@@ -29,8 +29,8 @@ use crate::gpu::context::{GpuContext, Products};
 use crate::gpu::device::AdapterSummary;
 use crate::gpu::ops::gemm::GemmVariant;
 
-mod strategy;
-pub use strategy::Strategy;
+pub(crate) mod strategy;
+pub(crate) use strategy::Strategy;
 
 /// The plans of names, shorthands among them (the context's products
 /// decide their family).
@@ -307,23 +307,23 @@ impl ShapeKey {
 
 /// One cached choice.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CachedPlan {
+pub(crate) struct CachedPlan {
     /// The plan's name.
-    pub plan: String,
+    pub(crate) plan: String,
     /// The mode it was measured in.
-    pub mode: TuneMode,
+    pub(crate) mode: TuneMode,
     /// A hash of the names of the candidates measured: another set (a newer
     /// build) means the entry is measured again.
-    pub candidates_hash: String,
+    pub(crate) candidates_hash: String,
     /// Every candidate's time in milliseconds (`None`: it failed, or its
     /// results disagreed with the reference plan's).
     #[serde(default)]
-    pub timings: Vec<(String, Option<f64>)>,
+    pub(crate) timings: Vec<(String, Option<f64>)>,
     /// The largest `(T, B)` the plan's results were checked at against the
     /// reference plan's: a call beyond it in either is checked again before
     /// the plan runs it (`(0, 0)` in entries of older builds: checked on first use).
     #[serde(default)]
-    pub checked: (usize, usize),
+    pub(crate) checked: (usize, usize),
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -333,7 +333,7 @@ struct CacheFile {
 }
 
 /// A hash of candidate names, stable across builds and platforms (FNV-1a).
-pub fn names_hash<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn names_hash<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for name in names {
         for b in name.bytes().chain([0u8]) {

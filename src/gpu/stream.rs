@@ -386,11 +386,4 @@ impl<'m> GpuStream<'m> {
         self.row_frames.iter_mut().for_each(|f| *f = 0);
         Ok(())
     }
-
-    /// The state on the device, `(L, B, H)` row-major (for callers that
-    /// read it there; the next call replaces the buffer): f16 values for a
-    /// model in [`Precision::F16`](crate::Precision).
-    pub fn state_buffer(&self) -> &wgpu::Buffer {
-        self.state.buffer()
-    }
 }

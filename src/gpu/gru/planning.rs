@@ -257,7 +257,7 @@ impl GpuGru {
     /// The plan every tuning candidate's results are held against: the
     /// simplest per-step plan (the simple GEMM with the `step` loop, or
     /// the `step` loop of the context's only family).
-    pub fn reference_plan(&self) -> Plan {
+    pub(crate) fn reference_plan(&self) -> Plan {
         let families = self.ctx.families();
         let simple = Family::Gemm(GemmVariant::Simple);
         let family = if families.contains(&simple) {

@@ -136,6 +136,7 @@ const SUBGROUP128_K16_G4: [KernelSpec; 3] = [
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) const SPECS: &[KernelSpec] = &[
     GEMM_NN,
     GEMM_NT,

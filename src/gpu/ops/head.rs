@@ -55,6 +55,7 @@ const PARAM_GRADS: KernelSpec = spec("param_grads");
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) const SPECS: &[KernelSpec] = &[FORWARD, MSE, BACKWARD, PARAM_GRADS];
 
 /// The buffers the head writes: predictions `y` `(B)`, scratch `dy` `(B)`,

@@ -28,6 +28,7 @@ pub(crate) mod util;
 pub(crate) mod windows;
 
 /// Every shader file, as it is on disk (without `common.wgsl`).
+#[cfg(feature = "test-hooks")]
 pub const SHADERS: [(&str, &str); 9] = [
     ("gemm.wgsl", gemm::SOURCE),
     ("gemm_subgroup.wgsl", gemm::SUBGROUP_SOURCE),
@@ -41,11 +42,13 @@ pub const SHADERS: [(&str, &str); 9] = [
 ];
 
 /// The source of a shader as compiled: `common.wgsl` followed by the file.
+#[cfg(feature = "test-hooks")]
 pub fn shader_source(file: &str) -> Option<String> {
     shader_source_typed(file, &[])
 }
 
 /// [`shader_source`] with the storage types `types` (see [`KernelVariant::types`]).
+#[cfg(feature = "test-hooks")]
 pub fn shader_source_typed(file: &str, types: &[(&str, &str)]) -> Option<String> {
     SHADERS
         .iter()
@@ -53,13 +56,15 @@ pub fn shader_source_typed(file: &str, types: &[(&str, &str)]) -> Option<String>
         .map(|(f, src)| crate::gpu::pipeline::compose(f, src, types))
 }
 
+#[cfg(feature = "test-hooks")]
 pub use crate::gpu::pipeline::Binding;
+#[cfg(feature = "test-hooks")]
 use crate::gpu::pipeline::KernelSpec;
 
 /// A pipeline the crate can build: a shader, one of its entry points, the
 /// values of the override constants it is built with, and the bindings of its
 /// bind group layout (group 0). See [`kernel_variants`].
-#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 #[derive(Clone, Debug)]
 pub struct KernelVariant {
     /// The shader file (compiled after `common.wgsl`, see [`shader_source`]).
@@ -79,7 +84,7 @@ pub struct KernelVariant {
 /// the host functions use (each op module's `SPECS`), in module order. The
 /// back-end test (`tests/backends.rs`) translates each of them for Metal,
 /// DX12 and Vulkan.
-#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn kernel_variants() -> Vec<KernelVariant> {
     let steps: Vec<KernelSpec> = steps::StepKernel::all()
         .filter(|k| !k.f16)
@@ -100,6 +105,7 @@ pub fn kernel_variants() -> Vec<KernelVariant> {
     .collect()
 }
 
+#[cfg(feature = "test-hooks")]
 fn variant(s: &KernelSpec) -> KernelVariant {
     KernelVariant {
         file: s.file,
@@ -114,7 +120,7 @@ fn variant(s: &KernelSpec) -> KernelVariant {
 /// [`kernel_variants`] whose shader reads or writes an f16 model's storage,
 /// with each set of storage types the host builds it with (the step
 /// kernels' from their descriptions, [`steps::StepKernel`]).
-#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn kernel_variants_f16() -> Vec<KernelVariant> {
     use crate::gpu::pipeline::types;
     let others = kernel_variants().into_iter().flat_map(|v| {
@@ -143,7 +149,7 @@ pub fn kernel_variants_f16() -> Vec<KernelVariant> {
 
 /// The layout of a parameter struct on the Rust side, to check against the
 /// shader's (see `tests/params_layout.rs`).
-#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 #[derive(Clone, Debug)]
 pub struct ParamsLayout {
     /// The shader file.
@@ -159,7 +165,7 @@ pub struct ParamsLayout {
 }
 
 /// Every parameter struct, with the shader and WGSL struct it mirrors.
-#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn params_layouts() -> Vec<ParamsLayout> {
     fn of<P: Params>(shader: &'static str, wgsl_struct: &'static str) -> ParamsLayout {
         ParamsLayout {
@@ -184,6 +190,7 @@ pub fn params_layouts() -> Vec<ParamsLayout> {
 }
 
 /// A parameter struct: its name and its fields with their offsets.
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) trait Params: bytemuck::Pod {
     const NAME: &'static str;
     const FIELDS: &'static [(&'static str, usize)];

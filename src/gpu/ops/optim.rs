@@ -69,6 +69,7 @@ const SCALE: KernelSpec = spec("scale");
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) const SPECS: &[KernelSpec] = &[SGD, ADAM, SUMSQ, CLIP_COEF, SCALE];
 
 /// One SGD step on a tensor of `len` floats; `buf` is its momentum buffer.

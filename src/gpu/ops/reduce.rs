@@ -44,6 +44,7 @@ const SUM_ROWS: KernelSpec = KernelSpec {
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) const SPECS: &[KernelSpec] = &[SUM_ROWS];
 
 /// Rows of a column-sum chunk.

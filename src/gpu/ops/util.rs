@@ -86,6 +86,7 @@ const LOOP_PROBE: KernelSpec = spec("loop_probe");
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) const SPECS: &[KernelSpec] = &[
     PERMUTE01,
     TRANSPOSE,

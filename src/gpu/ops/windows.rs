@@ -88,6 +88,7 @@ fn windows_kernel(rec: &Recorder) -> KernelSpec {
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) const SPECS: &[KernelSpec] = &[WINDOWS, CHUNK];
 
 /// Whether a device with `limits` can run the window kernels: uniform
