@@ -1,6 +1,11 @@
 //! A model that really trains, entirely on the GPU: a GRU and a linear head
 //! learn the adding problem.
 //!
+//! One file, included where it is needed: the example `examples/adding.rs`,
+//! the binary's `gru-wgpu train` (`src/main.rs`, module `train`) and the
+//! tests `tests/train.rs` and `tests/hostile.rs`. It uses nothing but the
+//! library's public API.
+//!
 //! The adding problem (Hochreiter and Schmidhuber): each step of a sequence
 //! carries a value drawn from U(0, 1) and a marker; exactly two steps are
 //! marked (one in each half of the sequence), and the target is the sum of

@@ -1,5 +1,9 @@
 //! The GPU checked against the CPU reference on one random case: what the
 //! main job runs, and what the GPU-vs-CPU test suite runs over many cases.
+//!
+//! One file in two crates: the tests' helper `common::check`, and the
+//! binary's module `check` (`src/main.rs` includes it by `#[path]`, for the
+//! main job and `selftest`). It uses nothing but the library's public API.
 
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
