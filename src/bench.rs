@@ -8,6 +8,9 @@
 //! above it. A backward costs twice its forward (the gradients of the inputs
 //! and of the weights), so forward plus backward costs three forwards.
 
+// A path from this file's folder, so that the tests that include this file
+// (`#[path = "../src/bench.rs"]`) find it too.
+#[path = "bench/gemm.rs"]
 mod gemm;
 pub use gemm::*;
 
@@ -17,9 +20,9 @@ use ndarray::Array3;
 use rand::{Rng, SeedableRng};
 use wgpu::util::DeviceExt;
 
-use crate::error::Result;
-use crate::gpu::{GpuContext, GpuGru, Plan};
-use crate::{GruConfig, GruParams, Precision};
+use gru_wgpu::error::Result;
+use gru_wgpu::gpu::{GpuContext, GpuGru, Plan};
+use gru_wgpu::{GruConfig, GruParams, Precision};
 
 /// One benchmark shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -321,7 +324,7 @@ fn f32s(values: &[usize]) -> u64 {
 /// What a shape's data (input and output gradient, f32) take on the host.
 fn data_bytes(shape: &BenchShape) -> u64 {
     let d = if shape.bidirectional { 2 } else { 1 };
-    crate::memory::sum(&[
+    gru_wgpu::memory::sum(&[
         f32s(&[shape.seq, shape.batch, shape.input]),
         f32s(&[shape.seq, shape.batch, d, shape.hidden]),
     ])
@@ -336,7 +339,7 @@ fn check_shape_sizes(shape: &BenchShape) -> Result<()> {
         ("layers", shape.layers),
     ] {
         if v == 0 {
-            return Err(crate::GruError::InvalidConfig(format!(
+            return Err(gru_wgpu::GruError::InvalidConfig(format!(
                 "{name} is 0; it must be at least 1"
             )));
         }
@@ -345,12 +348,12 @@ fn check_shape_sizes(shape: &BenchShape) -> Result<()> {
 }
 
 /// Checks, before anything is allocated, that the CPU reference's run of
-/// `shape` fits the host (see [`crate::cpu::layer::run_bytes`]).
+/// `shape` fits the host (see [`gru_wgpu::cpu::layer::run_bytes`]).
 pub fn check_cpu_fits(shape: &BenchShape) -> Result<()> {
     check_shape_sizes(shape)?;
     let cfg = shape.config();
-    let need = crate::cpu::layer::run_bytes(&cfg, shape.seq, shape.batch, 4);
-    crate::memory::check_host(&format!("the CPU reference's run of {shape}"), need)
+    let need = gru_wgpu::cpu::layer::run_bytes(&cfg, shape.seq, shape.batch, 4);
+    gru_wgpu::memory::check_host(&format!("the CPU reference's run of {shape}"), need)
 }
 
 fn random_vec(n: usize, seed: u64) -> Vec<f32> {
@@ -360,22 +363,8 @@ fn random_vec(n: usize, seed: u64) -> Vec<f32> {
 
 /// Measures the GPU on one shape with `plan` (or the `recurrence`
 /// shorthand, or the shape's automatic plan where both are unset): `warmup` calls, then `iters` timed ones.
-/// `tick` is called after every call.
-#[allow(clippy::too_many_arguments)]
-pub fn bench_gpu(
-    ctx: &GpuContext,
-    shape: &BenchShape,
-    mode: Mode,
-    iters: usize,
-    warmup: usize,
-    plan: Option<Plan>,
-    tick: &mut dyn FnMut(),
-) -> Result<Record> {
-    bench_gpu_with_lengths(ctx, shape, mode, iters, warmup, plan, None, tick)
-}
-
-/// [`bench_gpu`] with the lengths of `lengths` passed to every forward
-/// (the backward follows its tape's lengths); `None` is [`bench_gpu`].
+/// `tick` is called after every call. With `lengths`, their lengths are
+/// passed to every forward (the backward follows its tape's lengths).
 #[allow(clippy::too_many_arguments)]
 pub fn bench_gpu_with_lengths(
     ctx: &GpuContext,
@@ -391,11 +380,11 @@ pub fn bench_gpu_with_lengths(
     let lens = lengths.map(|l| l.draw(shape.batch, shape.seq));
     let cfg = shape.config();
     // The host holds the parameters (and their upload) and the data once.
-    crate::memory::check_host(
+    gru_wgpu::memory::check_host(
         &format!("the data and parameters of {shape}"),
-        crate::memory::sum(&[
+        gru_wgpu::memory::sum(&[
             data_bytes(shape),
-            crate::memory::bytes_of(cfg.param_count()?, 8),
+            gru_wgpu::memory::bytes_of(cfg.param_count()?, 8),
         ]),
     )?;
     let model = GpuGru::new(ctx, &GruParams::<f32>::init(&cfg, 1)?)?;
@@ -411,7 +400,7 @@ pub fn bench_gpu_with_lengths(
         .and_then(|l| l.iter().copied().max())
         .unwrap_or(shape.seq);
     let choice = model.plan_for(t_run, shape.batch)?;
-    let forced = choice.source == crate::gpu::PlanSource::Forced;
+    let forced = choice.source == gru_wgpu::gpu::PlanSource::Forced;
     let path = choice.plan.name();
     let (t, b) = (shape.seq, shape.batch);
     let init = |data: Vec<f32>| {
@@ -436,14 +425,14 @@ pub fn bench_gpu_with_lengths(
     for i in 0..warmup + iters {
         let start = Instant::now();
         // The tape is kept in both modes (the forward of training).
-        let input = crate::gpu::OnDevice {
+        let input = gru_wgpu::gpu::OnDevice {
             buffer: x.buffer(),
             seq_len: t,
             batch: b,
         };
         let f = model.forward(
             input,
-            crate::gpu::ForwardOptions::new()
+            gru_wgpu::gpu::ForwardOptions::new()
                 .keep_tape()
                 .lengths(lens.clone()),
         )?;
@@ -452,7 +441,7 @@ pub fn bench_gpu_with_lengths(
         let mut record = s1.record_ms;
         if mode == Mode::Fwdbwd {
             let tape = f.tape.expect("kept");
-            let _grads = model.backward(tape, &go, crate::gpu::BackwardOptions::new())?;
+            let _grads = model.backward(tape, &go, gru_wgpu::gpu::BackwardOptions::new())?;
             let s2 = model.last_call_stats();
             dispatches += s2.dispatches;
             submissions += s2.submissions;
@@ -509,7 +498,7 @@ pub fn plans_for(ctx: &GpuContext, shape: &BenchShape) -> Result<Vec<Plan>> {
 
 /// A description of this machine's CPU, for the CPU reference's records.
 pub fn cpu_name() -> String {
-    let model = crate::files::read_system("/proc/cpuinfo".as_ref())
+    let model = gru_wgpu::files::read_system("/proc/cpuinfo".as_ref())
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("model name"))
@@ -520,19 +509,8 @@ pub fn cpu_name() -> String {
     format!("CPU reference (ndarray, 1 thread) on {model}")
 }
 
-/// Measures the CPU reference (f32) on one shape.
-pub fn bench_cpu(
-    shape: &BenchShape,
-    mode: Mode,
-    iters: usize,
-    warmup: usize,
-    tick: &mut dyn FnMut(),
-) -> Result<Record> {
-    bench_cpu_with_lengths(shape, mode, iters, warmup, None, tick)
-}
-
-/// [`bench_cpu`] with the lengths of `lengths` passed to every forward
-/// (`cpu::Gru::forward_with`); `None` is [`bench_cpu`].
+/// Measures the CPU reference (f32) on one shape, with the lengths of
+/// `lengths` passed to every forward (`cpu::Gru::forward_with`) where set.
 pub fn bench_cpu_with_lengths(
     shape: &BenchShape,
     mode: Mode,
@@ -549,9 +527,9 @@ pub fn bench_cpu_with_lengths(
     };
     check_cpu_fits(shape)?;
     let lens = lengths.map(|l| l.draw(shape.batch, shape.seq));
-    let seq_opts = crate::cpu::SeqOptions::new().lengths(lens.clone());
+    let seq_opts = gru_wgpu::cpu::SeqOptions::new().lengths(lens.clone());
     let cfg = shape.config();
-    let mut gru = crate::cpu::Gru::new(GruParams::<f32>::init(&cfg, 1)?);
+    let mut gru = gru_wgpu::cpu::Gru::new(GruParams::<f32>::init(&cfg, 1)?);
     let (t, b) = (shape.seq, shape.batch);
     let x = Array3::from_shape_vec(cfg.input_shape(t, b), random_vec(t * b * cfg.input_size, 2))
         .expect("length");

@@ -35,17 +35,6 @@ pub mod params;
 pub mod real;
 pub mod reference;
 
-// The command line's machinery (`gru-wgpu bench`, `selftest`, `train`, the
-// main job's check): built with the `cli` feature (the default), which the
-// binary requires; the library alone (`--no-default-features`) has none of it.
-#[cfg(feature = "cli")]
-pub mod bench;
-#[cfg(feature = "cli")]
-pub mod check;
-#[cfg(feature = "cli")]
-pub mod selftest;
-#[cfg(feature = "cli")]
-pub mod train;
 mod tune;
 
 pub use config::{Direction, GruConfig, ParamKind, ParamSpec, Precision, ResetForm};

@@ -1,6 +1,21 @@
 //! The `gru-wgpu` command line.
+//!
+//! Its machinery lives here, in the binary, not in the library:
+//! `bench` (throughput and the GEMM kernels alone), `selftest` (the
+//! GPU-vs-CPU suite), `train` (the adding-problem trainer, shared with
+//! `examples/adding.rs`) and `check` (one random case, GPU against the CPU
+//! reference, shared with the tests' helpers).
 
+mod bench;
+// Shared with the tests' helpers (`tests/common`), some of which the
+// binary does not use.
+#[path = "../tests/common/check.rs"]
+#[allow(dead_code)]
+mod check;
 mod cli;
+mod selftest;
+#[path = "../examples/adding/trainer.rs"]
+mod train;
 
 use std::process::ExitCode;
 

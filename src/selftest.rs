@@ -39,17 +39,17 @@
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
 
-use crate::check::RandomCase;
-use crate::cpu::GruGrads;
-use crate::error::Result;
-use crate::gpu::plan::coverage;
-use crate::gpu::{
+use super::check::RandomCase;
+use gru_wgpu::cpu::GruGrads;
+use gru_wgpu::error::Result;
+use gru_wgpu::gpu::plan::coverage;
+use gru_wgpu::gpu::{
     window_kernels_fit, ContextOptions, Family, GemmVariant, GpuContext, GpuGru, LimitsProfile,
     Plan, PlanCacheLocation, TuneMode,
 };
-use crate::real::rel_error;
-use crate::reference::{ReferenceCase, RunResult, CPU_BOUND, GPU_BOUND, GPU_F16_BOUND};
-use crate::{GruConfig, GruParams, Precision};
+use gru_wgpu::real::rel_error;
+use gru_wgpu::reference::{ReferenceCase, RunResult, CPU_BOUND, GPU_BOUND, GPU_F16_BOUND};
+use gru_wgpu::{GruConfig, GruParams, Precision};
 
 /// The PyTorch reference cases built into the crate (`tests/data/golden`),
 /// by name.
@@ -240,7 +240,7 @@ pub struct RandomSpec {
     pub train_seed: Option<u32>,
     pub seed: u64,
     /// Variable lengths and episode resets (default: neither).
-    pub seq: crate::cpu::SeqOptions,
+    pub seq: gru_wgpu::cpu::SeqOptions,
 }
 
 impl RandomSpec {
@@ -253,9 +253,11 @@ impl RandomSpec {
             c.hidden_size,
             c.num_layers,
             match c.direction {
-                crate::config::Direction::Bidirectional => "bidir",
-                crate::config::Direction::Forward => "unidir",
-                crate::config::Direction::Reverse => "reverse",
+                gru_wgpu::config::Direction::Bidirectional => "bidir",
+                gru_wgpu::config::Direction::Forward => "unidir",
+                gru_wgpu::config::Direction::Reverse => "reverse",
+                // A direction added to the library later: its own name.
+                other => other.name(),
             },
             if c.batch_first {
                 "batch_first"
@@ -276,7 +278,7 @@ impl RandomSpec {
         if let Some(r) = &self.seq.resets {
             s.push_str(&format!(" resets={}", r.iter().filter(|&&v| v).count()));
         }
-        if c.reset_form == crate::config::ResetForm::Before {
+        if c.reset_form == gru_wgpu::config::ResetForm::Before {
             s.push_str(" reset_before");
         }
         s.push_str(&format!(" seed={}", self.seed));
@@ -544,7 +546,9 @@ fn plans_not_running(ctx: &GpuContext) -> Vec<(Plan, String)> {
 }
 
 /// Runs the suite, calling `each` on every check as it completes (to print
-/// as it goes). `Err` only where no adapter can be used.
+/// as it goes). `Err` only where no adapter can be used. (The binary opens
+/// a [`Suite`] itself; this is the entry of `tests/selftest.rs`.)
+#[allow(dead_code)]
 pub fn run(options: &SelftestOptions, each: impl FnMut(&Check)) -> Result<Report> {
     Ok(Suite::open(options)?.run(each))
 }
@@ -568,11 +572,6 @@ impl Suite {
     /// The adapter, in words.
     pub fn adapter(&self) -> String {
         self.ctx.adapter().to_string()
-    }
-
-    /// The plans every check runs on: the context's coverage set.
-    pub fn plans(&self) -> Vec<Plan> {
-        self.ctx.coverage_plans()
     }
 
     /// Runs every check, calling `each` on each as it completes.

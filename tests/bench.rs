@@ -1,12 +1,14 @@
 //! The benchmark's arithmetic and its output formats (never its speed).
 
 mod common;
+// The command line's benchmark module, its source included from the binary's.
+#[path = "../src/bench.rs"]
+#[allow(dead_code, unused_imports)]
+mod bench;
 
 use std::process::Command;
 
-use gru_wgpu::bench::{
-    compare_table, flops, summarize, valid_fraction, BenchShape, Lengths, Mode, Record,
-};
+use bench::{compare_table, flops, summarize, valid_fraction, BenchShape, Lengths, Mode, Record};
 
 fn shape(
     batch: usize,

@@ -12,12 +12,16 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Each example and a line it prints when it worked.
-const EXAMPLES: [(&str, &str); 5] = [
+const EXAMPLES: [(&str, &str); 6] = [
     ("quickstart", "every relative error within 1e-5: OK"),
     ("state_dict", "within 1e-5: OK"),
     ("onnx", "within 1e-5: OK"),
     ("streaming", "40 frames in 5 chunks on "),
     ("cell", "within 1e-5: OK"),
+    (
+        "adding",
+        "learnt: held-out mse below 0.05 and a quarter of the untrained model's: OK",
+    ),
 ];
 
 fn manifest_dir() -> PathBuf {
@@ -41,7 +45,8 @@ fn newest(dir: &Path) -> SystemTime {
 
 /// The binary cargo built for `examples/<name>.rs`, beside this test's own
 /// binary (`target/<profile>/deps/examples-...` -> `target/<profile>/examples/`),
-/// checked to be newer than its source and the library's.
+/// checked to be newer than its source (with its modules in
+/// `examples/<name>/`, where it has any) and the library's.
 fn example_binary(name: &str) -> PathBuf {
     let me = std::env::current_exe().unwrap();
     let profile_dir = me.parent().and_then(Path::parent).unwrap();
@@ -58,10 +63,14 @@ fn example_binary(name: &str) -> PathBuf {
             )
         });
     let root = manifest_dir();
-    let source = std::fs::metadata(root.join(format!("examples/{name}.rs")))
+    let mut source = std::fs::metadata(root.join(format!("examples/{name}.rs")))
         .unwrap()
         .modified()
         .unwrap();
+    let modules = root.join(format!("examples/{name}"));
+    if modules.is_dir() {
+        source = source.max(newest(&modules));
+    }
     assert!(
         built >= source.max(newest(&root.join("src"))),
         "{} is older than its source or the library's: rebuild the examples \

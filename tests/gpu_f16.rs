@@ -93,7 +93,7 @@ fn f16_matches_the_cpu_reference_on_every_plan() {
                         e.rel
                     );
                 }
-                worst = worst.max(gru_wgpu::check::worst(&errors));
+                worst = worst.max(common::check::worst(&errors));
                 runs += 1;
             }
         }

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use gru_wgpu::check::RandomCase;
+use common::check::RandomCase;
 use gru_wgpu::gpu::{ContextOptions, ForwardOptions, GpuContext, GpuGru, OnDevice};
 use gru_wgpu::{GruConfig, GruError, GruParams};
 use ndarray::Array3;

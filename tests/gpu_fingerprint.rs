@@ -17,7 +17,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use gru_wgpu::check::RandomCase;
+use common::check::RandomCase;
 use gru_wgpu::cpu::SeqOptions;
 use gru_wgpu::{Direction, GruConfig, Precision};
 

@@ -15,7 +15,7 @@
 
 mod common;
 
-use gru_wgpu::check::{worst, RandomCase};
+use common::check::{worst, RandomCase};
 use gru_wgpu::cpu::SeqOptions;
 use gru_wgpu::gpu::{Family, GemmVariant, GpuContext, Plan, Strategy};
 use gru_wgpu::GruConfig;

@@ -18,7 +18,7 @@
 
 mod common;
 
-use gru_wgpu::check::RandomCase;
+use common::check::RandomCase;
 use gru_wgpu::gpu::{ContextOptions, GpuContext, Plan};
 use gru_wgpu::GruConfig;
 
@@ -39,7 +39,7 @@ fn with_share(share: f64) -> GpuContext {
 fn worst(ctx: &GpuContext, case: &RandomCase, plan: &str) -> f64 {
     let p = Plan::from_name(plan).unwrap();
     let errors = case.compare_plan(ctx, None, Some(p)).unwrap();
-    gru_wgpu::check::worst(&errors)
+    common::check::worst(&errors)
 }
 
 #[test]

@@ -67,7 +67,7 @@ fn a_reverse_gru_matches_the_cpu_on_every_plan() {
             let c = case.run_gpu_plan(&ctx, None, Some(plan)).unwrap();
             let what = format!("{label}, {config:?} T={t} B={b}");
             common::assert_same(&a, &c, &what);
-            for e in gru_wgpu::check::RandomCase::errors(&a, &reference) {
+            for e in common::check::RandomCase::errors(&a, &reference) {
                 assert!(
                     e.rel <= BOUND,
                     "{what}: {} relative error {:e} > {BOUND:e}",

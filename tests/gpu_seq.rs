@@ -101,7 +101,7 @@ fn lengths_and_resets_match_the_cpu_reference_on_every_plan() {
                         e.rel
                     );
                 }
-                worst = worst.max(gru_wgpu::check::worst(&errors));
+                worst = worst.max(common::check::worst(&errors));
                 runs += 1;
             }
         }
@@ -169,7 +169,7 @@ fn the_reset_before_form_matches_the_cpu_reference() {
                         e.rel
                     );
                 }
-                worst = worst.max(gru_wgpu::check::worst(&errors));
+                worst = worst.max(common::check::worst(&errors));
                 runs += 1;
             }
         }
@@ -178,7 +178,7 @@ fn the_reset_before_form_matches_the_cpu_reference() {
         if let Some(ctx) = ctx {
             let case = common::case(config.clone(), t, b, true, seed);
             let errors = case.compare_plan(&ctx, None, None).unwrap();
-            assert!(gru_wgpu::check::worst(&errors) <= BOUND, "{errors:?}");
+            assert!(common::check::worst(&errors) <= BOUND, "{errors:?}");
         }
     }
     eprintln!("{runs} reset-before runs, worst relative error {worst:e}");
@@ -395,5 +395,5 @@ fn rows_run_longest_first_bitwise_and_dropout_keeps_the_callers_order() {
     let case = common::case(dropped, t, b, true, 92)
         .with_seq(SeqOptions::new().lengths(Some(lens.clone())));
     let errors = case.compare_plan(&ctx, Some(17), None).unwrap();
-    assert!(gru_wgpu::check::worst(&errors) <= BOUND, "{errors:?}");
+    assert!(common::check::worst(&errors) <= BOUND, "{errors:?}");
 }

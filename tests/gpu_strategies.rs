@@ -9,7 +9,7 @@
 
 mod common;
 
-use gru_wgpu::check::RandomCase;
+use common::check::RandomCase;
 use gru_wgpu::gpu::{Family, ForwardOptions, GemmVariant, GpuContext, GpuGru, Plan, Strategy};
 use gru_wgpu::GruConfig;
 
@@ -92,7 +92,7 @@ fn every_strategy_matches_the_cpu_reference() {
                         e.rel
                     );
                 }
-                worst = worst.max(gru_wgpu::check::worst(&errors));
+                worst = worst.max(common::check::worst(&errors));
                 runs += 1;
             }
         }

@@ -15,7 +15,7 @@ use rand::Rng;
 const BOUND: f64 = 1e-5;
 
 /// Checks a case on every path; returns the worst relative error.
-fn check_all(case: &gru_wgpu::check::RandomCase, train_seed: Option<u32>) -> f64 {
+fn check_all(case: &common::check::RandomCase, train_seed: Option<u32>) -> f64 {
     let mut worst = 0.0f64;
     for (label, ctx, r) in common::gpu_paths() {
         if !common::applies(&ctx, &case.config, case.batch, r, &label) {
@@ -137,7 +137,7 @@ fn same_call_twice_is_bitwise_equal() {
 }
 
 fn same_twice(
-    case: &gru_wgpu::check::RandomCase,
+    case: &common::check::RandomCase,
     ctx: &gru_wgpu::gpu::GpuContext,
     r: gru_wgpu::gpu::Plan,
     label: &str,

@@ -4,6 +4,14 @@
 //! processes under an address-space limit of 4 GiB and a time budget.
 
 mod common;
+// The command line's benchmark and the adding problem's trainer (of
+// `examples/adding.rs`), their sources included from the binary's.
+#[path = "../src/bench.rs"]
+#[allow(dead_code)]
+mod bench;
+#[path = "../examples/adding/trainer.rs"]
+#[allow(dead_code)]
+mod train;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,9 +23,9 @@ use gru_wgpu::gpu::{
 };
 use gru_wgpu::optim::{adam_step, sgd_step, Adam, Sgd};
 use gru_wgpu::reference::ReferenceCase;
-use gru_wgpu::train::{train_adding, AddingOptions};
 use gru_wgpu::{GruConfig, GruError, GruParams};
 use ndarray::{Array2, Array3, ShapeBuilder};
+use train::{train_adding, AddingOptions};
 
 // ---------------------------------------------------------------- helpers
 
@@ -256,7 +264,7 @@ fn a_cpu_run_whose_tape_cannot_fit_is_refused_before_it_starts() {
         "{e}"
     );
     // The test helper that draws random cases checks the same.
-    let e = gru_wgpu::check::RandomCase::new(GruConfig::new(3, 4), 100_000_000, 1000, true, 1)
+    let e = common::check::RandomCase::new(GruConfig::new(3, 4), 100_000_000, 1000, true, 1)
         .unwrap_err();
     assert!(matches!(e, GruError::HostMemory { .. }), "{e:?}");
 }
@@ -349,7 +357,7 @@ fn the_bench_checks_its_own_buffers_against_the_device_first() {
     })
     .unwrap();
     // x alone is 64·512·256 floats, 32 MiB: more than the lowered limit.
-    let shape = gru_wgpu::bench::BenchShape {
+    let shape = bench::BenchShape {
         batch: 512,
         seq: 64,
         input: 256,
@@ -358,23 +366,16 @@ fn the_bench_checks_its_own_buffers_against_the_device_first() {
         bidirectional: false,
         precision: gru_wgpu::Precision::F32,
     };
-    let e = gru_wgpu::bench::bench_gpu(
-        &ctx,
-        &shape,
-        gru_wgpu::bench::Mode::Fwd,
-        1,
-        0,
-        None,
-        &mut || {},
-    )
-    .unwrap_err();
+    let e =
+        bench::bench_gpu_with_lengths(&ctx, &shape, bench::Mode::Fwd, 1, 0, None, None, &mut || {})
+            .unwrap_err();
     assert!(matches!(e, GruError::LimitExceeded { .. }), "{e:?}");
     assert!(
         e.to_string().starts_with("the layer input (T·B·I) needs "),
         "{e}"
     );
     // The GEMM bench too.
-    let e = gru_wgpu::bench::check_gemm_fits(&ctx, 4096, 4096, 4096).unwrap_err();
+    let e = bench::check_gemm_fits(&ctx, 4096, 4096, 4096).unwrap_err();
     assert!(matches!(e, GruError::LimitExceeded { .. }), "{e:?}");
     assert!(
         e.to_string().starts_with("the GEMM's A (m·k) needs "),

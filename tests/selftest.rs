@@ -2,11 +2,17 @@
 //! runs it, and its library half with a check made to fail.
 
 mod common;
+// The command line's suite, its source included from the binary's; it reads
+// `super::check` (the random cases), here the tests' own.
+#[path = "../src/selftest.rs"]
+#[allow(dead_code)]
+mod selftest;
+use common::check;
 
 use std::process::{Command, Output};
 
 use gru_wgpu::gpu::LimitsProfile;
-use gru_wgpu::selftest::{self, Outcome, SelftestOptions};
+use selftest::{Outcome, SelftestOptions};
 
 fn selftest(args: &[&str]) -> (Output, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_gru-wgpu"))

@@ -2,9 +2,13 @@
 //! constant predictor's (about 0.167). A loss threshold, never a time.
 
 mod common;
+// The trainer of `examples/adding.rs` (and of `gru-wgpu train`).
+#[path = "../examples/adding/trainer.rs"]
+#[allow(dead_code)]
+mod train;
 
-use gru_wgpu::train::{adding_batch, train_adding, AddingOptions};
 use rand::SeedableRng;
+use train::{adding_batch, train_adding, AddingOptions};
 
 #[test]
 fn the_adding_problem_is_learnt() {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use gru_wgpu::bench::{
+use crate::bench::{
     bench_cpu_with_lengths, bench_gpu_with_lengths, compare_table, default_shapes, table,
     BenchShape, Lengths, Mode, Record,
 };
@@ -288,11 +288,7 @@ pub fn measure(
                     };
                     let mut plans = vec![forced];
                     if args.plan == "all" {
-                        plans.extend(
-                            gru_wgpu::bench::plans_for(ctx, shape)?
-                                .into_iter()
-                                .map(Some),
-                        );
+                        plans.extend(crate::bench::plans_for(ctx, shape)?.into_iter().map(Some));
                     }
                     for plan in plans {
                         records.push(bench_gpu_with_lengths(
@@ -352,7 +348,7 @@ pub fn run(args: &BenchArgs, adapter: Option<&str>) -> ExitCode {
     // reference (the GPU's are checked per shape before its data exist).
     for shape in args.shapes() {
         let checked = if args.device != DeviceArg::Gpu {
-            gru_wgpu::bench::check_cpu_fits(&shape)
+            crate::bench::check_cpu_fits(&shape)
         } else {
             shape.config().validate()
         };
@@ -468,7 +464,7 @@ pub struct GemmArgs {
     /// windows), `storage` (= simple), `both` (simple and windows) or `all`
     /// (every variant and windows).
     #[arg(long, value_delimiter = ',', default_value = "both", value_parser = parse_gemm_kernel)]
-    pub kernel: Vec<Vec<gru_wgpu::bench::GemmKernel>>,
+    pub kernel: Vec<Vec<crate::bench::GemmKernel>>,
     /// Timed runs (after one warm-up).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
@@ -478,8 +474,8 @@ pub struct GemmArgs {
 }
 
 /// A `--kernel` value of `bench-gemm`.
-fn parse_gemm_kernel(s: &str) -> Result<Vec<gru_wgpu::bench::GemmKernel>, String> {
-    gru_wgpu::bench::GemmKernel::parse(s).ok_or_else(|| {
+fn parse_gemm_kernel(s: &str) -> Result<Vec<crate::bench::GemmKernel>, String> {
+    crate::bench::GemmKernel::parse(s).ok_or_else(|| {
         let names: Vec<&str> = gru_wgpu::gpu::GemmVariant::ALL
             .iter()
             .map(|v| v.name())
@@ -493,7 +489,7 @@ fn parse_gemm_kernel(s: &str) -> Result<Vec<gru_wgpu::bench::GemmKernel>, String
 
 /// `gru-wgpu bench-gemm`: the GEMM kernels alone, `C = A · Bᵀ`, checked against the CPU.
 pub fn run_gemm(args: &GemmArgs, adapter: Option<&str>) -> ExitCode {
-    use gru_wgpu::bench::{bench_gemm, GemmKernel};
+    use crate::bench::{bench_gemm, GemmKernel};
     if args.iters == 0 || [&args.m, &args.n, &args.k].iter().any(|v| v.contains(&0)) {
         eprintln!("error: --iters and every size must be at least 1");
         return ExitCode::from(2);

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use gru_wgpu::check::{worst, RandomCase};
+use crate::check::{worst, RandomCase};
 use gru_wgpu::reference::{ReferenceCase, CPU_BOUND, GPU_BOUND};
 use gru_wgpu::GruConfig;
 

@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use crate::selftest::{self, Check, Level, Outcome, Report, SelftestOptions};
 use gru_wgpu::gpu::LimitsProfile;
-use gru_wgpu::selftest::{self, Check, Level, Outcome, Report, SelftestOptions};
 
 #[derive(clap::Args)]
 pub struct SelftestArgs {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use gru_wgpu::train::{train_adding, AddingOptions};
+use crate::train::{train_adding, AddingOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Clone, Debug)]

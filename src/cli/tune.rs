@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use gru_wgpu::bench::BenchShape;
+use crate::bench::BenchShape;
 use gru_wgpu::gpu::{GpuGru, TuneMode, TuneReport};
 use gru_wgpu::GruParams;
 

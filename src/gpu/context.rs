@@ -14,6 +14,11 @@ use crate::gpu::plan::{Family, PlanCache, PlanCacheLocation, TuneMode};
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 
+// The GEMM kernels alone, for `gru-wgpu bench-gemm` and the kernels' tests.
+#[cfg(any(feature = "cli", feature = "test-hooks"))]
+#[doc(hidden)]
+pub mod gemm;
+
 /// How to open a [`GpuContext`].
 #[derive(Clone, Debug, Default)]
 pub struct ContextOptions {

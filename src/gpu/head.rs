@@ -2,8 +2,8 @@
 //! states with `nn.MSELoss`, forward, loss and backward in one submission
 //! (`shaders/head.wgsl`). With [`GpuGru`](crate::gpu::GpuGru), an optimiser
 //! and [`clip_grad_norm`](crate::gpu::clip_grad_norm) it is what a
-//! sequence-regression model needs; `src/train.rs` trains one with nothing
-//! but the public API.
+//! sequence-regression model needs; `examples/adding.rs` (its trainer,
+//! `examples/adding/trainer.rs`) trains one with nothing but the public API.
 //!
 //! ```text
 //! y_b  = h_b · w + c                     (B)      predictions

@@ -1,6 +1,8 @@
 //! Helpers shared by the test suites.
 #![allow(dead_code)]
 
+pub mod check;
+
 use std::path::PathBuf;
 
 use ndarray::{Array, Dimension, ShapeBuilder};
@@ -200,7 +202,7 @@ pub fn applies(
     }
 }
 
-use gru_wgpu::check::RandomCase;
+use check::RandomCase;
 use gru_wgpu::GruConfig;
 
 /// A random case, as `RandomCase::new`.
@@ -237,7 +239,7 @@ pub fn check_with(
             e.rel
         );
     }
-    gru_wgpu::check::worst(&errors)
+    check::worst(&errors)
 }
 
 /// The first `len` floats of a device buffer, read back. Waits until the map

@@ -1,6 +1,11 @@
 //! A model that really trains, entirely on the GPU: a GRU and a linear head
 //! learn the adding problem.
 //!
+//! One file, included where it is needed: the example `examples/adding.rs`,
+//! the binary's `gru-wgpu train` (`src/main.rs`, module `train`) and the
+//! tests `tests/train.rs` and `tests/hostile.rs`. It uses nothing but the
+//! library's public API.
+//!
 //! The adding problem (Hochreiter and Schmidhuber): each step of a sequence
 //! carries a value drawn from U(0, 1) and a marker; exactly two steps are
 //! marked (one in each half of the sequence), and the target is the sum of
@@ -20,13 +25,13 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::error::{GruError, Result};
-use crate::gpu::{
+use gru_wgpu::error::{GruError, Result};
+use gru_wgpu::gpu::{
     clip_grad_norm, BackwardOptions, ForwardOptions, GpuContext, GpuGru, GpuLinearHead,
     GpuOptimizer, OnDevice, PooledBuffer,
 };
-use crate::optim::Adam;
-use crate::{GruConfig, GruParams};
+use gru_wgpu::optim::Adam;
+use gru_wgpu::{GruConfig, GruParams};
 
 /// The settings of a training run.
 #[derive(Clone, Debug)]
@@ -178,11 +183,11 @@ pub fn train_adding(
     // The host holds one batch (or the held-out set) of inputs at a time,
     // and the parameters with their upload copy.
     let rows = b.max(o.held_out);
-    let host = crate::memory::sum(&[
-        crate::memory::bytes_of(t, 8).saturating_mul(rows as u64),
-        crate::memory::bytes_of(config.param_count()?, 8),
+    let host = gru_wgpu::memory::sum(&[
+        gru_wgpu::memory::bytes_of(t, 8).saturating_mul(rows as u64),
+        gru_wgpu::memory::bytes_of(config.param_count()?, 8),
     ]);
-    crate::memory::check_host(
+    gru_wgpu::memory::check_host(
         &format!("the adding problem's data (T={t}, {rows} sequences) and parameters"),
         host,
     )?;

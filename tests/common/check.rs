@@ -1,14 +1,18 @@
 //! The GPU checked against the CPU reference on one random case: what the
 //! main job runs, and what the GPU-vs-CPU test suite runs over many cases.
+//!
+//! One file in two crates: the tests' helper `common::check`, and the
+//! binary's module `check` (`src/main.rs` includes it by `#[path]`, for the
+//! main job and `selftest`). It uses nothing but the library's public API.
 
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
 
-use crate::cpu::{Gru, GruGrads, SeqOptions};
-use crate::error::Result;
-use crate::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Plan};
-use crate::real::rel_error;
-use crate::{GruConfig, GruParams};
+use gru_wgpu::cpu::{Gru, GruGrads, SeqOptions};
+use gru_wgpu::error::Result;
+use gru_wgpu::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Plan};
+use gru_wgpu::real::rel_error;
+use gru_wgpu::{GruConfig, GruParams};
 
 /// One random case: parameters, inputs and upstream gradients, all f32.
 #[derive(Clone, Debug)]
@@ -49,9 +53,9 @@ impl RandomCase {
         seed: u64,
     ) -> Result<Self> {
         config.validate()?;
-        crate::memory::check_host(
+        gru_wgpu::memory::check_host(
             &format!("a random case of T={seq_len}, B={batch} and its f64 reference run"),
-            crate::cpu::layer::run_bytes(&config, seq_len, batch, 8),
+            gru_wgpu::cpu::layer::run_bytes(&config, seq_len, batch, 8),
         )?;
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let params = GruParams::<f32>::init(&config, seed)?;
