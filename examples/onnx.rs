@@ -64,7 +64,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let case = OnnxCase::load(&case_path)?;
     let ctx = GpuContext::new()?;
     let model = GpuGru::new(&ctx, &params)?;
-    let opts = ForwardOptions::new()
+    let opts = ForwardOptions::default()
         .h0(case.initial_h.view())
         .lengths(case.lengths.clone());
     let f = model.forward(case.x.view(), opts)?;

@@ -36,11 +36,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = GruConfig::new(i, h).layers(2).bidirectional(true);
     let params = GruParams::<f32>::init(&config, 42)?; // or load_safetensors(...)
     let model = GpuGru::new(&ctx, &params)?; // parameters live on the device
-    let f = model.forward(x.view(), ForwardOptions::new().h0(h0.view()).keep_tape())?;
+    let f = model.forward(
+        x.view(),
+        ForwardOptions::default().h0(h0.view()).keep_tape(),
+    )?;
     let grads = model.backward(
         f.tape.unwrap(),
         grad_output.view(),
-        BackwardOptions::new().grad_h_n(grad_h_n.view()),
+        BackwardOptions::default().grad_h_n(grad_h_n.view()),
     )?;
     // f.output, f.h_n; grads.x, grads.h0, grads.params.get("weight_hh_l1_reverse"), ...
 

@@ -59,7 +59,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     });
     let ctx = GpuContext::new()?;
     let model = GpuGru::new(&ctx, &params)?;
-    let f = model.forward(x.view(), ForwardOptions::new())?;
+    let f = model.forward(x.view(), ForwardOptions::default())?;
     let mut cpu = Gru::new(params.cast::<f64>());
     let (output, h_n) = cpu.forward(x.mapv(f64::from).view(), None)?;
     let rel = |gpu: &Array3<f32>, cpu: &Array3<f64>| rel_error(gpu.iter().map(|&v| v.into()), cpu);

@@ -51,7 +51,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     // The model's own forward over all 40 frames.
-    let whole = model.forward(x.view(), ForwardOptions::new())?;
+    let whole = model.forward(x.view(), ForwardOptions::default())?;
     let same =
         |a: &Array3<f32>, b: &Array3<f32>| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
     if !same(&streamed, &whole.output) || !same(&state, &whole.h_n) {

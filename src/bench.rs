@@ -432,7 +432,7 @@ pub fn bench_gpu_with_lengths(
         };
         let f = model.forward(
             input,
-            gru_wgpu::gpu::ForwardOptions::new()
+            gru_wgpu::gpu::ForwardOptions::default()
                 .keep_tape()
                 .lengths(lens.clone()),
         )?;
@@ -441,7 +441,7 @@ pub fn bench_gpu_with_lengths(
         let mut record = s1.record_ms;
         if mode == Mode::Fwdbwd {
             let tape = f.tape.expect("kept");
-            let _grads = model.backward(tape, &go, gru_wgpu::gpu::BackwardOptions::new())?;
+            let _grads = model.backward(tape, &go, gru_wgpu::gpu::BackwardOptions::default())?;
             let s2 = model.last_call_stats();
             dispatches += s2.dispatches;
             submissions += s2.submissions;

@@ -270,7 +270,7 @@ pub(crate) fn gpu_forward(
 ) -> Result<(Array3<f64>, Array3<f64>)> {
     let model = crate::gpu::GpuGru::new(ctx, &params.clone().with_precision(precision))?;
     model.set_plan(plan);
-    let opts = crate::gpu::ForwardOptions::new()
+    let opts = crate::gpu::ForwardOptions::default()
         .h0(h0.map(|h| h.view()))
         .lengths(lengths);
     let f = model.forward(x.view(), opts)?;

@@ -534,14 +534,14 @@ impl ReferenceCase {
     }
 
     fn run_model(&self, model: &crate::gpu::GpuGru) -> Result<RunResult> {
-        let opts = crate::gpu::ForwardOptions::new()
+        let opts = crate::gpu::ForwardOptions::default()
             .h0(self.h0.as_ref().map(|h| h.view()))
             .lengths(self.lengths.clone())
             .resets(self.resets.clone())
             .keep_tape();
         let f = model.forward(self.x.view(), opts)?;
         let (output, h_n, tape) = (f.output, f.h_n, f.tape.expect("kept"));
-        let grad_h_n = crate::gpu::BackwardOptions::new().grad_h_n(self.grad_h_n.view());
+        let grad_h_n = crate::gpu::BackwardOptions::default().grad_h_n(self.grad_h_n.view());
         let g = model.backward(tape, self.grad_output.view(), grad_h_n)?;
         let to64 = |a: &Array3<f32>| a.mapv(|v| v as f64);
         Ok(RunResult {

@@ -42,7 +42,6 @@ use rand::{Rng, SeedableRng};
 use super::check::RandomCase;
 use gru_wgpu::cpu::GruGrads;
 use gru_wgpu::error::Result;
-use gru_wgpu::gpu::plan::coverage;
 use gru_wgpu::gpu::{
     window_kernels_fit, ContextOptions, Family, GemmVariant, GpuContext, GpuGru, LimitsProfile,
     Plan, PlanCacheLocation, TuneMode,
@@ -510,7 +509,6 @@ fn open(options: &SelftestOptions) -> Result<GpuContext> {
         adapter: options.adapter.clone(),
         profile: options.profile,
         poison_buffers: true,
-        products: None,
         tune: Some(TuneMode::Off),
         plan_cache: PlanCacheLocation::MemoryOnly,
         ..Default::default()
@@ -527,7 +525,7 @@ fn plans_not_running(ctx: &GpuContext) -> Vec<(Plan, String)> {
         .map(|v| Family::Gemm(*v))
         .chain([Family::Windows])
         .collect();
-    coverage(&every)
+    Plan::coverage(&every)
         .into_iter()
         .filter(|p| !here.contains(&p.family))
         .map(|p| {

@@ -681,17 +681,17 @@ fn every_pipeline_built_on_the_adapter_is_listed() {
             }
             let h0 = case.h0.as_ref().map(|h| h.view());
             model
-                .forward(case.x.view(), ForwardOptions::new().h0(h0))
+                .forward(case.x.view(), ForwardOptions::default().h0(h0))
                 .unwrap();
             let (_, _, tape) = model
-                .forward(case.x.view(), ForwardOptions::new().h0(h0).keep_tape())
+                .forward(case.x.view(), ForwardOptions::default().h0(h0).keep_tape())
                 .unwrap()
                 .into_parts();
             model
                 .backward(
                     tape.unwrap(),
                     case.grad_output.view(),
-                    BackwardOptions::new().grad_h_n(case.grad_h_n.view()),
+                    BackwardOptions::default().grad_h_n(case.grad_h_n.view()),
                 )
                 .unwrap();
         }

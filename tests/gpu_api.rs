@@ -97,7 +97,7 @@ fn device_buffers_in_and_out_match_the_array_api() {
     let (o, hn, tape) = model
         .forward(
             case.x.view(),
-            ForwardOptions::new()
+            ForwardOptions::default()
                 .h0(case.h0.as_ref().map(|h| h.view()))
                 .keep_tape(),
         )
@@ -107,7 +107,7 @@ fn device_buffers_in_and_out_match_the_array_api() {
         .backward(
             tape.unwrap(),
             case.grad_output.view(),
-            BackwardOptions::new().grad_h_n(case.grad_h_n.view()),
+            BackwardOptions::default().grad_h_n(case.grad_h_n.view()),
         )
         .unwrap();
 
@@ -116,7 +116,7 @@ fn device_buffers_in_and_out_match_the_array_api() {
     let f = model
         .forward(
             on_device(&xb, 6, 3),
-            ForwardOptions::new().h0(&h0b).keep_tape(),
+            ForwardOptions::default().h0(&h0b).keep_tape(),
         )
         .unwrap();
     assert_eq!(
@@ -130,7 +130,11 @@ fn device_buffers_in_and_out_match_the_array_api() {
     let gob = upload(&ctx, case.grad_output.as_slice().unwrap());
     let ghb = upload(&ctx, case.grad_h_n.as_slice().unwrap());
     let b = model
-        .backward(f.tape.unwrap(), &gob, BackwardOptions::new().grad_h_n(&ghb))
+        .backward(
+            f.tape.unwrap(),
+            &gob,
+            BackwardOptions::default().grad_h_n(&ghb),
+        )
         .unwrap();
     assert_eq!(
         (f.output.len(), b.grad_x.len()),
@@ -187,7 +191,7 @@ fn buffers_too_small_or_without_copy_src_are_refused() {
     let model = GpuGru::new(&ctx, &gru_wgpu::GruParams::init(&cfg, 1).unwrap()).unwrap();
     let small = upload(&ctx, &[0.0; 10]);
     let e = model
-        .forward(on_device(&small, 3, 2), ForwardOptions::new())
+        .forward(on_device(&small, 3, 2), ForwardOptions::default())
         .unwrap_err();
     assert!(matches!(e, GruError::LengthMismatch { .. }), "{e:?}");
     assert_eq!(e.to_string(), "`x`: expected 96 bytes (at least), got 40");
@@ -198,7 +202,7 @@ fn buffers_too_small_or_without_copy_src_are_refused() {
         mapped_at_creation: false,
     });
     let e = model
-        .forward(on_device(&no_copy, 3, 2), ForwardOptions::new())
+        .forward(on_device(&no_copy, 3, 2), ForwardOptions::default())
         .unwrap_err();
     assert!(e.to_string().contains("COPY_SRC"), "{e}");
 }
@@ -212,12 +216,12 @@ fn a_tape_of_another_model_is_refused() {
     let b = GpuGru::new(&ctx, &p).unwrap();
     let x = ndarray::Array3::<f32>::zeros((3, 2, 4));
     let (_, _, tape) = a
-        .forward(x.view(), ForwardOptions::new().keep_tape())
+        .forward(x.view(), ForwardOptions::default().keep_tape())
         .unwrap()
         .into_parts();
     let go = ndarray::Array3::<f32>::zeros((3, 2, 6));
     let e = b
-        .backward(tape.unwrap(), go.view(), BackwardOptions::new())
+        .backward(tape.unwrap(), go.view(), BackwardOptions::default())
         .unwrap_err();
     assert!(matches!(e, GruError::Tape(_)), "{e:?}");
     assert!(e.to_string().contains("another model"), "{e}");
@@ -229,31 +233,31 @@ fn slices_of_the_wrong_length_are_refused() {
     let cfg = GruConfig::new(4, 6).layers(2);
     let model = GpuGru::new(&ctx, &gru_wgpu::GruParams::init(&cfg, 1).unwrap()).unwrap();
     let e = model
-        .forward(flat(&[0.0; 23], 3, 2), ForwardOptions::new())
+        .forward(flat(&[0.0; 23], 3, 2), ForwardOptions::default())
         .unwrap_err();
     assert!(matches!(e, GruError::LengthMismatch { .. }), "{e:?}");
     assert_eq!(e.to_string(), "`x`: expected 24 floats, got 23");
     let e = model
         .forward(
             flat(&[0.0; 24], 3, 2),
-            ForwardOptions::new().h0(&[0.0; 5][..]),
+            ForwardOptions::default().h0(&[0.0; 5][..]),
         )
         .unwrap_err();
     assert_eq!(e.to_string(), "`h0`: expected 24 floats, got 5");
     let (out, _, tape) = model
         .forward(
             flat(&[0.5; 24], 3, 2),
-            ForwardOptions::new().h0(&[0.1; 24][..]).keep_tape(),
+            ForwardOptions::default().h0(&[0.1; 24][..]).keep_tape(),
         )
         .unwrap()
         .into_parts();
     assert_eq!(out.shape(), &[3, 2, 6]);
     let e = model
-        .backward(tape.unwrap(), &[0.0; 35][..], BackwardOptions::new())
+        .backward(tape.unwrap(), &[0.0; 35][..], BackwardOptions::default())
         .unwrap_err();
     assert_eq!(e.to_string(), "`grad_output`: expected 36 floats, got 35");
     let e = model
-        .forward(flat(&[], 0, 2), ForwardOptions::new())
+        .forward(flat(&[], 0, 2), ForwardOptions::default())
         .unwrap_err();
     assert!(matches!(e, GruError::ZeroSize { dim: "T", .. }), "{e:?}");
 }

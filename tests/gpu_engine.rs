@@ -29,11 +29,11 @@ fn run(ctx: &GpuContext, r: &str) -> gru_wgpu::gpu::GpuForward {
     model.set_plan(Some(ctx.plan_named(r).unwrap()));
     let x = ndarray::Array3::<f32>::from_elem((4, 3, 5), 0.25);
     let (out, _, tape) = model
-        .forward(x.view(), ForwardOptions::new().keep_tape())
+        .forward(x.view(), ForwardOptions::default().keep_tape())
         .unwrap()
         .into_parts();
     model
-        .backward(tape.unwrap(), out.view(), BackwardOptions::new())
+        .backward(tape.unwrap(), out.view(), BackwardOptions::default())
         .unwrap();
     let xb = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("x"),
@@ -46,7 +46,7 @@ fn run(ctx: &GpuContext, r: &str) -> gru_wgpu::gpu::GpuForward {
         seq_len: 4,
         batch: 3,
     };
-    model.forward(input, ForwardOptions::new()).unwrap()
+    model.forward(input, ForwardOptions::default()).unwrap()
 }
 
 #[test]

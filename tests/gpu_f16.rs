@@ -237,10 +237,10 @@ fn an_update_of_an_f16_model_changes_the_masters_and_the_f16_weights() {
     let m = gru_wgpu::gpu::GpuGru::new(&ctx, &p).unwrap();
     let x = common::random((5, 3, 4), 1.0, &mut common::rng(2)).mapv(|v| v as f32);
     let g = common::random((5, 3, 6), 1.0, &mut common::rng(3)).mapv(|v| v as f32);
-    let opts = gru_wgpu::gpu::ForwardOptions::new().keep_tape();
+    let opts = gru_wgpu::gpu::ForwardOptions::default().keep_tape();
     let (_, _, tape) = m.forward(x.view(), opts).unwrap().into_parts();
     let gb = ctx.upload_array("grad_output", g.view()).unwrap();
-    let opts = gru_wgpu::gpu::BackwardOptions::<&wgpu::Buffer>::new();
+    let opts = gru_wgpu::gpu::BackwardOptions::<&wgpu::Buffer>::default();
     let grads = m.backward(tape.unwrap(), gb.buffer(), opts).unwrap();
     // The gradients, in the order of the parameter tensors.
     let flat: Vec<Vec<f32>> = grads
@@ -257,7 +257,7 @@ fn an_update_of_an_f16_model_changes_the_masters_and_the_f16_weights() {
         weight_decay: 0.0,
         nesterov: false,
     };
-    let mut opt = gru_wgpu::gpu::GpuOptimizer::sgd(&ctx, sgd);
+    let mut opt = gru_wgpu::gpu::GpuOptimizer::new(&ctx, sgd);
     let before: Vec<Vec<f32>> = m
         .param_buffers()
         .iter()
@@ -277,10 +277,10 @@ fn an_update_of_an_f16_model_changes_the_masters_and_the_f16_weights() {
     }
     let fresh = gru_wgpu::gpu::GpuGru::new(&ctx, &m.params().unwrap()).unwrap();
     let o1 = m
-        .forward(x.view(), gru_wgpu::gpu::ForwardOptions::new())
+        .forward(x.view(), gru_wgpu::gpu::ForwardOptions::default())
         .unwrap();
     let o2 = fresh
-        .forward(x.view(), gru_wgpu::gpu::ForwardOptions::new())
+        .forward(x.view(), gru_wgpu::gpu::ForwardOptions::default())
         .unwrap();
     assert_ne!(o1.output, m_before_output(&ctx, &p, &x));
     assert_eq!(o1.output, o2.output);
@@ -294,7 +294,7 @@ fn m_before_output(
     x: &ndarray::Array3<f32>,
 ) -> ndarray::Array3<f32> {
     let m = gru_wgpu::gpu::GpuGru::new(ctx, p).unwrap();
-    m.forward(x.view(), gru_wgpu::gpu::ForwardOptions::new())
+    m.forward(x.view(), gru_wgpu::gpu::ForwardOptions::default())
         .unwrap()
         .output
 }

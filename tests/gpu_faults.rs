@@ -20,7 +20,7 @@ fn a_lost_device_is_an_error_not_a_panic() {
     let config = GruConfig::new(3, 4);
     let model = GpuGru::new(&ctx, &GruParams::init(&config, 1).unwrap()).unwrap();
     let x = Array3::<f32>::zeros((2, 1, 3));
-    let keep = || ForwardOptions::new().keep_tape();
+    let keep = || ForwardOptions::default().keep_tape();
     model.forward(x.view(), keep()).unwrap();
     ctx.device().destroy();
     let e = model.forward(x.view(), keep()).unwrap_err();
@@ -54,7 +54,7 @@ fn an_error_the_device_reports_comes_back_and_the_context_stays_usable() {
         batch: 1,
     };
     let e = model
-        .forward(gone_x, ForwardOptions::new().keep_tape())
+        .forward(gone_x, ForwardOptions::default().keep_tape())
         .unwrap_err();
     assert!(matches!(e, GruError::Gpu(_)), "{e:?}");
     assert!(e.to_string().starts_with("GPU error: "), "{e}");
@@ -257,7 +257,10 @@ fn activations_saturate_exactly_at_plus_minus_100() {
             let m = GpuGru::new(&ctx, &p).unwrap();
             m.set_plan(r);
             let (out, _, _) = m
-                .forward(x.view(), ForwardOptions::new().h0(h0.view()).keep_tape())
+                .forward(
+                    x.view(),
+                    ForwardOptions::default().h0(h0.view()).keep_tape(),
+                )
                 .unwrap()
                 .into_parts();
             assert_eq!(

@@ -74,20 +74,26 @@ fn the_forward_refuses_an_input_or_h0_of_another_context() {
         seq_len: T,
         batch: B,
     };
-    assert_foreign(m.forward(input(xb.buffer()), ForwardOptions::new()), "x");
+    assert_foreign(
+        m.forward(input(xb.buffer()), ForwardOptions::default()),
+        "x",
+    );
     assert_foreign(
         m.forward(
             input(xa.buffer()),
-            ForwardOptions::new().h0(hb.buffer()).keep_tape(),
+            ForwardOptions::default().h0(hb.buffer()).keep_tape(),
         ),
         "h0",
     );
     // The context's own buffers still work, and give the host path's answer.
     let f = m
-        .forward(input(xa.buffer()), ForwardOptions::new().h0(ha.buffer()))
+        .forward(
+            input(xa.buffer()),
+            ForwardOptions::default().h0(ha.buffer()),
+        )
         .unwrap();
     let host = m
-        .forward(x().view(), ForwardOptions::new().h0(h0.view()))
+        .forward(x().view(), ForwardOptions::default().h0(h0.view()))
         .unwrap();
     let out = a
         .read_array(f.output.buffer(), ndarray::Ix3(T, B, 5))
@@ -115,24 +121,24 @@ fn the_backward_refuses_gradients_of_another_context() {
         a.upload_array("grad_h_n", gh.view()).unwrap(),
         b.upload_array("grad_h_n", gh.view()).unwrap(),
     );
-    let keep = || ForwardOptions::new().keep_tape();
+    let keep = || ForwardOptions::default().keep_tape();
     let tape = || m.forward(input, keep()).unwrap().tape.unwrap();
     assert_foreign(
-        m.backward(tape(), gob.buffer(), BackwardOptions::new()),
+        m.backward(tape(), gob.buffer(), BackwardOptions::default()),
         "grad_output",
     );
     assert_foreign(
         m.backward(
             tape(),
             goa.buffer(),
-            BackwardOptions::new().grad_h_n(ghb.buffer()),
+            BackwardOptions::default().grad_h_n(ghb.buffer()),
         ),
         "grad_h_n",
     );
     m.backward(
         tape(),
         goa.buffer(),
-        BackwardOptions::new().grad_h_n(gha.buffer()),
+        BackwardOptions::default().grad_h_n(gha.buffer()),
     )
     .unwrap();
 }
@@ -221,9 +227,9 @@ fn the_head_the_optimiser_and_clipping_refuse_buffers_of_another_context() {
     assert_foreign(head.step(ha.buffer(), tb.buffer(), B), "targets");
     let step = head.step(ha.buffer(), ta.buffer(), B).unwrap();
     // An optimiser of the other context, on this context's head.
-    let mut opt_b = GpuOptimizer::sgd(&b, Sgd::new(0.1));
+    let mut opt_b = GpuOptimizer::new(&b, Sgd::new(0.1));
     assert_foreign(head.update(&mut opt_b, &step), "parameter 0");
-    let mut opt = GpuOptimizer::sgd(&a, Sgd::new(0.1));
+    let mut opt = GpuOptimizer::new(&a, Sgd::new(0.1));
     let gb = b.upload("gradient", &[0.5; 6]).unwrap();
     assert_foreign(
         opt.step(&[head.param_buffer()], &[gb.buffer()], &[6]),
@@ -247,18 +253,20 @@ fn a_models_update_refuses_gradients_or_an_optimiser_of_another_context() {
             seq_len: T,
             batch: B,
         };
-        let f = m.forward(input, ForwardOptions::new().keep_tape()).unwrap();
+        let f = m
+            .forward(input, ForwardOptions::default().keep_tape())
+            .unwrap();
         let go = ctx
             .upload_array("grad_output", Array3::<f32>::ones((T, B, 5)).view())
             .unwrap();
-        m.backward(f.tape.unwrap(), go.buffer(), BackwardOptions::new())
+        m.backward(f.tape.unwrap(), go.buffer(), BackwardOptions::default())
             .unwrap()
     };
     let (ga, gb) = (grads(&ma, &a), grads(&mb, &b));
     let before = ma.params_version();
-    let mut opt = GpuOptimizer::sgd(&a, Sgd::new(0.1));
+    let mut opt = GpuOptimizer::new(&a, Sgd::new(0.1));
     assert_foreign(ma.update(&mut opt, &gb), "gradient 0");
-    let mut opt_b = GpuOptimizer::sgd(&b, Sgd::new(0.1));
+    let mut opt_b = GpuOptimizer::new(&b, Sgd::new(0.1));
     assert_foreign(ma.update(&mut opt_b, &ga), "the optimiser state");
     assert_eq!(ma.params_version(), before, "nothing changed");
     ma.update(&mut opt, &ga).unwrap();
@@ -292,8 +300,8 @@ fn buffers_the_caller_made_are_taken_on_their_own_device_only() {
         seq_len: T,
         batch: B,
     };
-    let f = m.forward(input(&ua), ForwardOptions::new()).unwrap();
-    let host = m.forward(x().view(), ForwardOptions::new()).unwrap();
+    let f = m.forward(input(&ua), ForwardOptions::default()).unwrap();
+    let host = m.forward(x().view(), ForwardOptions::default()).unwrap();
     let out = a
         .read_array(f.output.buffer(), ndarray::Ix3(T, B, 5))
         .unwrap();
@@ -304,7 +312,7 @@ fn buffers_the_caller_made_are_taken_on_their_own_device_only() {
             .to_vec(),
         data
     );
-    assert_foreign(m.forward(input(&ub), ForwardOptions::new()), "x");
+    assert_foreign(m.forward(input(&ub), ForwardOptions::default()), "x");
     assert_foreign(
         a.read_array(&ub, ndarray::Ix1(data.len())),
         "the buffer read back",
@@ -313,11 +321,11 @@ fn buffers_the_caller_made_are_taken_on_their_own_device_only() {
     let xa = a.upload_array("x", x().view()).unwrap();
     let xb = b.upload_array("x", x().view()).unwrap();
     let (ca, cb) = (xa.buffer().clone(), xb.buffer().clone());
-    m.forward(input(&ca), ForwardOptions::new()).unwrap();
-    assert_foreign(m.forward(input(&cb), ForwardOptions::new()), "x");
+    m.forward(input(&ca), ForwardOptions::default()).unwrap();
+    assert_foreign(m.forward(input(&cb), ForwardOptions::default()), "x");
     // And one taken out of the pool's care.
     let owned = b.upload_array("x", x().view()).unwrap().into_inner();
-    assert_foreign(m.forward(input(&owned), ForwardOptions::new()), "x");
+    assert_foreign(m.forward(input(&owned), ForwardOptions::default()), "x");
 }
 
 /// A context on a device of a wgpu instance of the caller's own: the
@@ -354,17 +362,23 @@ fn buffers_of_a_context_on_another_instance_are_refused() {
         seq_len: T,
         batch: B,
     };
-    assert_foreign(ma.forward(input(xc.buffer()), ForwardOptions::new()), "x");
-    assert_foreign(mc.forward(input(xa.buffer()), ForwardOptions::new()), "x");
+    assert_foreign(
+        ma.forward(input(xc.buffer()), ForwardOptions::default()),
+        "x",
+    );
+    assert_foreign(
+        mc.forward(input(xa.buffer()), ForwardOptions::default()),
+        "x",
+    );
     assert_foreign(
         c.read_array(xa.buffer(), ndarray::Ix1(T * B * 4)),
         "the buffer read back",
     );
     let fa = ma
-        .forward(input(xa.buffer()), ForwardOptions::new())
+        .forward(input(xa.buffer()), ForwardOptions::default())
         .unwrap();
     let fc = mc
-        .forward(input(xc.buffer()), ForwardOptions::new())
+        .forward(input(xc.buffer()), ForwardOptions::default())
         .unwrap();
     let oa = a.read_array(fa.output.buffer(), ndarray::Ix1(T * B * 5));
     let oc = c.read_array(fc.output.buffer(), ndarray::Ix1(T * B * 5));

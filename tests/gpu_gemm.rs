@@ -18,7 +18,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use gru_wgpu::gpu::context::gemm::{gemm_for_tests, GemmCase};
+use gru_wgpu::gpu::gemm::{gemm_for_tests, GemmCase};
 use gru_wgpu::gpu::{ContextOptions, GemmVariant, GpuContext, LimitsProfile};
 use rand::Rng;
 

@@ -12,7 +12,7 @@ fn run(ctx: &gru_wgpu::gpu::GpuContext, case: &ReferenceCase, r: gru_wgpu::gpu::
     let (output, h_n, tape) = model
         .forward(
             case.x.view(),
-            ForwardOptions::new()
+            ForwardOptions::default()
                 .h0(case.h0.as_ref().map(|h| h.view()))
                 .keep_tape(),
         )
@@ -22,7 +22,7 @@ fn run(ctx: &gru_wgpu::gpu::GpuContext, case: &ReferenceCase, r: gru_wgpu::gpu::
         .backward(
             tape.unwrap(),
             case.grad_output.view(),
-            BackwardOptions::new().grad_h_n(case.grad_h_n.view()),
+            BackwardOptions::default().grad_h_n(case.grad_h_n.view()),
         )
         .unwrap();
     let c = |a: &ndarray::Array3<f32>| a.mapv(|v| v as f64);

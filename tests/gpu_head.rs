@@ -65,7 +65,7 @@ fn the_head_matches_linear_and_mse_on_the_cpu() {
         );
     }
     // One SGD step moves the parameters by -lr times the gradient.
-    let mut opt = GpuOptimizer::sgd(&ctx, Sgd::new(0.5));
+    let mut opt = GpuOptimizer::new(&ctx, Sgd::new(0.5));
     head.update(&mut opt, &step).unwrap();
     let after = head.params().unwrap();
     for j in 0..=h {

@@ -38,7 +38,7 @@ fn an_evaluation_forward_keeps_no_tape_and_gives_the_same_numbers() {
                 eprintln!("not run: {label}: {why}");
                 continue;
             }
-            let opts = || ForwardOptions::new().h0(h0.view());
+            let opts = || ForwardOptions::default().h0(h0.view());
             let eval = m.forward(x.view(), opts()).unwrap();
             assert!(eval.tape.is_none(), "{label}: no tape unless asked");
             let taped = m.forward(x.view(), opts().keep_tape()).unwrap();
@@ -46,7 +46,7 @@ fn an_evaluation_forward_keeps_no_tape_and_gives_the_same_numbers() {
             assert_eq!(eval.h_n, taped.h_n, "{label}");
             // The kept tape serves a backward.
             let go = taped.output.clone();
-            m.backward(taped.tape.unwrap(), go.view(), BackwardOptions::new())
+            m.backward(taped.tape.unwrap(), go.view(), BackwardOptions::default())
                 .unwrap();
             // Training keeps the tape without being asked.
             assert!(m.forward(x.view(), opts().train(3)).unwrap().tape.is_some());
@@ -65,8 +65,8 @@ fn bytes_of_a_forward(ctx: &GpuContext, m: &GpuGru, x: &wgpu::Buffer, keep: bool
         batch: 3,
     };
     let opts = match keep {
-        true => ForwardOptions::new().keep_tape(),
-        false => ForwardOptions::new(),
+        true => ForwardOptions::default().keep_tape(),
+        false => ForwardOptions::default(),
     };
     let f = m.forward(input, opts).unwrap();
     assert_eq!(f.tape.is_some(), keep);

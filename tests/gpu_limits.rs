@@ -75,7 +75,7 @@ fn buffers_larger_than_the_device_allows_are_refused_with_the_sizes() {
     // The gates of T = 200, B = 16, H = 64: 200·16·4·64 floats, 3.3 MB.
     let x = ndarray::Array3::<f32>::zeros((200, 16, 8));
     let e = model
-        .forward(x.view(), ForwardOptions::new().keep_tape())
+        .forward(x.view(), ForwardOptions::default().keep_tape())
         .unwrap_err();
     match &e {
         GruError::LimitExceeded {
@@ -123,7 +123,9 @@ fn a_tape_of_several_gigabytes_is_refused_before_any_work() {
     // A call that fits first, so that the statistics of the last call are not
     // those of a fresh model.
     let small = ndarray::Array3::<f32>::zeros((3, 2, 16));
-    model.forward(small.view(), ForwardOptions::new()).unwrap();
+    model
+        .forward(small.view(), ForwardOptions::default())
+        .unwrap();
     let before = model.last_call_stats();
     assert!(
         before.dispatches > 0 && before.submissions == 1,
@@ -143,7 +145,7 @@ fn a_tape_of_several_gigabytes_is_refused_before_any_work() {
         batch: 64,
     };
     let e = model
-        .forward(big, ForwardOptions::new().keep_tape())
+        .forward(big, ForwardOptions::default().keep_tape())
         .unwrap_err();
     assert!(matches!(e, GruError::LimitExceeded { .. }), "{e:?}");
     let msg = e.to_string();

@@ -136,7 +136,7 @@ fn adam_first_step_moves_each_parameter_by_about_lr() {
     let Some(ctx) = common::gpu() else { return };
     let p = buffer(&ctx, &[1.0, 1.0, 1.0]);
     let g = buffer(&ctx, &[0.5, -2.0, 1e-3]);
-    let mut opt = GpuOptimizer::adam(&ctx, Adam::new(0.1));
+    let mut opt = GpuOptimizer::new(&ctx, Adam::new(0.1));
     opt.step(&[&p], &[&g], &[3]).unwrap();
     let got = read(&ctx, &p, 3);
     for (v, want) in got.iter().zip([0.9f32, 1.1, 0.9]) {
@@ -185,7 +185,7 @@ fn optimiser_misuse_is_an_error() {
     let Some(ctx) = common::gpu() else { return };
     let p = buffer(&ctx, &[0.0; 4]);
     let g = buffer(&ctx, &[0.0; 4]);
-    let mut opt = GpuOptimizer::sgd(&ctx, Sgd::new(0.1));
+    let mut opt = GpuOptimizer::new(&ctx, Sgd::new(0.1));
     let e = opt.step(&[&p], &[&g], &[8]).unwrap_err();
     assert_eq!(
         e.to_string(),

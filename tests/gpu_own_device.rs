@@ -47,14 +47,14 @@ fn a_context_on_the_callers_device_runs_the_gru() {
     // The upload and read-back helpers: the device path agrees with the host path.
     let model = GpuGru::new(&ctx, &GruParams::init(&config, 4).unwrap()).unwrap();
     let x = common::random((6, 3, 5), 1.0, &mut common::rng(2)).mapv(|v| v as f32);
-    let host = model.forward(x.view(), ForwardOptions::new()).unwrap();
+    let host = model.forward(x.view(), ForwardOptions::default()).unwrap();
     let xb = ctx.upload_array("x", x.view()).unwrap();
     let input = OnDevice {
         buffer: xb.buffer(),
         seq_len: 6,
         batch: 3,
     };
-    let f = model.forward(input, ForwardOptions::new()).unwrap();
+    let f = model.forward(input, ForwardOptions::default()).unwrap();
     let out = ctx
         .read_array(f.output.buffer(), ndarray::Ix3(6, 3, 18))
         .unwrap();

@@ -222,7 +222,7 @@ fn lengths_on_device_buffers_and_nan_padding() {
         let f = model
             .forward(
                 x.view(),
-                ForwardOptions::new()
+                ForwardOptions::default()
                     .h0(case.h0.as_ref().map(|h| h.view()))
                     .lengths(lens.clone())
                     .keep_tape(),
@@ -232,7 +232,7 @@ fn lengths_on_device_buffers_and_nan_padding() {
             .backward(
                 f.tape.unwrap(),
                 case.grad_output.view(),
-                BackwardOptions::new().grad_h_n(case.grad_h_n.view()),
+                BackwardOptions::default().grad_h_n(case.grad_h_n.view()),
             )
             .unwrap();
         (f.output, f.h_n, g)
@@ -271,7 +271,7 @@ fn lengths_on_device_buffers_and_nan_padding() {
                 seq_len: t,
                 batch: b,
             },
-            ForwardOptions::new()
+            ForwardOptions::default()
                 .h0(&h0b)
                 .lengths(lens.clone())
                 .keep_tape(),
@@ -288,7 +288,11 @@ fn lengths_on_device_buffers_and_nan_padding() {
     let gob = upload(&ctx, case.grad_output.as_slice().unwrap());
     let ghb = upload(&ctx, case.grad_h_n.as_slice().unwrap());
     let bw = model
-        .backward(f.tape.unwrap(), &gob, BackwardOptions::new().grad_h_n(&ghb))
+        .backward(
+            f.tape.unwrap(),
+            &gob,
+            BackwardOptions::default().grad_h_n(&ghb),
+        )
         .unwrap();
     assert_eq!(
         common::download(&ctx, bw.grad_x.buffer(), g.x.len()),
@@ -312,17 +316,17 @@ fn bad_lengths_and_resets_are_refused_on_the_gpu() {
     let case = common::case(GruConfig::new(3, 4), 5, 2, false, 3);
     let model = GpuGru::new(&ctx, &case.params).unwrap();
     let run = |o: ForwardOptions<ndarray::ArrayView3<f32>>| model.forward(case.x.view(), o);
-    let e = run(ForwardOptions::new().lengths(vec![5])).unwrap_err();
+    let e = run(ForwardOptions::default().lengths(vec![5])).unwrap_err();
     assert!(matches!(e, GruError::LengthMismatch { .. }), "{e:?}");
-    let e = run(ForwardOptions::new().lengths(vec![0, 5])).unwrap_err();
+    let e = run(ForwardOptions::default().lengths(vec![0, 5])).unwrap_err();
     assert!(e.to_string().contains("lengths[0] is 0"), "{e}");
-    let e = run(ForwardOptions::new().lengths(vec![6, 5])).unwrap_err();
+    let e = run(ForwardOptions::default().lengths(vec![6, 5])).unwrap_err();
     assert!(e.to_string().contains("lengths[0] is 6"), "{e}");
-    let e = run(ForwardOptions::new().resets(Array2::from_elem((2, 5), false))).unwrap_err();
+    let e = run(ForwardOptions::default().resets(Array2::from_elem((2, 5), false))).unwrap_err();
     assert!(e.to_string().contains("resets"), "{e}");
     // Lengths all T and no resets at all: the plain call, bitwise.
-    let plain = run(ForwardOptions::new()).unwrap();
-    let full = run(ForwardOptions::new()
+    let plain = run(ForwardOptions::default()).unwrap();
+    let full = run(ForwardOptions::default()
         .lengths(vec![5, 5])
         .resets(Array2::from_elem((5, 2), false)))
     .unwrap();
@@ -356,14 +360,17 @@ fn rows_run_longest_first_bitwise_and_dropout_keeps_the_callers_order() {
         let f = model
             .forward(
                 x.view(),
-                ForwardOptions::new().h0(h0.view()).lengths(l).keep_tape(),
+                ForwardOptions::default()
+                    .h0(h0.view())
+                    .lengths(l)
+                    .keep_tape(),
             )
             .unwrap();
         let g = model
             .backward(
                 f.tape.unwrap(),
                 go.view(),
-                BackwardOptions::new().grad_h_n(ghn.view()),
+                BackwardOptions::default().grad_h_n(ghn.view()),
             )
             .unwrap();
         (f.output, f.h_n, g)

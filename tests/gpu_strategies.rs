@@ -106,11 +106,11 @@ fn assert_tape_free_same(case: &RandomCase, ctx: &GpuContext, s: Plan, what: &st
     m.set_plan(Some(s));
     let h0 = case.h0.as_ref().map(|h| h.view());
     let with = m
-        .forward(case.x.view(), ForwardOptions::new().h0(h0).keep_tape())
+        .forward(case.x.view(), ForwardOptions::default().h0(h0).keep_tape())
         .unwrap();
     let h0 = case.h0.as_ref().map(|h| h.view());
     let without = m
-        .forward(case.x.view(), ForwardOptions::new().h0(h0))
+        .forward(case.x.view(), ForwardOptions::default().h0(h0))
         .unwrap();
     assert!(without.tape.is_none());
     assert_eq!(

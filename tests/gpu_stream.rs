@@ -114,8 +114,8 @@ fn chunks_of_one_three_and_the_rest_give_one_forward_bit_for_bit() {
             );
             let h0 = random((cfg.num_layers, B, H), 30 + n as u64);
             let opts = match with_state {
-                true => ForwardOptions::new().h0(h0.view()),
-                false => ForwardOptions::new(),
+                true => ForwardOptions::default().h0(h0.view()),
+                false => ForwardOptions::default(),
             };
             let whole = m.forward(x.view(), opts).unwrap();
 
@@ -160,7 +160,7 @@ fn a_reset_row_starts_again_from_zero_and_the_others_go_on() {
         let m = GpuGru::new(&ctx, &GruParams::init(&cfg, 3).unwrap()).unwrap();
         m.set_plan(Some(plan));
         let x = random((T, B, I), 40);
-        let whole = m.forward(x.view(), ForwardOptions::new()).unwrap();
+        let whole = m.forward(x.view(), ForwardOptions::default()).unwrap();
         let mut stream = GpuStream::new(&m, B).unwrap();
         let a = stream.push(x.slice(s![..4, .., ..])).unwrap();
         let before = stream.state().unwrap();
@@ -184,7 +184,7 @@ fn a_reset_row_starts_again_from_zero_and_the_others_go_on() {
         let state = stream.state().unwrap();
         // Row 1 from frame 4 on: a fresh sequence of those frames.
         let fresh = m
-            .forward(x.slice(s![4.., .., ..]), ForwardOptions::new())
+            .forward(x.slice(s![4.., .., ..]), ForwardOptions::default())
             .unwrap();
         // The other rows: the whole sequence, as if nothing had happened.
         for r in 0..B {
@@ -310,7 +310,7 @@ fn bad_models_chunks_rows_and_states_are_refused_and_change_nothing() {
 
     // After all that, the stream goes on as one forward.
     let rest = stream.push(x.slice(s![2.., .., ..])).unwrap();
-    let whole = m.forward(x.view(), ForwardOptions::new()).unwrap();
+    let whole = m.forward(x.view(), ForwardOptions::default()).unwrap();
     assert_bits("output", &concat_time(&cfg, &[first, rest]), &whole.output);
     assert_bits("state", &stream.state().unwrap(), &whole.h_n);
 }
@@ -332,7 +332,7 @@ fn a_long_sequence_with_a_split_input_projection_streams_bit_for_bit() {
     m.set_plan(Some(gru_wgpu::gpu::Plan::from_name("simple/step").unwrap()));
     let mut st = GpuStream::new(&m, 4).unwrap();
     m.set_plan(Some(st.plan()));
-    let whole = m.forward(x.view(), ForwardOptions::new()).unwrap();
+    let whole = m.forward(x.view(), ForwardOptions::default()).unwrap();
     let mut outs = Vec::new();
     for c in 0..4 {
         outs.push(
@@ -404,7 +404,7 @@ fn with_the_default_settings_a_stream_and_its_models_forward_agree_bit_for_bit()
                 assert_eq!(c.source, PlanSource::Forced, "T = {t}");
             }
         }
-        let whole = m.forward(x.view(), ForwardOptions::new()).unwrap();
+        let whole = m.forward(x.view(), ForwardOptions::default()).unwrap();
         eprintln!(
             "{cfg:?}: stream plan {} ({:?}, pinned {})",
             stream.plan(),
@@ -445,7 +445,7 @@ fn with_the_default_settings_a_stream_and_its_models_forward_agree_bit_for_bit()
         // What the pin changed here: the whole call's own plan, and
         // whether its bits are the stream's.
         m.set_plan(Some(own));
-        let unpinned = m.forward(x.view(), ForwardOptions::new()).unwrap();
+        let unpinned = m.forward(x.view(), ForwardOptions::default()).unwrap();
         m.set_plan(Some(stream.plan()));
         let same = unpinned
             .output

@@ -26,26 +26,27 @@ fn set_params_between_forward_and_backward_is_refused() {
     let mut m = model(&ctx);
     let x = Array3::<f32>::from_elem((4, 2, 3), 0.5);
     let go = Array3::<f32>::ones((4, 2, 5));
-    let keep = || ForwardOptions::new().keep_tape();
+    let keep = || ForwardOptions::default().keep_tape();
     let tape = m.forward(x.view(), keep()).unwrap().tape.unwrap();
     let before = m.params_version();
     let p = m.params().unwrap();
     m.set_params(&p).unwrap();
     assert_ne!(m.params_version(), before);
     assert_stale(
-        m.backward(tape, go.view(), BackwardOptions::new())
+        m.backward(tape, go.view(), BackwardOptions::default())
             .unwrap_err(),
     );
     // A forward after the change makes a tape that works.
     let tape = m.forward(x.view(), keep()).unwrap().tape.unwrap();
-    m.backward(tape, go.view(), BackwardOptions::new()).unwrap();
+    m.backward(tape, go.view(), BackwardOptions::default())
+        .unwrap();
 }
 
 #[test]
 fn an_update_between_forward_and_backward_is_refused() {
     let Some(ctx) = common::gpu() else { return };
     let m = model(&ctx);
-    let mut opt = GpuOptimizer::sgd(&ctx, Sgd::new(0.1));
+    let mut opt = GpuOptimizer::new(&ctx, Sgd::new(0.1));
     let x = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("x"),
         size: 4 * 2 * 3 * 4,
@@ -63,14 +64,14 @@ fn an_update_between_forward_and_backward_is_refused() {
         seq_len: 4,
         batch: 2,
     };
-    let keep = || ForwardOptions::new().keep_tape();
+    let keep = || ForwardOptions::default().keep_tape();
     let f = m.forward(input, keep()).unwrap();
     let g = m
-        .backward(f.tape.unwrap(), &go, BackwardOptions::new())
+        .backward(f.tape.unwrap(), &go, BackwardOptions::default())
         .unwrap();
     let f2 = m.forward(input, keep()).unwrap();
     m.update(&mut opt, &g).unwrap();
-    let e = m.backward(f2.tape.unwrap(), &go, BackwardOptions::new());
+    let e = m.backward(f2.tape.unwrap(), &go, BackwardOptions::default());
     assert_stale(e.unwrap_err());
 }
 
@@ -78,7 +79,7 @@ fn an_update_between_forward_and_backward_is_refused() {
 fn a_cell_update_between_forward_and_backward_is_refused() {
     let Some(ctx) = common::gpu() else { return };
     let mut cell = GpuGruCell::init(&ctx, 3, 4, true, 9).unwrap();
-    let mut opt = GpuOptimizer::sgd(&ctx, Sgd::new(0.1));
+    let mut opt = GpuOptimizer::new(&ctx, Sgd::new(0.1));
     let x = Array2::<f32>::from_elem((2, 3), 0.5);
     let h = Array2::<f32>::zeros((2, 4));
     cell.forward_array(x.view(), h.view()).unwrap();
@@ -126,9 +127,11 @@ fn constant_grads(
         seq_len: t,
         batch: b,
     };
-    let f = m.forward(input, ForwardOptions::new().keep_tape()).unwrap();
+    let f = m
+        .forward(input, ForwardOptions::default().keep_tape())
+        .unwrap();
     let g = m
-        .backward(f.tape.unwrap(), gb.buffer(), BackwardOptions::new())
+        .backward(f.tape.unwrap(), gb.buffer(), BackwardOptions::default())
         .unwrap();
     for l in &g.grads {
         for t in l.tensors() {
@@ -170,7 +173,7 @@ fn a_backward_accepted_while_another_thread_updates_ran_on_the_weights_of_its_ta
     });
     let plus = constant_grads(&ctx, &m, &x, &go, 0.125);
     let minus = constant_grads(&ctx, &m, &x, &go, -0.125);
-    let mut opt = GpuOptimizer::sgd(&ctx, Sgd::new(0.5));
+    let mut opt = GpuOptimizer::new(&ctx, Sgd::new(0.5));
     // One forward (its tape kept) and backward, on host arrays or (`device`)
     // on device buffers: the tape's version, and the output and gradients.
     let (xb, gb) = (
@@ -179,10 +182,10 @@ fn a_backward_accepted_while_another_thread_updates_ran_on_the_weights_of_its_ta
     );
     let run = |m: &GpuGru, device: bool| -> Result<(u64, Vec<u32>), GruError> {
         if !device {
-            let f = m.forward(x.view(), ForwardOptions::new().keep_tape())?;
+            let f = m.forward(x.view(), ForwardOptions::default().keep_tape())?;
             let tape = f.tape.unwrap();
             let v = tape.params_version();
-            let g = m.backward(tape, go.view(), BackwardOptions::new())?;
+            let g = m.backward(tape, go.view(), BackwardOptions::default())?;
             return Ok((v, bits(&f.output, &g)));
         }
         let input = OnDevice {
@@ -190,10 +193,10 @@ fn a_backward_accepted_while_another_thread_updates_ran_on_the_weights_of_its_ta
             seq_len: 4,
             batch: 2,
         };
-        let f = m.forward(input, ForwardOptions::new().keep_tape())?;
+        let f = m.forward(input, ForwardOptions::default().keep_tape())?;
         let tape = f.tape.unwrap();
         let v = tape.params_version();
-        let g = m.backward(tape, gb.buffer(), BackwardOptions::new())?;
+        let g = m.backward(tape, gb.buffer(), BackwardOptions::default())?;
         let mut out = Vec::new();
         let tensors = [&f.output, &g.grad_x, &g.grad_h0]
             .into_iter()

@@ -192,9 +192,12 @@ fn subnormal_inputs_are_kept_or_flushed_as_the_readme_says() {
             let params = GruParams::<f32>::init(&config, 7).unwrap();
             let m = GpuGru::new(&ctx, &params).unwrap();
             m.set_plan(Some(plan));
-            let ours = m.forward(x.view(), ForwardOptions::new()).unwrap().output;
+            let ours = m
+                .forward(x.view(), ForwardOptions::default())
+                .unwrap()
+                .output;
             let zeroed = m
-                .forward(zeros.view(), ForwardOptions::new())
+                .forward(zeros.view(), ForwardOptions::default())
                 .unwrap()
                 .output;
             let mut cpu = gru_wgpu::cpu::Gru::new(params.cast::<f64>());

@@ -399,11 +399,11 @@ fn a_tape_is_refused_by_every_model_but_its_own_across_contexts() {
     let a = GpuGru::new(&c1, &GruParams::init(&one, 1).unwrap()).unwrap();
     let b = GpuGru::new(&c2, &GruParams::init(&two, 2).unwrap()).unwrap();
     let x = Array3::<f32>::zeros((2, 1, 3));
-    let keep = || ForwardOptions::new().keep_tape();
+    let keep = || ForwardOptions::default().keep_tape();
     let tape = a.forward(x.view(), keep()).unwrap().tape.unwrap();
     let go = Array3::<f32>::zeros((2, 1, 4));
     let e = b
-        .backward(tape, go.view(), BackwardOptions::new())
+        .backward(tape, go.view(), BackwardOptions::default())
         .unwrap_err();
     assert!(matches!(e, GruError::Tape(_)), "{e:?}");
     assert!(
@@ -415,7 +415,7 @@ fn a_tape_is_refused_by_every_model_but_its_own_across_contexts() {
     let a2 = GpuGru::new(&c2, &GruParams::init(&one, 1).unwrap()).unwrap();
     let tape = a.forward(x.view(), keep()).unwrap().tape.unwrap();
     let e = a2
-        .backward(tape, go.view(), BackwardOptions::new())
+        .backward(tape, go.view(), BackwardOptions::default())
         .unwrap_err();
     assert!(matches!(e, GruError::Tape(_)), "{e:?}");
 }
@@ -577,11 +577,11 @@ fn parameters_in_a_non_standard_layout_give_the_same_results() {
     let a = GpuGru::new(&ctx, &p).unwrap();
     let b = GpuGru::new(&ctx, &f).unwrap();
     let (oa, ha, _) = a
-        .forward(x.view(), ForwardOptions::new())
+        .forward(x.view(), ForwardOptions::default())
         .unwrap()
         .into_parts();
     let (ob, hb, _) = b
-        .forward(x.view(), ForwardOptions::new())
+        .forward(x.view(), ForwardOptions::default())
         .unwrap()
         .into_parts();
     assert_eq!(oa, ob);
@@ -643,7 +643,7 @@ fn optimisers_and_indexing_refuse_what_they_cannot_do() {
     let e = gru_wgpu::gpu::clip_grad_norm(&ctx, &[&a], &[8], f32::INFINITY).unwrap_err();
     assert!(e.to_string().contains("max_norm is inf"), "{e}");
     // A GPU optimiser with a learning rate that is not a number.
-    let mut opt = GpuOptimizer::adam(&ctx, Adam::new(f32::NAN));
+    let mut opt = GpuOptimizer::new(&ctx, Adam::new(f32::NAN));
     let e = opt.step(&[&a], &[&a], &[8]).unwrap_err();
     assert!(e.to_string().contains("the learning rate is NaN"), "{e}");
     assert_eq!(opt.steps(), 0);

@@ -188,7 +188,7 @@ fn the_gpu_runs_the_reset_before_form_on_every_plan() {
     let mut ran = 0;
     for plan in m.candidates(1) {
         m.set_plan(Some(plan));
-        m.forward(x.view(), gru_wgpu::gpu::ForwardOptions::new())
+        m.forward(x.view(), gru_wgpu::gpu::ForwardOptions::default())
             .unwrap();
         ran += 1;
     }
@@ -198,7 +198,7 @@ fn the_gpu_runs_the_reset_before_form_on_every_plan() {
     let loops = gru_wgpu::gpu::Strategy::ALL.len();
     assert_eq!(ran, families * loops, "{:?}", m.candidates(1));
     m.set_plan(None);
-    m.forward(x.view(), gru_wgpu::gpu::ForwardOptions::new())
+    m.forward(x.view(), gru_wgpu::gpu::ForwardOptions::default())
         .unwrap();
 }
 

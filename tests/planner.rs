@@ -116,7 +116,7 @@ fn tuning_times_every_candidate_and_a_second_process_reads_the_winner() {
     // The forward runs it, and its tape says so.
     let x = ndarray::Array3::<f32>::ones((5, 3, 8));
     let f = m2
-        .forward(x.view(), ForwardOptions::new().keep_tape())
+        .forward(x.view(), ForwardOptions::default().keep_tape())
         .unwrap();
     assert_eq!(f.tape.unwrap().plan(), report.chosen);
     // A full-mode context does not take a quick-mode entry.
@@ -158,7 +158,7 @@ fn without_tuning_the_fixed_rule_runs_and_nothing_is_written() {
     assert_eq!(c.plan, m.fallback_plan(2));
     assert_eq!(c.tuned_ms, 0.0);
     let x = ndarray::Array3::<f32>::ones((3, 2, 4));
-    m.forward(x.view(), ForwardOptions::new()).unwrap();
+    m.forward(x.view(), ForwardOptions::default()).unwrap();
     assert!(!dir.exists(), "nothing written without tuning");
 }
 
@@ -174,7 +174,7 @@ fn a_forced_plan_runs_as_asked_and_one_that_does_not_apply_is_an_error() {
         assert_eq!((c.plan, c.source), (plan, PlanSource::Forced));
         let x = ndarray::Array3::<f32>::ones((3, 2, 4));
         let f = small
-            .forward(x.view(), ForwardOptions::new().keep_tape())
+            .forward(x.view(), ForwardOptions::default().keep_tape())
             .unwrap();
         assert_eq!(f.tape.unwrap().plan(), plan);
     }
@@ -187,7 +187,9 @@ fn a_forced_plan_runs_as_asked_and_one_that_does_not_apply_is_an_error() {
     assert!(big.check_plan(seq, 1).unwrap_err().contains("256"));
     big.set_plan(Some(seq));
     let x = ndarray::Array3::<f32>::ones((2, 1, 4));
-    let e = big.forward(x.view(), ForwardOptions::new()).unwrap_err();
+    let e = big
+        .forward(x.view(), ForwardOptions::default())
+        .unwrap_err();
     assert!(
         e.to_string().contains("simple/sequence does not apply"),
         "{e}"
@@ -378,7 +380,7 @@ fn a_huge_or_fifo_cache_file_is_a_warning_and_the_cache_works_in_memory() {
     let m = model(&ctx2, &config);
     m.forward(
         ndarray::Array3::<f32>::ones((2, 1, 2)).view(),
-        ForwardOptions::new(),
+        ForwardOptions::default(),
     )
     .unwrap();
     assert_eq!(m.plan_for(2, 1).unwrap().source, PlanSource::Cached);
@@ -414,7 +416,7 @@ fn the_cache_never_writes_through_a_planted_link() {
     let m = model(&ctx, &config);
     m.forward(
         ndarray::Array3::<f32>::ones((2, 1, 3)).view(),
-        ForwardOptions::new(),
+        ForwardOptions::default(),
     )
     .unwrap();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");

@@ -109,7 +109,7 @@ proptest! {
         let h0a = h0.map(Array3::<f32>::zeros);
         let r = model.forward(
             xa.view(),
-            ForwardOptions::new()
+            ForwardOptions::default()
                 .h0(h0a.as_ref().map(|h| h.view()))
                 .keep_tape(),
         );
@@ -117,7 +117,7 @@ proptest! {
             Some((t, b)) => {
                 let (_, _, tape) = r.unwrap().into_parts();
                 let ga = Array3::<f32>::zeros(go);
-                let r = model.backward(tape.unwrap(), ga.view(), BackwardOptions::new());
+                let r = model.backward(tape.unwrap(), ga.view(), BackwardOptions::default());
                 prop_assert_eq!(r.is_ok(), go == cfg.output_shape(t, b));
                 // The slice API: a slice of the wrong length is an error.
                 let n = t * b * cfg.input_size;
@@ -128,7 +128,7 @@ proptest! {
                         seq_len: t,
                         batch: b,
                     },
-                    ForwardOptions::new().keep_tape(),
+                    ForwardOptions::default().keep_tape(),
                 );
                 if slice_extra == 0 {
                     prop_assert!(r.is_ok());

@@ -165,7 +165,7 @@ fn evaluate(
         seq_len: seq,
         batch: n,
     };
-    let f = model.forward(input, ForwardOptions::new())?;
+    let f = model.forward(input, ForwardOptions::default())?;
     head.step(f.h_n.buffer(), yb.buffer(), n)?.read_loss(ctx)
 }
 
@@ -208,8 +208,8 @@ pub fn train_adding(
     let yb = ctx.upload("targets", &vec![0.0; b])?;
     let zeros = ctx.upload("zero output gradient", &vec![0.0; t * b * h])?;
     let adam = Adam::new(o.lr);
-    let mut opt_gru = GpuOptimizer::adam(ctx, adam);
-    let mut opt_head = GpuOptimizer::adam(ctx, adam);
+    let mut opt_gru = GpuOptimizer::new(ctx, adam);
+    let mut opt_head = GpuOptimizer::new(ctx, adam);
     let mut losses = Vec::new();
     let start = Instant::now();
     for step in 1..=o.steps {
@@ -225,10 +225,10 @@ pub fn train_adding(
         };
         // GRU forward (keeping the tape), the head's loss and gradients,
         // the GRU's backward from the head's dL/dh_n.
-        let f = model.forward(input, ForwardOptions::new().keep_tape())?;
+        let f = model.forward(input, ForwardOptions::default().keep_tape())?;
         let hs = head.step(f.h_n.buffer(), yb.buffer(), b)?;
         let tape = f.tape.expect("kept");
-        let opts = BackwardOptions::new().grad_h_n(hs.grad_h.buffer());
+        let opts = BackwardOptions::default().grad_h_n(hs.grad_h.buffer());
         let g = model.backward(tape, zeros.buffer(), opts)?;
         // Clip the global norm of every gradient, the head's included, then step.
         let grads: Vec<&PooledBuffer> = g

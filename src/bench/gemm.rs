@@ -1,10 +1,10 @@
 //! The GEMM kernels alone (`gru-wgpu bench-gemm`): `C = A · Bᵀ` timed on
-//! one kernel (through the library's hidden `gpu::context::gemm`) and
+//! one kernel (through the library's hidden `gpu::gemm`) and
 //! checked against an f64 product.
 
 use super::{f32s, random_vec, summarize};
 use gru_wgpu::error::Result;
-use gru_wgpu::gpu::context::gemm::{check_device_fits, time_product};
+use gru_wgpu::gpu::gemm::{check_device_fits, time_product};
 use gru_wgpu::gpu::{GemmVariant, GpuContext};
 
 /// Which GEMM kernel.

@@ -91,9 +91,6 @@ pub struct BenchArgs {
     /// The GPU's time loop: the measured rule, or forced.
     #[arg(long, value_enum, default_value_t = RecurrenceArg::Auto)]
     pub recurrence: RecurrenceArg,
-    /// The GPU's product kernels: chosen by adapter type, or forced.
-    #[arg(long, value_enum, default_value_t = ProductsArg::Auto)]
-    pub products: ProductsArg,
     /// The GPU's plan: `auto` (the shape's cached or measured plan), a plan
     /// by the name `gru-wgpu tune` prints, such as `simple/sequence`, or
     /// `all` (the automatic plan, then every plan of the coverage set that
@@ -148,7 +145,6 @@ impl Default for BenchArgs {
             json: false,
             device: DeviceArg::Gpu,
             recurrence: RecurrenceArg::Auto,
-            products: ProductsArg::Auto,
             plan: "auto".into(),
             plot: None,
             compare: None,
@@ -187,23 +183,6 @@ pub enum RecurrenceArg {
     Auto,
     Persistent,
     PerStep,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProductsArg {
-    Auto,
-    Storage,
-    Windows,
-}
-
-impl ProductsArg {
-    pub fn get(self) -> Option<gru_wgpu::gpu::Products> {
-        match self {
-            ProductsArg::Auto => None,
-            ProductsArg::Storage => Some(gru_wgpu::gpu::Products::Storage),
-            ProductsArg::Windows => Some(gru_wgpu::gpu::Products::Windows),
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -358,7 +337,7 @@ pub fn run(args: &BenchArgs, adapter: Option<&str>) -> ExitCode {
         }
     }
     let ctx = if args.device != DeviceArg::Cpu {
-        match super::open_gpu_with(adapter, args.products.get()) {
+        match super::open_gpu(adapter) {
             Ok(c) => Some(c),
             Err(e) => {
                 super::report_gpu_error(&e, Some("or use --device cpu"));

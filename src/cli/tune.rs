@@ -7,7 +7,7 @@ use crate::bench::BenchShape;
 use gru_wgpu::gpu::{GpuGru, TuneMode, TuneReport};
 use gru_wgpu::GruParams;
 
-use super::bench::{ProductsArg, ShapeArgs};
+use super::bench::ShapeArgs;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct TuneArgs {
@@ -18,9 +18,6 @@ pub struct TuneArgs {
     /// `full` (three times on the whole shape).
     #[arg(long, default_value = "quick")]
     pub mode: String,
-    /// The product families measured: all that run here, or one.
-    #[arg(long, value_enum, default_value_t = ProductsArg::Auto)]
-    pub products: ProductsArg,
     /// One JSON object per candidate a line, instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -78,7 +75,7 @@ pub fn run(args: &TuneArgs, adapter: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let ctx = match super::open_gpu_with(adapter, args.products.get()) {
+    let ctx = match super::open_gpu(adapter) {
         Ok(c) => c,
         Err(e) => {
             super::report_gpu_error(&e, None);

@@ -92,15 +92,15 @@ impl GpuGruCell {
         Self::new(ctx, p.dir(0, 0)?)
     }
 
-    pub fn input_size(&self) -> usize {
+    pub(crate) fn input_size(&self) -> usize {
         self.model.config().input_size
     }
 
-    pub fn hidden_size(&self) -> usize {
+    pub(crate) fn hidden_size(&self) -> usize {
         self.model.config().hidden_size
     }
 
-    pub fn context(&self) -> &GpuContext {
+    pub(crate) fn context(&self) -> &GpuContext {
         self.model.context()
     }
 
@@ -138,7 +138,7 @@ impl GpuGruCell {
         };
         let f = self
             .model
-            .forward(x, ForwardOptions::new().h0(h_prev).keep_tape())?;
+            .forward(x, ForwardOptions::default().h0(h_prev).keep_tape())?;
         self.tape.push(f.tape.expect("kept"));
         Ok(f.h_n)
     }

@@ -18,6 +18,9 @@ use crate::gpu::recorder::Recorder;
 #[cfg(any(feature = "cli", feature = "test-hooks"))]
 #[doc(hidden)]
 pub mod gemm;
+mod limits;
+use limits::{forced_products, missing_limits};
+pub use limits::{window_kernels_fit, LimitsProfile, Products};
 
 /// How to open a [`GpuContext`].
 #[derive(Clone, Debug, Default)]
@@ -36,8 +39,12 @@ pub struct ContextOptions {
     /// Fill every buffer the pool hands out with NaN before use (a testing
     /// aid: an element that no kernel writes shows up as NaN).
     pub poison_buffers: bool,
-    /// Which kernels compute the matrix products. `None` chooses: the window
-    /// kernels on CPU (software) adapters, the storage kernels on GPUs.
+    /// A testing aid: which kernels compute the matrix products, the only
+    /// family (or families) plans may use. `None` (and without the
+    /// `test-hooks` feature, always) chooses: the window kernels on CPU
+    /// (software) adapters, the storage kernels on GPUs; a plan is the one
+    /// knob that forces a family.
+    #[cfg(feature = "test-hooks")]
     pub products: Option<Products>,
     /// How a shape's plan is chosen where no plan is forced: measured
     /// (`Quick`, `Full`) or the fixed fallback rule (`Off`). `None` reads
@@ -79,123 +86,6 @@ pub(crate) const DEFAULT_POOL_BUDGET: u64 = 256 << 20;
 /// How long a free buffer is kept unused where
 /// `ContextOptions::pool_max_idle` is `None`: 30 seconds.
 pub(crate) const DEFAULT_POOL_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Which limits a context asks the device for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum LimitsProfile {
-    /// The adapter's own limits.
-    #[default]
-    Adapter,
-    /// `wgpu::Limits::default()`: WebGPU's default limits (256-byte uniform
-    /// and storage offset alignment, 16 KiB of workgroup memory, 256
-    /// invocations per workgroup, 128 MiB storage bindings). The window
-    /// kernels, which need 32-byte uniform offsets, do not run under it.
-    WebGpu,
-}
-
-impl LimitsProfile {
-    /// `adapter` or `webgpu`.
-    pub fn name(self) -> &'static str {
-        match self {
-            LimitsProfile::Adapter => "adapter",
-            LimitsProfile::WebGpu => "webgpu",
-        }
-    }
-
-    /// The limits this profile asks for, on an adapter with `adapter` limits.
-    pub fn limits(self, adapter: &wgpu::Limits) -> wgpu::Limits {
-        match self {
-            LimitsProfile::Adapter => adapter.clone(),
-            LimitsProfile::WebGpu => wgpu::Limits::default(),
-        }
-    }
-}
-
-/// Whether the window kernels can run on a device with these limits
-/// (uniform bindings of 64 KiB at offsets aligned to at most 32 bytes), and
-/// why not where they cannot.
-pub fn window_kernels_fit(limits: &wgpu::Limits) -> std::result::Result<(), String> {
-    if windows_fit(limits) {
-        Ok(())
-    } else {
-        Err(format!(
-            "the window kernels need uniform bindings of 64 KiB at 32-byte offsets; \
-             the device allows {} bytes at {}-byte offsets",
-            limits.max_uniform_buffer_binding_size, limits.min_uniform_buffer_offset_alignment
-        ))
-    }
-}
-
-/// The kernels that compute the matrix products (the input projections, the
-/// recurrent products, the gradients).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Products {
-    /// Storage-buffer kernels with register tiles: `gemm.wgsl`'s `main`, the
-    /// recurrent product inside the fused steps. Suited to GPUs.
-    Storage,
-    /// Uniform-buffer windows: `windows.wgsl` on the chunked layout, for the
-    /// recurrent products too. Suited to CPU adapters such as llvmpipe,
-    /// where storage loads in loops are slow.
-    Windows,
-}
-
-/// The limits of `limits` below what the kernels need, each as `name: has
-/// N, needs at least M` (`windows`: the window kernels' too).
-fn missing_limits(limits: &wgpu::Limits, windows: bool) -> Vec<String> {
-    let uniforms = if windows { 3 } else { 1 };
-    let need: [(&str, u64, u64); 8] = [
-        (
-            "max_compute_workgroup_size_x",
-            limits.max_compute_workgroup_size_x.into(),
-            64,
-        ),
-        (
-            "max_compute_invocations_per_workgroup",
-            limits.max_compute_invocations_per_workgroup.into(),
-            64,
-        ),
-        (
-            "max_compute_workgroup_storage_size",
-            limits.max_compute_workgroup_storage_size.into(),
-            12288,
-        ),
-        (
-            "max_storage_buffers_per_shader_stage",
-            limits.max_storage_buffers_per_shader_stage.into(),
-            8,
-        ),
-        (
-            "max_bindings_per_bind_group",
-            limits.max_bindings_per_bind_group.into(),
-            9,
-        ),
-        (
-            "max_uniform_buffers_per_shader_stage",
-            limits.max_uniform_buffers_per_shader_stage.into(),
-            uniforms,
-        ),
-        (
-            "max_dynamic_uniform_buffers_per_pipeline_layout",
-            limits
-                .max_dynamic_uniform_buffers_per_pipeline_layout
-                .into(),
-            uniforms,
-        ),
-        (
-            "max_compute_workgroups_per_dimension",
-            limits.max_compute_workgroups_per_dimension.into(),
-            1,
-        ),
-    ];
-    need.iter()
-        .filter(|(_, has, min)| has < min)
-        .map(|(name, has, min)| format!("{name}: has {has}, needs at least {min}"))
-        .collect()
-}
 
 struct Inner {
     dev: Device,
@@ -288,7 +178,8 @@ impl GpuContext {
         options: ContextOptions,
     ) -> Result<Self> {
         let summary = summarize(&device.adapter_info());
-        let windows = options.products == Some(Products::Windows);
+        let forced = forced_products(&options);
+        let windows = forced == Some(Products::Windows);
         let missing = missing_limits(&device.limits(), windows);
         if !missing.is_empty() {
             return Err(GruError::RequestDevice(format!(
@@ -327,7 +218,8 @@ impl GpuContext {
             dev.loop_share = share;
         }
         let fit = windows_fit(&dev.limits);
-        let products = match options.products {
+        let forced = forced_products(options);
+        let products = match forced {
             Some(Products::Windows) if !fit => {
                 return Err(GruError::RequestDevice(format!(
                     "{}: the window kernels need uniform bindings of 64 KiB at 32-byte offsets; \
@@ -356,7 +248,7 @@ impl GpuContext {
                 dev,
                 pipelines: Pipelines::default(),
                 products,
-                products_forced: options.products.is_some(),
+                products_forced: forced.is_some(),
                 profile: options.profile,
                 tune,
                 plans,
@@ -397,6 +289,12 @@ impl GpuContext {
     /// of [`plan_named`](Self::plan_named): the one
     /// `ContextOptions::products` forced, else the window kernels on CPU
     /// adapters where they fit and the storage kernels elsewhere.
+    pub(crate) fn product_kernels(&self) -> Products {
+        self.inner.products
+    }
+
+    /// [`product_kernels`](Self::product_kernels), for the tests.
+    #[cfg(feature = "test-hooks")]
     pub fn products(&self) -> Products {
         self.inner.products
     }
@@ -420,10 +318,10 @@ impl GpuContext {
     }
 
     /// Plans that together run every kernel the tuner's candidates run
-    /// here (see [`coverage`](crate::gpu::plan::coverage)); some may not
+    /// here (see [`Plan::coverage`]); some may not
     /// apply to a given shape (`GpuGru::check_plan` says why).
     pub fn coverage_plans(&self) -> Vec<crate::gpu::plan::Plan> {
-        crate::gpu::plan::coverage(&self.families())
+        crate::gpu::plan::Plan::coverage(&self.families())
     }
 
     /// The limits profile the device was opened with (`Adapter` for a device

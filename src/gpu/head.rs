@@ -83,6 +83,7 @@ impl GpuLinearHead {
     }
 
     /// The parameters `[w; c]` on the device (`hidden + 1` floats).
+    #[cfg(feature = "test-hooks")]
     pub fn param_buffer(&self) -> &wgpu::Buffer {
         self.params.buffer()
     }

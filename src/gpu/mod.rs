@@ -36,7 +36,9 @@ pub(crate) mod stream;
 
 pub use adapter::{list_adapters, AdapterSummary};
 pub use cell::GpuGruCell;
-pub use context::{window_kernels_fit, ContextOptions, GpuContext, LimitsProfile, Products};
+#[cfg(feature = "test-hooks")]
+pub use context::Products;
+pub use context::{window_kernels_fit, ContextOptions, GpuContext, LimitsProfile};
 pub use gru::{
     BackwardInput, BackwardOptions, CallStats, Candidate, FlatInput, Forward, ForwardInput,
     ForwardOptions, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, PlanChoice,
@@ -50,3 +52,7 @@ pub use plan::strategy::Strategy;
 pub use pool::PoolStats;
 pub use pool::PooledBuffer;
 pub use stream::GpuStream;
+// The GEMM kernels alone, for `gru-wgpu bench-gemm` and the kernels' tests.
+#[cfg(any(feature = "cli", feature = "test-hooks"))]
+#[doc(hidden)]
+pub use context::gemm;

@@ -20,6 +20,18 @@ pub enum Rule {
     Adam(Adam),
 }
 
+impl From<Sgd> for Rule {
+    fn from(s: Sgd) -> Rule {
+        Rule::Sgd(s)
+    }
+}
+
+impl From<Adam> for Rule {
+    fn from(a: Adam) -> Rule {
+        Rule::Adam(a)
+    }
+}
+
 impl GpuGru {
     /// One optimiser step on the parameters from a backward's gradients, then
     /// the derived copies of the weights: one submission, all on the device.
@@ -61,22 +73,15 @@ impl std::fmt::Debug for GpuOptimizer {
 }
 
 impl GpuOptimizer {
-    pub fn new(ctx: &GpuContext, rule: Rule) -> Self {
+    /// An optimiser of `rule` (an [`Sgd`] or an [`Adam`], or a [`Rule`]).
+    pub fn new(ctx: &GpuContext, rule: impl Into<Rule>) -> Self {
         GpuOptimizer {
             ctx: ctx.clone(),
-            rule,
+            rule: rule.into(),
             lens: Vec::new(),
             state: Vec::new(),
             steps: 0,
         }
-    }
-
-    pub fn sgd(ctx: &GpuContext, sgd: Sgd) -> Self {
-        Self::new(ctx, Rule::Sgd(sgd))
-    }
-
-    pub fn adam(ctx: &GpuContext, adam: Adam) -> Self {
-        Self::new(ctx, Rule::Adam(adam))
     }
 
     pub fn rule(&self) -> &Rule {

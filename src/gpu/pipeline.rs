@@ -143,6 +143,22 @@ pub enum Binding {
     ReadWrite,
 }
 
+/// The bindings of a kernel whose parameter slot is binding 0 and whose
+/// other bindings follow it in order: `bindings![Read, ReadWrite]` is
+/// `&[(0, Params), (1, Read), (2, ReadWrite)]`.
+macro_rules! bindings {
+    ($($kind:ident),* $(,)?) => {
+        $crate::gpu::pipeline::bindings!(@n 1u32; [(0u32, $crate::gpu::pipeline::Binding::Params)]; $($kind),*)
+    };
+    (@n $n:expr; [$($out:expr),*]; $kind:ident $(, $rest:ident)*) => {
+        $crate::gpu::pipeline::bindings!(@n $n + 1; [$($out,)* ($n, $crate::gpu::pipeline::Binding::$kind)]; $($rest),*)
+    };
+    (@n $n:expr; [$($out:expr),*];) => {
+        &[$($out),*]
+    };
+}
+pub(crate) use bindings;
+
 /// Everything needed to build a kernel: the shader (its file name and
 /// source), the entry point, the size of its parameter struct, its bindings
 /// `(number, kind)`, and the values of its override constants.
@@ -156,6 +172,31 @@ pub(crate) struct KernelSpec {
     pub constants: &'static [(&'static str, f64)],
     /// The storage types of [`TYPE_ALIASES`] that are not `f32`.
     pub types: &'static [(&'static str, &'static str)],
+}
+
+impl KernelSpec {
+    /// The kernel `entry` of the shader `file` (`source`), its parameters a
+    /// `P`, with these bindings, no override constants and f32 storage.
+    pub(crate) const fn new<P>(
+        (file, source): (&'static str, &'static str),
+        entry: &'static str,
+        bindings: &'static [(u32, Binding)],
+    ) -> Self {
+        KernelSpec {
+            file,
+            source,
+            entry,
+            params_size: std::mem::size_of::<P>(),
+            bindings,
+            constants: &[],
+            types: &[],
+        }
+    }
+
+    /// The same kernel built with these override constants.
+    pub(crate) const fn with(self, constants: &'static [(&'static str, f64)]) -> Self {
+        KernelSpec { constants, ..self }
+    }
 }
 
 impl KernelSpec {

@@ -43,7 +43,7 @@ impl GpuContext {
     /// loop (`products` on the window family). For `GpuGru::set_plan`; the
     /// command line's `--recurrence`.
     pub fn plan_named(&self, name: &str) -> Result<Plan> {
-        let family = match self.products() {
+        let family = match self.product_kernels() {
             Products::Windows => Family::Windows,
             Products::Storage => Family::Gemm(GemmVariant::Simple),
         };
@@ -136,28 +136,30 @@ impl std::fmt::Display for Plan {
     }
 }
 
-/// A set of plans that together run every kernel the candidates of any
-/// shape run on these families: every family with the `step` loop and with
-/// its per-step `products` (the GEMM at the recurrent product's shapes), and
-/// the first GEMM variant and the window family with every loop. The test
-/// suite and `selftest` check each against the CPU reference.
-pub fn coverage(families: &[Family]) -> Vec<Plan> {
-    let mut out: Vec<Plan> = Vec::new();
-    let mut add = |p: Plan| {
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    };
-    let first_gemm = families.iter().find(|f| !f.is_windows());
-    for f in families {
-        let every = Some(f) == first_gemm || f.is_windows();
-        for s in Strategy::ALL {
-            if every || matches!(*s, Strategy::Step | Strategy::Products) {
-                add(Plan::new(*f, *s));
+impl Plan {
+    /// A set of plans that together run every kernel the candidates of any
+    /// shape run on these families: every family with the `step` loop and with
+    /// its per-step `products` (the GEMM at the recurrent product's shapes), and
+    /// the first GEMM variant and the window family with every loop. The test
+    /// suite and `selftest` check each against the CPU reference.
+    pub fn coverage(families: &[Family]) -> Vec<Plan> {
+        let mut out: Vec<Plan> = Vec::new();
+        let mut add = |p: Plan| {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        };
+        let first_gemm = families.iter().find(|f| !f.is_windows());
+        for f in families {
+            let every = Some(f) == first_gemm || f.is_windows();
+            for s in Strategy::ALL {
+                if every || matches!(*s, Strategy::Step | Strategy::Products) {
+                    add(Plan::new(*f, *s));
+                }
             }
         }
+        out
     }
-    out
 }
 
 /// How much the crate measures before it picks a plan for a new shape.

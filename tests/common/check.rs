@@ -126,7 +126,7 @@ impl RandomCase {
         train_seed: Option<u32>,
     ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
         let h0 = self.h0.as_ref().map(|h| h.view());
-        let opts = ForwardOptions::new()
+        let opts = ForwardOptions::default()
             .h0(h0)
             .train_if(train_seed)
             .seq(self.seq.clone())
@@ -136,7 +136,7 @@ impl RandomCase {
         let g = m.backward(
             tape,
             self.grad_output.view(),
-            BackwardOptions::new().grad_h_n(self.grad_h_n.view()),
+            BackwardOptions::default().grad_h_n(self.grad_h_n.view()),
         )?;
         Ok((o, hn, g))
     }

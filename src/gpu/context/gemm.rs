@@ -143,6 +143,7 @@ pub fn time_product(
 /// `batch` batches, A, B and C packed per batch (A (M, K), or (K, M) with
 /// `trans_a`; B (K, N), or (N, K) with `trans_b`; C (M, N)), each buffer
 /// starting at float `off`.
+#[cfg(feature = "test-hooks")]
 #[derive(Clone, Copy, Debug)]
 pub struct GemmCase<'a> {
     pub variant: GemmVariant,
@@ -161,6 +162,7 @@ pub struct GemmCase<'a> {
 
 /// Runs one product through `encode_gemm` (for the tests of the GEMM
 /// kernels): C, `batch · m · n` floats.
+#[cfg(feature = "test-hooks")]
 pub fn gemm_for_tests(ctx: &GpuContext, g: &GemmCase) -> Result<Vec<f32>> {
     let (m, n, k, batch, off) = (g.m, g.n, g.k, g.batch.max(1), g.off);
     assert_eq!(g.a.len(), batch * m * k, "A");

@@ -104,7 +104,7 @@ impl<'a> Check<'a> {
             seq_len: self.seq,
             batch: self.batch,
         };
-        let (f, _) = m.forward_with_plan(x, &ForwardOptions::new().keep_tape(), plan, false)?;
+        let (f, _) = m.forward_with_plan(x, &ForwardOptions::default().keep_tape(), plan, false)?;
         let tape = f.tape.expect("kept");
         let b = m.backward_device(tape, self.g.buffer(), None)?;
         let mut out = vec![

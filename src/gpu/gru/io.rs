@@ -43,11 +43,6 @@ impl<S> Default for ForwardOptions<S> {
 }
 
 impl<S> ForwardOptions<S> {
-    /// Evaluation mode, zeros for `h0`, no tape.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// With the initial state `h0` (`Some` or `None`, or a state).
     pub fn h0(mut self, h0: impl Into<Option<S>>) -> Self {
         self.h0 = h0.into();
@@ -115,10 +110,6 @@ impl<S> Default for BackwardOptions<S> {
 }
 
 impl<S> BackwardOptions<S> {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// With the gradient of `h_n` (`Some` or `None`, or a gradient).
     pub fn grad_h_n(mut self, g: impl Into<Option<S>>) -> Self {
         self.grad_h_n = g.into();
@@ -269,9 +260,9 @@ impl GpuGru {
     /// ```no_run
     /// # fn f(model: &gru_wgpu::gpu::GpuGru, x: ndarray::Array3<f32>) -> gru_wgpu::Result<()> {
     /// use gru_wgpu::gpu::{BackwardOptions, ForwardOptions};
-    /// let f = model.forward(x.view(), ForwardOptions::new().keep_tape())?;
+    /// let f = model.forward(x.view(), ForwardOptions::default().keep_tape())?;
     /// let tape = f.tape.expect("kept");
-    /// let grads = model.backward(tape, f.output.view(), BackwardOptions::new())?;
+    /// let grads = model.backward(tape, f.output.view(), BackwardOptions::default())?;
     /// # Ok(()) }
     /// ```
     pub fn forward<X: ForwardInput>(
@@ -293,8 +284,8 @@ impl GpuGru {
     /// ```compile_fail
     /// # fn twice(model: &gru_wgpu::gpu::GpuGru, tape: gru_wgpu::gpu::GpuTape, g: ndarray::Array3<f32>) {
     /// use gru_wgpu::gpu::BackwardOptions;
-    /// let _ = model.backward(tape, g.view(), BackwardOptions::new());
-    /// let _ = model.backward(tape, g.view(), BackwardOptions::new()); // error: use of moved value `tape`
+    /// let _ = model.backward(tape, g.view(), BackwardOptions::default());
+    /// let _ = model.backward(tape, g.view(), BackwardOptions::default()); // error: use of moved value `tape`
     /// # }
     /// ```
     pub fn backward<G: BackwardInput>(

@@ -43,6 +43,7 @@ use std::time::Instant;
 
 use crate::config::ResetForm;
 use crate::error::{GruError, Result};
+use crate::gpu::context::Products;
 use crate::gpu::gru::check::{call_data, Check};
 use crate::gpu::gru::products::{ProductPath, StoragePath};
 use crate::gpu::gru::windows::WindowPath;
@@ -50,7 +51,6 @@ use crate::gpu::gru::{BackwardOptions, ForwardOptions, GpuGru, OnDevice};
 use crate::gpu::ops::gemm::GemmVariant;
 use crate::gpu::plan::Strategy;
 use crate::gpu::plan::{names_hash, CachedPlan, Family, Plan, ShapeKey, TuneMode};
-use crate::gpu::Products;
 use crate::tune::{Call, Outcome, Rounds, TunableSet};
 
 /// Where the plan of a call came from.
@@ -233,7 +233,7 @@ impl GpuGru {
     pub fn fallback_plan(&self, batch: usize) -> Plan {
         let families = self.ctx.families();
         let tiled = Family::Gemm(GemmVariant::Tile64K8);
-        let family = match self.ctx.products() {
+        let family = match self.ctx.product_kernels() {
             Products::Windows if self.windows.is_some() => Family::Windows,
             _ if families.contains(&tiled) => tiled,
             _ => Family::Gemm(GemmVariant::Simple),
@@ -603,9 +603,10 @@ impl<'a> Bench<'a> {
             batch: self.batch,
         };
         let start = Instant::now();
-        let (f, fs) = m.forward_with_plan(x, &ForwardOptions::new().keep_tape(), plan, timed)?;
+        let (f, fs) =
+            m.forward_with_plan(x, &ForwardOptions::default().keep_tape(), plan, timed)?;
         let tape = f.tape.expect("kept");
-        let bs = m.backward_with_plan(tape, self.g.buffer(), &BackwardOptions::new(), timed)?;
+        let bs = m.backward_with_plan(tape, self.g.buffer(), &BackwardOptions::default(), timed)?;
         m.ctx.synchronize()?;
         let wall = start.elapsed().as_secs_f64() * 1e3;
         match (self.gpu_clock, fs.gpu_ms, bs.gpu_ms) {

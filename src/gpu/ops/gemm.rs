@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::gpu::device::Device;
 use crate::gpu::ops::params_struct;
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
-use crate::gpu::pipeline::{grid3, types, u32_of, Binding, KernelSpec};
+use crate::gpu::pipeline::{bindings, grid3, types, u32_of, Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/gemm.wgsl");
@@ -41,24 +41,10 @@ params_struct! {
 }
 grid3!(GemmParams);
 
-const BINDINGS: &[(u32, Binding)] = &[
-    (0, Binding::Params),
-    (1, Binding::Read),
-    (2, Binding::Read),
-    (3, Binding::Read),
-    (4, Binding::ReadWrite),
-];
+const BINDINGS: &[(u32, Binding)] = bindings![Read, Read, Read, ReadWrite];
 
 const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) -> KernelSpec {
-    KernelSpec {
-        file: "gemm.wgsl",
-        source: SOURCE,
-        entry,
-        params_size: std::mem::size_of::<GemmParams>(),
-        bindings: BINDINGS,
-        constants,
-        types: &[],
-    }
+    KernelSpec::new::<GemmParams>(("gemm.wgsl", SOURCE), entry, BINDINGS).with(constants)
 }
 
 const GEMM_NN: KernelSpec = spec("main", &[("TRANS_A", 0.0), ("TRANS_B", 0.0)]);
@@ -110,15 +96,8 @@ const TILE128_K16: [KernelSpec; 3] = tiled!(128.0, 16.0);
 
 /// `gemm_subgroup.wgsl`'s `shared_a` (BM = BN = 128, BK = 16): NN, NT, TN.
 const fn sub_spec(constants: &'static [(&'static str, f64)]) -> KernelSpec {
-    KernelSpec {
-        file: "gemm_subgroup.wgsl",
-        source: SUBGROUP_SOURCE,
-        entry: "shared_a",
-        params_size: std::mem::size_of::<GemmParams>(),
-        bindings: BINDINGS,
-        constants,
-        types: &[],
-    }
+    let file = ("gemm_subgroup.wgsl", SUBGROUP_SOURCE);
+    KernelSpec::new::<GemmParams>(file, "shared_a", BINDINGS).with(constants)
 }
 
 /// With groups of G = 8 lanes (subgroups of at least 8 lanes).

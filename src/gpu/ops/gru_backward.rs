@@ -6,25 +6,16 @@
 
 use crate::error::Result;
 use crate::gpu::device::Device;
-use crate::gpu::ops::common::{lp, LoopCost, StepShape, RES_KMAX, SEQ_ROWS};
+use crate::gpu::ops::common::{lp, LoopCost, StepParams, StepShape, RES_KMAX, SEQ_ROWS};
 use crate::gpu::ops::gru_forward::resident_slices;
 use crate::gpu::ops::steps::{encode_loop, LoopCall, Pass, TimeLoop};
-use crate::gpu::pipeline::{Binding, KernelSpec};
+use crate::gpu::pipeline::{bindings, Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/gru_backward.wgsl");
 
-const BINDINGS: &[(u32, Binding)] = &[
-    (0, Binding::Params),
-    (1, Binding::Read),
-    (2, Binding::Read),
-    (3, Binding::Read),
-    (4, Binding::Read),
-    (5, Binding::ReadWrite),
-    (6, Binding::ReadWrite),
-    (7, Binding::ReadWrite),
-    (8, Binding::ReadWrite),
-];
+const BINDINGS: &[(u32, Binding)] =
+    bindings![Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite];
 
 /// The spec of entry point `entry` of this shader with `constants` (the
 /// step kernels are values of [`StepKernel`](super::steps::StepKernel),
@@ -33,15 +24,7 @@ pub(crate) const fn spec(
     entry: &'static str,
     constants: &'static [(&'static str, f64)],
 ) -> KernelSpec {
-    KernelSpec {
-        file: "gru_backward.wgsl",
-        source: SOURCE,
-        entry,
-        params_size: std::mem::size_of::<crate::gpu::ops::common::StepParams>(),
-        bindings: BINDINGS,
-        constants,
-        types: &[],
-    }
+    KernelSpec::new::<StepParams>(("gru_backward.wgsl", SOURCE), entry, BINDINGS).with(constants)
 }
 
 /// The buffers of the backward recurrence of one layer (shapes in the shader).

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::gpu::ops::params_struct;
-use crate::gpu::pipeline::{u32_of, Binding, Grid, KernelSpec};
+use crate::gpu::pipeline::{bindings, u32_of, Grid, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/head.wgsl");
@@ -26,26 +26,9 @@ impl Grid for HeadParams {
 }
 
 const fn spec(entry: &'static str) -> KernelSpec {
-    use Binding::{Params, Read, ReadWrite};
-    KernelSpec {
-        file: "head.wgsl",
-        source: SOURCE,
-        entry,
-        params_size: std::mem::size_of::<HeadParams>(),
-        bindings: &[
-            (0, Params),
-            (1, Read),
-            (2, Read),
-            (3, Read),
-            (4, ReadWrite),
-            (5, ReadWrite),
-            (6, ReadWrite),
-            (7, ReadWrite),
-            (8, ReadWrite),
-        ],
-        constants: &[],
-        types: &[],
-    }
+    let bindings =
+        bindings![Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ReadWrite];
+    KernelSpec::new::<HeadParams>(("head.wgsl", SOURCE), entry, bindings)
 }
 
 const FORWARD: KernelSpec = spec("forward");

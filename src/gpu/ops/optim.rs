@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::gpu::ops::params_struct;
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
-use crate::gpu::pipeline::{grid3, u32_of, Binding, Flat, KernelSpec};
+use crate::gpu::pipeline::{bindings, grid3, u32_of, Flat, KernelSpec};
 use crate::gpu::recorder::Recorder;
 use crate::optim::{Adam, Sgd};
 
@@ -44,21 +44,8 @@ impl Flat for OptimParams {
 }
 
 const fn spec(entry: &'static str) -> KernelSpec {
-    KernelSpec {
-        file: "optim.wgsl",
-        source: SOURCE,
-        entry,
-        params_size: std::mem::size_of::<OptimParams>(),
-        bindings: &[
-            (0, Binding::Params),
-            (1, Binding::ReadWrite),
-            (2, Binding::ReadWrite),
-            (3, Binding::ReadWrite),
-            (4, Binding::ReadWrite),
-        ],
-        constants: &[],
-        types: &[],
-    }
+    let bindings = bindings![ReadWrite, ReadWrite, ReadWrite, ReadWrite];
+    KernelSpec::new::<OptimParams>(("optim.wgsl", SOURCE), entry, bindings)
 }
 
 const SGD: KernelSpec = spec("sgd");

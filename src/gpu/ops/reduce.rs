@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::gpu::ops::params_struct;
-use crate::gpu::pipeline::{grid3, u32_of, Binding, KernelSpec};
+use crate::gpu::pipeline::{bindings, grid3, u32_of, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/reduce.wgsl");
@@ -28,19 +28,11 @@ params_struct! {
 }
 grid3!(ReduceParams);
 
-const SUM_ROWS: KernelSpec = KernelSpec {
-    file: "reduce.wgsl",
-    source: SOURCE,
-    entry: "sum_rows",
-    params_size: std::mem::size_of::<ReduceParams>(),
-    bindings: &[
-        (0, Binding::Params),
-        (1, Binding::Read),
-        (2, Binding::ReadWrite),
-    ],
-    constants: &[],
-    types: &[],
-};
+const SUM_ROWS: KernelSpec = KernelSpec::new::<ReduceParams>(
+    ("reduce.wgsl", SOURCE),
+    "sum_rows",
+    bindings![Read, ReadWrite],
+);
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).

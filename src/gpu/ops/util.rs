@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::gpu::device::LOOP_PROBE_ITERATIONS;
 use crate::gpu::ops::params_struct;
-use crate::gpu::pipeline::{grid3, types, u32_of, Binding, Flat, KernelSpec};
+use crate::gpu::pipeline::{bindings, grid3, types, u32_of, Flat, KernelSpec};
 use crate::gpu::recorder::Recorder;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/util.wgsl");
@@ -47,35 +47,14 @@ impl Flat for UtilParams {
 
 /// The kernel `entry` of `util.wgsl` (all bind `inp` read, `out` written).
 pub(crate) const fn spec(entry: &'static str) -> KernelSpec {
-    KernelSpec {
-        file: "util.wgsl",
-        source: SOURCE,
-        entry,
-        params_size: std::mem::size_of::<UtilParams>(),
-        bindings: &[
-            (0, Binding::Params),
-            (1, Binding::Read),
-            (2, Binding::ReadWrite),
-        ],
-        constants: &[],
-        types: &[],
-    }
+    KernelSpec::new::<UtilParams>(("util.wgsl", SOURCE), entry, bindings![Read, ReadWrite])
 }
 
-const GATHER_ROWS: KernelSpec = KernelSpec {
-    file: "util.wgsl",
-    source: SOURCE,
-    entry: "gather_rows",
-    params_size: std::mem::size_of::<UtilParams>(),
-    bindings: &[
-        (0, Binding::Params),
-        (1, Binding::Read),
-        (2, Binding::ReadWrite),
-        (3, Binding::Read),
-    ],
-    constants: &[],
-    types: &[],
-};
+const GATHER_ROWS: KernelSpec = KernelSpec::new::<UtilParams>(
+    ("util.wgsl", SOURCE),
+    "gather_rows",
+    bindings![Read, ReadWrite, Read],
+);
 const PERMUTE01: KernelSpec = spec("permute01");
 const TRANSPOSE: KernelSpec = spec("transpose");
 const DROPOUT: KernelSpec = spec("dropout");

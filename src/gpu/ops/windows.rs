@@ -62,21 +62,17 @@ impl Grid for WinParams {
     }
 }
 
-const WINDOWS: KernelSpec = KernelSpec {
-    file: "windows.wgsl",
-    source: SOURCE,
-    entry: "windows",
-    params_size: std::mem::size_of::<WinParams>(),
-    bindings: &[
+const WINDOWS: KernelSpec = KernelSpec::new::<WinParams>(
+    ("windows.wgsl", SOURCE),
+    "windows",
+    &[
         (3, Binding::Read),
         (4, Binding::ReadWrite),
         (5, Binding::Params),
         (6, Binding::Window(WINDOW_BYTES)),
         (7, Binding::Window(WINDOW_BYTES)),
     ],
-    constants: &[],
-    types: &[],
-};
+);
 
 const CHUNK: KernelSpec = util::spec("chunk");
 
