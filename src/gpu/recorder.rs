@@ -26,8 +26,6 @@ pub(crate) struct Recorder<'c> {
     /// Arena chunks: a buffer, its bytes so far, and its capacity in slots.
     chunks: Vec<(PooledBuffer, Vec<u8>, usize)>,
     align: usize,
-    /// Buffers that must live until the submission.
-    keep: Vec<PooledBuffer>,
     /// The call's scratch ([`scratch`](Self::scratch)): owned by the
     /// recording from its allocation, released to the pool at the submission.
     scratch: Vec<Arc<PooledBuffer>>,
@@ -82,7 +80,6 @@ impl<'c> Recorder<'c> {
             pass: None,
             chunks: Vec::new(),
             align,
-            keep: Vec::new(),
             scratch: Vec::new(),
             timestamps,
             dispatches: 0,
@@ -302,17 +299,12 @@ impl<'c> Recorder<'c> {
         }
     }
 
-    /// Keeps a temporary buffer alive until the submission.
-    pub(crate) fn keep(&mut self, b: PooledBuffer) {
-        self.keep.push(b);
-    }
-
-    /// A temporary of the call: `b` is owned by the recording (released
-    /// to the pool at the submission) and the caller records with its handle.
-    pub(crate) fn temp(&mut self, b: PooledBuffer) -> wgpu::Buffer {
-        let handle = b.buffer().clone();
-        self.keep.push(b);
-        handle
+    /// A storage buffer of `len` floats that is the call's scratch (see
+    /// [`scratch`](Self::scratch)): from the pool, back to it at the
+    /// submission; `what` names it in a size error.
+    pub(crate) fn storage(&mut self, what: &str, len: usize) -> Result<Arc<PooledBuffer>> {
+        let b = self.dev.storage(what, len)?;
+        Ok(self.scratch(b))
     }
 
     /// Makes `b` part of the call's scratch: the recording owns it from now

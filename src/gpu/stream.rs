@@ -240,8 +240,8 @@ impl<'m> GpuStream<'m> {
             let so = ctx.staging((o_len * 4) as u64);
             let output = model.act_to_f32(&mut rec, "output (f32)", out.output)?;
             rec.copy(output.buffer(), 0, so.buffer(), 0, (o_len * 4) as u64);
-            rec.keep(xb);
-            rec.keep(output);
+            rec.scratch(xb);
+            rec.scratch(output);
             model.finish(rec)?;
             let data = ctx.read_staging(&[(&so, o_len)])?.pop().expect("read");
             let output = Array3::from_shape_vec(cfg.output_shape(t_len, batch), data)

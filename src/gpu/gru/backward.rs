@@ -48,8 +48,12 @@ impl GpuGru {
         let (nd, h, batch) = (cfg.num_directions(), cfg.hidden_size, tape.batch);
         // Where the forward ran the rows in another order, grad_output and
         // grad_h_n are gathered into it, and dL/dx and dL/dh0 back at the end.
-        let perm = upload_perm(&self.ctx, tape.perm.as_deref())?
-            .map(|(fwd, inv)| (rec.temp(fwd), rec.temp(inv)));
+        let perm = upload_perm(&self.ctx, tape.perm.as_deref())?.map(|(fwd, inv)| {
+            (
+                rec.scratch(fwd).buffer().clone(),
+                rec.scratch(inv).buffer().clone(),
+            )
+        });
         let fwd = perm.as_ref().map(|p| &p.0);
         let (grad_output, grad_h_n) =
             self.sorted_upstream(rec, (grad_output, grad_h_n), fwd, tape)?;
@@ -69,7 +73,7 @@ impl GpuGru {
         let mut grads: Vec<[Option<PooledBuffer>; 4]> = Vec::with_capacity(cfg.num_layers);
         for l in (0..cfg.num_layers).rev() {
             let (next, g) = self.backward_layer(rec, l, &call, &d_out)?;
-            rec.keep(std::mem::replace(&mut d_out, next));
+            rec.scratch(std::mem::replace(&mut d_out, next));
             grads.push(g);
         }
         grads.reverse();
@@ -107,12 +111,18 @@ impl GpuGru {
             [t_full, batch, nd * h]
         };
         let len = t_full * batch * nd * h;
-        let sorted_go = rec.temp(self.ctx.storage("grad_output, rows sorted", len)?);
+        let sorted_go = rec
+            .scratch(self.ctx.storage("grad_output, rows sorted", len)?)
+            .buffer()
+            .clone();
         encode_gather_rows(rec, Io::F32, shape, go, fwd, &sorted_go)?;
         let sorted_ghn = match ghn {
             Some(g) => {
                 let len = cfg.num_layers * nd * batch * h;
-                let b = rec.temp(self.ctx.storage("grad_h_n, rows sorted", len)?);
+                let b = rec
+                    .scratch(self.ctx.storage("grad_h_n, rows sorted", len)?)
+                    .buffer()
+                    .clone();
                 let shape = [cfg.num_layers * nd, batch, h];
                 encode_gather_rows(rec, Io::F32, shape, g, fwd, &b)?;
                 Some(b)
@@ -166,9 +176,9 @@ impl GpuGru {
         let layer = self.layer(l);
         let lt = &tape.layers[l];
         let i_l = cfg.layer_input_size(l);
-        let dgi = self.ctx.storage("dG_i", tb * nd * h3)?;
-        let dgh = self.ctx.storage("dG_h", nd * tb * h3)?;
-        let dh = self.ctx.storage("dh", nd * 2 * batch * h)?;
+        let dgi = rec.storage("dG_i", tb * nd * h3)?;
+        let dgh = rec.storage("dG_h", nd * tb * h3)?;
+        let dh = rec.storage("dh", nd * 2 * batch * h)?;
         for d in 0..nd {
             let slot = ((d * 2 + t_len % 2) * batch * h * 4) as u64;
             let src = call
@@ -219,9 +229,6 @@ impl GpuGru {
         };
         let dx = self.ctx.storage("grad of the layer input", tb * i_l)?;
         call.path.input_grad(rec, &layer, &dgi, &dx, tb)?;
-        rec.keep(dgi);
-        rec.keep(dgh);
-        rec.keep(dh);
         let next = match tape.dropout {
             Some((seed, prob)) if l > 0 => {
                 let masked = self
@@ -233,7 +240,7 @@ impl GpuGru {
                     prob,
                 };
                 encode_dropout(rec, Io::F32, &mask, tb * i_l, dx.buffer(), masked.buffer())?;
-                rec.keep(dx);
+                rec.scratch(dx);
                 masked
             }
             _ => dx,
@@ -297,7 +304,7 @@ impl GpuGru {
             rec.copy(d_out.buffer(), 0, full.buffer(), 0, done);
             let rest = ((t_full - t_len) * batch * i * 4) as u64;
             rec.clear(full.buffer(), done, rest);
-            rec.keep(std::mem::replace(&mut d_out, full));
+            rec.scratch(std::mem::replace(&mut d_out, full));
         }
         let tb = t_full * batch;
         if let Some(inv) = inv {
@@ -310,13 +317,13 @@ impl GpuGru {
                 inv,
                 g.buffer(),
             )?;
-            rec.keep(std::mem::replace(&mut d_out, g));
+            rec.scratch(std::mem::replace(&mut d_out, g));
             let g0 = self
                 .ctx
                 .storage("grad_h0", cfg.num_layers * nd * batch * h)?;
             let shape = [cfg.num_layers * nd, batch, h];
             encode_gather_rows(rec, Io::F32, shape, grad_h0.buffer(), inv, g0.buffer())?;
-            rec.keep(std::mem::replace(&mut grad_h0, g0));
+            rec.scratch(std::mem::replace(&mut grad_h0, g0));
         }
         if !cfg.batch_first {
             return Ok((d_out, grad_h0));
@@ -324,7 +331,7 @@ impl GpuGru {
         let g = self.ctx.storage("grad_x", tb * i)?;
         let shape = [t_full, batch, i];
         encode_permute01(rec, Io::F32, shape, (d_out.buffer(), 0), (g.buffer(), 0))?;
-        rec.keep(d_out);
+        rec.scratch(d_out);
         Ok((g, grad_h0))
     }
 
@@ -355,7 +362,7 @@ impl GpuGru {
             ResetForm::Before => {
                 let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
                 // c2 of the step after (zero before the last step).
-                let scratch = self.ctx.storage("d(r·h) r of a step", nd * b * h)?;
+                let scratch = rec.storage("d(r·h) r of a step", nd * b * h)?;
                 rec.clear(scratch.buffer(), 0, (nd * b * h * 4) as u64);
                 Some(scratch)
             }
@@ -369,9 +376,6 @@ impl GpuGru {
             private,
             scratch.as_ref().map(|s| s.buffer()),
         )?;
-        if let Some(scratch) = scratch {
-            rec.keep(scratch);
-        }
         Ok(())
     }
 
@@ -535,7 +539,7 @@ impl GpuGru {
                     read(&mut rec, b);
                 }
             }
-            rec.keep(go);
+            rec.scratch(go);
             self.finish_backward(rec, &tape)?;
             let data = self
                 .ctx

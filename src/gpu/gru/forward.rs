@@ -61,8 +61,12 @@ impl GpuGru {
         // Where the rows run in another order (ragged lengths, longest
         // first), x and h0 are gathered into it here, and the output and h_n
         // back at the end.
-        let perm = upload_perm(&self.ctx, seq.perm.as_deref())?
-            .map(|(fwd, inv)| (rec.temp(fwd), rec.temp(inv)));
+        let perm = upload_perm(&self.ctx, seq.perm.as_deref())?.map(|(fwd, inv)| {
+            (
+                rec.scratch(fwd).buffer().clone(),
+                rec.scratch(inv).buffer().clone(),
+            )
+        });
         let (x, h0) = self.sorted_inputs(rec, (x, h0), perm.as_ref().map(|p| &p.0), seq, batch)?;
         let mut xin = self.layer0_input(rec, &x, seq, batch)?;
         let flags = seq
@@ -70,7 +74,7 @@ impl GpuGru {
             .as_ref()
             .map(|f| self.ctx.upload("step flags", f))
             .transpose()?
-            .map(|f| rec.temp(f));
+            .map(|f| rec.scratch(f).buffer().clone());
         let path = self.path_of(plan.family)?;
         let call = LayerCall {
             seq,
@@ -140,12 +144,18 @@ impl GpuGru {
         } else {
             [t_full, batch, i_sz]
         };
-        let sorted_x = rec.temp(self.act("x, rows sorted", t_full * batch * i_sz)?);
+        let sorted_x = rec
+            .scratch(self.act("x, rows sorted", t_full * batch * i_sz)?)
+            .buffer()
+            .clone();
         encode_gather_rows(rec, io, shape, x, fwd, &sorted_x)?;
         let sorted_h0 = match h0 {
             Some(h0) => {
                 let len = cfg.num_layers * nd * batch * h;
-                let b = rec.temp(self.act("h0, rows sorted", len)?);
+                let b = rec
+                    .scratch(self.act("h0, rows sorted", len)?)
+                    .buffer()
+                    .clone();
                 encode_gather_rows(rec, io, [cfg.num_layers * nd, batch, h], h0, fwd, &b)?;
                 Some(b)
             }
@@ -193,9 +203,7 @@ impl GpuGru {
         let (tb, state) = (t_len * batch, batch * h);
         let layer = self.layer(l);
         let lp = &self.layers[l];
-        let gi = self
-            .ctx
-            .storage("gi (input projections)", tb * nd * 3 * h)?;
+        let gi = rec.storage("gi (input projections)", tb * nd * 3 * h)?;
         call.path.input_projection(rec, &layer, &xin, &gi, tb)?;
         // All T + 1 states for the tape; without it a ring of two.
         let slots = if call.keep_tape { t_len + 1 } else { 2 };
@@ -244,7 +252,6 @@ impl GpuGru {
             &bufs,
             h0,
         )?;
-        rec.keep(gi);
         for d in 0..nd {
             let src = (hs.buffer(), slot(d, t_len));
             self.copy_act(rec, src, (call.h_n.buffer(), (l * nd + d) * state), state)?;
@@ -259,7 +266,7 @@ impl GpuGru {
                 };
                 let io = Io::same(self.f16());
                 encode_dropout(rec, io, &mask, tb * nd * h, out.buffer(), dropped.buffer())?;
-                rec.keep(out);
+                rec.scratch(out);
                 dropped
             }
             _ => out,
@@ -267,8 +274,8 @@ impl GpuGru {
         let tape = match gates {
             Some(gates) => Some(LayerTape { xin, hs, gates }),
             None => {
-                rec.keep(xin);
-                rec.keep(hs);
+                rec.scratch(xin);
+                rec.scratch(hs);
                 None
             }
         };
@@ -341,18 +348,18 @@ impl GpuGru {
             self.copy_act(rec, (xin.buffer(), 0), (full.buffer(), 0), done)?;
             let rest = (t_full - t_len) * batch * nd * h;
             self.clear_act(rec, (full.buffer(), done), rest)?;
-            rec.keep(std::mem::replace(&mut xin, full));
+            rec.scratch(std::mem::replace(&mut xin, full));
         }
         let tb = t_full * batch;
         if let Some(inv) = inv {
             let o = self.act("layer output", tb * nd * h)?;
             let shape = [t_full, batch, nd * h];
             encode_gather_rows(rec, io, shape, xin.buffer(), inv, o.buffer())?;
-            rec.keep(std::mem::replace(&mut xin, o));
+            rec.scratch(std::mem::replace(&mut xin, o));
             let hn = self.act("h_n", cfg.num_layers * nd * batch * h)?;
             let shape = [cfg.num_layers * nd, batch, h];
             encode_gather_rows(rec, io, shape, h_n.buffer(), inv, hn.buffer())?;
-            rec.keep(std::mem::replace(&mut h_n, hn));
+            rec.scratch(std::mem::replace(&mut h_n, hn));
         }
         if !cfg.batch_first {
             return Ok((xin, h_n));
@@ -360,7 +367,7 @@ impl GpuGru {
         let o = self.act("output", tb * nd * h)?;
         let shape = [t_full, batch, nd * h];
         encode_permute01(rec, io, shape, (xin.buffer(), 0), (o.buffer(), 0))?;
-        rec.keep(xin);
+        rec.scratch(xin);
         Ok((o, h_n))
     }
 
@@ -407,7 +414,7 @@ impl GpuGru {
         let scratch = match self.config.reset_form {
             ResetForm::Before => {
                 let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
-                Some(self.ctx.storage("r, z and r·h of a step", nd * b * 3 * h)?)
+                Some(rec.storage("r, z and r·h of a step", nd * b * 3 * h)?)
             }
             ResetForm::After => None,
         };
@@ -419,9 +426,6 @@ impl GpuGru {
             private,
             scratch.as_ref().map(|s| s.buffer()),
         )?;
-        if let Some(scratch) = scratch {
-            rec.keep(scratch);
-        }
         Ok(())
     }
 
@@ -583,11 +587,11 @@ impl GpuGru {
             let h_n = self.act_to_f32(&mut rec, "h_n (f32)", out.h_n)?;
             rec.copy(output.buffer(), 0, so.buffer(), 0, (o_len * 4) as u64);
             rec.copy(h_n.buffer(), 0, sh.buffer(), 0, (s_len * 4) as u64);
-            rec.keep(xb);
-            rec.keep(output);
-            rec.keep(h_n);
+            rec.scratch(xb);
+            rec.scratch(output);
+            rec.scratch(h_n);
             if let Some(b) = h0b {
-                rec.keep(b);
+                rec.scratch(b);
             }
             self.finish_forward(rec, &mut out.tape)?;
             let mut data = self

@@ -301,7 +301,7 @@ impl GpuGru {
             out: to_f16,
         };
         encode_copy(rec, io, len, (src.buffer(), 0), (b.buffer(), 0))?;
-        rec.keep(src);
+        rec.scratch(src);
         Ok(b)
     }
 

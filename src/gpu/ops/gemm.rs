@@ -485,7 +485,7 @@ pub(crate) fn encode_gemm(
     // Partials laid out (batch, split, M, N): batch z of C is the column sum of
     // an (n_split, M·N) matrix.
     let part_len = batch * n_split * g.m * g.n;
-    let part = dev.storage("split-K partial products", part_len)?;
+    let part = rec.storage("split-K partial products", part_len)?;
     p.c_off = 0;
     p.c_split = (g.m * g.n) as u32;
     p.c_batch = (n_split * g.m * g.n) as u32;
@@ -505,6 +505,5 @@ pub(crate) fn encode_gemm(
         part.buffer(),
         c,
     )?;
-    rec.keep(part);
     Ok(())
 }

@@ -115,7 +115,7 @@ pub(crate) fn encode_sumsq(
 ) -> Result<()> {
     let dev = rec.dev;
     let chunks = len.div_ceil(256).max(1);
-    let part = dev.storage("sum-of-squares partials", chunks)?;
+    let part = rec.storage("sum-of-squares partials", chunks)?;
     let p = OptimParams {
         count: u32_of("gradient", len)?,
         ..Default::default()
@@ -141,7 +141,6 @@ pub(crate) fn encode_sumsq(
         part.buffer(),
         norms,
     )?;
-    rec.keep(part);
     Ok(())
 }
 

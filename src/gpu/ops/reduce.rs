@@ -82,9 +82,7 @@ pub(crate) fn encode_sum_rows(
         return rec.run(&SUM_ROWS, &p, &[inp, out], [cols_groups, 1, batch as u32]);
     }
     let chunks = r.rows.div_ceil(ROW_CHUNK);
-    let part = rec
-        .dev
-        .storage("column-sum partials", batch * chunks * r.cols)?;
+    let part = rec.storage("column-sum partials", batch * chunks * r.cols)?;
     let first = ReduceParams {
         chunk: ROW_CHUNK as u32,
         out_off: 0,
@@ -117,6 +115,5 @@ pub(crate) fn encode_sum_rows(
         part.buffer(),
         out,
     )?;
-    rec.keep(part);
     Ok(())
 }
