@@ -8,14 +8,14 @@ use crate::cpu::GruGrads;
 use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::forward::view3;
 use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
-use crate::gpu::gru::seq::upload_perm;
+use crate::gpu::gru::rows::{RowsIn, RowsOut};
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
 use crate::gpu::ops::gru_backward::{encode_backward_loop, BackwardStepBufs};
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
 use crate::gpu::ops::steps::LoopKind;
-use crate::gpu::ops::util::{encode_dropout, encode_gather_rows, encode_permute01, Dropout, Io};
+use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout, Io};
 use crate::gpu::plan::Strategy;
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
@@ -48,15 +48,16 @@ impl GpuGru {
         let (nd, h, batch) = (cfg.num_directions(), cfg.hidden_size, tape.batch);
         // Where the forward ran the rows in another order, grad_output and
         // grad_h_n are gathered into it, and dL/dx and dL/dh0 back at the end.
-        let perm = upload_perm(&self.ctx, tape.perm.as_deref())?.map(|(fwd, inv)| {
-            (
-                rec.scratch(fwd).buffer().clone(),
-                rec.scratch(inv).buffer().clone(),
-            )
-        });
-        let fwd = perm.as_ref().map(|p| &p.0);
+        let perm = self.perm_buffers(rec, tape.perm.as_deref())?;
+        let upstream = RowsIn {
+            seq: (grad_output, nd * h, "grad_output, rows sorted"),
+            state: (grad_h_n, "grad_h_n, rows sorted"),
+            t_full: tape.t_full,
+            batch,
+            f16: false,
+        };
         let (grad_output, grad_h_n) =
-            self.sorted_upstream(rec, (grad_output, grad_h_n), fwd, tape)?;
+            self.sorted_rows(rec, upstream, perm.as_ref().map(|p| &p.0))?;
         let mut d_out = self.top_grad(rec, &grad_output, tape)?;
         let plan = tape.plan;
         self.check_plan(plan, batch)
@@ -78,58 +79,20 @@ impl GpuGru {
         }
         grads.reverse();
         let inv = perm.as_ref().map(|p| &p.1);
-        let (grad_x, grad_h0) = self.caller_grads(rec, d_out, call.grad_h0, inv, tape)?;
+        let grads_out = RowsOut {
+            seq: (d_out, cfg.input_size, "grad_x"),
+            state: (call.grad_h0, "grad_h0"),
+            t_run: tape.t_len,
+            t_full: tape.t_full,
+            batch,
+            f16: false,
+        };
+        let (grad_x, grad_h0) = self.caller_rows(rec, grads_out, inv)?;
         Ok(BackwardOut {
             grad_x,
             grad_h0,
             grads,
         })
-    }
-
-    /// grad_output and grad_h_n with their batch rows in the order `fwd`
-    /// gives (where it is given; the gathered copies are the recording's).
-    fn sorted_upstream(
-        &self,
-        rec: &mut Recorder,
-        (go, ghn): (&wgpu::Buffer, Option<&wgpu::Buffer>),
-        fwd: Option<&wgpu::Buffer>,
-        tape: &GpuTape,
-    ) -> Result<(wgpu::Buffer, Option<wgpu::Buffer>)> {
-        let Some(fwd) = fwd else {
-            return Ok((go.clone(), ghn.cloned()));
-        };
-        let cfg = &self.config;
-        let (nd, h, batch, t_full) = (
-            cfg.num_directions(),
-            cfg.hidden_size,
-            tape.batch,
-            tape.t_full,
-        );
-        let shape = if cfg.batch_first {
-            [1, batch, t_full * nd * h]
-        } else {
-            [t_full, batch, nd * h]
-        };
-        let len = t_full * batch * nd * h;
-        let sorted_go = rec
-            .scratch(self.ctx.storage("grad_output, rows sorted", len)?)
-            .buffer()
-            .clone();
-        encode_gather_rows(rec, Io::F32, shape, go, fwd, &sorted_go)?;
-        let sorted_ghn = match ghn {
-            Some(g) => {
-                let len = cfg.num_layers * nd * batch * h;
-                let b = rec
-                    .scratch(self.ctx.storage("grad_h_n, rows sorted", len)?)
-                    .buffer()
-                    .clone();
-                let shape = [cfg.num_layers * nd, batch, h];
-                encode_gather_rows(rec, Io::F32, shape, g, fwd, &b)?;
-                Some(b)
-            }
-            None => None,
-        };
-        Ok((sorted_go, sorted_ghn))
     }
 
     /// dL/d(output of the top layer), sequence-first (its first `t_len` steps).
@@ -281,58 +244,6 @@ impl GpuGru {
         };
         encode_sum_rows(rec, &sum_h, dgh.buffer(), db_hh.buffer())?;
         Ok((db_ih, db_hh))
-    }
-
-    /// dL/dx (from layer 0's `d_out`) and dL/dh0 as the caller sees them:
-    /// zeros past the steps the forward ran, rows back in the caller's
-    /// order (`inv`), batch-first where the model is.
-    fn caller_grads(
-        &self,
-        rec: &mut Recorder,
-        mut d_out: PooledBuffer,
-        mut grad_h0: PooledBuffer,
-        inv: Option<&wgpu::Buffer>,
-        tape: &GpuTape,
-    ) -> Result<(PooledBuffer, PooledBuffer)> {
-        let cfg = &self.config;
-        let (nd, h, i) = (cfg.num_directions(), cfg.hidden_size, cfg.input_size);
-        let (t_len, t_full, batch) = (tape.t_len, tape.t_full, tape.batch);
-        // Past the steps the forward ran, the gradient of x is zero.
-        if t_len < t_full {
-            let full = self.ctx.storage("grad_x", t_full * batch * i)?;
-            let done = (t_len * batch * i * 4) as u64;
-            rec.copy(d_out.buffer(), 0, full.buffer(), 0, done);
-            let rest = ((t_full - t_len) * batch * i * 4) as u64;
-            rec.clear(full.buffer(), done, rest);
-            rec.scratch(std::mem::replace(&mut d_out, full));
-        }
-        let tb = t_full * batch;
-        if let Some(inv) = inv {
-            let g = self.ctx.storage("grad_x", tb * i)?;
-            encode_gather_rows(
-                rec,
-                Io::F32,
-                [t_full, batch, i],
-                d_out.buffer(),
-                inv,
-                g.buffer(),
-            )?;
-            rec.scratch(std::mem::replace(&mut d_out, g));
-            let g0 = self
-                .ctx
-                .storage("grad_h0", cfg.num_layers * nd * batch * h)?;
-            let shape = [cfg.num_layers * nd, batch, h];
-            encode_gather_rows(rec, Io::F32, shape, grad_h0.buffer(), inv, g0.buffer())?;
-            rec.scratch(std::mem::replace(&mut grad_h0, g0));
-        }
-        if !cfg.batch_first {
-            return Ok((d_out, grad_h0));
-        }
-        let g = self.ctx.storage("grad_x", tb * i)?;
-        let shape = [t_full, batch, i];
-        encode_permute01(rec, Io::F32, shape, (d_out.buffer(), 0), (g.buffer(), 0))?;
-        rec.scratch(d_out);
-        Ok((g, grad_h0))
     }
 
     /// Records the backward time loop of one layer as `strategy` runs it.

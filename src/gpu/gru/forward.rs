@@ -6,15 +6,14 @@ use crate::config::ResetForm;
 use crate::error::{elements, GruError, Result};
 use crate::gpu::gru::io::{FlatInput, Forward, ForwardOptions, OnDevice};
 use crate::gpu::gru::products::{Layer, ProductPath};
-use crate::gpu::gru::seq::{upload_perm, SeqRun};
+use crate::gpu::gru::rows::{RowsIn, RowsOut};
+use crate::gpu::gru::seq::SeqRun;
 use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
 use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
 use crate::gpu::ops::gru_forward::{encode_forward_loop, ForwardStepBufs};
 use crate::gpu::ops::steps::LoopKind;
-use crate::gpu::ops::util::{
-    encode_copy, encode_dropout, encode_gather_rows, encode_permute01, Dropout, Io,
-};
+use crate::gpu::ops::util::{encode_copy, encode_dropout, encode_permute01, Dropout, Io};
 use crate::gpu::plan::Plan;
 use crate::gpu::plan::Strategy;
 use crate::gpu::pool::PooledBuffer;
@@ -61,13 +60,15 @@ impl GpuGru {
         // Where the rows run in another order (ragged lengths, longest
         // first), x and h0 are gathered into it here, and the output and h_n
         // back at the end.
-        let perm = upload_perm(&self.ctx, seq.perm.as_deref())?.map(|(fwd, inv)| {
-            (
-                rec.scratch(fwd).buffer().clone(),
-                rec.scratch(inv).buffer().clone(),
-            )
-        });
-        let (x, h0) = self.sorted_inputs(rec, (x, h0), perm.as_ref().map(|p| &p.0), seq, batch)?;
+        let perm = self.perm_buffers(rec, seq.perm.as_deref())?;
+        let inputs = RowsIn {
+            seq: (x, cfg.input_size, "x, rows sorted"),
+            state: (h0, "h0, rows sorted"),
+            t_full: seq.t_len,
+            batch,
+            f16: self.f16(),
+        };
+        let (x, h0) = self.sorted_rows(rec, inputs, perm.as_ref().map(|p| &p.0))?;
         let mut xin = self.layer0_input(rec, &x, seq, batch)?;
         let flags = seq
             .flags
@@ -94,8 +95,15 @@ impl GpuGru {
             xin = next;
             layers.extend(tape);
         }
-        let (output, h_n) =
-            self.caller_outputs(rec, xin, call.h_n, perm.as_ref().map(|p| &p.1), seq, batch)?;
+        let outputs = RowsOut {
+            seq: (xin, nd * h, "output"),
+            state: (call.h_n, "h_n"),
+            t_run: seq.t_run,
+            t_full: seq.t_len,
+            batch,
+            f16: self.f16(),
+        };
+        let (output, h_n) = self.caller_rows(rec, outputs, perm.as_ref().map(|p| &p.1))?;
         let t_full = seq.t_len;
         Ok(ForwardOut {
             output,
@@ -115,53 +123,6 @@ impl GpuGru {
                 layers,
             }),
         })
-    }
-
-    /// x and h0 with their batch rows in the order `fwd` gives (where it
-    /// is given; the gathered copies are the recording's).
-    fn sorted_inputs(
-        &self,
-        rec: &mut Recorder,
-        (x, h0): (&wgpu::Buffer, Option<&wgpu::Buffer>),
-        fwd: Option<&wgpu::Buffer>,
-        seq: &SeqRun,
-        batch: usize,
-    ) -> Result<(wgpu::Buffer, Option<wgpu::Buffer>)> {
-        let Some(fwd) = fwd else {
-            return Ok((x.clone(), h0.cloned()));
-        };
-        let cfg = &self.config;
-        let (nd, h, i_sz, t_full) = (
-            cfg.num_directions(),
-            cfg.hidden_size,
-            cfg.input_size,
-            seq.t_len,
-        );
-        let io = Io::same(self.f16());
-        // (T, B, I) or (B, T, I): rows of B reordered.
-        let shape = if cfg.batch_first {
-            [1, batch, t_full * i_sz]
-        } else {
-            [t_full, batch, i_sz]
-        };
-        let sorted_x = rec
-            .scratch(self.act("x, rows sorted", t_full * batch * i_sz)?)
-            .buffer()
-            .clone();
-        encode_gather_rows(rec, io, shape, x, fwd, &sorted_x)?;
-        let sorted_h0 = match h0 {
-            Some(h0) => {
-                let len = cfg.num_layers * nd * batch * h;
-                let b = rec
-                    .scratch(self.act("h0, rows sorted", len)?)
-                    .buffer()
-                    .clone();
-                encode_gather_rows(rec, io, [cfg.num_layers * nd, batch, h], h0, fwd, &b)?;
-                Some(b)
-            }
-            None => None,
-        };
-        Ok((sorted_x, sorted_h0))
     }
 
     /// Layer 0's input, sequence-first, `t_run` steps (owned by the tape).
@@ -323,52 +284,6 @@ impl GpuGru {
             self.clear_act(rec, (hs.buffer(), slot(0, 0) + b * h), h)?;
         }
         Ok(hs)
-    }
-
-    /// The last layer's output `xin` (sequence-first, `t_run` steps) and
-    /// `h_n` as the caller sees them: zeros past `t_run`, rows back in the
-    /// caller's order (`inv`), batch-first where the model is.
-    fn caller_outputs(
-        &self,
-        rec: &mut Recorder,
-        mut xin: PooledBuffer,
-        mut h_n: PooledBuffer,
-        inv: Option<&wgpu::Buffer>,
-        seq: &SeqRun,
-        batch: usize,
-    ) -> Result<(PooledBuffer, PooledBuffer)> {
-        let cfg = &self.config;
-        let (nd, h) = (cfg.num_directions(), cfg.hidden_size);
-        let (t_full, t_len) = (seq.t_len, seq.t_run);
-        let io = Io::same(self.f16());
-        // Past `t_run` the output is zeros.
-        if t_len < t_full {
-            let full = self.act("layer output", t_full * batch * nd * h)?;
-            let done = t_len * batch * nd * h;
-            self.copy_act(rec, (xin.buffer(), 0), (full.buffer(), 0), done)?;
-            let rest = (t_full - t_len) * batch * nd * h;
-            self.clear_act(rec, (full.buffer(), done), rest)?;
-            rec.scratch(std::mem::replace(&mut xin, full));
-        }
-        let tb = t_full * batch;
-        if let Some(inv) = inv {
-            let o = self.act("layer output", tb * nd * h)?;
-            let shape = [t_full, batch, nd * h];
-            encode_gather_rows(rec, io, shape, xin.buffer(), inv, o.buffer())?;
-            rec.scratch(std::mem::replace(&mut xin, o));
-            let hn = self.act("h_n", cfg.num_layers * nd * batch * h)?;
-            let shape = [cfg.num_layers * nd, batch, h];
-            encode_gather_rows(rec, io, shape, h_n.buffer(), inv, hn.buffer())?;
-            rec.scratch(std::mem::replace(&mut h_n, hn));
-        }
-        if !cfg.batch_first {
-            return Ok((xin, h_n));
-        }
-        let o = self.act("output", tb * nd * h)?;
-        let shape = [t_full, batch, nd * h];
-        encode_permute01(rec, io, shape, (xin.buffer(), 0), (o.buffer(), 0))?;
-        rec.scratch(xin);
-        Ok((o, h_n))
     }
 
     /// Submits a forward's recording and stamps its tape with the version

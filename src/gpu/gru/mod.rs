@@ -37,6 +37,7 @@ mod io;
 mod params;
 mod planning;
 pub(crate) mod products;
+mod rows;
 pub(crate) mod seq;
 mod types;
 mod windows;

@@ -17,15 +17,11 @@ pub(crate) const SOURCE: &str = include_str!("../../../shaders/gru_backward.wgsl
 const BINDINGS: &[(u32, Binding)] =
     bindings![Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite];
 
-/// The spec of entry point `entry` of this shader with `constants` (the
-/// step kernels are values of [`StepKernel`](super::steps::StepKernel),
-/// which builds them through this).
-pub(crate) const fn spec(
-    entry: &'static str,
-    constants: &'static [(&'static str, f64)],
-) -> KernelSpec {
-    KernelSpec::new::<StepParams>(("gru_backward.wgsl", SOURCE), entry, BINDINGS).with(constants)
-}
+/// The kernels of this shader, but for the entry point, the override
+/// constants and the storage types, which each step kernel's description
+/// gives ([`StepKernel`](super::steps::StepKernel) builds them from this).
+pub(crate) const BASE: KernelSpec =
+    KernelSpec::new::<StepParams>(("gru_backward.wgsl", SOURCE), "step", BINDINGS);
 
 /// The buffers of the backward recurrence of one layer (shapes in the shader).
 pub(crate) struct BackwardStepBufs<'a> {

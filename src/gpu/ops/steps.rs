@@ -169,10 +169,11 @@ impl StepKernel {
     /// The pipeline's spec (entry point, constants, storage types).
     fn build(&self) -> KernelSpec {
         let base = match self.pass {
-            Pass::Forward => gru_forward::spec(self.entry(), &[]),
-            Pass::Backward => gru_backward::spec(self.entry(), &[]),
+            Pass::Forward => gru_forward::BASE,
+            Pass::Backward => gru_backward::BASE,
         };
         KernelSpec {
+            entry: self.entry(),
             constants: Vec::leak(self.constants()),
             types: self.types(),
             ..base
