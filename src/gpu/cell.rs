@@ -317,12 +317,12 @@ impl GpuGruCell {
         let (dx, dh) = self.backward_as(db.buffer(), name)?;
         let dx = Array2::from_shape_vec(
             (b, self.input_size()),
-            ctx.read_back(dx.buffer(), 0, dx.len())?,
+            ctx.dev().read_back(dx.buffer(), 0, dx.len())?,
         )
         .expect("length matches");
         let dh = Array2::from_shape_vec(
             (b, self.hidden_size()),
-            ctx.read_back(dh.buffer(), 0, dh.len())?,
+            ctx.dev().read_back(dh.buffer(), 0, dh.len())?,
         )
         .expect("length matches");
         Ok((dx, dh))

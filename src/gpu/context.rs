@@ -280,11 +280,6 @@ impl GpuContext {
         &self.inner.dev.limits
     }
 
-    /// Whether the adapter is a CPU (software) device, such as llvmpipe.
-    pub(crate) fn is_cpu(&self) -> bool {
-        self.inner.dev.summary.is_cpu()
-    }
-
     /// The product family of the fallback rule and of the shorthand plans
     /// of [`plan_named`](Self::plan_named): the one
     /// `ContextOptions::products` forced, else the window kernels on CPU
@@ -524,7 +519,7 @@ impl GpuContext {
         let len = crate::error::elements("the array read back", shape.slice())?;
         let dims = shape;
         self.check_readable("the buffer read back", buf, len)?;
-        let v = self.read_back(buf, 0, len)?;
+        let v = self.inner.dev.read_back(buf, 0, len)?;
         Ok(ndarray::Array::from_shape_vec(dims, v).expect("length matches"))
     }
 
@@ -539,16 +534,6 @@ impl GpuContext {
     /// A buffer the host can map for reading, of `bytes`.
     pub(crate) fn staging(&self, bytes: u64) -> PooledBuffer {
         self.inner.dev.staging(bytes)
-    }
-
-    /// Reads `len` floats of `buf` from float `offset` back to the host.
-    pub(crate) fn read_back(
-        &self,
-        buf: &wgpu::Buffer,
-        offset: usize,
-        len: usize,
-    ) -> Result<Vec<f32>> {
-        self.inner.dev.read_back(buf, offset, len)
     }
 
     /// Maps staging buffers (after their copies were submitted) and reads them as floats.

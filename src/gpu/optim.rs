@@ -262,6 +262,6 @@ impl GradNorm {
     pub fn read(&self, ctx: &GpuContext) -> Result<f32> {
         ctx.dev()
             .check_owned("the gradient norm", self.buf.buffer())?;
-        Ok(ctx.read_back(self.buf.buffer(), self.at, 1)?[0])
+        Ok(ctx.dev().read_back(self.buf.buffer(), self.at, 1)?[0])
     }
 }

@@ -206,6 +206,6 @@ pub fn gemm_for_tests(ctx: &GpuContext, g: &GemmCase) -> Result<Vec<f32>> {
             c.buffer(),
         )?;
         rec.submit()?;
-        ctx.read_back(c.buffer(), off, batch * m * n)
+        ctx.dev().read_back(c.buffer(), off, batch * m * n)
     })
 }

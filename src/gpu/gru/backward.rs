@@ -11,7 +11,7 @@ use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
 use crate::gpu::gru::rows::{RowsIn, RowsOut};
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
+use crate::gpu::ops::common::{lp, StepShape};
 use crate::gpu::ops::gru_backward::{encode_backward_loop, BackwardStepBufs};
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
 use crate::gpu::ops::steps::LoopKind;
@@ -268,26 +268,8 @@ impl GpuGru {
             return path.backward_steps(rec, layer, shape, bufs);
         }
         // Every other loop is a fused one, recorded from its description.
-        let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
-        let scratch = match self.config.reset_form {
-            ResetForm::Before => {
-                let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
-                // c2 of the step after (zero before the last step).
-                let scratch = rec.storage("d(r·h) r of a step", nd * b * h)?;
-                rec.clear(scratch.buffer(), 0, (nd * b * h * 4) as u64);
-                Some(scratch)
-            }
-            ResetForm::After => None,
-        };
-        encode_backward_loop(
-            rec,
-            lp,
-            shape,
-            bufs,
-            private,
-            scratch.as_ref().map(|s| s.buffer()),
-        )?;
-        Ok(())
+        let rb = self.config.reset_form == ResetForm::Before;
+        encode_backward_loop(rec, lp, shape, bufs, rb)
     }
 
     /// Refuses a tape of another model, or one made before the parameters

@@ -118,18 +118,22 @@ impl<'a> Check<'a> {
             ),
             (
                 "grad.x".to_string(),
-                m.ctx.read_back(b.grad_x.buffer(), 0, b.grad_x.len())?,
+                m.ctx
+                    .dev()
+                    .read_back(b.grad_x.buffer(), 0, b.grad_x.len())?,
             ),
             (
                 "grad.h0".to_string(),
-                m.ctx.read_back(b.grad_h0.buffer(), 0, b.grad_h0.len())?,
+                m.ctx
+                    .dev()
+                    .read_back(b.grad_h0.buffer(), 0, b.grad_h0.len())?,
             ),
         ];
         for (l, lg) in b.grads.iter().enumerate() {
             for (kind, t) in ["w_ih", "w_hh", "b_ih", "b_hh"].iter().zip(lg.tensors()) {
                 out.push((
                     format!("grad of layer {l}'s {kind}"),
-                    m.ctx.read_back(t.buffer(), 0, t.len())?,
+                    m.ctx.dev().read_back(t.buffer(), 0, t.len())?,
                 ));
             }
         }

@@ -10,7 +10,7 @@ use crate::gpu::gru::rows::{RowsIn, RowsOut};
 use crate::gpu::gru::seq::SeqRun;
 use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{lp, seq_private_fits, StepShape};
+use crate::gpu::ops::common::{lp, StepShape};
 use crate::gpu::ops::gru_forward::{encode_forward_loop, ForwardStepBufs};
 use crate::gpu::ops::steps::LoopKind;
 use crate::gpu::ops::util::{encode_copy, encode_dropout, encode_permute01, Dropout, Io};
@@ -325,23 +325,8 @@ impl GpuGru {
             return path.forward_steps(rec, layer, shape, bufs, h0);
         }
         // Every other loop is a fused one, recorded from its description.
-        let private = self.ctx.is_cpu() && seq_private_fits(shape.hidden);
-        let scratch = match self.config.reset_form {
-            ResetForm::Before => {
-                let (nd, b, h) = (shape.dirs, shape.batch, shape.hidden);
-                Some(rec.storage("r, z and r·h of a step", nd * b * 3 * h)?)
-            }
-            ResetForm::After => None,
-        };
-        encode_forward_loop(
-            rec,
-            lp,
-            shape,
-            bufs,
-            private,
-            scratch.as_ref().map(|s| s.buffer()),
-        )?;
-        Ok(())
+        let rb = self.config.reset_form == ResetForm::Before;
+        encode_forward_loop(rec, lp, shape, bufs, rb)
     }
 
     /// The dropout of a forward with `opts`: `(seed, p)` in training mode

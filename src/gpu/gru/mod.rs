@@ -82,15 +82,7 @@ impl LayerParams {
     /// `w_ih`, `w_hh`, `b_ih`, `b_hh` as the kernels read them (the biases
     /// where the GRU has them).
     pub(crate) fn stored(&self) -> Vec<&PooledBuffer> {
-        [
-            Some(&self.w_ih),
-            Some(&self.w_hh),
-            self.b_ih.as_ref(),
-            self.b_hh.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        types::param_order(&self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh)
     }
 
     /// The same tensors in f32: the masters of an f16 model, else `stored`.
@@ -338,7 +330,7 @@ impl GpuGru {
             usage_name,
         )?;
         if !self.f16() {
-            return self.ctx.read_back(buf, 0, len);
+            return self.ctx.dev().read_back(buf, 0, len);
         }
         self.ctx.scoped(|| {
             let out = self.ctx.storage("read back (f32)", len)?;
@@ -349,7 +341,7 @@ impl GpuGru {
             };
             encode_copy(&mut rec, io, len, (buf, 0), (out.buffer(), 0))?;
             rec.submit()?;
-            self.ctx.read_back(out.buffer(), 0, len)
+            self.ctx.dev().read_back(out.buffer(), 0, len)
         })
     }
 

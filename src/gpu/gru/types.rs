@@ -97,15 +97,7 @@ pub struct GpuLayerGrads {
 impl GpuLayerGrads {
     /// The gradients in the order of the layer's parameters: `w_ih`, `w_hh`, `b_ih`, `b_hh`.
     pub fn tensors(&self) -> Vec<&PooledBuffer> {
-        [
-            Some(&self.w_ih),
-            Some(&self.w_hh),
-            self.b_ih.as_ref(),
-            self.b_hh.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        param_order(&self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh)
     }
 }
 
@@ -148,4 +140,18 @@ pub(crate) struct BackwardOut {
     pub(crate) grad_x: PooledBuffer,
     pub(crate) grad_h0: PooledBuffer,
     pub(crate) grads: Vec<[Option<PooledBuffer>; 4]>,
+}
+
+/// A layer's tensors in PyTorch's order of its parameters, `w_ih`, `w_hh`,
+/// `b_ih`, `b_hh`, the biases where there are any.
+pub(crate) fn param_order<'a>(
+    w_ih: &'a PooledBuffer,
+    w_hh: &'a PooledBuffer,
+    b_ih: &'a Option<PooledBuffer>,
+    b_hh: &'a Option<PooledBuffer>,
+) -> Vec<&'a PooledBuffer> {
+    [Some(w_ih), Some(w_hh), b_ih.as_ref(), b_hh.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect()
 }

@@ -213,6 +213,12 @@ pub(crate) fn resident_fits(h: usize, wg: u32) -> bool {
 
 /// Whether the persistent kernels can keep a thread's columns of W_hh in
 /// private memory: `3·ceil(H/64)·H <= SEQ_PRIVATE` (768) floats.
+/// Whether `sequence` keeps each thread's columns of W_hh in registers
+/// (private memory): on CPU adapters, where it fits.
+pub(crate) fn w_private(rec: &crate::gpu::recorder::Recorder, hidden: usize) -> bool {
+    rec.dev.summary.is_cpu() && seq_private_fits(hidden)
+}
+
 pub(crate) fn seq_private_fits(hidden: usize) -> bool {
     3 * hidden.div_ceil(64) * hidden <= SEQ_PRIVATE
 }

@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::gpu::device::Device;
-use crate::gpu::ops::common::{lp, LoopCost, StepParams, StepShape, RES_KMAX, SEQ_ROWS};
+use crate::gpu::ops::common::{lp, w_private, LoopCost, StepParams, StepShape, RES_KMAX, SEQ_ROWS};
 use crate::gpu::ops::gru_forward::resident_slices;
 use crate::gpu::ops::steps::{encode_loop, LoopCall, Pass, TimeLoop};
 use crate::gpu::pipeline::{bindings, Binding, KernelSpec};
@@ -97,27 +97,33 @@ impl BackwardStepBufs<'_> {
 }
 
 /// Records the backward of the time loop `lp` of one layer, steps T-1 down
-/// to -1 (see [`steps`](super::steps)); `rb_scratch`: the reset-before
-/// form, with its scratch `(D, B, H)` (zeros before the call), which
-/// carries c2 = d(r·h) r from one step to the next; `w_private`:
-/// `sequence` keeps W_hh in registers.
+/// to -1 (see [`steps`](super::steps)); `rb`: the reset-before form, whose
+/// steps carry c2 = d(r·h) r from one step to the next in a scratch
+/// `(D, B, H)` of the recording (zeros before the last step).
 pub(crate) fn encode_backward_loop(
     rec: &mut Recorder,
     lp: &TimeLoop,
     sh: &StepShape,
     b: &BackwardStepBufs,
-    w_private: bool,
-    rb_scratch: Option<&wgpu::Buffer>,
+    rb: bool,
 ) -> Result<()> {
-    let dev = rec.dev;
-    let bufs = b.bound(dev, rb_scratch);
+    let (nd, batch, h) = (sh.dirs, sh.batch, sh.hidden);
+    let scratch = match rb {
+        true => {
+            let s = rec.storage("d(r·h) r of a step", nd * batch * h)?;
+            rec.clear(s.buffer(), 0, (nd * batch * h * 4) as u64);
+            Some(s)
+        }
+        false => None,
+    };
+    let bufs = b.bound(rec.dev, scratch.as_ref().map(|s| s.buffer()));
     let call = LoopCall {
         pass: Pass::Backward,
         sh,
         bufs: &bufs,
-        rb: rb_scratch.is_some(),
+        rb,
         tape: true,
-        w_private,
+        w_private: w_private(rec, h),
     };
     encode_loop(rec, lp, &call)
 }

@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::gpu::device::Device;
-use crate::gpu::ops::common::{lp, LoopCost, StepParams, StepShape, RES_KMAX, SEQ_ROWS};
+use crate::gpu::ops::common::{lp, w_private, LoopCost, StepParams, StepShape, RES_KMAX, SEQ_ROWS};
 use crate::gpu::ops::steps::{encode_loop, LoopCall, Pass, TimeLoop};
 use crate::gpu::pipeline::{bindings, Binding, KernelSpec};
 use crate::gpu::recorder::Recorder;
@@ -92,25 +92,28 @@ impl ForwardStepBufs<'_> {
 }
 
 /// Records the forward of the time loop `lp` of one layer (see
-/// [`steps`](super::steps)); `rb_scratch`: the reset-before form, with
-/// its scratch `(D, B, 3H)`; `w_private`: `sequence` keeps W_hh in registers.
+/// [`steps`](super::steps)); `rb`: the reset-before form, whose steps keep
+/// r, z and r·h of a step in a scratch `(D, B, 3H)` of the recording.
 pub(crate) fn encode_forward_loop(
     rec: &mut Recorder,
     lp: &TimeLoop,
     sh: &StepShape,
     b: &ForwardStepBufs,
-    w_private: bool,
-    rb_scratch: Option<&wgpu::Buffer>,
+    rb: bool,
 ) -> Result<()> {
-    let dev = rec.dev;
-    let bufs = b.bound(dev, rb_scratch);
+    let (nd, batch, h) = (sh.dirs, sh.batch, sh.hidden);
+    let scratch = match rb {
+        true => Some(rec.storage("r, z and r·h of a step", nd * batch * 3 * h)?),
+        false => None,
+    };
+    let bufs = b.bound(rec.dev, scratch.as_ref().map(|s| s.buffer()));
     let call = LoopCall {
         pass: Pass::Forward,
         sh,
         bufs: &bufs,
-        rb: rb_scratch.is_some(),
+        rb,
         tape: b.gates.is_some(),
-        w_private,
+        w_private: w_private(rec, h),
     };
     encode_loop(rec, lp, &call)
 }
