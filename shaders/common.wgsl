@@ -106,9 +106,7 @@ fn flat_id(wid: vec3<u32>, gtx: u32, lid: vec3<u32>) -> u32 {
 // The state a step writes into `hs` for the next step is 0 where the next
 // step starts from zero (so the tape's h_prev is what the step used), while
 // the output keeps h'; the backward cuts the gradient into h there.
-const F_VALID: u32 = 1u;
-const F_FWD_ZERO: u32 = 2u;
-const F_REV_ZERO: u32 = 4u;
+// (F_VALID, F_FWD_ZERO, F_REV_ZERO: defined by the host before this file.)
 
 // Whether direction d runs in reverse time (t = T-1-s at step s): the
 // second direction of a bidirectional layer, or the only direction of a

@@ -41,8 +41,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<SB>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<uniform> W: Params;
-@group(0) @binding(6) var<uniform> wa: array<vec4<f32>, 4096>;
-@group(0) @binding(7) var<uniform> wb: array<vec4<f32>, 4096>;
+@group(0) @binding(6) var<uniform> wa: array<vec4<f32>, WINDOW_VEC4S>;
+@group(0) @binding(7) var<uniform> wb: array<vec4<f32>, WINDOW_VEC4S>;
 
 fn win_store(i: u32, j: u32, v: f32) {
     let m = W.m0 + i;

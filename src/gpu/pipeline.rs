@@ -84,6 +84,14 @@ macro_rules! shared_consts {
 }
 
 shared_consts! {
+    /// Step flag (`common.wgsl`): the step runs (t < the row's length).
+    F_VALID = 1;
+    /// Step flag: the forward direction's state is 0 before the step.
+    F_FWD_ZERO = 2;
+    /// Step flag: the reverse direction's state is 0 before the step.
+    F_REV_ZERO = 4;
+    /// vec4s of one uniform window of `windows.wgsl` (64 KiB).
+    WINDOW_VEC4S = 4096;
     /// Batch rows per workgroup of the persistent kernels (`sequence`).
     SEQ_ROWS = 4;
     /// The largest hidden size of the persistent kernels (`sequence`).

@@ -16,6 +16,7 @@
 //!   where `resets[t + 1, b]` and `t + 1 < lengths[b]`, as the CPU reference
 //!   (`crate::cpu::layer`) does.
 
+use crate::gpu::pipeline::shared;
 use ndarray::Array2;
 
 use crate::config::GruConfig;
@@ -23,10 +24,10 @@ use crate::cpu::SeqOptions;
 use crate::error::Result;
 use crate::gpu::pool::PooledBuffer;
 
-/// `F_VALID`, `F_FWD_ZERO`, `F_REV_ZERO` of `common.wgsl`.
-const F_VALID: u32 = 1;
-const F_FWD_ZERO: u32 = 2;
-const F_REV_ZERO: u32 = 4;
+/// The step flags (`common.wgsl`), defined once for the host and the shaders.
+const F_VALID: u32 = shared::F_VALID as u32;
+const F_FWD_ZERO: u32 = shared::F_FWD_ZERO as u32;
+const F_REV_ZERO: u32 = shared::F_REV_ZERO as u32;
 
 /// A call's lengths and resets, resolved for the GPU.
 #[derive(Clone, Debug)]

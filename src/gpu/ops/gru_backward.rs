@@ -20,8 +20,9 @@ const BINDINGS: &[(u32, Binding)] =
 /// The kernels of this shader, but for the entry point, the override
 /// constants and the storage types, which each step kernel's description
 /// gives ([`StepKernel`](super::steps::StepKernel) builds them from this).
-pub(crate) const BASE: KernelSpec =
-    KernelSpec::new::<StepParams>(("gru_backward.wgsl", SOURCE), "step", BINDINGS);
+pub(crate) const fn base() -> KernelSpec {
+    KernelSpec::new::<StepParams>(("gru_backward.wgsl", SOURCE), "step", BINDINGS)
+}
 
 /// The buffers of the backward recurrence of one layer (shapes in the shader).
 pub(crate) struct BackwardStepBufs<'a> {

@@ -169,8 +169,8 @@ impl StepKernel {
     /// The pipeline's spec (entry point, constants, storage types).
     fn build(&self) -> KernelSpec {
         let base = match self.pass {
-            Pass::Forward => gru_forward::BASE,
-            Pass::Backward => gru_backward::BASE,
+            Pass::Forward => gru_forward::base(),
+            Pass::Backward => gru_backward::base(),
         };
         KernelSpec {
             entry: self.entry(),

@@ -28,7 +28,7 @@ pub(crate) const SOURCE: &str = include_str!("../../../shaders/windows.wgsl");
 
 /// The size of a uniform-buffer window: the most a uniform binding may span
 /// on many adapters (and the size the window kernel declares).
-pub(crate) const WINDOW_BYTES: u64 = 65536;
+pub(crate) const WINDOW_BYTES: u64 = (crate::gpu::pipeline::shared::WINDOW_VEC4S * 16) as u64;
 /// The floats of a uniform window.
 const WINDOW_FLOATS: usize = (WINDOW_BYTES / 4) as usize;
 /// The longest K chunk of the chunked layout.
