@@ -11,10 +11,9 @@ use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
 use crate::gpu::gru::rows::{RowsIn, RowsOut};
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{lp, StepShape};
+use crate::gpu::ops::common::StepShape;
 use crate::gpu::ops::gru_backward::{encode_backward_loop, BackwardStepBufs};
 use crate::gpu::ops::reduce::{encode_sum_rows, RowSum};
-use crate::gpu::ops::steps::LoopKind;
 use crate::gpu::ops::util::{encode_dropout, encode_permute01, Dropout, Io};
 use crate::gpu::plan::Strategy;
 use crate::gpu::pool::PooledBuffer;
@@ -256,18 +255,11 @@ impl GpuGru {
         shape: &StepShape,
         bufs: &BackwardStepBufs,
     ) -> Result<()> {
-        // A step kernel's thread loops over 3H: within the device's loop
-        // budget (see `Device::loop_budget`).
-        self.ctx.dev().check_loop(
-            "one backward step's product over the gates",
-            2 * lp(3 * shape.hidden) + 32,
-        )?;
-        let lp = strategy.time_loop();
-        if matches!(lp.kind, LoopKind::Products) {
+        let what = "one backward step's product over the gates";
+        let Some(lp) = self.fused_loop(strategy, shape.hidden, what)? else {
             // The product path keeps its own scratch.
             return path.backward_steps(rec, layer, shape, bufs);
-        }
-        // Every other loop is a fused one, recorded from its description.
+        };
         let rb = self.config.reset_form == ResetForm::Before;
         encode_backward_loop(rec, lp, shape, bufs, rb)
     }

@@ -10,9 +10,8 @@ use crate::gpu::gru::rows::{RowsIn, RowsOut};
 use crate::gpu::gru::seq::SeqRun;
 use crate::gpu::gru::types::{CallStats, ForwardOut, GpuForward, GpuTape, LayerTape};
 use crate::gpu::gru::GpuGru;
-use crate::gpu::ops::common::{lp, StepShape};
+use crate::gpu::ops::common::StepShape;
 use crate::gpu::ops::gru_forward::{encode_forward_loop, ForwardStepBufs};
-use crate::gpu::ops::steps::LoopKind;
 use crate::gpu::ops::util::{encode_copy, encode_dropout, encode_permute01, Dropout, Io};
 use crate::gpu::plan::Plan;
 use crate::gpu::plan::Strategy;
@@ -313,18 +312,11 @@ impl GpuGru {
         bufs: &ForwardStepBufs,
         h0: Option<&wgpu::Buffer>,
     ) -> Result<()> {
-        // A step kernel's thread loops over H (twice in the reset-before
-        // form): within the device's loop budget (see `Device::loop_budget`).
-        self.ctx.dev().check_loop(
-            "one step's product over the hidden units",
-            2 * lp(3 * shape.hidden) + 32,
-        )?;
-        let lp = strategy.time_loop();
-        if matches!(lp.kind, LoopKind::Products) {
+        let what = "one step's product over the hidden units";
+        let Some(lp) = self.fused_loop(strategy, shape.hidden, what)? else {
             // The product path keeps its own scratch.
             return path.forward_steps(rec, layer, shape, bufs, h0);
-        }
-        // Every other loop is a fused one, recorded from its description.
+        };
         let rb = self.config.reset_form == ResetForm::Before;
         encode_forward_loop(rec, lp, shape, bufs, rb)
     }

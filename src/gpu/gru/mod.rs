@@ -203,6 +203,22 @@ impl GpuGru {
         }
     }
 
+    /// The fused time loop of `strategy` (`None`: the products loop, which
+    /// the plan's product path records), after checking that a step's
+    /// thread loop over 3H (`what`) stays within the device's loop budget
+    /// (see `Device::loop_budget`).
+    pub(crate) fn fused_loop(
+        &self,
+        strategy: crate::gpu::plan::Strategy,
+        hidden: usize,
+        what: &str,
+    ) -> Result<Option<&'static crate::gpu::ops::steps::TimeLoop>> {
+        let cost = 2 * crate::gpu::ops::common::lp(3 * hidden) + 32;
+        self.ctx.dev().check_loop(what, cost)?;
+        let lp = strategy.time_loop();
+        Ok((!matches!(lp.kind, crate::gpu::ops::steps::LoopKind::Products)).then_some(lp))
+    }
+
     /// Records the copy of `n` elements in the model's storage precision
     /// (offsets in elements): a buffer copy in f32, a kernel in f16 (whose
     /// offsets a buffer copy cannot always take).
