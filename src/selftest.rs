@@ -778,19 +778,9 @@ fn run_precision(
                 let (o, hn, g) = c.run_cpu(s.train_seed)?;
                 Ok((c, tensors(&o, &hn, &g)))
             });
-        let (case, reference) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                let failed = (None, Outcome::Failed(e.to_string()));
-                push(Check::cpu_f64(
-                    (kind, config),
-                    gpu_bound,
-                    failed,
-                    0.0,
-                    precision,
-                ));
-                continue;
-            }
+        let prepared = made_or_failed(prepared, (kind, &config), gpu_bound, precision, push);
+        let Some((case, reference)) = prepared else {
+            continue;
         };
         on_every_plan(
             ctx,
@@ -814,19 +804,10 @@ fn run_precision(
     for mut s in determinism_specs(options.level) {
         s.config = s.config.precision(precision);
         let config = tag(format!("{} (the same call twice)", s.describe()));
-        let case = match RandomCase::new(s.config.clone(), s.seq_len, s.batch, s.h0, s.seed) {
-            Ok(c) => c,
-            Err(e) => {
-                let failed = (None, Outcome::Failed(e.to_string()));
-                push(Check::cpu_f64(
-                    ("determinism", config),
-                    0.0,
-                    failed,
-                    0.0,
-                    precision,
-                ));
-                continue;
-            }
+        let case = RandomCase::new(s.config.clone(), s.seq_len, s.batch, s.h0, s.seed);
+        let Some(case) = made_or_failed(case, ("determinism", &config), 0.0, precision, push)
+        else {
+            continue;
         };
         on_every_plan(
             ctx,
@@ -847,6 +828,31 @@ fn run_precision(
                 }
             },
         );
+    }
+}
+
+/// A case that was made, or `None` where it could not be, pushing then a
+/// failed `cpu-f64` check of `(kind, config)` against `bound` in its stead.
+fn made_or_failed<T>(
+    made: Result<T>,
+    (kind, config): (&'static str, &str),
+    bound: f64,
+    precision: Precision,
+    push: &mut dyn FnMut(Check),
+) -> Option<T> {
+    match made {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let failed = (None, Outcome::Failed(e.to_string()));
+            push(Check::cpu_f64(
+                (kind, config.to_string()),
+                bound,
+                failed,
+                0.0,
+                precision,
+            ));
+            None
+        }
     }
 }
 
