@@ -205,11 +205,18 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// `forward`, `reverse` or `bidirectional`: the configuration's
+    /// direction's name ([`crate::config::Direction::name`]).
     pub fn name(self) -> &'static str {
+        self.config().name()
+    }
+
+    /// The configuration's direction of the same name.
+    fn config(self) -> crate::config::Direction {
         match self {
-            Direction::Forward => "forward",
-            Direction::Reverse => "reverse",
-            Direction::Bidirectional => "bidirectional",
+            Direction::Forward => crate::config::Direction::Forward,
+            Direction::Reverse => crate::config::Direction::Reverse,
+            Direction::Bidirectional => crate::config::Direction::Bidirectional,
         }
     }
 
@@ -349,6 +356,18 @@ impl<'a> CaseMeta<'a> {
         Ok(())
     }
 
+    /// The metadata `seq_len` and `batch`, both at least 1.
+    pub(crate) fn seq_len_batch(&self) -> Result<(usize, usize)> {
+        let (seq_len, batch) = (self.num("seq_len")?, self.num("batch")?);
+        if seq_len == 0 || batch == 0 {
+            return Err(err(
+                self.origin,
+                format!("seq_len {seq_len} and batch {batch} must both be at least 1"),
+            ));
+        }
+        Ok((seq_len, batch))
+    }
+
     /// The model file that `model` names, in the folder of the case `path`
     /// (a plain file name, nothing else).
     pub(crate) fn model_path(&self, path: &Path) -> Result<(std::path::PathBuf, String)> {
@@ -370,6 +389,62 @@ impl<'a> CaseMeta<'a> {
         let at = path.parent().unwrap_or(Path::new(".")).join(model);
         Ok((at, untrusted(model)))
     }
+}
+
+/// Reads the case file `path` of `format` (its metadata keys all in
+/// `known`) and makes what `read` makes of it.
+pub(crate) fn read_case<T>(
+    path: &Path,
+    (format, known): (&str, &[&str]),
+    read: impl FnOnce(&SafeFile, &CaseMeta) -> Result<T>,
+) -> Result<T> {
+    let origin = shown_path(path);
+    let bytes = crate::files::read_safetensors(path)?;
+    let file = SafeFile::parse(&bytes, &origin)?;
+    let meta = CaseMeta {
+        m: file.metadata(),
+        origin: &origin,
+    };
+    meta.check(format, known)?;
+    read(&file, &meta)
+}
+
+/// Refuses a case file holding a tensor not in `known`.
+pub(crate) fn refuse_unknown_tensors(file: &SafeFile, known: &[&str], origin: &str) -> Result<()> {
+    if let Some(name) = file
+        .names()
+        .into_iter()
+        .find(|n| !known.contains(&n.as_str()))
+    {
+        return Err(GruError::UnexpectedTensor {
+            shape: file.shape(&name)?.into(),
+            name,
+            file: Some(origin.to_string()),
+        });
+    }
+    Ok(())
+}
+
+/// A case file's int32 lengths tensor `name` `(batch)`, each in
+/// `1..=seq_len`.
+pub(crate) fn read_lengths(
+    file: &SafeFile,
+    name: &str,
+    (seq_len, batch): (usize, usize),
+    origin: &str,
+) -> Result<Vec<usize>> {
+    let v = file.int_tensor(name, safetensors::Dtype::I32, "I32", &[batch])?;
+    if let Some((k, l)) = v
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l < 1 || l > seq_len as i64)
+    {
+        return Err(err(
+            origin,
+            format!("{name}[{k}] is {l}; every length must be in 1..={seq_len} (seq_len)"),
+        ));
+    }
+    Ok(v.into_iter().map(|l| l as usize).collect())
 }
 
 pub(crate) fn err(origin: &str, message: impl Into<String>) -> GruError {
@@ -418,11 +493,7 @@ fn default_activations(list: &[Vec<u8>], directions: usize) -> bool {
 /// single node's ([`OnnxGru::config`]) and a stack's
 /// ([`OnnxStack::config`]), decides through it.
 pub fn config_direction(gru: &OnnxGru) -> crate::config::Direction {
-    match gru.direction {
-        Direction::Forward => crate::config::Direction::Forward,
-        Direction::Reverse => crate::config::Direction::Reverse,
-        Direction::Bidirectional => crate::config::Direction::Bidirectional,
-    }
+    gru.direction.config()
 }
 
 impl OnnxGru {
@@ -731,16 +802,18 @@ impl OnnxCase {
     /// Reads a case and the model its metadata `model` names (in the same folder).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let origin = shown_path(path);
-        let bytes = crate::files::read_safetensors(path)?;
-        let file = SafeFile::parse(&bytes, &origin)?;
-        let m = file.metadata();
-        let meta = CaseMeta { m, origin: &origin };
+        read_case(path, ("onnx-gru-v1", &ONNX_METADATA), |file, meta| {
+            Self::read(path, file, meta)
+        })
+    }
+
+    /// [`load`](Self::load) on the file, its format and keys checked.
+    fn read(path: &Path, file: &SafeFile, meta: &CaseMeta) -> Result<Self> {
+        let origin = meta.origin;
         let (get, num) = (|k: &str| meta.get(k), |k: &str| meta.num(k));
-        meta.check("onnx-gru-v1", &ONNX_METADATA)?;
         if num("layout")? > 1 {
             return Err(err(
-                &origin,
+                origin,
                 format!(
                     "metadata `layout` is `{}`, expected 0 or 1",
                     untrusted(get("layout")?)
@@ -750,13 +823,7 @@ impl OnnxCase {
         let (model_path, model) = meta.model_path(path)?;
         let gru = OnnxGru::load(&model_path, None)?;
         let config = gru.config()?;
-        let (seq_len, batch) = (num("seq_len")?, num("batch")?);
-        if seq_len == 0 || batch == 0 {
-            return Err(err(
-                &origin,
-                format!("seq_len {seq_len} and batch {batch} must both be at least 1"),
-            ));
-        }
+        let (seq_len, batch) = meta.seq_len_batch()?;
         let (i, h) = (config.input_size, config.hidden_size);
         let d = config.num_directions();
         for (key, want) in [
@@ -772,7 +839,7 @@ impl OnnxCase {
             let have = get(key)?;
             if have != want {
                 return Err(err(
-                    &origin,
+                    origin,
                     format!(
                         "metadata `{key}` is `{}` but the model {model} has `{want}`",
                         untrusted(have)
@@ -781,17 +848,7 @@ impl OnnxCase {
             }
         }
         let known = ["X", "W", "R", "B", "sequence_lens", "initial_h", "Y", "Y_h"];
-        if let Some(name) = file
-            .names()
-            .into_iter()
-            .find(|n| !known.contains(&n.as_str()))
-        {
-            return Err(GruError::UnexpectedTensor {
-                shape: file.shape(&name)?.into(),
-                name,
-                file: Some(origin.clone()),
-            });
-        }
+        refuse_unknown_tensors(file, &known, origin)?;
         let f32_ = |name: &str, shape: &[usize]| {
             file.tensor_typed::<f32>(name, safetensors::Dtype::F32, shape)
         };
@@ -807,7 +864,7 @@ impl OnnxCase {
                 Ok(())
             } else {
                 Err(err(
-                    &origin,
+                    origin,
                     format!("tensor `{name}` differs from the initializer of the model {model}"),
                 ))
             }
@@ -834,7 +891,7 @@ impl OnnxCase {
             (None, false) => {}
             (mb, _) => {
                 return Err(err(
-                    &origin,
+                    origin,
                     format!(
                         "the file {} a tensor `B` but the model {model} {} one",
                         if file.has("B") { "has" } else { "has no" },
@@ -863,18 +920,7 @@ impl OnnxCase {
             Array3::zeros((d, batch, h))
         };
         let lengths = if file.has("sequence_lens") {
-            let v = file.int_tensor("sequence_lens", safetensors::Dtype::I32, "I32", &[batch])?;
-            if let Some((k, l)) = v
-                .iter()
-                .enumerate()
-                .find(|(_, &l)| l < 1 || l > seq_len as i64)
-            {
-                return Err(err(
-                    &origin,
-                    format!("sequence_lens[{k}] is {l}; every length must be in 1..={seq_len} (seq_len)"),
-                ));
-            }
-            v.into_iter().map(|l| l as usize).collect()
+            read_lengths(file, "sequence_lens", (seq_len, batch), origin)?
         } else {
             vec![seq_len; batch]
         };
@@ -889,7 +935,7 @@ impl OnnxCase {
             .into_dimensionality::<ndarray::Ix3>()
             .expect("shape checked");
         Ok(OnnxCase {
-            origin,
+            origin: origin.to_string(),
             gru,
             config,
             seq_len,

@@ -48,6 +48,25 @@ pub struct RunResult {
     pub grad_params: GruParams<f64>,
 }
 
+impl RunResult {
+    /// A run's forward (`output`, `h_n`) and gradients (of `x`, `h0` and the
+    /// parameters) in `F`, as f64.
+    fn of<F: Real>(
+        output: &Array3<F>,
+        h_n: &Array3<F>,
+        (grad_x, grad_h0, grad_params): (&Array3<F>, &Array3<F>, &GruParams<F>),
+    ) -> Self {
+        let to64 = |a: &Array3<F>| a.mapv(|v| v.f64());
+        RunResult {
+            output: to64(output),
+            h_n: to64(h_n),
+            grad_x: to64(grad_x),
+            grad_h0: Some(to64(grad_h0)),
+            grad_params: grad_params.cast::<f64>(),
+        }
+    }
+}
+
 /// The comparison of one tensor against its reference.
 #[derive(Clone, Debug)]
 pub struct TensorCheck {
@@ -464,14 +483,7 @@ impl ReferenceCase {
         let (output, h_n) =
             gru.forward_with(c(&self.x).view(), h0.as_ref().map(|h| h.view()), &opts)?;
         let g = gru.backward(c(&self.grad_output).view(), Some(c(&self.grad_h_n).view()))?;
-        let to64 = |a: &Array3<F>| a.mapv(|v| v.f64());
-        Ok(RunResult {
-            output: to64(&output),
-            h_n: to64(&h_n),
-            grad_x: to64(&g.x),
-            grad_h0: Some(to64(&g.h0)),
-            grad_params: g.params.cast::<f64>(),
-        })
+        Ok(RunResult::of(&output, &h_n, (&g.x, &g.h0, &g.params)))
     }
 }
 
@@ -543,14 +555,7 @@ impl ReferenceCase {
         let (output, h_n, tape) = (f.output, f.h_n, f.tape.expect("kept"));
         let grad_h_n = crate::gpu::BackwardOptions::default().grad_h_n(self.grad_h_n.view());
         let g = model.backward(tape, self.grad_output.view(), grad_h_n)?;
-        let to64 = |a: &Array3<f32>| a.mapv(|v| v as f64);
-        Ok(RunResult {
-            output: to64(&output),
-            h_n: to64(&h_n),
-            grad_x: to64(&g.x),
-            grad_h0: Some(to64(&g.h0)),
-            grad_params: g.params.cast::<f64>(),
-        })
+        Ok(RunResult::of(&output, &h_n, (&g.x, &g.h0, &g.params)))
     }
 
     /// A one-line description of the configuration.

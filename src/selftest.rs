@@ -46,7 +46,7 @@ use gru_wgpu::gpu::{
     window_kernels_fit, ContextOptions, Family, GemmVariant, GpuContext, GpuGru, LimitsProfile,
     Plan, PlanCacheLocation, TuneMode,
 };
-use gru_wgpu::real::rel_error;
+use gru_wgpu::real::{rel_error, Real};
 use gru_wgpu::reference::{ReferenceCase, RunResult, CPU_BOUND, GPU_BOUND, GPU_F16_BOUND};
 use gru_wgpu::{GruConfig, GruParams, Precision};
 
@@ -194,6 +194,30 @@ pub struct Check {
     pub seconds: f64,
     /// The GPU's storage precision (f32 for the CPU reference's checks).
     pub precision: Precision,
+}
+
+impl Check {
+    /// A check of the CPU reference (`cpu-f64`), or of a case that could
+    /// not be made: `(kind, config)`, its bound, `(worst, outcome)`, the
+    /// seconds it took and the precision.
+    fn cpu_f64(
+        (kind, config): (&'static str, String),
+        bound: f64,
+        (worst, outcome): (Option<f64>, Outcome),
+        seconds: f64,
+        precision: Precision,
+    ) -> Check {
+        Check {
+            kind,
+            config,
+            path: "cpu-f64".to_string(),
+            worst,
+            bound,
+            outcome,
+            seconds,
+            precision,
+        }
+    }
 }
 
 /// The whole run.
@@ -428,21 +452,8 @@ fn determinism_specs(level: Level) -> Vec<RandomSpec> {
     v
 }
 
-/// Every tensor of a run as f64 vectors, in a fixed order.
-fn tensors_f32(o: &Array3<f32>, hn: &Array3<f32>, g: &GruGrads<f32>) -> Vec<(String, Vec<f32>)> {
-    let mut v = vec![
-        ("output".to_string(), o.iter().copied().collect()),
-        ("h_n".to_string(), hn.iter().copied().collect()),
-        ("grad.x".to_string(), g.x.iter().copied().collect()),
-        ("grad.h0".to_string(), g.h0.iter().copied().collect()),
-    ];
-    for (spec, a) in g.params.named() {
-        v.push((format!("grad.{}", spec.name), a.iter().copied().collect()));
-    }
-    v
-}
-
-fn tensors_f64(o: &Array3<f64>, hn: &Array3<f64>, g: &GruGrads<f64>) -> Vec<(String, Vec<f64>)> {
+/// Every tensor of a run as vectors, in a fixed order.
+fn tensors<F: Real>(o: &Array3<F>, hn: &Array3<F>, g: &GruGrads<F>) -> Vec<(String, Vec<F>)> {
     let mut v = vec![
         ("output".to_string(), o.iter().copied().collect()),
         ("h_n".to_string(), hn.iter().copied().collect()),
@@ -698,16 +709,13 @@ fn run_precision(
         {
             Ok(c) => c,
             Err(e) => {
-                push(Check {
-                    kind: "pytorch",
-                    config: format!("PyTorch {name}"),
-                    path: "cpu-f64".to_string(),
-                    worst: None,
-                    bound: options.cpu_bound,
-                    outcome: Outcome::Failed(e.to_string()),
-                    seconds: start.elapsed().as_secs_f64(),
+                push(Check::cpu_f64(
+                    ("pytorch", format!("PyTorch {name}")),
+                    options.cpu_bound,
+                    (None, Outcome::Failed(e.to_string())),
+                    start.elapsed().as_secs_f64(),
                     precision,
-                });
+                ));
                 continue;
             }
         };
@@ -722,16 +730,13 @@ fn run_precision(
                 }
                 Err(e) => (None, Outcome::Failed(e.to_string())),
             };
-            push(Check {
-                kind: "cpu",
-                config: config.clone(),
-                path: "cpu-f64".to_string(),
-                worst,
-                bound: options.cpu_bound,
-                outcome,
-                seconds: start.elapsed().as_secs_f64(),
+            push(Check::cpu_f64(
+                ("cpu", config.clone()),
+                options.cpu_bound,
+                (worst, outcome),
+                start.elapsed().as_secs_f64(),
                 precision,
-            });
+            ));
         }
         on_every_plan(
             ctx,
@@ -771,23 +776,11 @@ fn run_precision(
             .map(|c| c.with_seq(s.seq.clone()))
             .and_then(|c| {
                 let (o, hn, g) = c.run_cpu(s.train_seed)?;
-                Ok((c, tensors_f64(&o, &hn, &g)))
+                Ok((c, tensors(&o, &hn, &g)))
             });
-        let (case, reference) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                push(Check {
-                    kind,
-                    config,
-                    path: "cpu-f64".to_string(),
-                    worst: None,
-                    bound: gpu_bound,
-                    outcome: Outcome::Failed(e.to_string()),
-                    seconds: 0.0,
-                    precision,
-                });
-                continue;
-            }
+        let prepared = made_or_failed(prepared, (kind, &config), gpu_bound, precision, push);
+        let Some((case, reference)) = prepared else {
+            continue;
         };
         on_every_plan(
             ctx,
@@ -799,7 +792,7 @@ fn run_precision(
             push,
             |plan| match case.run_gpu_plan(ctx, s.train_seed, Some(plan)) {
                 Ok((o, hn, g)) => {
-                    let (w, t) = worst_of(&widen(tensors_f32(&o, &hn, &g)), &reference);
+                    let (w, t) = worst_of(&widen(tensors(&o, &hn, &g)), &reference);
                     (Some(w), judge(w, &t, gpu_bound))
                 }
                 Err(e) => (None, Outcome::Failed(e.to_string())),
@@ -811,21 +804,10 @@ fn run_precision(
     for mut s in determinism_specs(options.level) {
         s.config = s.config.precision(precision);
         let config = tag(format!("{} (the same call twice)", s.describe()));
-        let case = match RandomCase::new(s.config.clone(), s.seq_len, s.batch, s.h0, s.seed) {
-            Ok(c) => c,
-            Err(e) => {
-                push(Check {
-                    kind: "determinism",
-                    config,
-                    path: "cpu-f64".to_string(),
-                    worst: None,
-                    bound: 0.0,
-                    outcome: Outcome::Failed(e.to_string()),
-                    seconds: 0.0,
-                    precision,
-                });
-                continue;
-            }
+        let case = RandomCase::new(s.config.clone(), s.seq_len, s.batch, s.h0, s.seed);
+        let Some(case) = made_or_failed(case, ("determinism", &config), 0.0, precision, push)
+        else {
+            continue;
         };
         on_every_plan(
             ctx,
@@ -838,7 +820,7 @@ fn run_precision(
             |plan| {
                 let once = || {
                     case.run_gpu_plan(ctx, s.train_seed, Some(plan))
-                        .map(|r| tensors_f32(&r.0, &r.1, &r.2))
+                        .map(|r| tensors(&r.0, &r.1, &r.2))
                 };
                 match once().and_then(|a| Ok((a, once()?))) {
                     Ok((a, b)) => determinism(&a, &b),
@@ -846,6 +828,31 @@ fn run_precision(
                 }
             },
         );
+    }
+}
+
+/// A case that was made, or `None` where it could not be, pushing then a
+/// failed `cpu-f64` check of `(kind, config)` against `bound` in its stead.
+fn made_or_failed<T>(
+    made: Result<T>,
+    (kind, config): (&'static str, &str),
+    bound: f64,
+    precision: Precision,
+    push: &mut dyn FnMut(Check),
+) -> Option<T> {
+    match made {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let failed = (None, Outcome::Failed(e.to_string()));
+            push(Check::cpu_f64(
+                (kind, config.to_string()),
+                bound,
+                failed,
+                0.0,
+                precision,
+            ));
+            None
+        }
     }
 }
 

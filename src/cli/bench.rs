@@ -473,12 +473,9 @@ pub fn run_gemm(args: &GemmArgs, adapter: Option<&str>) -> ExitCode {
         eprintln!("error: --iters and every size must be at least 1");
         return ExitCode::from(2);
     }
-    let ctx = match super::open_gpu(adapter) {
+    let ctx = match super::open_gpu_or_report(adapter) {
         Ok(c) => c,
-        Err(e) => {
-            super::report_gpu_error(&e, None);
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let mut kernels: Vec<GemmKernel> = Vec::new();
     for k in args.kernel.iter().flatten() {

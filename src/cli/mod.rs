@@ -18,6 +18,15 @@ pub fn open_gpu(adapter: Option<&str>) -> gru_wgpu::Result<GpuContext> {
     })
 }
 
+/// Opens the GPU the user asked for, or prints why it could not be opened
+/// ([`report_gpu_error`], no alternative) and gives exit status 2.
+pub fn open_gpu_or_report(adapter: Option<&str>) -> Result<GpuContext, std::process::ExitCode> {
+    open_gpu(adapter).map_err(|e| {
+        report_gpu_error(&e, None);
+        std::process::ExitCode::from(2)
+    })
+}
+
 /// Checks, before any work, that a file can be written at `path` (its
 /// folder exists and is writable): a plot that cannot be written is refused
 /// at once, not after a whole run. Leaves no file behind where there was none.

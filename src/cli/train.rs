@@ -57,12 +57,9 @@ pub fn run(args: &TrainArgs, adapter: Option<&str>) -> ExitCode {
         eprintln!("error: {}: {e}", args.plot.display());
         return ExitCode::from(2);
     }
-    let ctx = match super::open_gpu(adapter) {
+    let ctx = match super::open_gpu_or_report(adapter) {
         Ok(c) => c,
-        Err(e) => {
-            super::report_gpu_error(&e, None);
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     println!("adapter: {}", ctx.adapter());
     println!(

@@ -75,12 +75,9 @@ pub fn run(args: &TuneArgs, adapter: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let ctx = match super::open_gpu(adapter) {
+    let ctx = match super::open_gpu_or_report(adapter) {
         Ok(c) => c,
-        Err(e) => {
-            super::report_gpu_error(&e, None);
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if !args.json {
         println!("adapter: {}", ctx.adapter());

@@ -173,10 +173,64 @@ fn print_gpu_blocks(
     }
 }
 
-/// An onnx-gru-v1 case: the CPU reference (f64) and the GPU (f32) against
-/// onnxruntime's float32 `Y` and `Y_h`, both within `ONNX_BOUND`.
+/// An ONNX case: one GRU node's (`onnx-gru-v1`) or a whole model's
+/// (`onnx-model-v1`).
+enum OnnxFile {
+    Node(gru_wgpu::onnx::OnnxCase),
+    Model(gru_wgpu::onnx::OnnxModelCase),
+}
+
+impl OnnxFile {
+    fn describe(&self) -> String {
+        match self {
+            OnnxFile::Node(c) => c.describe(),
+            OnnxFile::Model(c) => c.describe(),
+        }
+    }
+
+    /// The checks of a run against onnxruntime's (and torch's) outputs,
+    /// each within `bound`: of the CPU reference (f64) where `gpu` is
+    /// `None`, else of the GPU in that precision with that plan forced.
+    fn checks(
+        &self,
+        gpu: Option<(
+            &gru_wgpu::gpu::GpuContext,
+            gru_wgpu::Precision,
+            Option<gru_wgpu::gpu::Plan>,
+        )>,
+        bound: f64,
+    ) -> gru_wgpu::Result<Vec<TensorCheck>> {
+        match (self, gpu) {
+            (OnnxFile::Node(c), None) => c.run_cpu::<f64>().map(|r| c.compare(&r, bound)),
+            (OnnxFile::Model(c), None) => c.run_cpu::<f64>().map(|r| c.compare(&r, bound)),
+            (OnnxFile::Node(c), Some((ctx, precision, plan))) => c
+                .run_gpu_plan(ctx, precision, plan)
+                .map(|r| c.compare(&r, bound)),
+            (OnnxFile::Model(c), Some((ctx, precision, plan))) => c
+                .run_gpu_plan(ctx, precision, plan)
+                .map(|r| c.compare(&r, bound)),
+        }
+    }
+
+    /// The imported parameters, and the steps and batch a GPU call of the
+    /// case runs (to the longest length).
+    fn gpu_shape(&self) -> gru_wgpu::Result<(gru_wgpu::GruParams<f32>, usize, usize)> {
+        Ok(match self {
+            OnnxFile::Node(c) => {
+                let t_run = c.lengths.iter().max().copied().unwrap_or(c.seq_len);
+                (c.gru.params()?, t_run, c.batch)
+            }
+            OnnxFile::Model(c) => (c.stack.params()?, c.steps(), c.batch),
+        })
+    }
+}
+
+/// An ONNX case (as read): the CPU reference (f64) and the GPU against
+/// onnxruntime's float32 outputs (and torch's, where a model's file has
+/// them), all within `ONNX_BOUND`.
 fn verify_onnx(
     path: &std::path::Path,
+    case: gru_wgpu::Result<OnnxFile>,
     want_cpu: bool,
     (ctx, precision, plans): (
         Option<&gru_wgpu::gpu::GpuContext>,
@@ -186,8 +240,8 @@ fn verify_onnx(
     status: &mut u8,
     (worst_cpu, worst_gpu): (&mut Option<f64>, &mut Option<f64>),
 ) {
-    use gru_wgpu::onnx::{OnnxCase, ONNX_BOUND};
-    let case = match OnnxCase::load(path) {
+    use gru_wgpu::onnx::ONNX_BOUND;
+    let case = match case {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -198,8 +252,13 @@ fn verify_onnx(
     println!("{}: {}", path.display(), case.describe());
     print_header();
     if want_cpu {
-        let checks = case.run_cpu::<f64>().map(|r| case.compare(&r, ONNX_BOUND));
-        print_checks(path, "cpu", checks, status, worst_cpu);
+        print_checks(
+            path,
+            "cpu",
+            case.checks(None, ONNX_BOUND),
+            status,
+            worst_cpu,
+        );
     }
     if let Some(ctx) = ctx {
         // onnxruntime's float32 bound, or f16's where that is wider.
@@ -207,60 +266,10 @@ fn verify_onnx(
             gru_wgpu::Precision::F32 => ONNX_BOUND,
             gru_wgpu::Precision::F16 => ONNX_BOUND.max(GPU_F16_BOUND),
         };
-        let runs = case.gru.params().and_then(|p| {
-            let t_run = case.lengths.iter().max().copied().unwrap_or(case.seq_len);
-            plans.runs(ctx, &p.with_precision(precision), t_run, case.batch)
+        let runs = case.gpu_shape().and_then(|(p, steps, batch)| {
+            plans.runs(ctx, &p.with_precision(precision), steps, batch)
         });
-        let check = |plan| {
-            case.run_gpu_plan(ctx, precision, plan)
-                .map(|r| case.compare(&r, bound))
-        };
-        print_gpu_blocks(path, runs, check, status, worst_gpu);
-    }
-}
-
-/// An onnx-model-v1 case: the imported model on the CPU reference (f64)
-/// and the GPU against onnxruntime's float32 `output` and `h_n` (and
-/// torch's, where the file has them), all within `ONNX_BOUND`.
-fn verify_onnx_model(
-    path: &std::path::Path,
-    want_cpu: bool,
-    (ctx, precision, plans): (
-        Option<&gru_wgpu::gpu::GpuContext>,
-        gru_wgpu::Precision,
-        PlanArg,
-    ),
-    status: &mut u8,
-    (worst_cpu, worst_gpu): (&mut Option<f64>, &mut Option<f64>),
-) {
-    use gru_wgpu::onnx::{OnnxModelCase, ONNX_BOUND};
-    let case = match OnnxModelCase::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            *status = 2;
-            return;
-        }
-    };
-    println!("{}: {}", path.display(), case.describe());
-    print_header();
-    if want_cpu {
-        let checks = case.run_cpu::<f64>().map(|r| case.compare(&r, ONNX_BOUND));
-        print_checks(path, "cpu", checks, status, worst_cpu);
-    }
-    if let Some(ctx) = ctx {
-        let bound = match precision {
-            gru_wgpu::Precision::F32 => ONNX_BOUND,
-            gru_wgpu::Precision::F16 => ONNX_BOUND.max(GPU_F16_BOUND),
-        };
-        let runs = case
-            .stack
-            .params()
-            .and_then(|p| plans.runs(ctx, &p.with_precision(precision), case.steps(), case.batch));
-        let check = |plan| {
-            case.run_gpu_plan(ctx, precision, plan)
-                .map(|r| case.compare(&r, bound))
-        };
+        let check = |plan| case.checks(Some((ctx, precision, plan)), bound);
         print_gpu_blocks(path, runs, check, status, worst_gpu);
     }
 }
@@ -300,28 +309,23 @@ pub fn run(args: &VerifyArgs, adapter: Option<&str>) -> ExitCode {
     let mut worst_cpu: Option<f64> = None;
     let mut worst_gpu: Option<f64> = None;
     for path in &args.files {
-        match gru_wgpu::onnx::case_format(path).as_deref() {
-            Some("onnx-gru-v1") => {
-                verify_onnx(
-                    path,
-                    want_cpu,
-                    (ctx.as_ref(), precision, plans),
-                    &mut status,
-                    (&mut worst_cpu, &mut worst_gpu),
-                );
-                continue;
-            }
+        let onnx = match gru_wgpu::onnx::case_format(path).as_deref() {
+            Some("onnx-gru-v1") => Some(gru_wgpu::onnx::OnnxCase::load(path).map(OnnxFile::Node)),
             Some("onnx-model-v1") => {
-                verify_onnx_model(
-                    path,
-                    want_cpu,
-                    (ctx.as_ref(), precision, plans),
-                    &mut status,
-                    (&mut worst_cpu, &mut worst_gpu),
-                );
-                continue;
+                Some(gru_wgpu::onnx::OnnxModelCase::load(path).map(OnnxFile::Model))
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(case) = onnx {
+            verify_onnx(
+                path,
+                case,
+                want_cpu,
+                (ctx.as_ref(), precision, plans),
+                &mut status,
+                (&mut worst_cpu, &mut worst_gpu),
+            );
+            continue;
         }
         let case = match ReferenceCase::load(path) {
             Ok(c) => c,

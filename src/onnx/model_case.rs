@@ -25,7 +25,7 @@ use ndarray::Array3;
 
 use super::{err, CaseMeta, OnnxStack};
 use crate::config::GruConfig;
-use crate::error::{shown_path, untrusted, GruError, Result};
+use crate::error::{untrusted, Result};
 use crate::params::SafeFile;
 use crate::real::{max_abs_error, rel_error, Real};
 use crate::reference::TensorCheck;
@@ -96,17 +96,17 @@ impl OnnxModelCase {
     /// state and lengths against the metadata.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let origin = shown_path(path);
-        let bytes = crate::files::read_safetensors(path)?;
-        let file = SafeFile::parse(&bytes, &origin)?;
-        let m = file.metadata();
-        let meta = CaseMeta { m, origin: &origin };
-        let (get, num, flag) = (
-            |k: &str| meta.get(k),
-            |k: &str| meta.num(k),
-            |k: &str| meta.flag(k),
-        );
-        meta.check("onnx-model-v1", &ONNX_MODEL_METADATA)?;
+        super::read_case(
+            path,
+            ("onnx-model-v1", &ONNX_MODEL_METADATA),
+            |file, meta| Self::read(path, file, meta),
+        )
+    }
+
+    /// [`load`](Self::load) on the file, its format and keys checked.
+    fn read(path: &Path, file: &SafeFile, meta: &CaseMeta) -> Result<Self> {
+        let (origin, m) = (meta.origin, meta.m);
+        let (get, flag) = (|k: &str| meta.get(k), |k: &str| meta.flag(k));
         get("reference")?;
         let (model_path, model) = meta.model_path(path)?;
         let stack = OnnxStack::load(&model_path, None)?;
@@ -129,7 +129,7 @@ impl OnnxModelCase {
             let have = get(key)?;
             if have != want {
                 return Err(err(
-                    &origin,
+                    origin,
                     format!(
                         "metadata `{key}` is `{}` but the model {model} imports with `{want}`",
                         untrusted(have)
@@ -145,7 +145,7 @@ impl OnnxModelCase {
             .all(super::stack::InitialState::is_zeros);
         if has_h0 != takes_h0 {
             return Err(err(
-                &origin,
+                origin,
                 format!(
                     "metadata `has_h0` is `{has_h0}` but the model {model} {} an initial state",
                     if takes_h0 { "takes" } else { "takes no" }
@@ -154,20 +154,14 @@ impl OnnxModelCase {
         }
         if has_lengths != stack.report.lengths.is_some() {
             return Err(err(
-                &origin,
+                origin,
                 format!(
                     "metadata `has_lengths` is `{has_lengths}` but the model {model} {} sequence_lens",
                     if has_lengths { "takes no" } else { "takes" }
                 ),
             ));
         }
-        let (seq_len, batch) = (num("seq_len")?, num("batch")?);
-        if seq_len == 0 || batch == 0 {
-            return Err(err(
-                &origin,
-                format!("seq_len {seq_len} and batch {batch} must both be at least 1"),
-            ));
-        }
+        let (seq_len, batch) = meta.seq_len_batch()?;
         let known = [
             "x",
             "h0",
@@ -177,17 +171,7 @@ impl OnnxModelCase {
             "torch_output",
             "torch_h_n",
         ];
-        if let Some(name) = file
-            .names()
-            .into_iter()
-            .find(|n| !known.contains(&n.as_str()))
-        {
-            return Err(GruError::UnexpectedTensor {
-                shape: file.shape(&name)?.into(),
-                name,
-                file: Some(origin.clone()),
-            });
-        }
+        super::refuse_unknown_tensors(file, &known, origin)?;
         let (i, h, l) = (config.input_size, config.hidden_size, config.num_layers);
         let d = config.num_directions();
         let (x_shape, out_shape) = if config.batch_first {
@@ -215,7 +199,7 @@ impl OnnxModelCase {
         let present = |name: &str, wanted: bool, key: &str| -> Result<()> {
             if file.has(name) != wanted {
                 return Err(err(
-                    &origin,
+                    origin,
                     format!(
                         "metadata `{key}` is `{wanted}` but the file {} a tensor `{name}`",
                         if file.has(name) { "has" } else { "has no" }
@@ -232,18 +216,12 @@ impl OnnxModelCase {
             None
         };
         let lengths = if has_lengths {
-            let v = file.int_tensor("lengths", safetensors::Dtype::I32, "I32", &[batch])?;
-            if let Some((k, l)) = v
-                .iter()
-                .enumerate()
-                .find(|(_, &l)| l < 1 || l > seq_len as i64)
-            {
-                return Err(err(
-                    &origin,
-                    format!("lengths[{k}] is {l}; every length must be in 1..={seq_len} (seq_len)"),
-                ));
-            }
-            Some(v.into_iter().map(|l| l as usize).collect())
+            Some(super::read_lengths(
+                file,
+                "lengths",
+                (seq_len, batch),
+                origin,
+            )?)
         } else {
             None
         };
@@ -257,13 +235,13 @@ impl OnnxModelCase {
             (false, false) => None,
             _ => {
                 return Err(err(
-                    &origin,
+                    origin,
                     "the file has one of `torch_output` and `torch_h_n` without the other",
                 ))
             }
         };
         Ok(OnnxModelCase {
-            origin,
+            origin: origin.to_string(),
             stack,
             config,
             seq_len,

@@ -30,17 +30,18 @@ fn times(t: &[f64]) -> Vec<Result<f64, String>> {
     t.iter().map(|&v| Ok(v)).collect()
 }
 
-/// A set of `rounds` with each `(name, script)` added in order.
+/// A set of `rounds` with each `(name, script)` added in order, and the
+/// log of its candidates' calls.
 fn set<'a>(
     rounds: Rounds,
     cands: Vec<(&'static str, Vec<Result<f64, String>>)>,
-    log: &Log,
-) -> TunableSet<'a, &'static str, String> {
+) -> (TunableSet<'a, &'static str, String>, Log) {
+    let log = Log::default();
     let mut s = TunableSet::new(rounds);
     for (name, script) in cands {
-        s.add(name, fake(name, script, log));
+        s.add(name, fake(name, script, &log));
     }
-    s
+    (s, log)
 }
 
 fn outcome<'s>(s: &'s TunableSet<'_, &'static str, String>, k: &str) -> &'s Outcome<&'static str> {
@@ -48,28 +49,27 @@ fn outcome<'s>(s: &'s TunableSet<'_, &'static str, String>, k: &str) -> &'s Outc
 }
 
 fn no_rounds() -> Rounds {
+    samples(1)
+}
+
+/// One warm-up, `samples` samples, no finalists' round.
+fn samples(samples: usize) -> Rounds {
     Rounds {
         warmups: 1,
-        samples: 1,
+        samples,
         finalists: None,
     }
 }
 
 #[test]
 fn the_fast_candidate_wins_over_the_slow_one_on_its_fastest_sample() {
-    let log = Log::default();
-    let rounds = Rounds {
-        samples: 3,
-        ..no_rounds()
-    };
     // Warm-up first (its time discarded), then three samples each.
-    let s = set(
-        rounds,
+    let (s, log) = set(
+        samples(3),
         vec![
             ("slow", times(&[0.1, 5.0, 4.0, 6.0])),
             ("fast", times(&[100.0, 3.0, 9.0, 3.5])),
         ],
-        &log,
     );
     assert_eq!(s.best(), Some(&"fast"));
     let fast = outcome(&s, "fast");
@@ -86,13 +86,8 @@ fn the_fast_candidate_wins_over_the_slow_one_on_its_fastest_sample() {
 
 #[test]
 fn a_failing_candidate_keeps_its_error_and_no_sample_and_is_never_chosen() {
-    let log = Log::default();
-    let rounds = Rounds {
-        samples: 3,
-        ..no_rounds()
-    };
-    let s = set(
-        rounds,
+    let (s, log) = set(
+        samples(3),
         vec![
             ("refused", vec![Err("the driver refuses it".into())]),
             // Its second sample fails: the first does not count either.
@@ -102,7 +97,6 @@ fn a_failing_candidate_keeps_its_error_and_no_sample_and_is_never_chosen() {
             ),
             ("slow", times(&[1.0, 8.0])),
         ],
-        &log,
     );
     assert_eq!(s.best(), Some(&"slow"));
     let refused = outcome(&s, "refused");
@@ -119,11 +113,9 @@ fn a_failing_candidate_keeps_its_error_and_no_sample_and_is_never_chosen() {
 
 #[test]
 fn when_every_candidate_fails_there_is_no_best() {
-    let log = Log::default();
-    let mut s = set(
+    let (mut s, log) = set(
         Rounds::QUICK,
         vec![("a", vec![Err("no".into())]), ("b", vec![Err("no".into())])],
-        &log,
     );
     s.finalists();
     s.check(|_| Ok(None));
@@ -150,8 +142,7 @@ fn a_wrong_candidate_is_rejected_with_its_reason_and_never_chosen() {
         }
     };
     let expected = results("reference").unwrap();
-    let log = Log::default();
-    let mut s = set(
+    let (mut s, _) = set(
         no_rounds(),
         vec![
             ("reference", times(&[9.0])),
@@ -160,7 +151,6 @@ fn a_wrong_candidate_is_rejected_with_its_reason_and_never_chosen() {
             ("right", times(&[3.0])),
             ("broken", vec![Err("refused".into())]),
         ],
-        &log,
     );
     assert_eq!(s.best(), Some(&"wrong"), "the fastest, before the check");
     let mut asked = Vec::new();
@@ -194,11 +184,9 @@ fn a_wrong_candidate_is_rejected_with_its_reason_and_never_chosen() {
 
 #[test]
 fn when_every_candidate_that_ran_is_wrong_there_is_no_best() {
-    let log = Log::default();
-    let mut s = set(
+    let (mut s, _) = set(
         Rounds::QUICK,
         vec![("a", times(&[1.0])), ("b", times(&[1.0]))],
-        &log,
     );
     s.check(|k| Ok(Some(format!("{k} is wrong"))));
     assert_eq!(s.best(), None);
@@ -206,21 +194,19 @@ fn when_every_candidate_that_ran_is_wrong_there_is_no_best() {
 
 #[test]
 fn equal_scores_are_decided_by_the_order_of_the_candidates() {
-    let log = Log::default();
     let cands = |first, second| vec![(first, times(&[7.0, 2.0])), (second, times(&[1.0, 2.0]))];
-    let s = set(no_rounds(), cands("a", "b"), &log);
+    let (s, _) = set(no_rounds(), cands("a", "b"));
     assert_eq!(s.best(), Some(&"a"));
-    let s = set(no_rounds(), cands("b", "a"), &log);
+    let (s, _) = set(no_rounds(), cands("b", "a"));
     assert_eq!(s.best(), Some(&"b"));
     // After a rejection, the next in order.
-    let mut s = set(
+    let (mut s, _) = set(
         no_rounds(),
         vec![
             ("x", times(&[0.0, 2.0])),
             ("y", times(&[0.0, 2.0])),
             ("z", times(&[0.0, 2.0])),
         ],
-        &log,
     );
     s.check(|k| Ok((*k == "x").then(|| "wrong".to_string())));
     assert_eq!(s.best(), Some(&"y"));
@@ -228,8 +214,7 @@ fn equal_scores_are_decided_by_the_order_of_the_candidates() {
 
 #[test]
 fn quick_rounds_sample_the_finalists_within_20_percent_once_more() {
-    let log = Log::default();
-    let mut s = set(
+    let (mut s, log) = set(
         Rounds::QUICK,
         vec![
             ("best", times(&[0.0, 10.0, 9.0])),
@@ -237,7 +222,6 @@ fn quick_rounds_sample_the_finalists_within_20_percent_once_more() {
             ("far", times(&[0.0, 12.5, 1.0])),
             ("failed", vec![Err("refused".into())]),
         ],
-        &log,
     );
     for o in s.outcomes().filter(|o| o.error.is_none()) {
         assert_eq!(o.samples.len(), 1, "{}: one sample in quick mode", o.key);
@@ -260,14 +244,12 @@ fn quick_rounds_sample_the_finalists_within_20_percent_once_more() {
 
 #[test]
 fn an_error_in_the_finalists_round_leaves_the_samples_as_they_were() {
-    let log = Log::default();
-    let mut s = set(
+    let (mut s, _) = set(
         Rounds::QUICK,
         vec![
             ("a", vec![Ok(0.0), Ok(2.0), Err("lost".into())]),
             ("b", times(&[0.0, 2.2, 2.1])),
         ],
-        &log,
     );
     s.finalists();
     let a = outcome(&s, "a");
@@ -278,14 +260,12 @@ fn an_error_in_the_finalists_round_leaves_the_samples_as_they_were() {
 
 #[test]
 fn full_rounds_take_three_samples_each_and_no_finalists_round() {
-    let log = Log::default();
-    let mut s = set(
+    let (mut s, log) = set(
         Rounds::FULL,
         vec![
             ("a", times(&[0.0, 3.0, 2.0, 4.0])),
             ("b", times(&[0.0, 2.5])),
         ],
-        &log,
     );
     let n = log.borrow().len();
     assert_eq!(n, 8, "a warm-up and three samples each");
@@ -298,8 +278,7 @@ fn full_rounds_take_three_samples_each_and_no_finalists_round() {
 
 #[test]
 fn a_name_is_measured_once_and_an_outcome_measured_elsewhere_is_reused() {
-    let log = Log::default();
-    let mut s = set(Rounds::QUICK, vec![("a", times(&[0.0, 5.0]))], &log);
+    let (mut s, log) = set(Rounds::QUICK, vec![("a", times(&[0.0, 5.0]))]);
     s.add("a", fake("a again", times(&[1.0]), &log));
     assert_eq!(s.outcomes().count(), 1);
     assert!(log.borrow().iter().all(|c| c.0 == "a"), "not run again");
