@@ -9,36 +9,6 @@ pub(crate) use crate::gpu::adapter::AdapterSummary;
 pub(crate) use crate::gpu::adapter::{find_adapter, summarize};
 use crate::gpu::pool::{Pool, PoolPolicy, PooledBuffer};
 
-/// Checks a buffer the caller hands in: room for `floats` floats in its
-/// data (what its loan asked for, for a buffer of the crate's pools: not
-/// the slack of its size class), and the usage `usage` (named `usage_name`
-/// in the message). (Which device made it is [`Device::check_owned`]'s part.)
-pub(crate) fn check_size_and_usage(
-    name: &str,
-    buf: &wgpu::Buffer,
-    floats: usize,
-    usage: wgpu::BufferUsages,
-    usage_name: &str,
-) -> Result<()> {
-    let need = (floats as u64).saturating_mul(4);
-    let has = crate::gpu::pool::data_bytes(buf);
-    if has < need {
-        return Err(GruError::LengthMismatch {
-            name: name.to_string(),
-            expected: need,
-            actual: has,
-            unit: "bytes (at least)",
-        });
-    }
-    if !buf.usage().contains(usage) {
-        return Err(GruError::InvalidConfig(format!(
-            "`{name}`: the buffer needs the usage {usage_name}, it has {:?}",
-            buf.usage()
-        )));
-    }
-    Ok(())
-}
-
 /// Whether `e`, or an error it came from, is wgpu-core's report of a
 /// resource used with a device that did not make it (in a command encoder,
 /// where it comes as a `CommandEncoderError` whose source chain stops there).
@@ -219,9 +189,11 @@ impl Device {
         }
     }
 
-    /// Checks a buffer the caller hands in: room for `floats` floats, the
-    /// usage `usage` (named `usage_name` in the message), and made by this
-    /// device ([`check_owned`](Self::check_owned)).
+    /// Checks a buffer the caller hands in: room for `floats` floats in its
+    /// data (what its loan asked for, for a buffer of the crate's pools: not
+    /// the slack of its size class), the usage `usage` (named `usage_name`
+    /// in the message), and made by this device
+    /// ([`check_owned`](Self::check_owned)).
     pub(crate) fn check_caller_buffer(
         &self,
         name: &str,
@@ -230,7 +202,22 @@ impl Device {
         usage: wgpu::BufferUsages,
         usage_name: &str,
     ) -> Result<()> {
-        check_size_and_usage(name, buf, floats, usage, usage_name)?;
+        let need = (floats as u64).saturating_mul(4);
+        let has = crate::gpu::pool::data_bytes(buf);
+        if has < need {
+            return Err(GruError::LengthMismatch {
+                name: name.to_string(),
+                expected: need,
+                actual: has,
+                unit: "bytes (at least)",
+            });
+        }
+        if !buf.usage().contains(usage) {
+            return Err(GruError::InvalidConfig(format!(
+                "`{name}`: the buffer needs the usage {usage_name}, it has {:?}",
+                buf.usage()
+            )));
+        }
         self.check_owned(name, buf)
     }
 

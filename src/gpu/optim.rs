@@ -41,18 +41,6 @@ impl GpuGru {
     }
 }
 
-impl RecordUpdate for GpuOptimizer {
-    fn record_update(
-        &mut self,
-        rec: &mut Recorder,
-        params: &[&wgpu::Buffer],
-        grads: &[&wgpu::Buffer],
-        lens: &[usize],
-    ) -> Result<()> {
-        self.record(rec, params, grads, lens)
-    }
-}
-
 /// An optimiser whose state (momentum buffers, moment estimates) lives on the
 /// device, one state per parameter tensor, in the order the tensors are given.
 pub struct GpuOptimizer {
@@ -118,14 +106,16 @@ impl GpuOptimizer {
         }
         ctx.scoped(|| {
             let mut rec = ctx.recorder(false);
-            self.record(&mut rec, params, grads, lens)?;
+            self.record_update(&mut rec, params, grads, lens)?;
             rec.submit()?;
             Ok(())
         })
     }
+}
 
+impl RecordUpdate for GpuOptimizer {
     /// Records one step into `rec`.
-    pub(crate) fn record(
+    fn record_update(
         &mut self,
         rec: &mut Recorder,
         params: &[&wgpu::Buffer],

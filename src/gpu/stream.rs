@@ -91,6 +91,21 @@ impl std::fmt::Debug for GpuStream<'_> {
 }
 
 impl<'m> GpuStream<'m> {
+    /// Records the forward of a chunk `x` of `t_len` frames from the
+    /// stream's state, in evaluation mode and without a tape.
+    fn record_chunk(
+        &self,
+        rec: &mut crate::gpu::recorder::Recorder,
+        x: &wgpu::Buffer,
+        t_len: usize,
+    ) -> Result<crate::gpu::gru::ForwardOut> {
+        let seq = SeqRun::plain(t_len);
+        let state = Some(self.state.buffer());
+        let (batch, plan) = (self.batch, self.plan);
+        self.model
+            .record_forward(rec, x, state, (&seq, batch), None, false, plan)
+    }
+
     /// A stream of `batch` rows on `model`, state zero, whose output agrees
     /// bit for bit with the model's own forward over the same frames (see
     /// the module's documentation).
@@ -227,15 +242,7 @@ impl<'m> GpuStream<'m> {
             let mut rec = model.recorder();
             let xb = ctx.upload_array("x", x.view())?;
             let xb = model.f32_to_act(&mut rec, "x (f16)", xb)?;
-            let out = model.record_forward(
-                &mut rec,
-                xb.buffer(),
-                Some(self.state.buffer()),
-                (&SeqRun::plain(t_len), batch),
-                None,
-                false,
-                self.plan,
-            )?;
+            let out = self.record_chunk(&mut rec, xb.buffer(), t_len)?;
             let o_len = t_len * batch * cfg.hidden_size;
             let so = ctx.staging((o_len * 4) as u64);
             let output = model.act_to_f32(&mut rec, "output (f32)", out.output)?;
@@ -271,15 +278,7 @@ impl<'m> GpuStream<'m> {
         let ctx = model.context();
         let (output, h_n) = ctx.scoped(|| {
             let mut rec = model.recorder();
-            let out = model.record_forward(
-                &mut rec,
-                x.buffer,
-                Some(self.state.buffer()),
-                (&SeqRun::plain(t_len), batch),
-                None,
-                false,
-                self.plan,
-            )?;
+            let out = self.record_chunk(&mut rec, x.buffer, t_len)?;
             model.finish(rec)?;
             Ok((out.output, out.h_n))
         })?;

@@ -148,16 +148,8 @@ impl GpuGru {
                 .map(|b| (b, ((l * nd + d) as u64) * state_bytes));
             rec.copy_or_clear(src, dh.buffer(), slot, state_bytes);
         }
-        let shape = StepShape {
-            t_len,
-            batch,
-            hidden: h,
-            dirs: nd,
-            has_bias: cfg.bias,
-            reverse: cfg.direction == crate::config::Direction::Reverse,
-            flags_at: tape.flags.then_some(nd * (t_len + 1) * batch * h),
-            active: tape.active.clone(),
-        };
+        let flags_at = tape.flags.then_some(nd * (t_len + 1) * batch * h);
+        let shape = self.step_shape((t_len, batch), flags_at, &tape.active);
         let bufs = BackwardStepBufs {
             d_out: d_out.buffer(),
             gates: lt.gates.buffer(),
@@ -444,13 +436,8 @@ impl GpuGru {
             let h3 = 3 * h;
             for l in 0..cfg.num_layers {
                 let i_l = cfg.layer_input_size(l);
-                let w_ih = it.next().expect("read");
-                let w_hh = it.next().expect("read");
-                let (b_ih, b_hh) = if cfg.bias {
-                    (it.next(), it.next())
-                } else {
-                    (None, None)
-                };
+                let (w_ih, w_hh, b_ih, b_hh) =
+                    crate::gpu::gru::types::next_layer(&mut it, cfg.bias);
                 for d in 0..nd {
                     let dp = params.dir_mut(l, d)?;
                     dp.weight_ih = Array2::from_shape_vec(

@@ -184,16 +184,8 @@ impl GpuGru {
             false => None,
         };
         let out = self.act("layer output", tb * nd * h)?;
-        let shape = StepShape {
-            t_len,
-            batch,
-            hidden: h,
-            dirs: nd,
-            has_bias: cfg.bias,
-            reverse: cfg.direction == crate::config::Direction::Reverse,
-            flags_at: call.flags.map(|_| hs_len),
-            active: call.active.clone(),
-        };
+        let flags_at = call.flags.map(|_| hs_len);
+        let shape = self.step_shape((t_len, batch), flags_at, &call.active);
         let bufs = ForwardStepBufs {
             gi: gi.buffer(),
             w_hh_t: lp.w_hh_t.buffer(),

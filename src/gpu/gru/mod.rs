@@ -56,6 +56,7 @@ pub use io::{
 };
 pub(crate) use params::RecordUpdate;
 pub use planning::{Candidate, PlanChoice, PlanSource, TuneReport};
+pub(crate) use types::ForwardOut;
 pub use types::{CallStats, GpuBackward, GpuForward, GpuLayerGrads, GpuTape};
 
 /// The parameters of one layer, both directions stacked, on the device.
@@ -200,6 +201,27 @@ impl GpuGru {
         match self.f16() {
             true => self.ctx.dev().storage_f16(what, len),
             false => self.ctx.storage(what, len),
+        }
+    }
+
+    /// The shape of a layer's time loop of `t_len` steps on `batch` rows
+    /// (`flags_at`, `active`: see [`StepShape`]).
+    pub(crate) fn step_shape(
+        &self,
+        (t_len, batch): (usize, usize),
+        flags_at: Option<usize>,
+        active: &Option<std::sync::Arc<[usize]>>,
+    ) -> crate::gpu::ops::common::StepShape {
+        let cfg = &self.config;
+        crate::gpu::ops::common::StepShape {
+            t_len,
+            batch,
+            hidden: cfg.hidden_size,
+            dirs: cfg.num_directions(),
+            has_bias: cfg.bias,
+            reverse: cfg.direction == crate::config::Direction::Reverse,
+            flags_at,
+            active: active.clone(),
         }
     }
 

@@ -243,13 +243,8 @@ impl GpuGru {
             let mut it = data.into_iter();
             let mut p = GruParams::<f32>::zeros(cfg)?;
             for l in 0..cfg.num_layers {
-                let w_ih = it.next().expect("read");
-                let w_hh = it.next().expect("read");
-                let (b_ih, b_hh) = if cfg.bias {
-                    (it.next(), it.next())
-                } else {
-                    (None, None)
-                };
+                let (w_ih, w_hh, b_ih, b_hh) =
+                    crate::gpu::gru::types::next_layer(&mut it, cfg.bias);
                 let i_l = cfg.layer_input_size(l);
                 for d in 0..nd {
                     let dp = p.dir_mut(l, d)?;

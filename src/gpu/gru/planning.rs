@@ -319,12 +319,7 @@ impl GpuGru {
         let key = self.plan_key(t_len, batch);
         // One tuning at a time per context; a second thread asking for the
         // same shape waits and finds it cached.
-        let _guard = self
-            .ctx
-            .plans()
-            .tuning
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _guard = self.tuning_lock();
         if let Some((plan, entry)) = self.cached_plan(&key, mode, batch) {
             let (ct, cb) = entry.checked;
             if t_len <= ct && batch <= cb {
@@ -384,13 +379,17 @@ impl GpuGru {
     /// cache holds), keeps the fastest in the cache, and reports every
     /// candidate's time.
     pub fn tune(&self, t_len: usize, batch: usize, mode: TuneMode) -> Result<TuneReport> {
-        let _guard = self
-            .ctx
+        let _guard = self.tuning_lock();
+        self.tune_locked(t_len, batch, mode)
+    }
+
+    /// The context's tuning lock: one tuning at a time.
+    fn tuning_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.ctx
             .plans()
             .tuning
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        self.tune_locked(t_len, batch, mode)
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn tune_locked(&self, t_len: usize, batch: usize, mode: TuneMode) -> Result<TuneReport> {

@@ -155,3 +155,17 @@ pub(crate) fn param_order<'a>(
         .flatten()
         .collect()
 }
+
+/// The next layer's `w_ih`, `w_hh`, `b_ih`, `b_hh` from tensors read back in
+/// [`param_order`] (the biases where `bias`).
+pub(crate) fn next_layer<T>(
+    it: &mut impl Iterator<Item = T>,
+    bias: bool,
+) -> (T, T, Option<T>, Option<T>) {
+    let w_ih = it.next().expect("read");
+    let w_hh = it.next().expect("read");
+    match bias {
+        true => (w_ih, w_hh, it.next(), it.next()),
+        false => (w_ih, w_hh, None, None),
+    }
+}
