@@ -310,25 +310,23 @@ impl Device {
     /// Checks that a buffer of `bytes` fits the device, naming `what` otherwise.
     pub(crate) fn check_buffer_size(&self, what: &str, bytes: u64) -> Result<()> {
         let l = &self.limits;
-        if bytes > l.max_buffer_size {
-            return Err(GruError::LimitExceeded {
+        let limits = [
+            (l.max_buffer_size, "max_buffer_size"),
+            (
+                l.max_storage_buffer_binding_size,
+                "max_storage_buffer_binding_size",
+            ),
+        ];
+        match limits.into_iter().find(|&(limit, _)| bytes > limit) {
+            Some((limit, limit_name)) => Err(GruError::LimitExceeded {
                 what: what.to_string(),
                 requested: bytes,
-                limit: l.max_buffer_size,
-                limit_name: "max_buffer_size",
+                limit,
+                limit_name,
                 unit: "bytes",
-            });
+            }),
+            None => Ok(()),
         }
-        if bytes > l.max_storage_buffer_binding_size {
-            return Err(GruError::LimitExceeded {
-                what: what.to_string(),
-                requested: bytes,
-                limit: l.max_storage_buffer_binding_size,
-                limit_name: "max_storage_buffer_binding_size",
-                unit: "bytes",
-            });
-        }
-        Ok(())
     }
 
     /// A storage buffer of `len` floats from the pool (NaN-filled when poisoning).

@@ -251,19 +251,12 @@ impl GpuGru {
         dst: (&wgpu::Buffer, usize),
         n: usize,
     ) -> Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        match self.f16() {
-            true => encode_copy(rec, Io::same(true), n, src, dst),
-            false => {
-                rec.copy(
-                    src.0,
-                    (src.1 * 4) as u64,
-                    dst.0,
-                    (dst.1 * 4) as u64,
-                    (n * 4) as u64,
-                );
+        let bytes = |floats: usize| (floats * 4) as u64;
+        match (n, self.f16()) {
+            (0, _) => Ok(()),
+            (_, true) => encode_copy(rec, Io::same(true), n, src, dst),
+            (_, false) => {
+                rec.copy(src.0, bytes(src.1), dst.0, bytes(dst.1), bytes(n));
                 Ok(())
             }
         }
@@ -276,12 +269,10 @@ impl GpuGru {
         dst: (&wgpu::Buffer, usize),
         n: usize,
     ) -> Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        match self.f16() {
-            true => encode_fill(rec, true, n, dst),
-            false => {
+        match (n, self.f16()) {
+            (0, _) => Ok(()),
+            (_, true) => encode_fill(rec, true, n, dst),
+            (_, false) => {
                 rec.clear(dst.0, (dst.1 * 4) as u64, (n * 4) as u64);
                 Ok(())
             }
