@@ -70,13 +70,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let r = train_adding(&ctx, &o, &mut |step, loss| {
         println!("step {step:>5}: training loss {loss:.4}");
     })?;
-    println!(
-        "trained {} steps in {:.1} s ({:.1} ms a step); last training loss {:.4}",
-        r.steps,
-        r.seconds,
-        r.seconds * 1e3 / r.steps as f64,
-        r.losses.last().map_or(f32::NAN, |l| l.1)
-    );
+    println!("{}", r.timing());
     println!(
         "held-out mse: {:.4} before training, {:.5} after (predicting the constant 1 gives about 0.167)",
         r.initial_mse, r.held_out_mse

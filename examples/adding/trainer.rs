@@ -118,6 +118,19 @@ pub struct TrainReport {
     pub seconds: f64,
 }
 
+impl TrainReport {
+    /// The line that sums the run up: steps, time, the last training loss.
+    pub fn timing(&self) -> String {
+        format!(
+            "trained {} steps in {:.1} s ({:.1} ms a step); last training loss {:.4}",
+            self.steps,
+            self.seconds,
+            self.seconds * 1e3 / self.steps as f64,
+            self.losses.last().map_or(f32::NAN, |l| l.1)
+        )
+    }
+}
+
 /// A batch of the adding problem: inputs `(T, B, 2)` sequence-first
 /// (value, marker) and targets `(B)`.
 pub fn adding_batch(rng: &mut ChaCha8Rng, seq: usize, batch: usize) -> (Vec<f32>, Vec<f32>) {

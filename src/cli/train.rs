@@ -89,13 +89,7 @@ pub fn run(args: &TrainArgs, adapter: Option<&str>) -> ExitCode {
         "held-out mse before training: {:.4} (predicting the constant 1 gives about 0.167)",
         report.initial_mse
     );
-    println!(
-        "trained {} steps in {:.1} s ({:.1} ms a step); last training loss {:.4}",
-        report.steps,
-        report.seconds,
-        report.seconds * 1e3 / report.steps as f64,
-        report.losses.last().map_or(f32::NAN, |l| l.1)
-    );
+    println!("{}", report.timing());
     let status = match plot(&args.plot, &report.losses) {
         Ok(()) => {
             println!("loss curve written to {}", args.plot.display());
