@@ -65,13 +65,8 @@ const WG: u32 = 8u;
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let at = gemm_at(wid_in);
-    let wid = at.wid;
-    let k0 = at.k0;
-    let k1 = at.k1;
-    let abase = at.abase;
-    let bbase = at.bbase;
-    let m0 = (wid.y * WG + lid.y) * TM;
-    let n0 = (wid.x * WG + lid.x) * TN;
+    let m0 = (at.wid.y * WG + lid.y) * TM;
+    let n0 = (at.wid.x * WG + lid.x) * TN;
 
     var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
     var d0 = vec4<f32>(0.0); var d1 = vec4<f32>(0.0); var d2 = vec4<f32>(0.0); var d3 = vec4<f32>(0.0);
@@ -83,10 +78,10 @@ fn main(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     let q0 = min(n0, nl); let q1 = min(n0 + 1u, nl); let q2 = min(n0 + 2u, nl); let q3 = min(n0 + 3u, nl);
     let q4 = min(n0 + 4u, nl); let q5 = min(n0 + 5u, nl); let q6 = min(n0 + 6u, nl); let q7 = min(n0 + 7u, nl);
 
-    for (var kk = k0; kk < k1; kk = kk + 1u) {
-        let av = vec4<f32>(a_at(abase, r0, kk), a_at(abase, r1, kk), a_at(abase, r2, kk), a_at(abase, r3, kk));
-        let b0 = vec4<f32>(b_at(bbase, kk, q0), b_at(bbase, kk, q1), b_at(bbase, kk, q2), b_at(bbase, kk, q3));
-        let b1 = vec4<f32>(b_at(bbase, kk, q4), b_at(bbase, kk, q5), b_at(bbase, kk, q6), b_at(bbase, kk, q7));
+    for (var kk = at.k0; kk < at.k1; kk = kk + 1u) {
+        let av = vec4<f32>(a_at(at.abase, r0, kk), a_at(at.abase, r1, kk), a_at(at.abase, r2, kk), a_at(at.abase, r3, kk));
+        let b0 = vec4<f32>(b_at(at.bbase, kk, q0), b_at(at.bbase, kk, q1), b_at(at.bbase, kk, q2), b_at(at.bbase, kk, q3));
+        let b1 = vec4<f32>(b_at(at.bbase, kk, q4), b_at(at.bbase, kk, q5), b_at(at.bbase, kk, q6), b_at(at.bbase, kk, q7));
         c0 = fma(vec4<f32>(av.x), b0, c0); d0 = fma(vec4<f32>(av.x), b1, d0);
         c1 = fma(vec4<f32>(av.y), b0, c1); d1 = fma(vec4<f32>(av.y), b1, d1);
         c2 = fma(vec4<f32>(av.z), b0, c2); d2 = fma(vec4<f32>(av.z), b1, d2);
@@ -100,11 +95,10 @@ fn main(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
         d0 += bv1; d1 += bv1; d2 += bv1; d3 += bv1;
     }
 
-    let cbase = at.cbase;
-    store_row(cbase, m0, n0, c0, d0);
-    store_row(cbase, m0 + 1u, n0, c1, d1);
-    store_row(cbase, m0 + 2u, n0, c2, d2);
-    store_row(cbase, m0 + 3u, n0, c3, d3);
+    store_row(at.cbase, m0, n0, c0, d0);
+    store_row(at.cbase, m0 + 1u, n0, c1, d1);
+    store_row(at.cbase, m0 + 2u, n0, c2, d2);
+    store_row(at.cbase, m0 + 3u, n0, c3, d3);
 }
 
 fn store_row(cbase: u32, m: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>) {
@@ -137,32 +131,12 @@ override TN4: u32 = BN / 64u;
 
 var<workgroup> As: array<vec4<f32>, BK * BM / 4u>;
 
-// Staging index e of the A tile -> (kk, m4): As[kk][m4] holds A(bm0 + 4*m4 + r,
-// kt + kk), r < 4. Where k is contiguous in memory, neighbouring threads take
-// neighbouring k; where m is, neighbouring m4.
-fn a_pos(e: u32) -> vec2<u32> {
-    if (TRANS_A) {
-        return vec2<u32>(e / (BM / 4u), e % (BM / 4u));
-    }
-    return vec2<u32>(e % BK, e / BK);
-}
-
 // This thread's share of the A and B tiles of the K step at kt (staging
-// indices li and li + 256; at most 2 * 256 vec4s per tile).
+// indices li and li + 256; at most 2 * 256 vec4s per tile; see `load_part`).
 fn load_tiles(pa: ptr<function, array<vec4<f32>, 2>>, pb: ptr<function, array<vec4<f32>, 2>>,
               li: u32, abase: u32, bbase: u32, bm0: u32, bn0: u32, kt: u32, k1: u32) {
-    for (var u = 0u; u < 2u; u = u + 1u) {
-        let e = li + 256u * u;
-        if (e < BK * (BM / 4u)) {
-            let p = a_pos(e);
-            let m = bm0 + 4u * p.y;
-            let k = kt + p.x;
-            (*pa)[u] = vec4<f32>(
-                a_el(abase, m, k, k1), a_el(abase, m + 1u, k, k1),
-                a_el(abase, m + 2u, k, k1), a_el(abase, m + 3u, k, k1));
-        }
-    }
-    load_b(pb, li, bbase, bn0, kt, k1);
+    load_part(true, pa, li, abase, bm0, kt, k1);
+    load_part(false, pb, li, bbase, bn0, kt, k1);
 }
 
 @compute @workgroup_size(16, 16, 1)

@@ -139,6 +139,16 @@ fn store4(cbase: u32, m: u32, n: u32, v: vec4<f32>) {
     }
 }
 
+// Staging index e of the A tile -> (kk, m4): As[kk][m4] holds A(bm0 + 4*m4 + r,
+// kt + kk), r < 4. Where k is contiguous in memory, neighbouring threads take
+// neighbouring k; where m is, neighbouring m4. (`gemm.wgsl`'s `tiled` stages A.)
+fn a_pos(e: u32) -> vec2<u32> {
+    if (TRANS_A) {
+        return vec2<u32>(e / (BM / 4u), e % (BM / 4u));
+    }
+    return vec2<u32>(e % BK, e / BK);
+}
+
 // Staging index e of the B tile -> (kk, n4): Bs[kk][n4] holds B(kt + kk,
 // bn0 + 4*n4 + c), c < 4. Where k is contiguous in memory, neighbouring
 // threads take neighbouring k; where n is, neighbouring n4.
@@ -149,23 +159,37 @@ fn b_pos(e: u32) -> vec2<u32> {
     return vec2<u32>(e / (BN / 4u), e % (BN / 4u));
 }
 
-// This thread's share of B's tile of the K step at kt (staging indices li
-// and li + 256; at most 2 * 256 vec4s), into registers.
-fn load_b(pb: ptr<function, array<vec4<f32>, 2>>, li: u32, bbase: u32, bn0: u32, kt: u32, k1: u32) {
+// The vec4 of A's rows mn..mn+3 at column k (`a_side`), or of B's columns
+// mn..mn+3 at row k (zeros outside, as `a_el` and `b_el`).
+fn operand4(a_side: bool, base: u32, mn: u32, k: u32, k1: u32) -> vec4<f32> {
+    if (a_side) {
+        return vec4<f32>(a_el(base, mn, k, k1), a_el(base, mn + 1u, k, k1),
+                         a_el(base, mn + 2u, k, k1), a_el(base, mn + 3u, k, k1));
+    }
+    return vec4<f32>(b_el(base, k, mn, k1), b_el(base, k, mn + 1u, k1),
+                     b_el(base, k, mn + 2u, k1), b_el(base, k, mn + 3u, k1));
+}
+
+// This thread's share of A's tile (`a_side`, block rows from mn0) or B's
+// (block columns from mn0) of the K step at kt, into registers: staging
+// indices li and li + 256 (at most 2 * 256 vec4s), placed by `a_pos` or
+// `b_pos`.
+fn load_part(a_side: bool, pr: ptr<function, array<vec4<f32>, 2>>, li: u32, base: u32, mn0: u32,
+             kt: u32, k1: u32) {
+    let tile4s = BK * (select(BN, BM, a_side) / 4u);
     for (var u = 0u; u < 2u; u = u + 1u) {
         let e = li + 256u * u;
-        if (e < BK * (BN / 4u)) {
-            let p = b_pos(e);
-            let n = bn0 + 4u * p.y;
-            let k = kt + p.x;
-            (*pb)[u] = vec4<f32>(
-                b_el(bbase, k, n, k1), b_el(bbase, k, n + 1u, k1),
-                b_el(bbase, k, n + 2u, k1), b_el(bbase, k, n + 3u, k1));
+        if (e < tile4s) {
+            var p = b_pos(e);
+            if (a_side) {
+                p = a_pos(e);
+            }
+            (*pr)[u] = operand4(a_side, base, mn0 + 4u * p.y, kt + p.x, k1);
         }
     }
 }
 
-// Stores this thread's share of B's tile (from `load_b`) into Bs.
+// Stores this thread's share of B's tile (from `load_part`) into Bs.
 fn stage_b(pb: ptr<function, array<vec4<f32>, 2>>, li: u32) {
     let bn4 = BN / 4u;
     for (var u = 0u; u < 2u; u = u + 1u) {

@@ -66,12 +66,11 @@ fn load_step(held: ptr<function, array<vec4<f32>, 8>>, pb: ptr<function, array<v
         let m = bm0 + (i * 16u + ty) * 4u;
         var f = vec4<f32>(0.0);
         if (v < frag) {
-            f = vec4<f32>(a_el(abase, m, k, k1), a_el(abase, m + 1u, k, k1),
-                          a_el(abase, m + 2u, k, k1), a_el(abase, m + 3u, k, k1));
+            f = operand4(true, abase, m, k, k1);
         }
         (*held)[s] = f;
     }
-    load_b(pb, li, bbase, bn0, kt, k1);
+    load_part(false, pb, li, bbase, bn0, kt, k1);
 }
 
 @compute @workgroup_size(256, 1, 1)

@@ -59,6 +59,9 @@ override STORAGE_GH: bool = false;
 //                    the scratch (binding 8, (D, B, H)).
 // The weight gradient of W_hn is then da_nᵀ (r * h), from the tape.
 override RB: bool = false;
+// RB_HALF: `step` runs `rb_dr` (the second half of a reset-before backward step) instead: one entry point on the
+// step grid for both, the half chosen by this constant.
+override RB_HALF: bool = false;
 
 // The parameters P (binding 0), the step flags and the rows that run a step:
 // gru_shared.wgsl, which the host composes after this file.
@@ -208,6 +211,10 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     if (!at.inside) {
         return;
     }
+    if (RB_HALF) {
+        rb_dr(at);
+        return;
+    }
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;
@@ -269,13 +276,8 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
 
 // rb_dr: the second half of a reset-before backward step s >= 0 (see RB):
 // thread k of rows b0..b0+3 computes d(rh)_k = sum_j da_n[j] W_hn[j, k],
-// then da_r and c2 of unit k. Grid as `step`.
-@compute @workgroup_size(64, 1, 1)
-fn rb_dr(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let at = step_at(wid_in, lid);
-    if (!at.inside) {
-        return;
-    }
+// then da_r and c2 of unit k. Run by `step` with RB_HALF, on its grid.
+fn rb_dr(at: StepAt) {
     let H = P.hidden;
     let B = P.batch;
     let T = P.t_len;

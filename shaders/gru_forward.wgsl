@@ -47,6 +47,9 @@ override STORAGE_GH: bool = false;
 // gh_n = W_hn (r * h) + b_hn from it and applies the gates. The tape's
 // fourth gate holds r * h instead of gh_n.
 override RB: bool = false;
+// RB_HALF: `step` runs `rb_rz` (r, z and r * h of a reset-before step) instead: one entry point on the
+// step grid for both, the half chosen by this constant.
+override RB_HALF: bool = false;
 // Without TAPE (inference that keeps no tape) the gates are not written,
 // binding 6 is a placeholder, and hs is a ring of two slots (D, 2, B, H):
 // slot s at s mod 2.
@@ -196,6 +199,10 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     if (!at.inside) {
         return;
     }
+    if (RB_HALF) {
+        rb_rz(at);
+        return;
+    }
     let H = P.hidden;
     let B = P.batch;
     let h3 = 3u * H;
@@ -252,13 +259,8 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
 
 // rb_rz: the first half of a reset-before step (see RB): thread j of rows
 // b0..b0+3 computes gh_r, gh_z = W_h{r,z} h + b_h{r,z}, r, z, and writes r,
-// z and r_j h_j into the scratch. Grid as `step`.
-@compute @workgroup_size(64, 1, 1)
-fn rb_rz(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let at = step_at(wid_in, lid);
-    if (!at.inside) {
-        return;
-    }
+// z and r_j h_j into the scratch. Run by `step` with RB_HALF, on its grid.
+fn rb_rz(at: StepAt) {
     let H = P.hidden;
     let B = P.batch;
     let h3 = 3u * H;

@@ -42,9 +42,11 @@ pub(crate) enum Pass {
 pub(crate) enum Body {
     /// `step`: one step, a thread per hidden unit of four batch rows.
     Step,
-    /// `rb_rz` (forward, reset-before): r, z and r·h of a step.
+    /// `rb_rz` (forward, reset-before): r, z and r·h of a step (`step`
+    /// with `RB_HALF`).
     RbRz,
-    /// `rb_dr` (backward, reset-before): the second half's carry.
+    /// `rb_dr` (backward, reset-before): the second half's carry (`step`
+    /// with `RB_HALF`).
     RbDr,
     /// `splitk`: one step, the product split along K in a workgroup.
     SplitK,
@@ -121,9 +123,8 @@ impl StepKernel {
     /// The entry point.
     pub(crate) fn entry(&self) -> &'static str {
         match self.body {
-            Body::Step => "step",
-            Body::RbRz => "rb_rz",
-            Body::RbDr => "rb_dr",
+            // The reset-before halves are `step` with `RB_HALF`.
+            Body::Step | Body::RbRz | Body::RbDr => "step",
             Body::SplitK => "splitk",
             Body::Sequence { .. } => "sequence",
             Body::Resident { .. } => "resident",
@@ -146,7 +147,9 @@ impl StepKernel {
             Body::Resident { wg } => c.push(("RES_WG", f64::from(wg))),
             _ => {}
         }
-        if self.rb && self.body != Body::RbRz && self.body != Body::RbDr {
+        if matches!(self.body, Body::RbRz | Body::RbDr) {
+            c.push(("RB_HALF", 1.0));
+        } else if self.rb {
             c.push(("RB", 1.0));
         }
         if self.pass == Pass::Forward {
