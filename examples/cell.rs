@@ -36,17 +36,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     // Forward: the state stays on the device from step to step.
-    let mut h = ctx.upload_array("h0", Array2::<f32>::zeros((batch, hidden)).view())?;
+    let mut h = ctx.upload("h0", Array2::<f32>::zeros((batch, hidden)).view())?;
     let mut h_cpu = Array2::<f64>::zeros((batch, hidden));
     for x in &xs {
-        let xb = ctx.upload_array("x", x.view())?;
+        let xb = ctx.upload("x", x.view())?;
         h = cell.forward(xb.buffer(), h.buffer(), batch)?; // pushes the step's tape
         h_cpu = cpu.forward(x.mapv(f64::from).view(), h_cpu.view())?;
     }
     let h_last = ctx.read_array(h.buffer(), Dim([batch, hidden]))?;
 
     // Backward from dL/dh_last = 1, newest step first; the gradients add up.
-    let mut dh = ctx.upload_array("dh", Array2::<f32>::ones((batch, hidden)).view())?;
+    let mut dh = ctx.upload("dh", Array2::<f32>::ones((batch, hidden)).view())?;
     let mut dh_cpu = Array2::<f64>::ones((batch, hidden));
     for _ in 0..steps {
         let (_dx, dh_prev) = cell.backward(dh.buffer())?; // pops the newest step

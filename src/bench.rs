@@ -401,7 +401,7 @@ pub fn bench_gpu_with_lengths(
         .unwrap_or(shape.seq);
     let choice = model.plan_for(t_run, shape.batch)?;
     let forced = choice.source == gru_wgpu::gpu::PlanSource::Forced;
-    let path = choice.plan.name();
+    let path = choice.plan.to_string();
     let (t, b) = (shape.seq, shape.batch);
     let init = |data: Vec<f32>| {
         ctx.device()
@@ -476,8 +476,8 @@ pub fn bench_gpu_with_lengths(
         tuned_ms: Some(choice.tuned_ms),
         record_ms: Some(summarize(&record_times).0),
         path: Some(match forced {
-            true => choice.plan.name(),
-            false => format!("auto:{}", choice.plan.name()),
+            true => choice.plan.to_string(),
+            false => format!("auto:{}", choice.plan),
         }),
         ..r.with_lengths(lengths, lens.as_deref())
     })
@@ -485,12 +485,11 @@ pub fn bench_gpu_with_lengths(
 
 /// The plans of the context's coverage set that apply to `shape` (every
 /// GEMM kernel with the `step` and `products` loops, the simple kernel and
-/// the window family with every loop; see `GpuContext::coverage_plans`).
+/// the window family with every loop; see `check::coverage`).
 pub fn plans_for(ctx: &GpuContext, shape: &BenchShape) -> Result<Vec<Plan>> {
     check_shape_sizes(shape)?;
     let model = GpuGru::new(ctx, &GruParams::<f32>::zeros(&shape.config())?)?;
-    Ok(ctx
-        .coverage_plans()
+    Ok(crate::check::coverage_plans(ctx)
         .into_iter()
         .filter(|p| model.check_plan(*p, shape.batch).is_ok())
         .collect())

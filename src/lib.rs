@@ -22,6 +22,31 @@
 /// The ndarray this crate takes and returns (0.17): `gru_wgpu::ndarray::Array3`.
 pub use ndarray;
 
+/// An item public with the `test-hooks` feature (for the crate's own tests)
+/// and crate-private without it: `test_hook! { /// docs
+/// pub fn name(..) { .. } }`, at module or impl level.
+macro_rules! test_hook {
+    ($(#[$m:meta])* pub $($item:tt)*) => {
+        #[cfg(feature = "test-hooks")]
+        $(#[$m])* pub $($item)*
+        #[cfg(not(feature = "test-hooks"))]
+        #[allow(dead_code)]
+        $(#[$m])* pub(crate) $($item)*
+    };
+}
+
+/// `Display` for a type with a stable `name(self) -> &'static str` (or
+/// `-> String`): its name.
+macro_rules! display_by_name {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.name())
+            }
+        }
+    )*};
+}
+
 pub mod config;
 pub mod cpu;
 pub mod dropout;

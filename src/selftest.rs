@@ -7,7 +7,7 @@
 //!
 //! The suite opens one context under the chosen limits profile with every
 //! product family that runs there, the fixed fallback rule and no plan cache
-//! on disk, and forces each plan of [`GpuContext::coverage_plans`] in turn:
+//! on disk, and forces each plan of [`check::coverage_plans`](crate::check::coverage_plans) in turn:
 //! plans (`family/strategy`, such as `simple/sequence` or
 //! `windows/products`) that together run every kernel the tuner's candidates
 //! run on that device. So the suite covers every candidate the adapter can
@@ -43,8 +43,8 @@ use super::check::RandomCase;
 use gru_wgpu::cpu::GruGrads;
 use gru_wgpu::error::Result;
 use gru_wgpu::gpu::{
-    window_kernels_fit, ContextOptions, Family, GemmVariant, GpuContext, GpuGru, LimitsProfile,
-    Plan, PlanCacheLocation, TuneMode,
+    ContextOptions, Family, GemmVariant, GpuContext, GpuGru, LimitsProfile, Plan,
+    PlanCacheLocation, TuneMode,
 };
 use gru_wgpu::real::{rel_error, Real};
 use gru_wgpu::reference::{ReferenceCase, RunResult, CPU_BOUND, GPU_BOUND, GPU_F16_BOUND};
@@ -536,19 +536,15 @@ fn plans_not_running(ctx: &GpuContext) -> Vec<(Plan, String)> {
         .map(|v| Family::Gemm(*v))
         .chain([Family::Windows])
         .collect();
-    Plan::coverage(&every)
+    crate::check::coverage(&every)
         .into_iter()
         .filter(|p| !here.contains(&p.family))
         .map(|p| {
-            let why = match p.family {
-                Family::Gemm(v) => v
-                    .check(ctx.limits(), ctx.features())
-                    .err()
-                    .unwrap_or_else(|| format!("the family `{}` is not open here", v.name())),
-                _ => window_kernels_fit(ctx.limits())
-                    .err()
-                    .unwrap_or_else(|| "the window family is not open on this context".to_string()),
-            };
+            let why = p
+                .family
+                .check(ctx.limits(), ctx.features())
+                .err()
+                .unwrap_or_else(|| format!("the family `{}` is not open here", p.family));
             (p, why)
         })
         .collect()
@@ -616,7 +612,7 @@ fn on_every_plan(
         push(Check {
             kind,
             config: config.to_string(),
-            path: plan.name(),
+            path: plan.to_string(),
             worst,
             bound,
             outcome,
@@ -645,7 +641,7 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
         push(Check {
             kind: "path",
             config: "every configuration".to_string(),
-            path: plan.name(),
+            path: plan.to_string(),
             worst: None,
             bound: gpu_bound,
             outcome: Outcome::NotRun(why),
@@ -653,7 +649,7 @@ fn run_on(options: &SelftestOptions, ctx: &GpuContext, mut each: impl FnMut(&Che
             precision: options.precision.unwrap_or(Precision::F32),
         });
     }
-    let plans = ctx.coverage_plans();
+    let plans = crate::check::coverage_plans(ctx);
     let has_f16 = ctx.features().contains(wgpu::Features::SHADER_F16);
     let precisions = match options.precision {
         Some(p) => vec![p],

@@ -5,6 +5,8 @@ mod common;
 #[path = "../src/bench.rs"]
 #[allow(dead_code, unused_imports)]
 mod bench;
+// `bench` names the checks' helpers `crate::check`, as the binary has them.
+use common::check;
 
 use std::process::Command;
 

@@ -239,7 +239,7 @@ fn an_update_of_an_f16_model_changes_the_masters_and_the_f16_weights() {
     let g = common::random((5, 3, 6), 1.0, &mut common::rng(3)).mapv(|v| v as f32);
     let opts = gru_wgpu::gpu::ForwardOptions::default().keep_tape();
     let (_, _, tape) = m.forward(x.view(), opts).unwrap().into_parts();
-    let gb = ctx.upload_array("grad_output", g.view()).unwrap();
+    let gb = ctx.upload("grad_output", g.view()).unwrap();
     let opts = gru_wgpu::gpu::BackwardOptions::<&wgpu::Buffer>::default();
     let grads = m.backward(tape.unwrap(), gb.buffer(), opts).unwrap();
     // The gradients, in the order of the parameter tensors.

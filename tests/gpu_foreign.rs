@@ -61,13 +61,13 @@ fn the_forward_refuses_an_input_or_h0_of_another_context() {
     let Some((a, b)) = two() else { return };
     let m = model(&a);
     let (xa, xb) = (
-        a.upload_array("x", x().view()).unwrap(),
-        b.upload_array("x", x().view()).unwrap(),
+        a.upload("x", x().view()).unwrap(),
+        b.upload("x", x().view()).unwrap(),
     );
     let h0 = Array3::<f32>::from_elem((1, B, 5), 0.25);
     let (ha, hb) = (
-        a.upload_array("h0", h0.view()).unwrap(),
-        b.upload_array("h0", h0.view()).unwrap(),
+        a.upload("h0", h0.view()).unwrap(),
+        b.upload("h0", h0.view()).unwrap(),
     );
     let input = |buf| OnDevice {
         buffer: buf,
@@ -105,7 +105,7 @@ fn the_forward_refuses_an_input_or_h0_of_another_context() {
 fn the_backward_refuses_gradients_of_another_context() {
     let Some((a, b)) = two() else { return };
     let m = model(&a);
-    let xa = a.upload_array("x", x().view()).unwrap();
+    let xa = a.upload("x", x().view()).unwrap();
     let input = OnDevice {
         buffer: xa.buffer(),
         seq_len: T,
@@ -114,12 +114,12 @@ fn the_backward_refuses_gradients_of_another_context() {
     let go = Array3::<f32>::ones((T, B, 5));
     let gh = Array3::<f32>::ones((1, B, 5));
     let (goa, gob) = (
-        a.upload_array("grad_output", go.view()).unwrap(),
-        b.upload_array("grad_output", go.view()).unwrap(),
+        a.upload("grad_output", go.view()).unwrap(),
+        b.upload("grad_output", go.view()).unwrap(),
     );
     let (gha, ghb) = (
-        a.upload_array("grad_h_n", gh.view()).unwrap(),
-        b.upload_array("grad_h_n", gh.view()).unwrap(),
+        a.upload("grad_h_n", gh.view()).unwrap(),
+        b.upload("grad_h_n", gh.view()).unwrap(),
     );
     let keep = || ForwardOptions::default().keep_tape();
     let tape = || m.forward(input, keep()).unwrap().tape.unwrap();
@@ -195,7 +195,7 @@ fn the_stream_refuses_a_chunk_of_another_context() {
     let Some((a, b)) = two() else { return };
     let m = model(&a);
     let mut stream = GpuStream::new(&m, B).unwrap();
-    let xb = b.upload_array("x", x().view()).unwrap();
+    let xb = b.upload("x", x().view()).unwrap();
     let chunk = OnDevice {
         buffer: xb.buffer(),
         seq_len: T,
@@ -203,7 +203,7 @@ fn the_stream_refuses_a_chunk_of_another_context() {
     };
     assert_foreign(stream.push_device(chunk), "x");
     assert_eq!(stream.frames_seen(), 0);
-    let xa = a.upload_array("x", x().view()).unwrap();
+    let xa = a.upload("x", x().view()).unwrap();
     stream
         .push_device(OnDevice {
             buffer: xa.buffer(),
@@ -247,7 +247,7 @@ fn a_models_update_refuses_gradients_or_an_optimiser_of_another_context() {
     let Some((a, b)) = two() else { return };
     let (ma, mb) = (model(&a), model(&b));
     let grads = |m: &GpuGru, ctx: &GpuContext| {
-        let xb = ctx.upload_array("x", x().view()).unwrap();
+        let xb = ctx.upload("x", x().view()).unwrap();
         let input = OnDevice {
             buffer: xb.buffer(),
             seq_len: T,
@@ -257,7 +257,7 @@ fn a_models_update_refuses_gradients_or_an_optimiser_of_another_context() {
             .forward(input, ForwardOptions::default().keep_tape())
             .unwrap();
         let go = ctx
-            .upload_array("grad_output", Array3::<f32>::ones((T, B, 5)).view())
+            .upload("grad_output", Array3::<f32>::ones((T, B, 5)).view())
             .unwrap();
         m.backward(f.tape.unwrap(), go.buffer(), BackwardOptions::default())
             .unwrap()
@@ -318,13 +318,13 @@ fn buffers_the_caller_made_are_taken_on_their_own_device_only() {
         "the buffer read back",
     );
     // A clone of the crate's buffer is the same buffer.
-    let xa = a.upload_array("x", x().view()).unwrap();
-    let xb = b.upload_array("x", x().view()).unwrap();
+    let xa = a.upload("x", x().view()).unwrap();
+    let xb = b.upload("x", x().view()).unwrap();
     let (ca, cb) = (xa.buffer().clone(), xb.buffer().clone());
     m.forward(input(&ca), ForwardOptions::default()).unwrap();
     assert_foreign(m.forward(input(&cb), ForwardOptions::default()), "x");
     // And one taken out of the pool's care.
-    let owned = b.upload_array("x", x().view()).unwrap().into_inner();
+    let owned = b.upload("x", x().view()).unwrap().into_inner();
     assert_foreign(m.forward(input(&owned), ForwardOptions::default()), "x");
 }
 
@@ -354,8 +354,8 @@ fn buffers_of_a_context_on_another_instance_are_refused() {
     let c = GpuContext::from_device(device, queue, ContextOptions::default()).unwrap();
     let (ma, mc) = (model(&a), model(&c));
     let (xa, xc) = (
-        a.upload_array("x", x().view()).unwrap(),
-        c.upload_array("x", x().view()).unwrap(),
+        a.upload("x", x().view()).unwrap(),
+        c.upload("x", x().view()).unwrap(),
     );
     let input = |buf| OnDevice {
         buffer: buf,

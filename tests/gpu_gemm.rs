@@ -67,10 +67,10 @@ fn runnable(ctx: &GpuContext, label: &str) -> Vec<GemmVariant> {
                 assert!(
                     excused || !common::require_gpu(),
                     "{label}: `{}` should run on {} and is refused: {why}",
-                    v.name(),
+                    v,
                     ctx.adapter()
                 );
-                eprintln!("not run: {label}: `{}`: {why}", v.name());
+                eprintln!("not run: {label}: `{}`: {why}", v);
             }
         }
     }
@@ -180,7 +180,7 @@ fn check_all(ctx: &GpuContext, profile: &str) {
                     };
                     let label = format!(
                         "{profile}, {} {layout} {m}x{n}x{k} batch {batch} offset {off}{}",
-                        v.name(),
+                        v,
                         if with_bias { " bias" } else { "" }
                     );
                     let got = gemm_for_tests(ctx, &g).unwrap_or_else(|e| panic!("{label}: {e}"));
@@ -191,7 +191,7 @@ fn check_all(ctx: &GpuContext, profile: &str) {
         }
         eprintln!(
             "{profile}: {}: every case within bound (largest error {worst:.3} of its bound)",
-            v.name()
+            v
         );
     }
     assert!(runs > 0, "{profile}: no variant ran");
@@ -240,7 +240,7 @@ fn every_variant_is_bitwise_deterministic() {
                 assert!(
                     bits(&one) == bits(&two),
                     "{} {layout} {m}x{n}x{k}: two runs differ",
-                    v.name()
+                    v
                 );
             }
         }
@@ -317,7 +317,7 @@ fn grids_larger_than_the_device_allows_run_in_pieces() {
                     b: &d.b,
                     bias: None,
                 };
-                let label = format!("pieces, {} {layout} {m}x{n}x{k} batch {batch}", v.name());
+                let label = format!("pieces, {} {layout} {m}x{n}x{k} batch {batch}", v);
                 let got = gemm_for_tests(&ctx, &g).unwrap_or_else(|e| panic!("{label}: {e}"));
                 check_against_f64(&label, &g, &got);
             }
@@ -343,7 +343,7 @@ fn every_variant_fits_webgpu_default_limits() {
 
 #[test]
 fn variant_names_are_stable_and_round_trip() {
-    let names: Vec<&str> = GemmVariant::ALL.iter().map(|v| v.name()).collect();
+    let names: Vec<String> = GemmVariant::ALL.iter().map(|v| v.to_string()).collect();
     assert_eq!(
         names,
         [
@@ -356,11 +356,8 @@ fn variant_names_are_stable_and_round_trip() {
         ]
     );
     for &v in GemmVariant::ALL {
-        assert_eq!(GemmVariant::from_name(v.name()), Some(v));
-        assert_eq!(
-            serde_json::to_string(&v).unwrap(),
-            format!("\"{}\"", v.name())
-        );
+        assert_eq!(GemmVariant::from_name(&v.to_string()), Some(v));
+        assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{v}\""));
     }
     assert_eq!(GemmVariant::from_name("tile32"), None);
 }
@@ -399,7 +396,7 @@ fn products_over_a_very_long_k_are_split_within_the_loop_budget() {
                 b: &d.b,
                 bias: bias.then_some(&d.bias[..]),
             };
-            let label = format!("{} K={k} bias={bias}", v.name());
+            let label = format!("{} K={k} bias={bias}", v);
             let got = gemm_for_tests(&ctx, &g).unwrap_or_else(|e| panic!("{label}: {e}"));
             let w = check_against_f64(&label, &g, &got);
             eprintln!("{label}: worst error {w:.3} of its bound");

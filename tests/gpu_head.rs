@@ -18,8 +18,8 @@ fn the_head_matches_linear_and_mse_on_the_cpu() {
         .map(|&v| v as f32)
         .collect();
     let head = GpuLinearHead::new(&ctx, h, &p).unwrap();
-    let hb = ctx.upload_array("h", hs.view()).unwrap();
-    let tb = ctx.upload_array("targets", targets.view()).unwrap();
+    let hb = ctx.upload("h", hs.view()).unwrap();
+    let tb = ctx.upload("targets", targets.view()).unwrap();
     let step = head.step(hb.buffer(), tb.buffer(), b).unwrap();
     // The CPU: y = h w + c, loss = mean (y - t)^2, dy = 2 (y - t) / B.
     let (w, c) = (&p[..h], p[h] as f64);

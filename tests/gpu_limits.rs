@@ -44,7 +44,7 @@ fn grids_larger_than_the_device_allows_run_in_pieces() {
         // elements; window products of more than 2 x 2 groups.
         let config = GruConfig::new(20, 130).layers(2).bidirectional(true);
         let case = RandomCase::new(config, 9, 9, true, 61).unwrap();
-        for r in ctx.coverage_plans() {
+        for r in common::check::coverage_plans(&ctx) {
             let label = format!("{products:?} {r}");
             if !common::applies(&ctx, &case.config, case.batch, r, &label) {
                 continue;

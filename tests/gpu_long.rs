@@ -41,7 +41,7 @@ fn paths(entries: &[&str]) -> Vec<(String, GpuContext, Plan)> {
             .filter(|(label, _, plan)| {
                 let adapter = label.starts_with("adapter");
                 match e.strip_prefix("webgpu ") {
-                    Some(name) => !adapter && plan.name() == name,
+                    Some(name) => !adapter && plan.to_string() == name,
                     None if *e == "gemms" => {
                         adapter
                             && !matches!(
@@ -50,7 +50,7 @@ fn paths(entries: &[&str]) -> Vec<(String, GpuContext, Plan)> {
                             )
                             && matches!(plan.strategy, Strategy::Step | Strategy::Products)
                     }
-                    None => adapter && plan.name() == *e,
+                    None => adapter && plan.to_string() == *e,
                 }
             })
             .cloned()

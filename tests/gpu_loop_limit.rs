@@ -37,7 +37,7 @@ fn with_share(share: f64) -> GpuContext {
 
 /// The worst relative error of a plan's run against the f64 CPU reference.
 fn worst(ctx: &GpuContext, case: &RandomCase, plan: &str) -> f64 {
-    let p = Plan::from_name(plan).unwrap();
+    let p = plan.parse::<Plan>().unwrap();
     let errors = case.compare_plan(ctx, None, Some(p)).unwrap();
     common::check::worst(&errors)
 }

@@ -48,7 +48,7 @@ fn a_context_on_the_callers_device_runs_the_gru() {
     let model = GpuGru::new(&ctx, &GruParams::init(&config, 4).unwrap()).unwrap();
     let x = common::random((6, 3, 5), 1.0, &mut common::rng(2)).mapv(|v| v as f32);
     let host = model.forward(x.view(), ForwardOptions::default()).unwrap();
-    let xb = ctx.upload_array("x", x.view()).unwrap();
+    let xb = ctx.upload("x", x.view()).unwrap();
     let input = OnDevice {
         buffer: xb.buffer(),
         seq_len: 6,

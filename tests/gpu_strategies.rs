@@ -41,12 +41,9 @@ fn accepted(label: &str, ctx: &GpuContext, h: usize, b: usize) -> Vec<Plan> {
         match s.check(h, b, ctx.limits(), ctx.features(), windows) {
             Ok(()) => out.push(Plan::new(f, s)),
             Err(why) if expected(s, h) && common::require_gpu() => {
-                panic!(
-                    "{label}: {} should run H={h} and is refused: {why}",
-                    s.name()
-                )
+                panic!("{label}: {} should run H={h} and is refused: {why}", s)
             }
-            Err(why) => eprintln!("not run: {label}, {} at H={h}: {why}", s.name()),
+            Err(why) => eprintln!("not run: {label}, {} at H={h}: {why}", s),
         }
     }
     out
@@ -196,7 +193,7 @@ fn the_recurrence_setting_maps_to_strategies() {
         m.set_plan(Some(splitk));
         assert_eq!(plan(&m), splitk, "{label}");
         assert_eq!(
-            ctx.plan_named(&splitk.name()).unwrap(),
+            ctx.plan_named(&splitk.to_string()).unwrap(),
             splitk,
             "{label}: a plan's own name"
         );
@@ -208,7 +205,7 @@ fn the_recurrence_setting_maps_to_strategies() {
             "{label}"
         );
         for &s in Strategy::ALL {
-            assert_eq!(Strategy::from_name(s.name()), Some(s));
+            assert_eq!(Strategy::from_name(&s.to_string()), Some(s));
         }
     }
 }

@@ -280,7 +280,7 @@ fn bad_models_chunks_rows_and_states_are_refused_and_change_nothing() {
     assert!(matches!(e, GruError::ZeroSize { dim: "T", .. }), "{e}");
     unchanged(&stream, "no frame");
     // On the device: another batch, no frame, a buffer too small.
-    let buf = ctx.upload_array("x", x.view()).unwrap();
+    let buf = ctx.upload("x", x.view()).unwrap();
     let on = |seq_len, batch| OnDevice {
         buffer: buf.buffer(),
         seq_len,
@@ -329,7 +329,7 @@ fn a_long_sequence_with_a_split_input_projection_streams_bit_for_bit() {
     let p = GruParams::<f32>::init(&cfg, 5).unwrap();
     let m = GpuGru::new(&ctx, &p).unwrap();
     let x = common::case(cfg.clone(), 1000, 4, false, 3).x;
-    m.set_plan(Some(gru_wgpu::gpu::Plan::from_name("simple/step").unwrap()));
+    m.set_plan(Some("simple/step".parse::<gru_wgpu::gpu::Plan>().unwrap()));
     let mut st = GpuStream::new(&m, 4).unwrap();
     m.set_plan(Some(st.plan()));
     let whole = m.forward(x.view(), ForwardOptions::default()).unwrap();

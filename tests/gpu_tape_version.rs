@@ -119,8 +119,8 @@ fn constant_grads(
     go: &Array3<f32>,
     value: f32,
 ) -> gru_wgpu::gpu::GpuBackward {
-    let xb = ctx.upload_array("x", x.view()).unwrap();
-    let gb = ctx.upload_array("grad_output", go.view()).unwrap();
+    let xb = ctx.upload("x", x.view()).unwrap();
+    let gb = ctx.upload("grad_output", go.view()).unwrap();
     let (t, b) = (x.shape()[0], x.shape()[1]);
     let input = OnDevice {
         buffer: xb.buffer(),
@@ -177,8 +177,8 @@ fn a_backward_accepted_while_another_thread_updates_ran_on_the_weights_of_its_ta
     // One forward (its tape kept) and backward, on host arrays or (`device`)
     // on device buffers: the tape's version, and the output and gradients.
     let (xb, gb) = (
-        ctx.upload_array("x", x.view()).unwrap(),
-        ctx.upload_array("grad_output", go.view()).unwrap(),
+        ctx.upload("x", x.view()).unwrap(),
+        ctx.upload("grad_output", go.view()).unwrap(),
     );
     let run = |m: &GpuGru, device: bool| -> Result<(u64, Vec<u32>), GruError> {
         if !device {

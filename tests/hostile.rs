@@ -12,6 +12,8 @@ mod bench;
 #[path = "../examples/adding/trainer.rs"]
 #[allow(dead_code)]
 mod train;
+// `bench` names the checks' helpers `crate::check`, as the binary has them.
+use common::check;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -60,7 +60,7 @@ fn tuning_times_every_candidate_and_a_second_process_reads_the_winner() {
         assert!(
             timed.iter().any(|p| p.family == f),
             "family {} not timed: {timed:?}",
-            f.name()
+            f
         );
     }
     for s in Strategy::ALL {
@@ -68,7 +68,7 @@ fn tuning_times_every_candidate_and_a_second_process_reads_the_winner() {
             assert!(
                 timed.iter().any(|p| p.strategy == *s),
                 "loop {} not timed",
-                s.name()
+                s
             );
         }
     }
@@ -101,14 +101,14 @@ fn tuning_times_every_candidate_and_a_second_process_reads_the_winner() {
         (report.chosen, PlanSource::Cached, 0.0)
     );
     // On disk, for a new context (a new process).
-    let file = ctx.plan_cache_file().unwrap();
+    let file = ctx.plan_cache().file.unwrap();
     assert!(file.starts_with(&dir), "{}", file.display());
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(
-        text.contains(&report.key) && text.contains(&report.chosen.name()),
+        text.contains(&report.key) && text.contains(&report.chosen.to_string()),
         "{text}"
     );
-    assert!(ctx.plan_cache_warning().is_none());
+    assert!(ctx.plan_cache().warning.is_none());
     let ctx2 = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())).unwrap();
     let m2 = model(&ctx2, &config);
     let c2 = m2.plan_for(5, 3).unwrap();
@@ -132,7 +132,7 @@ fn the_first_call_of_a_shape_tunes_it_and_its_results_match_the_cpu() {
     let Some(ctx) = context(TuneMode::Quick, PlanCacheLocation::MemoryOnly) else {
         return;
     };
-    assert!(ctx.plan_cache_file().is_none());
+    assert!(ctx.plan_cache().file.is_none());
     let config = GruConfig::new(5, 12).layers(2);
     let case = common::case(config.clone(), 6, 2, true, 77);
     // The automatic plan: tuned by the forward itself.
@@ -151,7 +151,7 @@ fn without_tuning_the_fixed_rule_runs_and_nothing_is_written() {
         return;
     };
     assert_eq!(ctx.tune_mode(), TuneMode::Off);
-    assert!(ctx.plan_cache_file().is_none());
+    assert!(ctx.plan_cache().file.is_none());
     let m = model(&ctx, &GruConfig::new(4, 8));
     let c = m.plan_for(3, 2).unwrap();
     assert_eq!(c.source, PlanSource::Fallback);
@@ -195,12 +195,12 @@ fn a_forced_plan_runs_as_asked_and_one_that_does_not_apply_is_an_error() {
         "{e}"
     );
     // Unknown names list the known ones.
-    let e = Plan::from_name("fastest/step").unwrap_err().to_string();
+    let e = "fastest/step".parse::<Plan>().unwrap_err().to_string();
     assert!(
         e.contains("unknown plan `fastest/step`") && e.contains("simple"),
         "{e}"
     );
-    assert!(TuneMode::from_name("sometimes").is_err());
+    assert!("sometimes".parse::<TuneMode>().is_err());
 }
 
 #[test]
@@ -261,7 +261,7 @@ fn a_candidate_with_wrong_results_is_rejected_and_never_chosen() {
     let report = m.tune(1024, 2, TuneMode::Quick).unwrap();
     assert_eq!(report.checked, (1024, 2));
     assert_eq!(report.seq_measured, 256);
-    assert_eq!(report.reference.name(), "simple/step");
+    assert_eq!(report.reference.to_string(), "simple/step");
     let mut rejected = Vec::new();
     for c in report.candidates.iter().filter(|c| c.stage == "loop") {
         assert!(c.checked || c.error.is_some(), "{}: not checked", c.plan);
@@ -274,7 +274,7 @@ fn a_candidate_with_wrong_results_is_rejected_and_never_chosen() {
     }
     for s in [Strategy::Sequence, Strategy::Resident] {
         if m.check_plan(Plan::new(report.chosen.family, s), 2).is_ok() {
-            assert!(rejected.contains(&s), "{} was not rejected", s.name());
+            assert!(rejected.contains(&s), "{} was not rejected", s);
         }
     }
     assert!(!matches!(
@@ -356,7 +356,7 @@ fn a_huge_or_fifo_cache_file_is_a_warning_and_the_cache_works_in_memory() {
     let Some(ctx) = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())) else {
         return;
     };
-    let file = ctx.plan_cache_file().unwrap();
+    let file = ctx.plan_cache().file.unwrap();
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     // 3 GB (sparse): refused by its size, not read whole.
     std::fs::File::create(&file)
@@ -365,7 +365,7 @@ fn a_huge_or_fifo_cache_file_is_a_warning_and_the_cache_works_in_memory() {
         .unwrap();
     let start = std::time::Instant::now();
     let ctx2 = context_within(30, &dir);
-    let w = ctx2.plan_cache_warning().unwrap();
+    let w = ctx2.plan_cache().warning.unwrap();
     assert!(
         start.elapsed() < std::time::Duration::from_secs(5),
         "{:?}",
@@ -393,7 +393,7 @@ fn a_huge_or_fifo_cache_file_is_a_warning_and_the_cache_works_in_memory() {
         .unwrap();
     assert!(made.success());
     let ctx3 = context_within(30, &dir);
-    let w = ctx3.plan_cache_warning().unwrap();
+    let w = ctx3.plan_cache().warning.unwrap();
     assert!(w.contains("not a regular file"), "{w}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -405,7 +405,7 @@ fn the_cache_never_writes_through_a_planted_link() {
     let Some(ctx) = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())) else {
         return;
     };
-    let file = ctx.plan_cache_file().unwrap();
+    let file = ctx.plan_cache().file.unwrap();
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let victim = dir.join("victim.txt");
     std::fs::write(&victim, "precious").unwrap();
@@ -426,9 +426,9 @@ fn the_cache_never_writes_through_a_planted_link() {
         .is_symlink());
     // The plans were written all the same, beside it.
     assert!(
-        ctx.plan_cache_warning().is_none(),
+        ctx.plan_cache().warning.is_none(),
         "{:?}",
-        ctx.plan_cache_warning()
+        ctx.plan_cache().warning
     );
     let ctx2 = context(TuneMode::Quick, PlanCacheLocation::Dir(dir.clone())).unwrap();
     assert_eq!(

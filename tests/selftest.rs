@@ -97,7 +97,7 @@ fn quick_passes(limits: &str) {
     // the plan passed or is not run with a reason, and the configurations
     // are the same on every plan.
     let ctx = context_of(limits);
-    let plans = ctx.coverage_plans();
+    let plans = common::check::coverage_plans(&ctx);
     assert!(!plans.is_empty());
     let per_plan = |plan: &str| -> Vec<&str> {
         let tag = format!(" | {plan} |");
@@ -107,10 +107,10 @@ fn quick_passes(limits: &str) {
             .map(|l| l.split(&tag).next().unwrap())
             .collect()
     };
-    let configs = per_plan(&plans[0].name());
+    let configs = per_plan(&plans[0].to_string());
     assert!(configs.len() > 20, "{stdout}");
     for plan in &plans {
-        let name = plan.name();
+        let name = plan.to_string();
         assert_eq!(per_plan(&name), configs, "{name}:\n{stdout}");
         for l in lines.iter().filter(|l| l.contains(&format!(" | {name} |"))) {
             assert!(l.ends_with("| OK") || l.contains("| not run: "), "{l}");
@@ -119,7 +119,7 @@ fn quick_passes(limits: &str) {
     // A plan that applies anywhere passes somewhere: on lavapipe every
     // plan but the GEMM family's per-step products (not yet written).
     for plan in &plans {
-        let name = plan.name();
+        let name = plan.to_string();
         let ran = lines
             .iter()
             .any(|l| l.contains(&format!(" | {name} |")) && l.ends_with("| OK"));
@@ -133,7 +133,7 @@ fn quick_passes(limits: &str) {
     for l in lines.iter().filter(|l| l.ends_with("| OK")) {
         let path = l.split(" | ").nth(1).unwrap();
         assert!(
-            path == "cpu-f64" || plans.iter().any(|p| p.name() == path),
+            path == "cpu-f64" || plans.iter().any(|p| p.to_string() == path),
             "{l}"
         );
     }
@@ -249,7 +249,7 @@ fn json_lines_carry_every_field() {
         // The `path` field holds a plan's name, or the CPU reference.
         let path = c["path"].as_str().unwrap();
         assert!(
-            path == "cpu-f64" || gru_wgpu::gpu::Plan::from_name(path).is_ok(),
+            path == "cpu-f64" || path.parse::<gru_wgpu::gpu::Plan>().is_ok(),
             "{c}"
         );
         assert!(c["bound"].is_number(), "{c}");

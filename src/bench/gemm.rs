@@ -29,10 +29,10 @@ impl GemmKernel {
     }
 
     /// The variant's name, or `windows`.
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            GemmKernel::Storage(v) => v.name(),
-            GemmKernel::Windows => "windows",
+            GemmKernel::Storage(v) => v.to_string(),
+            GemmKernel::Windows => "windows".to_string(),
         }
     }
 
@@ -48,14 +48,14 @@ impl GemmKernel {
                 GemmKernel::Windows,
             ],
             "all" => Self::all(),
-            _ => vec![GemmKernel::Storage(GemmVariant::from_name(name)?)],
+            _ => vec![GemmKernel::Storage(name.parse::<GemmVariant>().ok()?)],
         })
     }
 }
 
 impl serde::Serialize for GemmKernel {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
+        s.serialize_str(&self.name())
     }
 }
 

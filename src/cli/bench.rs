@@ -229,7 +229,7 @@ pub fn measure(
     );
     let forced = match args.plan.as_str() {
         "auto" | "all" => None,
-        name => Some(gru_wgpu::gpu::Plan::from_name(name)?),
+        name => Some(name.parse::<gru_wgpu::gpu::Plan>()?),
     };
     let lengths = args.lengths.map(LengthsArg::get);
     let start = Instant::now();
@@ -318,7 +318,7 @@ pub fn run(args: &BenchArgs, adapter: Option<&str>) -> ExitCode {
         }
     }
     if args.plan != "auto" && args.plan != "all" {
-        if let Err(e) = gru_wgpu::gpu::Plan::from_name(&args.plan) {
+        if let Err(e) = args.plan.parse::<gru_wgpu::gpu::Plan>() {
             eprintln!("error: --plan: {e}");
             return ExitCode::from(2);
         }
@@ -455,9 +455,9 @@ pub struct GemmArgs {
 /// A `--kernel` value of `bench-gemm`.
 fn parse_gemm_kernel(s: &str) -> Result<Vec<crate::bench::GemmKernel>, String> {
     crate::bench::GemmKernel::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = gru_wgpu::gpu::GemmVariant::ALL
+        let names: Vec<String> = gru_wgpu::gpu::GemmVariant::ALL
             .iter()
-            .map(|v| v.name())
+            .map(|v| v.to_string())
             .collect();
         format!(
             "unknown kernel `{s}`; one of {}, windows, storage, both, all",

@@ -27,13 +27,7 @@ pub fn run(adapter: Option<&str>) -> ExitCode {
     let mut ok = true;
     let ctx = match super::open_gpu(adapter) {
         Ok(c) => {
-            let a = c.adapter();
-            println!(
-                "adapter: {} (backend {}, device type {})",
-                a.name,
-                a.backend_name(),
-                a.device_type_name()
-            );
+            println!("adapter: {}", c.adapter());
             Some(c)
         }
         Err(e) => {

@@ -137,7 +137,7 @@ pub fn run(args: &SelftestArgs, adapter: Option<&str>) -> ExitCode {
         println!(
             "selftest ({level}) on {}, {} limits; each line: configuration | plan | worst relative error | bound | outcome",
             suite.adapter(),
-            options.profile.name()
+            options.profile
         );
     }
     let report: Report = suite.run(|c| {
@@ -168,7 +168,7 @@ pub fn run(args: &SelftestArgs, adapter: Option<&str>) -> ExitCode {
         println!(
             "adapter: {}; limits: {}; {} checks not run; {seconds:.1} s",
             report.adapter,
-            report.profile.name(),
+            report.profile,
             report.not_run()
         );
         println!(

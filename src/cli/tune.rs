@@ -53,7 +53,7 @@ struct Line<'a> {
 }
 
 pub fn run(args: &TuneArgs, adapter: Option<&str>) -> ExitCode {
-    let mode = match TuneMode::from_name(&args.mode) {
+    let mode = match args.mode.parse::<TuneMode>() {
         Ok(TuneMode::Off) => {
             eprintln!("error: --mode off measures nothing: use quick or full");
             return ExitCode::from(2);
@@ -96,15 +96,15 @@ pub fn run(args: &TuneArgs, adapter: Option<&str>) -> ExitCode {
     }
     // A write that failed loses what was measured with the process: said
     // as an error, exit 2, and no "plans kept in".
-    if let Some(e) = ctx.plan_cache_write_error() {
+    if let Some(e) = ctx.plan_cache().write_error {
         eprintln!("error: plan cache: {e}; the plans measured were not kept");
         return ExitCode::from(2);
     }
-    if let Some(w) = ctx.plan_cache_warning() {
+    if let Some(w) = ctx.plan_cache().warning {
         eprintln!("warning: plan cache: {w}");
     }
     if !args.json {
-        match ctx.plan_cache_file() {
+        match ctx.plan_cache().file {
             Some(f) => println!("plans kept in {}", f.display()),
             None => println!("plans kept in memory only"),
         }
@@ -121,7 +121,7 @@ fn print_report(
     if args.json {
         for c in &r.candidates {
             let line = Line {
-                plan: c.plan.name(),
+                plan: c.plan.to_string(),
                 median_ms: c.median_ms,
                 chosen: c.chosen,
                 min_ms: c.min_ms,
@@ -131,7 +131,7 @@ fn print_report(
                 error: c.error.as_deref(),
                 checked: c.checked,
                 rejected: c.rejected.as_deref(),
-                reference: r.reference.name(),
+                reference: r.reference.to_string(),
                 checked_seq: r.checked.0,
                 checked_batch: r.checked.1,
                 cpu_checked: r.cpu_checked,
@@ -151,7 +151,7 @@ fn print_report(
         "\n{shape}: {} candidates ({} clock, {} mode), {:.0} ms",
         r.candidates.len(),
         r.clock,
-        r.mode.name(),
+        r.mode,
         r.tuned_ms
     );
     println!(
@@ -178,7 +178,7 @@ fn print_report(
         let fastest = c.min_ms.map_or("-".to_string(), |m| format!("{m:.3}"));
         println!(
             "  {:<26} {:<5} {:>5} {:>12} {:>12}  {}{mark}",
-            c.plan.name(),
+            c.plan.to_string(),
             c.stage,
             c.seq,
             median,

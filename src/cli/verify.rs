@@ -114,7 +114,7 @@ impl PlanArg {
         match s {
             "auto" => Ok(PlanArg::Auto),
             "all" => Ok(PlanArg::All),
-            name => gru_wgpu::gpu::Plan::from_name(name).map(PlanArg::One),
+            name => name.parse::<gru_wgpu::gpu::Plan>().map(PlanArg::One),
         }
     }
 
@@ -138,13 +138,13 @@ impl PlanArg {
             PlanArg::All => model
                 .candidates(batch)
                 .into_iter()
-                .map(|p| (p.name(), Some(p)))
+                .map(|p| (p.to_string(), Some(p)))
                 .collect(),
             PlanArg::One(p) => {
                 model.check_plan(p, batch).map_err(|why| {
                     gru_wgpu::GruError::InvalidConfig(format!("the plan {p} does not apply: {why}"))
                 })?;
-                vec![(p.name(), Some(p))]
+                vec![(p.to_string(), Some(p))]
             }
         })
     }

@@ -14,14 +14,16 @@ pub struct AdapterSummary {
 }
 
 impl AdapterSummary {
-    /// The backend's short name: `vulkan`, `metal`, `dx12`, `gl`, `webgpu`
-    /// (the names a `ContextOptions::adapter` selector takes).
-    pub fn backend_name(&self) -> &'static str {
-        backend_name(self.backend)
+    test_hook! {
+        /// The backend's short name: `vulkan`, `metal`, `dx12`, `gl`, `webgpu`
+        /// (the names a `ContextOptions::adapter` selector takes).
+        pub fn backend_name(&self) -> &'static str {
+            backend_name(self.backend)
+        }
     }
 
     /// The device type in words: `discrete GPU`, `CPU (software)`, ...
-    pub fn device_type_name(&self) -> &'static str {
+    pub(crate) fn device_type_name(&self) -> &'static str {
         match self.device_type {
             wgpu::DeviceType::DiscreteGpu => "discrete GPU",
             wgpu::DeviceType::IntegratedGpu => "integrated GPU",
@@ -31,9 +33,11 @@ impl AdapterSummary {
         }
     }
 
-    /// Whether it is a CPU (software) adapter, such as llvmpipe.
-    pub fn is_cpu(&self) -> bool {
-        self.device_type == wgpu::DeviceType::Cpu
+    test_hook! {
+        /// Whether it is a CPU (software) adapter, such as llvmpipe.
+        pub fn is_cpu(&self) -> bool {
+            self.device_type == wgpu::DeviceType::Cpu
+        }
     }
 }
 

@@ -313,7 +313,7 @@ impl GpuGruCell {
             &["B", "H"],
         )?;
         let ctx = self.context().clone();
-        let db = ctx.upload_array("dh_next", dh_next.view())?;
+        let db = ctx.upload("dh_next", dh_next.view())?;
         let (dx, dh) = self.backward_as(db.buffer(), name)?;
         let dx = Array2::from_shape_vec(
             (b, self.input_size()),

@@ -10,7 +10,7 @@ use crate::gpu::ops::gemm::GemmVariant;
 use crate::gpu::ops::util::probe_loop_limit;
 use crate::gpu::ops::windows::{windows_fit, WINDOW_BYTES};
 use crate::gpu::pipeline::Pipelines;
-use crate::gpu::plan::{Family, PlanCache, PlanCacheLocation, TuneMode};
+use crate::gpu::plan::{Family, PlanCache, PlanCacheLocation, PlanCacheStatus, TuneMode};
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::recorder::Recorder;
 
@@ -18,9 +18,11 @@ use crate::gpu::recorder::Recorder;
 #[cfg(any(feature = "cli", feature = "test-hooks"))]
 #[doc(hidden)]
 pub mod gemm;
-mod limits;
+pub(crate) mod limits;
+#[cfg(feature = "test-hooks")]
+pub use limits::window_kernels_fit;
 use limits::{forced_products, missing_limits};
-pub use limits::{window_kernels_fit, LimitsProfile, Products};
+pub use limits::{LimitsProfile, Products};
 
 /// How to open a [`GpuContext`].
 #[derive(Clone, Debug, Default)]
@@ -312,40 +314,28 @@ impl GpuContext {
         }
     }
 
-    /// Plans that together run every kernel the tuner's candidates run
-    /// here (see [`Plan::coverage`]); some may not
-    /// apply to a given shape (`GpuGru::check_plan` says why).
-    pub fn coverage_plans(&self) -> Vec<crate::gpu::plan::Plan> {
-        crate::gpu::plan::Plan::coverage(&self.families())
-    }
-
     /// The limits profile the device was opened with (`Adapter` for a device
     /// the caller opened).
     pub(crate) fn profile(&self) -> LimitsProfile {
         self.inner.profile
     }
 
-    /// How plans are chosen for new shapes.
-    pub fn tune_mode(&self) -> TuneMode {
-        self.inner.tune
+    test_hook! {
+        /// How plans are chosen for new shapes.
+        pub fn tune_mode(&self) -> TuneMode {
+            self.inner.tune
+        }
     }
 
-    /// The plan cache's file, where plans are kept on disk.
-    pub fn plan_cache_file(&self) -> Option<std::path::PathBuf> {
-        self.inner.plans.file().map(|p| p.to_path_buf())
-    }
-
-    /// The last problem with the plan cache's file (unreadable, corrupt,
-    /// not writable), where there was one: the cache then works in memory.
-    pub fn plan_cache_warning(&self) -> Option<String> {
-        self.inner.plans.warning()
-    }
-
-    /// Why the last write of the plan cache's file failed, where it did
-    /// (the plans measured since are kept in memory only, lost with the
-    /// process); `None` once a write succeeds.
-    pub fn plan_cache_write_error(&self) -> Option<String> {
-        self.inner.plans.write_error()
+    /// Where the plan cache keeps its plans and what went wrong with its
+    /// file, as of now.
+    pub fn plan_cache(&self) -> PlanCacheStatus {
+        let plans = &self.inner.plans;
+        PlanCacheStatus {
+            file: plans.file().map(|p| p.to_path_buf()),
+            warning: plans.warning(),
+            write_error: plans.write_error(),
+        }
     }
 
     pub(crate) fn plans(&self) -> &PlanCache {
@@ -491,20 +481,19 @@ impl GpuContext {
     /// A new storage buffer of the crate holding `data` (labelled `label`),
     /// with the usages `STORAGE`, `COPY_SRC` and `COPY_DST`: what the device
     /// calls of [`GpuGru`](crate::gpu::GpuGru) take. It comes from the
-    /// context's pool and goes back to it when dropped.
-    pub fn upload(&self, label: &str, data: &[f32]) -> Result<PooledBuffer> {
-        self.inner.dev.upload(label, data)
-    }
-
-    /// [`upload`](Self::upload) of an array of any shape, in its logical
-    /// (row-major) order whatever its memory layout.
-    pub fn upload_array<D: ndarray::Dimension>(
+    /// context's pool and goes back to it when dropped. `data` is a slice
+    /// (`&[f32]`, `&Vec<f32>`) or an array view of any shape, taken in its
+    /// logical (row-major) order whatever its memory layout.
+    pub fn upload<'a, D: ndarray::Dimension>(
         &self,
         label: &str,
-        data: ndarray::ArrayView<f32, D>,
+        data: impl Into<ndarray::ArrayView<'a, f32, D>>,
     ) -> Result<PooledBuffer> {
+        let data = data.into();
         let s = data.as_standard_layout();
-        self.upload(label, s.as_slice().expect("standard layout"))
+        self.inner
+            .dev
+            .upload(label, s.as_slice().expect("standard layout"))
     }
 
     /// Reads the first floats of `buf` back as an array of `shape`

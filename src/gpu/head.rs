@@ -77,9 +77,11 @@ impl GpuLinearHead {
         })
     }
 
-    /// Features in.
-    pub fn hidden_size(&self) -> usize {
-        self.hidden
+    test_hook! {
+        /// Features in.
+        pub fn hidden_size(&self) -> usize {
+            self.hidden
+        }
     }
 
     /// The parameters `[w; c]` on the device (`hidden + 1` floats).

@@ -30,15 +30,17 @@ pub(crate) mod optim;
 pub(crate) mod pipeline;
 pub(crate) mod plan;
 pub(crate) mod pool;
-pub use plan::{Family, Plan, PlanCacheLocation, TuneMode};
+pub use plan::{Family, Plan, PlanCacheLocation, PlanCacheStatus, TuneMode};
 pub(crate) mod recorder;
 pub(crate) mod stream;
 
 pub use adapter::{list_adapters, AdapterSummary};
 pub use cell::GpuGruCell;
 #[cfg(feature = "test-hooks")]
+pub use context::window_kernels_fit;
+#[cfg(feature = "test-hooks")]
 pub use context::Products;
-pub use context::{window_kernels_fit, ContextOptions, GpuContext, LimitsProfile};
+pub use context::{ContextOptions, GpuContext, LimitsProfile};
 pub use gru::{
     BackwardInput, BackwardOptions, CallStats, Candidate, FlatInput, Forward, ForwardInput,
     ForwardOptions, GpuBackward, GpuForward, GpuGru, GpuLayerGrads, GpuTape, OnDevice, PlanChoice,

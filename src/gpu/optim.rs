@@ -72,8 +72,10 @@ impl GpuOptimizer {
         }
     }
 
-    pub fn rule(&self) -> &Rule {
-        &self.rule
+    test_hook! {
+        pub fn rule(&self) -> &Rule {
+            &self.rule
+        }
     }
 
     /// Changes the learning rate for the next steps (a schedule).
@@ -84,9 +86,11 @@ impl GpuOptimizer {
         }
     }
 
-    /// Steps taken so far.
-    pub fn steps(&self) -> u64 {
-        self.steps
+    test_hook! {
+        /// Steps taken so far.
+        pub fn steps(&self) -> u64 {
+            self.steps
+        }
     }
 
     /// Updates `params[i]` (of `lens[i]` floats) from `grads[i]`: one

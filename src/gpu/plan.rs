@@ -29,6 +29,7 @@ use crate::gpu::context::{GpuContext, Products};
 use crate::gpu::device::AdapterSummary;
 use crate::gpu::ops::gemm::GemmVariant;
 
+mod names;
 pub(crate) mod strategy;
 pub(crate) use strategy::Strategy;
 
@@ -68,25 +69,41 @@ pub enum Family {
 }
 
 impl Family {
-    /// `windows`, or the GEMM variant's name.
-    pub fn name(self) -> &'static str {
+    /// `windows`, or the GEMM variant's name (its `Display`).
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Family::Gemm(v) => v.name(),
             Family::Windows => "windows",
         }
     }
 
-    /// The family of this name.
-    pub fn from_name(name: &str) -> Option<Self> {
+    /// The family of this name (its `FromStr`).
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         if name == "windows" {
             return Some(Family::Windows);
         }
         GemmVariant::from_name(name).map(Family::Gemm)
     }
 
-    /// Whether this is the window family.
-    pub fn is_windows(self) -> bool {
-        self == Family::Windows
+    /// Whether the family's kernels run on a device with these limits and
+    /// features, and why not where they do not (what
+    /// [`GpuContext::families`] asks of each).
+    pub fn check(
+        self,
+        limits: &wgpu::Limits,
+        features: wgpu::Features,
+    ) -> std::result::Result<(), String> {
+        match self {
+            Family::Gemm(v) => v.check(limits, features),
+            Family::Windows => crate::gpu::context::limits::window_kernels_fit(limits),
+        }
+    }
+
+    test_hook! {
+        /// Whether this is the window family.
+        pub fn is_windows(self) -> bool {
+            self == Family::Windows
+        }
     }
 }
 
@@ -99,17 +116,21 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(family: Family, strategy: Strategy) -> Self {
-        Plan { family, strategy }
+    test_hook! {
+        pub fn new(family: Family, strategy: Strategy) -> Self {
+            Plan { family, strategy }
+        }
     }
 
-    /// `family/strategy`: the name `gru-wgpu tune` prints and `bench --plan` takes.
-    pub fn name(&self) -> String {
+    /// `family/strategy`: the name `gru-wgpu tune` prints and `bench --plan`
+    /// takes (its `Display`).
+    pub(crate) fn name(&self) -> String {
         format!("{}/{}", self.family.name(), self.strategy.name())
     }
 
-    /// The plan of a name `family/strategy`, or an error that lists the names.
-    pub fn from_name(name: &str) -> Result<Self> {
+    /// The plan of a name `family/strategy`, or an error that lists the
+    /// names (its `FromStr`: `"simple/step".parse::<Plan>()`).
+    pub(crate) fn from_name(name: &str) -> Result<Self> {
         let parsed = name
             .split_once('/')
             .and_then(|(f, s)| Some(Plan::new(Family::from_name(f)?, Strategy::from_name(s)?)));
@@ -130,38 +151,6 @@ impl Plan {
     }
 }
 
-impl std::fmt::Display for Plan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name())
-    }
-}
-
-impl Plan {
-    /// A set of plans that together run every kernel the candidates of any
-    /// shape run on these families: every family with the `step` loop and with
-    /// its per-step `products` (the GEMM at the recurrent product's shapes), and
-    /// the first GEMM variant and the window family with every loop. The test
-    /// suite and `selftest` check each against the CPU reference.
-    pub fn coverage(families: &[Family]) -> Vec<Plan> {
-        let mut out: Vec<Plan> = Vec::new();
-        let mut add = |p: Plan| {
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        };
-        let first_gemm = families.iter().find(|f| !f.is_windows());
-        for f in families {
-            let every = Some(f) == first_gemm || f.is_windows();
-            for s in Strategy::ALL {
-                if every || matches!(*s, Strategy::Step | Strategy::Products) {
-                    add(Plan::new(*f, *s));
-                }
-            }
-        }
-        out
-    }
-}
-
 /// How much the crate measures before it picks a plan for a new shape.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -179,8 +168,8 @@ pub enum TuneMode {
 }
 
 impl TuneMode {
-    /// `off`, `quick` or `full`.
-    pub fn name(self) -> &'static str {
+    /// `off`, `quick` or `full` (its `Display`).
+    pub(crate) fn name(self) -> &'static str {
         match self {
             TuneMode::Off => "off",
             TuneMode::Quick => "quick",
@@ -188,8 +177,8 @@ impl TuneMode {
         }
     }
 
-    /// The mode of a name, or an error naming the choices.
-    pub fn from_name(name: &str) -> Result<Self> {
+    /// The mode of a name, or an error naming the choices (its `FromStr`).
+    pub(crate) fn from_name(name: &str) -> Result<Self> {
         match name.trim().to_ascii_lowercase().as_str() {
             "off" => Ok(TuneMode::Off),
             "quick" => Ok(TuneMode::Quick),
@@ -214,6 +203,22 @@ impl TuneMode {
             _ => Ok(TuneMode::Quick),
         }
     }
+}
+
+/// The plan cache of a context, as [`GpuContext::plan_cache`] saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PlanCacheStatus {
+    /// The cache's file, where plans are kept on disk (`None`: in memory
+    /// only).
+    pub file: Option<PathBuf>,
+    /// The last problem with the file (unreadable, corrupt, not writable),
+    /// where there was one: the cache then works in memory.
+    pub warning: Option<String>,
+    /// Why the last write of the file failed, where it did (the plans
+    /// measured since are kept in memory only, lost with the process);
+    /// `None` once a write succeeds.
+    pub write_error: Option<String>,
 }
 
 /// Where the plans chosen by measurement are kept.

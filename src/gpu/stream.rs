@@ -207,9 +207,11 @@ impl<'m> GpuStream<'m> {
         self.pinned
     }
 
-    /// The number of rows `B` of every chunk.
-    pub fn batch(&self) -> usize {
-        self.batch
+    test_hook! {
+        /// The number of rows `B` of every chunk.
+        pub fn batch(&self) -> usize {
+            self.batch
+        }
     }
 
     /// Frames pushed since the stream was made (each frame is a step of
@@ -218,10 +220,12 @@ impl<'m> GpuStream<'m> {
         self.frames
     }
 
-    /// Per batch row, the frames pushed since the row's state was last
-    /// reset or set (or since the stream was made).
-    pub fn row_frames(&self) -> &[u64] {
-        &self.row_frames
+    test_hook! {
+        /// Per batch row, the frames pushed since the row's state was last
+        /// reset or set (or since the stream was made).
+        pub fn row_frames(&self) -> &[u64] {
+            &self.row_frames
+        }
     }
 
     /// Runs the chunk `x`, `(T_c, B, I)` (or `(B, T_c, I)` where the GRU is
@@ -240,7 +244,7 @@ impl<'m> GpuStream<'m> {
         let ctx = model.context();
         let (output, h_n) = ctx.scoped(|| {
             let mut rec = model.recorder();
-            let xb = ctx.upload_array("x", x.view())?;
+            let xb = ctx.upload("x", x.view())?;
             let xb = model.f32_to_act(&mut rec, "x (f16)", xb)?;
             let out = self.record_chunk(&mut rec, xb.buffer(), t_len)?;
             let o_len = t_len * batch * cfg.hidden_size;
@@ -376,7 +380,7 @@ impl<'m> GpuStream<'m> {
         cfg.check_state("state", state.shape(), self.batch)?;
         let (model, ctx) = (self.model, self.model.context());
         self.state = ctx.scoped(|| {
-            let b = ctx.upload_array("stream state", state)?;
+            let b = ctx.upload("stream state", state)?;
             let mut rec = model.recorder_timed(false);
             let b = model.f32_to_act(&mut rec, "stream state (f16)", b)?;
             rec.submit()?;

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use gru_wgpu::cpu::{Gru, GruGrads, SeqOptions};
 use gru_wgpu::error::Result;
-use gru_wgpu::gpu::{BackwardOptions, ForwardOptions, GpuContext, GpuGru, Plan};
+use gru_wgpu::gpu::{BackwardOptions, Family, ForwardOptions, GpuContext, GpuGru, Plan};
 use gru_wgpu::real::rel_error;
 use gru_wgpu::{GruConfig, GruParams};
 
@@ -126,11 +126,13 @@ impl RandomCase {
         train_seed: Option<u32>,
     ) -> Result<(Array3<f32>, Array3<f32>, GruGrads<f32>)> {
         let h0 = self.h0.as_ref().map(|h| h.view());
-        let opts = ForwardOptions::default()
+        let mut opts = ForwardOptions::default()
             .h0(h0)
-            .train_if(train_seed)
             .seq(self.seq.clone())
             .keep_tape();
+        if let Some(seed) = train_seed {
+            opts = opts.train(seed);
+        }
         let f = m.forward(self.x.view(), opts)?;
         let (o, hn, tape) = (f.output, f.h_n, f.tape.expect("kept"));
         let g = m.backward(
@@ -205,4 +207,34 @@ pub fn worst<'a>(errors: impl IntoIterator<Item = &'a TensorError>) -> f64 {
         .into_iter()
         .map(|e| if e.rel.is_nan() { f64::INFINITY } else { e.rel })
         .fold(0.0, f64::max)
+}
+
+/// A set of plans that together run every kernel the candidates of any
+/// shape run on these families: every family with the `step` loop and with
+/// its per-step `products` (the GEMM at the recurrent product's shapes), and
+/// the first GEMM variant and the window family with every loop. The test
+/// suite and `selftest` check each against the CPU reference; some may not
+/// apply to a given shape (`GpuGru::check_plan` says why).
+pub fn coverage(families: &[Family]) -> Vec<Plan> {
+    let mut out: Vec<Plan> = Vec::new();
+    let first_gemm = families.iter().find(|f| **f != Family::Windows);
+    for f in families {
+        let every = Some(f) == first_gemm || *f == Family::Windows;
+        for &strategy in gru_wgpu::gpu::Strategy::ALL {
+            let per_step = matches!(strategy.to_string().as_str(), "step" | "products");
+            let plan = Plan {
+                family: *f,
+                strategy,
+            };
+            if (every || per_step) && !out.contains(&plan) {
+                out.push(plan);
+            }
+        }
+    }
+    out
+}
+
+/// [`coverage`] of the families that run on `ctx` (`GpuContext::families`).
+pub fn coverage_plans(ctx: &GpuContext) -> Vec<Plan> {
+    coverage(&ctx.families())
 }

@@ -113,7 +113,7 @@ pub fn gpu_all() -> Option<Vec<(String, GpuContext)>> {
         let base = gpu()?;
         let mut out = Vec::new();
         for profile in [LimitsProfile::Adapter, LimitsProfile::WebGpu] {
-            let label = format!("{} limits", profile.name());
+            let label = format!("{} limits", profile);
             if let Err(why) = window_kernels_fit(&profile.limits(base.limits())) {
                 eprintln!("not run: {label}, windows family: {why}");
             }
@@ -166,7 +166,7 @@ pub fn gpu_paths() -> Vec<(String, GpuContext, Plan)> {
     };
     let mut out = Vec::new();
     for (label, ctx) in ctxs {
-        for plan in ctx.coverage_plans() {
+        for plan in check::coverage_plans(&ctx) {
             out.push((format!("{label}, {plan}"), ctx.clone(), plan));
         }
     }

@@ -20,35 +20,39 @@ pub enum LimitsProfile {
 }
 
 impl LimitsProfile {
-    /// `adapter` or `webgpu`.
-    pub fn name(self) -> &'static str {
+    /// `adapter` or `webgpu` (its `Display`).
+    pub(crate) fn name(self) -> &'static str {
         match self {
             LimitsProfile::Adapter => "adapter",
             LimitsProfile::WebGpu => "webgpu",
         }
     }
 
-    /// The limits this profile asks for, on an adapter with `adapter` limits.
-    pub fn limits(self, adapter: &wgpu::Limits) -> wgpu::Limits {
-        match self {
-            LimitsProfile::Adapter => adapter.clone(),
-            LimitsProfile::WebGpu => wgpu::Limits::default(),
+    test_hook! {
+        /// The limits this profile asks for, on an adapter with `adapter` limits.
+        pub fn limits(self, adapter: &wgpu::Limits) -> wgpu::Limits {
+            match self {
+                LimitsProfile::Adapter => adapter.clone(),
+                LimitsProfile::WebGpu => wgpu::Limits::default(),
+            }
         }
     }
 }
 
-/// Whether the window kernels can run on a device with these limits
-/// (uniform bindings of 64 KiB at offsets aligned to at most 32 bytes), and
-/// why not where they cannot.
-pub fn window_kernels_fit(limits: &wgpu::Limits) -> std::result::Result<(), String> {
-    if windows_fit(limits) {
-        Ok(())
-    } else {
-        Err(format!(
-            "the window kernels need uniform bindings of 64 KiB at 32-byte offsets; \
-             the device allows {} bytes at {}-byte offsets",
-            limits.max_uniform_buffer_binding_size, limits.min_uniform_buffer_offset_alignment
-        ))
+test_hook! {
+    /// Whether the window kernels can run on a device with these limits
+    /// (uniform bindings of 64 KiB at offsets aligned to at most 32 bytes), and
+    /// why not where they cannot.
+    pub fn window_kernels_fit(limits: &wgpu::Limits) -> std::result::Result<(), String> {
+        if windows_fit(limits) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the window kernels need uniform bindings of 64 KiB at 32-byte offsets; \
+                 the device allows {} bytes at {}-byte offsets",
+                limits.max_uniform_buffer_binding_size, limits.min_uniform_buffer_offset_alignment
+            ))
+        }
     }
 }
 

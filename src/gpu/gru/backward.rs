@@ -6,7 +6,8 @@ use ndarray::{Array1, Array2, Array3, ArrayView3};
 use crate::config::ResetForm;
 use crate::cpu::GruGrads;
 use crate::error::{elements, GruError, Result};
-use crate::gpu::gru::forward::view3;
+use crate::gpu::gru::exec::{ExecPlan, LayerStep};
+use crate::gpu::gru::forward::{made, view3};
 use crate::gpu::gru::products::{GradBufs, Layer, ProductPath};
 use crate::gpu::gru::rows::{RowsIn, RowsOut};
 use crate::gpu::gru::types::{BackwardOut, CallStats, GpuBackward, GpuLayerGrads, GpuTape};
@@ -34,8 +35,9 @@ impl GpuGru {
     /// Records the backward of the whole stack for `tape`. The steps, in a
     /// line: the upstream gradients' rows sorted into the order the forward
     /// ran them, the top layer's output gradient sequence-first, each layer
-    /// from the top ([`backward_layer`](Self::backward_layer)), dL/dx and
-    /// dL/dh0 back in the caller's order and layout.
+    /// from the top as the call's [`ExecPlan`] lists its steps
+    /// ([`backward_layer`](Self::backward_layer)), dL/dx and dL/dh0 back in
+    /// the caller's order and layout.
     pub(crate) fn record_backward(
         &self,
         rec: &mut Recorder,
@@ -70,9 +72,10 @@ impl GpuGru {
                 .storage("grad_h0", cfg.num_layers * nd * batch * h)?,
             path: path.get(),
         };
+        let exec = ExecPlan::backward(cfg, plan, tape.dropout.is_some());
         let mut grads: Vec<[Option<PooledBuffer>; 4]> = Vec::with_capacity(cfg.num_layers);
-        for l in (0..cfg.num_layers).rev() {
-            let (next, g) = self.backward_layer(rec, l, &call, &d_out)?;
+        for (l, steps) in &exec.layers {
+            let (next, g) = self.backward_layer(rec, *l, &call, steps, &d_out)?;
             rec.scratch(std::mem::replace(&mut d_out, next));
             grads.push(g);
         }
@@ -117,16 +120,18 @@ impl GpuGru {
         }
     }
 
-    /// Records the backward of layer `l` from `d_out`, dL/d(its output):
-    /// dh from grad_h_n, the time loop, the layer's dL/dh0, the gradients
-    /// of its parameters and of its input (through dropout where the
-    /// forward had it). Returns dL/d(its input) and its parameters'
-    /// gradients `[weight_ih, weight_hh, bias_ih, bias_hh]`.
+    /// Records the backward of layer `l` from `d_out`, dL/d(its output),
+    /// walking its `steps` (see [`LayerStep`]): dh from grad_h_n, the time
+    /// loop, the layer's dL/dh0, the gradients of its parameters and of its
+    /// input (through dropout where the forward had it). Returns dL/d(its
+    /// input) and its parameters' gradients `[weight_ih, weight_hh,
+    /// bias_ih, bias_hh]`.
     fn backward_layer(
         &self,
         rec: &mut Recorder,
         l: usize,
         call: &BackCall,
+        steps: &[LayerStep],
         d_out: &PooledBuffer,
     ) -> Result<(PooledBuffer, [Option<PooledBuffer>; 4])> {
         let (cfg, tape) = (&self.config, call.tape);
@@ -141,65 +146,84 @@ impl GpuGru {
         let dgi = rec.storage("dG_i", tb * nd * h3)?;
         let dgh = rec.storage("dG_h", nd * tb * h3)?;
         let dh = rec.storage("dh", nd * 2 * batch * h)?;
-        for d in 0..nd {
-            let slot = ((d * 2 + t_len % 2) * batch * h * 4) as u64;
-            let src = call
-                .grad_h_n
-                .map(|b| (b, ((l * nd + d) as u64) * state_bytes));
-            rec.copy_or_clear(src, dh.buffer(), slot, state_bytes);
-        }
-        let flags_at = tape.flags.then_some(nd * (t_len + 1) * batch * h);
-        let shape = self.step_shape((t_len, batch), flags_at, &tape.active);
-        let bufs = BackwardStepBufs {
-            d_out: d_out.buffer(),
-            gates: lt.gates.buffer(),
-            hs: lt.hs.buffer(),
-            w_hh: lp.w_hh.buffer(),
-            dgh: dgh.buffer(),
-            dgi: dgi.buffer(),
-            dh: dh.buffer(),
-        };
-        self.backward_loop(rec, tape.plan.strategy, call.path, &layer, &shape, &bufs)?;
-        for d in 0..nd {
-            let slot = ((d * 2 + 1) * batch * h * 4) as u64;
-            let at = ((l * nd + d) as u64) * state_bytes;
-            rec.copy(dh.buffer(), slot, call.grad_h0.buffer(), at, state_bytes);
-        }
-        let dw_ih = self.ctx.storage("grad weight_ih", nd * h3 * i_l)?;
-        let dw_hh = self.ctx.storage("grad weight_hh", nd * h3 * h)?;
-        let g = GradBufs {
-            dgi: &dgi,
-            dgh: &dgh,
-            dw_ih: &dw_ih,
-            dw_hh: &dw_hh,
-        };
-        call.path.weight_grads(rec, &layer, lt, &g, t_len, batch)?;
-        let (db_ih, db_hh) = match cfg.bias {
-            true => {
-                let (i, hh) = self.bias_grads(rec, &dgi, &dgh, tb)?;
-                (Some(i), Some(hh))
+        // `[weight_ih, weight_hh, bias_ih, bias_hh]`, and dL/d(input).
+        let mut grads: [Option<PooledBuffer>; 4] = Default::default();
+        let mut dx = None;
+        for step in steps {
+            match step {
+                LayerStep::StateGrad => {
+                    for d in 0..nd {
+                        let slot = ((d * 2 + t_len % 2) * batch * h * 4) as u64;
+                        let src = call
+                            .grad_h_n
+                            .map(|b| (b, ((l * nd + d) as u64) * state_bytes));
+                        rec.copy_or_clear(src, dh.buffer(), slot, state_bytes);
+                    }
+                }
+                LayerStep::TimeLoop => {
+                    let flags_at = tape.flags.then_some(nd * (t_len + 1) * batch * h);
+                    let shape = self.step_shape((t_len, batch), flags_at, &tape.active);
+                    let bufs = BackwardStepBufs {
+                        d_out: d_out.buffer(),
+                        gates: lt.gates.buffer(),
+                        hs: lt.hs.buffer(),
+                        w_hh: lp.w_hh.buffer(),
+                        dgh: dgh.buffer(),
+                        dgi: dgi.buffer(),
+                        dh: dh.buffer(),
+                    };
+                    let strategy = tape.plan.strategy;
+                    self.backward_loop(rec, strategy, call.path, &layer, &shape, &bufs)?;
+                }
+                LayerStep::FinalState => {
+                    for d in 0..nd {
+                        let slot = ((d * 2 + 1) * batch * h * 4) as u64;
+                        let at = ((l * nd + d) as u64) * state_bytes;
+                        rec.copy(dh.buffer(), slot, call.grad_h0.buffer(), at, state_bytes);
+                    }
+                }
+                LayerStep::WeightGrads => {
+                    let dw_ih = self.ctx.storage("grad weight_ih", nd * h3 * i_l)?;
+                    let dw_hh = self.ctx.storage("grad weight_hh", nd * h3 * h)?;
+                    let g = GradBufs {
+                        dgi: &dgi,
+                        dgh: &dgh,
+                        dw_ih: &dw_ih,
+                        dw_hh: &dw_hh,
+                    };
+                    call.path.weight_grads(rec, &layer, lt, &g, t_len, batch)?;
+                    (grads[0], grads[1]) = (Some(dw_ih), Some(dw_hh));
+                }
+                LayerStep::BiasGrads => {
+                    let (db_ih, db_hh) = self.bias_grads(rec, &dgi, &dgh, tb)?;
+                    (grads[2], grads[3]) = (Some(db_ih), Some(db_hh));
+                }
+                LayerStep::InputGrad => {
+                    let g = self.ctx.storage("grad of the layer input", tb * i_l)?;
+                    call.path.input_grad(rec, &layer, &dgi, &g, tb)?;
+                    dx = Some(g);
+                }
+                LayerStep::Dropout => {
+                    let (seed, prob) = tape.dropout.expect("a dropout step where the tape has one");
+                    let masked = self
+                        .ctx
+                        .storage("grad of the layer input after dropout", tb * i_l)?;
+                    let mask = Dropout {
+                        seed,
+                        layer: (l - 1) as u32,
+                        prob,
+                    };
+                    let g = made(&dx).buffer();
+                    encode_dropout(rec, Io::F32, &mask, tb * i_l, g, masked.buffer())?;
+                    if let Some(g) = dx.replace(masked) {
+                        rec.scratch(g);
+                    }
+                }
+                step => unreachable!("{step:?} is not a backward step"),
             }
-            false => (None, None),
-        };
-        let dx = self.ctx.storage("grad of the layer input", tb * i_l)?;
-        call.path.input_grad(rec, &layer, &dgi, &dx, tb)?;
-        let next = match tape.dropout {
-            Some((seed, prob)) if l > 0 => {
-                let masked = self
-                    .ctx
-                    .storage("grad of the layer input after dropout", tb * i_l)?;
-                let mask = Dropout {
-                    seed,
-                    layer: (l - 1) as u32,
-                    prob,
-                };
-                encode_dropout(rec, Io::F32, &mask, tb * i_l, dx.buffer(), masked.buffer())?;
-                rec.scratch(dx);
-                masked
-            }
-            _ => dx,
-        };
-        Ok((next, [Some(dw_ih), Some(dw_hh), db_ih, db_hh]))
+        }
+        let dx = dx.expect("the input gradient step makes dL/d(input)");
+        Ok((dx, grads))
     }
 
     /// The bias gradients of a layer: the column sums of dG_i over its
@@ -390,10 +414,10 @@ impl GpuGru {
             cfg.check_state("grad_h_n", g.shape(), batch)?;
         }
         self.ctx.scoped(|| {
-            let go = self.ctx.upload_array("grad_output", grad_output.view())?;
+            let go = self.ctx.upload("grad_output", grad_output.view())?;
             let gh = grad_h_n
                 .as_ref()
-                .map(|g| self.ctx.upload_array("grad_h_n", g.view()))
+                .map(|g| self.ctx.upload("grad_h_n", g.view()))
                 .transpose()?;
             let mut rec = self.recorder();
             let out = self.record_backward(

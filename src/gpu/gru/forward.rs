@@ -4,6 +4,7 @@ use ndarray::{Array3, ArrayView3};
 
 use crate::config::ResetForm;
 use crate::error::{elements, GruError, Result};
+use crate::gpu::gru::exec::{ExecPlan, LayerStep};
 use crate::gpu::gru::io::{FlatInput, Forward, ForwardOptions, OnDevice};
 use crate::gpu::gru::products::{Layer, ProductPath};
 use crate::gpu::gru::rows::{RowsIn, RowsOut};
@@ -35,12 +36,31 @@ struct LayerCall<'a> {
     path: &'a dyn ProductPath,
 }
 
+/// The buffers one layer's steps hand on to the next steps.
+#[derive(Default)]
+struct ForwardLayerBufs {
+    /// The layer's input, `(T·B, I_l)` sequence-first.
+    xin: Option<PooledBuffer>,
+    gi: Option<std::sync::Arc<PooledBuffer>>,
+    hs: Option<PooledBuffer>,
+    gates: Option<PooledBuffer>,
+    out: Option<PooledBuffer>,
+    tape: Option<LayerTape>,
+}
+
+/// The buffer an earlier step of the layer made (the execution plan's
+/// order: see `exec.rs`'s tests).
+pub(crate) fn made<T>(b: &Option<T>) -> &T {
+    b.as_ref().expect("made by an earlier step of the layer")
+}
+
 impl GpuGru {
     /// Records the forward of the whole stack. `x` is in the caller's layout,
     /// `h0` is `(L·D, B, H)`. Without `keep_tape` no gates are written, the
     /// states of a layer are a ring of two slots, and every layer's buffers
     /// are let go after the call. The steps, in a line: the rows sorted
     /// into the order they run, layer 0's input sequence-first, each layer
+    /// as the call's [`ExecPlan`] lists its steps
     /// ([`forward_layer`](Self::forward_layer)), the output and `h_n` back
     /// in the caller's order and layout.
     #[allow(clippy::too_many_arguments)]
@@ -88,9 +108,10 @@ impl GpuGru {
             h_n: self.act("h_n", cfg.num_layers * nd * batch * h)?,
             path: path.get(),
         };
+        let exec = ExecPlan::forward(cfg, plan, dropout.is_some(), keep_tape);
         let mut layers = Vec::with_capacity(cfg.num_layers);
-        for l in 0..cfg.num_layers {
-            let (next, tape) = self.forward_layer(rec, l, &call, xin)?;
+        for (l, steps) in &exec.layers {
+            let (next, tape) = self.forward_layer(rec, *l, &call, steps, xin)?;
             xin = next;
             layers.extend(tape);
         }
@@ -146,15 +167,18 @@ impl GpuGru {
         }
     }
 
-    /// Records layer `l` of the forward on its input `xin`: the input
-    /// projection, the states from h0 (and step 0's resets), the time loop,
-    /// the layer's h_n, and dropout on its output. Returns the next layer's
-    /// input and, with the tape, the layer's tape.
+    /// Records layer `l` of the forward on its input `xin`, walking its
+    /// `steps` (see [`LayerStep`]): the input projection, the states from
+    /// h0 (and step 0's resets), the time loop, the layer's h_n, dropout on
+    /// its output, the tape. Returns the next layer's input and, with the
+    /// tape, the layer's tape; every other buffer of the layer is the
+    /// recording's.
     fn forward_layer(
         &self,
         rec: &mut Recorder,
         l: usize,
         call: &LayerCall,
+        steps: &[LayerStep],
         xin: PooledBuffer,
     ) -> Result<(PooledBuffer, Option<LayerTape>)> {
         let cfg = &self.config;
@@ -163,8 +187,6 @@ impl GpuGru {
         let (tb, state) = (t_len * batch, batch * h);
         let layer = self.layer(l);
         let lp = &self.layers[l];
-        let gi = rec.storage("gi (input projections)", tb * nd * 3 * h)?;
-        call.path.input_projection(rec, &layer, &xin, &gi, tb)?;
         // All T + 1 states for the tape; without it a ring of two.
         let slots = if call.keep_tape { t_len + 1 } else { 2 };
         // The element where slot s of direction d starts.
@@ -177,60 +199,82 @@ impl GpuGru {
             at * state
         };
         let hs_len = nd * slots * batch * h;
-        let hs = self.initial_states(rec, l, call, hs_len, slot)?;
-        // The tape's gates, where it is kept (the steps write them then only).
-        let gates = match call.keep_tape {
-            true => Some(self.act("gates", nd * t_len * batch * 4 * h)?),
-            false => None,
+        let mut b = ForwardLayerBufs {
+            xin: Some(xin),
+            ..Default::default()
         };
-        let out = self.act("layer output", tb * nd * h)?;
-        let flags_at = call.flags.map(|_| hs_len);
-        let shape = self.step_shape((t_len, batch), flags_at, &call.active);
-        let bufs = ForwardStepBufs {
-            gi: gi.buffer(),
-            w_hh_t: lp.w_hh_t.buffer(),
-            b_hh: lp.b_hh.as_ref().map(|b| b.buffer()),
-            hs: hs.buffer(),
-            out: out.buffer(),
-            gates: gates.as_ref().map(|g| g.buffer()),
-        };
-        let h0 = call.h0;
-        self.forward_loop(
-            rec,
-            call.plan.strategy,
-            call.path,
-            &layer,
-            &shape,
-            &bufs,
-            h0,
-        )?;
-        for d in 0..nd {
-            let src = (hs.buffer(), slot(d, t_len));
-            self.copy_act(rec, src, (call.h_n.buffer(), (l * nd + d) * state), state)?;
+        for step in steps {
+            match step {
+                LayerStep::InputProjection => {
+                    let gi = rec.storage("gi (input projections)", tb * nd * 3 * h)?;
+                    call.path
+                        .input_projection(rec, &layer, made(&b.xin), &gi, tb)?;
+                    b.gi = Some(gi);
+                }
+                LayerStep::InitialStates => {
+                    b.hs = Some(self.initial_states(rec, l, call, hs_len, slot)?);
+                }
+                LayerStep::TimeLoop => {
+                    // The tape's gates, where it is kept (the steps write them then only).
+                    let gates = match call.keep_tape {
+                        true => Some(self.act("gates", nd * t_len * batch * 4 * h)?),
+                        false => None,
+                    };
+                    let out = self.act("layer output", tb * nd * h)?;
+                    let flags_at = call.flags.map(|_| hs_len);
+                    let shape = self.step_shape((t_len, batch), flags_at, &call.active);
+                    let bufs = ForwardStepBufs {
+                        gi: made(&b.gi).buffer(),
+                        w_hh_t: lp.w_hh_t.buffer(),
+                        b_hh: lp.b_hh.as_ref().map(|b| b.buffer()),
+                        hs: made(&b.hs).buffer(),
+                        out: out.buffer(),
+                        gates: gates.as_ref().map(|g| g.buffer()),
+                    };
+                    let strategy = call.plan.strategy;
+                    self.forward_loop(rec, strategy, call.path, &layer, &shape, &bufs, call.h0)?;
+                    (b.gates, b.out) = (gates, Some(out));
+                }
+                LayerStep::FinalState => {
+                    for d in 0..nd {
+                        let src = (made(&b.hs).buffer(), slot(d, t_len));
+                        let dst = (call.h_n.buffer(), (l * nd + d) * state);
+                        self.copy_act(rec, src, dst, state)?;
+                    }
+                }
+                LayerStep::Dropout => {
+                    let (seed, prob) = call.dropout.expect("a dropout step where the call has one");
+                    let dropped = self.act("layer output after dropout", tb * nd * h)?;
+                    let mask = Dropout {
+                        seed,
+                        layer: l as u32,
+                        prob,
+                    };
+                    let io = Io::same(self.f16());
+                    let out = made(&b.out).buffer();
+                    encode_dropout(rec, io, &mask, tb * nd * h, out, dropped.buffer())?;
+                    if let Some(out) = b.out.replace(dropped) {
+                        rec.scratch(out);
+                    }
+                }
+                LayerStep::KeepTape => {
+                    let take =
+                        |o: &mut Option<PooledBuffer>| o.take().expect("made before the tape");
+                    let (xin, hs, gates) = (take(&mut b.xin), take(&mut b.hs), take(&mut b.gates));
+                    b.tape = Some(LayerTape { xin, hs, gates });
+                }
+                step => unreachable!("{step:?} is not a forward step"),
+            }
         }
-        let next = match call.dropout {
-            Some((seed, prob)) if l + 1 < cfg.num_layers => {
-                let dropped = self.act("layer output after dropout", tb * nd * h)?;
-                let mask = Dropout {
-                    seed,
-                    layer: l as u32,
-                    prob,
-                };
-                let io = Io::same(self.f16());
-                encode_dropout(rec, io, &mask, tb * nd * h, out.buffer(), dropped.buffer())?;
-                rec.scratch(out);
-                dropped
-            }
-            _ => out,
-        };
-        let tape = match gates {
-            Some(gates) => Some(LayerTape { xin, hs, gates }),
-            None => {
-                rec.scratch(xin);
-                rec.scratch(hs);
-                None
-            }
-        };
+        let next = b
+            .out
+            .take()
+            .expect("the time loop makes the layer's output");
+        let tape = b.tape.take();
+        // What no later layer or tape takes is the recording's.
+        for buf in [b.xin, b.hs, b.gates].into_iter().flatten() {
+            rec.scratch(buf);
+        }
         Ok((next, tape))
     }
 
@@ -445,12 +489,12 @@ impl GpuGru {
         let x = masked.as_ref().map_or(x, |m| m.view());
         self.ctx.scoped(|| {
             let mut rec = self.recorder();
-            let xb = self.ctx.upload_array("x", x.view())?;
+            let xb = self.ctx.upload("x", x.view())?;
             let xb = self.f32_to_act(&mut rec, "x (f16)", xb)?;
             let h0b = h0
                 .as_ref()
                 .map(|h| {
-                    let b = self.ctx.upload_array("h0", h.view())?;
+                    let b = self.ctx.upload("h0", h.view())?;
                     self.f32_to_act(&mut rec, "h0 (f16)", b)
                 })
                 .transpose()?;

@@ -55,10 +55,12 @@ impl<S> ForwardOptions<S> {
         self
     }
 
-    /// Training mode where `seed` is `Some`, evaluation mode otherwise.
-    pub fn train_if(mut self, seed: Option<u32>) -> Self {
-        self.train = seed;
-        self
+    test_hook! {
+        /// Training mode where `seed` is `Some`, evaluation mode otherwise.
+        pub fn train_if(mut self, seed: Option<u32>) -> Self {
+            self.train = seed;
+            self
+        }
     }
 
     /// Keeps the tape for a backward.
@@ -129,9 +131,11 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// `(output, h_n, tape)`.
-    pub fn into_parts(self) -> (Array3<f32>, Array3<f32>, Option<GpuTape>) {
-        (self.output, self.h_n, self.tape)
+    test_hook! {
+        /// `(output, h_n, tape)`.
+        pub fn into_parts(self) -> (Array3<f32>, Array3<f32>, Option<GpuTape>) {
+            (self.output, self.h_n, self.tape)
+        }
     }
 }
 

@@ -32,6 +32,7 @@
 
 mod backward;
 mod check;
+mod exec;
 mod forward;
 mod io;
 mod params;
@@ -379,10 +380,12 @@ impl GpuGru {
         self.timing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The version of the parameters: it changes with every change of them
-    /// (`set_params`, `update`).
-    pub fn params_version(&self) -> u64 {
-        self.version.load(std::sync::atomic::Ordering::Acquire)
+    test_hook! {
+        /// The version of the parameters: it changes with every change of them
+        /// (`set_params`, `update`).
+        pub fn params_version(&self) -> u64 {
+            self.version.load(std::sync::atomic::Ordering::Acquire)
+        }
     }
 
     /// Marks the parameters changed.

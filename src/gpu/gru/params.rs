@@ -155,21 +155,23 @@ impl GpuGru {
         Ok(())
     }
 
-    /// The parameter tensors on the device, in the order of the gradients of
-    /// [`GpuLayerGrads::tensors`](crate::gpu::GpuLayerGrads::tensors) layer by layer (`w_ih`, `w_hh`, `b_ih`,
-    /// `b_hh`; both directions stacked), with their lengths in floats: f32
-    /// (an f16 model's f32 masters).
-    ///
-    /// Change the parameters through [`update`](Self::update) or
-    /// [`set_params`](Self::set_params): a write into these buffers by other
-    /// means is not seen by the model (its tapes stay valid, and the copies
-    /// of the weights that the kernels read stay as they were).
-    pub fn param_buffers(&self) -> Vec<(&wgpu::Buffer, usize)> {
-        self.layers
-            .iter()
-            .flat_map(|lp| lp.f32_tensors())
-            .map(|b| (b.buffer(), b.len()))
-            .collect()
+    test_hook! {
+        /// The parameter tensors on the device, in the order of the gradients of
+        /// [`GpuLayerGrads::tensors`](crate::gpu::GpuLayerGrads::tensors) layer by layer (`w_ih`, `w_hh`, `b_ih`,
+        /// `b_hh`; both directions stacked), with their lengths in floats: f32
+        /// (an f16 model's f32 masters).
+        ///
+        /// Change the parameters through [`update`](Self::update) or
+        /// [`set_params`](Self::set_params): a write into these buffers by other
+        /// means is not seen by the model (its tapes stay valid, and the copies
+        /// of the weights that the kernels read stay as they were).
+        pub fn param_buffers(&self) -> Vec<(&wgpu::Buffer, usize)> {
+            self.layers
+                .iter()
+                .flat_map(|lp| lp.f32_tensors())
+                .map(|b| (b.buffer(), b.len()))
+                .collect()
+        }
     }
 
     /// One update of the parameters by `opt` from gradient buffers in the

@@ -224,21 +224,23 @@ impl GpuGru {
             .collect()
     }
 
-    /// The fixed rule (`TuneMode::Off`), reasoned and not measured on a GPU:
-    /// on the family of
-    /// [`GpuContext::products`](crate::gpu::GpuContext::products), the
-    /// window family's per-step products, or the tiled 64 x 64 GEMM (the
-    /// simple one where no tiled one runs) with the persistent `sequence`
-    /// loop where it applies and `step` elsewhere.
-    pub fn fallback_plan(&self, batch: usize) -> Plan {
-        let families = self.ctx.families();
-        let tiled = Family::Gemm(GemmVariant::Tile64K8);
-        let family = match self.ctx.product_kernels() {
-            Products::Windows if self.windows.is_some() => Family::Windows,
-            _ if families.contains(&tiled) => tiled,
-            _ => Family::Gemm(GemmVariant::Simple),
-        };
-        self.default_loop(family, batch)
+    test_hook! {
+        /// The fixed rule (`TuneMode::Off`), reasoned and not measured on a GPU:
+        /// on the family of
+        /// [`GpuContext::products`](crate::gpu::GpuContext::products), the
+        /// window family's per-step products, or the tiled 64 x 64 GEMM (the
+        /// simple one where no tiled one runs) with the persistent `sequence`
+        /// loop where it applies and `step` elsewhere.
+        pub fn fallback_plan(&self, batch: usize) -> Plan {
+            let families = self.ctx.families();
+            let tiled = Family::Gemm(GemmVariant::Tile64K8);
+            let family = match self.ctx.product_kernels() {
+                Products::Windows if self.windows.is_some() => Family::Windows,
+                _ if families.contains(&tiled) => tiled,
+                _ => Family::Gemm(GemmVariant::Simple),
+            };
+            self.default_loop(family, batch)
+        }
     }
 
     /// The fallback time loop of a family.

@@ -164,8 +164,8 @@ pub(crate) fn upload_perm(
     };
     let (fwd, inv) = perm_indices(perm);
     Ok(Some((
-        ctx.upload("row order", bytemuck::cast_slice(&fwd))?,
-        ctx.upload("row order, inverse", bytemuck::cast_slice(&inv))?,
+        ctx.upload("row order", bytemuck::cast_slice::<_, f32>(&fwd))?,
+        ctx.upload("row order, inverse", bytemuck::cast_slice::<_, f32>(&inv))?,
     )))
 }
 

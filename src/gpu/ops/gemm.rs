@@ -185,8 +185,8 @@ impl GemmVariant {
         GemmVariant::Subgroup128K16,
     ];
 
-    /// The variant's stable name (no spaces, no `/`).
-    pub fn name(self) -> &'static str {
+    /// The variant's stable name (no spaces, no `/`; its `Display`).
+    pub(crate) fn name(self) -> &'static str {
         match self {
             GemmVariant::Simple => "simple",
             GemmVariant::Tile64K8 => "tile64-k8",
@@ -197,9 +197,11 @@ impl GemmVariant {
         }
     }
 
-    /// The variant of this name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|v| v.name() == name)
+    test_hook! {
+        /// The variant of this name.
+        pub fn from_name(name: &str) -> Option<Self> {
+            Self::ALL.iter().copied().find(|v| v.name() == name)
+        }
     }
 
     /// `(block rows, block columns, K step)` of a `tiled` variant.
@@ -213,13 +215,15 @@ impl GemmVariant {
         }
     }
 
-    /// Bytes of workgroup memory a workgroup uses.
-    pub fn workgroup_bytes(self) -> u32 {
-        match (self, self.tile()) {
-            (_, None) => 0,
-            // Bs and a counter.
-            (GemmVariant::Subgroup128K16, Some((_, bn, bk))) => (4 * bk * bn + 4) as u32,
-            (_, Some((bm, bn, bk))) => (4 * bk * (bm + bn)) as u32,
+    test_hook! {
+        /// Bytes of workgroup memory a workgroup uses.
+        pub fn workgroup_bytes(self) -> u32 {
+            match (self, self.tile()) {
+                (_, None) => 0,
+                // Bs and a counter.
+                (GemmVariant::Subgroup128K16, Some((_, bn, bk))) => (4 * bk * bn + 4) as u32,
+                (_, Some((bm, bn, bk))) => (4 * bk * (bm + bn)) as u32,
+            }
         }
     }
 
@@ -228,59 +232,61 @@ impl GemmVariant {
         self == GemmVariant::Subgroup128K16
     }
 
-    /// Whether the variant runs on a device with these limits and features,
-    /// and why not where it does not.
-    pub fn check(
-        self,
-        limits: &wgpu::Limits,
-        features: wgpu::Features,
-    ) -> std::result::Result<(), String> {
-        let Some(_) = self.tile() else {
-            return Ok(());
-        };
-        if self.subgroups() && !features.contains(wgpu::Features::SUBGROUP) {
-            return Err(format!(
-                "GEMM variant `{}`: the device lacks subgroup operations (wgpu::Features::SUBGROUP)",
-                self.name()
-            ));
-        }
-        // `tiled`: 16 x 16 threads; `shared_a`: 256 x 1.
-        let (x, y) = if self.subgroups() { (256, 1) } else { (16, 16) };
-        let need = [
-            (
-                "max_compute_invocations_per_workgroup",
-                limits.max_compute_invocations_per_workgroup,
-                256,
-            ),
-            (
-                "max_compute_workgroup_size_x",
-                limits.max_compute_workgroup_size_x,
-                x,
-            ),
-            (
-                "max_compute_workgroup_size_y",
-                limits.max_compute_workgroup_size_y,
-                y,
-            ),
-            (
-                "max_compute_workgroup_storage_size",
-                limits.max_compute_workgroup_storage_size,
-                self.workgroup_bytes(),
-            ),
-        ];
-        let missing: Vec<String> = need
-            .iter()
-            .filter(|(_, has, min)| has < min)
-            .map(|(name, has, min)| format!("{name}: has {has}, needs at least {min}"))
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "GEMM variant `{}`: {}",
-                self.name(),
-                missing.join("; ")
-            ))
+    test_hook! {
+        /// Whether the variant runs on a device with these limits and features,
+        /// and why not where it does not.
+        pub fn check(
+            self,
+            limits: &wgpu::Limits,
+            features: wgpu::Features,
+        ) -> std::result::Result<(), String> {
+            let Some(_) = self.tile() else {
+                return Ok(());
+            };
+            if self.subgroups() && !features.contains(wgpu::Features::SUBGROUP) {
+                return Err(format!(
+                    "GEMM variant `{}`: the device lacks subgroup operations (wgpu::Features::SUBGROUP)",
+                    self.name()
+                ));
+            }
+            // `tiled`: 16 x 16 threads; `shared_a`: 256 x 1.
+            let (x, y) = if self.subgroups() { (256, 1) } else { (16, 16) };
+            let need = [
+                (
+                    "max_compute_invocations_per_workgroup",
+                    limits.max_compute_invocations_per_workgroup,
+                    256,
+                ),
+                (
+                    "max_compute_workgroup_size_x",
+                    limits.max_compute_workgroup_size_x,
+                    x,
+                ),
+                (
+                    "max_compute_workgroup_size_y",
+                    limits.max_compute_workgroup_size_y,
+                    y,
+                ),
+                (
+                    "max_compute_workgroup_storage_size",
+                    limits.max_compute_workgroup_storage_size,
+                    self.workgroup_bytes(),
+                ),
+            ];
+            let missing: Vec<String> = need
+                .iter()
+                .filter(|(_, has, min)| has < min)
+                .map(|(name, has, min)| format!("{name}: has {has}, needs at least {min}"))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "GEMM variant `{}`: {}",
+                    self.name(),
+                    missing.join("; ")
+                ))
+            }
         }
     }
 

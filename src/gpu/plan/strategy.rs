@@ -15,24 +15,34 @@ pub struct Strategy {
 
 #[allow(non_upper_case_globals)]
 impl Strategy {
-    /// One dispatch per step; one thread computes one hidden unit of four
-    /// batch rows, looping over all of K (`step` of the step shaders).
-    pub const Step: Strategy = Strategy::of("step");
-    /// One dispatch for all T steps: a 64-thread workgroup owns four batch
-    /// rows of one direction (`sequence`); H <= 256.
-    pub const Sequence: Strategy = Strategy::of("sequence");
-    /// Per step, the recurrent product through the family's matrix-product
-    /// kernel, then a step that applies the gates (`step` with `PRECOMPUTED`).
-    pub const Products: Strategy = Strategy::of("products");
-    /// One dispatch per step; a 256-thread workgroup computes 4 hidden units
-    /// of 4 batch rows, the product split along K over 64 slices and reduced
-    /// in workgroup memory (`splitk`): many workgroups at small batches.
-    pub const SplitK: Strategy = Strategy::of("splitk");
-    /// One dispatch for all T steps: a workgroup of 256 to 1024 threads owns
-    /// one batch row of one direction and keeps `W_hh` in its threads'
-    /// private memory (`resident`); H <= 85 at 256 threads, 128 at 512,
-    /// 170 at 1024.
-    pub const Resident: Strategy = Strategy::of("resident");
+    test_hook! {
+        /// One dispatch per step; one thread computes one hidden unit of four
+        /// batch rows, looping over all of K (`step` of the step shaders).
+        pub const Step: Strategy = Strategy::of("step");
+    }
+    test_hook! {
+        /// One dispatch for all T steps: a 64-thread workgroup owns four batch
+        /// rows of one direction (`sequence`); H <= 256.
+        pub const Sequence: Strategy = Strategy::of("sequence");
+    }
+    test_hook! {
+        /// Per step, the recurrent product through the family's matrix-product
+        /// kernel, then a step that applies the gates (`step` with `PRECOMPUTED`).
+        pub const Products: Strategy = Strategy::of("products");
+    }
+    test_hook! {
+        /// One dispatch per step; a 256-thread workgroup computes 4 hidden units
+        /// of 4 batch rows, the product split along K over 64 slices and reduced
+        /// in workgroup memory (`splitk`): many workgroups at small batches.
+        pub const SplitK: Strategy = Strategy::of("splitk");
+    }
+    test_hook! {
+        /// One dispatch for all T steps: a workgroup of 256 to 1024 threads owns
+        /// one batch row of one direction and keeps `W_hh` in its threads'
+        /// private memory (`resident`); H <= 85 at 256 threads, 128 at 512,
+        /// 170 at 1024.
+        pub const Resident: Strategy = Strategy::of("resident");
+    }
 
     /// Every strategy, the fallback first: one per loop description.
     pub const ALL: &'static [Strategy] = &ALL_LOOPS;
@@ -52,14 +62,16 @@ impl Strategy {
         panic!("no time loop of that name")
     }
 
-    /// The strategy's stable name (no spaces, no `/`).
-    pub fn name(self) -> &'static str {
+    /// The strategy's stable name (no spaces, no `/`; its `Display`).
+    pub(crate) fn name(self) -> &'static str {
         self.name
     }
 
-    /// The strategy of this name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|v| v.name() == name)
+    test_hook! {
+        /// The strategy of this name.
+        pub fn from_name(name: &str) -> Option<Self> {
+            Self::ALL.iter().copied().find(|v| v.name() == name)
+        }
     }
 
     /// The loop's description.
@@ -67,20 +79,22 @@ impl Strategy {
         TimeLoop::named(self.name).expect("every strategy names a loop")
     }
 
-    /// Whether the strategy runs a layer of hidden size `hidden` on a batch
-    /// of `batch` rows on a device with these limits and features, and why
-    /// not where it does not (`windows`: the products are the window
-    /// family's).
-    pub fn check(
-        self,
-        hidden: usize,
-        batch: usize,
-        limits: &wgpu::Limits,
-        features: wgpu::Features,
-        windows: bool,
-    ) -> std::result::Result<(), String> {
-        let _ = (batch, features, windows);
-        self.time_loop().check(hidden, limits)
+    test_hook! {
+        /// Whether the strategy runs a layer of hidden size `hidden` on a batch
+        /// of `batch` rows on a device with these limits and features, and why
+        /// not where it does not (`windows`: the products are the window
+        /// family's).
+        pub fn check(
+            self,
+            hidden: usize,
+            batch: usize,
+            limits: &wgpu::Limits,
+            features: wgpu::Features,
+            windows: bool,
+        ) -> std::result::Result<(), String> {
+            let _ = (batch, features, windows);
+            self.time_loop().check(hidden, limits)
+        }
     }
 }
 
