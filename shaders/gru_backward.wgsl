@@ -74,6 +74,13 @@ override RB_HALF: bool = false;
 @group(0) @binding(7) var<storage, read_write> dh: array<f32>;
 @group(0) @binding(8) var<storage, read_write> gwin: array<f32>;
 
+// The offset in dh of the slot that carries dL/dh_s into step s, direction
+// d: slot (s + 1) mod 2, where step s + 1 left it (for s = T - 1, where the
+// host put grad_h_n); s >= -1.
+fn dh_next_slot(d: u32, s: i32) -> u32 {
+    return (d * 2u + u32(s + 3) % 2u) * P.batch * P.hidden;
+}
+
 // The gate gradients of unit j, batch row b, direction d at step su (time t)
 // from dh_s = dhs: writes dG_h (processing order) and dG_i (time order) and
 // returns dG_h of the unit's r, z, n rows. Shared by `step` and `sequence`.
@@ -220,12 +227,11 @@ fn step(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) 
     let T = P.t_len;
     let s = P.s;
     let h3 = 3u * H;
-    let slot_next = u32(s + 3) % 2u;
-    let dh_next = (at.d * 2u + slot_next) * B * H;
+    let dh_next = dh_next_slot(at.d, s);
 
     var carry = vec4<f32>(0.0);
     if (s == i32(T) - 1) {
-        // The host put grad_h_n in slot T mod 2 = slot_next.
+        // The host put grad_h_n in slot T mod 2, this one.
         for (var i = 0u; i < 4u; i = i + 1u) {
             carry[i] = dh[dh_next + at.rows[i] * H + at.j];
         }
@@ -381,8 +387,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();
 
     for (var si = first; si >= last; si = si - 1) {
-        let slot_next = u32(si + 3) % 2u;
-        let dh_next = (at.d * 2u + slot_next) * B * H;
+        let dh_next = dh_next_slot(at.d, si);
         for (var u = 0u; u < at.units; u = u + 1u) {
             let j = lid.x + 64u * u;
             if (j < H) {
@@ -472,8 +477,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
     let T = P.t_len;
     let s = P.s;
     let h3 = 3u * H;
-    let slot_next = u32(s + 3) % 2u;
-    let dh_next = (at.d * 2u + slot_next) * B * H;
+    let dh_next = dh_next_slot(at.d, s);
 
     var carry = vec4<f32>(0.0);
     if (s != i32(T) - 1) {
@@ -498,7 +502,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
     if (at.q < SK_ROWS && j < H && b < B) {
         var c: f32;
         if (s == i32(T) - 1) {
-            // The host put grad_h_n in slot T mod 2 = slot_next.
+            // The host put grad_h_n in slot T mod 2, this one.
             c = dh[dh_next + b * H + j];
         } else {
             let z = f32(gates[((at.d * T + u32(s + 1)) * B + b) * 4u * H + H + j]);
@@ -566,7 +570,7 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();
 
     for (var si = first; si >= last; si = si - 1) {
-        let dh_next = (at.d * 2u + u32(si + 3) % 2u) * B * H;
+        let dh_next = dh_next_slot(at.d, si);
         if (si != i32(T) - 1) {
             var a = 0.0;
             let kl = select(0u, at.klen, rows_active_s(at.d, u32(si + 1), at.b, 1u));

@@ -326,6 +326,19 @@ var<workgroup> h_sh: array<f32, SEQ_ROWS * SEQ_HMAX>;
 var<workgroup> rh_sh: array<f32, SEQ_ROWS * SEQ_HMAX>;
 var<private> wp: array<f32, SEQ_PRIVATE>;
 
+// The r, z and n entries of W_hhᵀ's row k for unit j, the thread's u-th
+// (`wb`: direction d's offset in W_hhᵀ): from private memory with W_PRIVATE,
+// else from storage.
+fn seq_w(u: u32, j: u32, k: u32, wb: u32) -> vec3<f32> {
+    let H = P.hidden;
+    if (W_PRIVATE) {
+        let o = (u * 3u) * H + k;
+        return vec3<f32>(wp[o], wp[o + H], wp[o + 2u * H]);
+    }
+    let w = wb + k * (3u * H) + j;
+    return vec3<f32>(f32(w_hhT[w]), f32(w_hhT[w + H]), f32(w_hhT[w + 2u * H]));
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let at = seq_at(wid_in);
@@ -373,19 +386,9 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                     let kmax = select(0u, H, live);
                     for (var k = 0u; k < kmax; k = k + 1u) {
                         let hv = vec4<f32>(h_sh[k], h_sh[at.r1 * SEQ_HMAX + k], h_sh[at.r2 * SEQ_HMAX + k], h_sh[at.r3 * SEQ_HMAX + k]);
-                        var wr: f32;
-                        var wz: f32;
-                        if (W_PRIVATE) {
-                            let o = (u * 3u) * H + k;
-                            wr = wp[o];
-                            wz = wp[o + H];
-                        } else {
-                            let w = wb + k * h3 + j;
-                            wr = f32(w_hhT[w]);
-                            wz = f32(w_hhT[w + H]);
-                        }
-                        ar = fma(hv, vec4<f32>(wr), ar);
-                        az = fma(hv, vec4<f32>(wz), az);
+                        let w = seq_w(u, j, k, wb);
+                        ar = fma(hv, vec4<f32>(w.x), ar);
+                        az = fma(hv, vec4<f32>(w.y), az);
                     }
                     let bh = gh_bias(at.d, j);
                     for (var i = 0u; i < at.nrows; i = i + 1u) {
@@ -409,23 +412,10 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         // gh_n = W_hn (r * h)
                         hv = vec4<f32>(rh_sh[k], rh_sh[at.r1 * SEQ_HMAX + k], rh_sh[at.r2 * SEQ_HMAX + k], rh_sh[at.r3 * SEQ_HMAX + k]);
                     }
-                    var wr: f32;
-                    var wz: f32;
-                    var wn: f32;
-                    if (W_PRIVATE) {
-                        let o = (u * 3u) * H + k;
-                        wr = wp[o];
-                        wz = wp[o + H];
-                        wn = wp[o + 2u * H];
-                    } else {
-                        let w = wb + k * h3 + j;
-                        wr = f32(w_hhT[w]);
-                        wz = f32(w_hhT[w + H]);
-                        wn = f32(w_hhT[w + 2u * H]);
-                    }
-                    ar = fma(hv, vec4<f32>(wr), ar);
-                    az = fma(hv, vec4<f32>(wz), az);
-                    an = fma(hv, vec4<f32>(wn), an);
+                    let w = seq_w(u, j, k, wb);
+                    ar = fma(hv, vec4<f32>(w.x), ar);
+                    az = fma(hv, vec4<f32>(w.y), az);
+                    an = fma(hv, vec4<f32>(w.z), an);
                 }
                 let bh = gh_bias(at.d, j);
                 for (var i = 0u; i < at.nrows; i = i + 1u) {
@@ -580,33 +570,51 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     for (var s = s0; s < s1; s = s + 1u) {
         let t = time_of(at.d, s);
         let kl = select(0u, at.klen, rows_active(t, at.b, 1u));
-        if (RB) {
-            // The reset-before step in two halves (as `rb_rz`, then `step`
-            // with RB): r and z, r * h into res_rh (and the scratch), then
-            // gh_n = W_hn (r * h) and the gates.
-            var pr = 0.0;
-            var pz = 0.0;
-            for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
-                if (kk < kl) {
-                    let hv = res_h[at.k0 + kk];
-                    pr = fma(hv, rw[kk], pr);
-                    pz = fma(hv, rw[RES_KMAX + kk], pz);
+        // This thread's slices of the products with h: r, z and n (r and z
+        // only in the reset-before form, whose n product takes r * h).
+        var ar = 0.0;
+        var az = 0.0;
+        var an = 0.0;
+        for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
+            if (kk < kl) {
+                let hv = res_h[at.k0 + kk];
+                ar = fma(hv, rw[kk], ar);
+                az = fma(hv, rw[RES_KMAX + kk], az);
+                if (!RB) {
+                    an = fma(hv, rw[2u * RES_KMAX + kk], an);
                 }
             }
-            if (at.q < at.slices) {
-                res_red[at.q * H + at.j] = pr;
-                res_red[(at.slices + at.q) * H + at.j] = pz;
+        }
+        if (at.q < at.slices) {
+            res_red[at.q * H + at.j] = ar;
+            res_red[(at.slices + at.q) * H + at.j] = az;
+            if (!RB) {
+                res_red[(2u * at.slices + at.q) * H + at.j] = an;
             }
-            workgroupBarrier();
-            if (at.q == 0u) {
-                var sr = 0.0;
-                var sz = 0.0;
-                for (var p = 0u; p < at.slices; p = p + 1u) {
-                    sr = sr + res_red[p * H + at.j];
-                    sz = sz + res_red[(at.slices + p) * H + at.j];
+        }
+        workgroupBarrier();
+        if (at.q == 0u) {
+            var sr = 0.0;
+            var sz = 0.0;
+            var sn = 0.0;
+            for (var p = 0u; p < at.slices; p = p + 1u) {
+                sr = sr + res_red[p * H + at.j];
+                sz = sz + res_red[(at.slices + p) * H + at.j];
+                if (!RB) {
+                    sn = sn + res_red[(2u * at.slices + p) * H + at.j];
                 }
+            }
+            if (RB) {
+                // The first half of a reset-before step (as `rb_rz`): r and
+                // z, r * h into res_rh (and the scratch).
                 res_rh[at.j] = rb_half(at.d, t, at.b, at.j, sr + bh.x, sz + bh.y, res_h[at.j]);
+            } else {
+                res_h[at.j] = gate_step(at.d, s, t, at.b, at.j, sr + bh.x, sz + bh.y, sn + bh.z);
             }
+        }
+        if (RB) {
+            // The second half (as `step` with RB): gh_n = W_hn (r * h) and
+            // the gates.
             workgroupBarrier();
             var pn = 0.0;
             for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
@@ -625,36 +633,6 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 }
                 res_h[at.j] = gate_step(at.d, s, t, at.b, at.j, 0.0, 0.0, sn + bh.z);
             }
-            workgroupBarrier();
-            continue;
-        }
-        var ar = 0.0;
-        var az = 0.0;
-        var an = 0.0;
-        for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
-            if (kk < kl) {
-                let hv = res_h[at.k0 + kk];
-                ar = fma(hv, rw[kk], ar);
-                az = fma(hv, rw[RES_KMAX + kk], az);
-                an = fma(hv, rw[2u * RES_KMAX + kk], an);
-            }
-        }
-        if (at.q < at.slices) {
-            res_red[at.q * H + at.j] = ar;
-            res_red[(at.slices + at.q) * H + at.j] = az;
-            res_red[(2u * at.slices + at.q) * H + at.j] = an;
-        }
-        workgroupBarrier();
-        if (at.q == 0u) {
-            var sr = 0.0;
-            var sz = 0.0;
-            var sn = 0.0;
-            for (var p = 0u; p < at.slices; p = p + 1u) {
-                sr = sr + res_red[p * H + at.j];
-                sz = sz + res_red[(at.slices + p) * H + at.j];
-                sn = sn + res_red[(2u * at.slices + p) * H + at.j];
-            }
-            res_h[at.j] = gate_step(at.d, s, t, at.b, at.j, sr + bh.x, sz + bh.y, sn + bh.z);
         }
         workgroupBarrier();
     }
