@@ -550,8 +550,8 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     let h3 = 3u * H;
     let at = res_at(wid_in, li, h3);
     let wb = at.d * h3 * H + at.j;
-    for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
-        if (kk < at.klen) {
+    for (var kk = 0u; kk < 3u * RES_KMAX; kk = kk + 1u) { // unroll
+        if (kk < 3u * RES_L && kk < at.klen) {
             rw[kk] = f32(w_hh[wb + (at.k0 + kk) * H]);
         }
     }
@@ -574,9 +574,9 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         if (si != i32(T) - 1) {
             var a = 0.0;
             let kl = select(0u, at.klen, rows_active_s(at.d, u32(si + 1), at.b, 1u));
-            for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
+            for (var kk = 0u; kk < 3u * RES_KMAX; kk = kk + 1u) { // unroll
                 // RB: the carry takes the r and z rows only (see RB).
-                if (kk < kl && (!RB || at.k0 + kk < 2u * H)) {
+                if (kk < 3u * RES_L && kk < kl && (!RB || at.k0 + kk < 2u * H)) {
                     a = fma(res_g[at.k0 + kk], rw[kk], a);
                 }
             }
@@ -615,8 +615,8 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             let su = u32(si);
             var a2 = 0.0;
             let kl2 = select(0u, at.klen, rows_active_s(at.d, su, at.b, 1u));
-            for (var kk = 0u; kk < RES_KMAX3; kk = kk + 1u) {
-                if (kk < kl2 && at.k0 + kk >= 2u * H) {
+            for (var kk = 0u; kk < 3u * RES_KMAX; kk = kk + 1u) { // unroll
+                if (kk < 3u * RES_L && kk < kl2 && at.k0 + kk >= 2u * H) {
                     a2 = fma(res_g[at.k0 + kk], rw[kk], a2);
                 }
             }

@@ -521,8 +521,10 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
 // another. With S = RES_WG / H slices of L = ceil(H / S) <= RES_KMAX rows of
 // W_hhᵀ (the host checks), thread li owns unit j = li mod H and K-slice
 // q = li / H (k in [qL, qL + L)): it keeps W_hhᵀ[k, j], [k, H+j], [k, 2H+j]
-// of its slice in `rw` (3·RES_KMAX floats, loops of constant trip count so
-// that compilers may keep them in registers). Each step: partial dot
+// of its slice in `rw` (3·RES_KMAX floats; the loops over it are marked
+// `// unroll`, which the host writes out, so that every index into `rw` is
+// a constant and compilers keep it in registers: wgpu's loop bounding keeps
+// them from unrolling loops themselves). Each step: partial dot
 // products of the state (res_h, workgroup memory) with the slice into
 // res_red, a barrier, then thread (j, q = 0) sums the S partials in order
 // q = 0, 1, ... (reproducible), applies the gate math as `step` and writes
@@ -549,8 +551,8 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
     let at = res_at(wid_in, li, H);
     let h3 = 3u * H;
     let wb = at.d * H * h3 + at.j;
-    for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
-        if (kk < at.klen) {
+    for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) { // unroll
+        if (kk < RES_L && kk < at.klen) {
             let w = wb + (at.k0 + kk) * h3;
             rw[kk] = f32(w_hhT[w]);
             rw[RES_KMAX + kk] = f32(w_hhT[w + H]);
@@ -575,8 +577,8 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         var ar = 0.0;
         var az = 0.0;
         var an = 0.0;
-        for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
-            if (kk < kl) {
+        for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) { // unroll
+            if (kk < RES_L && kk < kl) {
                 let hv = res_h[at.k0 + kk];
                 ar = fma(hv, rw[kk], ar);
                 az = fma(hv, rw[RES_KMAX + kk], az);
@@ -617,8 +619,8 @@ fn resident(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
             // the gates.
             workgroupBarrier();
             var pn = 0.0;
-            for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) {
-                if (kk < kl) {
+            for (var kk = 0u; kk < RES_KMAX; kk = kk + 1u) { // unroll
+                if (kk < RES_L && kk < kl) {
                     pn = fma(res_rh[at.k0 + kk], rw[2u * RES_KMAX + kk], pn);
                 }
             }

@@ -107,6 +107,12 @@ fn sk_reduce(n: u32, q: u32, li: u32) {
 // j = li mod H and slice q = li / H, rows [k0, k0 + klen) (klen 0 past the
 // `slices` that are needed).
 override RES_WG: u32 = 256u;
+// The rows of the product a thread may own (forward: of W_hhᵀ, H rows;
+// backward: 3·RES_L of W_hh's 3H): what the host chose RES_WG for, at most
+// RES_KMAX. Iterations of the written-out loops past it are dead, so a
+// thread keeps 3·RES_L weights in registers, within the registers a thread
+// of RES_WG has (64 at 1024 threads on NVIDIA and on GCN).
+override RES_L: u32 = RES_KMAX;
 
 struct ResAt {
     b: u32, d: u32, j: u32, q: u32,

@@ -219,8 +219,18 @@ fn the_ranges_of_the_checks() {
         max_compute_workgroup_size_x: 1024,
         ..Default::default()
     };
-    for (limits, hmax) in [(&webgpu, 85), (&big, 170)] {
-        for h in [1, 5, 33, 64, hmax] {
+    let mid = wgpu::Limits {
+        max_compute_invocations_per_workgroup: 512,
+        max_compute_workgroup_size_x: 512,
+        ..Default::default()
+    };
+    // 1024 threads take H <= 113 (13 rows a thread: 64 registers), 512
+    // up to 128, 256 up to 85: the largest allowed size that fits.
+    for (limits, hmax) in [(&webgpu, 85), (&mid, 128), (&big, 128)] {
+        for h in [1, 5, 33, 64, 85, 113, 114, hmax] {
+            if h > hmax {
+                continue;
+            }
             Strategy::Resident.check(h, 1, limits, f, false).unwrap();
         }
         assert!(Strategy::Resident
@@ -241,4 +251,63 @@ fn the_ranges_of_the_checks() {
     };
     assert!(Strategy::SplitK.check(8, 1, &small, f, false).is_err());
     assert!(Strategy::Resident.check(8, 1, &small, f, false).is_err());
+}
+
+/// The loops the host writes out for GPUs (`// unroll`: `resident`'s slice
+/// of W_hh kept in registers) compute bitwise what the loops do: on this
+/// adapter, every plan that runs `resident`, in the plain and the
+/// reset-before form, stacked and bidirectional, forward and backward, with
+/// the loops written out and without. (CPU adapters run the loops; GPUs the
+/// written-out form, which this is the one run of. SwiftShader is left
+/// out: its compiler took over 20 GB on the written-out reset-before kernels.)
+#[test]
+fn the_written_out_loops_compute_bitwise_what_the_loops_do() {
+    let Some(base) = common::gpu() else {
+        return;
+    };
+    if base.adapter().name.contains("SwiftShader") {
+        eprintln!("not run: SwiftShader (see the test's note)");
+        return;
+    }
+    let open = |unroll: bool| {
+        GpuContext::with_options(gru_wgpu::gpu::ContextOptions {
+            unroll: Some(unroll),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let (rolled, unrolled) = (open(false), open(true));
+    let cases = [
+        common::case(
+            GruConfig::new(4, 24).layers(2).bidirectional(true),
+            5,
+            3,
+            true,
+            1,
+        ),
+        common::case(GruConfig::new(3, 70).reset_before(true), 4, 2, false, 2),
+        common::case(
+            GruConfig::new(5, 9).reset_before(true).bidirectional(true),
+            3,
+            5,
+            true,
+            3,
+        ),
+    ];
+    let mut ran = 0;
+    for plan in common::check::coverage_plans(&unrolled) {
+        if plan.strategy != Strategy::Resident {
+            continue;
+        }
+        for (i, case) in cases.iter().enumerate() {
+            if !common::applies(&unrolled, &case.config, case.batch, plan, "written out") {
+                continue;
+            }
+            let a = case.run_gpu_plan(&rolled, None, Some(plan)).unwrap();
+            let b = case.run_gpu_plan(&unrolled, None, Some(plan)).unwrap();
+            common::assert_same(&a, &b, &format!("{plan}, case {i}"));
+            ran += 1;
+        }
+    }
+    assert!(ran > 0, "no resident plan ran");
 }

@@ -61,6 +61,11 @@ pub struct ContextOptions {
     /// driver that ends long loops early then gives wrong numbers).
     #[cfg(feature = "test-hooks")]
     pub loop_share: Option<f64>,
+    /// A testing aid: whether shaders are compiled with their `// unroll`
+    /// loops written out (`None`: on GPUs, not on CPU adapters), so that a
+    /// test runs the GPUs' form on a CPU adapter.
+    #[cfg(feature = "test-hooks")]
+    pub unroll: Option<bool>,
     /// Bytes of free device buffers the context keeps for reuse. `None`
     /// takes 256 MiB; `Some(0)` keeps none.
     ///
@@ -218,6 +223,10 @@ impl GpuContext {
         #[cfg(feature = "test-hooks")]
         if let Some(share) = options.loop_share {
             dev.loop_share = share;
+        }
+        #[cfg(feature = "test-hooks")]
+        if let Some(unroll) = options.unroll {
+            dev.unroll = unroll;
         }
         let fit = windows_fit(&dev.limits);
         let forced = forced_products(options);

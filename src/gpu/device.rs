@@ -59,6 +59,12 @@ pub(crate) struct Device {
     /// The share of the loop iterations seen to run that one invocation may
     /// be given (see [`loop_budget`](Self::loop_budget)).
     pub(crate) loop_share: f64,
+    /// Whether the shaders are compiled with their `// unroll` loops written
+    /// out (`pipeline/unroll.rs`): on GPUs, whose registers it is for; not
+    /// on CPU adapters, whose compilers keep private arrays in memory at no
+    /// cost and where SwiftShader's compiler took over 20 GB on the
+    /// written-out reset-before `resident`.
+    pub(crate) unroll: bool,
     /// The destination of the empty copy that asks wgpu-core which device
     /// made a caller's buffer (see [`check_owned`](Self::check_owned)).
     probe: wgpu::Buffer,
@@ -88,6 +94,7 @@ impl Device {
         own_handlers: bool,
         (budget, max_idle): (u64, std::time::Duration),
     ) -> Self {
+        let cpu = summary.is_cpu();
         let uncaptured = Arc::new(Mutex::new(None));
         let lost = Arc::new(Mutex::new(None));
         if own_handlers {
@@ -141,6 +148,7 @@ impl Device {
             uncaptured,
             loop_limit: None,
             loop_share: LOOP_SHARE,
+            unroll: !cpu,
         }
     }
 

@@ -3,6 +3,8 @@
 //! and override constants; grids larger than the device allows, split into
 //! pieces. It knows the device layer and nothing above it.
 
+mod unroll;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -117,8 +119,16 @@ shared_consts! {
 /// the aliases of [`TYPE_ALIASES`] (`f32` unless `types` says otherwise),
 /// the constants of [`SHARED_CONSTS`], `common.wgsl`, the file, and the
 /// part it shares with another (`gemm_shared.wgsl`, `gru_shared.wgsl`: see
-/// [`shared_part`]).
+/// [`shared_part`]), with the loops marked `// unroll` written out
+/// ([`unroll::unroll`]).
+#[cfg(any(test, feature = "test-hooks"))]
 pub(crate) fn compose(file: &str, body: &str, types: &[(&str, &str)]) -> String {
+    compose_for(file, body, types, true)
+}
+
+/// [`compose`], with the `// unroll` loops written out only where `unroll`
+/// (a device's choice: `Device::unroll`).
+pub(crate) fn compose_for(file: &str, body: &str, types: &[(&str, &str)], unroll: bool) -> String {
     let mut head = String::new();
     if types.iter().any(|&(_, t)| t == "f16") {
         head.push_str("enable f16;\n");
@@ -133,7 +143,11 @@ pub(crate) fn compose(file: &str, body: &str, types: &[(&str, &str)]) -> String 
     for (name, v) in SHARED_CONSTS {
         head.push_str(&format!("const {name}: u32 = {v}u;\n"));
     }
-    format!("{head}{COMMON}\n{body}\n{}", shared_part(file))
+    let src = format!("{head}{COMMON}\n{body}\n{}", shared_part(file));
+    match unroll {
+        true => unroll::unroll(&src),
+        false => src,
+    }
 }
 
 /// What a binding of a kernel is.
@@ -378,7 +392,7 @@ impl Pipelines {
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(spec.file),
                             source: wgpu::ShaderSource::Wgsl(
-                                compose(spec.file, spec.source, spec.types).into(),
+                                compose_for(spec.file, spec.source, spec.types, dev.unroll).into(),
                             ),
                         })
                 });

@@ -195,20 +195,41 @@ pub(crate) use crate::gpu::pipeline::shared::{
 /// The workgroup sizes `resident` is built with (`RES_WG`), largest first.
 pub(crate) const RES_SIZES: [u32; 3] = [RES_WG_MAX as u32, 512, 256];
 
-/// The workgroup size of `resident` on a device with these limits: the
-/// largest of [`RES_SIZES`] it allows.
-pub(crate) fn resident_wg(limits: &wgpu::Limits) -> Option<u32> {
+/// The workgroup size of `resident` for hidden size `hidden` on a device
+/// with these limits: the largest of [`RES_SIZES`] it allows whose threads
+/// can own their rows ([`resident_fits`]), else the largest it allows
+/// (which [`resident_fits`] then refuses).
+pub(crate) fn resident_wg(limits: &wgpu::Limits, hidden: usize) -> Option<u32> {
     let most = limits
         .max_compute_invocations_per_workgroup
         .min(limits.max_compute_workgroup_size_x);
-    RES_SIZES.iter().copied().find(|&w| w <= most)
+    let allowed = || RES_SIZES.iter().copied().filter(move |&w| w <= most);
+    allowed()
+        .find(|&w| resident_fits(hidden, w))
+        .or_else(|| allowed().next())
+}
+
+/// The registers a thread of a `wg`-thread workgroup has on the GPUs the
+/// kernels are shaped for: a 64 K-register file per NVIDIA SM (65536 / wg),
+/// and on AMD's GCN 256 VGPRs per lane shared by the waves a workgroup puts
+/// on one SIMD (the same 65536 / wg); RDNA has more.
+fn registers_per_thread(wg: u32) -> usize {
+    65536 / wg as usize
+}
+
+/// `RES_L`: the rows of the product a thread of `resident` with `wg`
+/// threads owns at most (3·RES_L floats of W_hh in its registers, beside
+/// about 24 for the rest, as AMD's compiler counts them: `kernel-stats`),
+/// at most `RES_KMAX`: 13 at 1024 threads, 32 at 512 and 256.
+pub(crate) fn resident_rows(wg: u32) -> usize {
+    (registers_per_thread(wg).saturating_sub(24) / 3).min(RES_KMAX)
 }
 
 /// Whether `resident` with `wg` threads runs hidden size `h`: one K-slice
-/// per `wg / h` threads of a unit, each of at most `RES_KMAX` rows.
+/// per `wg / h` threads of a unit, each of at most [`resident_rows`] rows.
 pub(crate) fn resident_fits(h: usize, wg: u32) -> bool {
-    let wg = wg as usize;
-    (1..=RES_HMAX).contains(&h) && h <= wg && h.div_ceil(wg / h) <= RES_KMAX
+    let (wgu, rows) = (wg as usize, resident_rows(wg));
+    (1..=RES_HMAX).contains(&h) && h <= wgu && h.div_ceil(wgu / h) <= rows
 }
 
 /// Whether the persistent kernels can keep a thread's columns of W_hh in

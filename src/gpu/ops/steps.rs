@@ -21,8 +21,8 @@ use std::sync::OnceLock;
 
 use crate::error::{GruError, Result};
 use crate::gpu::ops::common::{
-    resident_fits, resident_wg, run_persistent, steps_per_dispatch, StepShape, RES_HMAX, RES_KMAX,
-    RES_SIZES, SEQ_HMAX, SEQ_ROWS,
+    resident_fits, resident_rows, resident_wg, run_persistent, steps_per_dispatch, StepShape,
+    RES_HMAX, RES_SIZES, SEQ_HMAX, SEQ_ROWS,
 };
 use crate::gpu::ops::{gru_backward, gru_forward};
 use crate::gpu::pipeline::{types, u32_of, KernelSpec};
@@ -144,7 +144,10 @@ impl StepKernel {
         }
         match self.body {
             Body::Sequence { w_private } => c.push(("W_PRIVATE", f64::from(u8::from(w_private)))),
-            Body::Resident { wg } => c.push(("RES_WG", f64::from(wg))),
+            Body::Resident { wg } => {
+                c.push(("RES_WG", f64::from(wg)));
+                c.push(("RES_L", resident_rows(wg) as f64));
+            }
             _ => {}
         }
         if matches!(self.body, Body::RbRz | Body::RbDr) {
@@ -412,12 +415,16 @@ impl TimeLoop {
                 "the sequence kernels take hidden sizes up to {SEQ_HMAX}; this GRU has {hidden}"
             )),
             LoopKind::Persistent(Persistent::Sequence) => Ok(()),
-            LoopKind::Persistent(Persistent::Resident) => match resident_wg(limits) {
+            LoopKind::Persistent(Persistent::Resident) => match resident_wg(limits, hidden) {
                 None => Err("the resident kernels need workgroups of 256 invocations".into()),
                 Some(wg) if !resident_fits(hidden, wg) => Err(format!(
-                    "the resident kernels with {wg} threads take hidden sizes up to {} \
-                     (H <= {RES_HMAX}, ceil(H / floor({wg} / H)) <= {RES_KMAX}); this GRU has {hidden}",
-                    (1..=RES_HMAX).rev().find(|&h| resident_fits(h, wg)).unwrap_or(0)
+                    "the resident kernels take hidden sizes up to {} on this device \
+                     (workgroups of W <= {wg} threads, ceil(H / floor(W / H)) rows a thread: \
+                     at most 13 at 1024 threads, 32 at 512 and 256); this GRU has {hidden}",
+                    (1..=RES_HMAX)
+                        .rev()
+                        .find(|&h| resident_wg(limits, h).is_some_and(|w| resident_fits(h, w)))
+                        .unwrap_or(0),
                 )),
                 Some(_) => Ok(()),
             },
@@ -530,7 +537,7 @@ fn encode_persistent(rec: &mut Recorder, kind: Persistent, call: &LoopCall) -> R
             (Body::Sequence { w_private }, wg, cost)
         }
         Persistent::Resident => {
-            let size = resident_wg(&rec.dev.limits).ok_or_else(|| {
+            let size = resident_wg(&rec.dev.limits, h).ok_or_else(|| {
                 GruError::InvalidConfig(
                     "the resident kernels need workgroups of 256 invocations".into(),
                 )

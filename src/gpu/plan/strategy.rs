@@ -39,8 +39,8 @@ impl Strategy {
     test_hook! {
         /// One dispatch for all T steps: a workgroup of 256 to 1024 threads owns
         /// one batch row of one direction and keeps `W_hh` in its threads'
-        /// private memory (`resident`); H <= 85 at 256 threads, 128 at 512,
-        /// 170 at 1024.
+        /// private memory (`resident`); H <= 113 at 1024 threads, 128 at
+        /// 512, 85 at 256.
         pub const Resident: Strategy = Strategy::of("resident");
     }
 
