@@ -51,13 +51,11 @@ override G: u32 = 8u;
 
 var<workgroup> counter: atomic<u32>;
 
-// The operands of the K step at kt: this lane's share of its row group's A
-// fragment (vec4 v = i*BK + kk, rows (i*16 + ty)*4 + r, column kt + kk, for
-// v = s*G + q in slot s), and its share of B's tile (staging indices li and
-// li + 256).
-fn load_step(held: ptr<function, array<vec4<f32>, 8>>, pb: ptr<function, array<vec4<f32>, 2>>,
-             li: u32, q: u32, ty: u32, abase: u32, bbase: u32, bm0: u32, bn0: u32,
-             kt: u32, k1: u32) {
+// This lane's share of its row group's A fragment of the K step at kt
+// (vec4 v = i*BK + kk, rows (i*16 + ty)*4 + r, column kt + kk, for
+// v = s*G + q in slot s).
+fn load_a(held: ptr<function, array<vec4<f32>, 8>>, q: u32, ty: u32, abase: u32, bm0: u32,
+          kt: u32, k1: u32) {
     let frag = TM4 * BK;
     for (var s = 0u; s < (frag + G - 1u) / G; s = s + 1u) {
         let v = s * G + q;
@@ -70,7 +68,6 @@ fn load_step(held: ptr<function, array<vec4<f32>, 8>>, pb: ptr<function, array<v
         }
         (*held)[s] = f;
     }
-    load_part(false, pb, li, bbase, bn0, kt, k1);
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -106,20 +103,22 @@ fn shared_a(
     let g0 = lane - q;
 
     var acc: array<vec4<f32>, 16>;
-    // The next K step's operands, loaded while the current one is
-    // multiplied: A's fragment share (next) and B's staging share (pb).
-    var next: array<vec4<f32>, 8>;
+    // B's staging share of the next K step (pb), loaded while the current
+    // one is multiplied; A's fragment share (held) of the current step,
+    // loaded at its start (prefetching it too would keep 32 more registers
+    // live: AMD's compiler then spills on RDNA3, `kernel-stats`).
     var pb: array<vec4<f32>, 2>;
     if (k0 < k1) {
-        load_step(&next, &pb, li, q, ty, abase, bbase, bm0, bn0, k0, k1);
+        load_part(false, &pb, li, bbase, bn0, k0, k1);
     }
 
     for (var kt = k0; kt < k1; kt = kt + BK) {
-        var held = next;
+        var held: array<vec4<f32>, 8>;
+        load_a(&held, q, ty, abase, bm0, kt, k1);
         stage_b(&pb, li);
         workgroupBarrier();
         if (kt + BK < k1) {
-            load_step(&next, &pb, li, q, ty, abase, bbase, bm0, bn0, kt + BK, k1);
+            load_part(false, &pb, li, bbase, bn0, kt + BK, k1);
         }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             var av: array<vec4<f32>, 2>;
