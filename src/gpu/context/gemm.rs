@@ -96,6 +96,8 @@ pub fn time_product(
                         lda: k,
                         ldb: k,
                         ldc: n,
+                        // A product alone: its cut may depend on M.
+                        fixed_rows: true,
                         ..Default::default()
                     },
                     ab.buffer(),

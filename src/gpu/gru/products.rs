@@ -372,7 +372,8 @@ impl ProductPath for StoragePath {
             ldb: i_l,
             ldc: i_l,
             b16: layer.f16(),
-
+            // The rows of W_ih: the split may depend on them.
+            fixed_rows: true,
             ..Default::default()
         };
         encode_gemm(
@@ -400,7 +401,7 @@ impl ProductPath for StoragePath {
             b_batch: (t_len + 1) * batch * h,
             c_batch: h3 * h,
             b16: layer.f16(),
-
+            fixed_rows: true,
             ..Default::default()
         };
         encode_gemm(

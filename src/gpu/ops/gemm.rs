@@ -350,12 +350,23 @@ pub(crate) struct Gemm {
     pub a16: bool,
     /// B (and the bias) are stored as f16.
     pub b16: bool,
+    /// Whether the cut along K may depend on M: where M is fixed by the
+    /// model (the weight gradients, whose rows are those of a weight) or
+    /// the product stands alone (`bench-gemm`). Elsewhere M counts rows of
+    /// the data (T·B, the rows still running at a step), and a row's sums
+    /// may not depend on how many rows there are (see [`k_split`]).
+    pub fixed_rows: bool,
 }
 
 /// Rows of a split-K chunk.
 const K_CHUNK: usize = 256;
 /// Split-K partials are kept under this many floats.
 const MAX_PARTIAL_FLOATS: usize = 1 << 24;
+/// Workgroups (output tiles, all batches) that fill a large GPU: two per SM
+/// of a 132-SM H100, about. A product of [`Gemm::fixed_rows`] with as many
+/// tiles is not split along K (beyond the loop budget), and one with fewer
+/// is split into no more chunks than it takes to reach them.
+const FILL_TILES: usize = 256;
 
 /// How a product is cut along K (see [`k_split`]).
 enum KSplit {
@@ -369,9 +380,12 @@ enum KSplit {
 /// The cut of `g` along K for `variant` on `dev`. It depends on K, N and
 /// the batch only, never on M: the same row of C sums in the same order
 /// however many rows there are (a stream's chunks equal one call over the
-/// whole sequence). Where the partials of all M rows would pass the bound,
-/// the rows go in slices instead. A product with a bias splits only where
-/// its K passes the loop budget; the first chunk adds the bias.
+/// whole sequence), but for a product of [`Gemm::fixed_rows`], which
+/// splits only as far as its output tiles fall short of [`FILL_TILES`]
+/// (the split-K partials are written and read again: at 4096³, 16 chunks
+/// were 1 GB of them). Where the partials of all M rows would pass the
+/// bound, the rows go in slices instead. A product with a bias splits only
+/// where its K passes the loop budget; the first chunk adds the bias.
 fn k_split(dev: &Device, variant: GemmVariant, g: &Gemm, bias: bool) -> Result<KSplit> {
     let batch = g.batch.max(1);
     // One invocation's K loop steps one row of K at a time (the simple
@@ -383,17 +397,10 @@ fn k_split(dev: &Device, variant: GemmVariant, g: &Gemm, bias: bool) -> Result<K
     let k_max = usize::try_from((dev.loop_budget() / 2).saturating_mul(k_step))
         .unwrap_or(usize::MAX)
         .max(K_CHUNK);
-    let mut n_split = 1;
-    if g.ldc == g.n && (g.k > 2 * K_CHUNK && !bias || g.k > k_max) {
-        n_split =
-            g.k.div_ceil(if bias { k_max } else { K_CHUNK })
-                .min(64)
-                .max(g.k.div_ceil(k_max))
-                .min((MAX_PARTIAL_FLOATS / (g.n * batch).max(1)).max(1));
-        if n_split > 1 && n_split * g.m * g.n * batch > MAX_PARTIAL_FLOATS {
-            let slice = (MAX_PARTIAL_FLOATS / (n_split * g.n * batch)).max(1);
-            return Ok(KSplit::Rows(slice));
-        }
+    let n_split = split_chunks(g, variant, bias, k_max);
+    if n_split > 1 && n_split * g.m * g.n * batch > MAX_PARTIAL_FLOATS {
+        let slice = (MAX_PARTIAL_FLOATS / (n_split * g.n * batch)).max(1);
+        return Ok(KSplit::Rows(slice));
     }
     let mut k_chunk = g.k.div_ceil(n_split);
     if let Some((_, _, bk)) = variant.tile() {
@@ -406,6 +413,31 @@ fn k_split(dev: &Device, variant: GemmVariant, g: &Gemm, bias: bool) -> Result<K
     )?;
     let n_split = g.k.div_ceil(k_chunk);
     Ok(KSplit::Chunks { k_chunk, n_split })
+}
+
+/// How many chunks of K [`k_split`] cuts `g` into before it looks at the
+/// partials' size: none (1) for a short K, or a bias without a K past the
+/// loop budget (`k_max` rows a chunk); else chunks of `K_CHUNK` rows, at
+/// most 64, and for a product of [`Gemm::fixed_rows`] no more than it takes
+/// to reach [`FILL_TILES`] workgroups; at least as many as the loop budget
+/// needs.
+fn split_chunks(g: &Gemm, variant: GemmVariant, bias: bool, k_max: usize) -> usize {
+    let batch = g.batch.max(1);
+    if g.ldc != g.n || !(g.k > 2 * K_CHUNK && !bias || g.k > k_max) {
+        return 1;
+    }
+    // The simple kernel's block is 32 x 64 (8 x 8 threads of 4 x 8).
+    let (bm, bn) = variant.tile().map_or((32, 64), |(bm, bn, _)| (bm, bn));
+    let tiles = g.m.div_ceil(bm) * g.n.div_ceil(bn) * batch;
+    let fill = match g.fixed_rows {
+        true => FILL_TILES.div_ceil(tiles.max(1)),
+        false => usize::MAX,
+    };
+    g.k.div_ceil(if bias { k_max } else { K_CHUNK })
+        .min(64)
+        .min(fill)
+        .max(g.k.div_ceil(k_max))
+        .min((MAX_PARTIAL_FLOATS / (g.n * batch).max(1)).max(1))
 }
 
 impl Gemm {
@@ -512,4 +544,59 @@ pub(crate) fn encode_gemm(
         c,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(m: usize, n: usize, k: usize, fixed_rows: bool) -> Gemm {
+        Gemm {
+            m,
+            n,
+            k,
+            lda: k,
+            ldb: n,
+            ldc: n,
+            fixed_rows,
+            ..Default::default()
+        }
+    }
+
+    const NO_BUDGET: usize = usize::MAX;
+
+    #[test]
+    fn a_product_with_enough_tiles_is_not_split_where_its_rows_may_decide() {
+        let big = GemmVariant::Tile128K16;
+        // 4096³: 32 x 32 tiles of 128, enough to fill a GPU.
+        assert_eq!(
+            split_chunks(&product(4096, 4096, 4096, true), big, false, NO_BUDGET),
+            1
+        );
+        // Where the rows are the data's, the cut may not look at them: 16.
+        assert_eq!(
+            split_chunks(&product(4096, 4096, 4096, false), big, false, NO_BUDGET),
+            16
+        );
+        // dW_hh at B = 256, T = 64, H = 1024: 24 x 8 = 192 tiles, 2 chunks.
+        let dw = product(3 * 1024, 1024, 64 * 256, true);
+        assert_eq!(split_chunks(&dw, big, false, NO_BUDGET), 2);
+        // A small weight (3H = 192, I = 64) over 16384 rows: 2 tiles, 64 chunks.
+        let small = product(192, 64, 16384, true);
+        assert_eq!(split_chunks(&small, big, false, NO_BUDGET), 64);
+        // The loop budget still cuts a long K however many tiles there are.
+        assert_eq!(
+            split_chunks(&product(4096, 4096, 4096, true), big, false, 1024),
+            4
+        );
+        // A short K and a bias within the budget never split.
+        assert_eq!(
+            split_chunks(&product(64, 64, 512, false), big, false, NO_BUDGET),
+            1
+        );
+        assert_eq!(
+            split_chunks(&product(64, 64, 4096, false), big, true, NO_BUDGET),
+            1
+        );
+    }
 }
