@@ -142,3 +142,63 @@ fn threads_racing_for_the_pipelines_build_each_once() {
         assert!(built.iter().any(|p| p.starts_with(&prefix)), "{built:?}");
     }
 }
+
+/// A time loop binds its kernels' buffers once, not once per step: on every
+/// plan of the coverage set, the bind groups of a forward and of a backward
+/// of 64 steps are those of 8 steps (one per kernel, buffers and chunk of
+/// the parameter arena, which holds 256 dispatches), while the dispatches
+/// grow with the steps on the per-step plans.
+#[test]
+fn bind_groups_do_not_grow_with_the_steps_on_any_plan() {
+    let Some(ctx) = common::gpu() else {
+        return;
+    };
+    let config = GruConfig::new(5, 12);
+    let model = GpuGru::new(&ctx, &GruParams::init(&config, 3).unwrap()).unwrap();
+    let mut checked = 0;
+    for plan in common::check::coverage_plans(&ctx) {
+        if model.check_plan(plan, 3).is_err() {
+            continue;
+        }
+        model.set_plan(Some(plan));
+        let mut seen = Vec::new();
+        for t in [8, 64] {
+            let x = ndarray::Array3::<f32>::from_elem((t, 3, 5), 0.25);
+            let f = model
+                .forward(x.view(), ForwardOptions::default().keep_tape())
+                .unwrap();
+            let fwd = model.last_call_stats();
+            model
+                .backward(f.tape.unwrap(), f.output.view(), BackwardOptions::default())
+                .unwrap();
+            seen.push((fwd, model.last_call_stats()));
+        }
+        for (pass, short, long) in [
+            ("forward", seen[0].0, seen[1].0),
+            ("backward", seen[0].1, seen[1].1),
+        ] {
+            let chunks = long.dispatches.div_ceil(256);
+            assert!(
+                long.bind_groups <= short.bind_groups * chunks,
+                "{plan} {pass}: {} bind groups at T = 64 ({} dispatches), {} at T = 8",
+                long.bind_groups,
+                long.dispatches,
+                short.bind_groups
+            );
+            assert!(
+                long.bind_groups > 0,
+                "{plan} {pass}: no bind groups counted"
+            );
+            if long.dispatches > 2 * short.dispatches {
+                assert!(
+                    long.bind_groups < long.dispatches / 4,
+                    "{plan} {pass}: {} bind groups for {} dispatches",
+                    long.bind_groups,
+                    long.dispatches
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no plan applies");
+}

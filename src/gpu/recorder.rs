@@ -8,6 +8,7 @@
 //! and records their dispatches, a grid larger than the device allows in
 //! pieces. The op families (`ops/`) record through it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -31,6 +32,10 @@ pub(crate) struct Recorder<'c> {
     scratch: Vec<Arc<PooledBuffer>>,
     timestamps: Option<(wgpu::QuerySet, PooledBuffer, PooledBuffer)>,
     pub(crate) dispatches: u32,
+    /// The bind groups made, by pipeline, arena chunk and buffers: a loop
+    /// that dispatches one kernel on the same buffers every step (the
+    /// per-step products, the step kernels) binds them once.
+    bind_groups: HashMap<(wgpu::ComputePipeline, usize, Vec<wgpu::Buffer>), wgpu::BindGroup>,
     /// The step kernels store f16 (a recording for an f16 model).
     f16: bool,
     /// When the recording began (the host's cost of a call: [`host_ms`](Self::host_ms)).
@@ -83,6 +88,7 @@ impl<'c> Recorder<'c> {
             scratch: Vec::new(),
             timestamps,
             dispatches: 0,
+            bind_groups: HashMap::new(),
             f16: false,
             started,
         }
@@ -183,12 +189,27 @@ impl<'c> Recorder<'c> {
     /// A bind group of `kernel` for the arena chunk `chunk` and `buffers`, one
     /// for each binding that is not the parameter slot, in binding order.
     pub(crate) fn bind(
-        &self,
+        &mut self,
         kernel: &Kernel,
         chunk: usize,
         buffers: &[&wgpu::Buffer],
     ) -> wgpu::BindGroup {
-        kernel.bind(&self.dev.device, self.chunks[chunk].0.buffer(), buffers)
+        let key = (
+            kernel.pipeline.clone(),
+            chunk,
+            buffers.iter().map(|&b| b.clone()).collect::<Vec<_>>(),
+        );
+        if let Some(bg) = self.bind_groups.get(&key) {
+            return bg.clone();
+        }
+        let bg = kernel.bind(&self.dev.device, self.chunks[chunk].0.buffer(), buffers);
+        self.bind_groups.insert(key, bg.clone());
+        bg
+    }
+
+    /// The bind groups the recording made (see [`bind`](Self::bind)).
+    pub(crate) fn bind_groups_made(&self) -> u32 {
+        self.bind_groups.len() as u32
     }
 
     /// The device's limit of workgroups per dimension.

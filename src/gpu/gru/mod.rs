@@ -421,6 +421,7 @@ impl GpuGru {
         check: impl FnOnce(u64) -> Result<()>,
     ) -> Result<(CallStats, u64)> {
         let dispatches = rec.dispatches;
+        let bind_groups = rec.bind_groups_made();
         let record_ms = rec.host_ms();
         let (sent, version) = {
             let _held = self.submission_lock();
@@ -431,6 +432,7 @@ impl GpuGru {
         let gpu_ms = sent.gpu_ms()?;
         let stats = CallStats {
             dispatches,
+            bind_groups,
             submissions: 1,
             gpu_ms,
             record_ms,

@@ -119,6 +119,9 @@ pub struct GpuBackward {
 pub struct CallStats {
     /// Compute dispatches recorded.
     pub dispatches: u32,
+    /// Bind groups made: one per kernel, arena chunk and set of buffers,
+    /// however many steps dispatch it.
+    pub bind_groups: u32,
     /// Queue submissions.
     pub submissions: u32,
     /// The device's own time for the call in milliseconds, from timestamp
