@@ -7,8 +7,10 @@
 //! fallback rule (`TuneMode::Off`).
 //!
 //! Tuning times whole forward+backward calls of the shape on random data,
-//! on the device's own clock (timestamp queries) where it has one, else the
-//! wall clock around the calls and a wait:
+//! on the device's own clock (timestamp queries) where it has one, with the
+//! host's time recording the calls added (the host's cost per dispatch
+//! counts against the plans of many dispatches), else the wall clock around
+//! the calls and a wait:
 //!
 //! 1. every GEMM variant the device runs, with the fallback time loop, on at
 //!    most 16 steps (its share of a call grows with T·B as the call's does):
@@ -595,7 +597,11 @@ impl<'a> Bench<'a> {
         })
     }
 
-    /// One forward+backward of `seq` steps with `plan`: its time in ms.
+    /// One forward+backward of `seq` steps with `plan`: its time in ms. On
+    /// the device's clock, the device's time plus the host's recording of
+    /// the two calls (a plan of many dispatches costs the host time per
+    /// dispatch, which the device's clock alone would not count); else the
+    /// wall clock, which holds both.
     fn call(&self, plan: Plan, seq: usize, timed: bool) -> Result<f64> {
         let m = self.model;
         let x = OnDevice {
@@ -611,7 +617,7 @@ impl<'a> Bench<'a> {
         m.ctx.synchronize()?;
         let wall = start.elapsed().as_secs_f64() * 1e3;
         match (self.gpu_clock, fs.gpu_ms, bs.gpu_ms) {
-            (true, Some(a), Some(b)) => Ok(a + b),
+            (true, Some(a), Some(b)) => Ok(a + b + fs.record_ms + bs.record_ms),
             _ => Ok(wall),
         }
     }
