@@ -40,16 +40,21 @@
 //!   `create_pipeline_layout`: the binding map).
 
 mod common;
+#[path = "common/spirv.rs"]
+#[allow(dead_code)]
+mod spirv;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gru_wgpu::gpu::ops::{
-    kernel_variants, kernel_variants_f16, shader_source_typed, Binding, KernelVariant, SHADERS,
-};
+use gru_wgpu::gpu::ops::{kernel_variants, kernel_variants_f16, Binding, KernelVariant, SHADERS};
 use naga::back::{hlsl, msl, spv};
 use naga::proc::{BoundsCheckPolicies, BoundsCheckPolicy};
-use naga::valid::{ModuleInfo, ValidationFlags, Validator};
-use naga::{Module, ResourceBinding, ShaderStage};
+use naga::valid::ModuleInfo;
+use naga::{Module, ShaderStage};
+use spirv::{
+    describe, is_f16, needs_subgroups, parse_and_validate_typed, rb, sorted_bindings, spv_options,
+    with_overrides, ZERO_INIT_WORKGROUP,
+};
 
 /// Every MSL version wgpu's Metal back end can ask for.
 const MSL_VERSIONS: [(u8, u8); 12] = [
@@ -85,64 +90,8 @@ const SHADER_MODELS: [hlsl::ShaderModel; 11] = [
 /// Every SPIR-V version wgpu's Vulkan back end can ask for.
 const SPV_VERSIONS: [(u8, u8); 4] = [(1, 0), (1, 3), (1, 5), (1, 6)];
 
-/// The crate's zero-initialisation of workgroup memory (`src/gpu/pipeline.rs`).
-const ZERO_INIT_WORKGROUP: bool = false;
-
 fn parse_and_validate(file: &str) -> (Module, ModuleInfo) {
     parse_and_validate_typed(file, &[])
-}
-
-/// [`parse_and_validate`] with the storage types `types`; where one is f16,
-/// with the SHADER_F16 feature's capabilities too.
-fn parse_and_validate_typed(file: &str, types: &[(&str, &str)]) -> (Module, ModuleInfo) {
-    let src = shader_source_typed(file, types).unwrap();
-    let module = naga::front::wgsl::parse_str(&src)
-        .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
-    // As wgpu-core: the capabilities of the features the crate may request
-    // (timestamp queries; subgroup operations, for the one shader that
-    // needs them) on an adapter with no downlevel flags.
-    let mut features =
-        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
-    if needs_subgroups(file) {
-        features |= wgpu::Features::SUBGROUP;
-    }
-    if is_f16(types) {
-        features |= wgpu::Features::SHADER_F16;
-    }
-    let caps =
-        wgpu_naga_bridge::features_to_naga_capabilities(features, wgpu::DownlevelFlags::empty());
-    let info = Validator::new(ValidationFlags::all(), caps)
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
-    (module, info)
-}
-
-/// Whether a variant has f16 storage: it is compiled only where the device
-/// has SHADER_F16, which wgpu offers on Metal (every MSL version), on DX12
-/// from shader model 6.2 (`dx12/adapter.rs`), and on Vulkan with the
-/// `Float16` capability (`vulkan/adapter.rs`).
-fn is_f16(types: &[(&str, &str)]) -> bool {
-    types.iter().any(|&(_, t)| t == "f16")
-}
-
-/// Whether a shader uses subgroup operations: it is compiled only where the
-/// device has wgpu's SUBGROUP feature, which wgpu offers with SPIR-V 1.3 and
-/// later (Vulkan 1.1) and shader model 6.0 and later (DX12), so it is not
-/// translated for SPIR-V 1.0 or shader model 5.1.
-fn needs_subgroups(file: &str) -> bool {
-    file == "gemm_subgroup.wgsl"
-}
-
-/// The bindings in the order of the bind group layout (wgpu-core sorts the
-/// entries by binding number).
-fn sorted_bindings(v: &KernelVariant) -> Vec<(u32, Binding)> {
-    let mut b = v.bindings.to_vec();
-    b.sort_by_key(|e| e.0);
-    b
-}
-
-fn rb(binding: u32) -> ResourceBinding {
-    ResourceBinding { group: 0, binding }
 }
 
 /// `metal/device.rs`, `create_pipeline_layout` and `load_shader`.
@@ -254,112 +203,15 @@ fn hlsl_options(v: &KernelVariant, shader_model: hlsl::ShaderModel) -> hlsl::Opt
     }
 }
 
-/// `vulkan/adapter.rs` (`open`) and `vulkan/device.rs` (`compile_stage`).
-fn spv_options(v: &KernelVariant, lang_version: (u8, u8)) -> spv::Options<'static> {
-    let binding_map: spv::BindingMap = sorted_bindings(v)
-        .iter()
-        .enumerate()
-        .map(|(i, &(binding, _))| {
-            (
-                rb(binding),
-                spv::BindingInfo {
-                    descriptor_set: 0,
-                    binding: i as u32,
-                    binding_array_size: None,
-                },
-            )
-        })
-        .collect();
-    let capabilities = [
-        spv::Capability::Shader,
-        spv::Capability::Matrix,
-        spv::Capability::Sampled1D,
-        spv::Capability::Image1D,
-        spv::Capability::ImageQuery,
-        spv::Capability::DerivativeControl,
-        spv::Capability::StorageImageExtendedFormats,
-    ];
-    // `vulkan/adapter.rs`: the capabilities of the SUBGROUP feature.
-    let subgroup = [
-        spv::Capability::GroupNonUniform,
-        spv::Capability::GroupNonUniformVote,
-        spv::Capability::GroupNonUniformArithmetic,
-        spv::Capability::GroupNonUniformBallot,
-        spv::Capability::GroupNonUniformShuffle,
-        spv::Capability::GroupNonUniformShuffleRelative,
-        spv::Capability::GroupNonUniformQuad,
-    ];
-    let mut capabilities: Vec<spv::Capability> = if needs_subgroups(v.file) {
-        capabilities.into_iter().chain(subgroup).collect()
-    } else {
-        capabilities.to_vec()
-    };
-    // `vulkan/adapter.rs`: the capability of the SHADER_F16 feature.
-    if is_f16(v.types) {
-        capabilities.push(spv::Capability::Float16);
-    }
-    let limits = wgpu::Limits::default();
-    spv::Options {
-        lang_version,
-        flags: spv::WriterFlags::LABEL_VARYINGS | spv::WriterFlags::FORCE_POINT_SIZE,
-        fake_missing_bindings: false,
-        binding_map,
-        capabilities: Some(capabilities.into_iter().collect()),
-        // `Restrict` where the device lacks robust buffer access 2 (the
-        // policy with the most code in it).
-        bounds_check_policies: BoundsCheckPolicies {
-            index: BoundsCheckPolicy::Restrict,
-            buffer: BoundsCheckPolicy::Restrict,
-            image_load: BoundsCheckPolicy::Restrict,
-            binding_array: BoundsCheckPolicy::Unchecked,
-        },
-        zero_initialize_workgroup_memory: if ZERO_INIT_WORKGROUP {
-            spv::ZeroInitializeWorkgroupMemoryMode::Polyfill
-        } else {
-            spv::ZeroInitializeWorkgroupMemoryMode::None
-        },
-        force_loop_bounding: true,
-        ray_query_initialization_tracking: true,
-        trace_ray_argument_validation: true,
-        use_storage_input_output_16: false,
-        debug_info: None,
-        task_dispatch_limits: Some(naga::back::TaskDispatchLimits {
-            max_mesh_workgroups_per_dim: limits.max_mesh_workgroups_per_dimension,
-            max_mesh_workgroups_total: limits.max_mesh_workgroup_total_count,
-        }),
-        mesh_shader_primitive_indices_clamp: true,
-        emit_int_div_checks: true,
-    }
-}
-
-fn describe(v: &KernelVariant) -> String {
-    let c: Vec<String> = v
-        .constants
-        .iter()
-        .map(|(n, x)| format!("{n}={x}"))
-        .chain(v.types.iter().map(|(n, t)| format!("{n}:{t}")))
-        .collect();
-    format!("{}:{}({})", v.file, v.entry, c.join(","))
-}
-
 /// Translates one variant for every back end and version; returns the
 /// number of translations, or the errors.
 fn translate(v: &KernelVariant, module: &Module, info: &ModuleInfo) -> (usize, Vec<String>) {
     let mut errors = Vec::new();
     let mut done = 0;
     let name = describe(v);
-    let mut constants = naga::back::PipelineConstants::default();
-    for &(n, x) in v.constants {
-        constants.insert(n.to_string(), x);
-    }
-    let (module, info) = match naga::back::pipeline_constants::process_overrides(
-        module,
-        info,
-        Some((ShaderStage::Compute, v.entry)),
-        &constants,
-    ) {
+    let (module, info) = match with_overrides(v, module, info) {
         Ok(r) => r,
-        Err(e) => return (0, vec![format!("{name}: process_overrides: {e:?}")]),
+        Err(e) => return (0, vec![e]),
     };
 
     for lang in MSL_VERSIONS {
