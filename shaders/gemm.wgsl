@@ -35,13 +35,15 @@
 // (BM, BN = 64 or 128: override constants), stepping through K by BK (8 or
 // 16). Per step it stages the BK x BM tile of A and the BK x BN tile of B
 // in workgroup memory, both k-major (As[k][m], Bs[k][n], as vec4s along m
-// and n), so that the inner loop reads whole vec4s; the next step's tiles
+// and n, vec4 x of row k at slot k*row + (x XOR k): `tile_slot`, which keeps
+// the staging stores free of bank conflicts), so that the inner loop reads
+// whole vec4s; the next step's tiles
 // are loaded into registers while the current one is multiplied (one
 // buffer in workgroup memory, two barriers per step): per k, a thread reads
 // TM/4 vec4s of As and TN/4 of Bs and does TM x TN fmas. Thread (tx, ty)
 // owns rows   (i*16 + ty)*4 + r   (i < TM/4 = BM/64, r < 4) and columns
 // (j*16 + tx)*4 + c   (j < TN/4 = BN/64, c < 4) of the block, so 16
-// neighbouring threads read 16 consecutive vec4s of Bs (no bank conflict)
+// neighbouring threads read 16 vec4s of one aligned block of Bs (no bank conflict)
 // and a row of threads reads the same vec4 of As (a broadcast):
 //
 //   64 x 64:   TM x TN = 4 x 4,   As + Bs = BK*(64+64)*4 bytes   (4 or 8 KiB)
@@ -157,7 +159,8 @@ fn tiled(
     var acc: array<vec4<f32>, 16>;
 
     // The next step's tiles, loaded into registers while the current one is
-    // multiplied: pa[u], pb[u] for staging index e = li + 256*u.
+    // multiplied: pa[u], pb[u] for staging index e = li + 256*u, or scalar
+    // w in component w % 4 of pa[w / 4] (`along_mn`).
     var pa: array<vec4<f32>, 2>;
     var pb: array<vec4<f32>, 2>;
     if (k0 < k1) {
@@ -165,11 +168,21 @@ fn tiled(
     }
 
     for (var kt = k0; kt < k1; kt = kt + BK) {
-        for (var u = 0u; u < 2u; u = u + 1u) {
-            let e = li + 256u * u;
-            if (e < BK * bm4) {
-                let p = a_pos(e);
-                As[p.x * bm4 + p.y] = pa[u];
+        if (along_mn(true)) {
+            for (var w = 0u; w < 8u; w = w + 1u) { // unroll
+                let f = li + 256u * w;
+                if (f < BK * BM) {
+                    let m = f % BM;
+                    As[tile_slot(bm4, f / BM, m / 4u)][m % 4u] = pa[w / 4u][w % 4u];
+                }
+            }
+        } else {
+            for (var u = 0u; u < 2u; u = u + 1u) {
+                let e = li + 256u * u;
+                if (e < BK * bm4) {
+                    let p = a_pos(e);
+                    As[tile_slot(bm4, p.x, p.y)] = pa[u];
+                }
             }
         }
         stage_b(&pb, li);
@@ -181,10 +194,10 @@ fn tiled(
             var av: array<vec4<f32>, 2>;
             var bv: array<vec4<f32>, 2>;
             for (var i = 0u; i < TM4; i = i + 1u) {
-                av[i] = As[kk * bm4 + i * 16u + lid.y];
+                av[i] = As[tile_slot(bm4, kk, i * 16u + lid.y)];
             }
             for (var j = 0u; j < TN4; j = j + 1u) {
-                bv[j] = Bs[kk * bn4 + j * 16u + lid.x];
+                bv[j] = Bs[tile_slot(bn4, kk, j * 16u + lid.x)];
             }
             fma_tile(&acc, &av, &bv);
         }

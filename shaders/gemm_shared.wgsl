@@ -170,13 +170,47 @@ fn operand4(a_side: bool, base: u32, mn: u32, k: u32, k1: u32) -> vec4<f32> {
                      b_el(base, k, mn + 2u, k1), b_el(base, k, mn + 3u, k1));
 }
 
+// Whether the staging of A's tile (`a_side`) or B's walks the operand's
+// contiguous dimension m or n (A stored (K, M): TRANS_A; B stored (K, N):
+// not TRANS_B). Then thread li takes the tile's scalars f = li + 256*w
+// (w < 8), at (kk, mn) = (f / width, f % width) with width BM or BN: 32
+// neighbouring threads read 128 consecutive bytes, whole 32-byte sectors
+// (four scalar loads of one vec4 a thread would touch 4 times the sectors
+// per instruction: `tests/access_patterns.rs`). Else, where k is
+// contiguous, the vec4s e = li + 256*u placed by `a_pos` or `b_pos`.
+fn along_mn(a_side: bool) -> bool {
+    if (a_side) {
+        return TRANS_A;
+    }
+    return !TRANS_B;
+}
+
 // This thread's share of A's tile (`a_side`, block rows from mn0) or B's
-// (block columns from mn0) of the K step at kt, into registers: staging
+// (block columns from mn0) of the K step at kt, into registers: see
+// `along_mn` (scalar w in component w % 4 of pr[w / 4]); else staging
 // indices li and li + 256 (at most 2 * 256 vec4s), placed by `a_pos` or
 // `b_pos`.
 fn load_part(a_side: bool, pr: ptr<function, array<vec4<f32>, 2>>, li: u32, base: u32, mn0: u32,
              kt: u32, k1: u32) {
-    let tile4s = BK * (select(BN, BM, a_side) / 4u);
+    let width = select(BN, BM, a_side);
+    if (along_mn(a_side)) {
+        for (var w = 0u; w < 8u; w = w + 1u) { // unroll
+            let f = li + 256u * w;
+            if (f < BK * width) {
+                let kk = f / width;
+                let mn = mn0 + f % width;
+                var v = 0.0;
+                if (a_side) {
+                    v = a_el(base, mn, kt + kk, k1);
+                } else {
+                    v = b_el(base, kt + kk, mn, k1);
+                }
+                (*pr)[w / 4u][w % 4u] = v;
+            }
+        }
+        return;
+    }
+    let tile4s = BK * (width / 4u);
     for (var u = 0u; u < 2u; u = u + 1u) {
         let e = li + 256u * u;
         if (e < tile4s) {
@@ -189,14 +223,35 @@ fn load_part(a_side: bool, pr: ptr<function, array<vec4<f32>, 2>>, li: u32, base
     }
 }
 
+// The slot of (kk, x) in a k-major tile of `row` vec4s a row (As: BM/4,
+// Bs: BN/4): x XOR kk in row kk. Where neighbouring threads stage
+// neighbouring k of one x (lanes 0..7 at kk = 0..7), a plain kk*row + x puts
+// all eight in the same four banks (8-way: `tests/access_patterns.rs`); the
+// XOR spreads them over all 32, and a read of one kk by neighbouring x stays
+// a permutation of an aligned block of 16 vec4s. Needs kk < 16 <= row, a
+// power of two (BK <= 16; BM, BN of 64 or 128).
+fn tile_slot(row: u32, kk: u32, x: u32) -> u32 {
+    return kk * row + (x ^ kk);
+}
+
 // Stores this thread's share of B's tile (from `load_part`) into Bs.
 fn stage_b(pb: ptr<function, array<vec4<f32>, 2>>, li: u32) {
     let bn4 = BN / 4u;
+    if (along_mn(false)) {
+        for (var w = 0u; w < 8u; w = w + 1u) { // unroll
+            let f = li + 256u * w;
+            if (f < BK * BN) {
+                let n = f % BN;
+                Bs[tile_slot(bn4, f / BN, n / 4u)][n % 4u] = (*pb)[w / 4u][w % 4u];
+            }
+        }
+        return;
+    }
     for (var u = 0u; u < 2u; u = u + 1u) {
         let e = li + 256u * u;
         if (e < BK * bn4) {
             let p = b_pos(e);
-            Bs[p.x * bn4 + p.y] = (*pb)[u];
+            Bs[tile_slot(bn4, p.x, p.y)] = (*pb)[u];
         }
     }
 }

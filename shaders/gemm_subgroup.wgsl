@@ -129,7 +129,7 @@ fn shared_a(
                 av[i] = subgroupShuffle(held[v / G], g0 + v % G);
             }
             for (var j = 0u; j < TN4; j = j + 1u) {
-                bv[j] = Bs[kk * bn4 + j * 16u + tx];
+                bv[j] = Bs[tile_slot(bn4, kk, j * 16u + tx)];
             }
             fma_tile(&acc, &av, &bv);
         }

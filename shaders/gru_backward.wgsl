@@ -459,15 +459,15 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
 
 // ---------------------------------------------------------------------------
 // splitk: the backward step with the product dG_h,{s+1} · W_hh split along K
-// (3H), as the forward's `splitk`. Workgroup (256 threads) = (4 hidden units
-// j0..j0+3, 4 batch rows b0..b0+3, direction d); the dispatch is
-// (ceil(H/4), ceil(B/4), D). Thread li = q·4 + u sums k = q, q+64, ... < 3H
+// (3H), as the forward's `splitk`. Workgroup (256 threads) = (8 hidden units
+// j0..j0+7, 4 batch rows b0..b0+3, direction d); the dispatch is
+// (ceil(H/8), ceil(B/4), D). Thread li = q·8 + u sums k = q, q+32, ... < 3H
 // of unit j0+u for the four rows into workgroup memory; a tree reduction
-// over the 64 slices (fixed order); thread (u, row q < 4) then finishes the
+// over the 32 slices (fixed order); thread (u, row q < 4) then finishes the
 // step of its (unit, row) as `step` does.
 
-// (4 rows, SK_THREADS threads)
-var<workgroup> sk_red: array<f32, 4u * SK_THREADS>;
+// (4 rows, SK_THREADS threads each, rows SK_STRIDE apart)
+var<workgroup> sk_red: array<f32, 4u * SK_STRIDE>;
 
 @compute @workgroup_size(SK_THREADS, 1, 1)
 fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -494,7 +494,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         }
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
-        sk_red[i * SK_THREADS + li] = carry[i];
+        sk_red[i * SK_STRIDE + li] = carry[i];
     }
     sk_reduce(4u, at.q, li);
     let j = at.j0 + at.u;
@@ -506,7 +506,7 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
             c = dh[dh_next + b * H + j];
         } else {
             let z = f32(gates[((at.d * T + u32(s + 1)) * B + b) * 4u * H + H + j]);
-            c = sk_red[at.q * SK_THREADS + at.u] + z * dh[dh_next + b * H + j];
+            c = sk_red[at.q * SK_STRIDE + at.u] + z * dh[dh_next + b * H + j];
             if (RB) {
                 c = c + gwin[(at.d * B + b) * H + j];
             }

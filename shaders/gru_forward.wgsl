@@ -440,16 +440,17 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
 // splitk: the step with the recurrent product split along K, for small
 // batches on GPUs: many workgroups even at B = 1.
 //
-// Workgroup (256 threads) = (SK_UNITS = 4 hidden units j0..j0+3, SK_ROWS = 4
-// batch rows b0..b0+3, direction d); the dispatch is (ceil(H/4), ceil(B/4), D).
-// Thread li = q·4 + u computes, for unit j0+u and the four rows, the partial
-// dot products of the K-slice k = q, q+64, q+128, ... (SK_SLICES = 64 slices):
+// Workgroup (256 threads) = (SK_UNITS = 8 hidden units j0..j0+7, SK_ROWS = 4
+// batch rows b0..b0+3, direction d); the dispatch is (ceil(H/8), ceil(B/4), D).
+// Thread li = q·8 + u computes, for unit j0+u and the four rows, the partial
+// dot products of the K-slice k = q, q+32, q+64, ... (SK_SLICES = 32 slices;
+// the 8 units of a row of W_hhᵀ are one 32-byte sector):
 // 12 values (3 gates x 4 rows) into workgroup memory, then a tree reduction
 // over the slices (fixed order, so the result is the same on every run), then
 // thread (u, row q < 4) applies the gate math of its (unit, row) as `step`.
 
-// (12 values: gate·4 + row, SK_THREADS threads)
-var<workgroup> sk_red: array<f32, 12u * SK_THREADS>;
+// (12 values: gate·4 + row, SK_THREADS threads each, rows SK_STRIDE apart)
+var<workgroup> sk_red: array<f32, 12u * SK_STRIDE>;
 
 @compute @workgroup_size(SK_THREADS, 1, 1)
 fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -492,18 +493,18 @@ fn splitk(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_in
         }
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
-        sk_red[i * SK_THREADS + li] = ar[i];
-        sk_red[(4u + i) * SK_THREADS + li] = az[i];
-        sk_red[(8u + i) * SK_THREADS + li] = an[i];
+        sk_red[i * SK_STRIDE + li] = ar[i];
+        sk_red[(4u + i) * SK_STRIDE + li] = az[i];
+        sk_red[(8u + i) * SK_STRIDE + li] = an[i];
     }
     sk_reduce(12u, at.q, li);
     let j = at.j0 + at.u;
     let b = at.b0 + at.q;
     if (at.q < SK_ROWS && j < H && b < B) {
         let bh = gh_bias(at.d, j);
-        let ghr = sk_red[at.q * SK_THREADS + at.u] + bh.x;
-        let ghz = sk_red[(4u + at.q) * SK_THREADS + at.u] + bh.y;
-        let ghn = sk_red[(8u + at.q) * SK_THREADS + at.u] + bh.z;
+        let ghr = sk_red[at.q * SK_STRIDE + at.u] + bh.x;
+        let ghz = sk_red[(4u + at.q) * SK_STRIDE + at.u] + bh.y;
+        let ghn = sk_red[(8u + at.q) * SK_STRIDE + at.u] + bh.z;
         if (RB && P.phase == 0u) {
             rb_half(at.d, t, b, j, ghr, ghz, f32(hs[hprev + b * H + j]));
         } else {

@@ -70,6 +70,11 @@ fn seq_at(wid_in: vec3<u32>) -> SeqAt {
 // li = q·SK_UNITS + u takes unit j0 + u (clamped into H for the loads: jl) and
 // the K-slice k = q, q + SK_SLICES, ...; bl is the last batch row.
 const SK_SLICES: u32 = SK_THREADS / SK_UNITS;
+// The words between values c and c + 1 of the reduction (sk_red): a row of
+// SK_THREADS padded by SK_UNITS, so that the SK_ROWS threads of a unit that
+// read its sums (value q of unit u at q·SK_STRIDE + u) fall in different
+// banks (`tests/access_patterns.rs`).
+const SK_STRIDE: u32 = SK_THREADS + SK_UNITS;
 
 struct SkAt {
     u: u32, q: u32, j0: u32, b0: u32,
@@ -84,14 +89,14 @@ fn sk_at(wid_in: vec3<u32>, li: u32) -> SkAt {
 }
 
 // The tree reduction of `splitk` over the SK_SLICES slices of n values
-// (sk_red[c·SK_THREADS + li], c < n), in a fixed order: afterwards value c
-// of unit u is at sk_red[c·SK_THREADS + u]. Ends with a barrier.
+// (sk_red[c·SK_STRIDE + li], c < n), in a fixed order: afterwards value c
+// of unit u is at sk_red[c·SK_STRIDE + u]. Ends with a barrier.
 fn sk_reduce(n: u32, q: u32, li: u32) {
     for (var stride = SK_SLICES / 2u; stride > 0u; stride = stride / 2u) {
         workgroupBarrier();
         if (q < stride) {
             for (var c = 0u; c < n; c = c + 1u) {
-                let o = c * SK_THREADS + li;
+                let o = c * SK_STRIDE + li;
                 sk_red[o] = sk_red[o] + sk_red[o + stride * SK_UNITS];
             }
         }

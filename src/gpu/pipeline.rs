@@ -102,7 +102,7 @@ shared_consts! {
     /// with `W_PRIVATE` (`wp`): `3·ceil(H/64)·H` at most.
     SEQ_PRIVATE = 768;
     /// Hidden units per workgroup of `splitk`.
-    SK_UNITS = 4;
+    SK_UNITS = 8;
     /// Batch rows per workgroup of `splitk`.
     SK_ROWS = 4;
     /// Threads per workgroup of `splitk`.

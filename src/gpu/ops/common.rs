@@ -92,7 +92,7 @@ impl StepShape {
         Ok(pieces(self.step_grid()?, max))
     }
 
-    /// The pieces of the grid of `splitk`: (ceil(H/4), ceil(B/4), D) workgroups.
+    /// The pieces of the grid of `splitk`: (ceil(H/8), ceil(B/4), D) workgroups.
     pub(crate) fn splitk_pieces(&self, max: u32) -> Result<Vec<([u32; 3], [u32; 3])>> {
         let wg = [
             u32_of("hidden units", self.hidden.div_ceil(SK_UNITS))?,

@@ -31,8 +31,8 @@ impl Strategy {
         pub const Products: Strategy = Strategy::of("products");
     }
     test_hook! {
-        /// One dispatch per step; a 256-thread workgroup computes 4 hidden units
-        /// of 4 batch rows, the product split along K over 64 slices and reduced
+        /// One dispatch per step; a 256-thread workgroup computes 8 hidden units
+        /// of 4 batch rows, the product split along K over 32 slices and reduced
         /// in workgroup memory (`splitk`): many workgroups at small batches.
         pub const SplitK: Strategy = Strategy::of("splitk");
     }
