@@ -309,8 +309,9 @@ fn rb_rz(at: StepAt) {
 // thread first copies those columns into private memory (3·ceil(H/64)·H <=
 // 768 floats): on CPU adapters private memory is fast and storage loads in
 // loops are slow; GPUs read them through the cache instead. Each step writes
-// h', the output and the tape as `step` does, then, after a barrier, refreshes
-// h_sh from what the thread itself wrote.
+// h', the output and the tape as `step` does, and h' into the other half of
+// h_sh (double-buffered: one barrier a step; the state as stored, rounded to
+// S, as the next step would read it from storage).
 //
 // A long time loop runs in several dispatches of P.steps steps each (the
 // host keeps one invocation's loop iterations within the device's loop
@@ -321,7 +322,10 @@ fn rb_rz(at: StepAt) {
 
 override W_PRIVATE: bool = false;
 
-var<workgroup> h_sh: array<f32, SEQ_ROWS * SEQ_HMAX>;
+// The state of the slice's rows, double-buffered: step s reads the half of
+// parity s mod 2 (`seq_hb`) and writes h' into the other, so that a step
+// needs one barrier and never reads back from storage what it wrote there.
+var<workgroup> h_sh: array<f32, 2u * SEQ_ROWS * SEQ_HMAX>;
 // r * h of the slice's rows (RB only)
 var<workgroup> rh_sh: array<f32, SEQ_ROWS * SEQ_HMAX>;
 var<private> wp: array<f32, SEQ_PRIVATE>;
@@ -337,6 +341,11 @@ fn seq_w(u: u32, j: u32, k: u32, wb: u32) -> vec3<f32> {
     }
     let w = wb + k * (3u * H) + j;
     return vec3<f32>(f32(w_hhT[w]), f32(w_hhT[w + H]), f32(w_hhT[w + 2u * H]));
+}
+
+// The offset in h_sh of the state before step s.
+fn seq_hb(s: u32) -> u32 {
+    return (s % 2u) * SEQ_ROWS * SEQ_HMAX;
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -356,7 +365,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
         if (j < H) {
             for (var r = 0u; r < SEQ_ROWS; r = r + 1u) {
                 let b = at.b0 + min(r, at.nrows - 1u);
-                h_sh[r * SEQ_HMAX + j] = f32(hs[hs_slot(at.d, s0) + b * H + j]);
+                h_sh[seq_hb(s0) + r * SEQ_HMAX + j] = f32(hs[hs_slot(at.d, s0) + b * H + j]);
             }
             if (W_PRIVATE) {
                 for (var k = 0u; k < H; k = k + 1u) {
@@ -373,7 +382,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
 
     for (var s = s0; s < s1; s = s + 1u) {
         let t = time_of(at.d, s);
-        let hnext = hs_slot(at.d, s + 1u);
+        let hb = seq_hb(s);
         let live = rows_active(t, at.b0, at.nrows);
         if (RB) {
             // The first half of a reset-before step (as `rb_rz`): r, z and
@@ -385,14 +394,14 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                     var az = vec4<f32>(0.0);
                     let kmax = select(0u, H, live);
                     for (var k = 0u; k < kmax; k = k + 1u) {
-                        let hv = vec4<f32>(h_sh[k], h_sh[at.r1 * SEQ_HMAX + k], h_sh[at.r2 * SEQ_HMAX + k], h_sh[at.r3 * SEQ_HMAX + k]);
+                        let hv = vec4<f32>(h_sh[hb + k], h_sh[hb + at.r1 * SEQ_HMAX + k], h_sh[hb + at.r2 * SEQ_HMAX + k], h_sh[hb + at.r3 * SEQ_HMAX + k]);
                         let w = seq_w(u, j, k, wb);
                         ar = fma(hv, vec4<f32>(w.x), ar);
                         az = fma(hv, vec4<f32>(w.y), az);
                     }
                     let bh = gh_bias(at.d, j);
                     for (var i = 0u; i < at.nrows; i = i + 1u) {
-                        let hj = h_sh[i * SEQ_HMAX + j];
+                        let hj = h_sh[hb + i * SEQ_HMAX + j];
                         rh_sh[i * SEQ_HMAX + j] = rb_half(at.d, t, at.b0 + i, j, ar[i] + bh.x, az[i] + bh.y, hj);
                     }
                 }
@@ -407,7 +416,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 var an = vec4<f32>(0.0);
                 let kmax = select(0u, H, live);
                 for (var k = 0u; k < kmax; k = k + 1u) {
-                    var hv = vec4<f32>(h_sh[k], h_sh[at.r1 * SEQ_HMAX + k], h_sh[at.r2 * SEQ_HMAX + k], h_sh[at.r3 * SEQ_HMAX + k]);
+                    var hv = vec4<f32>(h_sh[hb + k], h_sh[hb + at.r1 * SEQ_HMAX + k], h_sh[hb + at.r2 * SEQ_HMAX + k], h_sh[hb + at.r3 * SEQ_HMAX + k]);
                     if (RB) {
                         // gh_n = W_hn (r * h)
                         hv = vec4<f32>(rh_sh[k], rh_sh[at.r1 * SEQ_HMAX + k], rh_sh[at.r2 * SEQ_HMAX + k], rh_sh[at.r3 * SEQ_HMAX + k]);
@@ -419,16 +428,8 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 }
                 let bh = gh_bias(at.d, j);
                 for (var i = 0u; i < at.nrows; i = i + 1u) {
-                    gate_step(at.d, s, t, at.b0 + i, j, ar[i] + bh.x, az[i] + bh.y, an[i] + bh.z);
-                }
-            }
-        }
-        workgroupBarrier();
-        for (var u = 0u; u < at.units; u = u + 1u) {
-            let j = lid.x + 64u * u;
-            if (j < H) {
-                for (var i = 0u; i < at.nrows; i = i + 1u) {
-                    h_sh[i * SEQ_HMAX + j] = f32(hs[hnext + (at.b0 + i) * H + j]);
+                    let hn = gate_step(at.d, s, t, at.b0 + i, j, ar[i] + bh.x, az[i] + bh.y, an[i] + bh.z);
+                    h_sh[seq_hb(s + 1u) + i * SEQ_HMAX + j] = hn;
                 }
             }
         }
