@@ -198,7 +198,7 @@ fn the_recurrence_setting_maps_to_strategies() {
             "{label}: a plan's own name"
         );
         m.set_plan(None);
-        assert_eq!(plan(&m), m.fallback_plan(1), "{label}");
+        assert_eq!(plan(&m), m.fallback_plan(2, 1), "{label}");
         assert_eq!(
             m.plan_for(2, 1).unwrap().source,
             gru_wgpu::gpu::PlanSource::Fallback,

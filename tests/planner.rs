@@ -155,7 +155,7 @@ fn without_tuning_the_fixed_rule_runs_and_nothing_is_written() {
     let m = model(&ctx, &GruConfig::new(4, 8));
     let c = m.plan_for(3, 2).unwrap();
     assert_eq!(c.source, PlanSource::Fallback);
-    assert_eq!(c.plan, m.fallback_plan(2));
+    assert_eq!(c.plan, m.fallback_plan(3, 2));
     assert_eq!(c.tuned_ms, 0.0);
     let x = ndarray::Array3::<f32>::ones((3, 2, 4));
     m.forward(x.view(), ForwardOptions::default()).unwrap();

@@ -366,7 +366,7 @@ const MAX_PARTIAL_FLOATS: usize = 1 << 24;
 /// of a 132-SM H100, about. A product of [`Gemm::fixed_rows`] with as many
 /// tiles is not split along K (beyond the loop budget), and one with fewer
 /// is split into no more chunks than it takes to reach them.
-const FILL_TILES: usize = 256;
+pub(crate) const FILL_TILES: usize = 256;
 
 /// How a product is cut along K (see [`k_split`]).
 enum KSplit {
