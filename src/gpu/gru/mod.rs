@@ -39,6 +39,7 @@ mod params;
 mod planning;
 pub(crate) mod products;
 mod rows;
+mod rule;
 pub(crate) mod seq;
 mod types;
 mod windows;
