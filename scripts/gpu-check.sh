@@ -22,6 +22,9 @@
 #   torch.txt             what the CUDA part said (or why it did not run; the
 #                         probe's own stderr is kept in torch-probe.err)
 #   summary.md            the table: per shape, mode and precision, gru-wgpu, cuDNN, the ratio
+#   kernel-stats.jsonl    AMD's compiler's figures of every kernel (kernel-stats --json),
+#                         run here where KERNEL_STATS_BIN (default target/release/kernel-stats)
+#                         and RADV are, else the checkout's benches/results copy
 #   log.txt               every command run, its exit status and its seconds
 #
 # Environment:
@@ -234,6 +237,21 @@ else
   echo "CUDA part not run: $probe" > "$out/torch.txt"
 fi
 echo "torch: $(cat "$out/torch.txt")" >&2
+
+# AMD's compiler's figures of the same kernels (kernel-stats, BENCHMARKS.md),
+# beside the measurements: run afresh where a kernel-stats binary and RADV's
+# manifest are here (RADV's null device needs no AMD GPU), else the figures
+# committed with this checkout.
+ks_bin=${KERNEL_STATS_BIN:-$here/target/release/kernel-stats}
+if [ -x "$ks_bin" ] && [ -e "${GRU_WGPU_RADV_ICD:-/usr/share/vulkan/icd.d/radeon_icd.x86_64.json}" ]; then
+  run kernel-stats.txt "$budget" "$ks_bin" --json "$out/kernel-stats.jsonl"
+else
+  ks_file=$(ls "$here"/benches/results/kernel-stats-*-after.jsonl 2>/dev/null | tail -1)
+  if [ -n "$ks_file" ]; then
+    cp "$ks_file" "$out/kernel-stats.jsonl"
+    echo "kernel-stats not run here (no binary or no RADV): copied $ks_file" > "$out/kernel-stats.txt"
+  fi
+fi
 
 # The summary.
 elapsed=$(( $(date +%s) - start_all ))
