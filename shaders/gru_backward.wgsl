@@ -317,8 +317,10 @@ fn rb_dr(at: StepAt) {
 // in workgroup memory (g_sh, 3H per row); thread `lid` computes units
 // j = lid + 64u for u < ceil(H / 64): the dot products of those rows with
 // column j of W_hh (vec4 lanes = rows), then the gate gradients of unit j,
-// and writes dG_h, dG_i and dh as `step` does. After a barrier it copies its
-// own dG_h values into g_sh, and after another the next step begins. With
+// and writes dG_h, dG_i and dh as `step` does, keeping its own dG_h values
+// in `gk` (private). After a barrier it copies them into g_sh (not read
+// back from storage: g_sh is the one copy the workgroup's 16 KiB hold), and
+// after another the next step begins. With
 // W_PRIVATE the column j of W_hh (3H floats per unit) is first copied into
 // private memory (3·ceil(H/64)·H <= 768 floats).
 //
@@ -334,6 +336,30 @@ override W_PRIVATE: bool = false;
 
 var<workgroup> g_sh: array<f32, SEQ_ROWS * SEQ_H3MAX>;
 var<private> wp: array<f32, SEQ_PRIVATE>;
+// This thread's dG_h (r, z, n) of the step just taken: unit j = lid + 64u,
+// row i at gk[u * SEQ_ROWS + i].
+const SEQ_UMAX: u32 = SEQ_HMAX / 64u;
+var<private> gk: array<vec3<f32>, SEQ_UMAX * SEQ_ROWS>;
+
+// The thread's dG_h values kept in gk into g_sh (the r and z blocks, and
+// without RB the n block, which RB's step wrote already), as `load_g_sh`
+// would read them back from dgh.
+fn keep_g_sh(at: SeqAt, lid: vec3<u32>) {
+    let H = P.hidden;
+    for (var u = 0u; u < at.units; u = u + 1u) {
+        let j = lid.x + 64u * u;
+        if (j < H) {
+            for (var i = 0u; i < at.nrows; i = i + 1u) {
+                let g = gk[u * SEQ_ROWS + i];
+                g_sh[i * SEQ_H3MAX + j] = g.x;
+                g_sh[i * SEQ_H3MAX + H + j] = g.y;
+                if (!RB) {
+                    g_sh[i * SEQ_H3MAX + 2u * H + j] = g.z;
+                }
+            }
+        }
+    }
+}
 
 // dG_h of step su of the slice's rows (the r and z blocks, and without RB
 // the n block) from dgh into g_sh, units j = lid + 64u.
@@ -420,6 +446,7 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                 }
                 for (var i = 0u; i < at.nrows; i = i + 1u) {
                     let g = back_step(at.d, si, at.b0 + i, j, carry[i]);
+                    gk[u * SEQ_ROWS + i] = g;
                     if (RB) {
                         // da_n of this step, for d(r * h) below.
                         g_sh[i * SEQ_H3MAX + 2u * H + j] = g.z;
@@ -445,13 +472,13 @@ fn sequence(@builtin(workgroup_id) wid_in: vec3<u32>, @builtin(local_invocation_
                         drh = fma(gv, vec4<f32>(f32(w_hh[wb + j * H])), drh);
                     }
                     for (var i = 0u; i < at.nrows; i = i + 1u) {
-                        rb_back_half(at.d, su, at.b0 + i, k, drh[i]);
+                        gk[u * SEQ_ROWS + i].x = rb_back_half(at.d, su, at.b0 + i, k, drh[i]);
                     }
                 }
             }
         }
         if (si >= 0) {
-            load_g_sh(at, u32(si), lid);
+            keep_g_sh(at, lid);
         }
         workgroupBarrier();
     }
