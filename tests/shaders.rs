@@ -4,7 +4,7 @@
 //! shared parts (`*_shared.wgsl`), which the host composes with the shaders
 //! that share them (`compose` in src/gpu/pipeline.rs).
 
-use gru_wgpu::gpu::ops::{shader_source, SHADERS};
+use gru_wgpu::gpu::ops::{shader_source, shader_source_rolled, SHADERS};
 
 #[test]
 fn every_shader_validates_with_naga() {
@@ -73,7 +73,8 @@ fn shared_parts() -> Vec<(String, String)> {
 }
 
 /// Each shared part opens with its header, as the shaders do, and is composed
-/// into at least two shaders (it is what they share).
+/// into at least two shaders (it is what they share), as written on disk
+/// before the `// unroll` loops are written out.
 #[test]
 fn every_shared_part_is_headed_and_shared() {
     let parts = shared_parts();
@@ -91,7 +92,7 @@ fn every_shared_part_is_headed_and_shared() {
         );
         let users: Vec<&str> = SHADERS
             .iter()
-            .filter(|(f, _)| shader_source(f).unwrap().contains(src.as_str()))
+            .filter(|(f, _)| shader_source_rolled(f).unwrap().contains(src.as_str()))
             .map(|(f, _)| *f)
             .collect();
         assert!(users.len() >= 2, "{file} is composed into {users:?}");

@@ -47,6 +47,17 @@ pub fn shader_source(file: &str) -> Option<String> {
     shader_source_typed(file, &[])
 }
 
+/// [`shader_source`] with the loops marked `// unroll` left as written (what
+/// a device that does not unroll compiles; the shared parts appear in it as
+/// they are on disk).
+#[cfg(feature = "test-hooks")]
+pub fn shader_source_rolled(file: &str) -> Option<String> {
+    SHADERS
+        .iter()
+        .find(|(f, _)| *f == file)
+        .map(|(f, src)| crate::gpu::pipeline::compose_for(f, src, &[], false))
+}
+
 /// [`shader_source`] with the storage types `types` (see [`KernelVariant::types`]).
 #[cfg(feature = "test-hooks")]
 pub fn shader_source_typed(file: &str, types: &[(&str, &str)]) -> Option<String> {
