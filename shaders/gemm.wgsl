@@ -130,6 +130,10 @@ override BK: u32 = 8u;
 // vec4s of rows and of columns per thread: TM/4 and TN/4.
 override TM4: u32 = BM / 64u;
 override TN4: u32 = BN / 64u;
+// The operands stored along m or n are read as vec4s (`operand4` in
+// gemm_shared.wgsl); the host sets it where they are laid out in aligned
+// vec4s (`Gemm::vec4`).
+override VEC4: bool = false;
 
 var<workgroup> As: array<vec4<f32>, BK * BM / 4u>;
 

@@ -10,7 +10,8 @@
 //   C[z][s](m, n) at c[c_off + z*c_batch + s*c_split + m*ldc + n], split s = wid.z % n_split,
 //           summing k in [s*k_chunk, min(K, (s+1)*k_chunk))
 //
-// Buffers: a (SA), b (SB), bias (N, SB) read; c (f32) written. And the parts of
+// Buffers: a (SA), b (SB), bias (N, SB) read; c (f32) written; a4, b4: a and b
+// again, as vec4s (the tiled kernels with VEC4 read them). And the parts of
 // the tiled kernels (`tiled`, `shared_a`) that are the same in both: B's tile
 // staged k-major in workgroup memory (Bs[k][n], vec4s along n; BK, BN are the
 // including file's override constants), the TM x TN register tile of a
@@ -19,6 +20,9 @@
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
+// VEC4 (the operands stored along m or n read as vec4s, `operand4`) is the
+// including file's override, declared before its workgroup arrays: naga
+// wants the arrays' unnamed overrides after every named one.
 
 struct Params {
     m: u32, n: u32, k: u32, k_chunk: u32,
@@ -33,6 +37,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<SB>;
 @group(0) @binding(3) var<storage, read> bias: array<SB>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read> a4: array<vec4<SA>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<SB>>;
 
 // Where a workgroup works: its (offset) id, batch z and split s, the k range
 // [k0, k1) of the split, and the bases of A, B and C.
@@ -160,8 +166,17 @@ fn b_pos(e: u32) -> vec2<u32> {
 }
 
 // The vec4 of A's rows mn..mn+3 at column k (`a_side`), or of B's columns
-// mn..mn+3 at row k (zeros outside, as `a_el` and `b_el`).
+// mn..mn+3 at row k (zeros outside, as `a_el` and `b_el`). With VEC4, where
+// these four are contiguous in memory (`contiguous_mn`) and all inside, one
+// vec4 load of a4 or b4 (mn is a multiple of 4 and the host checked the
+// rest); else four scalar loads.
 fn operand4(a_side: bool, base: u32, mn: u32, k: u32, k1: u32) -> vec4<f32> {
+    if (VEC4 && contiguous_mn(a_side) && k < k1 && mn + 4u <= select(P.n, P.m, a_side)) {
+        if (a_side) {
+            return vec4<f32>(a4[(base + k * P.lda + mn) / 4u]);
+        }
+        return vec4<f32>(b4[(base + k * P.ldb + mn) / 4u]);
+    }
     if (a_side) {
         return vec4<f32>(a_el(base, mn, k, k1), a_el(base, mn + 1u, k, k1),
                          a_el(base, mn + 2u, k, k1), a_el(base, mn + 3u, k, k1));
@@ -170,19 +185,27 @@ fn operand4(a_side: bool, base: u32, mn: u32, k: u32, k1: u32) -> vec4<f32> {
                      b_el(base, k, mn + 2u, k1), b_el(base, k, mn + 3u, k1));
 }
 
-// Whether the staging of A's tile (`a_side`) or B's walks the operand's
-// contiguous dimension m or n (A stored (K, M): TRANS_A; B stored (K, N):
-// not TRANS_B). Then thread li takes the tile's scalars f = li + 256*w
-// (w < 8), at (kk, mn) = (f / width, f % width) with width BM or BN: 32
-// neighbouring threads read 128 consecutive bytes, whole 32-byte sectors
-// (four scalar loads of one vec4 a thread would touch 4 times the sectors
-// per instruction: `tests/access_patterns.rs`). Else, where k is
-// contiguous, the vec4s e = li + 256*u placed by `a_pos` or `b_pos`.
-fn along_mn(a_side: bool) -> bool {
+// Whether A (`a_side`) or B is stored along m or n: A stored (K, M)
+// (TRANS_A), B stored (K, N) (not TRANS_B).
+fn contiguous_mn(a_side: bool) -> bool {
     if (a_side) {
         return TRANS_A;
     }
     return !TRANS_B;
+}
+
+// Whether the staging of A's tile (`a_side`) or B's walks the operand's
+// contiguous dimension m or n by scalars: where it is stored along m or n
+// and not read as vec4s (VEC4). Then thread li takes the tile's scalars
+// f = li + 256*w (w < 8), at (kk, mn) = (f / width, f % width) with width BM
+// or BN: 32 neighbouring threads read 128 consecutive bytes, whole 32-byte
+// sectors (four scalar loads of one vec4 a thread would touch 4 times the
+// sectors per instruction: `tests/access_patterns.rs`). Else the vec4s
+// e = li + 256*u placed by `a_pos` or `b_pos`: neighbouring threads on
+// neighbouring k where k is contiguous, on neighbouring vec4s of m or n
+// (one 16-byte load each) with VEC4.
+fn along_mn(a_side: bool) -> bool {
+    return contiguous_mn(a_side) && !VEC4;
 }
 
 // This thread's share of A's tile (`a_side`, block rows from mn0) or B's

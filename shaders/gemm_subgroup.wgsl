@@ -48,6 +48,10 @@ override TM4: u32 = BM / 64u;
 override TN4: u32 = BN / 64u;
 // Lanes that share one A fragment: 8, or 4 where subgroups may have 4 lanes.
 override G: u32 = 8u;
+// The operands stored along m or n are read as vec4s (`operand4` in
+// gemm_shared.wgsl); the host sets it where they are laid out in aligned
+// vec4s (`Gemm::vec4`).
+override VEC4: bool = false;
 
 var<workgroup> counter: atomic<u32>;
 

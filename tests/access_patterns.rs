@@ -433,16 +433,18 @@ fn trace(ctx: &gru_wgpu::gpu::GpuContext, case: &Case) -> (Vec<Site>, Vec<Vec<(u
 
 /// The one place known to read more sectors than its bytes need, with the
 /// reason: `shared_a`'s fragments of A where A is stored (K, M) (TRANS_A:
-/// the weight gradients' products). A subgroup needs 8 rows of A's tile per
-/// fragment, each thread a vec4 of 4 of them at one k, and the lanes that
-/// share a row of threads take neighbouring k: 8 rows of K of 8 bytes each
-/// per instruction. Reading them along m would take four scalar shuffles a
-/// k in the inner loop instead of one vec4. The test fails if this place
-/// gets better (take it off) or any other gets worse.
+/// the weight gradients' products) and not laid out in aligned vec4s (the
+/// scalar kernel; with `VEC4` the same loads are one 16-byte load a thread
+/// and use full sectors, which this test checks too). A subgroup needs 8
+/// rows of A's tile per fragment, each thread a vec4 of 4 of them at one k,
+/// and the lanes that share a row of threads take neighbouring k: 8 rows of
+/// K of 8 bytes each per instruction. Reading them along m would take four
+/// scalar shuffles a k in the inner loop instead of one vec4. The test
+/// fails if this place gets better (take it off) or any other gets worse.
 const KNOWN: [(&str, &str); 1] = [("gemm_subgroup.wgsl:shared_a(TRANS_A=1,TRANS_B=0,G=8)", "a")];
 
 /// The operands whose loads must use full sectors.
-const OPERANDS: [&str; 7] = ["a", "b", "w_hhT", "w_hh", "hs", "gates", "gi"];
+const OPERANDS: [&str; 9] = ["a", "b", "a4", "b4", "w_hhT", "w_hh", "hs", "gates", "gi"];
 
 #[test]
 fn every_kernel_touches_memory_in_full_sectors_without_bank_conflicts() {

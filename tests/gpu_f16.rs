@@ -21,10 +21,12 @@ const BOUND: f64 = GPU_F16_BOUND;
 
 /// (I, H, L, bidirectional, batch_first, T, B)
 type Shape = (usize, usize, usize, bool, bool, usize, usize);
-const SHAPES: [Shape; 3] = [
+const SHAPES: [Shape; 4] = [
     (5, 7, 1, false, false, 9, 5),
     (4, 9, 2, true, true, 8, 6),
     (6, 33, 1, true, false, 6, 9),
+    // I and H multiples of 4: the tiled products read f16 operands as vec4s.
+    (12, 8, 1, false, false, 5, 4),
 ];
 
 fn seq_options(t: usize, b: usize, seed: u64, batch_first: bool) -> SeqOptions {
@@ -101,6 +103,19 @@ fn f16_matches_the_cpu_reference_on_every_plan() {
     eprintln!("{runs} f16 runs, worst relative error {worst:e}");
     if common::require_gpu() {
         assert!(runs > 0, "no plan ran");
+    }
+    // The aligned shape ran the tiled products' vec4 loads of f16 storage.
+    if runs > 0 {
+        let built: Vec<String> = paths
+            .iter()
+            .flat_map(|(_, c, _)| c.pipelines_built())
+            .collect();
+        assert!(
+            built
+                .iter()
+                .any(|p| p.contains("VEC4=1") && p.contains(":f16")),
+            "no f16 vec4 product ran: {built:?}"
+        );
     }
 }
 

@@ -23,13 +23,18 @@ use gru_wgpu::gpu::{ContextOptions, GemmVariant, GpuContext, LimitsProfile};
 use rand::Rng;
 
 /// `(m, n, k, batch, offset)`: odd sizes, several block tiles, batches,
-/// split-K (k above 512, without bias), k = 1.
-const SHAPES: [(usize, usize, usize, usize, usize); 5] = [
+/// split-K (k above 512, without bias), k = 1; and the last three laid out
+/// in aligned vec4s (m, n and the offset multiples of 4), which the tiled
+/// kernels read with `VEC4` (partial tiles, batches, split-K).
+const SHAPES: [(usize, usize, usize, usize, usize); 8] = [
     (1, 101, 255, 1, 0),
     (67, 45, 19, 3, 3),
     (130, 129, 40, 1, 1),
     (33, 70, 700, 2, 0),
     (5, 3, 1, 1, 2),
+    (68, 132, 21, 2, 4),
+    (4, 8, 3, 1, 0),
+    (36, 64, 700, 2, 8),
 ];
 
 const LAYOUTS: [(bool, bool, &str); 3] = [
@@ -195,9 +200,17 @@ fn check_all(ctx: &GpuContext, profile: &str) {
         );
     }
     assert!(runs > 0, "{profile}: no variant ran");
-    eprintln!(
-        "{profile}: pipelines built: {}",
-        ctx.pipelines_built().join(" ")
+    let built = ctx.pipelines_built();
+    eprintln!("{profile}: pipelines built: {}", built.join(" "));
+    // The aligned shapes ran the vec4 kernels of every tiled variant that
+    // ran (NN and TN), not only the scalar ones.
+    let vec4 = built.iter().filter(|p| p.contains("VEC4")).count();
+    let tiled = built
+        .iter()
+        .filter(|p| p.contains("tiled") || p.contains("shared_a"));
+    assert!(
+        vec4 >= 2 || tiled.count() == 0,
+        "{profile}: no VEC4 kernel ran: {built:?}"
     );
 }
 

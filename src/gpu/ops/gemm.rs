@@ -42,6 +42,9 @@ params_struct! {
 grid3!(GemmParams);
 
 const BINDINGS: &[(u32, Binding)] = bindings![Read, Read, Read, ReadWrite];
+/// The tiled kernels' bindings: those of [`BINDINGS`], then A and B again as
+/// arrays of vec4s (`a4`, `b4`), which the `VEC4` kernels read.
+const BINDINGS_TILED: &[(u32, Binding)] = bindings![Read, Read, Read, ReadWrite, Read, Read];
 
 const fn spec(entry: &'static str, constants: &'static [(&'static str, f64)]) -> KernelSpec {
     KernelSpec::new::<GemmParams>(("gemm.wgsl", SOURCE), entry, BINDINGS).with(constants)
@@ -51,94 +54,111 @@ const GEMM_NN: KernelSpec = spec("main", &[("TRANS_A", 0.0), ("TRANS_B", 0.0)]);
 const GEMM_NT: KernelSpec = spec("main", &[("TRANS_A", 0.0), ("TRANS_B", 1.0)]);
 const GEMM_TN: KernelSpec = spec("main", &[("TRANS_A", 1.0), ("TRANS_B", 0.0)]);
 
-/// The `tiled` kernels of one block tile (BM = BN = `$b`, BK = `$k`): NN, NT, TN.
+const fn tiled_spec(constants: &'static [(&'static str, f64)]) -> KernelSpec {
+    KernelSpec::new::<GemmParams>(("gemm.wgsl", SOURCE), "tiled", BINDINGS_TILED).with(constants)
+}
+
+/// The `tiled` kernels of one block tile (BM = BN = `$b`, BK = `$k`): NN,
+/// NT, TN, then NN and TN with `VEC4` (see [`Gemm::vec4`]).
 macro_rules! tiled {
     ($b:literal, $k:literal) => {
         [
-            spec(
-                "tiled",
-                &[
-                    ("TRANS_A", 0.0),
-                    ("TRANS_B", 0.0),
-                    ("BM", $b),
-                    ("BN", $b),
-                    ("BK", $k),
-                ],
-            ),
-            spec(
-                "tiled",
-                &[
-                    ("TRANS_A", 0.0),
-                    ("TRANS_B", 1.0),
-                    ("BM", $b),
-                    ("BN", $b),
-                    ("BK", $k),
-                ],
-            ),
-            spec(
-                "tiled",
-                &[
-                    ("TRANS_A", 1.0),
-                    ("TRANS_B", 0.0),
-                    ("BM", $b),
-                    ("BN", $b),
-                    ("BK", $k),
-                ],
-            ),
+            tiled_spec(&[
+                ("TRANS_A", 0.0),
+                ("TRANS_B", 0.0),
+                ("BM", $b),
+                ("BN", $b),
+                ("BK", $k),
+            ]),
+            tiled_spec(&[
+                ("TRANS_A", 0.0),
+                ("TRANS_B", 1.0),
+                ("BM", $b),
+                ("BN", $b),
+                ("BK", $k),
+            ]),
+            tiled_spec(&[
+                ("TRANS_A", 1.0),
+                ("TRANS_B", 0.0),
+                ("BM", $b),
+                ("BN", $b),
+                ("BK", $k),
+            ]),
+            tiled_spec(&[
+                ("TRANS_A", 0.0),
+                ("TRANS_B", 0.0),
+                ("BM", $b),
+                ("BN", $b),
+                ("BK", $k),
+                ("VEC4", 1.0),
+            ]),
+            tiled_spec(&[
+                ("TRANS_A", 1.0),
+                ("TRANS_B", 0.0),
+                ("BM", $b),
+                ("BN", $b),
+                ("BK", $k),
+                ("VEC4", 1.0),
+            ]),
         ]
     };
 }
 
-const TILE64_K8: [KernelSpec; 3] = tiled!(64.0, 8.0);
-const TILE64_K16: [KernelSpec; 3] = tiled!(64.0, 16.0);
-const TILE128_K8: [KernelSpec; 3] = tiled!(128.0, 8.0);
-const TILE128_K16: [KernelSpec; 3] = tiled!(128.0, 16.0);
+const TILE64_K8: [KernelSpec; 5] = tiled!(64.0, 8.0);
+const TILE64_K16: [KernelSpec; 5] = tiled!(64.0, 16.0);
+const TILE128_K8: [KernelSpec; 5] = tiled!(128.0, 8.0);
+const TILE128_K16: [KernelSpec; 5] = tiled!(128.0, 16.0);
 
-/// `gemm_subgroup.wgsl`'s `shared_a` (BM = BN = 128, BK = 16): NN, NT, TN.
+/// `gemm_subgroup.wgsl`'s `shared_a` (BM = BN = 128, BK = 16): NN, NT, TN,
+/// then NN and TN with `VEC4`.
 const fn sub_spec(constants: &'static [(&'static str, f64)]) -> KernelSpec {
     let file = ("gemm_subgroup.wgsl", SUBGROUP_SOURCE);
-    KernelSpec::new::<GemmParams>(file, "shared_a", BINDINGS).with(constants)
+    KernelSpec::new::<GemmParams>(file, "shared_a", BINDINGS_TILED).with(constants)
 }
 
-/// With groups of G = 8 lanes (subgroups of at least 8 lanes).
-const SUBGROUP128_K16: [KernelSpec; 3] = [
-    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0), ("G", 8.0)]),
-    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0), ("G", 8.0)]),
-    sub_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0), ("G", 8.0)]),
-];
-/// With groups of G = 4 lanes, on adapters whose subgroups may have 4.
-const SUBGROUP128_K16_G4: [KernelSpec; 3] = [
-    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0), ("G", 4.0)]),
-    sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0), ("G", 4.0)]),
-    sub_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0), ("G", 4.0)]),
-];
+/// With groups of G = `$g` lanes (8: subgroups of at least 8 lanes; 4 on
+/// adapters whose subgroups may have 4).
+macro_rules! subgroup {
+    ($g:literal) => {
+        [
+            sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0), ("G", $g)]),
+            sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 1.0), ("G", $g)]),
+            sub_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0), ("G", $g)]),
+            sub_spec(&[("TRANS_A", 0.0), ("TRANS_B", 0.0), ("G", $g), ("VEC4", 1.0)]),
+            sub_spec(&[("TRANS_A", 1.0), ("TRANS_B", 0.0), ("G", $g), ("VEC4", 1.0)]),
+        ]
+    };
+}
+
+const SUBGROUP128_K16: [KernelSpec; 5] = subgroup!(8.0);
+const SUBGROUP128_K16_G4: [KernelSpec; 5] = subgroup!(4.0);
 
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
 #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
-pub(crate) const SPECS: &[KernelSpec] = &[
-    GEMM_NN,
-    GEMM_NT,
-    GEMM_TN,
-    TILE64_K8[0],
-    TILE64_K8[1],
-    TILE64_K8[2],
-    TILE64_K16[0],
-    TILE64_K16[1],
-    TILE64_K16[2],
-    TILE128_K8[0],
-    TILE128_K8[1],
-    TILE128_K8[2],
-    TILE128_K16[0],
-    TILE128_K16[1],
-    TILE128_K16[2],
-    SUBGROUP128_K16[0],
-    SUBGROUP128_K16[1],
-    SUBGROUP128_K16[2],
-    SUBGROUP128_K16_G4[0],
-    SUBGROUP128_K16_G4[1],
-    SUBGROUP128_K16_G4[2],
-];
+pub(crate) const SPECS: &[KernelSpec] = &{
+    const TILED: [&[KernelSpec; 5]; 6] = [
+        &TILE64_K8,
+        &TILE64_K16,
+        &TILE128_K8,
+        &TILE128_K16,
+        &SUBGROUP128_K16,
+        &SUBGROUP128_K16_G4,
+    ];
+    let mut all = [GEMM_NN; 3 + 5 * 6];
+    all[1] = GEMM_NT;
+    all[2] = GEMM_TN;
+    let mut f = 0;
+    while f < 6 {
+        let mut i = 0;
+        while i < 5 {
+            all[3 + 5 * f + i] = TILED[f][i];
+            i += 1;
+        }
+        f += 1;
+    }
+    all
+};
 
 /// A kernel of `gemm.wgsl`: each computes every product of the family
 /// (transposes, batching, split-K, bias), summing each output's products in
@@ -293,22 +313,27 @@ impl GemmVariant {
     /// The kernel for these transposes (and subgroups of at least
     /// `subgroup_min` lanes), and the rows and columns of C a workgroup
     /// computes.
+    /// `vec4`: the product's operands allow [`Gemm::vec4`] (tiled variants
+    /// only).
     fn kernel(
         self,
         trans_a: bool,
         trans_b: bool,
         subgroup_min: u32,
+        vec4: bool,
     ) -> (&'static KernelSpec, usize, usize) {
-        let i = match (trans_a, trans_b) {
-            (false, false) => 0,
-            (false, true) => 1,
-            (true, false) => 2,
-            (true, true) => unreachable!("no GRU product needs both operands transposed"),
+        let i = match (trans_a, trans_b, vec4) {
+            (false, false, false) => 0,
+            (false, true, _) => 1,
+            (true, false, false) => 2,
+            (false, false, true) => 3,
+            (true, false, true) => 4,
+            (true, true, _) => unreachable!("no GRU product needs both operands transposed"),
         };
         let specs = match self {
             GemmVariant::Simple => {
                 let spec = match i {
-                    0 => &GEMM_NN,
+                    0 | 3 => &GEMM_NN,
                     1 => &GEMM_NT,
                     _ => &GEMM_TN,
                 };
@@ -441,6 +466,28 @@ fn split_chunks(g: &Gemm, variant: GemmVariant, bias: bool, k_max: usize) -> usi
 }
 
 impl Gemm {
+    /// Whether the tiled kernels may read this product's operands that are
+    /// stored along m or n (A stored (K, M): `trans_a`; B stored (K, N): not
+    /// `trans_b`) as vec4s (`VEC4`): one 16-byte load (8 in f16) a thread
+    /// where four scalar loads of one vec4 would touch four times the
+    /// sectors (`tests/access_patterns.rs`). There must be such an operand,
+    /// each laid out in aligned vec4s (offset, stride and batch stride
+    /// multiples of 4), in a buffer of at least 16 bytes (`a_bytes`,
+    /// `b_bytes`: one vec4, the least a binding of vec4s may hold). Loads of
+    /// the same values: the results are bitwise those of the scalar loads.
+    fn vec4(&self, a_bytes: u64, b_bytes: u64) -> bool {
+        let batched = self.batch > 1;
+        let aligned = |off: usize, ld: usize, batch_stride: usize, bytes: u64| {
+            off.is_multiple_of(4)
+                && ld.is_multiple_of(4)
+                && (!batched || batch_stride.is_multiple_of(4))
+                && bytes >= 16
+        };
+        let a_ok = !self.trans_a || aligned(self.a_off, self.lda, self.a_batch, a_bytes);
+        let b_ok = self.trans_b || aligned(self.b_off, self.ldb, self.b_batch, b_bytes);
+        (self.trans_a || !self.trans_b) && a_ok && b_ok
+    }
+
     /// The kernel's parameters for `g` cut into `n_split` chunks of
     /// `k_chunk` rows of K.
     fn params(&self, k_chunk: usize, n_split: usize, bias: bool) -> Result<GemmParams> {
@@ -490,7 +537,8 @@ pub(crate) fn encode_gemm(
     } else {
         0
     };
-    let (spec, rows, cols) = variant.kernel(g.trans_a, g.trans_b, subgroup_min);
+    let vec4 = variant.tile().is_some() && g.vec4(a.size(), b.size());
+    let (spec, rows, cols) = variant.kernel(g.trans_a, g.trans_b, subgroup_min, vec4);
     let typed = spec.typed(types::gemm(g.a16, g.b16));
     let spec = &typed;
     let batch = g.batch.max(1);
@@ -517,8 +565,22 @@ pub(crate) fn encode_gemm(
     ];
     let mut p = g.params(k_chunk, n_split, bias.is_some())?;
     let bias_buf = bias.unwrap_or(&dev.dummy);
+    // The vec4 views of A and B (tiled kernels; the 16-byte dummy where the
+    // kernel does not read them).
+    let (a4, b4) = if vec4 {
+        (a, b)
+    } else {
+        (&dev.dummy, &dev.dummy)
+    };
+    let buffers = |c| {
+        if variant.tile().is_some() {
+            vec![a, b, bias_buf, c, a4, b4]
+        } else {
+            vec![a, b, bias_buf, c]
+        }
+    };
     if n_split == 1 {
-        return rec.run(spec, &p, &[a, b, bias_buf, c], wg);
+        return rec.run(spec, &p, &buffers(c), wg);
     }
     // Partials laid out (batch, split, M, N): batch z of C is the column sum of
     // an (n_split, M·N) matrix.
@@ -527,7 +589,7 @@ pub(crate) fn encode_gemm(
     p.c_off = 0;
     p.c_split = (g.m * g.n) as u32;
     p.c_batch = (n_split * g.m * g.n) as u32;
-    rec.run(spec, &p, &[a, b, bias_buf, part.buffer()], wg)?;
+    rec.run(spec, &p, &buffers(part.buffer()), wg)?;
     encode_sum_rows(
         rec,
         &RowSum {
