@@ -63,44 +63,23 @@ const fn tiled_spec(constants: &'static [(&'static str, f64)]) -> KernelSpec {
 macro_rules! tiled {
     ($b:literal, $k:literal) => {
         [
-            tiled_spec(&[
-                ("TRANS_A", 0.0),
-                ("TRANS_B", 0.0),
-                ("BM", $b),
-                ("BN", $b),
-                ("BK", $k),
-            ]),
-            tiled_spec(&[
-                ("TRANS_A", 0.0),
-                ("TRANS_B", 1.0),
-                ("BM", $b),
-                ("BN", $b),
-                ("BK", $k),
-            ]),
-            tiled_spec(&[
-                ("TRANS_A", 1.0),
-                ("TRANS_B", 0.0),
-                ("BM", $b),
-                ("BN", $b),
-                ("BK", $k),
-            ]),
-            tiled_spec(&[
-                ("TRANS_A", 0.0),
-                ("TRANS_B", 0.0),
-                ("BM", $b),
-                ("BN", $b),
-                ("BK", $k),
-                ("VEC4", 1.0),
-            ]),
-            tiled_spec(&[
-                ("TRANS_A", 1.0),
-                ("TRANS_B", 0.0),
-                ("BM", $b),
-                ("BN", $b),
-                ("BK", $k),
-                ("VEC4", 1.0),
-            ]),
+            tiled!(@ $b, $k, 0.0, 0.0),
+            tiled!(@ $b, $k, 0.0, 1.0),
+            tiled!(@ $b, $k, 1.0, 0.0),
+            tiled!(@ $b, $k, 0.0, 0.0, ("VEC4", 1.0)),
+            tiled!(@ $b, $k, 1.0, 0.0, ("VEC4", 1.0)),
         ]
+    };
+    // One kernel: TRANS_A = `$ta`, TRANS_B = `$tb`, and `$extra`.
+    (@ $b:literal, $k:literal, $ta:literal, $tb:literal $(, $extra:expr)?) => {
+        tiled_spec(&[
+            ("TRANS_A", $ta),
+            ("TRANS_B", $tb),
+            ("BM", $b),
+            ("BN", $b),
+            ("BK", $k),
+            $($extra)?
+        ])
     };
 }
 
