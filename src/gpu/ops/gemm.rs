@@ -115,29 +115,41 @@ const SUBGROUP128_K16_G4: [KernelSpec; 5] = subgroup!(4.0);
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
 #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
-pub(crate) const SPECS: &[KernelSpec] = &{
-    const TILED: [&[KernelSpec; 5]; 6] = [
-        &TILE64_K8,
-        &TILE64_K16,
-        &TILE128_K8,
-        &TILE128_K16,
-        &SUBGROUP128_K16,
-        &SUBGROUP128_K16_G4,
-    ];
-    let mut all = [GEMM_NN; 3 + 5 * 6];
-    all[1] = GEMM_NT;
-    all[2] = GEMM_TN;
-    let mut f = 0;
-    while f < 6 {
-        let mut i = 0;
-        while i < 5 {
-            all[3 + 5 * f + i] = TILED[f][i];
-            i += 1;
-        }
-        f += 1;
-    }
-    all
-};
+pub(crate) const SPECS: &[KernelSpec] = &[
+    GEMM_NN,
+    GEMM_NT,
+    GEMM_TN,
+    TILE64_K8[0],
+    TILE64_K8[1],
+    TILE64_K8[2],
+    TILE64_K8[3],
+    TILE64_K8[4],
+    TILE64_K16[0],
+    TILE64_K16[1],
+    TILE64_K16[2],
+    TILE64_K16[3],
+    TILE64_K16[4],
+    TILE128_K8[0],
+    TILE128_K8[1],
+    TILE128_K8[2],
+    TILE128_K8[3],
+    TILE128_K8[4],
+    TILE128_K16[0],
+    TILE128_K16[1],
+    TILE128_K16[2],
+    TILE128_K16[3],
+    TILE128_K16[4],
+    SUBGROUP128_K16[0],
+    SUBGROUP128_K16[1],
+    SUBGROUP128_K16[2],
+    SUBGROUP128_K16[3],
+    SUBGROUP128_K16[4],
+    SUBGROUP128_K16_G4[0],
+    SUBGROUP128_K16_G4[1],
+    SUBGROUP128_K16_G4[2],
+    SUBGROUP128_K16_G4[3],
+    SUBGROUP128_K16_G4[4],
+];
 
 /// A kernel of `gemm.wgsl`: each computes every product of the family
 /// (transposes, batching, split-K, bias), summing each output's products in
