@@ -47,7 +47,9 @@ def long_functions_and_text_pubs():
                 if m:
                     depth = 0; started = False
                     for j in range(i, len(L)):
-                        for c in L[j]:
+                        # Braces outside string literals and line comments.
+                        code = re.sub(r'"(\\.|[^"\\])*"', '""', L[j]).split('//')[0]
+                        for c in code:
                             if c == '{': depth += 1; started = True
                             elif c == '}': depth -= 1
                         if started and depth == 0: break

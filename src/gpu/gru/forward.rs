@@ -242,21 +242,7 @@ impl GpuGru {
                         self.copy_act(rec, src, dst, state)?;
                     }
                 }
-                LayerStep::Dropout => {
-                    let (seed, prob) = call.dropout.expect("a dropout step where the call has one");
-                    let dropped = self.act("layer output after dropout", tb * nd * h)?;
-                    let mask = Dropout {
-                        seed,
-                        layer: l as u32,
-                        prob,
-                    };
-                    let io = Io::same(self.f16());
-                    let out = made(&b.out).buffer();
-                    encode_dropout(rec, io, &mask, tb * nd * h, out, dropped.buffer())?;
-                    if let Some(out) = b.out.replace(dropped) {
-                        rec.scratch(out);
-                    }
-                }
+                LayerStep::Dropout => self.dropout_output(rec, l, call, &mut b, tb * nd * h)?,
                 LayerStep::KeepTape => {
                     let take =
                         |o: &mut Option<PooledBuffer>| o.take().expect("made before the tape");
@@ -276,6 +262,31 @@ impl GpuGru {
             rec.scratch(buf);
         }
         Ok((next, tape))
+    }
+
+    /// Layer `l`'s dropout on its output (`n` elements): the output after
+    /// dropout replaces it in `b`, the one before is the recording's.
+    fn dropout_output(
+        &self,
+        rec: &mut Recorder,
+        l: usize,
+        call: &LayerCall,
+        b: &mut ForwardLayerBufs,
+        n: usize,
+    ) -> Result<()> {
+        let (seed, prob) = call.dropout.expect("a dropout step where the call has one");
+        let dropped = self.act("layer output after dropout", n)?;
+        let mask = Dropout {
+            seed,
+            layer: l as u32,
+            prob,
+        };
+        let io = Io::same(self.f16());
+        encode_dropout(rec, io, &mask, n, made(&b.out).buffer(), dropped.buffer())?;
+        if let Some(out) = b.out.replace(dropped) {
+            rec.scratch(out);
+        }
+        Ok(())
     }
 
     /// The states of layer `l` (`hs_len` elements, then the step flags
