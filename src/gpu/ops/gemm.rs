@@ -115,40 +115,15 @@ const SUBGROUP128_K16_G4: [KernelSpec; 5] = subgroup!(4.0);
 /// Every kernel of this module, as it is dispatched (see
 /// [`kernel_variants`](super::kernel_variants)).
 #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+#[rustfmt::skip]
 pub(crate) const SPECS: &[KernelSpec] = &[
-    GEMM_NN,
-    GEMM_NT,
-    GEMM_TN,
-    TILE64_K8[0],
-    TILE64_K8[1],
-    TILE64_K8[2],
-    TILE64_K8[3],
-    TILE64_K8[4],
-    TILE64_K16[0],
-    TILE64_K16[1],
-    TILE64_K16[2],
-    TILE64_K16[3],
-    TILE64_K16[4],
-    TILE128_K8[0],
-    TILE128_K8[1],
-    TILE128_K8[2],
-    TILE128_K8[3],
-    TILE128_K8[4],
-    TILE128_K16[0],
-    TILE128_K16[1],
-    TILE128_K16[2],
-    TILE128_K16[3],
-    TILE128_K16[4],
-    SUBGROUP128_K16[0],
-    SUBGROUP128_K16[1],
-    SUBGROUP128_K16[2],
-    SUBGROUP128_K16[3],
-    SUBGROUP128_K16[4],
-    SUBGROUP128_K16_G4[0],
-    SUBGROUP128_K16_G4[1],
-    SUBGROUP128_K16_G4[2],
-    SUBGROUP128_K16_G4[3],
-    SUBGROUP128_K16_G4[4],
+    GEMM_NN, GEMM_NT, GEMM_TN,
+    TILE64_K8[0], TILE64_K8[1], TILE64_K8[2], TILE64_K8[3], TILE64_K8[4],
+    TILE64_K16[0], TILE64_K16[1], TILE64_K16[2], TILE64_K16[3], TILE64_K16[4],
+    TILE128_K8[0], TILE128_K8[1], TILE128_K8[2], TILE128_K8[3], TILE128_K8[4],
+    TILE128_K16[0], TILE128_K16[1], TILE128_K16[2], TILE128_K16[3], TILE128_K16[4],
+    SUBGROUP128_K16[0], SUBGROUP128_K16[1], SUBGROUP128_K16[2], SUBGROUP128_K16[3], SUBGROUP128_K16[4],
+    SUBGROUP128_K16_G4[0], SUBGROUP128_K16_G4[1], SUBGROUP128_K16_G4[2], SUBGROUP128_K16_G4[3], SUBGROUP128_K16_G4[4],
 ];
 
 /// A kernel of `gemm.wgsl`: each computes every product of the family
